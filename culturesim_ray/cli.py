@@ -1,0 +1,131 @@
+"""`culturesim` command line: thin wrappers over pipeline functions.
+
+    culturesim demo --out runs/demo           build the demo corpus and run every job on it
+    culturesim demo-corpus --out DIR          only write the demo corpus
+    culturesim embed CORPUS --out DIR         the Ray Data embedding job
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from culturesim_ray.config import EmbedConfig, S3Config, load_yaml
+
+
+def _embed_config(args: argparse.Namespace) -> EmbedConfig:
+    data: dict[str, Any] = load_yaml(args.config) if getattr(args, "config", None) else {}
+    overrides = {
+        "text_encoder": args.text_encoder, "image_encoder": args.image_encoder,
+        "num_actors": args.actors, "batch_size": args.batch_size,
+        "num_cpus_per_actor": args.cpus_per_actor, "num_gpus_per_actor": args.gpus_per_actor,
+        "blocks": args.blocks, "max_length": args.max_length,
+    }
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    if args.strict:
+        data["strict"] = True
+    if args.s3_endpoint:
+        data["s3"] = {**data.get("s3", {}), "endpoint_url": args.s3_endpoint}
+    cfg = EmbedConfig(**data)
+    if not isinstance(cfg.s3, S3Config):  # pragma: no cover - pydantic guarantees it
+        raise TypeError("s3 config")
+    return cfg
+
+
+def add_embed_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML file with EmbedConfig fields (flags override it)")
+    p.add_argument("--text-encoder", choices=["minilm", "e5", "tfidf"])
+    p.add_argument("--image-encoder", choices=["efficientnet"])
+    p.add_argument("--actors", type=int, help="encoder actors in the pool (default 2)")
+    p.add_argument("--batch-size", type=int, help="rows per batch (default 64)")
+    p.add_argument("--cpus-per-actor", type=float)
+    p.add_argument("--gpus-per-actor", type=float, help="1 on GPU workers (default 0)")
+    p.add_argument("--blocks", type=int, help="input blocks (default 4 per actor)")
+    p.add_argument("--max-length", type=int, help="token limit of transformer text encoders")
+    p.add_argument("--strict", action="store_true", help="any bad row is an error")
+    p.add_argument("--s3-endpoint", help="S3 endpoint URL (else AWS_ENDPOINT_URL)")
+    p.add_argument("--address", help="Ray address (else RAY_ADDRESS, else a local instance)")
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from culturesim_ray.pipeline.embed import run_embed
+    from culturesim_ray.pipeline.ray_env import init_ray
+
+    cfg = _embed_config(args)
+    init_ray(args.address)
+    report = run_embed(args.corpus, args.out, cfg)
+    return 0 if report.balanced else 1
+
+
+def cmd_demo_corpus(args: argparse.Namespace) -> int:
+    from culturesim_ray.demo import build_demo_corpus
+
+    path = build_demo_corpus(args.out, per_culture_per_lang=args.per_culture)
+    print(f"demo corpus: {path}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from culturesim_ray.demo import build_demo_corpus
+    from culturesim_ray.pipeline.embed import run_embed
+    from culturesim_ray.pipeline.ray_env import init_ray
+
+    out = Path(args.out)
+    corpus = build_demo_corpus(out / "corpus", per_culture_per_lang=args.per_culture)
+    print(f"demo corpus: {corpus}")
+    init_ray(args.address)
+    cfg = _embed_config(args)
+    report = run_embed(str(corpus), str(out / "embed"), cfg)
+    print("\ndemo finished. outputs:")
+    print(f"  corpus       {corpus}")
+    print(f"  embeddings   {out / 'embed' / 'embeddings'}  ({report.embedded} items)")
+    print(f"  quarantine   {out / 'embed' / 'quarantine.parquet'}  ({report.quarantined} rows)")
+    print(f"  manifest     {out / 'embed' / 'manifest.json'}")
+    return 0 if report.balanced else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="culturesim", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("embed", help="embed a corpus with Ray Data")
+    p.add_argument("corpus", help="Parquet/JSONL/CSV file or directory, local or s3://")
+    p.add_argument("--out", required=True, help="output directory, local or s3://")
+    add_embed_args(p)
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("demo", help="build the demo corpus and run the jobs on it")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--per-culture", type=int, default=20, help="texts per culture and language")
+    add_embed_args(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("demo-corpus", help="only write the demo corpus")
+    p.add_argument("--out", required=True)
+    p.add_argument("--per-culture", type=int, default=20)
+    p.set_defaults(func=cmd_demo_corpus)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from culturesim_ray.io import CorpusFormatError
+    from culturesim_ray.pipeline.ray_env import set_safe_env
+    from culturesim_ray.schema import StrictModeError
+
+    set_safe_env()
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (CorpusFormatError, StrictModeError, FileNotFoundError) as exc:
+        print(f"culturesim: error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # config validation (pydantic) and bad arguments
+        print(f"culturesim: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

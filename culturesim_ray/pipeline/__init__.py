@@ -1,0 +1,1 @@
+"""Ray glue: the only package that imports ray (Data, Train, Serve)."""

@@ -1,0 +1,260 @@
+"""The corpus contract (ARCHITECTURE.md) and row validation.
+
+`validate_rows` splits raw rows into good rows (normalised to the corpus
+schema) and bad rows, each bad row kept as given plus a `reason` that names
+the field at fault. Nothing is dropped: len(good) + len(bad) == len(rows).
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+MODALITIES = ("text", "image", "sequence")
+
+CORPUS_SCHEMA = pa.schema(
+    [
+        ("item_id", pa.string()),
+        ("culture", pa.string()),
+        ("modality", pa.string()),
+        ("text", pa.string()),
+        ("uri", pa.string()),
+        ("lang", pa.string()),
+        ("era_start", pa.int64()),
+        ("era_end", pa.int64()),
+        ("themes", pa.list_(pa.string())),
+        ("artifact_id", pa.string()),
+        ("source", pa.string()),
+    ]
+)
+CORPUS_FIELDS = tuple(CORPUS_SCHEMA.names)
+REQUIRED_FIELDS = ("item_id", "culture", "modality")
+
+# the quarantine keeps every row as given, values rendered as JSON text so rows
+# of any (broken) shape fit one schema
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("source_row", pa.string()),
+        ("item_id", pa.string()),
+        ("row_json", pa.string()),
+        ("field", pa.string()),
+        ("reason", pa.string()),
+    ]
+)
+
+
+def embeddings_schema(dim: int) -> pa.Schema:
+    return pa.schema(
+        [
+            ("item_id", pa.string()),
+            ("culture", pa.string()),
+            ("modality", pa.string()),
+            ("encoder", pa.string()),
+            ("vector", pa.list_(pa.float32(), dim)),
+        ]
+    )
+
+
+class StrictModeError(ValueError):
+    """Raised by `--strict` runs on the first bad row."""
+
+
+@dataclass
+class BadRow:
+    row: dict[str, Any]
+    field: str
+    reason: str
+
+    def record(self) -> dict[str, Any]:
+        given = {k: v for k, v in self.row.items() if not k.startswith("_")}
+        return {
+            "source_row": self.row.get("_source_row"),
+            "item_id": _as_text(self.row.get("item_id")),
+            "row_json": json.dumps(given, default=str, ensure_ascii=False, sort_keys=True),
+            "field": self.field,
+            "reason": f"{self.field}: {self.reason}",
+        }
+
+
+@dataclass
+class Validated:
+    good: list[dict[str, Any]] = field(default_factory=list)
+    bad: list[BadRow] = field(default_factory=list)
+
+    def good_table(self) -> pa.Table:
+        return pa.Table.from_pylist(
+            [{k: r.get(k) for k in CORPUS_FIELDS} for r in self.good], schema=CORPUS_SCHEMA
+        )
+
+    def bad_table(self) -> pa.Table:
+        return pa.Table.from_pylist([b.record() for b in self.bad], schema=QUARANTINE_SCHEMA)
+
+    def reasons(self) -> dict[str, int]:
+        """How many rows were quarantined for each field."""
+        out: dict[str, int] = {}
+        for b in self.bad:
+            out[b.field] = out.get(b.field, 0) + 1
+        return dict(sorted(out.items()))
+
+
+def _as_text(v: Any) -> str | None:
+    return None if v is None else str(v)
+
+
+def _type_name(v: Any) -> str:
+    return type(v).__name__
+
+
+def _is_missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and v != v)
+
+
+def _check_str(row: dict[str, Any], name: str, required: bool) -> tuple[str | None, str | None]:
+    v = row.get(name)
+    if _is_missing(v):
+        return None, ("missing" if required else None)
+    if not isinstance(v, str):
+        return None, f"wrong type: expected a string, got {_type_name(v)} {v!r}"
+    if required and not v.strip():
+        return None, "empty"
+    return v, None
+
+
+def _check_int(row: dict[str, Any], name: str) -> tuple[int | None, str | None]:
+    v = row.get(name)
+    if _is_missing(v) or v == "":
+        return None, None
+    if isinstance(v, bool):
+        return None, f"wrong type: expected an integer year, got bool {v!r}"
+    if isinstance(v, int):
+        return v, None
+    if isinstance(v, float) and v.is_integer():
+        return int(v), None
+    if isinstance(v, str):
+        try:
+            return int(v.strip()), None
+        except ValueError:
+            pass
+    return None, f"wrong type: expected an integer year, got {_type_name(v)} {v!r}"
+
+
+def _check_themes(row: dict[str, Any]) -> tuple[list[str], str | None]:
+    v = row.get("themes")
+    if _is_missing(v) or v == "":
+        return [], None
+    if isinstance(v, str):
+        # CSV carries themes as a JSON list or "a;b;c"
+        s = v.strip()
+        if s.startswith("["):
+            try:
+                v = json.loads(s)
+            except json.JSONDecodeError:
+                return [], f"not a JSON list: {s!r}"
+        else:
+            v = [t for t in (p.strip() for p in s.split(";")) if t]
+    if hasattr(v, "tolist"):
+        v = v.tolist()
+    if not isinstance(v, (list, tuple)):
+        return [], f"wrong type: expected a list of strings, got {_type_name(v)}"
+    bad = [t for t in v if not isinstance(t, str) or not t.strip()]
+    if bad:
+        return [], f"every theme must be a non-empty string, got {bad[0]!r}"
+    return [t.strip().lower() for t in v], None
+
+
+def validate_rows(
+    rows: Sequence[dict[str, Any]],
+    uri_exists: Callable[[Iterable[str]], set[str]] | None = None,
+    strict: bool = False,
+) -> Validated:
+    """Check every row against the corpus contract.
+
+    uri_exists: given the uris of image/sequence rows, returns the set that
+      exist and can be opened; None skips the check (the encoder still
+      quarantines unreadable files when it decodes them).
+    strict: raise `StrictModeError` naming the first bad row instead.
+    """
+    out = Validated()
+    seen: dict[str, str] = {}
+    pending_uri: list[dict[str, Any]] = []
+
+    def reject(row: dict[str, Any], fld: str, reason: str) -> None:
+        bad = BadRow(row, fld, reason)
+        if strict:
+            raise StrictModeError(f"row {row.get('_source_row')}: {fld}: {reason}")
+        out.bad.append(bad)
+
+    for idx, row in enumerate(rows):
+        clean: dict[str, Any] = {"_source_row": row.get("_source_row", f"row {idx}"), "_idx": idx}
+        err = None
+        for name in ("item_id", "culture", "modality"):
+            val, problem = _check_str(row, name, required=True)
+            if problem:
+                err = (name, problem)
+                break
+            clean[name] = val.strip()
+        if err:
+            reject(row, *err)
+            continue
+        if clean["modality"] not in MODALITIES:
+            reject(row, "modality", f"unknown value {clean['modality']!r} "
+                   f"(expected one of {', '.join(MODALITIES)})")
+            continue
+        for name in ("text", "uri", "lang", "artifact_id", "source"):
+            val, problem = _check_str(row, name, required=False)
+            if problem:
+                err = (name, problem)
+                break
+            clean[name] = val
+        if err:
+            reject(row, *err)
+            continue
+        for name in ("era_start", "era_end"):
+            val, problem = _check_int(row, name)
+            if problem:
+                err = (name, problem)
+                break
+            clean[name] = val
+        if err:
+            reject(row, *err)
+            continue
+        if clean["era_start"] is not None and clean["era_end"] is not None \
+                and clean["era_end"] < clean["era_start"]:
+            reject(row, "era_end", f"{clean['era_end']} is before era_start {clean['era_start']}")
+            continue
+        themes, problem = _check_themes(row)
+        if problem:
+            reject(row, "themes", problem)
+            continue
+        clean["themes"] = themes
+        if clean["modality"] == "text":
+            if not clean["text"] or not clean["text"].strip():
+                reject(row, "text", "empty for a text item")
+                continue
+        elif not clean["uri"] or not clean["uri"].strip():
+            reject(row, "uri", f"missing for a {clean['modality']} item")
+            continue
+        if clean["item_id"] in seen:
+            reject(row, "item_id", f"duplicate {clean['item_id']!r}, first seen at {seen[clean['item_id']]}")
+            continue
+        seen[clean["item_id"]] = str(row.get("_source_row"))
+        if clean["modality"] != "text" and uri_exists is not None:
+            pending_uri.append(clean)
+        else:
+            out.good.append(clean)
+
+    if pending_uri:
+        found = uri_exists(r["uri"] for r in pending_uri)
+        for clean in pending_uri:
+            if clean["uri"] in found:
+                out.good.append(clean)
+            else:
+                reject(clean, "uri", f"file not found or not readable: {clean['uri']}")
+    out.good.sort(key=lambda r: r["_idx"])  # corpus order
+    return out
+
