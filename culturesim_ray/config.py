@@ -66,6 +66,8 @@ class EmbedConfig(_Strict):
     strict: any bad row is an error instead of a quarantined row.
     tfidf_dim: dense TF-IDF dimension after the LSA projection (default 256).
     max_length: token limit for transformer text encoders (default 256).
+    rows_per_file: at most this many rows per output Parquet file (default
+      5000): the unit a crashed run redoes.
     """
 
     text_encoder: Literal["minilm", "e5", "tfidf"] = "minilm"
@@ -78,6 +80,7 @@ class EmbedConfig(_Strict):
     strict: bool = False
     tfidf_dim: int = Field(256, ge=2)
     max_length: int = Field(256, ge=8)
+    rows_per_file: int = Field(5000, ge=1)
     check_uris: bool = True
     s3: S3Config = Field(default_factory=S3Config)
 

@@ -184,6 +184,8 @@ def validate_rows(
     pending_uri: list[dict[str, Any]] = []
 
     def reject(row: dict[str, Any], fld: str, reason: str) -> None:
+        if "_source_row" not in row:
+            row = {**row, "_source_row": clean["_source_row"]}
         bad = BadRow(row, fld, reason)
         if strict:
             raise StrictModeError(f"row {row.get('_source_row')}: {fld}: {reason}")

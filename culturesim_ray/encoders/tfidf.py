@@ -3,7 +3,9 @@
 Fit once over the whole corpus (vocabulary and IDF), then applied per shard.
 A text becomes a dense vector in three steps:
 
-1. tokens: lower-cased Unicode word runs of 2+ characters (any script);
+1. tokens: lower-cased runs of 2+ letters, digits and combining marks in any
+   script (so Devanagari vowel signs and Turkish dotted capitals stay inside
+   the word); digit-only tokens are dropped;
 2. sparse TF-IDF: sublinear tf `1 + log(tf)` times smooth idf
    `log((1 + n) / (1 + df)) + 1`, L2-normalised (as in scikit-learn);
 3. LSA: projection onto the top `dim` right singular vectors of the corpus's
@@ -15,16 +17,16 @@ A text becomes a dense vector in three steps:
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
+import regex
 import torch
 
 from culturesim_ray.encoders.base import EncodeResult, l2_normalize
 
-TOKEN_RE = re.compile(r"\w\w+", re.UNICODE)
+TOKEN_RE = regex.compile(r"[\p{L}\p{N}][\p{L}\p{M}\p{N}]+")
 
 
 def tokenize(text: str) -> list[str]:

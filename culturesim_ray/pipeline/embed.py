@@ -226,7 +226,8 @@ def run_embed(corpus: str, out: str, cfg: EmbedConfig | None = None,
             num_gpus=cfg.num_gpus_per_actor or None,
         )
         fs, p = _parts(out, modality, cfg)
-        ds.write_parquet(p, filesystem=io.arrow_filesystem(fs))
+        ds.write_parquet(p, filesystem=io.arrow_filesystem(fs),
+                         max_rows_per_file=cfg.rows_per_file)
 
     report = finalize(corpus, out, cfg, rows_in=len(rows), bad=bad, unsupported=unsupported,
                       skipped=skipped, started=started, good_rows=checked.good)

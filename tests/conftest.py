@@ -1,0 +1,97 @@
+"""Shared fixtures: one local Ray instance per test run, a real S3 endpoint on
+loopback (moto's server), and small real corpora."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from culturesim_ray.pipeline.ray_env import set_safe_env
+
+set_safe_env()
+
+FLAGS = Path(__file__).resolve().parents[1] / "culturesim_ray" / "data" / "flags"
+
+TEXTS = {
+    "Turkish": ["The Ottoman Empire ruled Anatolia and the Balkans from Istanbul.",
+                "Iznik tiles decorate Ottoman mosques with tulips and carnations.",
+                "Turkish coffee is brewed in a small pot called a cezve."],
+    "Greek": ["Byzantine mosaics in Thessaloniki show saints on gold backgrounds.",
+              "Ancient Greek drama was performed in open-air theatres.",
+              "The Parthenon is a temple to Athena on the Acropolis of Athens."],
+    "Persian": ["Hafez wrote ghazals in Persian that are still recited in Shiraz.",
+                "Persian carpets are knotted by hand in Isfahan and Tabriz.",
+                "The Safavid dynasty made Shia Islam the religion of Iran."],
+}
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """One local Ray instance for the whole run (2 CPUs, 127.0.0.1 only)."""
+    import ray
+
+    from culturesim_ray.pipeline.ray_env import init_ray
+
+    init_ray(num_cpus=2, log_to_driver=False)
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = False
+    yield
+    ray.shutdown()
+
+
+def corpus_rows(with_image: bool = True) -> list[dict]:
+    rows = []
+    for culture, texts in TEXTS.items():
+        for i, text in enumerate(texts):
+            rows.append({"item_id": f"{culture.lower()}-{i}", "culture": culture,
+                         "modality": "text", "text": text, "lang": "en",
+                         "themes": ["history"], "source": "test"})
+    if with_image:
+        for culture, flag in (("Turkish", "turkey"), ("Greek", "greece"), ("Persian", "iran")):
+            rows.append({"item_id": f"{culture.lower()}-flag", "culture": culture,
+                         "modality": "image", "uri": str(FLAGS / f"{flag}.png"),
+                         "themes": ["symbols"], "source": "flagpy"})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                    encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def small_corpus(tmp_path: Path) -> Path:
+    return write_jsonl(tmp_path / "corpus.jsonl", corpus_rows())
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[dict]:
+    """moto's S3 server on 127.0.0.1 (a real HTTP endpoint), with a bucket."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    creds = {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}
+    import s3fs
+
+    fs = s3fs.S3FileSystem(key="testing", secret="testing",
+                           client_kwargs={"endpoint_url": endpoint})
+    fs.mkdir("culture-bucket")
+    old = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    os.environ["AWS_ACCESS_KEY_ID"] = "testing"
+    os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
+    yield {**creds, "fs": fs, "bucket": "culture-bucket"}
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    server.stop()

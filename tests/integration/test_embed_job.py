@@ -1,0 +1,167 @@
+"""The Ray Data embedding job on a real local Ray instance."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import FLAGS, corpus_rows, write_jsonl
+from culturesim_ray.config import EmbedConfig
+from culturesim_ray.encoders import build_encoder
+from culturesim_ray.pipeline.embed import read_embeddings, run_embed, scan_written
+from culturesim_ray.schema import StrictModeError
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
+
+CFG = EmbedConfig(num_actors=2, batch_size=4, blocks=4, rows_per_file=3)
+
+
+def quiet(*_a, **_k):
+    return None
+
+
+def _all_ids(out: Path) -> list[str]:
+    ids = []
+    for m in ("text", "image", "sequence"):
+        ids += scan_written(str(out), m, CFG).column("item_id").to_pylist()
+    return ids
+
+
+def test_embed_small_corpus_matches_plain_encoder(ray_session, small_corpus, tmp_path):
+    out = tmp_path / "out"
+    report = run_embed(str(small_corpus), str(out), CFG, log=quiet)
+    assert (report.rows_in, report.embedded, report.quarantined) == (12, 12, 0)
+    emb = read_embeddings(str(out))
+    assert set(emb) == {"text", "image"}
+    text = emb["text"]
+    assert text.schema.field("vector").type.list_size == 384
+    assert set(text.column("encoder").to_pylist()) == {"minilm"}
+    assert emb["image"].schema.field("vector").type.list_size == 1280
+    # the vectors are the encoder's own, whichever actor made them
+    rows = {r["item_id"]: r for r in corpus_rows()}
+    ids = text.column("item_id").to_pylist()
+    want = build_encoder("minilm").encode([rows[i]["text"] for i in ids]).vectors
+    got = np.stack(text.column("vector").to_numpy(zero_copy_only=False))
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["balanced"] is True
+    assert manifest["counts"]["per_modality"] == {"text": 9, "image": 3}
+    assert manifest["encoders"]["text"] == {"name": "minilm", "dim": 384}
+    assert "ray" in manifest["versions"] and manifest["config"]["batch_size"] == 4
+
+
+def test_bad_rows_are_quarantined_and_counted(ray_session, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    rows = corpus_rows() + [
+        {"item_id": "x1", "culture": "", "modality": "text", "text": "no culture"},
+        {"item_id": "x2", "culture": "Greek", "modality": "video", "text": "?"},
+        {"item_id": "x3", "culture": "Greek", "modality": "text", "text": "  "},
+        {"item_id": "x4", "culture": "Greek", "modality": "image", "uri": str(tmp_path / "gone.png")},
+        {"item_id": "x5", "culture": "Greek", "modality": "image", "uri": str(broken)},
+        {"item_id": "turkish-0", "culture": "Turkish", "modality": "text", "text": "dup"},
+        {"item_id": "x6", "culture": "Greek", "modality": "text", "text": "ok", "era_start": "x"},
+        {"item_id": "x7", "culture": "Greek", "modality": "sequence", "uri": str(FLAGS / "greece.png")},
+    ]
+    corpus = write_jsonl(tmp_path / "c.jsonl", rows)
+    out = tmp_path / "out"
+    report = run_embed(str(corpus), str(out), CFG, log=quiet)
+    assert report.rows_in == len(rows) == report.embedded + report.quarantined
+    assert report.embedded == 12
+    q = pq.read_table(out / "quarantine.parquet").to_pylist()
+    reasons = {r["item_id"]: r["reason"] for r in q}
+    assert set(reasons) == {"x1", "x2", "x3", "x4", "x5", "turkish-0", "x6", "x7"}
+    assert reasons["x1"] == "culture: empty"
+    assert reasons["x2"].startswith("modality: unknown value 'video'")
+    assert reasons["x3"] == "text: empty for a text item"
+    assert reasons["x4"].startswith("uri: file not found")
+    assert reasons["x5"].startswith(f"uri: cannot read image {broken}")
+    assert "duplicate 'turkish-0'" in reasons["turkish-0"]
+    assert reasons["x6"].startswith("era_start: wrong type")
+    assert reasons["x7"].startswith("modality: no encoder for 'sequence'")
+    by_id = {r["item_id"]: r for r in q}
+    assert json.loads(by_id["x2"]["row_json"])["modality"] == "video"  # the row as given
+    assert by_id["x1"]["source_row"].endswith("c.jsonl:13")
+    assert "x5" not in read_embeddings(str(out))["image"].column("item_id").to_pylist()
+
+
+def test_strict_mode_fails_on_first_bad_row(ray_session, tmp_path):
+    corpus = write_jsonl(tmp_path / "c.jsonl", corpus_rows() + [
+        {"item_id": "x1", "culture": "Greek", "modality": "text", "text": ""}])
+    with pytest.raises(StrictModeError, match=r"c.jsonl:13: text: empty"):
+        run_embed(str(corpus), str(tmp_path / "out"), CFG.model_copy(update={"strict": True}),
+                  log=quiet)
+
+
+def test_resume_skips_written_rows_and_redoes_broken_files(ray_session, small_corpus, tmp_path):
+    out = tmp_path / "out"
+    run_embed(str(small_corpus), str(out), CFG, log=quiet)
+    text_dir = out / "embeddings" / "text"
+    files = sorted(text_dir.glob("*.parquet"))
+    assert len(files) >= 3
+    # a crash: one file never written, one cut short mid-write
+    lost = pq.read_table(files[0]).num_rows + pq.read_table(files[1]).num_rows
+    files[0].unlink()
+    files[1].write_bytes(files[1].read_bytes()[:50])
+    report = run_embed(str(small_corpus), str(out), CFG, log=quiet)
+    assert report.skipped_done == 12 - lost
+    assert report.embedded == 12 and report.balanced
+    ids = _all_ids(out)
+    assert len(ids) == len(set(ids)) == 12  # every row exactly once
+    # and a third run has nothing left to do
+    again = run_embed(str(small_corpus), str(out), CFG, log=quiet)
+    assert again.skipped_done == 12 and sorted(_all_ids(out)) == sorted(ids)
+
+
+def test_tfidf_encoder_through_the_job(ray_session, small_corpus, tmp_path):
+    cfg = CFG.model_copy(update={"text_encoder": "tfidf", "tfidf_dim": 4})
+    out = tmp_path / "out"
+    report = run_embed(str(small_corpus), str(out), cfg, log=quiet)
+    assert report.embedded == 12
+    text = read_embeddings(str(out), "text")["text"]
+    assert text.schema.field("vector").type.list_size == 4
+    assert (out / "models" / "tfidf.npz").exists()
+
+
+def test_s3_corpus_and_output(ray_session, s3_server, tmp_path):
+    fs, bucket = s3_server["fs"], s3_server["bucket"]
+    rows = corpus_rows(with_image=False)
+    rows.append({"item_id": "greek-flag", "culture": "Greek", "modality": "image",
+                 "uri": "images/greece.png"})  # relative to the corpus file on S3
+    rows.append({"item_id": "lost-flag", "culture": "Greek", "modality": "image",
+                 "uri": "images/none.png"})
+    local = write_jsonl(tmp_path / "c.jsonl", rows)
+    fs.put(str(local), f"{bucket}/corpora/demo/c.jsonl")
+    fs.put(str(FLAGS / "greece.png"), f"{bucket}/corpora/demo/images/greece.png")
+    cfg = CFG.model_copy(update={"s3": {"endpoint_url": s3_server["endpoint_url"],
+                                        "key": "testing", "secret": "testing"}})
+    cfg = type(CFG).model_validate(cfg.model_dump())
+    out = f"s3://{bucket}/runs/emb"
+    report = run_embed(f"s3://{bucket}/corpora/demo/c.jsonl", out, cfg, log=quiet)
+    assert (report.rows_in, report.embedded, report.quarantined) == (11, 10, 1)
+    emb = read_embeddings(out, cfg=cfg)
+    assert emb["text"].num_rows == 9 and emb["image"].num_rows == 1
+    assert fs.exists(f"{bucket}/runs/emb/manifest.json")
+    with fs.open(f"{bucket}/runs/emb/quarantine.parquet", "rb") as fh:
+        q = pq.read_table(fh).to_pylist()
+    assert q[0]["item_id"] == "lost-flag" and q[0]["reason"].startswith("uri: file not found")
+    # resume on S3 too
+    again = run_embed(f"s3://{bucket}/corpora/demo/c.jsonl", out, cfg, log=quiet)
+    assert again.skipped_done == 10 and again.embedded == 10
+
+
+def test_demo_corpus_runs_through_the_job(ray_session, tmp_path):
+    from culturesim_ray.demo import CULTURES, build_demo_corpus
+
+    corpus = build_demo_corpus(tmp_path / "corpus", per_culture_per_lang=1)
+    table = pq.read_table(corpus)
+    assert set(table.column("culture").to_pylist()) == set(CULTURES)
+    assert set(table.column("lang").drop_null().to_pylist()) == {"en", "fr", "es"}
+    shutil.rmtree(tmp_path / "corpus" / "images" / "japan.png", ignore_errors=True)
+    report = run_embed(str(corpus), str(tmp_path / "out"), CFG, log=quiet)
+    assert report.quarantined == 0 and report.embedded == table.num_rows

@@ -1,0 +1,149 @@
+"""Encoders with their real packaged weights: dimension, normalisation,
+determinism, and a float64 or library reference for the maths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from culturesim_ray.encoders import build_encoder
+from culturesim_ray.encoders.tfidf import TfidfEncoder, tokenize
+
+FLAGS = Path(__file__).resolve().parents[2] / "culturesim_ray" / "data" / "flags"
+
+TEXTS = [
+    "The Ottoman Empire ruled Anatolia and the Balkans from Istanbul for six centuries.",
+    "Istanbul was the capital of the Ottoman state, which controlled Anatolia.",
+    "Rice paddies need a lot of water during the growing season.",
+    "Byzantine mosaics show saints on golden backgrounds.",
+]
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return build_encoder("minilm")
+
+
+def test_minilm_shape_norm_and_meaning(minilm):
+    r = minilm.encode(TEXTS)
+    assert r.vectors.shape == (4, 384) and r.vectors.dtype == np.float32
+    assert r.errors == [None] * 4
+    np.testing.assert_allclose(np.linalg.norm(r.vectors, axis=1), 1.0, atol=1e-5)
+    sims = r.vectors @ r.vectors.T
+    # real weights: the paraphrase is nearer than the unrelated sentence
+    assert sims[0, 1] > sims[0, 2] + 0.3
+
+
+def test_minilm_deterministic_and_batch_independent(minilm):
+    a = minilm.encode(TEXTS).vectors
+    b = minilm.encode(TEXTS).vectors
+    np.testing.assert_array_equal(a, b)
+    alone = minilm.encode([TEXTS[2]]).vectors[0]  # no padding at all
+    np.testing.assert_allclose(alone, a[2], atol=1e-5)
+
+
+def test_minilm_matches_float64_reference(minilm):
+    ref = build_encoder("minilm")
+    ref.model = ref.model.double()
+    got = minilm.encode(TEXTS).vectors.astype(np.float64)
+    want = ref.encode(TEXTS).vectors  # cast to float32 at the end, computed in float64
+    np.testing.assert_allclose(got, want, atol=2e-5)
+
+
+def test_e5_multilingual():
+    e5 = build_encoder("e5")
+    r = e5.encode(["Osmanlı İmparatorluğu", "The Ottoman Empire", "Recette de la pizza"])
+    assert r.vectors.shape == (3, 384)
+    np.testing.assert_allclose(np.linalg.norm(r.vectors, axis=1), 1.0, atol=1e-5)
+    s = r.vectors @ r.vectors.T
+    assert s[0, 1] > s[0, 2]
+    np.testing.assert_allclose(e5.encode(["The Ottoman Empire"]).vectors[0], r.vectors[1],
+                               atol=1e-6)
+
+
+def test_efficientnet_features_and_bad_file(tmp_path):
+    enc = build_encoder("efficientnet")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    uris = [str(FLAGS / "italy.png"), str(broken), str(FLAGS / "france.png"),
+            str(FLAGS / "japan.png"), str(tmp_path / "missing.png")]
+    r = enc.encode(uris)
+    assert r.vectors.shape == (5, 1280)
+    assert r.errors[0] is None and r.errors[2] is None and r.errors[3] is None
+    assert r.errors[1].startswith(f"uri: cannot read image {broken}")
+    assert "missing.png" in r.errors[4]
+    assert np.isnan(r.vectors[1]).all() and np.isnan(r.vectors[4]).all()
+    ok = r.vectors[[0, 2, 3]]
+    np.testing.assert_allclose(np.linalg.norm(ok, axis=1), 1.0, atol=1e-5)
+    # pretrained features: two tricolours are nearer each other than a red disc on white
+    assert ok[0] @ ok[1] > ok[0] @ ok[2]
+    again = enc.encode([uris[0]]).vectors[0]
+    np.testing.assert_allclose(again, ok[0], atol=1e-5)
+
+
+def test_efficientnet_weights_are_the_packaged_ones():
+    from culturesim_ray.encoders.image import efficientnet_weights_path
+
+    enc = build_encoder("efficientnet")
+    state = torch.load(efficientnet_weights_path(), map_location="cpu", weights_only=True)
+    for name, tensor in enc.model.state_dict().items():
+        torch.testing.assert_close(tensor, state[name])
+
+
+CORPUS = [
+    "ottoman tiles and ottoman mosques in istanbul",
+    "byzantine mosaics and byzantine churches",
+    "persian carpets persian poetry hafez",
+    "tiles mosaics carpets crafts of istanbul",
+    "poetry of hafez and rumi",
+]
+
+
+def test_tfidf_matches_scikit_learn_float64():
+    sk = pytest.importorskip("sklearn.feature_extraction.text")
+    enc = TfidfEncoder.fit(CORPUS, dim=3)
+    vec = sk.TfidfVectorizer(sublinear_tf=True, token_pattern=r"(?u)\b\w\w+\b",
+                             dtype=np.float64)
+    ref = vec.fit_transform(CORPUS).toarray()  # (n, V) float64
+    ours = enc._sparse(CORPUS).to_dense().numpy()
+    cols = [enc.index[t] for t in vec.get_feature_names_out()]
+    np.testing.assert_allclose(ours[:, cols], ref, atol=1e-6)
+
+
+def test_tfidf_lsa_captures_the_top_singular_subspace():
+    enc = TfidfEncoder.fit(CORPUS, dim=3)
+    x = enc._sparse(CORPUS).to_dense().numpy().astype(np.float64)
+    comps = enc.components.astype(np.float64)  # (V, 3)
+    np.testing.assert_allclose(comps.T @ comps, np.eye(3), atol=1e-5)
+    s = np.linalg.svd(x, compute_uv=False)
+    captured = np.linalg.norm(x @ comps) ** 2
+    np.testing.assert_allclose(captured, (s[:3] ** 2).sum(), rtol=1e-4)
+
+
+def test_tfidf_deterministic_roundtrip_and_unknown_words(tmp_path):
+    a, b = TfidfEncoder.fit(CORPUS, dim=3), TfidfEncoder.fit(CORPUS, dim=3)
+    np.testing.assert_array_equal(a.components, b.components)
+    path = tmp_path / "tfidf.npz"
+    a.save(str(path))
+    c = TfidfEncoder.load(str(path))
+    v = c.encode(["ottoman poetry", "zzz qqq"]).vectors
+    np.testing.assert_allclose(v, a.encode(["ottoman poetry", "zzz qqq"]).vectors)
+    assert v.shape == (2, 3)
+    np.testing.assert_allclose(np.linalg.norm(v[0]), 1.0, atol=1e-6)
+    assert not v[1].any()  # no known word: no direction
+
+
+def test_tokenize_any_script():
+    assert tokenize("Osmanlı İmparatorluğu, 1453 — حافظ") == ["osmanlı", "i̇mparatorluğu", "حافظ"]
+
+
+def test_unknown_encoder_name():
+    with pytest.raises(ValueError, match="unknown encoder 'clip'"):
+        build_encoder("clip")
+
+
+def test_tokenize_keeps_combining_marks():
+    assert tokenize("भारतीय संस्कृति") == ["भारतीय", "संस्कृति"]

@@ -1,0 +1,83 @@
+"""Corpus reading: formats, relative uris, and whole-file errors naming file and line."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from culturesim_ray import io
+from culturesim_ray.io import CorpusFormatError
+
+
+def test_jsonl_csv_parquet_read_the_same_rows(tmp_path):
+    rows = [{"item_id": "a", "culture": "Greek", "modality": "text", "text": "Athens, city",
+             "uri": None},
+            {"item_id": "b", "culture": "Persian", "modality": "image", "uri": "img/b.png"}]
+    (tmp_path / "c.jsonl").write_text(
+        '{"item_id": "a", "culture": "Greek", "modality": "text", "text": "Athens, city"}\n\n'
+        '{"item_id": "b", "culture": "Persian", "modality": "image", "uri": "img/b.png"}\n')
+    (tmp_path / "c.csv").write_text(
+        'item_id,culture,modality,text,uri\na,Greek,text,"Athens, city",\n'
+        "b,Persian,image,,img/b.png\n")
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "c.parquet")
+    for name, first_line in (("c.jsonl", ":1"), ("c.csv", ":2"), ("c.parquet", "#0")):
+        got = io.read_corpus_rows(str(tmp_path / name))
+        assert [r["item_id"] for r in got] == ["a", "b"]
+        assert got[0]["text"] == "Athens, city"
+        assert got[0]["_source_row"].endswith(name + first_line)
+        # relative uris resolve against the corpus file's folder
+        assert got[1]["uri"] == str(tmp_path / "img" / "b.png")
+
+
+def test_broken_json_line_names_file_and_line(tmp_path):
+    p = tmp_path / "bad.jsonl"
+    p.write_text('{"item_id": "a"}\n{"item_id": "b",\n')
+    with pytest.raises(CorpusFormatError, match=r"bad.jsonl:2: not valid JSON"):
+        io.read_corpus_rows(str(p))
+
+
+def test_json_line_that_is_not_an_object(tmp_path):
+    p = tmp_path / "list.jsonl"
+    p.write_text('{"item_id": "a"}\n[1, 2]\n')
+    with pytest.raises(CorpusFormatError, match=r"list.jsonl:2: expected a JSON object"):
+        io.read_corpus_rows(str(p))
+
+
+def test_not_parquet_names_file(tmp_path):
+    p = tmp_path / "fake.parquet"
+    p.write_text("item_id,culture\n")
+    with pytest.raises(CorpusFormatError, match=r"fake.parquet: not a readable Parquet file"):
+        io.read_corpus_rows(str(p))
+
+
+def test_csv_row_with_extra_fields_names_line(tmp_path):
+    p = tmp_path / "c.csv"
+    p.write_text("item_id,culture\na,Greek\nb,Persian,extra\n")
+    with pytest.raises(CorpusFormatError, match=r"c.csv:3: more fields"):
+        io.read_corpus_rows(str(p))
+
+
+def test_not_utf8_names_line(tmp_path):
+    p = tmp_path / "c.jsonl"
+    p.write_bytes(b'{"item_id": "a"}\n{"text": "\xff\xfe"}\n')
+    with pytest.raises(CorpusFormatError, match=r"c.jsonl:2: not UTF-8"):
+        io.read_corpus_rows(str(p))
+
+
+def test_directory_reads_every_corpus_file_in_order(tmp_path):
+    (tmp_path / "b.jsonl").write_text('{"item_id": "b"}\n')
+    (tmp_path / "a.jsonl").write_text('{"item_id": "a"}\n')
+    (tmp_path / "notes.txt").write_text("ignored")
+    assert [r["item_id"] for r in io.read_corpus_rows(str(tmp_path))] == ["a", "b"]
+
+
+def test_missing_corpus(tmp_path):
+    with pytest.raises(FileNotFoundError, match="corpus not found"):
+        io.read_corpus_rows(str(tmp_path / "nope.jsonl"))
+
+
+def test_existing_uris_local(tmp_path):
+    (tmp_path / "x.png").write_bytes(b"1")
+    found = io.existing_uris([str(tmp_path / "x.png"), str(tmp_path / "y.png")])
+    assert found == {str(tmp_path / "x.png")}
