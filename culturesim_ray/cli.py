@@ -51,11 +51,9 @@ def add_embed_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_embed(args: argparse.Namespace) -> int:
     from culturesim_ray.pipeline.embed import run_embed
-    from culturesim_ray.pipeline.ray_env import init_ray
 
     cfg = _embed_config(args)
-    init_ray(args.address)
-    report = run_embed(args.corpus, args.out, cfg)
+    report = run_embed(args.corpus, args.out, cfg, address=args.address)
     return 0 if report.balanced else 1
 
 
@@ -70,14 +68,12 @@ def cmd_demo_corpus(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from culturesim_ray.demo import build_demo_corpus
     from culturesim_ray.pipeline.embed import run_embed
-    from culturesim_ray.pipeline.ray_env import init_ray
 
     out = Path(args.out)
+    cfg = _embed_config(args)
     corpus = build_demo_corpus(out / "corpus", per_culture_per_lang=args.per_culture)
     print(f"demo corpus: {corpus}")
-    init_ray(args.address)
-    cfg = _embed_config(args)
-    report = run_embed(str(corpus), str(out / "embed"), cfg)
+    report = run_embed(str(corpus), str(out / "embed"), cfg, address=args.address)
     print("\ndemo finished. outputs:")
     print(f"  corpus       {corpus}")
     print(f"  embeddings   {out / 'embed' / 'embeddings'}  ({report.embedded} items)")

@@ -8,7 +8,6 @@ the field at fault. Nothing is dropped: len(good) + len(bad) == len(rows).
 from __future__ import annotations
 
 import json
-import posixpath
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any

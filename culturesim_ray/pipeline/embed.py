@@ -164,10 +164,17 @@ def _fit_tfidf(out: str, texts: list[str], cfg: EmbedConfig) -> dict[str, Any]:
 
 
 def run_embed(corpus: str, out: str, cfg: EmbedConfig | None = None,
-              log: Any = print) -> EmbedReport:
-    """Embed a corpus with Ray Data. Ray must be initialised (see `pipeline.ray_env`)."""
+              log: Any = print, address: str | None = None) -> EmbedReport:
+    """Embed a corpus with Ray Data.
+
+    The corpus is read and validated first (a malformed file fails before any
+    cluster work); then Ray is joined (`address`, RAY_ADDRESS) or started locally
+    unless it is already initialised.
+    """
     import ray
     from ray.data import ActorPoolStrategy
+
+    from culturesim_ray.pipeline.ray_env import init_ray
 
     cfg = cfg or EmbedConfig()
     started = time.time()
@@ -183,6 +190,7 @@ def run_embed(corpus: str, out: str, cfg: EmbedConfig | None = None,
     quarantine_path = io.join(out, "quarantine.parquet")
     io.write_table(pa.Table.from_pylist(bad, schema=QUARANTINE_SCHEMA), quarantine_path, cfg.s3)
 
+    init_ray(address)
     cpus = _auto_cpus_per_actor(cfg)
     skipped = 0
     unsupported: list[dict[str, Any]] = []

@@ -1,0 +1,1 @@
+"""Pure math: similarity functions, the blockwise all-pairs kernel, FAISS pre-filtering."""

@@ -1,0 +1,174 @@
+"""Every SPEC S1 similarity against a float64 numpy reference, plus its properties."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from culturesim_ray.ops import similarity as S
+from culturesim_ray.ops.learned import LearnedSimilarity
+
+RNG = np.random.default_rng(7)
+X64 = RNG.normal(size=(9, 16))
+Y64 = RNG.normal(size=(7, 16)) * 0.8 + 0.1
+
+
+def t(a):
+    return torch.from_numpy(a).float()
+
+
+def ref_pairs(f, x, y):
+    return np.array([[f(a, b) for b in y] for a in x])
+
+
+REFS = {
+    "cosine": lambda a, b: a @ b / (np.linalg.norm(a) * np.linalg.norm(b)),
+    "dot": lambda a, b: a @ b,
+    "euclidean": lambda a, b: 1 / (1 + np.linalg.norm(a - b)),
+    "l1": lambda a, b: 1 / (1 + np.abs(a - b).sum()),
+    "ndd": lambda a, b: a @ b / np.sqrt((a @ a + b @ b) / 2),
+    "log_scaled": lambda a, b: a @ b / np.log(1 + np.linalg.norm(a) * np.linalg.norm(b)),
+    "hybrid": lambda a, b: a @ b / (np.linalg.norm(a - b) + 1),
+}
+
+
+def per_dim_ref(a, b, q=0.1):
+    s = np.sort(np.exp(-np.abs(a - b)))
+    return s[int(np.floor(q * len(s))):].mean()
+
+
+def poincare_ref(a, b):
+    def ball(v):
+        n = np.linalg.norm(v)
+        return np.tanh(n) * v / n
+    a, b = ball(a), ball(b)
+    arg = 1 + 2 * np.sum((a - b) ** 2) / ((1 - a @ a) * (1 - b @ b))
+    return 1 / (1 + np.arccosh(arg))
+
+
+@pytest.mark.parametrize("name", sorted(REFS))
+def test_matches_float64_reference(name):
+    got = S.get(name)(t(X64), t(Y64)).double().numpy()
+    want = ref_pairs(REFS[name], X64, Y64)
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+
+
+def test_per_dim_and_poincare_match_reference():
+    np.testing.assert_allclose(S.per_dim(t(X64), t(Y64)).numpy(),
+                               ref_pairs(per_dim_ref, X64, Y64), atol=1e-5)
+    np.testing.assert_allclose(S.trimmed_per_dim(t(X64), t(Y64), q=0.25).numpy(),
+                               ref_pairs(lambda a, b: per_dim_ref(a, b, 0.25), X64, Y64),
+                               atol=1e-5)
+    np.testing.assert_allclose(S.poincare(t(X64), t(Y64)).numpy(),
+                               ref_pairs(poincare_ref, X64, Y64), rtol=1e-4, atol=1e-5)
+
+
+def test_mahalanobis_matches_reference_with_sklearn_shrinkage():
+    lw = pytest.importorskip("sklearn.covariance")
+    data = np.concatenate([X64, Y64])
+    sigma, shrink = S.ledoit_wolf(torch.from_numpy(data))
+    ref_sigma, ref_shrink = lw.ledoit_wolf(data)
+    np.testing.assert_allclose(sigma.numpy(), ref_sigma, atol=1e-10)
+    assert shrink == pytest.approx(ref_shrink)
+    inv = np.linalg.inv(ref_sigma)
+    want = ref_pairs(lambda a, b: 1 / (1 + np.sqrt((a - b) @ inv @ (a - b))), X64, Y64)
+    m = S.Mahalanobis().fit(torch.from_numpy(data).float())
+    np.testing.assert_allclose(m(t(X64), t(Y64)).numpy(), want, rtol=1e-4, atol=1e-5)
+
+
+def test_mahalanobis_works_when_n_is_below_d():
+    few = torch.from_numpy(RNG.normal(size=(5, 64))).float()
+    m = S.Mahalanobis().fit(few)
+    assert 0 < m.shrinkage <= 1
+    s = m(few, few)
+    assert torch.isfinite(s).all()
+    assert torch.equal(s.argmax(1), torch.arange(5))
+
+
+SYMMETRIC = ["cosine", "dot", "euclidean", "l1", "ndd", "log_scaled", "hybrid", "poincare",
+             "per_dim", "mahalanobis"]
+
+
+@pytest.mark.parametrize("name", SYMMETRIC)
+def test_symmetric(name):
+    x = t(X64)
+    s = S.get(name)(x, x)
+    torch.testing.assert_close(s, s.T, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["euclidean", "l1", "poincare", "per_dim", "mahalanobis"])
+def test_distance_based_self_similarity_is_maximal(name):
+    x = t(X64)
+    s = S.get(name)(x, x)
+    assert torch.equal(s.argmax(1), torch.arange(len(x)))
+    assert torch.allclose(s.diagonal(), torch.ones(len(x)), atol=2e-3)
+
+
+@pytest.mark.parametrize("name", ["euclidean", "l1", "poincare", "per_dim"])
+def test_range_zero_one(name):
+    s = S.get(name)(t(X64), t(Y64))
+    assert bool(((s > 0) & (s <= 1)).all())
+
+
+def test_cosine_range_and_ndd_keeps_norm():
+    s = S.cosine(t(X64), t(Y64))
+    assert bool((s.abs() <= 1 + 1e-6).all())
+    a = torch.tensor([[1.0, 0.0]])
+    near, far = torch.tensor([[1.0, 0.0]]), torch.tensor([[10.0, 0.0]])
+    assert S.cosine(a, near) == S.cosine(a, far)  # cosine cannot tell them apart
+    assert S.ndd(a, near) != S.ndd(a, far)  # NDD keeps the norm information
+    huge = torch.tensor([[1000.0, 0.0]])
+    assert S.dot(a, huge) == 1000.0 and S.ndd(a, huge) < 1.5  # and damps very long vectors
+
+
+def test_poincare_points_stay_inside_ball():
+    big = torch.tensor([[1e6, 0.0], [0.999999, 0.0], [0.1, 0.2]])
+    inside = S.to_ball(big)
+    assert bool((inside.norm(dim=1) <= 1 - S.BALL_EPS + 1e-7).all())
+    d = S.poincare(big, big)
+    assert torch.isfinite(d).all()
+    d2 = S.poincare(big, big, map_to_ball=False)
+    assert torch.isfinite(d2).all()
+
+
+def test_critical_vote_grades():
+    a = torch.zeros(1, 10) + 0.3
+    close = a + 0.01
+    mid = a.clone()
+    mid[0, :2] += 2.0  # 20% of dimensions far apart
+    far = a + 2.0
+    share = S.critical_share(a, torch.cat([close, mid, far]), threshold=0.5)
+    torch.testing.assert_close(share, torch.tensor([[0.0, 0.2, 1.0]]))
+    dissimilar, grade = S.critical_vote(a, torch.cat([close, mid, far]), threshold=0.5, share=0.3)
+    assert dissimilar.tolist() == [[False, False, True]]
+    assert [S.CRITICAL_GRADES[g] for g in grade[0].tolist()] == ["high", "medium", "low"]
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="dimension mismatch: X has d=16, Y has d=3"):
+        S.cosine(t(X64), torch.ones(2, 3))
+    with pytest.raises(ValueError, match="unknown similarity 'cosin'"):
+        S.get("cosin")
+    with pytest.raises(ValueError, match="q must be in"):
+        S.trimmed_per_dim(t(X64), t(Y64), q=1.0)
+
+
+def test_learned_similarity_learns_what_cosine_cannot():
+    # label: same sign in dimension 0 (an XOR of signs): cosine is near chance on it
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(800, 8, generator=g)
+    b = torch.randn(800, 8, generator=g)
+    y = ((a[:, 0] > 0) == (b[:, 0] > 0)).float()
+    learned = LearnedSimilarity(epochs=400).fit(a[:600], b[:600], y[:600])
+    pred = learned.pairwise(a[600:], b[600:]) > 0.5
+    acc_learned = (pred.float() == y[600:]).float().mean().item()
+    cos = torch.nn.functional.cosine_similarity(a[600:], b[600:])
+    acc_cos = max(((cos > th).float() == y[600:]).float().mean().item()
+                  for th in torch.linspace(-1, 1, 41).tolist())
+    assert acc_learned > 0.9 and acc_cos < 0.7
+    assert learned.losses[-1] < learned.losses[0]
+    s = learned(a[:5], b[:4])
+    assert s.shape == (5, 4) and bool(((s >= 0) & (s <= 1)).all())
+    torch.testing.assert_close(s[2, 3], learned.pairwise(a[2:3], b[3:4])[0])
+    torch.testing.assert_close(learned(a[:4], b[:4]), learned(b[:4], a[:4]).T)  # symmetric

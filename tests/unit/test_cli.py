@@ -1,0 +1,35 @@
+"""The command line: clear errors and exit codes, without starting Ray."""
+
+from __future__ import annotations
+
+import pytest
+
+from culturesim_ray.cli import build_parser, main
+
+
+def test_malformed_corpus_exits_2_naming_file_and_line(tmp_path, capsys):
+    bad = tmp_path / "c.jsonl"
+    bad.write_text('{"item_id": "a"}\n{oops\n')
+    assert main(["embed", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:2: not valid JSON" in err
+
+
+def test_bad_config_value_is_a_clear_error(tmp_path, capsys):
+    assert main(["embed", str(tmp_path), "--out", str(tmp_path / "o"), "--actors", "0"]) == 2
+    assert "num_actors" in capsys.readouterr().err
+
+
+def test_unknown_config_key(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("batch_sise: 3\n")
+    assert main(["embed", str(tmp_path), "--out", "o", "--config", str(cfg)]) == 2
+    assert "batch_sise" in capsys.readouterr().err
+
+
+def test_every_command_has_help():
+    parser = build_parser()
+    for cmd in ("embed", "demo", "demo-corpus"):
+        with pytest.raises(SystemExit) as exc:
+            parser.parse_args([cmd, "--help"])
+        assert exc.value.code == 0
