@@ -3,6 +3,7 @@
     culturesim demo --out runs/demo           build the demo corpus and run every job on it
     culturesim demo-corpus --out DIR          only write the demo corpus
     culturesim embed CORPUS --out DIR         the Ray Data embedding job
+    culturesim allpairs EMBEDDINGS --out DIR  culture-by-culture similarity per theme
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from culturesim_ray.config import EmbedConfig, S3Config, load_yaml
+from culturesim_ray.config import AllPairsConfig, EmbedConfig, S3Config, load_yaml
 
 
 def _embed_config(args: argparse.Namespace) -> EmbedConfig:
@@ -57,6 +58,54 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0 if report.balanced else 1
 
 
+def _allpairs_config(args: argparse.Namespace) -> AllPairsConfig:
+    data: dict[str, Any] = load_yaml(args.config) if getattr(args, "config", None) else {}
+    overrides = {
+        "similarity": args.similarity, "k": args.k, "block_rows": args.block_rows,
+        "pooling": args.pooling, "modality": args.modality, "dense_limit": args.dense_limit,
+        "prefilter": args.prefilter, "nlist": args.nlist, "nprobe": args.nprobe,
+    }
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    if args.alpha:
+        alpha = {}
+        for part in args.alpha:
+            theme, sep, weight = part.partition("=")
+            if not sep:
+                raise ValueError(f"--alpha expects THEME=WEIGHT, got {part!r}")
+            alpha[theme] = float(weight)
+        data["alpha"] = alpha
+    if args.heads:
+        data["heads"] = args.heads
+    if args.s3_endpoint:
+        data["s3"] = {**data.get("s3", {}), "endpoint_url": args.s3_endpoint}
+    return AllPairsConfig(**data)
+
+
+def add_allpairs_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML file with AllPairsConfig fields (flags override it)")
+    p.add_argument("--similarity", help="cosine (default), dot, euclidean, l1, ndd, "
+                   "log_scaled, hybrid, poincare, per_dim, mahalanobis")
+    p.add_argument("-k", type=int, help="neighbours per culture (default 10)")
+    p.add_argument("--block-rows", type=int, help="rows per Ray task (default 1024)")
+    p.add_argument("--pooling", choices=["mean", "median"])
+    p.add_argument("--modality", choices=["text", "image", "sequence"])
+    p.add_argument("--dense-limit", type=int, help="dense matrices when N <= this (2000)")
+    p.add_argument("--prefilter", choices=["off", "on", "auto"])
+    p.add_argument("--nlist", type=int)
+    p.add_argument("--nprobe", type=int)
+    p.add_argument("--alpha", nargs="*", metavar="THEME=W", help="weights of S_total")
+    p.add_argument("--heads", nargs="*", help="only these heads")
+    p.add_argument("--s3-endpoint")
+    p.add_argument("--address")
+
+
+def cmd_allpairs(args: argparse.Namespace) -> int:
+    from culturesim_ray.pipeline.allpairs import run_allpairs
+
+    run_allpairs(args.embeddings, args.out, _allpairs_config(args), address=args.address)
+    return 0
+
+
 def cmd_demo_corpus(args: argparse.Namespace) -> int:
     from culturesim_ray.demo import build_demo_corpus
 
@@ -74,12 +123,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     corpus = build_demo_corpus(out / "corpus", per_culture_per_lang=args.per_culture)
     print(f"demo corpus: {corpus}")
     report = run_embed(str(corpus), str(out / "embed"), cfg, address=args.address)
+    from culturesim_ray.pipeline.allpairs import run_allpairs
+
+    run_allpairs(str(out / "embed"), str(out / "allpairs"), AllPairsConfig(k=5))
     print("\ndemo finished. outputs:")
     print(f"  corpus       {corpus}")
     print(f"  embeddings   {out / 'embed' / 'embeddings'}  ({report.embedded} items)")
     print(f"  quarantine   {out / 'embed' / 'quarantine.parquet'}  ({report.quarantined} rows)")
     print(f"  manifest     {out / 'embed' / 'manifest.json'}")
+    print(f"  all-pairs    {out / 'allpairs' / 'pairs.parquet'}  (top-5 per culture and theme)")
+    print(f"  matrices     {out / 'allpairs' / 'matrices'}")
+    _print_top(out / "allpairs" / "pairs.parquet")
     return 0 if report.balanced else 1
+
+
+def _print_top(path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(path).to_pylist()
+    general = [r for r in rows if r["theme"] == "general" and r["rank"] <= 3]
+    print("\nnearest cultures (general, cosine over mean MiniLM text vectors):")
+    by_a: dict[str, list[str]] = {}
+    for r in general:
+        by_a.setdefault(r["culture_a"], []).append(f"{r['culture_b']} {r['score']:.3f}")
+    for a in sorted(by_a):
+        print(f"  {a:<10} {', '.join(by_a[a])}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory, local or s3://")
     add_embed_args(p)
     p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("allpairs", help="culture-by-culture top-k similarity per theme")
+    p.add_argument("embeddings", help="an embed run dir, or a Parquet of item or culture vectors")
+    p.add_argument("--out", required=True)
+    add_allpairs_args(p)
+    p.set_defaults(func=cmd_allpairs)
 
     p = sub.add_parser("demo", help="build the demo corpus and run the jobs on it")
     p.add_argument("--out", default="runs/demo")

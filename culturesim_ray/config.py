@@ -99,3 +99,59 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     return data
+
+
+class AllPairsConfig(_Strict):
+    """The all-pairs theme-similarity job (SPEC J2, J3).
+
+    similarity: a name from `ops.similarity.NAMES` (default cosine).
+    k: neighbours kept per culture and head (default 10).
+    block_rows: rows per Ray task / block (default 1024); block_cols: columns
+      per score block inside a task (default 16384). Memory per task is
+      block_rows * block_cols floats, whatever N is.
+    pooling: mean | median over a culture's item vectors.
+    modality: which modality's embeddings to pool (default text).
+    min_items: items a culture needs in a head to get a vector (default 1).
+    dense_limit: write dense matrices when N <= this (default 2000).
+    prefilter: off | on | auto (auto: on when N >= prefilter_min).
+    nlist / nprobe: k-means clusters (0 = 4 sqrt(N)) and clusters probed per block.
+    recall_sample: rows on which pre-filtered recall@k is measured against exact.
+    alpha: theme -> weight of S_total = sum_i alpha_i S_i (default: equal over themes).
+    heads: only these heads (default: all).
+    """
+
+    similarity: str = "cosine"
+    k: int = Field(10, ge=1)
+    block_rows: int = Field(1024, ge=1)
+    block_cols: int = Field(16384, ge=1)
+    pooling: Literal["mean", "median"] = "mean"
+    modality: Literal["text", "image", "sequence"] = "text"
+    min_items: int = Field(1, ge=1)
+    dense_limit: int = Field(2000, ge=0)
+    prefilter: Literal["off", "on", "auto"] = "auto"
+    prefilter_min: int = Field(20000, ge=1)
+    nlist: int = Field(0, ge=0)
+    nprobe: int = Field(8, ge=1)
+    recall_sample: int = Field(1000, ge=1)
+    alpha: dict[str, float] = Field(default_factory=dict)
+    heads: list[str] | None = None
+    num_cpus_per_task: float = Field(1.0, gt=0)
+    s3: S3Config = Field(default_factory=S3Config)
+
+    @field_validator("similarity")
+    @classmethod
+    def _known_similarity(cls, v: str) -> str:
+        from culturesim_ray.ops.similarity import NAMES
+
+        if v not in NAMES or v == "learned":
+            raise ValueError(f"unknown similarity {v!r}; known: "
+                             f"{', '.join(n for n in NAMES if n != 'learned')}")
+        return v
+
+    @field_validator("alpha")
+    @classmethod
+    def _non_negative(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {t: a for t, a in v.items() if not a >= 0}
+        if bad:
+            raise ValueError(f"alpha weights must be >= 0, got {bad}")
+        return v

@@ -44,17 +44,20 @@ def check_vectors(x: Tensor, what: str = "X") -> None:
 
 def blockwise_topk(x: Tensor, y: Tensor | None = None, k: int = 10, sim: SimLike = "cosine",
                    block_rows: int = 2048, block_cols: int = 16384,
-                   exclude_self: bool = False) -> tuple[Tensor, Tensor]:
+                   exclude_self: bool = False, row_offset: int = 0) -> tuple[Tensor, Tensor]:
     """Top-k most similar rows of Y for every row of X.
 
     x: (n, d); y: (m, d), or None for X against itself. k: neighbours per row
     (k <= m, minus one with exclude_self). exclude_self: a row is not its own
-    neighbour (same index; meaningful when Y is X). Returns (scores (n, k),
+    neighbour (same index; meaningful when Y is X). row_offset: X's row i is
+    Y's row i + row_offset (X a slice of Y, as in one Ray task's block). Returns (scores (n, k),
     indices (n, k) int64), best first. Peak extra memory is one
     (block_rows, block_cols) block plus (block_rows, 2k) running state.
     """
     self_join = y is None or y is x
     y = x if y is None else y
+    if row_offset and exclude_self is False:
+        raise ValueError("row_offset only matters with exclude_self=True")
     check_vectors(x, "X")
     if not self_join:
         check_vectors(y, "Y")
@@ -96,10 +99,11 @@ def blockwise_topk(x: Tensor, y: Tensor | None = None, k: int = 10, sim: SimLike
         for j0 in range(0, m, block_cols):
             j1 = min(m, j0 + block_cols)
             s = block_fn(xb, j0, j1, buf)  # (rows, cols)
-            if exclude_self and i0 < j1 and j0 < i1:
-                lo, hi = max(i0, j0), min(i1, j1)
+            g0, g1 = i0 + row_offset, i1 + row_offset  # this block's rows as Y indices
+            if exclude_self and g0 < j1 and j0 < g1:
+                lo, hi = max(g0, j0), min(g1, j1)
                 r = torch.arange(lo, hi, device=x.device)
-                s[r - i0, r - j0] = neg_inf
+                s[r - g0, r - j0] = neg_inf
             kk = min(k, j1 - j0)
             v, idx = torch.topk(s, kk, dim=1, sorted=False)
             cand_v = torch.cat([best_v, v], dim=1)

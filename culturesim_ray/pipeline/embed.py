@@ -3,7 +3,7 @@
 Layout of an output directory::
 
     OUT/embeddings/<modality>/*.parquet   item_id, culture, modality, encoder,
-                                          vector (fixed_size_list<float32>), error
+                                          vector (fixed_size_list<float32>), themes, error
     OUT/quarantine.parquet                every bad row as given + field + reason
     OUT/models/tfidf.npz                  the fitted TF-IDF state (tfidf runs only)
     OUT/manifest.json                     config, versions, counts, time
@@ -37,7 +37,7 @@ from culturesim_ray.schema import (
     validate_rows,
 )
 
-ENCODED_COLUMNS = ("item_id", "culture", "modality", "encoder", "vector", "error")
+ENCODED_COLUMNS = ("item_id", "culture", "modality", "encoder", "vector", "themes", "error")
 
 
 class EncoderUDF:
@@ -68,6 +68,7 @@ def encode_table(encoder: Any, batch: pa.Table) -> pa.Table:
         "modality": batch.column("modality"),
         "encoder": pa.array([encoder.name] * n, pa.string()),
         "vector": vectors,
+        "themes": batch.column("themes"),
         "error": pa.array(result.errors, pa.string()),
     })
 

@@ -1,0 +1,46 @@
+"""Culture vectors pooled from item vectors, per head (general + one per theme).
+
+Item vectors are L2-normalised first so long texts do not outweigh short
+ones; then a culture's head vector is the mean (or coordinate-wise median) of
+its items' vectors — all items for "general", the items carrying theme t for
+head t. A culture with no item of a theme has no vector for that head: it is
+left out of that head, never given a zero vector that would pose as data.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+
+GENERAL = "general"
+POOLINGS = ("mean", "median")
+
+
+def pool(vectors: np.ndarray, cultures: Sequence[str], themes: Sequence[Sequence[str] | None] | None = None,
+         how: str = "mean", min_items: int = 1) -> dict[str, tuple[list[str], np.ndarray]]:
+    """head -> (cultures, vectors (n_cultures, d) float32), cultures sorted.
+
+    vectors: (n_items, d); cultures: (n_items,); themes: per item, or None.
+    min_items: a culture needs at least this many items in a head to get a vector."""
+    if how not in POOLINGS:
+        raise ValueError(f"unknown pooling {how!r}; known: {', '.join(POOLINGS)}")
+    v = np.asarray(vectors, dtype=np.float64)
+    if v.ndim != 2 or len(v) != len(cultures):
+        raise ValueError(f"pool: vectors {v.shape} do not match {len(cultures)} cultures")
+    v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    groups: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for i, c in enumerate(cultures):
+        groups[GENERAL][c].append(i)
+        for t in (themes[i] if themes is not None and themes[i] is not None else ()):
+            groups[t][c].append(i)
+    out = {}
+    for head in sorted(groups, key=lambda h: (h != GENERAL, h)):
+        names = sorted(c for c, idx in groups[head].items() if len(idx) >= min_items)
+        if not names:
+            continue
+        agg = np.mean if how == "mean" else np.median
+        mat = np.stack([agg(v[groups[head][c]], axis=0) for c in names]).astype(np.float32)
+        out[head] = (names, mat)
+    return out
