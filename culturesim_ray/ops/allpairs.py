@@ -43,7 +43,7 @@ def check_vectors(x: Tensor, what: str = "X") -> None:
 
 
 def blockwise_topk(x: Tensor, y: Tensor | None = None, k: int = 10, sim: SimLike = "cosine",
-                   block_rows: int = 2048, block_cols: int = 16384,
+                   block_rows: int = 4096, block_cols: int = 4096,
                    exclude_self: bool = False, row_offset: int = 0) -> tuple[Tensor, Tensor]:
     """Top-k most similar rows of Y for every row of X.
 

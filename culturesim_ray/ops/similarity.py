@@ -47,13 +47,13 @@ def sq_euclidean(x: Tensor, y: Tensor) -> Tensor:
     """|A-B|^2 through one matrix product (clamped at 0 against rounding)."""
     x2 = (x * x).sum(1, keepdim=True)  # (n, 1)
     y2 = (y * y).sum(1)  # (m,)
-    return (x2 + y2 - 2.0 * (x @ y.T)).clamp_min_(0.0)
+    return torch.addmm(x2 + y2, x, y.T, alpha=-2.0).clamp_min_(0.0)
 
 
 def euclidean(x: Tensor, y: Tensor) -> Tensor:
     """1 / (1 + |A-B|_2)."""
     _check(x, y)
-    return 1.0 / (1.0 + sq_euclidean(x, y).sqrt_())
+    return sq_euclidean(x, y).sqrt_().add_(1.0).reciprocal_()
 
 
 def l1(x: Tensor, y: Tensor) -> Tensor:
@@ -68,9 +68,10 @@ def ndd(x: Tensor, y: Tensor) -> Tensor:
     Keeps the norm information cosine discards: for equal directions it is
     |A||B| / rms(|A|, |B|), largest when the norms agree."""
     _check(x, y)
-    x2 = (x * x).sum(1, keepdim=True)
-    y2 = (y * y).sum(1)
-    return (x @ y.T) / ((x2 + y2) * 0.5).clamp_min(EPS).sqrt()
+    x2 = (x * x).sum(1, keepdim=True).mul_(0.5)
+    y2 = (y * y).sum(1).mul_(0.5)
+    denom = (x2 + y2).clamp_min_(EPS).sqrt_()  # (n, m)
+    return torch.mm(x, y.T).div_(denom)
 
 
 def log_scaled(x: Tensor, y: Tensor) -> Tensor:
@@ -78,13 +79,17 @@ def log_scaled(x: Tensor, y: Tensor) -> Tensor:
     _check(x, y)
     nx = x.norm(dim=1, keepdim=True)
     ny = y.norm(dim=1)
-    return (x @ y.T) / torch.log1p(nx * ny).clamp_min(EPS)
+    return torch.mm(x, y.T).div_(torch.log1p_(nx * ny).clamp_min_(EPS))
 
 
 def hybrid(x: Tensor, y: Tensor) -> Tensor:
     """A·B / (|A-B|_2 + 1)."""
     _check(x, y)
-    return (x @ y.T) / (1.0 + sq_euclidean(x, y).sqrt_())
+    g = torch.mm(x, y.T)  # (n, m), used for both the numerator and |A-B|
+    x2 = (x * x).sum(1, keepdim=True)
+    y2 = (y * y).sum(1)
+    dist = (x2 + y2).sub_(g, alpha=2.0).clamp_min_(0.0).sqrt_().add_(1.0)
+    return g.div_(dist)
 
 
 # --- hyperbolic -----------------------------------------------------------------
