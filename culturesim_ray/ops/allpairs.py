@@ -44,13 +44,17 @@ def check_vectors(x: Tensor, what: str = "X") -> None:
 
 def blockwise_topk(x: Tensor, y: Tensor | None = None, k: int = 10, sim: SimLike = "cosine",
                    block_rows: int = 4096, block_cols: int = 4096,
-                   exclude_self: bool = False, row_offset: int = 0) -> tuple[Tensor, Tensor]:
+                   exclude_self: bool = False, row_offset: int = 0,
+                   symmetric: bool = True) -> tuple[Tensor, Tensor]:
     """Top-k most similar rows of Y for every row of X.
 
     x: (n, d); y: (m, d), or None for X against itself. k: neighbours per row
     (k <= m, minus one with exclude_self). exclude_self: a row is not its own
     neighbour (same index; meaningful when Y is X). row_offset: X's row i is
-    Y's row i + row_offset (X a slice of Y, as in one Ray task's block). Returns (scores (n, k),
+    Y's row i + row_offset (X a slice of Y, as in one Ray task's block).
+    symmetric: for a self-join with cosine or dot, compute each unordered pair
+    once (tiles on and above the diagonal; every tile feeds the top-k of its
+    rows and, transposed, of its columns): half the matrix products. Returns (scores (n, k),
     indices (n, k) int64), best first. Peak extra memory is one
     (block_rows, block_cols) block plus (block_rows, 2k) running state.
     """
@@ -71,6 +75,10 @@ def blockwise_topk(x: Tensor, y: Tensor | None = None, k: int = 10, sim: SimLike
     if block_rows < 1 or block_cols < 1:
         raise ValueError("block_rows and block_cols must be positive")
     name, fn = _resolve(sim)
+    if self_join and symmetric and name in ("cosine", "dot"):
+        if name == "cosine":
+            x = x / x.norm(dim=1, keepdim=True).clamp_min(S.EPS)
+        return _symmetric_gemm_topk(x, k, min(block_rows, block_cols), exclude_self)
     if name in ("cosine", "dot"):
         if name == "cosine":
             x = x / x.norm(dim=1, keepdim=True).clamp_min(S.EPS)
@@ -113,6 +121,60 @@ def blockwise_topk(x: Tensor, y: Tensor | None = None, k: int = 10, sim: SimLike
         scores[i0:i1] = best_v
         indices[i0:i1] = best_i
     return scores, indices
+
+
+def _merge(best_v: Tensor, best_i: Tensor, v: Tensor, i: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Running top-k (r, k) merged with a candidate top-k (r, k')."""
+    cand_v = torch.cat([best_v, v], dim=1)
+    cand_i = torch.cat([best_i, i], dim=1)
+    top_v, pos = torch.topk(cand_v, k, dim=1)
+    return top_v, torch.gather(cand_i, 1, pos)
+
+
+def column_topk(s: Tensor, k: int, group: int = 32) -> tuple[Tensor, Tensor]:
+    """Top-k of every column of s (r, c), returned as (c, k) values and row ids.
+
+    torch.topk along dim 0 walks memory with a stride; instead: the max of
+    each group of `group` rows (a contiguous reduction), the k best groups
+    per column, then the top-k among those groups' k * group rows. Exact up
+    to ties: the k largest values of a column lie in its k groups with the
+    largest maxima."""
+    r, c = s.shape
+    if r % group or r // group < k:
+        v, i = torch.topk(s.T.contiguous(), k, dim=1, sorted=False)
+        return v, i
+    gmax = s.view(r // group, group, c).amax(1)  # (r/group, c)
+    _, gi = torch.topk(gmax.T.contiguous(), k, dim=1, sorted=False)  # (c, k) groups
+    rows = (gi[:, :, None] * group + torch.arange(group, device=s.device)).reshape(c, k * group)
+    cand = torch.gather(s.T, 1, rows)  # (c, k * group)
+    v, p = torch.topk(cand, k, dim=1, sorted=False)
+    return v, torch.gather(rows, 1, p)
+
+
+def _symmetric_gemm_topk(x: Tensor, k: int, block: int,
+                         exclude_self: bool) -> tuple[Tensor, Tensor]:
+    """Self-join top-k of x (n, d) by dot product, each unordered pair computed once."""
+    n = x.shape[0]
+    neg_inf = float("-inf")
+    best_v = torch.full((n, k), neg_inf, dtype=x.dtype, device=x.device)
+    best_i = torch.zeros((n, k), dtype=torch.long, device=x.device)
+    buf = torch.empty((min(block, n), min(block, n)), dtype=x.dtype, device=x.device)
+    for i0 in range(0, n, block):
+        i1 = min(n, i0 + block)
+        for j0 in range(i0, n, block):
+            j1 = min(n, j0 + block)
+            s = torch.mm(x[i0:i1], x[j0:j1].T, out=buf[: i1 - i0, : j1 - j0])  # (rows, cols)
+            if j0 == i0 and exclude_self:
+                s.fill_diagonal_(neg_inf)
+            kk = min(k, j1 - j0)
+            v, idx = torch.topk(s, kk, dim=1, sorted=False)
+            best_v[i0:i1], best_i[i0:i1] = _merge(best_v[i0:i1], best_i[i0:i1], v, idx + j0, k)
+            if j0 != i0:
+                kk = min(k, i1 - i0)
+                v, idx = column_topk(s, kk)
+                best_v[j0:j1], best_i[j0:j1] = _merge(best_v[j0:j1], best_i[j0:j1], v, idx + i0, k)
+    order = torch.argsort(best_v, dim=1, descending=True)  # best first, like the other path
+    return torch.gather(best_v, 1, order), torch.gather(best_i, 1, order)
 
 
 def dense_similarity(x: Tensor, y: Tensor | None = None, sim: SimLike = "cosine") -> Tensor:

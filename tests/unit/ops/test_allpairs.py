@@ -77,3 +77,24 @@ def test_mahalanobis_blockwise_fits_once_on_the_data():
 def test_bad_input_is_named(x, kwargs, msg):
     with pytest.raises(ValueError, match=msg):
         blockwise_topk(x, **kwargs)
+
+
+@pytest.mark.parametrize("block", [7, 32, 64, 500])
+def test_symmetric_path_equals_plain_path(block):
+    x = data(300, 16)
+    for sim in ("cosine", "dot"):
+        sym = blockwise_topk(x, k=6, sim=sim, exclude_self=True, block_rows=block, block_cols=block)
+        plain = blockwise_topk(x, k=6, sim=sim, exclude_self=True, block_rows=block,
+                               block_cols=block, symmetric=False)
+        assert_same_topk(sym, plain)
+        assert_same_topk(sym, dense_topk(x, k=6, sim=sim, exclude_self=True))
+
+
+def test_column_topk_exact():
+    from culturesim_ray.ops.allpairs import column_topk
+
+    s = torch.randn(256, 100, generator=torch.Generator().manual_seed(4))
+    v, i = column_topk(s, 5)
+    ev, ei = torch.topk(s, 5, dim=0)
+    torch.testing.assert_close(v.sort(dim=1, descending=True).values, ev.T)
+    assert torch.equal(torch.gather(s.T, 1, i), v)
