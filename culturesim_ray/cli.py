@@ -4,6 +4,7 @@
     culturesim demo-corpus --out DIR          only write the demo corpus
     culturesim embed CORPUS --out DIR         the Ray Data embedding job
     culturesim allpairs EMBEDDINGS --out DIR  culture-by-culture similarity per theme
+    culturesim continue-melody SEED --model DIR --out FILE.mid   continue a melody
 """
 
 from __future__ import annotations
@@ -106,6 +107,32 @@ def cmd_allpairs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_continue_melody(args: argparse.Namespace) -> int:
+    from music21 import note, stream
+
+    from culturesim_ray.encoders.music import detokenize, parse_events
+    from culturesim_ray.encoders.sequence import load_model, read_tokens, sample_continuation
+
+    model, vocab = load_model(args.model)
+    seed_tokens = read_tokens(args.seed_file)
+    cont = sample_continuation(model, vocab, seed_tokens, steps=args.steps,
+                               temperature=args.temperature, seed=args.seed)
+    with open(args.seed_file, "rb") as fh:
+        seed_events = parse_events(fh.read(), args.seed_file)
+    last = next((p for p, _ in reversed(seed_events) if p is not None), 60)
+    # continuation intervals start from the seed's last pitch
+    events = seed_events + detokenize(["n+0_0.25"] + cont, start_pitch=last)[1:]
+    s = stream.Stream()
+    for pitch, ql in events:
+        el = note.Rest(quarterLength=ql) if pitch is None else note.Note(pitch, quarterLength=ql)
+        s.append(el)
+    fmt = "midi" if args.out.lower().endswith((".mid", ".midi")) else "musicxml"
+    s.write(fmt, fp=args.out)
+    print(f"seed {len(seed_events)} events + {len(cont)} generated tokens -> {args.out}")
+    print("continuation:", " ".join(cont))
+    return 0
+
+
 def cmd_demo_corpus(args: argparse.Namespace) -> int:
     from culturesim_ray.demo import build_demo_corpus
 
@@ -172,6 +199,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-culture", type=int, default=20, help="texts per culture and language")
     add_embed_args(p)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("continue-melody", help="continue a melody with a trained melody LSTM")
+    p.add_argument("seed_file", help="the melody to continue (.abc, .mid, .musicxml)")
+    p.add_argument("--model", required=True, help="model dir (an embed run's models/lstm)")
+    p.add_argument("--out", required=True, help=".mid (MIDI) or .musicxml")
+    p.add_argument("--steps", type=int, default=32)
+    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_continue_melody)
 
     p = sub.add_parser("demo-corpus", help="only write the demo corpus")
     p.add_argument("--out", required=True)

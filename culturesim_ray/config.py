@@ -57,6 +57,9 @@ class EmbedConfig(_Strict):
 
     text_encoder: one of minilm (default), e5, tfidf.
     image_encoder: efficientnet (EfficientNet-Lite0 pooled features).
+    sequence_encoder: lstm (melody LSTM, mean hidden state). sequence_model: a
+      saved model directory; when unset, one is trained on the corpus's own
+      melodies first (lstm_epochs, default 15) and saved under OUT/models/lstm.
     num_actors: encoder actors in the pool (default 2); each holds one model.
     batch_size: rows per `map_batches` call (default 64).
     num_cpus_per_actor: logical CPUs reserved per actor (default 1.0; keep it
@@ -72,6 +75,9 @@ class EmbedConfig(_Strict):
 
     text_encoder: Literal["minilm", "e5", "tfidf"] = "minilm"
     image_encoder: Literal["efficientnet"] = "efficientnet"
+    sequence_encoder: Literal["lstm"] = "lstm"
+    sequence_model: str | None = None
+    lstm_epochs: int = Field(15, ge=1)
     num_actors: int = Field(2, ge=1)
     batch_size: int = Field(64, ge=1)
     num_cpus_per_actor: float = Field(1.0, gt=0)

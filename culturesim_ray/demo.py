@@ -6,6 +6,10 @@ a culture when its title, short description or first sentence names that
 culture (word stems per language below) and no other demo culture; its
 Wikipedia topic becomes its theme.
 
+Music: folk tunes from the Essen collection shipped with `music21` (ABC),
+tagged by their origin line: China -> Chinese, Deutschland -> German,
+UdSSR -> Russian (the demo cultures the collection covers).
+
 Images: one national flag per culture, shipped in `culturesim_ray/data/flags`
 (converted from the MIT-licensed `flagpy` package; flags are public domain).
 
@@ -163,11 +167,61 @@ def image_rows(image_dir: Path) -> list[dict]:
     return rows
 
 
-def build_demo_corpus(out_dir: str | Path, per_culture_per_lang: int = 20) -> Path:
-    """Write `corpus.parquet` (+ images/) under out_dir and return the Parquet path."""
+ESSEN_ORIGINS = (("Deutschland", "German"), ("UdSSR", "Russian"), ("China", "Chinese"))
+
+
+def essen_dir() -> Path:
+    spec = importlib.util.find_spec("music21")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the demo corpus needs the 'music21' package; run `make install`")
+    return Path(list(spec.submodule_search_locations)[0]) / "corpus" / "essenFolksong"
+
+
+def _essen_culture(origin: str) -> str | None:
+    if "/" in origin:
+        return None  # border regions (Deutschland / Polen ...) belong to no single culture
+    for key, culture in ESSEN_ORIGINS:
+        if key in origin:
+            return culture
+    return None
+
+
+def music_rows(music_dir: Path, per_culture: int = 20) -> list[dict]:
+    """Essen folk tunes as one ABC file each, at most `per_culture` per culture."""
+    music_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    taken: dict[str, int] = {}
+    for path in sorted(essen_dir().glob("*.abc")):
+        if path.stem.startswith("test"):
+            continue
+        text = path.read_text(encoding="latin-1")
+        for chunk in text.split("\nX:")[1:]:
+            tune = "X:" + chunk.strip() + "\n"
+            origin = next((ln[2:].strip() for ln in tune.splitlines() if ln.startswith("O:")), "")
+            culture = _essen_culture(origin)
+            if culture is None or taken.get(culture, 0) >= per_culture:
+                continue
+            number = tune.split("\n", 1)[0][2:].strip()
+            item = f"essen-{path.stem}-{number}"
+            (music_dir / f"{item}.abc").write_text(tune, encoding="utf-8")
+            taken[culture] = taken.get(culture, 0) + 1
+            title = next((ln[2:].strip() for ln in tune.splitlines() if ln.startswith("T:")), "")
+            rows.append({
+                "item_id": item, "culture": culture, "modality": "sequence", "text": None,
+                "uri": f"music/{item}.abc", "lang": None, "era_start": None, "era_end": None,
+                "themes": ["music"], "artifact_id": None,
+                "source": f"music21 essenFolksong {path.name} X:{number} {title} ({origin})",
+            })
+    return rows
+
+
+def build_demo_corpus(out_dir: str | Path, per_culture_per_lang: int = 20,
+                      tunes_per_culture: int = 20) -> Path:
+    """Write `corpus.parquet` (+ images/, music/) under out_dir and return the Parquet path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows = text_rows(per_culture_per_lang) + image_rows(out / "images")
+    rows = (text_rows(per_culture_per_lang) + image_rows(out / "images")
+            + music_rows(out / "music", tunes_per_culture))
     table = pa.Table.from_pylist([{k: r[k] for k in CORPUS_FIELDS} for r in rows],
                                  schema=CORPUS_SCHEMA)
     path = out / "corpus.parquet"

@@ -35,7 +35,7 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
 
 
 def build_encoder(name: str, **kwargs: Any) -> Encoder:
-    """Build an encoder by registry name: minilm, e5, tfidf, efficientnet."""
+    """Build an encoder by registry name: minilm, e5, tfidf, efficientnet, lstm."""
     if name == "minilm":
         from culturesim_ray.encoders.text import MiniLMEncoder
 
@@ -48,8 +48,12 @@ def build_encoder(name: str, **kwargs: Any) -> Encoder:
         from culturesim_ray.encoders.tfidf import TfidfEncoder
 
         return TfidfEncoder.from_state(**kwargs)
+    if name == "lstm":
+        from culturesim_ray.encoders.sequence import SequenceEncoder
+
+        return SequenceEncoder(**kwargs)
     if name == "efficientnet":
         from culturesim_ray.encoders.image import EfficientNetEncoder
 
         return EfficientNetEncoder(**kwargs)
-    raise ValueError(f"unknown encoder {name!r} (expected minilm, e5, tfidf or efficientnet)")
+    raise ValueError(f"unknown encoder {name!r} (expected minilm, e5, tfidf, efficientnet or lstm)")

@@ -115,12 +115,12 @@ def read_embeddings(out: str, modality: str | None = None,
     return result
 
 
-def _encoder_for(modality: str, cfg: EmbedConfig) -> str | None:
+def _encoder_for(modality: str, cfg: EmbedConfig) -> str:
     if modality == "text":
         return cfg.text_encoder
     if modality == "image":
         return cfg.image_encoder
-    return None  # sequence: no encoder in this version
+    return cfg.sequence_encoder
 
 
 def _auto_cpus_per_actor(cfg: EmbedConfig) -> float:
@@ -164,6 +164,45 @@ def _fit_tfidf(out: str, texts: list[str], cfg: EmbedConfig) -> dict[str, Any]:
     return enc.state()
 
 
+def _fit_lstm(out: str, uris: list[str], cfg: EmbedConfig, log: Any) -> str | None:
+    """Train the melody LSTM on the corpus's own sequences once; a rerun reuses it.
+    None when no melody could be parsed (each is then quarantined with its reason)."""
+    import tempfile
+
+    from culturesim_ray.encoders.music import Vocabulary
+    from culturesim_ray.encoders.sequence import (
+        LSTMConfig,
+        read_tokens,
+        save_model,
+        train_melody_lstm,
+    )
+
+    path = io.join(out, "models", "lstm")
+    fs, p = io.filesystem_for(path, cfg.s3)
+    if fs.exists(p + "/lstm.pt"):
+        return path
+    opts = cfg.s3.storage_options()
+    token_seqs = []
+    for uri in uris:
+        try:
+            token_seqs.append(read_tokens(uri, opts))
+        except (ValueError, OSError):
+            continue  # quarantined with the parser's message when encoded
+    if not token_seqs:
+        return None
+    vocab = Vocabulary.build(token_seqs)
+    model, losses = train_melody_lstm([vocab.encode(t) for t in token_seqs],
+                                      LSTMConfig(len(vocab)), epochs=cfg.lstm_epochs)
+    log(f"sequence: trained the melody LSTM on {len(token_seqs)} melodies "
+        f"(loss {losses[0]:.3f} -> {losses[-1]:.3f})")
+    if io.is_s3(path):
+        tmp = save_model(model, vocab, tempfile.mkdtemp(prefix="culturesim-lstm-"))
+        fs.put(str(tmp) + "/", p, recursive=True)
+    else:
+        save_model(model, vocab, p)
+    return path
+
+
 def run_embed(corpus: str, out: str, cfg: EmbedConfig | None = None,
               log: Any = print, address: str | None = None) -> EmbedReport:
     """Embed a corpus with Ray Data.
@@ -194,17 +233,12 @@ def run_embed(corpus: str, out: str, cfg: EmbedConfig | None = None,
     init_ray(address)
     cpus = _auto_cpus_per_actor(cfg)
     skipped = 0
-    unsupported: list[dict[str, Any]] = []
+    unreadable: list[dict[str, Any]] = []  # rows no encoder could even start on
     for modality in MODALITIES:
         table = good.filter(pc.equal(good.column("modality"), modality))
         if table.num_rows == 0:
             continue
         encoder = _encoder_for(modality, cfg)
-        if encoder is None:
-            for r in table.to_pylist():
-                unsupported.append({"item_id": r["item_id"], "reason":
-                                    f"modality: no encoder for {modality!r} items in this version"})
-            continue
         done = scan_written(out, modality, cfg)
         todo = table.filter(pc.invert(pc.is_in(table.column("item_id"), done.column("item_id"))))
         skipped += table.num_rows - todo.num_rows
@@ -218,6 +252,15 @@ def run_embed(corpus: str, out: str, cfg: EmbedConfig | None = None,
             kwargs = {"max_length": cfg.max_length}
         elif encoder == "efficientnet":
             kwargs = {"storage_options": cfg.s3.storage_options()}
+        elif encoder == "lstm":
+            model_path = cfg.sequence_model or _fit_lstm(out, table.column("uri").to_pylist(),
+                                                         cfg, log)
+            if model_path is None:
+                for r in todo.to_pylist():
+                    unreadable.append({"item_id": r["item_id"],
+                                       "reason": _sequence_error(r["uri"], cfg)})
+                continue
+            kwargs = {"storage_options": cfg.s3.storage_options(), "model_path": model_path}
         blocks = cfg.blocks or 4 * cfg.num_actors
         size = max(1, -(-todo.num_rows // blocks))
         shards = [todo.slice(i, size) for i in range(0, todo.num_rows, size)]
@@ -238,7 +281,7 @@ def run_embed(corpus: str, out: str, cfg: EmbedConfig | None = None,
         ds.write_parquet(p, filesystem=io.arrow_filesystem(fs),
                          max_rows_per_file=cfg.rows_per_file)
 
-    report = finalize(corpus, out, cfg, rows_in=len(rows), bad=bad, unsupported=unsupported,
+    report = finalize(corpus, out, cfg, rows_in=len(rows), bad=bad, unreadable=unreadable,
                       skipped=skipped, started=started, good_rows=checked.good)
     log(f"embedded {report.embedded}, quarantined {report.quarantined} of {report.rows_in} rows"
         + (f" ({', '.join(f'{k}: {v}' for k, v in report.reasons.items())})"
@@ -248,7 +291,7 @@ def run_embed(corpus: str, out: str, cfg: EmbedConfig | None = None,
 
 
 def finalize(corpus: str, out: str, cfg: EmbedConfig, rows_in: int, bad: list[dict[str, Any]],
-             unsupported: list[dict[str, Any]], skipped: int, started: float,
+             unreadable: list[dict[str, Any]], skipped: int, started: float,
              good_rows: list[dict[str, Any]]) -> EmbedReport:
     """Quarantine the rows the encoders could not read, count, and write the manifest."""
     by_id = {r["item_id"]: r for r in good_rows}
@@ -269,7 +312,7 @@ def finalize(corpus: str, out: str, cfg: EmbedConfig, rows_in: int, bad: list[di
                 per_modality[modality] = per_modality.get(modality, 0) + 1
             else:
                 quarantine.append(_quarantine_record(by_id[item_id], err))
-    for u in unsupported:
+    for u in unreadable:
         quarantine.append(_quarantine_record(by_id[u["item_id"]], u["reason"]))
     io.write_table(pa.Table.from_pylist(quarantine, schema=QUARANTINE_SCHEMA),
                    io.join(out, "quarantine.parquet"), cfg.s3)
@@ -282,12 +325,26 @@ def finalize(corpus: str, out: str, cfg: EmbedConfig, rows_in: int, bad: list[di
     counts = {"rows_in": rows_in, "embedded": embedded, "quarantined": len(quarantine),
               "skipped_already_done": skipped, "per_modality": per_modality,
               "quarantine_reasons": report.reasons, "balanced": report.balanced}
-    encoders = {m: {"name": e, "dim": _dim(e)} for m in MODALITIES
-                if (e := _encoder_for(m, cfg)) is not None}
+    encoders = {m: {"name": _encoder_for(m, cfg), "dim": _dim(_encoder_for(m, cfg))}
+                for m in per_modality}
     io.write_json(io.manifest("embed", cfg.model_dump(mode="json"), counts, started,
                               corpus=corpus, encoders=encoders),
                   io.join(out, "manifest.json"), cfg.s3)
     return report
+
+
+def _sequence_error(uri: str, cfg: EmbedConfig) -> str:
+    """The reason a melody file cannot be used, in the encoder's words."""
+    from culturesim_ray.encoders.music import MusicParseError
+    from culturesim_ray.encoders.sequence import read_tokens
+
+    try:
+        read_tokens(uri, cfg.s3.storage_options())
+    except MusicParseError as exc:
+        return f"uri: cannot parse music {uri}: {exc}"
+    except (ValueError, OSError) as exc:
+        return f"uri: {exc} in {uri}"
+    return f"uri: no melody of this corpus could be parsed to train the encoder on ({uri})"
 
 
 def _quarantine_record(row: dict[str, Any], reason: str) -> dict[str, Any]:
@@ -298,4 +355,4 @@ def _quarantine_record(row: dict[str, Any], reason: str) -> dict[str, Any]:
 
 
 def _dim(encoder: str) -> int | None:
-    return {"minilm": 384, "e5": 384, "efficientnet": 1280}.get(encoder)
+    return {"minilm": 384, "e5": 384, "efficientnet": 1280, "lstm": 128}.get(encoder)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +82,8 @@ def test_bad_rows_are_quarantined_and_counted(ray_session, tmp_path):
     assert reasons["x5"].startswith(f"uri: cannot read image {broken}")
     assert "duplicate 'turkish-0'" in reasons["turkish-0"]
     assert reasons["x6"].startswith("era_start: wrong type")
-    assert reasons["x7"].startswith("modality: no encoder for 'sequence'")
+    assert reasons["x7"].startswith("uri: cannot parse music")
+    assert "unknown music format" in reasons["x7"]
     by_id = {r["item_id"]: r for r in q}
     assert json.loads(by_id["x2"]["row_json"])["modality"] == "video"  # the row as given
     assert by_id["x1"]["source_row"].endswith("c.jsonl:13")
@@ -158,10 +158,33 @@ def test_s3_corpus_and_output(ray_session, s3_server, tmp_path):
 def test_demo_corpus_runs_through_the_job(ray_session, tmp_path):
     from culturesim_ray.demo import CULTURES, build_demo_corpus
 
-    corpus = build_demo_corpus(tmp_path / "corpus", per_culture_per_lang=1)
+    corpus = build_demo_corpus(tmp_path / "corpus", per_culture_per_lang=1, tunes_per_culture=4)
     table = pq.read_table(corpus)
     assert set(table.column("culture").to_pylist()) == set(CULTURES)
     assert set(table.column("lang").drop_null().to_pylist()) == {"en", "fr", "es"}
-    shutil.rmtree(tmp_path / "corpus" / "images" / "japan.png", ignore_errors=True)
-    report = run_embed(str(corpus), str(tmp_path / "out"), CFG, log=quiet)
+    assert table.column("modality").to_pylist().count("sequence") == 12
+    out = tmp_path / "out"
+    report = run_embed(str(corpus), str(out), CFG.model_copy(update={"lstm_epochs": 2}),
+                       log=quiet)
     assert report.quarantined == 0 and report.embedded == table.num_rows
+    seq = read_embeddings(str(out), "sequence")["sequence"]
+    assert seq.num_rows == 12 and set(seq.column("encoder").to_pylist()) == {"lstm"}
+    assert (out / "models" / "lstm" / "lstm.pt").exists()
+    # the music reaches the all-pairs output
+    from culturesim_ray.config import AllPairsConfig
+    from culturesim_ray.pipeline.allpairs import run_allpairs
+
+    run_allpairs(str(out), str(tmp_path / "ap"), AllPairsConfig(k=2, modality="sequence"),
+                 log=quiet)
+    pairs = pq.read_table(tmp_path / "ap" / "pairs.parquet").to_pylist()
+    assert {r["culture_a"] for r in pairs} == {"Chinese", "German", "Russian"}
+    # and the trained model continues a melody from the command line
+    from culturesim_ray.cli import main
+
+    tune = next((tmp_path / "corpus" / "music").glob("*.abc"))
+    assert main(["continue-melody", str(tune), "--model", str(out / "models" / "lstm"),
+                 "--out", str(tmp_path / "more.mid"), "--steps", "8"]) == 0
+    from culturesim_ray.encoders.music import parse_events
+
+    longer = parse_events((tmp_path / "more.mid").read_bytes(), "more.mid")
+    assert len(longer) >= len(parse_events(tune.read_text(), tune.name))

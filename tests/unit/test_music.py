@@ -1,0 +1,125 @@
+"""Music reading, key-independent tokens, the melody LSTM and its encoder."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from culturesim_ray.encoders.music import (
+    MusicParseError,
+    Vocabulary,
+    detokenize,
+    parse_events,
+    tokenize,
+)
+from culturesim_ray.encoders.sequence import (
+    LSTMConfig,
+    MelodyLSTM,
+    SequenceEncoder,
+    load_model,
+    sample_continuation,
+    save_model,
+    train_melody_lstm,
+)
+
+TUNE = """X:1
+T:test
+M:2/4
+L:1/8
+K:G
+GABc | d2 B2 | c2 A2 | G4 |
+"""
+
+
+def transpose(abc: str) -> str:
+    return abc.replace("K:G", "K:A").replace("GABc | d2 B2 | c2 A2 | G4", "ABcd | e2 c2 | d2 B2 | A4")
+
+
+def test_tokens_do_not_depend_on_the_key():
+    a = tokenize(parse_events(TUNE, "t.abc"))
+    b = tokenize(parse_events(transpose(TUNE), "t.abc"))
+    assert a[0] == "n+0_0.5" and a[1] == "n+2_0.5" and a[4] == "n+2_1"
+    # same contour; step sizes differ only where the scale's semitones fall
+    assert [t.split("_")[1] for t in a] == [t.split("_")[1] for t in b]
+    assert len(a) == 9
+
+
+def test_rests_chords_and_roundtrip():
+    ev = parse_events("X:1\nL:1/4\nK:C\nC z [EG] c/\n", "r.abc")
+    assert ev == [(60, 1.0), (None, 1.0), (67, 1.0), (72, 0.5)]
+    toks = tokenize(ev)
+    assert toks == ["n+0_1", "r_1", "n+7_1", "n+5_0.5"]
+    assert detokenize(toks, start_pitch=60) == ev
+
+
+def test_unparsable_and_unknown_format():
+    with pytest.raises(MusicParseError, match="unknown music format"):
+        parse_events("x", "song.wav")
+    with pytest.raises(MusicParseError):
+        parse_events(b"MThd\x00\x00garbage", "broken.mid")
+
+
+def test_vocabulary_roundtrip(tmp_path):
+    v = Vocabulary.build([["a", "b", "a"], ["c"]])
+    assert v.itos[4] == "a" and len(v) == 7
+    ids = v.encode(["a", "zzz"])
+    assert ids == [2, 4, 1, 3]
+    v.save(tmp_path / "v.json")
+    assert Vocabulary.load(tmp_path / "v.json").itos == v.itos
+
+
+def _trained(tmp_path, epochs=30):
+    rng = np.random.default_rng(0)
+    seqs = []
+    for _ in range(40):  # a real regularity to learn: a rising scale, repeated
+        start = int(rng.integers(0, 3))
+        seqs.append(["n+0_1"] + ["n+2_0.5", "n+2_0.5", "n-4_1"] * (4 + start))
+    vocab = Vocabulary.build(seqs)
+    model, losses = train_melody_lstm([vocab.encode(s) for s in seqs],
+                                      LSTMConfig(len(vocab), 16, 32, 2), epochs=epochs)
+    return model, vocab, losses, save_model(model, vocab, tmp_path / "lstm")
+
+
+def test_training_learns_and_sampling_continues_the_pattern(tmp_path):
+    model, vocab, losses, _ = _trained(tmp_path)
+    assert losses[-1] < 0.5 * losses[0]
+    cont = sample_continuation(model, vocab, ["n+0_1", "n+2_0.5", "n+2_0.5"], steps=6,
+                               temperature=0)
+    assert cont[:4] == ["n-4_1", "n+2_0.5", "n+2_0.5", "n-4_1"]
+    with pytest.raises(ValueError, match="temperature"):
+        sample_continuation(model, vocab, [], temperature=-1)
+
+
+def test_saved_model_loads_with_weights_only_and_encodes(tmp_path):
+    model, vocab, _, path = _trained(tmp_path, epochs=3)
+    again, v2 = load_model(path)
+    for (k, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    (tmp_path / "a.abc").write_text(TUNE)
+    (tmp_path / "b.abc").write_text(transpose(TUNE))
+    (tmp_path / "bad.mid").write_bytes(b"MThd\x00\x00garbage")
+    (tmp_path / "empty.abc").write_text("X:1\nL:1/4\nK:C\nz z |\n")
+    enc = SequenceEncoder(str(path))
+    uris = [str(tmp_path / n) for n in ("a.abc", "b.abc", "bad.mid", "empty.abc", "none.abc")]
+    r = enc.encode(uris)
+    assert r.vectors.shape == (5, 32)
+    assert r.errors[0] is None and r.errors[1] is None
+    assert r.errors[2].startswith(f"uri: cannot parse music {uris[2]}")
+    assert r.errors[3] == f"uri: empty sequence (no notes) in {uris[3]}"
+    assert r.errors[4].startswith(f"uri: cannot read {uris[4]}")
+    np.testing.assert_allclose(np.linalg.norm(r.vectors[:2], axis=1), 1.0, atol=1e-5)
+    # the embedding is the mean of the top layer's h_t, as torch.nn.LSTM computes it
+    ids = torch.tensor([vocab.encode(tokenize(parse_events(TUNE, "a.abc")))])
+    with torch.no_grad():
+        h, _ = model.lstm(model.embed(ids))
+    want = torch.nn.functional.normalize(h.mean(1), dim=-1)[0].numpy()
+    np.testing.assert_allclose(r.vectors[0], want, atol=1e-5)
+    # batching with a longer tune does not change a vector (padding is masked)
+    alone = enc.encode([uris[0]]).vectors[0]
+    np.testing.assert_allclose(alone, r.vectors[0], atol=1e-5)
+
+
+def test_model_module_shapes():
+    m = MelodyLSTM(LSTMConfig(10, 4, 8, 1))
+    assert m(torch.randint(0, 10, (2, 5))).shape == (2, 5, 10)
