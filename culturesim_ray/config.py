@@ -59,7 +59,9 @@ class EmbedConfig(_Strict):
     image_encoder: efficientnet (EfficientNet-Lite0 pooled features).
     sequence_encoder: lstm (melody LSTM, mean hidden state). sequence_model: a
       saved model directory; when unset, one is trained on the corpus's own
-      melodies first (lstm_epochs, default 15) and saved under OUT/models/lstm.
+      melodies first (lstm_epochs, default 15) and saved under OUT/models/lstm;
+      lstm_workers > 0 trains it with Ray Train on that many workers (DDP),
+      0 (default) in a plain loop on the driver.
     num_actors: encoder actors in the pool (default 2); each holds one model.
     batch_size: rows per `map_batches` call (default 64).
     num_cpus_per_actor: logical CPUs reserved per actor (default 1.0; keep it
@@ -78,6 +80,7 @@ class EmbedConfig(_Strict):
     sequence_encoder: Literal["lstm"] = "lstm"
     sequence_model: str | None = None
     lstm_epochs: int = Field(15, ge=1)
+    lstm_workers: int = Field(0, ge=0)
     num_actors: int = Field(2, ge=1)
     batch_size: int = Field(64, ge=1)
     num_cpus_per_actor: float = Field(1.0, gt=0)

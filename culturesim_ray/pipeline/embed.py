@@ -191,8 +191,20 @@ def _fit_lstm(out: str, uris: list[str], cfg: EmbedConfig, log: Any) -> str | No
     if not token_seqs:
         return None
     vocab = Vocabulary.build(token_seqs)
-    model, losses = train_melody_lstm([vocab.encode(t) for t in token_seqs],
-                                      LSTMConfig(len(vocab)), epochs=cfg.lstm_epochs)
+    ids = [vocab.encode(t) for t in token_seqs]
+    if cfg.lstm_workers > 0:
+        from culturesim_ray.pipeline.train_lstm import train_lstm_distributed
+
+        local = path if not io.is_s3(path) else tempfile.mkdtemp(prefix="culturesim-lstm-")
+        metrics = train_lstm_distributed(ids, vocab, LSTMConfig(len(vocab)), local,
+                                         num_workers=cfg.lstm_workers, epochs=cfg.lstm_epochs,
+                                         use_gpu=cfg.num_gpus_per_actor > 0)
+        log(f"sequence: trained the melody LSTM with Ray Train on {len(ids)} melodies "
+            f"(loss {metrics['history'][0]:.3f} -> {metrics['loss']:.3f})")
+        if io.is_s3(path):
+            fs.put(local + "/", p, recursive=True)
+        return path
+    model, losses = train_melody_lstm(ids, LSTMConfig(len(vocab)), epochs=cfg.lstm_epochs)
     log(f"sequence: trained the melody LSTM on {len(token_seqs)} melodies "
         f"(loss {losses[0]:.3f} -> {losses[-1]:.3f})")
     if io.is_s3(path):

@@ -1,0 +1,103 @@
+"""Ray Train for the melody LSTM (large corpora): TorchTrainer + DDP over N workers.
+
+Each worker trains on its shard of the token sequences (sequence i goes to
+worker i mod N) with the same pure `train_step` as the plain loop; DDP
+averages the gradients. Rank 0 reports a checkpoint (weights, vocabulary,
+config, optimiser, epoch) every epoch, and a restarted run resumes from the
+last one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from culturesim_ray.encoders.music import Vocabulary
+from culturesim_ray.encoders.sequence import (
+    LSTMConfig,
+    MelodyLSTM,
+    pad_batch,
+    save_model,
+    train_step,
+)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    import ray.train
+    import ray.train.torch
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    cfg = LSTMConfig(**config["model"])
+    vocab = Vocabulary(config["vocab"])
+    torch.manual_seed(config["seed"])
+    model = MelodyLSTM(cfg)
+    opt_state, start, history = None, 0, []
+    ckpt = ray.train.get_checkpoint()
+    if ckpt:  # resume after a failure: weights, optimiser, epoch, loss history
+        with ckpt.as_directory() as d:
+            model.load_state_dict(torch.load(Path(d) / "lstm.pt", weights_only=True))
+            extra = torch.load(Path(d) / "train_state.pt", weights_only=True)
+            opt_state, start = extra["optimizer"], int(extra["epoch"]) + 1
+            history = json.loads((Path(d) / "metrics.json").read_text())["history"]
+    model = ray.train.torch.prepare_model(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=1e-4)
+    if opt_state is not None:
+        opt.load_state_dict(opt_state)
+    seqs = config["sequences"]
+    shard = seqs[rank::world] or seqs[:1]
+    per_worker = math.ceil(len(seqs) / world)
+    steps = max(1, math.ceil(per_worker / config["batch_size"]))
+    g = torch.Generator().manual_seed(config["seed"] + rank)
+    for epoch in range(start, config["epochs"]):
+        order = torch.randperm(len(shard), generator=g).tolist()
+        total = 0.0
+        for s in range(steps):  # every worker takes the same number of steps (DDP)
+            idx = [order[(s * config["batch_size"] + j) % len(order)]
+                   for j in range(config["batch_size"])]
+            total += train_step(model, opt, pad_batch([shard[i] for i in idx]))
+        history.append(total / steps)
+        metrics = {"epoch": epoch, "loss": total / steps, "history": list(history)}
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
+            if rank == 0:
+                inner = model.module if hasattr(model, "module") else model
+                save_model(inner, vocab, tmp)
+                torch.save({"optimizer": opt.state_dict(), "epoch": epoch}, Path(tmp) / "train_state.pt")
+                (Path(tmp) / "metrics.json").write_text(json.dumps(metrics))
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def train_lstm_distributed(sequences: list[list[int]], vocab: Vocabulary, cfg: LSTMConfig,
+                           out_dir: str, num_workers: int = 2, epochs: int = 10,
+                           batch_size: int = 16, lr: float = 3e-3, use_gpu: bool = False,
+                           max_failures: int = 2, seed: int = 0) -> dict[str, Any]:
+    """Fit with Ray Train; the final model lands in `out_dir` (as `save_model` writes it)."""
+    from dataclasses import asdict
+
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    out = Path(out_dir).absolute()
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"sequences": [list(s) for s in sequences], "vocab": vocab.itos[4:],
+                           "model": asdict(cfg), "epochs": epochs, "batch_size": batch_size,
+                           "lr": lr, "seed": seed},
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+        run_config=RunConfig(name="lstm", storage_path=str(out / "ray_train"),
+                             failure_config=FailureConfig(max_failures=max_failures)),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"Ray Train finished without a checkpoint: {result.error}")
+    with result.checkpoint.as_directory() as d:
+        for name in ("lstm.pt", "vocab.json", "config.json", "metrics.json"):
+            (out / name).write_bytes((Path(d) / name).read_bytes())
+    return json.loads((out / "metrics.json").read_text())
