@@ -135,24 +135,32 @@ def test_s3_corpus_and_output(ray_session, s3_server, tmp_path):
                  "uri": "images/greece.png"})  # relative to the corpus file on S3
     rows.append({"item_id": "lost-flag", "culture": "Greek", "modality": "image",
                  "uri": "images/none.png"})
+    for i, tune in enumerate(["GABc|d2B2|c2A2|G4|", "cBAG|F2A2|G2E2|C4|"]):
+        (tmp_path / f"t{i}.abc").write_text(f"X:{i}\nT:t{i}\nM:2/4\nL:1/8\nK:C\n{tune}\n")
+        fs.put(str(tmp_path / f"t{i}.abc"), f"{bucket}/corpora/demo/music/t{i}.abc")
+        rows.append({"item_id": f"tune-{i}", "culture": "Greek", "modality": "sequence",
+                     "uri": f"music/t{i}.abc"})
     local = write_jsonl(tmp_path / "c.jsonl", rows)
     fs.put(str(local), f"{bucket}/corpora/demo/c.jsonl")
     fs.put(str(FLAGS / "greece.png"), f"{bucket}/corpora/demo/images/greece.png")
     cfg = CFG.model_copy(update={"s3": {"endpoint_url": s3_server["endpoint_url"],
-                                        "key": "testing", "secret": "testing"}})
+                                        "key": "testing", "secret": "testing"},
+                                 "lstm_epochs": 2})
     cfg = type(CFG).model_validate(cfg.model_dump())
     out = f"s3://{bucket}/runs/emb"
     report = run_embed(f"s3://{bucket}/corpora/demo/c.jsonl", out, cfg, log=quiet)
-    assert (report.rows_in, report.embedded, report.quarantined) == (11, 10, 1)
+    assert (report.rows_in, report.embedded, report.quarantined) == (13, 12, 1)
     emb = read_embeddings(out, cfg=cfg)
     assert emb["text"].num_rows == 9 and emb["image"].num_rows == 1
+    assert emb["sequence"].num_rows == 2  # melody LSTM trained, saved to S3, loaded by actors
+    assert fs.exists(f"{bucket}/runs/emb/models/lstm/lstm.pt")
     assert fs.exists(f"{bucket}/runs/emb/manifest.json")
     with fs.open(f"{bucket}/runs/emb/quarantine.parquet", "rb") as fh:
         q = pq.read_table(fh).to_pylist()
     assert q[0]["item_id"] == "lost-flag" and q[0]["reason"].startswith("uri: file not found")
     # resume on S3 too
     again = run_embed(f"s3://{bucket}/corpora/demo/c.jsonl", out, cfg, log=quiet)
-    assert again.skipped_done == 10 and again.embedded == 10
+    assert again.skipped_done == 12 and again.embedded == 12
 
 
 def test_demo_corpus_runs_through_the_job(ray_session, tmp_path):
