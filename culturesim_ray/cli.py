@@ -5,6 +5,7 @@
     culturesim embed CORPUS --out DIR         the Ray Data embedding job
     culturesim allpairs EMBEDDINGS --out DIR  culture-by-culture similarity per theme
     culturesim continue-melody SEED --model DIR --out FILE.mid   continue a melody
+    culturesim doctor [--config YAML] [--bucket B]   is everything the config needs here?
 """
 
 from __future__ import annotations
@@ -133,6 +134,16 @@ def cmd_continue_melody(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from culturesim_ray.pipeline.doctor import report, run_doctor
+
+    cfg = EmbedConfig(**(load_yaml(args.config) if args.config else {}))
+    if args.s3_endpoint:
+        cfg = EmbedConfig(**{**cfg.model_dump(), "s3": {**cfg.s3.model_dump(),
+                                                         "endpoint_url": args.s3_endpoint}})
+    return report(run_doctor(cfg, args.address, args.bucket, skip_ray=args.no_ray))
+
+
 def cmd_demo_corpus(args: argparse.Namespace) -> int:
     from culturesim_ray.demo import build_demo_corpus
 
@@ -208,6 +219,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_continue_melody)
+
+    p = sub.add_parser("doctor", help="check Ray, GPUs, models, S3 and versions")
+    p.add_argument("--config", help="an embed config YAML (its GPU and S3 needs are checked)")
+    p.add_argument("--bucket", help="S3 bucket that must be reachable")
+    p.add_argument("--s3-endpoint")
+    p.add_argument("--address", help="Ray address (else RAY_ADDRESS, else a local instance)")
+    p.add_argument("--no-ray", action="store_true", help="skip the Ray check")
+    p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("demo-corpus", help="only write the demo corpus")
     p.add_argument("--out", required=True)
