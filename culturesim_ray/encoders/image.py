@@ -45,6 +45,10 @@ def load_image(data: bytes) -> np.ndarray:
 class EfficientNetEncoder:
     """EfficientNet-Lite0 (ImageNet) -> 1280-d mean-pooled, L2-normalised features.
 
+    A file that is missing or does not decode is this item's error (quarantine);
+    storage that cannot be reached raises, so a transient outage fails the job
+    instead of labelling good rows as bad.
+
     device: "cpu" or "cuda". reader: callable uri -> bytes (default: fsspec open,
     so local paths and s3:// both work). storage_options: passed to fsspec for s3.
     """
@@ -81,9 +85,16 @@ class EfficientNetEncoder:
         arrays, ok = [], []
         for i, uri in enumerate(uris):
             try:
-                arrays.append(load_image(self._read(uri)))
+                data = self._read(uri)
+            except FileNotFoundError as exc:
+                errors[i] = f"uri: cannot read image {uri}: {type(exc).__name__}: {exc}"
+                continue
+            except Exception as exc:  # storage unreachable: the job fails, nothing is mislabelled
+                raise OSError(f"reading {uri}: {type(exc).__name__}: {exc}") from exc
+            try:
+                arrays.append(load_image(data))
                 ok.append(i)
-            except Exception as exc:  # any decode/read failure quarantines this item only
+            except Exception as exc:  # any decode failure quarantines this item only
                 errors[i] = f"uri: cannot read image {uri}: {type(exc).__name__}: {exc}"
         if arrays:
             x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).to(self.device)

@@ -184,8 +184,10 @@ class SequenceEncoder:
                 errors[i] = f"uri: cannot parse music {uri}: {exc}"
             except ValueError as exc:
                 errors[i] = f"uri: {exc} in {uri}"
-            except OSError as exc:
+            except FileNotFoundError as exc:
                 errors[i] = f"uri: cannot read {uri}: {type(exc).__name__}: {exc}"
+            except OSError as exc:  # storage unreachable: fail the job, not the row
+                raise OSError(f"reading {uri}: {type(exc).__name__}: {exc}") from exc
         if seqs:
             out[ok] = self.embed_ids(seqs)
         return EncodeResult(out, errors)
