@@ -111,3 +111,38 @@ def test_s3_outage_mid_run_fails_clearly_and_keeps_written_output(ray_session, t
     assert written.column("error").null_count == written.num_rows  # and no good row mislabelled
     text = scan_written(str(out), "text", cfg)
     assert text.num_rows == 9
+
+
+def test_embed_with_an_encoder_actor_killed_mid_run_embeds_every_row_once(ray_session, tmp_path):
+    import psutil
+
+    rows = []
+    for i in range(240):
+        base = corpus_rows(with_image=False)[i % 9]
+        rows.append({**base, "item_id": f"t{i}", "text": f"{base['text']} ({i})"})
+    corpus = write_jsonl(tmp_path / "c.jsonl", rows)
+    out = tmp_path / "out"
+    cfg = EmbedConfig(num_actors=2, batch_size=4, blocks=40, rows_per_file=4,
+                      text_encoder="minilm", max_length=32)
+    killed: list[int] = []
+
+    def kill_one_actor() -> None:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if len(list(out.glob("embeddings/text/*.parquet"))) >= 3:
+                for p in psutil.process_iter(["pid", "cmdline"]):
+                    if "MapWorker" in " ".join(p.info["cmdline"] or []):
+                        os.kill(p.info["pid"], signal.SIGKILL)
+                        killed.append(p.info["pid"])
+                        return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=kill_one_actor)
+    watcher.start()
+    report = run_embed(str(corpus), str(out), cfg, log=lambda *_: None)
+    watcher.join()
+    assert killed, "no encoder actor was found to kill"
+    ids = scan_written(str(out), "text", cfg).column("item_id").to_pylist()
+    assert len(ids) == len(set(ids)) == 240  # every row exactly once
+    assert report.rows_in == report.embedded + report.quarantined == 240
+    assert report.quarantined == 0
