@@ -29,6 +29,24 @@ def pick_device(use_gpu: bool = True) -> str:
     return "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
 
 
+def read_uri(uri: str, storage_options: dict | None = None) -> bytes:
+    """Bytes of a local path or s3:// object.
+
+    FileNotFoundError passes through (the item's own fault: quarantine it);
+    any other failure (an unreachable endpoint, refused credentials) becomes
+    an OSError naming the uri, meant to fail the job rather than the row."""
+    import fsspec
+
+    opts = (storage_options or {}) if uri.startswith("s3://") else {}
+    try:
+        with fsspec.open(uri, "rb", **opts) as fh:
+            return fh.read()
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise OSError(f"reading {uri}: {type(exc).__name__}: {exc}") from exc
+
+
 def l2_normalize(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)

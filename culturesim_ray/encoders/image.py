@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from culturesim_ray.encoders.base import EncodeResult
+from culturesim_ray.encoders.base import EncodeResult, read_uri
 
 IMAGE_SIZE = 224
 
@@ -70,13 +70,6 @@ class EfficientNetEncoder:
         model.load_state_dict(state, strict=True)
         self.model = model.to(self.device).eval()
 
-    def _read(self, uri: str) -> bytes:
-        import fsspec
-
-        opts = self.storage_options if uri.startswith("s3://") else {}
-        with fsspec.open(uri, "rb", **opts) as fh:
-            return fh.read()
-
     @torch.inference_mode()
     def encode(self, inputs: Sequence[str]) -> EncodeResult:
         uris = list(inputs)
@@ -84,13 +77,11 @@ class EfficientNetEncoder:
         errors: list[str | None] = [None] * len(uris)
         arrays, ok = [], []
         for i, uri in enumerate(uris):
-            try:
-                data = self._read(uri)
+            try:  # an unreachable store raises out of here: the job fails, no row mislabelled
+                data = read_uri(uri, self.storage_options)
             except FileNotFoundError as exc:
                 errors[i] = f"uri: cannot read image {uri}: {type(exc).__name__}: {exc}"
                 continue
-            except Exception as exc:  # storage unreachable: the job fails, nothing is mislabelled
-                raise OSError(f"reading {uri}: {type(exc).__name__}: {exc}") from exc
             try:
                 arrays.append(load_image(data))
                 ok.append(i)

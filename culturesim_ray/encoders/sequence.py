@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from culturesim_ray.encoders.base import EncodeResult
+from culturesim_ray.encoders.base import EncodeResult, read_uri
 from culturesim_ray.encoders.lstm_inference import LSTMInference
 from culturesim_ray.encoders.music import (
     BOS,
@@ -135,12 +135,7 @@ def load_model(path: str | Path, storage_options: dict | None = None) -> tuple[M
 
 def read_tokens(uri: str, storage_options: dict | None = None) -> list[str]:
     """Tokens of the music file at `uri`; MusicParseError / ValueError name what is wrong."""
-    import fsspec
-
-    opts = (storage_options or {}) if uri.startswith("s3://") else {}
-    with fsspec.open(uri, "rb", **opts) as fh:
-        data = fh.read()
-    tokens = tokenize(parse_events(data, uri))
+    tokens = tokenize(parse_events(read_uri(uri, storage_options), uri))
     if not any(t.startswith("n") for t in tokens):
         raise ValueError("empty sequence (no notes)")
     return tokens
@@ -184,10 +179,8 @@ class SequenceEncoder:
                 errors[i] = f"uri: cannot parse music {uri}: {exc}"
             except ValueError as exc:
                 errors[i] = f"uri: {exc} in {uri}"
-            except FileNotFoundError as exc:
+            except FileNotFoundError as exc:  # other OSErrors (an outage) fail the job
                 errors[i] = f"uri: cannot read {uri}: {type(exc).__name__}: {exc}"
-            except OSError as exc:  # storage unreachable: fail the job, not the row
-                raise OSError(f"reading {uri}: {type(exc).__name__}: {exc}") from exc
         if seqs:
             out[ok] = self.embed_ids(seqs)
         return EncodeResult(out, errors)

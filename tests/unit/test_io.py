@@ -30,38 +30,17 @@ def test_jsonl_csv_parquet_read_the_same_rows(tmp_path):
         assert got[1]["uri"] == str(tmp_path / "img" / "b.png")
 
 
-def test_broken_json_line_names_file_and_line(tmp_path):
-    p = tmp_path / "bad.jsonl"
-    p.write_text('{"item_id": "a"}\n{"item_id": "b",\n')
-    with pytest.raises(CorpusFormatError, match=r"bad.jsonl:2: not valid JSON"):
-        io.read_corpus_rows(str(p))
-
-
-def test_json_line_that_is_not_an_object(tmp_path):
-    p = tmp_path / "list.jsonl"
-    p.write_text('{"item_id": "a"}\n[1, 2]\n')
-    with pytest.raises(CorpusFormatError, match=r"list.jsonl:2: expected a JSON object"):
-        io.read_corpus_rows(str(p))
-
-
-def test_not_parquet_names_file(tmp_path):
-    p = tmp_path / "fake.parquet"
-    p.write_text("item_id,culture\n")
-    with pytest.raises(CorpusFormatError, match=r"fake.parquet: not a readable Parquet file"):
-        io.read_corpus_rows(str(p))
-
-
-def test_csv_row_with_extra_fields_names_line(tmp_path):
-    p = tmp_path / "c.csv"
-    p.write_text("item_id,culture\na,Greek\nb,Persian,extra\n")
-    with pytest.raises(CorpusFormatError, match=r"c.csv:3: more fields"):
-        io.read_corpus_rows(str(p))
-
-
-def test_not_utf8_names_line(tmp_path):
-    p = tmp_path / "c.jsonl"
-    p.write_bytes(b'{"item_id": "a"}\n{"text": "\xff\xfe"}\n')
-    with pytest.raises(CorpusFormatError, match=r"c.jsonl:2: not UTF-8"):
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("bad.jsonl", b'{"item_id": "a"}\n{"item_id": "b",\n', r"bad.jsonl:2: not valid JSON"),
+    ("list.jsonl", b'{"item_id": "a"}\n[1, 2]\n', r"list.jsonl:2: expected a JSON object"),
+    ("fake.parquet", b"item_id,culture\n", r"fake.parquet: not a readable Parquet file"),
+    ("c.csv", b"item_id,culture\na,Greek\nb,Persian,extra\n", r"c.csv:3: more fields"),
+    ("u.jsonl", b'{"item_id": "a"}\n{"text": "\xff\xfe"}\n', r"u.jsonl:2: not UTF-8"),
+])
+def test_malformed_file_names_file_and_line(tmp_path, name, content, message):
+    p = tmp_path / name
+    p.write_bytes(content)
+    with pytest.raises(CorpusFormatError, match=message):
         io.read_corpus_rows(str(p))
 
 
