@@ -1,0 +1,1 @@
+"""Losses as pure math over embeddings."""

@@ -1,0 +1,1 @@
+"""Model parts: pure torch, they return tensors; the loop owns losses and optimisers."""
