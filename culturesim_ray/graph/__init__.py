@@ -1,0 +1,1 @@
+"""Item graphs the GNN branches run on."""
