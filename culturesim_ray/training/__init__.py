@@ -1,0 +1,1 @@
+"""Training logic as plain functions over models (the Ray Train loop calls these)."""

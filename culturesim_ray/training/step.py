@@ -1,0 +1,112 @@
+"""One MoCo training step of the fusion model (SPEC T1), pure torch.
+
+Positives are two views of the same culture: random subsets of its items
+(each item kept with probability `keep`) with feature dropout. The query
+view goes through the model, the key view through the momentum encoder.
+Negatives: the other cultures' keys in the batch plus the MoCo queue, with
+every entry of the query's own culture masked out (with few cultures the
+queue is otherwise full of false negatives) and hard negatives weighted up.
+Each theme head is trained the same way on views built from the items that
+carry that theme, with a queue of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor, nn
+
+from culturesim_ray.losses.info_nce import info_nce
+from culturesim_ray.models.culturesim import CultureSim, ModalityGraph
+from culturesim_ray.models.momentum import update_momentum
+from culturesim_ray.models.queue import MoCoQueue
+
+
+@dataclass
+class StepConfig:
+    """temperature (0.1), hard_beta (1.0: 0 = plain InfoNCE), momentum (0.99),
+    keep (0.5: share of items a view keeps), feature_dropout (0.1),
+    theme_weight (0.5: weight of the mean theme loss)."""
+
+    temperature: float = 0.1
+    hard_beta: float = 1.0
+    momentum: float = 0.99
+    keep: float = 0.5
+    feature_dropout: float = 0.1
+    theme_weight: float = 0.5
+
+
+def random_view(graphs: dict[str, ModalityGraph], keep: float, feature_dropout: float,
+                gen: torch.Generator, restrict: dict[str, Tensor] | None = None
+                ) -> tuple[dict[str, ModalityGraph], dict[str, Tensor]]:
+    """A view: feature-dropped graphs and, per modality, which items it keeps."""
+    view, masks = {}, {}
+    for m, g in graphs.items():
+        n = g.x.shape[0]
+        masks[m] = torch.rand(n, generator=gen) < keep
+        if restrict is not None and m in restrict:
+            masks[m] &= restrict[m]
+        drop = (torch.rand(g.x.shape, generator=gen) >= feature_dropout).to(g.x.dtype)
+        view[m] = replace(g, x=g.x * drop / max(1e-6, 1.0 - feature_dropout))
+    return view, masks
+
+
+def _present(model: CultureSim, graphs: dict[str, ModalityGraph], masks: dict[str, Tensor],
+             n_cultures: int) -> Tensor:
+    present = torch.zeros(n_cultures, dtype=torch.bool)
+    for m, g in graphs.items():
+        present[g.culture[masks[m]]] = True
+    return present
+
+
+def contrastive_loss(q: Tensor, k: Tensor, cultures: Tensor, queue: MoCoQueue,
+                     cfg: StepConfig) -> Tensor:
+    """InfoNCE of queries q against keys k (row-aligned), in-batch + queue negatives."""
+    b = q.shape[0]
+    negatives = torch.cat([k, queue.keys.to(k.dtype)], dim=0)  # (B + K, D)
+    in_batch = ~torch.eye(b, dtype=torch.bool, device=q.device)
+    mask = torch.cat([in_batch, queue.negative_mask(cultures)], dim=1)
+    loss, _ = info_nce(q, k, negatives, cfg.temperature, mask, cfg.hard_beta)
+    return loss
+
+
+def moco_step(model: CultureSim, key_model: CultureSim, queues: dict[str, MoCoQueue],
+              graphs: dict[str, ModalityGraph], n_cultures: int, opt: torch.optim.Optimizer,
+              cfg: StepConfig, gen: torch.Generator,
+              scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> dict[str, float]:
+    """One optimisation step; returns the losses. `queues` has "general" and one per theme."""
+    model.train()
+    key_model.train()
+    losses: dict[str, Tensor] = {}
+    heads = ["general"] + (model.theme_heads.themes if model.theme_heads is not None else [])
+    for i, head in enumerate(heads):
+        restrict = None
+        if head != "general":
+            t = i - 1
+            restrict = {m: g.themes[:, t] for m, g in graphs.items()}
+        vq, mq = random_view(graphs, cfg.keep, cfg.feature_dropout, gen, restrict)
+        vk, mk = random_view(graphs, cfg.keep, cfg.feature_dropout, gen, restrict)
+        both = (_present(model, vq, mq, n_cultures) & _present(model, vk, mk, n_cultures))
+        cultures = both.nonzero().squeeze(1)
+        if cultures.numel() < 2:
+            continue  # a theme too sparse in this draw
+        q = model(vq, n_cultures, mq, cultures)[head]
+        with torch.no_grad():
+            k = key_model(vk, n_cultures, mk, cultures)[head]
+        losses[head] = contrastive_loss(q, k, cultures, queues[head], cfg)
+        queues[head].enqueue(k, cultures)  # after the loss: the batch is not its own negative
+    if not losses:
+        raise ValueError("no head had two cultures in both views: raise `keep`")
+    themes = [v for h, v in losses.items() if h != "general"]
+    total = losses.get("general", torch.zeros(()))
+    if themes:
+        total = total + cfg.theme_weight * torch.stack(themes).mean()
+    opt.zero_grad()
+    total.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+    opt.step()
+    if scheduler is not None:
+        scheduler.step()
+    update_momentum(model, key_model, cfg.momentum)
+    return {"loss": float(total.detach()), **{f"loss_{h}": float(v.detach()) for h, v in losses.items()}}
