@@ -6,26 +6,10 @@ import copy
 
 import torch
 
-from culturesim_ray.graph.knn import knn_edges
-from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig, ModalityGraph
+from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig
 from culturesim_ray.models.queue import MoCoQueue
 from culturesim_ray.training.step import StepConfig, moco_step
-
-
-def synthetic(n_cultures=8, per=12, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    graphs = {}
-    for m, d in (("text", 24), ("image", 16)):
-        centers = torch.randn(n_cultures, d, generator=g) * 2
-        culture = torch.arange(n_cultures).repeat_interleave(per)
-        if m == "image":  # culture 0 has no image at all: a missing modality
-            culture = culture[culture != 0]
-        x = centers[culture] + torch.randn(len(culture), d, generator=g)
-        ei, _ = knn_edges(x, 4)
-        themes = torch.stack([torch.arange(len(culture)) % 2 == 0,
-                              torch.arange(len(culture)) % 3 == 0], dim=1)
-        graphs[m] = ModalityGraph(x, ei, culture, themes)
-    return graphs
+from synthetic_data import synthetic
 
 
 def test_moco_steps_lower_the_loss_and_fill_queues():

@@ -1,0 +1,24 @@
+"""Synthetic cultures for model tests: clustered item vectors, two modalities."""
+
+from __future__ import annotations
+
+import torch
+
+from culturesim_ray.graph.knn import knn_edges
+from culturesim_ray.models.culturesim import ModalityGraph
+
+
+def synthetic(n_cultures=8, per=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    graphs = {}
+    for m, d in (("text", 24), ("image", 16)):
+        centers = torch.randn(n_cultures, d, generator=g) * 2
+        culture = torch.arange(n_cultures).repeat_interleave(per)
+        if m == "image":  # culture 0 has no image at all: a missing modality
+            culture = culture[culture != 0]
+        x = centers[culture] + torch.randn(len(culture), d, generator=g)
+        ei, _ = knn_edges(x, 4)
+        themes = torch.stack([torch.arange(len(culture)) % 2 == 0,
+                              torch.arange(len(culture)) % 3 == 0], dim=1)
+        graphs[m] = ModalityGraph(x, ei, culture, themes)
+    return graphs
