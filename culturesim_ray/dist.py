@@ -27,3 +27,31 @@ def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(t) for _ in range(world_size())]
     dist.all_gather(parts, t.contiguous())
     return torch.cat(parts, dim=0)
+
+
+def average_gradients(module: torch.nn.Module) -> None:
+    """Data parallelism by hand: average every parameter's gradient over the
+    workers (one coalesced all-reduce; a missing gradient counts as zero).
+    Used where a step runs several forwards before one backward, which torch
+    DDP does not support within one iteration. No-op when not distributed."""
+    if world_size() == 1:
+        return
+    params = list(module.parameters())
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world_size()
+    offset = 0
+    for p, g in zip(params, grads, strict=True):
+        n = g.numel()
+        p.grad = flat[offset:offset + n].view_as(p).clone()
+        offset += n
+
+
+@torch.no_grad()
+def broadcast_parameters(module: torch.nn.Module, src: int = 0) -> None:
+    """Make every worker start from rank `src`'s parameters and buffers."""
+    if world_size() == 1:
+        return
+    for t in list(module.parameters()) + list(module.buffers()):
+        dist.broadcast(t.data, src)

@@ -38,10 +38,17 @@ class MoCoQueue(nn.Module):
 
     @torch.no_grad()
     def enqueue(self, keys: Tensor, cultures: Tensor) -> None:
-        """keys (B, D), cultures (B,): gathered across workers, then written in a ring."""
+        """keys (B, D), cultures (B,): gathered across workers, then written in a ring.
+
+        Rows with culture -1 are padding (workers must gather equal shapes) and
+        are dropped after the gather."""
         keys = dist.all_gather_cat(keys.detach())
         cultures = dist.all_gather_cat(cultures.detach().long())
+        real = cultures >= 0
+        keys, cultures = keys[real], cultures[real]
         n = keys.shape[0]
+        if n == 0:
+            return
         if n > self.size:
             keys, cultures, n = keys[-self.size:], cultures[-self.size:], self.size
         idx = (int(self.ptr) + torch.arange(n, device=keys.device)) % self.size

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor, nn
 
+from culturesim_ray import dist
 from culturesim_ray.losses.info_nce import info_nce
 from culturesim_ray.models.culturesim import CultureSim, ModalityGraph
 from culturesim_ray.models.momentum import update_momentum
@@ -71,16 +72,54 @@ def contrastive_loss(q: Tensor, k: Tensor, cultures: Tensor, queue: MoCoQueue,
     return loss
 
 
-def moco_step(model: CultureSim, key_model: CultureSim, queues: dict[str, MoCoQueue],
+def moco_step(model: nn.Module, key_model: CultureSim, queues: dict[str, MoCoQueue],
               graphs: dict[str, ModalityGraph], n_cultures: int, opt: torch.optim.Optimizer,
               cfg: StepConfig, gen: torch.Generator,
               scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> dict[str, float]:
     """One optimisation step; returns the losses. `queues` has "general" and one per theme."""
     model.train()
     key_model.train()
+    losses = head_losses(model, key_model, queues, graphs, n_cultures, cfg, gen, enqueue=True)
+    themes = [v for h, v in losses.items() if h != "general"]
+    # a head absent here still joins the graph (zero weight) so every parameter gets a gradient
+    total = losses.get("general", sum(p.sum() * 0.0 for p in model.parameters()))
+    if themes:
+        total = total + cfg.theme_weight * torch.stack(themes).mean()
+    opt.zero_grad()
+    total.backward()
+    dist.average_gradients(model)  # no-op on one worker
+    nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+    opt.step()
+    if scheduler is not None:
+        scheduler.step()
+    update_momentum(model, key_model, cfg.momentum)
+    return {"loss": float(total.detach()), **{f"loss_{h}": float(v.detach()) for h, v in losses.items()}}
+
+
+@torch.no_grad()
+def validation_loss(model: nn.Module, key_model: CultureSim, queues: dict[str, MoCoQueue],
+                    graphs: dict[str, ModalityGraph], n_cultures: int, cfg: StepConfig,
+                    seed: int = 12345) -> float:
+    """The general head's loss on fixed views, without updating anything."""
+    model.eval()
+    key_model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    losses = head_losses(model, key_model, queues, graphs, n_cultures, cfg, gen, enqueue=False,
+                         heads_only=["general"])
+    return float(losses["general"])
+
+
+def head_losses(model: nn.Module, key_model: CultureSim, queues: dict[str, MoCoQueue],
+                graphs: dict[str, ModalityGraph], n_cultures: int, cfg: StepConfig,
+                gen: torch.Generator, enqueue: bool,
+                heads_only: list[str] | None = None) -> dict[str, Tensor]:
+    """Per-head InfoNCE of two fresh views. `model` may be DDP-wrapped."""
+    core: CultureSim = getattr(model, "module", model)
     losses: dict[str, Tensor] = {}
-    heads = ["general"] + (model.theme_heads.themes if model.theme_heads is not None else [])
+    heads = ["general"] + (core.theme_heads.themes if core.theme_heads is not None else [])
     for i, head in enumerate(heads):
+        if heads_only is not None and head not in heads_only:
+            continue
         restrict = None
         if head != "general":
             t = i - 1
@@ -89,24 +128,22 @@ def moco_step(model: CultureSim, key_model: CultureSim, queues: dict[str, MoCoQu
         vk, mk = random_view(graphs, cfg.keep, cfg.feature_dropout, gen, restrict)
         both = (_present(model, vq, mq, n_cultures) & _present(model, vk, mk, n_cultures))
         cultures = both.nonzero().squeeze(1)
-        if cultures.numel() < 2:
-            continue  # a theme too sparse in this draw
+        if cultures.numel() < 2:  # a theme too sparse in this draw
+            if enqueue:  # every worker joins the same collectives: enqueue padding only
+                d = queues[head].keys.shape[1]
+                queues[head].enqueue(torch.zeros(n_cultures, d),
+                                     torch.full((n_cultures,), -1, dtype=torch.long))
+            continue
         q = model(vq, n_cultures, mq, cultures)[head]
         with torch.no_grad():
             k = key_model(vk, n_cultures, mk, cultures)[head]
         losses[head] = contrastive_loss(q, k, cultures, queues[head], cfg)
-        queues[head].enqueue(k, cultures)  # after the loss: the batch is not its own negative
+        if enqueue:  # after the loss: the batch is not its own negative
+            # padded to every culture (-1 = absent) so workers gather equal shapes
+            k_all = k.new_zeros(n_cultures, k.shape[1])
+            c_all = torch.full((n_cultures,), -1, dtype=torch.long, device=k.device)
+            k_all[cultures], c_all[cultures] = k, cultures
+            queues[head].enqueue(k_all, c_all)
     if not losses:
         raise ValueError("no head had two cultures in both views: raise `keep`")
-    themes = [v for h, v in losses.items() if h != "general"]
-    total = losses.get("general", torch.zeros(()))
-    if themes:
-        total = total + cfg.theme_weight * torch.stack(themes).mean()
-    opt.zero_grad()
-    total.backward()
-    nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-    opt.step()
-    if scheduler is not None:
-        scheduler.step()
-    update_momentum(model, key_model, cfg.momentum)
-    return {"loss": float(total.detach()), **{f"loss_{h}": float(v.detach()) for h, v in losses.items()}}
+    return losses

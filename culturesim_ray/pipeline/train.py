@@ -1,0 +1,174 @@
+"""Ray Train for the fusion model (SPEC T1-T3): staged, data-parallel MoCo training.
+
+`run_train(embed_dir, out)` builds the item graphs from an embed run, runs a
+TorchTrainer whose workers call the pure `moco_step` through the stages
+(param-group freezing, warm-up + cosine per stage, early stopping in stage
+3), checkpoints every epoch (model, momentum encoder, queues, optimiser,
+stage, epoch, step, loss history) and resumes from the last checkpoint after
+a failure (FailureConfig). The finished model's culture embeddings (general +
+one per theme) are exported as `culture_embeddings.parquet` (culture, head,
+vector), the all-pairs job's culture-level input.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import torch
+
+from culturesim_ray import io
+from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig
+from culturesim_ray.models.queue import MoCoQueue
+from culturesim_ray.training.data import TrainingData
+from culturesim_ray.training.stages import EarlyStopping, StageConfig, param_groups
+from culturesim_ray.training.step import StepConfig, moco_step, validation_loss
+
+DEFAULT_STAGES = ((1, 4), (2, 3), (3, 3))  # (stage, epochs)
+
+
+def _set_lrs(opt: torch.optim.Optimizer, groups: list[dict], factor: float) -> None:
+    for g, spec in zip(opt.param_groups, groups, strict=True):
+        g["lr"] = spec["lr"] * factor
+        g["weight_decay"] = spec["weight_decay"]
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    import ray.train
+
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    data: TrainingData = config["data"]
+    mcfg = CultureSimConfig(**config["model"])
+    scfg, stcfg = StepConfig(**config["step"]), StageConfig(**config["stages_cfg"])
+    torch.manual_seed(config["seed"])
+    model = CultureSim(mcfg)
+    key_model = copy.deepcopy(model)
+    heads = ["general", *mcfg.themes]
+    queues = {h: MoCoQueue(mcfg.out, config["queue_size"]) for h in heads}
+    plan = [tuple(s) for s in config["stages"]]
+    opt = torch.optim.AdamW(param_groups(model, plan[0][0], stcfg))
+    pos = {"stage_idx": 0, "epoch": 0, "step": 0, "history": []}
+    ckpt = ray.train.get_checkpoint()
+    if ckpt:  # resume: everything that shapes the next step
+        with ckpt.as_directory() as d:
+            st = torch.load(Path(d) / "state.pt", weights_only=True)
+        model.load_state_dict(st["model"])
+        key_model.load_state_dict(st["key_model"])
+        for h in heads:
+            queues[h].load_state_dict(st["queues"][h])
+        opt.load_state_dict(st["optimizer"])
+        pos = json.loads(st["position"])
+    # one step runs a forward per head and view before its backward, which torch DDP
+    # cannot track; gradients are averaged over workers by hand in moco_step instead
+    from culturesim_ray import dist
+
+    dist.broadcast_parameters(model)
+    dist.broadcast_parameters(key_model)
+    ddp = model
+    gen = torch.Generator().manual_seed(config["seed"] * 1000 + rank + pos["step"])
+    n = len(data.cultures)
+    stopper = EarlyStopping(patience=config["patience"])
+    for stage_idx in range(pos["stage_idx"], len(plan)):
+        stage, epochs = plan[stage_idx]
+        start = pos["epoch"] if stage_idx == pos["stage_idx"] else 0
+        total_steps = epochs * config["steps_per_epoch"]
+        for epoch in range(start, epochs):
+            groups = param_groups(model, stage, stcfg, stage_epoch=epoch)
+            losses = []
+            for s in range(config["steps_per_epoch"]):
+                i = epoch * config["steps_per_epoch"] + s
+                warm = stcfg.warmup_steps
+                factor = (i + 1) / warm if i < warm else \
+                    0.5 * (1 + math.cos(math.pi * min(1.0, (i - warm) / max(1, total_steps - warm))))
+                _set_lrs(opt, groups, factor)
+                losses.append(moco_step(ddp, key_model, queues, data.graphs, n, opt, scfg, gen)["loss"])
+                pos["step"] += 1
+            val = validation_loss(ddp, key_model, queues, data.graphs, n, scfg)
+            pos["history"].append({"stage": stage, "epoch": epoch, "step": pos["step"],
+                                   "loss": sum(losses) / len(losses), "val_loss": val})
+            last_epoch = epoch == epochs - 1
+            stop = stage == 3 and stopper.step(val)
+            pos.update(stage_idx=stage_idx + (1 if last_epoch or stop else 0),
+                       epoch=0 if last_epoch or stop else epoch + 1)
+            metrics = {**pos["history"][-1], "step": pos["step"]}
+            with tempfile.TemporaryDirectory() as tmp:
+                checkpoint = None
+                if rank == 0:
+                    torch.save({"model": model.state_dict(), "key_model": key_model.state_dict(),
+                                "queues": {h: q.state_dict() for h, q in queues.items()},
+                                "optimizer": opt.state_dict(), "position": json.dumps(pos)},
+                               Path(tmp) / "state.pt")
+                    checkpoint = ray.train.Checkpoint.from_directory(tmp)
+                ray.train.report(metrics, checkpoint=checkpoint)
+            if stop:
+                break
+
+
+def export_culture_embeddings(model: CultureSim, data: TrainingData) -> pa.Table:
+    """culture, head, vector for the general head and every theme head (eval mode, all items)."""
+    model.eval()
+    with torch.no_grad():
+        out = model(data.graphs, len(data.cultures))
+    rows = []
+    for head in ["general", *model.cfg.themes]:
+        for i, c in enumerate(out["cultures"].tolist()):
+            rows.append({"culture": data.cultures[c], "head": head,
+                         "vector": out[head][i].tolist()})
+    return pa.Table.from_pylist(rows)
+
+
+def run_train(embed_dir: str, out: str, num_workers: int = 2, use_gpu: bool = False,
+              stages: tuple[tuple[int, int], ...] = DEFAULT_STAGES, steps_per_epoch: int = 10,
+              hidden: int = 128, out_dim: int = 64, queue_size: int = 256, seed: int = 0,
+              max_failures: int = 2, log: Any = print) -> dict[str, Any]:
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from culturesim_ray.pipeline.embed import read_embeddings
+    from culturesim_ray.pipeline.ray_env import init_ray
+    from culturesim_ray.training.data import build_training_data
+
+    started = time.time()
+    data = build_training_data(read_embeddings(embed_dir))
+    mcfg = CultureSimConfig(data.in_dims, data.themes, hidden=hidden, out=out_dim)
+    log(f"train: {len(data.cultures)} cultures, modalities {sorted(data.graphs)}, "
+        f"themes {data.themes}, {num_workers} workers")
+    init_ray()
+    outp = Path(out).absolute()
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"data": data, "model": asdict(mcfg), "step": asdict(StepConfig()),
+                           "stages_cfg": asdict(StageConfig()), "stages": [list(s) for s in stages],
+                           "steps_per_epoch": steps_per_epoch, "queue_size": queue_size,
+                           "seed": seed, "patience": 2},
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+        run_config=RunConfig(name="culturesim", storage_path=str(outp / "ray_train"),
+                             failure_config=FailureConfig(max_failures=max_failures)),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"training produced no checkpoint: {result.error}")
+    with result.checkpoint.as_directory() as d:
+        st = torch.load(Path(d) / "state.pt", weights_only=True)
+    model = CultureSim(mcfg)
+    model.load_state_dict(st["model"])
+    torch.save(st["model"], outp / "model.pt")
+    (outp / "model_config.json").write_text(json.dumps(asdict(mcfg)))
+    table = export_culture_embeddings(model, data)
+    io.write_table(table, str(outp / "culture_embeddings.parquet"))
+    position = json.loads(st["position"])
+    manifest = io.manifest("train", {"num_workers": num_workers, "stages": stages,
+                                     "steps_per_epoch": steps_per_epoch, "model": asdict(mcfg)},
+                           {"cultures": len(data.cultures), "steps": position["step"]}, started,
+                           history=position["history"])
+    io.write_json(manifest, str(outp / "manifest.json"))
+    log(f"train: {position['step']} steps; culture embeddings -> {outp / 'culture_embeddings.parquet'}")
+    return manifest

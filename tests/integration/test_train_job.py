@@ -1,0 +1,37 @@
+"""Staged MoCo training of the fusion model on Ray Train (2 workers) and its export."""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import corpus_rows, write_jsonl
+from culturesim_ray.config import AllPairsConfig, EmbedConfig
+from culturesim_ray.pipeline.allpairs import run_allpairs
+from culturesim_ray.pipeline.embed import run_embed
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(300)]
+
+
+def test_two_workers_train_through_the_stages_and_export(ray_session, tmp_path):
+    from culturesim_ray.pipeline.train import run_train
+
+    rows = corpus_rows()
+    rows += [{**r, "item_id": r["item_id"] + "-b", "text": r["text"] + " Again."}
+             for r in corpus_rows(with_image=False)]
+    corpus = write_jsonl(tmp_path / "c.jsonl", rows)
+    run_embed(str(corpus), str(tmp_path / "emb"), EmbedConfig(batch_size=8), log=lambda *_: None)
+    manifest = run_train(str(tmp_path / "emb"), str(tmp_path / "train"), num_workers=2,
+                         stages=((1, 2), (2, 2), (3, 2)), steps_per_epoch=4, hidden=32,
+                         out_dim=16, queue_size=32, log=lambda *_: None)
+    hist = manifest["history"]
+    assert [h["stage"] for h in hist][:4] == [1, 1, 2, 2]
+    assert manifest["counts"]["steps"] == 4 * len(hist)
+    table = pq.read_table(tmp_path / "train" / "culture_embeddings.parquet")
+    heads = set(table.column("head").to_pylist())
+    assert heads == {"general", "history", "symbols"}
+    assert set(table.column("culture").to_pylist()) == {"Turkish", "Greek", "Persian"}
+    # the export is the all-pairs job's culture-level input
+    ap = run_allpairs(str(tmp_path / "train" / "culture_embeddings.parquet"),
+                      str(tmp_path / "ap"), AllPairsConfig(k=2), log=lambda *_: None)
+    assert set(ap["counts"]["heads"]) >= {"general", "history", "symbols", "combined"}
