@@ -4,6 +4,7 @@
     culturesim demo-corpus --out DIR          only write the demo corpus
     culturesim embed CORPUS --out DIR         the Ray Data embedding job
     culturesim allpairs EMBEDDINGS --out DIR  culture-by-culture similarity per theme
+    culturesim train EMBED_DIR --out DIR      staged MoCo training of the fusion model (Ray Train)
     culturesim continue-melody SEED --model DIR --out FILE.mid   continue a melody
     culturesim doctor [--config YAML] [--bucket B]   is everything the config needs here?
 """
@@ -105,6 +106,18 @@ def cmd_allpairs(args: argparse.Namespace) -> int:
     from culturesim_ray.pipeline.allpairs import run_allpairs
 
     run_allpairs(args.embeddings, args.out, _allpairs_config(args), address=args.address)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from culturesim_ray.pipeline.train import run_train
+
+    stages = tuple((i + 1, e) for i, e in enumerate(args.stage_epochs))
+    if len(stages) != 3 or any(e < 1 for _, e in stages):
+        raise ValueError("--stage-epochs takes three positive numbers (stages 1, 2, 3)")
+    run_train(args.embed_dir, args.out, num_workers=args.workers, use_gpu=args.gpu,
+              stages=stages, steps_per_epoch=args.steps_per_epoch, hidden=args.hidden,
+              out_dim=args.out_dim, queue_size=args.queue_size)
     return 0
 
 
@@ -210,6 +223,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-culture", type=int, default=20, help="texts per culture and language")
     add_embed_args(p)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", help="staged MoCo training of the fusion model on Ray Train")
+    p.add_argument("embed_dir", help="an embed run directory")
+    p.add_argument("--out", required=True)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--gpu", action="store_true", help="one GPU per worker")
+    p.add_argument("--stage-epochs", type=int, nargs=3, default=[4, 3, 3], metavar="N")
+    p.add_argument("--steps-per-epoch", type=int, default=10)
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--out-dim", type=int, default=64)
+    p.add_argument("--queue-size", type=int, default=256)
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("continue-melody", help="continue a melody with a trained melody LSTM")
     p.add_argument("seed_file", help="the melody to continue (.abc, .mid, .musicxml)")

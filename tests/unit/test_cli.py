@@ -29,7 +29,7 @@ def test_unknown_config_key(tmp_path, capsys):
 
 def test_every_command_has_help():
     parser = build_parser()
-    for cmd in ("embed", "allpairs", "demo", "demo-corpus", "continue-melody"):
+    for cmd in ("embed", "allpairs", "train", "demo", "demo-corpus", "continue-melody", "doctor"):
         with pytest.raises(SystemExit) as exc:
             parser.parse_args([cmd, "--help"])
         assert exc.value.code == 0
