@@ -40,6 +40,11 @@ def _set_lrs(opt: torch.optim.Optimizer, groups: list[dict], factor: float) -> N
         g["weight_decay"] = spec["weight_decay"]
 
 
+def _queue_sum(queues: dict[str, MoCoQueue]) -> float:
+    """A fingerprint of the queues' state (keys, cultures, pointers), for resume checks."""
+    return float(sum(q.keys.double().sum() + q.cultures.sum() + q.ptr for q in queues.values()))
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
 
@@ -55,7 +60,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     queues = {h: MoCoQueue(mcfg.out, config["queue_size"]) for h in heads}
     plan = [tuple(s) for s in config["stages"]]
     opt = torch.optim.AdamW(param_groups(model, plan[0][0], stcfg))
-    pos = {"stage_idx": 0, "epoch": 0, "step": 0, "history": []}
+    pos: dict[str, Any] = {"stage_idx": 0, "epoch": 0, "step": 0, "history": [], "resumes": []}
     ckpt = ray.train.get_checkpoint()
     if ckpt:  # resume: everything that shapes the next step
         with ckpt.as_directory() as d:
@@ -66,6 +71,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             queues[h].load_state_dict(st["queues"][h])
         opt.load_state_dict(st["optimizer"])
         pos = json.loads(st["position"])
+        pos["resumes"].append({"step": pos["step"], "queue_sum": _queue_sum(queues)})
     # one step runs a forward per head and view before its backward, which torch DDP
     # cannot track; gradients are averaged over workers by hand in moco_step instead
     from culturesim_ray import dist
@@ -93,7 +99,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 pos["step"] += 1
             val = validation_loss(ddp, key_model, queues, data.graphs, n, scfg)
             pos["history"].append({"stage": stage, "epoch": epoch, "step": pos["step"],
-                                   "loss": sum(losses) / len(losses), "val_loss": val})
+                                   "loss": sum(losses) / len(losses), "val_loss": val,
+                                   "queue_sum": _queue_sum(queues)})
             last_epoch = epoch == epochs - 1
             stop = stage == 3 and stopper.step(val)
             pos.update(stage_idx=stage_idx + (1 if last_epoch or stop else 0),
@@ -168,7 +175,7 @@ def run_train(embed_dir: str, out: str, num_workers: int = 2, use_gpu: bool = Fa
     manifest = io.manifest("train", {"num_workers": num_workers, "stages": stages,
                                      "steps_per_epoch": steps_per_epoch, "model": asdict(mcfg)},
                            {"cultures": len(data.cultures), "steps": position["step"]}, started,
-                           history=position["history"])
+                           history=position["history"], resumes=position["resumes"])
     io.write_json(manifest, str(outp / "manifest.json"))
     log(f"train: {position['step']} steps; culture embeddings -> {outp / 'culture_embeddings.parquet'}")
     return manifest
