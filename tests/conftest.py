@@ -95,3 +95,39 @@ def s3_server() -> Iterator[dict]:
         else:
             os.environ[k] = v
     server.stop()
+
+
+class KillWhen:
+    """In a thread: SIGKILL the first process whose command line contains `name`
+    as soon as `ready()` holds (checked every `poll` s, for at most `timeout` s).
+    Use as a context manager around the run under test; `killed` lists the pids."""
+
+    def __init__(self, name: str, ready, timeout: float = 240, poll: float = 0.05) -> None:
+        import threading
+
+        self.name, self.ready, self.timeout, self.poll = name, ready, timeout, poll
+        self.killed: list[int] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import signal
+        import time
+
+        import psutil
+
+        deadline = time.time() + self.timeout
+        while time.time() < deadline:
+            if self.ready():
+                for p in psutil.process_iter(["pid", "cmdline"]):
+                    if self.name in " ".join(p.info["cmdline"] or []):
+                        os.kill(p.info["pid"], signal.SIGKILL)
+                        self.killed.append(p.info["pid"])
+                        return
+            time.sleep(self.poll)
+
+    def __enter__(self) -> KillWhen:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._thread.join()

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import FLAGS, corpus_rows, write_jsonl
+from conftest import FLAGS, KillWhen, corpus_rows, write_jsonl
 from culturesim_ray.config import EmbedConfig
 from culturesim_ray.pipeline.embed import run_embed, scan_written
 
@@ -114,8 +114,6 @@ def test_s3_outage_mid_run_fails_clearly_and_keeps_written_output(ray_session, t
 
 
 def test_embed_with_an_encoder_actor_killed_mid_run_embeds_every_row_once(ray_session, tmp_path):
-    import psutil
-
     rows = []
     for i in range(240):
         base = corpus_rows(with_image=False)[i % 9]
@@ -124,24 +122,10 @@ def test_embed_with_an_encoder_actor_killed_mid_run_embeds_every_row_once(ray_se
     out = tmp_path / "out"
     cfg = EmbedConfig(num_actors=2, batch_size=4, blocks=40, rows_per_file=4,
                       text_encoder="minilm", max_length=32)
-    killed: list[int] = []
-
-    def kill_one_actor() -> None:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            if len(list(out.glob("embeddings/text/*.parquet"))) >= 3:
-                for p in psutil.process_iter(["pid", "cmdline"]):
-                    if "MapWorker" in " ".join(p.info["cmdline"] or []):
-                        os.kill(p.info["pid"], signal.SIGKILL)
-                        killed.append(p.info["pid"])
-                        return
-            time.sleep(0.05)
-
-    watcher = threading.Thread(target=kill_one_actor)
-    watcher.start()
-    report = run_embed(str(corpus), str(out), cfg, log=lambda *_: None)
-    watcher.join()
-    assert killed, "no encoder actor was found to kill"
+    with KillWhen("MapWorker", lambda: len(list(out.glob("embeddings/text/*.parquet"))) >= 3,
+                  timeout=120) as killer:
+        report = run_embed(str(corpus), str(out), cfg, log=lambda *_: None)
+    assert killer.killed, "no encoder actor was found to kill"
     ids = scan_written(str(out), "text", cfg).column("item_id").to_pylist()
     assert len(ids) == len(set(ids)) == 240  # every row exactly once
     assert report.rows_in == report.embedded + report.quarantined == 240

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import corpus_rows, write_jsonl
+from conftest import KillWhen, corpus_rows, write_jsonl
 from culturesim_ray.config import AllPairsConfig, EmbedConfig
 from culturesim_ray.pipeline.allpairs import run_allpairs
 from culturesim_ray.pipeline.embed import run_embed
@@ -39,20 +39,12 @@ def test_two_workers_train_through_the_stages_and_export(ray_session, tmp_path):
 
 def test_killed_worker_resumes_at_the_same_step_with_the_same_queue(ray_session, tmp_path):
     import json
-    import os
-    import signal
-    import threading
-    import time
-
-    import psutil
 
     from culturesim_ray.pipeline.train import run_train
 
     corpus = write_jsonl(tmp_path / "c.jsonl", corpus_rows())
     run_embed(str(corpus), str(tmp_path / "emb"), EmbedConfig(batch_size=8), log=lambda *_: None)
     out = tmp_path / "train"
-    killed: list[int] = []
-
     def registered() -> int:  # checkpoints the controller has taken on, not just files
         snap = out / "ray_train" / "culturesim" / "checkpoint_manager_snapshot.json"
         try:
@@ -60,24 +52,11 @@ def test_killed_worker_resumes_at_the_same_step_with_the_same_queue(ray_session,
         except (OSError, ValueError, KeyError):
             return 0
 
-    def kill_after_two_checkpoints() -> None:
-        deadline = time.time() + 240
-        while time.time() < deadline:
-            if registered() >= 2:
-                for p in psutil.process_iter(["pid", "cmdline"]):
-                    if "RayTrainWorker" in " ".join(p.info["cmdline"] or []):
-                        os.kill(p.info["pid"], signal.SIGKILL)
-                        killed.append(p.info["pid"])
-                        return
-            time.sleep(0.1)
-
-    watcher = threading.Thread(target=kill_after_two_checkpoints)
-    watcher.start()
-    manifest = run_train(str(tmp_path / "emb"), str(out), num_workers=2,
-                         stages=((1, 3), (2, 2), (3, 2)), steps_per_epoch=3, hidden=32,
-                         out_dim=16, queue_size=32, log=lambda *_: None)
-    watcher.join()
-    assert killed, "no training worker was found to kill"
+    with KillWhen("RayTrainWorker", lambda: registered() >= 2, poll=0.1) as killer:
+        manifest = run_train(str(tmp_path / "emb"), str(out), num_workers=2,
+                             stages=((1, 3), (2, 2), (3, 2)), steps_per_epoch=3, hidden=32,
+                             out_dim=16, queue_size=32, log=lambda *_: None)
+    assert killer.killed, "no training worker was found to kill"
     assert manifest["resumes"], "the run did not resume from a checkpoint"
     resume = manifest["resumes"][0]
     hist = manifest["history"]
