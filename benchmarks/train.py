@@ -1,0 +1,167 @@
+"""Fusion-model training: Ray Train overhead, queue cost, and retrieval quality.
+
+On the demo corpus (built and embedded here unless --embed-dir is given):
+- steps/s of the Ray Train loop (1 worker, `run_train`) vs the same
+  `moco_step` in a plain in-process loop, same stages and step count;
+- the MoCo queues' share of a step's time (enqueue + masks, measured in the
+  plain loop);
+- held-out item -> culture retrieval (top-1 / top-5): 20% of the text items
+  are held out of the culture vectors; baseline = nearest mean of raw
+  embeddings; model = the item alone as a view vs cultures from the kept
+  items, after each stage (the item graph is built over all items:
+  transductive).
+
+    python benchmarks/train.py [--quick] [--json PATH] [--embed-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from culturesim_ray.pipeline.ray_env import set_safe_env  # noqa: E402
+
+set_safe_env()
+
+
+def retrieval(model, data, held: dict[str, torch.Tensor], keep: dict[str, torch.Tensor],
+              modality: str = "text") -> tuple[float, float]:
+    """Top-1/top-5 of held-out items of `modality` against cultures built from kept items."""
+    model.eval()
+    n = len(data.cultures)
+    with torch.no_grad():
+        cult = model(data.graphs, n, keep, torch.arange(n))["general"]  # (C, out)
+        g = data.graphs[modality]
+        idx = held[modality].nonzero().squeeze(1)
+        top1 = top5 = 0
+        for i in idx.tolist():
+            only = {m: torch.zeros_like(k) for m, k in keep.items()}
+            only[modality][i] = True
+            c = int(g.culture[i])
+            q = model(data.graphs, n, only, torch.tensor([c]))["general"]  # (1, out)
+            rank = (cult @ q[0]).argsort(descending=True)
+            top1 += int(rank[0] == c)
+            top5 += int(c in rank[:5].tolist())
+    return top1 / len(idx), top5 / len(idx)
+
+
+def raw_retrieval(data, held, keep, modality: str = "text") -> tuple[float, float]:
+    g = data.graphs[modality]
+    x = torch.nn.functional.normalize(g.x, dim=1)
+    n = len(data.cultures)
+    means = torch.zeros(n, x.shape[1]).index_add_(0, g.culture[keep[modality]], x[keep[modality]])
+    means = torch.nn.functional.normalize(means, dim=1)
+    idx = held[modality].nonzero().squeeze(1)
+    ranks = (x[idx] @ means.T).argsort(dim=1, descending=True)
+    true = g.culture[idx]
+    return (float((ranks[:, 0] == true).float().mean()),
+            float((ranks[:, :5] == true[:, None]).any(1).float().mean()))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--embed-dir")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    from culturesim_ray.config import EmbedConfig
+    from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig
+    from culturesim_ray.models.queue import MoCoQueue
+    from culturesim_ray.pipeline.embed import read_embeddings
+    from culturesim_ray.training.data import build_training_data
+    from culturesim_ray.training.stages import StageConfig, param_groups
+    from culturesim_ray.training.step import StepConfig, moco_step
+
+    tmp = Path(tempfile.mkdtemp(prefix="csr-bench-"))
+    embed_dir = args.embed_dir
+    if embed_dir is None:
+        from culturesim_ray.demo import build_demo_corpus
+        from culturesim_ray.pipeline.embed import run_embed
+
+        corpus = build_demo_corpus(tmp / "corpus", per_culture_per_lang=10 if args.quick else 20,
+                                   tunes_per_culture=10)
+        embed_dir = str(tmp / "embed")
+        run_embed(str(corpus), embed_dir, EmbedConfig(lstm_epochs=5), log=lambda *_: None)
+    data = build_training_data(read_embeddings(embed_dir))
+    g = torch.Generator().manual_seed(0)
+    held = {m: torch.rand(len(gr.culture), generator=g) < (0.2 if m == "text" else 0.0)
+            for m, gr in data.graphs.items()}
+    keep = {m: ~h for m, h in held.items()}
+    steps_per_epoch = 5 if args.quick else 10
+    stages = ((1, 2), (2, 2), (3, 2)) if args.quick else ((1, 4), (2, 3), (3, 3))
+    mcfg = CultureSimConfig(data.in_dims, data.themes, hidden=64, out=32)
+    scfg, stcfg = StepConfig(), StageConfig()
+
+    # plain loop: the same step, stages and schedule shape (train items only)
+    train_graphs = data.graphs
+    torch.manual_seed(0)
+    model = CultureSim(mcfg)
+    key = copy.deepcopy(model)
+    queues = {h: MoCoQueue(mcfg.out, 256) for h in ["general", *mcfg.themes]}
+    opt = torch.optim.AdamW(param_groups(model, 1, stcfg))
+    queue_time = [0.0]
+    original = MoCoQueue.enqueue
+
+    def timed_enqueue(self, k, c):
+        t = time.perf_counter()
+        original(self, k, c)
+        queue_time[0] += time.perf_counter() - t
+
+    MoCoQueue.enqueue = timed_enqueue
+    rows = [("raw embeddings (mean per culture)", *raw_retrieval(data, held, keep))]
+    gen = torch.Generator().manual_seed(1)
+    n_steps, t_plain = 0, 0.0
+    for stage, epochs in stages:
+        for epoch in range(epochs):
+            groups = param_groups(model, stage, stcfg, epoch)
+            for gi, spec in zip(opt.param_groups, groups, strict=True):
+                gi["lr"], gi["weight_decay"] = spec["lr"], spec["weight_decay"]
+            t = time.perf_counter()
+            for _ in range(steps_per_epoch):
+                moco_step(model, key, queues, train_graphs, len(data.cultures), opt, scfg, gen)
+            t_plain += time.perf_counter() - t
+            n_steps += steps_per_epoch
+        rows.append((f"model after stage {stage}", *retrieval(model, data, held, keep)))
+    MoCoQueue.enqueue = original
+    plain_steps_per_s = n_steps / t_plain
+
+    from culturesim_ray.pipeline.train import run_train
+
+    t = time.perf_counter()
+    manifest = run_train(embed_dir, str(tmp / "train"), num_workers=1, stages=stages,
+                         steps_per_epoch=steps_per_epoch, hidden=64, out_dim=32,
+                         log=lambda *_: None)
+    t_ray = time.perf_counter() - t
+    ray_steps = manifest["counts"]["steps"]
+    res = {"plain_steps_per_s": plain_steps_per_s, "ray_steps_per_s": ray_steps / t_ray,
+           "ray_vs_plain": (ray_steps / t_ray) / plain_steps_per_s,
+           "queue_share": queue_time[0] / t_plain,
+           "retrieval_top1": {name: a for name, a, _ in rows},
+           "retrieval_top5": {name: b for name, _, b in rows},
+           "cultures": len(data.cultures), "held_out_text_items": int(held["text"].sum())}
+    print(f"\ntraining on {len(data.cultures)} cultures, modalities {sorted(data.graphs)}, "
+          f"themes {data.themes}")
+    print(f"{'loop':<30}{'steps/s':>10}{'vs plain':>10}")
+    print(f"{'plain (in process)':<30}{plain_steps_per_s:>10.2f}{1.0:>10.2f}")
+    print(f"{'Ray Train, 1 worker (fit)':<30}{res['ray_steps_per_s']:>10.2f}{res['ray_vs_plain']:>10.2f}")
+    print(f"queue share of step time: {res['queue_share']:.3%}")
+    print(f"\nheld-out text item -> culture ({res['held_out_text_items']} items)")
+    print(f"{'vectors':<36}{'top-1':>8}{'top-5':>8}")
+    for name, a, b in rows:
+        print(f"{name:<36}{a:>8.3f}{b:>8.3f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()
