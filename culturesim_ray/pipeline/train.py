@@ -136,11 +136,9 @@ def run_train(embed_dir: str, out: str, num_workers: int = 2, use_gpu: bool = Fa
               stages: tuple[tuple[int, int], ...] = DEFAULT_STAGES, steps_per_epoch: int = 10,
               hidden: int = 128, out_dim: int = 64, queue_size: int = 256, seed: int = 0,
               max_failures: int = 2, log: Any = print) -> dict[str, Any]:
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
     from culturesim_ray.pipeline.embed import read_embeddings
     from culturesim_ray.pipeline.ray_env import init_ray
+    from culturesim_ray.pipeline.trainer import fit_torch
     from culturesim_ray.training.data import build_training_data
 
     started = time.time()
@@ -150,20 +148,13 @@ def run_train(embed_dir: str, out: str, num_workers: int = 2, use_gpu: bool = Fa
         f"themes {data.themes}, {num_workers} workers")
     init_ray()
     outp = Path(out).absolute()
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"data": data, "model": asdict(mcfg), "step": asdict(StepConfig()),
-                           "stages_cfg": asdict(StageConfig()), "stages": [list(s) for s in stages],
-                           "steps_per_epoch": steps_per_epoch, "queue_size": queue_size,
-                           "seed": seed, "patience": 2},
-        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
-        run_config=RunConfig(name="culturesim", storage_path=str(outp / "ray_train"),
-                             failure_config=FailureConfig(max_failures=max_failures)),
-    )
-    result = trainer.fit()
-    if result.checkpoint is None:
-        raise RuntimeError(f"training produced no checkpoint: {result.error}")
-    with result.checkpoint.as_directory() as d:
+    config = {"data": data, "model": asdict(mcfg), "step": asdict(StepConfig()),
+              "stages_cfg": asdict(StageConfig()), "stages": [list(s) for s in stages],
+              "steps_per_epoch": steps_per_epoch, "queue_size": queue_size, "seed": seed,
+              "patience": 2}
+    checkpoint = fit_torch(train_loop_per_worker, config, "culturesim", outp, num_workers,
+                           use_gpu, max_failures)
+    with checkpoint.as_directory() as d:
         st = torch.load(Path(d) / "state.pt", weights_only=True)
     model = CultureSim(mcfg)
     model.load_state_dict(st["model"])

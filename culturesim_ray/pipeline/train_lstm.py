@@ -81,23 +81,15 @@ def train_lstm_distributed(sequences: list[list[int]], vocab: Vocabulary, cfg: L
     """Fit with Ray Train; the final model lands in `out_dir` (as `save_model` writes it)."""
     from dataclasses import asdict
 
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from culturesim_ray.pipeline.trainer import fit_torch
 
     out = Path(out_dir).absolute()
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"sequences": [list(s) for s in sequences], "vocab": vocab.itos[4:],
-                           "model": asdict(cfg), "epochs": epochs, "batch_size": batch_size,
-                           "lr": lr, "seed": seed},
-        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
-        run_config=RunConfig(name="lstm", storage_path=str(out / "ray_train"),
-                             failure_config=FailureConfig(max_failures=max_failures)),
-    )
-    result = trainer.fit()
-    if result.checkpoint is None:
-        raise RuntimeError(f"Ray Train finished without a checkpoint: {result.error}")
-    with result.checkpoint.as_directory() as d:
+    config = {"sequences": [list(s) for s in sequences], "vocab": vocab.itos[4:],
+              "model": asdict(cfg), "epochs": epochs, "batch_size": batch_size, "lr": lr,
+              "seed": seed}
+    checkpoint = fit_torch(train_loop_per_worker, config, "lstm", out, num_workers, use_gpu,
+                           max_failures)
+    with checkpoint.as_directory() as d:
         for name in ("lstm.pt", "vocab.json", "config.json", "metrics.json"):
             (out / name).write_bytes((Path(d) / name).read_bytes())
     return json.loads((out / "metrics.json").read_text())

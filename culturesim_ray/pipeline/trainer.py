@@ -1,0 +1,29 @@
+"""One way to run a Ray Train fit: TorchTrainer with N workers, checkpoints under
+`out/ray_train/<name>`, FailureConfig retries; returns the final checkpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def fit_torch(loop: Callable[[dict[str, Any]], None], config: dict[str, Any], name: str,
+              out: Path, num_workers: int, use_gpu: bool, max_failures: int) -> Any:
+    """Run `loop` on `num_workers` Ray Train workers; the last reported checkpoint.
+
+    Raises RuntimeError naming the run's error when no checkpoint was reported."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    trainer = TorchTrainer(
+        loop,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+        run_config=RunConfig(name=name, storage_path=str(Path(out).absolute() / "ray_train"),
+                             failure_config=FailureConfig(max_failures=max_failures)),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"Ray Train run {name!r} finished without a checkpoint: {result.error}")
+    return result.checkpoint
