@@ -337,7 +337,7 @@ def finalize(corpus: str, out: str, cfg: EmbedConfig, rows_in: int, bad: list[di
     counts = {"rows_in": rows_in, "embedded": embedded, "quarantined": len(quarantine),
               "skipped_already_done": skipped, "per_modality": per_modality,
               "quarantine_reasons": report.reasons, "balanced": report.balanced}
-    encoders = {m: {"name": _encoder_for(m, cfg), "dim": _dim(_encoder_for(m, cfg))}
+    encoders = {m: {"name": _encoder_for(m, cfg), "dim": _written_dim(out, m, cfg)}
                 for m in per_modality}
     io.write_json(io.manifest("embed", cfg.model_dump(mode="json"), counts, started,
                               corpus=corpus, encoders=encoders),
@@ -366,5 +366,11 @@ def _quarantine_record(row: dict[str, Any], reason: str) -> dict[str, Any]:
     return BadRow(dict(row), field or "row", text or reason).record()
 
 
-def _dim(encoder: str) -> int | None:
-    return {"minilm": 384, "e5": 384, "efficientnet": 1280, "lstm": 128}.get(encoder)
+def _written_dim(out: str, modality: str, cfg: EmbedConfig) -> int | None:
+    """The vector size as written (so TF-IDF's and the LSTM's actual sizes are reported)."""
+    fs, p = _parts(out, modality, cfg)
+    for f in sorted(fs.find(p)) if fs.exists(p) else []:
+        if f.endswith(".parquet"):
+            with fs.open(f, "rb") as fh:
+                return int(pq.read_schema(fh).field("vector").type.list_size)
+    return None

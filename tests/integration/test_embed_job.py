@@ -51,6 +51,7 @@ def test_embed_small_corpus_matches_plain_encoder(ray_session, small_corpus, tmp
     assert manifest["counts"]["balanced"] is True
     assert manifest["counts"]["per_modality"] == {"text": 9, "image": 3}
     assert manifest["encoders"]["text"] == {"name": "minilm", "dim": 384}
+    assert manifest["encoders"]["image"] == {"name": "efficientnet", "dim": 1280}
     assert "ray" in manifest["versions"] and manifest["config"]["batch_size"] == 4
 
 
