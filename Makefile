@@ -27,7 +27,7 @@ demo: install
 	$(BIN)/culturesim demo --out $(DEMO_OUT)
 
 test: install
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra --durations=15
 
 lint: install
 	$(BIN)/ruff check culturesim_ray jobs tests benchmarks

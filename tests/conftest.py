@@ -29,19 +29,43 @@ TEXTS = {
 }
 
 
-@pytest.fixture(scope="session")
-def ray_session() -> Iterator[None]:
-    """One local Ray instance for the whole run (2 CPUs, 127.0.0.1 only)."""
-    import ray
+def _start_ray() -> None:
+    from ray.data import DataContext
 
     from culturesim_ray.pipeline.ray_env import init_ray
 
     init_ray(num_cpus=2, log_to_driver=False)
-    from ray.data import DataContext
-
     DataContext.get_current().enable_progress_bars = False
+
+
+@pytest.fixture(scope="session")
+def _ray_instance() -> Iterator[None]:
+    """One local Ray instance for the whole run (2 CPUs, 127.0.0.1 only)."""
+    import ray
+
+    _start_ray()
     yield
     ray.shutdown()
+
+
+@pytest.fixture
+def ray_session(_ray_instance: None) -> Iterator[None]:
+    """The shared Ray instance, handed back whole: after each test, wait until its
+    CPUs are free again; if a failed test left actors holding them, restart Ray so
+    that one failure cannot starve (and hang) the tests after it."""
+    import time
+
+    import ray
+
+    yield
+    total = ray.cluster_resources().get("CPU", 0)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        if ray.available_resources().get("CPU", 0) >= total:
+            return
+        time.sleep(0.5)
+    ray.shutdown()
+    _start_ray()
 
 
 def corpus_rows(with_image: bool = True) -> list[dict]:

@@ -9,8 +9,15 @@ from typing import Any
 
 
 def fit_torch(loop: Callable[[dict[str, Any]], None], config: dict[str, Any], name: str,
-              out: Path, num_workers: int, use_gpu: bool, max_failures: int) -> Any:
+              out: Path, num_workers: int, use_gpu: bool, max_failures: int,
+              start_retries: int = 2) -> Any:
     """Run `loop` on `num_workers` Ray Train workers; the last reported checkpoint.
+
+    Worker deaths are retried `max_failures` times from the last checkpoint. A worker
+    group that cannot be placed (the cluster lacks the CPUs/GPUs) is retried
+    `start_retries` times, each after Ray Train's start timeout
+    (RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S, 60 s by default), then the run fails
+    instead of waiting for resources forever (Ray Train's own default).
 
     Raises RuntimeError naming the run's error when no checkpoint was reported."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
@@ -21,7 +28,9 @@ def fit_torch(loop: Callable[[dict[str, Any]], None], config: dict[str, Any], na
         train_loop_config=config,
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
         run_config=RunConfig(name=name, storage_path=str(Path(out).absolute() / "ray_train"),
-                             failure_config=FailureConfig(max_failures=max_failures)),
+                             failure_config=FailureConfig(
+                                 max_failures=max_failures,
+                                 controller_failure_limit=start_retries)),
     )
     result = trainer.fit()
     if result.checkpoint is None:
