@@ -5,6 +5,7 @@
     culturesim embed CORPUS --out DIR         the Ray Data embedding job
     culturesim allpairs EMBEDDINGS --out DIR  culture-by-culture similarity per theme
     culturesim train EMBED_DIR --out DIR      staged MoCo training of the fusion model (Ray Train)
+    culturesim serve RUN_DIR [--port 8000]   the similarity service (Ray Serve) on a run's model
     culturesim continue-melody SEED --model DIR --out FILE.mid   continue a melody
     culturesim doctor [--config YAML] [--bucket B]   is everything the config needs here?
 """
@@ -121,6 +122,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from culturesim_ray.pipeline.serve import run_local
+
+    run_local(args.run_dir, host=args.host, port=args.port, use_gpu=args.gpu)
+    return 0
+
+
 def cmd_continue_melody(args: argparse.Namespace) -> int:
     from music21 import note, stream
 
@@ -175,8 +183,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"demo corpus: {corpus}")
     report = run_embed(str(corpus), str(out / "embed"), cfg, address=args.address)
     from culturesim_ray.pipeline.allpairs import run_allpairs
+    from culturesim_ray.pipeline.train import run_train
 
     run_allpairs(str(out / "embed"), str(out / "allpairs"), AllPairsConfig(k=5))
+    run_train(str(out / "embed"), str(out / "train"), num_workers=2,
+              stages=((1, 2), (2, 2), (3, 2)), steps_per_epoch=5)
+    run_allpairs(str(out / "train" / "culture_embeddings.parquet"),
+                 str(out / "allpairs-model"), AllPairsConfig(k=5))
     print("\ndemo finished. outputs:")
     print(f"  corpus       {corpus}")
     print(f"  embeddings   {out / 'embed' / 'embeddings'}  ({report.embedded} items)")
@@ -184,6 +197,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"  manifest     {out / 'embed' / 'manifest.json'}")
     print(f"  all-pairs    {out / 'allpairs' / 'pairs.parquet'}  (top-5 per culture and theme)")
     print(f"  matrices     {out / 'allpairs' / 'matrices'}")
+    print(f"  model        {out / 'train' / 'model.pt'}  (staged MoCo fusion model)")
+    print(f"  model pairs  {out / 'allpairs-model' / 'pairs.parquet'}  (the model's heads)")
+    print(f"  serve it     culturesim serve {out}")
     _print_top(out / "allpairs" / "pairs.parquet")
     return 0 if report.balanced else 1
 
@@ -235,6 +251,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dim", type=int, default=64)
     p.add_argument("--queue-size", type=int, default=256)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("serve", help="serve a run's model over HTTP (Ray Serve, local)")
+    p.add_argument("run_dir", nargs="?", default="runs/demo",
+                   help="a run with embed/, train/ and allpairs/ (default runs/demo)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--gpu", action="store_true", help="models on CUDA when present")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("continue-melody", help="continue a melody with a trained melody LSTM")
     p.add_argument("seed_file", help="the melody to continue (.abc, .mid, .musicxml)")

@@ -70,23 +70,37 @@ class EfficientNetEncoder:
         model.load_state_dict(state, strict=True)
         self.model = model.to(self.device).eval()
 
-    @torch.inference_mode()
     def encode(self, inputs: Sequence[str]) -> EncodeResult:
         uris = list(inputs)
-        out = np.full((len(uris), self.dim), np.nan, dtype=np.float32)
+        datas: list[bytes | None] = []
         errors: list[str | None] = [None] * len(uris)
-        arrays, ok = [], []
         for i, uri in enumerate(uris):
             try:  # an unreachable store raises out of here: the job fails, no row mislabelled
-                data = read_uri(uri, self.storage_options)
+                datas.append(read_uri(uri, self.storage_options))
             except FileNotFoundError as exc:
                 errors[i] = f"uri: cannot read image {uri}: {type(exc).__name__}: {exc}"
+                datas.append(None)
+        result = self.encode_bytes(datas, names=uris)
+        return EncodeResult(result.vectors, [e or r for e, r in zip(errors, result.errors,
+                                                                      strict=True)])
+
+    @torch.inference_mode()
+    def encode_bytes(self, datas: Sequence[bytes | None],
+                     names: Sequence[str] | None = None) -> EncodeResult:
+        """Encoded image files given as bytes (None: nothing to encode, error left to
+        the caller); a file that does not decode is that item's error."""
+        names = list(names) if names is not None else [f"image {i}" for i in range(len(datas))]
+        out = np.full((len(datas), self.dim), np.nan, dtype=np.float32)
+        errors: list[str | None] = [None] * len(datas)
+        arrays, ok = [], []
+        for i, data in enumerate(datas):
+            if data is None:
                 continue
             try:
                 arrays.append(load_image(data))
                 ok.append(i)
             except Exception as exc:  # any decode failure quarantines this item only
-                errors[i] = f"uri: cannot read image {uri}: {type(exc).__name__}: {exc}"
+                errors[i] = f"uri: cannot read image {names[i]}: {type(exc).__name__}: {exc}"
         if arrays:
             x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).to(self.device)
             feats = self.model.extract_features(x)  # (b, 1280, 7, 7)

@@ -185,6 +185,28 @@ class SequenceEncoder:
             out[ok] = self.embed_ids(seqs)
         return EncodeResult(out, errors)
 
+    @torch.inference_mode()
+    def encode_sources(self, sources: Sequence[str | bytes], fmt: str = "abc") -> EncodeResult:
+        """Melodies given as file contents (ABC text by default; fmt names the
+        format the way a file suffix would: abc, musicxml, mid)."""
+        out = np.full((len(sources), self.dim), np.nan, dtype=np.float32)
+        errors: list[str | None] = [None] * len(sources)
+        ok, seqs = [], []
+        for i, src in enumerate(sources):
+            try:
+                tokens = tokenize(parse_events(src, f"query.{fmt}"))
+                if not any(t.startswith("n") for t in tokens):
+                    raise ValueError("empty sequence (no notes)")
+                seqs.append(self.vocab.encode(tokens))
+                ok.append(i)
+            except MusicParseError as exc:
+                errors[i] = f"cannot parse music: {exc}"
+            except ValueError as exc:
+                errors[i] = str(exc)
+        if seqs:
+            out[ok] = self.embed_ids(seqs)
+        return EncodeResult(out, errors)
+
 
 def sample_continuation(model: MelodyLSTM, vocab: Vocabulary, seed_tokens: Sequence[str],
                         steps: int = 32, temperature: float = 1.0,

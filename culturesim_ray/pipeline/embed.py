@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from culturesim_ray import io
 from culturesim_ray.config import EmbedConfig
 from culturesim_ray.encoders import build_encoder
+from culturesim_ray.runs import read_embeddings  # noqa: F401  (re-exported)
 from culturesim_ray.schema import (
     MODALITIES,
     QUARANTINE_SCHEMA,
@@ -98,21 +99,6 @@ def scan_written(out: str, modality: str, cfg: EmbedConfig) -> pa.Table:
     if not tables:
         return pa.table({"item_id": pa.array([], pa.string()), "error": pa.array([], pa.string())})
     return pa.concat_tables(tables)
-
-
-def read_embeddings(out: str, modality: str | None = None,
-                    cfg: EmbedConfig | None = None) -> dict[str, pa.Table]:
-    """The embedded rows of a run, per modality (rows with an error left out)."""
-    cfg = cfg or EmbedConfig()
-    result = {}
-    for m in [modality] if modality else MODALITIES:
-        fs, p = _parts(out, m, cfg)
-        if not fs.exists(p) or not any(f.endswith(".parquet") for f in fs.find(p)):
-            continue
-        table = pq.read_table(p, filesystem=io.arrow_filesystem(fs))
-        table = table.filter(pc.is_null(table.column("error"))).drop_columns(["error"])
-        result[m] = table.sort_by("item_id")
-    return result
 
 
 def _encoder_for(modality: str, cfg: EmbedConfig) -> str:

@@ -1,0 +1,462 @@
+"""Ray Serve glue for the similarity service (SPEC V1, V2): deployments wrapping
+the plain predictors of `culturesim_ray.serving.predictor`, a FastAPI ingress,
+and `app_builder(args)` for `serve run` / `serve deploy`.
+
+    Ingress (FastAPI, typed requests/responses, every error a JSON 4xx naming the field)
+      -> Encoder   query -> base embedding, @serve.batch per modality
+      -> Fusion    base embedding -> fused state + general top-k (FAISS), @serve.batch
+      -> Rerank    theme heads re-rank the top-k, per-theme scores and gate weights
+
+user_config (changeable with `serve deploy` without restarting replicas):
+  Encoder/Fusion: max_batch_size, batch_wait_timeout_s (max_batch_size 1 = no batching);
+  Ingress: default_k, max_k, max_request_bytes.
+
+Endpoints: POST /v1/similar, GET /v1/cultures, GET /v1/cultures/{id}/neighbors,
+GET /healthz, GET /docs (OpenAPI page), GET /openapi.json.
+"""
+
+
+import base64
+import binascii
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from culturesim_ray import io
+from culturesim_ray.encoders import pick_device
+from culturesim_ray.serving.predictor import (
+    FusionPredictor,
+    NeighborTable,
+    QueryEncoders,
+    QueryError,
+    Retriever,
+    RunPaths,
+    ThemeReranker,
+    format_answer,
+)
+
+DEFAULT_BATCH = {"max_batch_size": 16, "batch_wait_timeout_s": 0.005}
+DEFAULT_INGRESS = {"default_k": 5, "max_k": 50, "max_request_bytes": 2_000_000}
+
+
+# ---------------------------------------------------------------- request/response types
+class SimilarRequest(BaseModel):
+    """Exactly one of text, image, sequence."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str | None = Field(None, description="a text in any language the encoder reads")
+    image: str | None = Field(None, description="an image file (PNG/JPEG), base64")
+    sequence: str | None = Field(None, description="a melody file's contents (ABC by default)")
+    sequence_format: Literal["abc", "musicxml"] = "abc"
+    k: int | None = Field(None, description="cultures in the general top-k (default from config)")
+    themes: list[str] | None = Field(None, description="themes to re-rank on (default: all)")
+
+
+class Ranked(BaseModel):
+    culture: str
+    score: float
+    rank: int
+
+
+class ThemeRanked(Ranked):
+    general_rank: int
+
+
+class ThemeAnswer(BaseModel):
+    gate: float = Field(description="the mixture-of-experts gate weight of this theme")
+    ranking: list[ThemeRanked]
+
+
+class SimilarResponse(BaseModel):
+    modality: str
+    k: int
+    general: list[Ranked]
+    themes: dict[str, ThemeAnswer]
+
+
+class CulturesResponse(BaseModel):
+    cultures: list[str]
+    themes: list[str]
+
+
+class Neighbor(BaseModel):
+    culture: str
+    score: float
+    rank: int
+    similarity: str
+
+
+class NeighborsResponse(BaseModel):
+    culture: str
+    theme: str
+    neighbors: list[Neighbor]
+
+
+class ErrorBody(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+def error(status: int, field: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"field": field, "message": message}}, status_code=status)
+
+
+# ---------------------------------------------------------------- deployments
+def _apply_batch_config(cfg: dict[str, Any], *methods: Any) -> None:
+    size = int(cfg.get("max_batch_size", DEFAULT_BATCH["max_batch_size"]))
+    wait = float(cfg.get("batch_wait_timeout_s", DEFAULT_BATCH["batch_wait_timeout_s"]))
+    for m in methods:
+        m.set_max_batch_size(size)
+        m.set_batch_wait_timeout_s(wait)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, user_config=DEFAULT_BATCH)
+class Encoder:
+    """Query payloads -> base embeddings of the run's encoders, batched per modality.
+    Each item comes back as (vector or None, error or None)."""
+
+    def __init__(self, embed_dir: str, use_gpu: bool = False) -> None:
+        self.device = pick_device(use_gpu)
+        self.encoders = QueryEncoders(embed_dir, self.device)
+        for m in self.encoders.modalities:  # load every model now, not on the first request
+            self.encoders.encoder(m)
+
+    def reconfigure(self, cfg: dict[str, Any]) -> None:
+        _apply_batch_config(cfg, self.encode_text, self.encode_image, self.encode_sequence)
+
+    def modalities(self) -> list[str]:
+        return self.encoders.modalities
+
+    def _run(self, modality: str, payloads: list[Any], fmt: str = "abc") -> list[tuple]:
+        res = self.encoders.encode(modality, payloads, fmt)
+        return [(None, e.removeprefix("uri: ")) if e else (res.vectors[i], None)
+                for i, e in enumerate(res.errors)]
+
+    @serve.batch(**DEFAULT_BATCH)
+    async def encode_text(self, texts: list[str]) -> list[tuple]:
+        return self._run("text", texts)
+
+    @serve.batch(**DEFAULT_BATCH)
+    async def encode_image(self, images: list[bytes]) -> list[tuple]:
+        return self._run("image", images)
+
+    @serve.batch(**DEFAULT_BATCH)
+    async def encode_sequence(self, items: list[tuple[str, str]]) -> list[tuple]:
+        out: list[tuple] = [()] * len(items)
+        for fmt in sorted({f for _, f in items}):
+            idx = [i for i, (_, f) in enumerate(items) if f == fmt]
+            for i, r in zip(idx, self._run("sequence", [items[i][0] for i in idx], fmt),
+                            strict=True):
+                out[i] = r
+        return out
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, user_config=DEFAULT_BATCH)
+class Fusion:
+    """Base embedding -> fused state (hidden,) and the general top-k, batched."""
+
+    def __init__(self, train_dir: str, embed_dir: str, use_gpu: bool = False,
+                 k_graph: int = 10) -> None:
+        from culturesim_ray.runs import read_culture_embeddings
+
+        device = pick_device(use_gpu)
+        self.fusion = FusionPredictor.from_run(train_dir, embed_dir, device, k_graph)
+        cultures, general = read_culture_embeddings(
+            io.join(train_dir, "culture_embeddings.parquet"))["general"]
+        self.retriever = Retriever(cultures, general, use_gpu=device.startswith("cuda"))
+
+    def reconfigure(self, cfg: dict[str, Any]) -> None:
+        _apply_batch_config(cfg, self.search)
+
+    def info(self) -> dict[str, Any]:
+        return {"cultures": self.retriever.cultures, "modalities": self.fusion.modalities}
+
+    @serve.batch(**DEFAULT_BATCH)
+    async def search(self, items: list[tuple[str, np.ndarray, int]]) -> list[tuple]:
+        out: list[tuple] = [()] * len(items)
+        for modality in sorted({m for m, _, _ in items}):
+            idx = [i for i, (m, _, _) in enumerate(items) if m == modality]
+            vectors = np.stack([items[i][1] for i in idx])
+            fused = self.fusion.fuse(modality, vectors)
+            k = max(items[i][2] for i in idx)
+            scores, pos = self.retriever.topk(self.fusion.general(fused), k)
+            fused_np = fused.float().cpu().numpy()
+            for j, i in enumerate(idx):
+                ki = items[i][2]
+                out[i] = (fused_np[j], scores[j, :ki], pos[j, :ki])
+        return out
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25})
+class Rerank:
+    """The theme heads re-rank a query's general top-k; per-theme scores and gates."""
+
+    def __init__(self, train_dir: str, use_gpu: bool = False) -> None:
+        from culturesim_ray.runs import load_fusion_model, read_culture_embeddings
+
+        self.device = pick_device(use_gpu)
+        model = load_fusion_model(train_dir, self.device)
+        heads = read_culture_embeddings(io.join(train_dir, "culture_embeddings.parquet"))
+        self.cultures = heads["general"][0]
+        self.reranker = ThemeReranker(model, heads, self.cultures)
+
+    def themes(self) -> list[str]:
+        return self.reranker.themes
+
+    def rerank(self, fused: np.ndarray, candidates: np.ndarray,
+               themes: list[str] | None) -> dict[str, Any]:
+        import torch
+
+        x = torch.as_tensor(fused, device=self.device).unsqueeze(0)
+        return self.reranker.rerank(x, candidates[None, :], themes)[0]
+
+
+INGRESS_APP = FastAPI(
+    title="culturesim",
+    description="Which cultures is this text, image or melody closest to, and on which themes? "
+                "The general top-k (fused embedding, FAISS) and each theme head's re-ranking "
+                "of it, side by side.",
+    version="1",
+)
+
+
+@INGRESS_APP.exception_handler(RequestValidationError)
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0]
+    field = ".".join(str(p) for p in first.get("loc", ())[1:]) or "request"
+    return error(422, field, first.get("msg", "invalid value"))
+
+
+@INGRESS_APP.exception_handler(StarletteHTTPException)
+async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return error(exc.status_code, "path" if exc.status_code == 404 else "request",
+                 str(exc.detail))
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, user_config=DEFAULT_INGRESS)
+@serve.ingress(INGRESS_APP)
+class Ingress:
+    def __init__(self, encoder: DeploymentHandle, fusion: DeploymentHandle,
+                 rerank: DeploymentHandle, allpairs_dir: str | None = None) -> None:
+        self.encoder, self.fusion, self.rerank_handle = encoder, fusion, rerank
+        self.neighbor_table = (NeighborTable(io.join(allpairs_dir, "pairs.parquet"))
+                               if allpairs_dir else None)
+        self.cfg = dict(DEFAULT_INGRESS)
+        self._info: dict[str, Any] | None = None
+
+    def reconfigure(self, cfg: dict[str, Any]) -> None:
+        self.cfg = {**DEFAULT_INGRESS, **cfg}
+
+    async def info(self) -> dict[str, Any]:
+        if self._info is None:
+            fusion = await self.fusion.info.remote()
+            self._info = {**fusion, "themes": await self.rerank_handle.themes.remote(),
+                          "encoders": await self.encoder.modalities.remote()}
+        return self._info
+
+    @INGRESS_APP.get("/healthz")
+    async def healthz(self) -> dict[str, Any]:
+        info = await self.info()
+        return {"status": "ok", "pid": os.getpid(), "cultures": len(info["cultures"]),
+                "modalities": info["modalities"], "themes": info["themes"]}
+
+    @INGRESS_APP.get("/v1/cultures", response_model=CulturesResponse)
+    async def cultures(self) -> dict[str, Any]:
+        info = await self.info()
+        return {"cultures": info["cultures"], "themes": info["themes"]}
+
+    @INGRESS_APP.get("/v1/cultures/{culture_id}/neighbors", response_model=NeighborsResponse,
+                     responses={404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
+    async def neighbors(self, culture_id: str, theme: str = "general",
+                        k: int = 10) -> Any:
+        if not 1 <= k <= self.cfg["max_k"]:
+            return error(422, "k", f"k must be in 1..{self.cfg['max_k']}, got {k}")
+        if self.neighbor_table is None:
+            return error(404, "culture_id", "this service was started without all-pairs output")
+        try:
+            rows = self.neighbor_table.neighbors(culture_id, theme, k)
+        except QueryError as exc:
+            return error(exc.status, exc.field, exc.message)
+        return {"culture": culture_id, "theme": theme, "neighbors": rows}
+
+    @INGRESS_APP.post(
+        "/v1/similar", response_model=SimilarResponse,
+        openapi_extra={"requestBody": {"required": True, "content": {
+            "application/json": {"schema": SimilarRequest.model_json_schema()}}}},
+        responses={c: {"model": ErrorResponse} for c in (400, 413, 415, 422)})
+    async def similar(self, request: Request) -> Any:
+        ctype = request.headers.get("content-type", "")
+        if ctype.split(";")[0].strip().lower() != "application/json":
+            return error(415, "content-type",
+                         f"expected application/json, got {ctype or 'nothing'}")
+        limit = int(self.cfg["max_request_bytes"])
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            return error(413, "body", f"request of {declared} bytes exceeds {limit}")
+        body = await request.body()
+        if len(body) > limit:
+            return error(413, "body", f"request of {len(body)} bytes exceeds {limit}")
+        try:
+            req = SimilarRequest.model_validate(json.loads(body))
+        except json.JSONDecodeError as exc:
+            return error(400, "body", f"not JSON: {exc}")
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first.get("loc", ())) or "body"
+            return error(422, field, first.get("msg", "invalid value"))
+        try:
+            return await self._similar(req)
+        except QueryError as exc:
+            return error(exc.status, exc.field, exc.message)
+
+    async def _similar(self, req: SimilarRequest) -> dict[str, Any]:
+        given = [f for f in ("text", "image", "sequence") if getattr(req, f) is not None]
+        if len(given) != 1:
+            raise QueryError("text" if not given else given[1],
+                             "give exactly one of text, image, sequence"
+                             + (f" (got {', '.join(given)})" if given else ""), 422)
+        modality = given[0]
+        k = self.cfg["default_k"] if req.k is None else req.k
+        if not 1 <= k <= self.cfg["max_k"]:
+            raise QueryError("k", f"k must be in 1..{self.cfg['max_k']}, got {k}", 422)
+        info = await self.info()
+        if req.themes is not None:
+            unknown = [t for t in req.themes if t not in info["themes"]]
+            if unknown:
+                raise QueryError("themes", f"unknown theme(s) {unknown} (this model has: "
+                                 f"{', '.join(info['themes']) or 'none'})", 422)
+        if modality not in info["modalities"] or modality not in info["encoders"]:
+            raise QueryError(modality, f"this service has no {modality} model (modalities: "
+                             f"{', '.join(info['modalities'])})", 422)
+        if modality == "text":
+            if not req.text or not req.text.strip():
+                raise QueryError("text", "empty text")
+            vec, err = await self.encoder.encode_text.remote(req.text)
+        elif modality == "image":
+            try:
+                data = base64.b64decode(req.image or "", validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise QueryError("image", f"invalid base64: {exc}") from exc
+            if not data:
+                raise QueryError("image", "empty image")
+            vec, err = await self.encoder.encode_image.remote(data)
+        else:
+            if not req.sequence or not req.sequence.strip():
+                raise QueryError("sequence", "empty sequence")
+            vec, err = await self.encoder.encode_sequence.remote(
+                (req.sequence, req.sequence_format))
+        if err:
+            raise QueryError(modality, err)
+        fused, scores, pos = await self.fusion.search.remote((modality, vec, k))
+        reranked = await self.rerank_handle.rerank.remote(fused, pos, req.themes)
+        answer = format_answer(info["cultures"], scores, pos, reranked)
+        return {"modality": modality, "k": len(answer["general"]), **answer}
+
+
+# ---------------------------------------------------------------- application
+def app_builder(args: dict[str, Any]) -> Any:
+    """The application for `serve run` / `serve deploy` (import path
+    culturesim_ray.pipeline.serve:app_builder). args: run_dir (the demo layout:
+    RUN/embed, RUN/train, RUN/allpairs), or embed_dir + train_dir [+ allpairs_dir];
+    use_gpu (the encoder, fusion and rerank models on CUDA when present); k_graph;
+    batch (user_config of Encoder and Fusion) and ingress (user_config of Ingress)
+    as starting values; a config file's deployments section overrides them."""
+    from culturesim_ray.pipeline.ray_env import set_safe_env
+
+    set_safe_env()
+    if args.get("run_dir"):
+        paths = RunPaths.of(str(args["run_dir"]))
+    else:
+        missing = [k for k in ("embed_dir", "train_dir") if not args.get(k)]
+        if missing:
+            raise ValueError(f"app args need run_dir, or embed_dir and train_dir "
+                             f"(missing: {', '.join(missing)})")
+        paths = RunPaths(str(args["embed_dir"]), str(args["train_dir"]),
+                         args.get("allpairs_dir"))
+    for p in (io.join(paths.embed, "manifest.json"), str(Path(paths.train) / "model.pt")):
+        if not io.exists(p):
+            raise FileNotFoundError(f"{p}: run the embed and train jobs first "
+                                    f"(culturesim demo --out RUN writes both)")
+
+    def where(p: str) -> str:  # replicas may start elsewhere: absolute local paths
+        return p if io.is_s3(p) else str(Path(p).absolute())
+
+    use_gpu = bool(args.get("use_gpu", False))
+    batch = {**DEFAULT_BATCH, **(args.get("batch") or {})}
+    ingress = {**DEFAULT_INGRESS, **(args.get("ingress") or {})}
+    encoder = Encoder.options(user_config=batch).bind(where(paths.embed), use_gpu)
+    fusion = Fusion.options(user_config=batch).bind(
+        where(paths.train), where(paths.embed), use_gpu, int(args.get("k_graph", 10)))
+    rerank = Rerank.bind(where(paths.train), use_gpu)
+    allpairs = where(paths.allpairs) if paths.allpairs else None
+    return Ingress.options(user_config=ingress).bind(encoder, fusion, rerank, allpairs)
+
+
+def run_local(run_dir: str, host: str = "127.0.0.1", port: int = 8000,
+              use_gpu: bool = False, blocking: bool = True) -> str:
+    """`culturesim serve`: start Ray (local) and Serve, deploy the app on the run's
+    model; returns the base URL. With blocking, serve until interrupted."""
+    import time
+
+    from culturesim_ray.pipeline.ray_env import init_ray
+
+    init_ray()
+    serve.start(http_options={"host": host, "port": port},
+                logging_config={"enable_access_log": False})
+    serve.run(app_builder({"run_dir": run_dir, "use_gpu": use_gpu}), name="culturesim",
+              route_prefix="/")
+    url = f"http://{host}:{port}"
+    if blocking:
+        print(f"serving {run_dir} at {url}  (OpenAPI page {url}/docs; Ctrl-C stops)")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            serve.shutdown()
+    return url
+
+
+def deploy_config(config: dict[str, Any], timeout_s: float = 300.0) -> None:
+    """What `serve run CONFIG.yaml` does, from Python: validate the config
+    against Serve's own schema, start Serve with its http_options, proxy
+    location and logging, deploy its applications, and wait until each is
+    RUNNING. Redeploying a config whose only change is user_config updates the
+    running replicas in place (no restart): Serve keys the code version on the
+    import path and runtime_env, as with `serve deploy`."""
+    import time
+
+    from ray.serve._private.api import serve_start
+    from ray.serve.schema import ServeDeploySchema
+
+    schema = ServeDeploySchema.model_validate(config)
+    client = serve_start(http_options=schema.http_options.model_dump(),
+                         proxy_location=schema.proxy_location,
+                         global_logging_config=schema.logging_config)
+    client.deploy_apps(schema, _blocking=False)
+    names = [app.name for app in schema.applications]
+    deadline = time.time() + timeout_s
+    while True:
+        apps = serve.status().applications
+        states = {n: apps[n].status if n in apps else "NOT_STARTED" for n in names}
+        failed = {n: apps[n].message for n, s in states.items() if s == "DEPLOY_FAILED"}
+        if failed:
+            raise RuntimeError(f"Serve deploy failed: {failed}")
+        if all(s == "RUNNING" for s in states.values()):
+            return
+        if time.time() > deadline:
+            raise TimeoutError(f"Serve apps not RUNNING after {timeout_s:.0f} s: {states}")
+        time.sleep(0.5)

@@ -1,0 +1,97 @@
+"""Reading a finished run back (pure: no ray): embeddings, the encoders the
+embed run used, and the trained fusion model. The jobs write these outputs;
+serving, reports and evaluation read them through here.
+
+Run directory layout (what `culturesim demo --out RUN` writes; each part can
+also live elsewhere and be named on its own):
+
+    RUN/embed/       embeddings/<modality>/*.parquet, manifest.json, models/
+    RUN/train/       model.pt (state dict), model_config.json, culture_embeddings.parquet
+    RUN/allpairs/    pairs.parquet, matrices/, manifest.json
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from culturesim_ray import io
+from culturesim_ray.config import EmbedConfig
+from culturesim_ray.schema import MODALITIES
+
+
+def read_embeddings(out: str, modality: str | None = None,
+                    cfg: EmbedConfig | None = None) -> dict[str, pa.Table]:
+    """The embedded rows of an embed run, per modality (rows with an error left out)."""
+    cfg = cfg or EmbedConfig()
+    result = {}
+    for m in [modality] if modality else MODALITIES:
+        fs, p = io.filesystem_for(io.join(out, "embeddings", m), cfg.s3)
+        if not fs.exists(p) or not any(f.endswith(".parquet") for f in fs.find(p)):
+            continue
+        table = pq.read_table(p, filesystem=io.arrow_filesystem(fs))
+        table = table.filter(pc.is_null(table.column("error"))).drop_columns(["error"])
+        result[m] = table.sort_by("item_id")
+    return result
+
+
+def embed_manifest(embed_dir: str) -> dict[str, Any]:
+    path = io.join(embed_dir, "manifest.json")
+    if not io.exists(path):
+        raise FileNotFoundError(f"{path}: not an embed run (no manifest.json)")
+    return io.read_json(path)
+
+
+def run_encoder_kwargs(embed_dir: str, modality: str) -> tuple[str, dict[str, Any]]:
+    """(encoder name, constructor kwargs) that rebuild the encoder `modality` was
+    embedded with in this run, so a query lands in the same space as the corpus."""
+    manifest = embed_manifest(embed_dir)
+    enc = manifest.get("encoders", {}).get(modality)
+    if enc is None:
+        raise ValueError(f"the embed run {embed_dir} has no {modality!r} items "
+                         f"(modalities: {sorted(manifest.get('encoders', {}))})")
+    cfg = EmbedConfig(**manifest["config"])
+    name = enc["name"]
+    if name == "minilm":
+        return name, {"max_length": cfg.max_length}
+    if name == "tfidf":
+        return name, {"path": io.join(embed_dir, "models", "tfidf.npz")}
+    if name == "lstm":
+        return name, {"model_path": cfg.sequence_model or io.join(embed_dir, "models", "lstm")}
+    return name, {}
+
+
+def load_fusion_model(train_dir: str | Path, device: str = "cpu") -> Any:
+    """The trained CultureSim model of a train run (weights only, never unpickled code)."""
+    import torch
+
+    from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig
+
+    d = str(train_dir)
+    for name in ("model.pt", "model_config.json"):
+        if not io.exists(io.join(d, name)):
+            raise FileNotFoundError(f"{io.join(d, name)}: not a finished train run")
+    cfg = CultureSimConfig(**io.read_json(io.join(d, "model_config.json")))
+    model = CultureSim(cfg)
+    fs, p = io.filesystem_for(io.join(d, "model.pt"))
+    with fs.open(p, "rb") as fh:
+        model.load_state_dict(torch.load(fh, map_location="cpu", weights_only=True))
+    return model.to(device).eval()
+
+
+def read_culture_embeddings(path: str | Path) -> dict[str, tuple[list[str], Any]]:
+    """culture_embeddings.parquet -> head -> (cultures, (C, d) float32 array), cultures sorted."""
+    import numpy as np
+
+    table = io.read_table(str(path))
+    out: dict[str, tuple[list[str], Any]] = {}
+    for head in sorted(set(table.column("head").to_pylist())):
+        t = table.filter(pc.equal(table.column("head"), head)).sort_by("culture")
+        col = t.column("vector").combine_chunks()
+        vec = np.asarray(col.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)
+        out[head] = (t.column("culture").to_pylist(), vec.reshape(t.num_rows, -1))
+    return out

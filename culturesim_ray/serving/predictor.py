@@ -1,0 +1,320 @@
+"""The online answer to "which cultures is this text / image / melody closest to,
+and on which themes?" as plain predictors (pure: no ray). The Serve app
+(pipeline/serve.py) wraps each in a deployment; `SimilarityService` composes
+them in-process (tests, benchmarks' floor, scripts).
+
+1. `QueryEncoders`: the query -> a base embedding, with the encoder its modality
+   was embedded with in the run (same space as the corpus items).
+2. `FusionPredictor`: the base embedding -> the trained model's fused culture
+   state. A query is a new item node of its modality's graph: it receives
+   messages from its `k_graph` most cosine-similar corpus items and sends none,
+   so the corpus nodes' states are those of the full-graph forward pass
+   (precomputed per layer once) and the query's state is exactly what the model
+   computes for that node in the augmented graph. The query forms a one-item
+   culture; its other modalities are masked in fusion, not zero-filled.
+3. `Retriever`: general embedding -> top-k cultures (FAISS inner product over
+   the L2-normalised general culture embeddings; a GPU index when faiss sees one).
+4. `ThemeReranker`: the fused state -> each theme head's embedding, and the
+   top-k candidates re-ranked per theme by cosine to the culture's theme
+   embedding, with the mixture-of-experts gate weight of each theme.
+5. `NeighborTable`: a culture's precomputed neighbours from the all-pairs job.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from culturesim_ray import io, runs
+from culturesim_ray.encoders import build_encoder
+from culturesim_ray.encoders.base import EncodeResult
+from culturesim_ray.models.culturesim import CultureSim, ModalityGraph
+
+MODALITY_FIELDS = {"text": "text", "image": "image", "sequence": "sequence"}
+
+
+class QueryError(ValueError):
+    """A request the service cannot answer: `field` names the part at fault,
+    `status` is the HTTP status it maps to (4xx)."""
+
+    def __init__(self, field: str, message: str, status: int = 400) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field, self.message, self.status = field, message, status
+
+
+class QueryEncoders:
+    """Per modality, the encoder the embed run used; built on first use."""
+
+    def __init__(self, embed_dir: str, device: str = "cpu",
+                 modalities: Sequence[str] | None = None) -> None:
+        self.embed_dir, self.device = embed_dir, device
+        manifest = runs.embed_manifest(embed_dir)
+        self.modalities = sorted(modalities or manifest.get("encoders", {}))
+        self._encoders: dict[str, Any] = {}
+
+    def encoder(self, modality: str) -> Any:
+        if modality not in self.modalities:
+            raise QueryError(MODALITY_FIELDS.get(modality, "modality"),
+                             f"this service has no {modality} encoder "
+                             f"(modalities: {', '.join(self.modalities)})", 422)
+        if modality not in self._encoders:
+            name, kwargs = runs.run_encoder_kwargs(self.embed_dir, modality)
+            self._encoders[modality] = build_encoder(name, device=self.device, **kwargs)
+        return self._encoders[modality]
+
+    def encode(self, modality: str, payloads: Sequence[Any],
+               sequence_format: str = "abc") -> EncodeResult:
+        """text: strings; image: file bytes; sequence: file contents in `sequence_format`."""
+        enc = self.encoder(modality)
+        if modality == "image":
+            return enc.encode_bytes(list(payloads), names=["(the request)"] * len(payloads))
+        if modality == "sequence":
+            return enc.encode_sources(list(payloads), sequence_format)
+        return enc.encode(list(payloads))
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+class FusionPredictor:
+    """Base embeddings of queries -> fused states (B, hidden) and general embeddings."""
+
+    def __init__(self, model: CultureSim, graphs: dict[str, ModalityGraph],
+                 k_graph: int = 10) -> None:
+        import faiss
+
+        self.model = model.eval()
+        self.k_graph = k_graph
+        self.modalities = [m for m in model.modalities if m in graphs]
+        self._index: dict[str, Any] = {}
+        self._layers: dict[str, list[Tensor]] = {}
+        device = next(model.parameters()).device
+        with torch.inference_mode():
+            for m in self.modalities:
+                g = graphs[m]
+                x = g.x.to(device)
+                branch = model.branches[m]
+                h = branch.input(x)
+                layers = [h]
+                for conv, norm in zip(branch.convs, branch.norms, strict=True):
+                    h = h + norm(conv(h, g.edge_index.to(device)))
+                    layers.append(h)
+                self._layers[m] = layers[:-1]  # each conv's input states
+                index = faiss.IndexFlatIP(x.shape[1])
+                index.add(_normalise(g.x.cpu().numpy()))
+                self._index[m] = index
+
+    @classmethod
+    def from_run(cls, train_dir: str, embed_dir: str, device: str = "cpu",
+                 k_graph: int = 10) -> FusionPredictor:
+        from culturesim_ray.training.data import build_training_data
+
+        model = runs.load_fusion_model(train_dir, device)
+        data = build_training_data(runs.read_embeddings(embed_dir), k=k_graph)
+        return cls(model, data.graphs, k_graph)
+
+    def neighbours(self, modality: str, vectors: np.ndarray) -> np.ndarray:
+        """(B, k) corpus items of `modality` nearest to each query (cosine)."""
+        index = self._index[modality]
+        k = min(self.k_graph, index.ntotal)
+        _, nbrs = index.search(_normalise(vectors), k)
+        return nbrs
+
+    @torch.inference_mode()
+    def item_state(self, modality: str, vectors: np.ndarray) -> Tensor:
+        """(B, hidden): branch output + raw projection of each query as a new node."""
+        if modality not in self.modalities:
+            raise QueryError(MODALITY_FIELDS.get(modality, "modality"),
+                             f"the model has no {modality} branch "
+                             f"(modalities: {', '.join(self.modalities)})", 422)
+        branch = self.model.branches[modality]
+        device = next(self.model.parameters()).device
+        nbrs = torch.from_numpy(self.neighbours(modality, vectors)).to(device)  # (B, k)
+        b, k = nbrs.shape
+        uniq, inv = torch.unique(nbrs.reshape(-1), return_inverse=True)
+        src = inv  # neighbour j of query i -> node uniq-position
+        dst = torch.arange(b, device=device).repeat_interleave(k) + len(uniq)
+        edge_index = torch.stack([src, dst])
+        raw = branch.input(torch.as_tensor(vectors, dtype=torch.float32, device=device))
+        h = raw
+        for layer, (conv, norm) in enumerate(zip(branch.convs, branch.norms, strict=True)):
+            xs = torch.cat([self._layers[modality][layer][uniq], h])
+            h = h + norm(conv(xs, edge_index)[len(uniq):])
+        return h + raw
+
+    @torch.inference_mode()
+    def fuse(self, modality: str, vectors: np.ndarray) -> Tensor:
+        """(B, hidden) fused state of each query as a one-item culture."""
+        state = self.item_state(modality, vectors)
+        j = self.model.modalities.index(modality)
+        tokens = state.new_zeros(len(state), len(self.model.modalities), state.shape[1])
+        tokens[:, j] = state
+        mask = torch.zeros(tokens.shape[:2], dtype=torch.bool, device=state.device)
+        mask[:, j] = True
+        return self.model.fusion(tokens, mask)
+
+    @torch.inference_mode()
+    def general(self, fused: Tensor) -> np.ndarray:
+        return self.model.projection(fused).float().cpu().numpy()
+
+
+class Retriever:
+    """General top-k over the culture embeddings (FAISS inner product = cosine)."""
+
+    def __init__(self, cultures: list[str], vectors: np.ndarray, use_gpu: bool = False) -> None:
+        import faiss
+
+        if len(cultures) != len(vectors) or not cultures:
+            raise ValueError(f"{len(cultures)} cultures but {len(vectors)} vectors")
+        self.cultures = list(cultures)
+        index: Any = faiss.IndexFlatIP(vectors.shape[1])
+        if use_gpu and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+            self._gpu_res = faiss.StandardGpuResources()
+            index = faiss.index_cpu_to_gpu(self._gpu_res, 0, index)
+        index.add(_normalise(vectors))
+        self.index = index
+
+    def topk(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(B, k) scores and culture positions, best first."""
+        k = min(k, len(self.cultures))
+        return self.index.search(_normalise(queries), k)
+
+
+class ThemeReranker:
+    """Theme heads over the fused state; re-rank candidates per theme."""
+
+    def __init__(self, model: CultureSim, theme_vectors: dict[str, tuple[list[str], np.ndarray]],
+                 cultures: list[str]) -> None:
+        self.heads = model.theme_heads
+        self.themes = list(self.heads.themes) if self.heads is not None else []
+        pos = {c: i for i, c in enumerate(cultures)}
+        self.vectors: dict[str, np.ndarray] = {}
+        for theme in self.themes:
+            names, vec = theme_vectors[theme]
+            table = np.full((len(cultures), vec.shape[1]), np.nan, dtype=np.float32)
+            table[[pos[c] for c in names]] = _normalise(vec)
+            self.vectors[theme] = table
+
+    def check_themes(self, themes: Sequence[str] | None) -> list[str]:
+        if themes is None:
+            return list(self.themes)
+        unknown = [t for t in themes if t not in self.themes]
+        if unknown:
+            raise QueryError("themes", f"unknown theme(s) {unknown} "
+                             f"(this model has: {', '.join(self.themes) or 'none'})", 422)
+        return list(dict.fromkeys(themes))
+
+    @torch.inference_mode()
+    def rerank(self, fused: Tensor, candidates: np.ndarray,
+               themes: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """For each query i: {theme: {"gate": w, "ranking": [(position, score), ...]}}
+        over its candidate positions `candidates[i]`, best first."""
+        themes = self.check_themes(themes)
+        if self.heads is None or not themes:
+            return [{} for _ in range(len(fused))]
+        per_theme, gate = self.heads(fused)
+        gate_np = gate.float().cpu().numpy()
+        out: list[dict[str, Any]] = []
+        for i in range(len(fused)):
+            cand = candidates[i][candidates[i] >= 0]
+            answer = {}
+            for theme in themes:
+                q = per_theme[theme][i].float().cpu().numpy()
+                scores = self.vectors[theme][cand] @ q
+                scores = np.where(np.isnan(scores), -np.inf, scores)
+                order = np.argsort(-scores, kind="stable")
+                answer[theme] = {
+                    "gate": float(gate_np[i, self.themes.index(theme)]),
+                    "ranking": [(int(cand[o]), float(scores[o])) for o in order
+                                if math.isfinite(scores[o])]}
+            out.append(answer)
+        return out
+
+
+class NeighborTable:
+    """A culture's precomputed top-k neighbours per theme (the all-pairs output)."""
+
+    def __init__(self, pairs_path: str) -> None:
+        table = io.read_table(pairs_path)
+        self._rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for r in table.to_pylist():
+            self._rows.setdefault((r["theme"], r["culture_a"]), []).append(r)
+        for rows in self._rows.values():
+            rows.sort(key=lambda r: r["rank"])
+        self.themes = sorted({t for t, _ in self._rows})
+        self.cultures = sorted({c for _, c in self._rows})
+
+    def neighbors(self, culture: str, theme: str = "general", k: int = 10) -> list[dict[str, Any]]:
+        if theme not in self.themes:
+            raise QueryError("theme", f"unknown theme {theme!r} "
+                             f"(the all-pairs output has: {', '.join(self.themes)})", 422)
+        rows = self._rows.get((theme, culture))
+        if rows is None:
+            raise QueryError("culture_id", f"unknown culture {culture!r}", 404)
+        return [{"culture": r["culture_b"], "score": float(r["score"]), "rank": int(r["rank"]),
+                 "similarity": r["similarity"]} for r in rows[:k]]
+
+
+@dataclass
+class RunPaths:
+    embed: str
+    train: str
+    allpairs: str | None = None
+
+    @classmethod
+    def of(cls, run_dir: str) -> RunPaths:
+        """The demo layout: RUN/embed, RUN/train, RUN/allpairs (the last optional)."""
+        ap = str(Path(run_dir) / "allpairs" / "pairs.parquet")
+        return cls(str(Path(run_dir) / "embed"), str(Path(run_dir) / "train"),
+                   str(Path(run_dir) / "allpairs") if Path(ap).exists() else None)
+
+
+def format_answer(cultures: list[str], scores: np.ndarray, positions: np.ndarray,
+                  reranked: dict[str, Any]) -> dict[str, Any]:
+    """One query's two-stage answer: the general ranking and each theme's re-ranking."""
+    general = [{"culture": cultures[p], "score": float(s), "rank": r + 1}
+               for r, (s, p) in enumerate(zip(scores, positions, strict=True)) if p >= 0]
+    general_rank = {g["culture"]: g["rank"] for g in general}
+    themes = {}
+    for theme, ans in reranked.items():
+        themes[theme] = {"gate": ans["gate"], "ranking": [
+            {"culture": cultures[p], "score": s, "rank": r + 1,
+             "general_rank": general_rank[cultures[p]]}
+            for r, (p, s) in enumerate(ans["ranking"])]}
+    return {"general": general, "themes": themes}
+
+
+class SimilarityService:
+    """Every stage in one process: query -> two-stage answer."""
+
+    def __init__(self, paths: RunPaths, device: str = "cpu", k_graph: int = 10) -> None:
+        self.encoders = QueryEncoders(paths.embed, device)
+        self.fusion = FusionPredictor.from_run(paths.train, paths.embed, device, k_graph)
+        heads = runs.read_culture_embeddings(io.join(paths.train, "culture_embeddings.parquet"))
+        cultures, general = heads["general"]
+        self.cultures = cultures
+        self.retriever = Retriever(cultures, general, use_gpu=device.startswith("cuda"))
+        self.reranker = ThemeReranker(self.fusion.model, heads, cultures)
+        self.neighbor_table = (NeighborTable(io.join(paths.allpairs, "pairs.parquet"))
+                               if paths.allpairs else None)
+
+    def similar(self, modality: str, payload: Any, k: int = 5,
+                themes: Sequence[str] | None = None,
+                sequence_format: str = "abc") -> dict[str, Any]:
+        themes = self.reranker.check_themes(themes)
+        res = self.encoders.encode(modality, [payload], sequence_format)
+        if res.errors[0]:
+            raise QueryError(MODALITY_FIELDS[modality], res.errors[0])
+        fused = self.fusion.fuse(modality, res.vectors)
+        scores, pos = self.retriever.topk(self.fusion.general(fused), k)
+        reranked = self.reranker.rerank(fused, pos, themes)
+        return format_answer(self.cultures, scores[0], pos[0], reranked[0])

@@ -1,0 +1,249 @@
+"""The Serve app over real HTTP on 127.0.0.1: a small corpus with all three
+modalities is embedded, trained on and compared, then served; every endpoint,
+every bad-request class (a JSON 4xx naming the field, never a 5xx), and a
+replica killed while requests flow."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import requests
+import yaml
+
+from conftest import FLAGS, corpus_rows, write_jsonl
+from culturesim_ray.config import AllPairsConfig, EmbedConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(300)]
+
+TUNES = {  # short folk-like phrases, different melodic habits per culture
+    "Turkish": ["A2 B c | d2 c B | A4 |", "d c B A | G A B2 | A4 |"],
+    "Greek": ["E F G A | B2 A G | E4 |", "G A B c | B A G F | E4 |"],
+    "Persian": ["c d e f | g2 f e | d4 |", "e d c B | A B c2 | c4 |"],
+}
+MELODY = "X:1\nT:q\nM:4/4\nL:1/8\nK:C\nA2 B c d2 c B | A4 |\n"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def run_dir(_ray_instance, tmp_path_factory):
+    from culturesim_ray.pipeline.allpairs import run_allpairs
+    from culturesim_ray.pipeline.embed import run_embed
+    from culturesim_ray.pipeline.train import run_train
+
+    tmp = tmp_path_factory.mktemp("serve")
+    rows = corpus_rows()
+    for culture, tunes in TUNES.items():
+        for i, tune in enumerate(tunes):
+            path = tmp / f"{culture}-{i}.abc"
+            path.write_text(f"X:{i}\nT:{culture} {i}\nM:4/4\nL:1/8\nK:C\n{tune}\n")
+            rows.append({"item_id": f"{culture}-tune-{i}", "culture": culture,
+                         "modality": "sequence", "uri": str(path), "themes": ["music"],
+                         "source": "test"})
+    corpus = write_jsonl(tmp / "c.jsonl", rows)
+    run = tmp / "run"
+    quiet = {"log": lambda *_: None}
+    run_embed(str(corpus), str(run / "embed"), EmbedConfig(batch_size=8, lstm_epochs=2), **quiet)
+    run_train(str(run / "embed"), str(run / "train"), num_workers=1,
+              stages=((1, 1), (2, 1), (3, 1)), steps_per_epoch=2, hidden=32, out_dim=16,
+              queue_size=16, **quiet)
+    run_allpairs(str(run / "embed"), str(run / "allpairs"), AllPairsConfig(k=2), **quiet)
+    return run
+
+
+def local_config(run_dir, port: int, ingress: dict | None = None) -> dict:
+    """serve_configs/local.yaml, pointed at this run and a free port."""
+    config = yaml.safe_load((ROOT / "serve_configs" / "local.yaml").read_text())
+    config["http_options"]["port"] = port
+    app = config["applications"][0]
+    app["args"]["run_dir"] = str(run_dir)
+    if ingress:
+        dep = next(d for d in app["deployments"] if d["name"] == "Ingress")
+        dep["user_config"] = {**dep["user_config"], **ingress}
+    return config
+
+
+@pytest.fixture(scope="module")
+def service(run_dir):
+    """The app deployed the way `serve run serve_configs/local.yaml` deploys it."""
+    from ray import serve
+
+    from culturesim_ray.pipeline.serve import deploy_config
+
+    port = _free_port()
+    deploy_config(local_config(run_dir, port))
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+
+
+def post(url: str, body: dict, **kw) -> requests.Response:
+    return requests.post(f"{url}/v1/similar", json=body, timeout=60, **kw)
+
+
+def test_health_cultures_and_openapi(service):
+    health = requests.get(f"{service}/healthz", timeout=30).json()
+    assert health["status"] == "ok" and health["cultures"] == 3
+    assert set(health["modalities"]) == {"text", "image", "sequence"}
+    cultures = requests.get(f"{service}/v1/cultures", timeout=30).json()
+    assert cultures["cultures"] == ["Greek", "Persian", "Turkish"]
+    assert set(cultures["themes"]) == {"history", "symbols", "music"}
+    spec = requests.get(f"{service}/openapi.json", timeout=30).json()
+    assert {"/v1/similar", "/v1/cultures", "/v1/cultures/{culture_id}/neighbors",
+            "/healthz"} <= set(spec["paths"])
+    assert "text" in str(spec["paths"]["/v1/similar"]["post"]["requestBody"])
+    assert requests.get(f"{service}/docs", timeout=30).status_code == 200
+
+
+def test_similar_text_matches_the_in_process_predictor(service, run_dir):
+    from culturesim_ray.serving.predictor import RunPaths, SimilarityService
+
+    text = "Iznik tiles and the Ottoman mosques of Istanbul."
+    res = post(service, {"text": text, "k": 3})
+    assert res.status_code == 200, res.text
+    got = res.json()
+    assert got["modality"] == "text" and got["k"] == 3
+    ref = SimilarityService(RunPaths.of(str(run_dir))).similar("text", text, k=3)
+    assert [g["culture"] for g in got["general"]] == [g["culture"] for g in ref["general"]]
+    for a, b in zip(got["general"], ref["general"], strict=True):
+        assert a["score"] == pytest.approx(b["score"], abs=1e-5)
+    assert set(got["themes"]) == {"history", "symbols", "music"}
+    for theme, ans in got["themes"].items():
+        # the re-ranking is a permutation of the general top-k, scored by the theme head
+        assert sorted(r["culture"] for r in ans["ranking"]) == sorted(
+            g["culture"] for g in got["general"])
+        scores = [r["score"] for r in ans["ranking"]]
+        assert scores == sorted(scores, reverse=True)
+        assert [r["score"] for r in ref["themes"][theme]["ranking"]] == pytest.approx(
+            scores, abs=1e-5)
+        assert 0 < ans["gate"] < 1
+
+
+def test_similar_image_and_sequence_and_theme_subset(service):
+    image = base64.b64encode((FLAGS / "greece.png").read_bytes()).decode()
+    res = post(service, {"image": image, "k": 2, "themes": ["symbols"]})
+    assert res.status_code == 200, res.text
+    assert res.json()["modality"] == "image" and list(res.json()["themes"]) == ["symbols"]
+    assert len(res.json()["general"]) == 2
+    res = post(service, {"sequence": MELODY})
+    assert res.status_code == 200, res.text
+    assert len(res.json()["general"]) == 3  # default k 5, capped at the 3 cultures
+
+
+def test_neighbors_come_from_the_allpairs_output(service, run_dir):
+    res = requests.get(f"{service}/v1/cultures/Greek/neighbors",
+                       params={"theme": "general", "k": 2}, timeout=30)
+    assert res.status_code == 200, res.text
+    rows = [r for r in pq.read_table(run_dir / "allpairs" / "pairs.parquet").to_pylist()
+            if r["theme"] == "general" and r["culture_a"] == "Greek"]
+    rows.sort(key=lambda r: r["rank"])
+    assert [n["culture"] for n in res.json()["neighbors"]] == [r["culture_b"] for r in rows]
+    assert [n["score"] for n in res.json()["neighbors"]] == pytest.approx(
+        [r["score"] for r in rows])
+
+
+BAD = [  # (request kwargs, status, field)
+    ({"json": {"text": ""}}, 400, "text"),
+    ({"json": {"text": "   "}}, 400, "text"),
+    ({"json": {"text": "x" * 2_100_000}}, 413, "body"),
+    ({"json": {"image": "not base64!!"}}, 400, "image"),
+    ({"json": {"image": base64.b64encode(b"no image here").decode()}}, 400, "image"),
+    ({"json": {"sequence": "this is not a melody"}}, 400, "sequence"),
+    ({"json": {"text": "Athens", "themes": ["cuisine"]}}, 422, "themes"),
+    ({"json": {"text": "Athens", "k": 0}}, 422, "k"),
+    ({"json": {"text": "Athens", "k": 1000}}, 422, "k"),
+    ({"json": {"text": "Athens", "k": "three"}}, 422, "k"),
+    ({"json": {"text": "Athens", "image": "aGk="}}, 422, "image"),
+    ({"json": {}}, 422, "text"),
+    ({"json": {"txt": "Athens"}}, 422, "txt"),
+    ({"data": "text=Athens", "headers": {"content-type": "text/plain"}}, 415, "content-type"),
+    ({"data": "{not json", "headers": {"content-type": "application/json"}}, 400, "body"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "status", "field"), BAD,
+                         ids=[f"{s}-{f}-{i}" for i, (_, s, f) in enumerate(BAD)])
+def test_bad_similar_requests_are_4xx_naming_the_field(service, kwargs, status, field):
+    res = requests.post(f"{service}/v1/similar", timeout=60, **kwargs)
+    assert res.status_code == status, res.text
+    assert res.json()["error"]["field"] == field, res.json()
+
+
+@pytest.mark.parametrize(("path", "params", "status", "field"), [
+    ("/v1/cultures/Atlantis/neighbors", {}, 404, "culture_id"),
+    ("/v1/cultures/Greek/neighbors", {"theme": "cuisine"}, 422, "theme"),
+    ("/v1/cultures/Greek/neighbors", {"k": 0}, 422, "k"),
+    ("/v1/cultures/Greek/neighbors", {"k": "many"}, 422, "k"),
+    ("/v1/nothing", {}, 404, "path"),
+])
+def test_bad_get_requests_are_4xx_naming_the_field(service, path, params, status, field):
+    res = requests.get(f"{service}{path}", params=params, timeout=30)
+    assert res.status_code == status, res.text
+    assert res.json()["error"]["field"] == field
+
+
+def test_user_config_changes_without_restarting_replicas(service, run_dir):
+    from culturesim_ray.pipeline.serve import deploy_config
+
+    port = int(service.rsplit(":", 1)[1])
+    pid = requests.get(f"{service}/healthz", timeout=30).json()["pid"]
+    deploy_config(local_config(run_dir, port, {"default_k": 2, "max_k": 2}))
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:  # the new user_config reaches the replica
+            if post(service, {"text": "Persian poetry", "k": 3}).status_code == 422:
+                break
+            time.sleep(0.5)
+        assert post(service, {"text": "Persian poetry", "k": 3}).json()["error"]["field"] == "k"
+        assert len(post(service, {"text": "Persian poetry"}).json()["general"]) == 2
+        assert requests.get(f"{service}/healthz", timeout=30).json()["pid"] == pid
+    finally:
+        deploy_config(local_config(run_dir, port))
+
+
+def test_killed_replica_recovers_while_requests_flow(service):
+    import ray
+
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            try:
+                statuses.append(post(service, {"text": "Byzantine mosaics"}, ).status_code)
+            except requests.RequestException:
+                statuses.append(-1)
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    time.sleep(1.0)
+    victims = [a for a in ray.util.list_named_actors(all_namespaces=True)
+               if a["namespace"] == "serve" and "Encoder" in a["name"]
+               and "REPLICA" in a["name"].upper()]
+    assert victims, "no Encoder replica found"
+    ray.kill(ray.get_actor(victims[0]["name"], namespace="serve"), no_restart=True)
+    killed_at = len(statuses)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # recovered: five 200s in a row after the kill
+        tail = statuses[killed_at:]
+        if len(tail) >= 5 and all(s == 200 for s in tail[-5:]):
+            break
+        time.sleep(0.5)
+    stop.set()
+    thread.join(timeout=70)
+    after = statuses[killed_at:]
+    assert len(after) >= 5 and all(s == 200 for s in after[-5:]), after[-20:]
+    assert 200 in statuses[:killed_at]
+    assert not [s for s in statuses if 400 <= s < 500], "a good request got a 4xx"

@@ -1,0 +1,144 @@
+"""The serving predictors without Ray: a query's inductive embedding is exactly the
+model's forward pass over the graph with the query added; retrieval and the
+per-theme re-ranking agree with brute force in float64."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig, ModalityGraph
+from culturesim_ray.serving.predictor import (
+    FusionPredictor,
+    NeighborTable,
+    QueryError,
+    Retriever,
+    ThemeReranker,
+    format_answer,
+)
+from synthetic_data import synthetic
+
+
+@pytest.fixture(scope="module", params=["sage", "gat"])
+def model_and_graphs(request):
+    torch.manual_seed(0)
+    graphs = synthetic(n_cultures=6, per=8)
+    cfg = CultureSimConfig({m: int(g.x.shape[1]) for m, g in graphs.items()},
+                           ["food", "music"], hidden=32, out=16, conv=request.param)
+    model = CultureSim(cfg).eval()
+    with torch.no_grad():  # move every weight away from its init so no identity hides a bug
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model, graphs
+
+
+def _augmented(graphs, modality, q, nbrs, n_cultures):
+    """The corpus graphs plus the query nodes: edges neighbour -> query only; each
+    query its own culture (ids n_cultures, n_cultures + 1, ...)."""
+    g = graphs[modality]
+    n = len(g.x)
+    b, k = nbrs.shape
+    extra = torch.stack([torch.as_tensor(nbrs.reshape(-1)),
+                         torch.arange(n, n + b).repeat_interleave(k)])
+    aug = dict(graphs)
+    aug[modality] = ModalityGraph(
+        torch.cat([g.x, torch.as_tensor(q)]), torch.cat([g.edge_index, extra], dim=1),
+        torch.cat([g.culture, torch.arange(n_cultures, n_cultures + b)]),
+        torch.cat([g.themes, torch.zeros(b, g.themes.shape[1], dtype=torch.bool)]))
+    return aug
+
+
+@pytest.mark.parametrize("modality", ["text", "image"])
+def test_query_embedding_equals_the_forward_pass_on_the_augmented_graph(
+        model_and_graphs, modality):
+    model, graphs = model_and_graphs
+    pred = FusionPredictor(model, graphs, k_graph=5)
+    rng = np.random.default_rng(1)
+    q = (graphs[modality].x[:3].numpy() + rng.normal(0, 0.5, (3, graphs[modality].x.shape[1]))
+         ).astype(np.float32)
+    nbrs = pred.neighbours(modality, q)
+    # the neighbours are the cosine nearest corpus items (float64 brute force)
+    x = graphs[modality].x.double().numpy()
+    cos = (q / np.linalg.norm(q, axis=1, keepdims=True)) @ (
+        x / np.linalg.norm(x, axis=1, keepdims=True)).T
+    assert (np.sort(nbrs, 1) == np.sort(np.argsort(-cos, 1)[:, :5], 1)).all()
+
+    n_cultures = 6
+    aug = _augmented(graphs, modality, q, nbrs, n_cultures)
+    with torch.no_grad():
+        states = model.item_states(aug)
+        ref_state = states[modality][-3:]
+        ref = model(aug, n_cultures + 3, cultures=torch.arange(n_cultures, n_cultures + 3))
+    assert torch.allclose(pred.item_state(modality, q), ref_state, atol=1e-5)
+    fused = pred.fuse(modality, q)
+    assert np.allclose(pred.general(fused), ref["general"].numpy(), atol=1e-5)
+    # a one-item culture: only its modality is present, the other one masked
+    assert not torch.allclose(ref["general"], model(graphs, n_cultures)["general"][:3])
+
+
+def test_unknown_modality_is_a_query_error(model_and_graphs):
+    model, graphs = model_and_graphs
+    pred = FusionPredictor(model, {"text": graphs["text"]})
+    with pytest.raises(QueryError, match="no image branch") as err:
+        pred.item_state("image", np.ones((1, 16), np.float32))
+    assert err.value.field == "image" and err.value.status == 422
+
+
+def test_retriever_topk_equals_float64_cosine():
+    rng = np.random.default_rng(2)
+    vec = rng.normal(size=(50, 8)).astype(np.float32)
+    names = [f"c{i}" for i in range(50)]
+    q = rng.normal(size=(4, 8)).astype(np.float32)
+    scores, pos = Retriever(names, vec).topk(q, 7)
+    v64 = vec.astype(np.float64) / np.linalg.norm(vec, axis=1, keepdims=True)
+    q64 = q.astype(np.float64) / np.linalg.norm(q, axis=1, keepdims=True)
+    ref = q64 @ v64.T
+    assert (pos == np.argsort(-ref, 1)[:, :7]).all()
+    assert np.allclose(scores, np.sort(ref, 1)[:, ::-1][:, :7], atol=1e-5)
+    assert Retriever(names, vec).topk(q, 500)[1].shape == (4, 50)  # k capped at C
+
+
+def test_rerank_orders_candidates_by_each_theme_head(model_and_graphs):
+    model, graphs = model_and_graphs
+    pred = FusionPredictor(model, graphs)
+    with torch.no_grad():
+        full = model(graphs, 6)
+    cultures = [f"c{i}" for i in range(6)]
+    theme_vectors = {t: (cultures, full[t].numpy()) for t in ("food", "music")}
+    rr = ThemeReranker(model, theme_vectors, cultures)
+    q = graphs["text"].x[:2].numpy()
+    fused = pred.fuse("text", q)
+    candidates = np.array([[4, 1, 3], [0, 5, 2]])
+    answer = rr.rerank(fused, candidates, ["music"])
+    assert list(answer[0]) == ["music"]
+    with torch.no_grad():
+        per_theme, gate = model.theme_heads(fused)
+    for i in range(2):
+        qv = per_theme["music"][i].double().numpy()
+        ref = {int(c): float(full["music"][c].double().numpy() @ qv) for c in candidates[i]}
+        got = answer[i]["music"]["ranking"]
+        assert [c for c, _ in got] == sorted(ref, key=lambda c: -ref[c])
+        assert all(abs(s - ref[c]) < 1e-5 for c, s in got)
+        assert answer[i]["music"]["gate"] == pytest.approx(float(gate[i, 1]))
+    with pytest.raises(QueryError, match="unknown theme"):
+        rr.rerank(fused, candidates, ["cuisine"])
+    out = format_answer(cultures, np.array([0.9, 0.5, 0.1]), candidates[0], answer[0])
+    assert [g["culture"] for g in out["general"]] == ["c4", "c1", "c3"]
+    assert {r["culture"]: r["general_rank"] for r in out["themes"]["music"]["ranking"]} == {
+        "c4": 1, "c1": 2, "c3": 3}
+
+
+def test_neighbor_table(tmp_path):
+    rows = [{"theme": "general", "culture_a": "A", "culture_b": b, "score": s, "rank": r,
+             "similarity": "cosine"} for r, (b, s) in enumerate([("B", 0.9), ("C", 0.4)], 1)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "pairs.parquet")
+    t = NeighborTable(str(tmp_path / "pairs.parquet"))
+    assert [r["culture"] for r in t.neighbors("A", "general", 1)] == ["B"]
+    with pytest.raises(QueryError, match="unknown culture 'Z'") as err:
+        t.neighbors("Z")
+    assert err.value.status == 404
+    with pytest.raises(QueryError, match="unknown theme 'food'"):
+        t.neighbors("A", "food")
