@@ -232,7 +232,7 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
 
     def deploy(batch: int) -> None:
-        cfg = {"max_batch_size": batch, "batch_wait_timeout_s": 0.005 if batch > 1 else 0.0}
+        cfg = {"max_batch_size": batch, "batch_wait_timeout_s": 0.002 if batch > 1 else 0.0}
         serve.run(app_builder({"run_dir": str(root), "batch": cfg,
                                "ingress": {"default_k": 10}}),
                   name="culturesim", route_prefix="/")

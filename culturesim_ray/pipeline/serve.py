@@ -45,7 +45,7 @@ from culturesim_ray.serving.predictor import (
     format_answer,
 )
 
-DEFAULT_BATCH = {"max_batch_size": 16, "batch_wait_timeout_s": 0.005}
+DEFAULT_BATCH = {"max_batch_size": 16, "batch_wait_timeout_s": 0.002}
 DEFAULT_INGRESS = {"default_k": 5, "max_k": 50, "max_request_bytes": 2_000_000}
 
 
@@ -116,6 +116,15 @@ def error(status: int, field: str, message: str) -> JSONResponse:
 
 
 # ---------------------------------------------------------------- deployments
+def _set_threads(n: int) -> None:
+    """Ray caps a replica's torch/OpenMP threads at its num_cpus (1 for a fraction);
+    n > 0 sets the intra-op threads explicitly (latency on an idle CPU)."""
+    if n > 0:
+        import torch
+
+        torch.set_num_threads(n)
+
+
 def _apply_batch_config(cfg: dict[str, Any], *methods: Any) -> None:
     size = int(cfg.get("max_batch_size", DEFAULT_BATCH["max_batch_size"]))
     wait = float(cfg.get("batch_wait_timeout_s", DEFAULT_BATCH["batch_wait_timeout_s"]))
@@ -129,7 +138,8 @@ class Encoder:
     """Query payloads -> base embeddings of the run's encoders, batched per modality.
     Each item comes back as (vector or None, error or None)."""
 
-    def __init__(self, embed_dir: str, use_gpu: bool = False) -> None:
+    def __init__(self, embed_dir: str, use_gpu: bool = False, torch_threads: int = 0) -> None:
+        _set_threads(torch_threads)
         self.device = pick_device(use_gpu)
         self.encoders = QueryEncoders(embed_dir, self.device)
         for m in self.encoders.modalities:  # load every model now, not on the first request
@@ -170,9 +180,10 @@ class Fusion:
     """Base embedding -> fused state (hidden,) and the general top-k, batched."""
 
     def __init__(self, train_dir: str, embed_dir: str, use_gpu: bool = False,
-                 k_graph: int = 10) -> None:
+                 k_graph: int = 10, torch_threads: int = 0) -> None:
         from culturesim_ray.runs import read_culture_embeddings
 
+        _set_threads(torch_threads)
         device = pick_device(use_gpu)
         self.fusion = FusionPredictor.from_run(train_dir, embed_dir, device, k_graph)
         cultures, general = read_culture_embeddings(
@@ -373,6 +384,8 @@ def app_builder(args: dict[str, Any]) -> Any:
     culturesim_ray.pipeline.serve:app_builder). args: run_dir (the demo layout:
     RUN/embed, RUN/train, RUN/allpairs), or embed_dir + train_dir [+ allpairs_dir];
     use_gpu (the encoder, fusion and rerank models on CUDA when present); k_graph;
+    torch_threads (intra-op threads of the encoder and fusion replicas; 0 = Ray's
+    default, the replica's num_cpus);
     batch (user_config of Encoder and Fusion) and ingress (user_config of Ingress)
     as starting values; a config file's deployments section overrides them."""
     from culturesim_ray.pipeline.ray_env import set_safe_env
@@ -398,9 +411,10 @@ def app_builder(args: dict[str, Any]) -> Any:
     use_gpu = bool(args.get("use_gpu", False))
     batch = {**DEFAULT_BATCH, **(args.get("batch") or {})}
     ingress = {**DEFAULT_INGRESS, **(args.get("ingress") or {})}
-    encoder = Encoder.options(user_config=batch).bind(where(paths.embed), use_gpu)
+    threads = int(args.get("torch_threads", 0))
+    encoder = Encoder.options(user_config=batch).bind(where(paths.embed), use_gpu, threads)
     fusion = Fusion.options(user_config=batch).bind(
-        where(paths.train), where(paths.embed), use_gpu, int(args.get("k_graph", 10)))
+        where(paths.train), where(paths.embed), use_gpu, int(args.get("k_graph", 10)), threads)
     rerank = Rerank.bind(where(paths.train), use_gpu)
     allpairs = where(paths.allpairs) if paths.allpairs else None
     return Ingress.options(user_config=ingress).bind(encoder, fusion, rerank, allpairs)
