@@ -5,6 +5,8 @@
     culturesim embed CORPUS --out DIR         the Ray Data embedding job
     culturesim allpairs EMBEDDINGS --out DIR  culture-by-culture similarity per theme
     culturesim train EMBED_DIR --out DIR      staged MoCo training of the fusion model (Ray Train)
+    culturesim report RUN_DIR                  maps, dendrogram, network, tables -> PNG + report.html
+    culturesim evaluate RUN_DIR --gold GOLD    agreement of every similarity with expert pairs
     culturesim serve RUN_DIR [--port 8000]   the similarity service (Ray Serve) on a run's model
     culturesim continue-melody SEED --model DIR --out FILE.mid   continue a melody
     culturesim doctor [--config YAML] [--bucket B]   is everything the config needs here?
@@ -122,6 +124,30 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from culturesim_ray.report.build import build_report
+
+    build_report(args.run_dir, args.out, color_by=args.color_by, attributes=args.attributes,
+                 k=args.k)
+    return 0
+
+
+def _gold_path(gold: str) -> str:
+    if gold == "demo":
+        from culturesim_ray.report.gold import demo_gold_path
+
+        return str(demo_gold_path())
+    return gold
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from culturesim_ray.report.evaluate import run_evaluation
+
+    run_evaluation(args.run_dir, _gold_path(args.gold), k=args.k, out=args.out,
+                   modality=args.modality, strict=args.strict)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from culturesim_ray.pipeline.serve import run_local
 
@@ -190,6 +216,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
               stages=((1, 2), (2, 2), (3, 2)), steps_per_epoch=5)
     run_allpairs(str(out / "train" / "culture_embeddings.parquet"),
                  str(out / "allpairs-model"), AllPairsConfig(k=5))
+    import csv
+
+    from culturesim_ray.report.build import build_report
+    from culturesim_ray.report.evaluate import run_evaluation
+    from culturesim_ray.report.gold import culture_attributes, demo_gold_path
+
+    with (out / "culture_attributes.csv").open("w", newline="", encoding="utf-8") as fh:
+        rows = culture_attributes()
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    run_evaluation(str(out), str(demo_gold_path()), k=3)
+    report_out = build_report(str(out), color_by="region")
     print("\ndemo finished. outputs:")
     print(f"  corpus       {corpus}")
     print(f"  embeddings   {out / 'embed' / 'embeddings'}  ({report.embedded} items)")
@@ -199,6 +238,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"  matrices     {out / 'allpairs' / 'matrices'}")
     print(f"  model        {out / 'train' / 'model.pt'}  (staged MoCo fusion model)")
     print(f"  model pairs  {out / 'allpairs-model' / 'pairs.parquet'}  (the model's heads)")
+    print(f"  evaluation   {out / 'evaluation' / 'evaluation.csv'}  (vs the demo gold set)")
+    print(f"  report       {report_out['html']}")
     print(f"  serve it     culturesim serve {out}")
     _print_top(out / "allpairs" / "pairs.parquet")
     return 0 if report.balanced else 1
@@ -252,6 +293,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queue-size", type=int, default=256)
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("report", help="PNG figures and an HTML report of a run")
+    p.add_argument("run_dir", help="a run directory (or an all-pairs output directory)")
+    p.add_argument("--out", help="default RUN_DIR/report")
+    p.add_argument("--color-by", default="region", help="attribute column to colour maps by")
+    p.add_argument("--attributes", help="CSV: culture + attribute columns "
+                                        "(default RUN_DIR/culture_attributes.csv)")
+    p.add_argument("-k", type=int, default=3, help="neighbours per culture in network/tables")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("evaluate", help="agreement of the model, baselines and every "
+                                        "similarity function with gold pairs")
+    p.add_argument("run_dir", help="a run directory with embed/ (and train/)")
+    p.add_argument("--gold", required=True,
+                   help="CSV/JSONL/Parquet of culture_a, culture_b, score[, theme]; "
+                        "'demo' = the shipped demo gold set")
+    p.add_argument("-k", type=int, default=3)
+    p.add_argument("--out", help="default RUN_DIR/evaluation")
+    p.add_argument("--modality", default="text", choices=["text", "image", "sequence"])
+    p.add_argument("--strict", action="store_true",
+                   help="gold pairs naming unknown cultures are an error, not skipped")
+    p.set_defaults(func=cmd_evaluate)
+
     p = sub.add_parser("serve", help="serve a run's model over HTTP (Ray Serve, local)")
     p.add_argument("run_dir", nargs="?", default="runs/demo",
                    help="a run with embed/, train/ and allpairs/ (default runs/demo)")
@@ -287,13 +350,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from culturesim_ray.io import CorpusFormatError
     from culturesim_ray.pipeline.ray_env import set_safe_env
+    from culturesim_ray.report.evaluate import GoldError
     from culturesim_ray.schema import StrictModeError
 
     set_safe_env()
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (CorpusFormatError, StrictModeError, FileNotFoundError) as exc:
+    except (CorpusFormatError, StrictModeError, FileNotFoundError, GoldError) as exc:
         print(f"culturesim: error: {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:  # config validation (pydantic) and bad arguments

@@ -16,18 +16,12 @@ import pytest
 import requests
 import yaml
 
-from conftest import FLAGS, corpus_rows, write_jsonl
-from culturesim_ray.config import AllPairsConfig, EmbedConfig
+from conftest import FLAGS
 
 ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(300)]
 
-TUNES = {  # short folk-like phrases, different melodic habits per culture
-    "Turkish": ["A2 B c | d2 c B | A4 |", "d c B A | G A B2 | A4 |"],
-    "Greek": ["E F G A | B2 A G | E4 |", "G A B c | B A G F | E4 |"],
-    "Persian": ["c d e f | g2 f e | d4 |", "e d c B | A B c2 | c4 |"],
-}
 MELODY = "X:1\nT:q\nM:4/4\nL:1/8\nK:C\nA2 B c d2 c B | A4 |\n"
 
 
@@ -38,29 +32,8 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def run_dir(_ray_instance, tmp_path_factory):
-    from culturesim_ray.pipeline.allpairs import run_allpairs
-    from culturesim_ray.pipeline.embed import run_embed
-    from culturesim_ray.pipeline.train import run_train
-
-    tmp = tmp_path_factory.mktemp("serve")
-    rows = corpus_rows()
-    for culture, tunes in TUNES.items():
-        for i, tune in enumerate(tunes):
-            path = tmp / f"{culture}-{i}.abc"
-            path.write_text(f"X:{i}\nT:{culture} {i}\nM:4/4\nL:1/8\nK:C\n{tune}\n")
-            rows.append({"item_id": f"{culture}-tune-{i}", "culture": culture,
-                         "modality": "sequence", "uri": str(path), "themes": ["music"],
-                         "source": "test"})
-    corpus = write_jsonl(tmp / "c.jsonl", rows)
-    run = tmp / "run"
-    quiet = {"log": lambda *_: None}
-    run_embed(str(corpus), str(run / "embed"), EmbedConfig(batch_size=8, lstm_epochs=2), **quiet)
-    run_train(str(run / "embed"), str(run / "train"), num_workers=1,
-              stages=((1, 1), (2, 1), (3, 1)), steps_per_epoch=2, hidden=32, out_dim=16,
-              queue_size=16, **quiet)
-    run_allpairs(str(run / "embed"), str(run / "allpairs"), AllPairsConfig(k=2), **quiet)
-    return run
+def run_dir(trained_run):
+    return trained_run
 
 
 def local_config(run_dir, port: int, ingress: dict | None = None) -> dict:
