@@ -159,6 +159,7 @@ def make_run(root: Path, n_cultures: int, per: int = 3, steps: int = 20) -> Path
     cfg = CultureSimConfig(data.in_dims, data.themes)
     torch.manual_seed(0)
     model = CultureSim(cfg)
+    model.set_centers(data.graphs)
     key = CultureSim(cfg)
     key.load_state_dict(model.state_dict())
     queues = {h: MoCoQueue(cfg.out, 256) for h in ["general", *cfg.themes]}

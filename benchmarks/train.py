@@ -22,6 +22,7 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -100,15 +101,10 @@ def main() -> None:
     steps_per_epoch = 5 if args.quick else 10
     stages = ((1, 2), (2, 2), (3, 2)) if args.quick else ((1, 4), (2, 3), (3, 3))
     mcfg = CultureSimConfig(data.in_dims, data.themes, hidden=64, out=32)
-    scfg, stcfg = StepConfig(), StageConfig()
+    stcfg = StageConfig()
 
-    # plain loop: the same step, stages and schedule shape (train items only)
-    train_graphs = data.graphs
-    torch.manual_seed(0)
-    model = CultureSim(mcfg)
-    key = copy.deepcopy(model)
-    queues = {h: MoCoQueue(mcfg.out, 256) for h in ["general", *mcfg.themes]}
-    opt = torch.optim.AdamW(param_groups(model, 1, stcfg))
+    # plain loop: the same step, stages and schedule shape; once contrastive only
+    # (relation_weight 0) and once with the relational term (the default)
     queue_time = [0.0]
     original = MoCoQueue.enqueue
 
@@ -117,21 +113,36 @@ def main() -> None:
         original(self, k, c)
         queue_time[0] += time.perf_counter() - t
 
-    MoCoQueue.enqueue = timed_enqueue
     rows = [("raw embeddings (mean per culture)", *raw_retrieval(data, held, keep))]
-    gen = torch.Generator().manual_seed(1)
-    n_steps, t_plain = 0, 0.0
-    for stage, epochs in stages:
-        for epoch in range(epochs):
-            groups = param_groups(model, stage, stcfg, epoch)
-            for gi, spec in zip(opt.param_groups, groups, strict=True):
-                gi["lr"], gi["weight_decay"] = spec["lr"], spec["weight_decay"]
-            t = time.perf_counter()
-            for _ in range(steps_per_epoch):
-                moco_step(model, key, queues, train_graphs, len(data.cultures), opt, scfg, gen)
-            t_plain += time.perf_counter() - t
-            n_steps += steps_per_epoch
-        rows.append((f"model after stage {stage}", *retrieval(model, data, held, keep)))
+
+    def train_plain(scfg: StepConfig, label: str) -> tuple[float, int]:
+        torch.manual_seed(0)
+        model = CultureSim(mcfg)
+        model.set_centers(data.graphs)
+        key = copy.deepcopy(model)
+        queues = {h: MoCoQueue(mcfg.out, 256) for h in ["general", *mcfg.themes]}
+        opt = torch.optim.AdamW(param_groups(model, 1, stcfg))
+        gen = torch.Generator().manual_seed(1)
+        n_steps, t_plain = 0, 0.0
+        for stage, epochs in stages:
+            for epoch in range(epochs):
+                groups = param_groups(model, stage, stcfg, epoch)
+                for gi, spec in zip(opt.param_groups, groups, strict=True):
+                    gi["lr"], gi["weight_decay"] = spec["lr"], spec["weight_decay"]
+                t = time.perf_counter()
+                for _ in range(steps_per_epoch):
+                    moco_step(model, key, queues, data.graphs, len(data.cultures), opt, scfg,
+                              gen)
+                t_plain += time.perf_counter() - t
+                n_steps += steps_per_epoch
+            rows.append((f"model{label} after stage {stage}",
+                         *retrieval(model, data, held, keep)))
+        return t_plain, n_steps
+
+    train_plain(replace(StepConfig(), relation_weight=0.0), " (contrastive only)")
+    queue_time[0] = 0.0
+    MoCoQueue.enqueue = timed_enqueue
+    t_plain, n_steps = train_plain(StepConfig(), " (+ relational)")
     MoCoQueue.enqueue = original
     plain_steps_per_s = n_steps / t_plain
 
@@ -156,9 +167,9 @@ def main() -> None:
     print(f"{'Ray Train, 1 worker (fit)':<30}{res['ray_steps_per_s']:>10.2f}{res['ray_vs_plain']:>10.2f}")
     print(f"queue share of step time: {res['queue_share']:.3%}")
     print(f"\nheld-out text item -> culture ({res['held_out_text_items']} items)")
-    print(f"{'vectors':<36}{'top-1':>8}{'top-5':>8}")
+    print(f"{'vectors':<48}{'top-1':>8}{'top-5':>8}")
     for name, a, b in rows:
-        print(f"{name:<36}{a:>8.3f}{b:>8.3f}")
+        print(f"{name:<48}{a:>8.3f}{b:>8.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))
 

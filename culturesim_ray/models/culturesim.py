@@ -54,8 +54,21 @@ class CultureSim(nn.Module):
             for m, d in cfg.in_dims.items()})
         self.fusion = CrossModalFusion(cfg.hidden, len(self.modalities), cfg.heads,
                                        cfg.fusion, cfg.dropout)  # type: ignore[arg-type]
+        # culture tokens are standardised per modality across cultures (batch
+        # statistics in training, running ones in eval): pooled item states share
+        # a large common part (biases, LayerNorm patterns) that otherwise puts
+        # every culture in one narrow cone (cos ~0.99) and starves InfoNCE
+        self.token_norms = nn.ModuleDict({
+            m: nn.BatchNorm1d(cfg.hidden, affine=False) for m in cfg.in_dims})
         self.projection = ProjectionHead(cfg.hidden, cfg.out)
         self.theme_heads = ThemeHeads(cfg.hidden, cfg.themes, cfg.out) if cfg.themes else None
+
+    @torch.no_grad()
+    def set_centers(self, graphs: dict[str, ModalityGraph]) -> None:
+        """Each branch centres its input on the mean of that modality's items."""
+        for m, g in graphs.items():
+            if m in self.branches:
+                self.branches[m].center.copy_(g.x.mean(dim=0).to(self.branches[m].center))
 
     def item_states(self, graphs: dict[str, ModalityGraph]) -> dict[str, Tensor]:
         """Per modality (n, hidden): branch output + raw projection."""
@@ -66,22 +79,38 @@ class CultureSim(nn.Module):
                 out[m] = h + raw
         return out
 
+    def normalize_tokens(self, modality: str, tokens: Tensor) -> Tensor:
+        """Standardise (n, hidden) culture tokens of one modality: batch statistics
+        in training (running ones when the batch has a single culture), running
+        statistics in eval."""
+        norm = self.token_norms[modality]
+        if norm.training and len(tokens) > 1:
+            return norm(tokens)
+        return nn.functional.batch_norm(tokens, norm.running_mean, norm.running_var,
+                                        training=False, eps=norm.eps)
+
     def culture_tokens(self, states: dict[str, Tensor], graphs: dict[str, ModalityGraph],
                        n_cultures: int, keep: dict[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """(C, M, hidden) tokens and (C, M) mask from the kept items of each culture."""
         ref = next(iter(states.values()))
-        tokens = ref.new_zeros(n_cultures, len(self.modalities), self.cfg.hidden)
-        mask = torch.zeros(n_cultures, len(self.modalities), dtype=torch.bool, device=ref.device)
-        for j, m in enumerate(self.modalities):
+        cols, masks = [], []
+        for m in self.modalities:
             if m not in states:
+                cols.append(ref.new_zeros(n_cultures, self.cfg.hidden))
+                masks.append(torch.zeros(n_cultures, dtype=torch.bool, device=ref.device))
                 continue
             s, c = states[m], graphs[m].culture
             if keep is not None and m in keep:
                 s, c = s[keep[m]], c[keep[m]]
             total = ref.new_zeros(n_cultures, self.cfg.hidden).index_add_(0, c, s)
             count = ref.new_zeros(n_cultures).index_add_(0, c, torch.ones_like(c, dtype=ref.dtype))
-            tokens[:, j] = total / count.clamp_min(1.0).unsqueeze(-1)
-            mask[:, j] = count > 0
+            present = count > 0
+            idx = present.nonzero().squeeze(1)
+            pooled = total / count.clamp_min(1.0).unsqueeze(-1)
+            cols.append(pooled.index_put((idx,), self.normalize_tokens(m, pooled[idx])))
+            masks.append(present)
+        tokens = torch.stack(cols, dim=1)
+        mask = torch.stack(masks, dim=1)
         return tokens, mask
 
     def forward(self, graphs: dict[str, ModalityGraph], n_cultures: int,

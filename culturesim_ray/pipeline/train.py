@@ -55,6 +55,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     scfg, stcfg = StepConfig(**config["step"]), StageConfig(**config["stages_cfg"])
     torch.manual_seed(config["seed"])
     model = CultureSim(mcfg)
+    model.set_centers(data.graphs)
     key_model = copy.deepcopy(model)
     heads = ["general", *mcfg.themes]
     queues = {h: MoCoQueue(mcfg.out, config["queue_size"]) for h in heads}

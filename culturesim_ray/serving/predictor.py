@@ -103,7 +103,7 @@ class FusionPredictor:
                 g = graphs[m]
                 x = g.x.to(device)
                 branch = model.branches[m]
-                h = branch.input(x)
+                h = branch.project(x)
                 layers = [h]
                 for conv, norm in zip(branch.convs, branch.norms, strict=True):
                     h = h + norm(conv(h, g.edge_index.to(device)))
@@ -144,7 +144,7 @@ class FusionPredictor:
         src = inv  # neighbour j of query i -> node uniq-position
         dst = torch.arange(b, device=device).repeat_interleave(k) + len(uniq)
         edge_index = torch.stack([src, dst])
-        raw = branch.input(torch.as_tensor(vectors, dtype=torch.float32, device=device))
+        raw = branch.project(torch.as_tensor(vectors, dtype=torch.float32, device=device))
         h = raw
         for layer, (conv, norm) in enumerate(zip(branch.convs, branch.norms, strict=True)):
             xs = torch.cat([self._layers[modality][layer][uniq], h])
@@ -157,7 +157,7 @@ class FusionPredictor:
         state = self.item_state(modality, vectors)
         j = self.model.modalities.index(modality)
         tokens = state.new_zeros(len(state), len(self.model.modalities), state.shape[1])
-        tokens[:, j] = state
+        tokens[:, j] = self.model.normalize_tokens(modality, state)
         mask = torch.zeros(tokens.shape[:2], dtype=torch.bool, device=state.device)
         mask[:, j] = True
         return self.model.fusion(tokens, mask)

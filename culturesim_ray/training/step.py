@@ -8,6 +8,15 @@ every entry of the query's own culture masked out (with few cultures the
 queue is otherwise full of false negatives) and hard negatives weighted up.
 Each theme head is trained the same way on views built from the items that
 carry that theme, with a queue of its own.
+
+Relational term (weight `relation_weight`): instance discrimination alone
+makes every other culture equally "negative", so the graded similarity
+between cultures, which is what this tool measures, is free to drift. The
+term keeps the shape of the raw geometry: 1 - Pearson correlation between the
+head's culture-culture cosines in the batch and the reference cosines of the
+cultures' mean raw embeddings (averaged over the modalities both cultures
+have; for a theme head, over the items carrying that theme). Scale-free, so
+it does not fight InfoNCE's separation of cultures, only their ordering.
 """
 
 from __future__ import annotations
@@ -28,7 +37,12 @@ from culturesim_ray.models.queue import MoCoQueue
 class StepConfig:
     """temperature (0.1), hard_beta (1.0: 0 = plain InfoNCE), momentum (0.99),
     keep (0.5: share of items a view keeps), feature_dropout (0.1),
-    theme_weight (0.5: weight of the mean theme loss)."""
+    theme_weight (0.5: weight of the mean theme loss), relation_weight (1.0: weight
+    of the relational term; 0 = contrastive only), small_view_prob (0.5) and
+    small_view_items (3): with that probability a step's query view keeps only
+    1..small_view_items random items per culture (across modalities), so the
+    model learns to place a lone item, as a query is, near its culture, not
+    only to tell culture means apart."""
 
     temperature: float = 0.1
     hard_beta: float = 1.0
@@ -36,6 +50,9 @@ class StepConfig:
     keep: float = 0.5
     feature_dropout: float = 0.1
     theme_weight: float = 0.5
+    relation_weight: float = 1.0
+    small_view_prob: float = 0.5
+    small_view_items: int = 3
 
 
 def random_view(graphs: dict[str, ModalityGraph], keep: float, feature_dropout: float,
@@ -53,12 +70,79 @@ def random_view(graphs: dict[str, ModalityGraph], keep: float, feature_dropout: 
     return view, masks
 
 
+def cap_per_culture(graphs: dict[str, ModalityGraph], masks: dict[str, Tensor], cap: int,
+                    gen: torch.Generator) -> dict[str, Tensor]:
+    """Of the kept items, at most `cap` random ones per culture, over all modalities."""
+    mods = sorted(masks)
+    culture = torch.cat([graphs[m].culture for m in mods])
+    kept = torch.cat([masks[m] for m in mods])
+    score = torch.rand(len(culture), generator=gen, dtype=torch.float64)
+    score[~kept] = float("inf")
+    order = torch.argsort(culture.double() * 4.0 + score.clamp(max=2.0))  # culture, then score
+    c_sorted = culture[order]
+    first = torch.ones_like(c_sorted, dtype=torch.bool)
+    first[1:] = c_sorted[1:] != c_sorted[:-1]
+    start = torch.cummax(torch.where(first, torch.arange(len(order)), 0), dim=0).values
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order)) - start
+    keep_all = kept & (rank < cap)
+    out, at = {}, 0
+    for m in mods:
+        n = len(masks[m])
+        out[m] = keep_all[at:at + n]
+        at += n
+    return out
+
+
 def _present(model: CultureSim, graphs: dict[str, ModalityGraph], masks: dict[str, Tensor],
              n_cultures: int) -> Tensor:
     present = torch.zeros(n_cultures, dtype=torch.bool)
     for m, g in graphs.items():
         present[g.culture[masks[m]]] = True
     return present
+
+
+def reference_similarity(graphs: dict[str, ModalityGraph], n_cultures: int,
+                         theme: int | None = None) -> Tensor:
+    """(C, C) cosine of the cultures' mean L2-normalised raw item vectors, averaged
+    over the modalities both cultures have items of (NaN where they share none).
+    theme: only items carrying that theme (column of `ModalityGraph.themes`)."""
+    total = torch.zeros(n_cultures, n_cultures, dtype=torch.float64)
+    count = torch.zeros(n_cultures, n_cultures, dtype=torch.float64)
+    for g in graphs.values():
+        x = nn.functional.normalize(g.x.double(), dim=1)
+        c = g.culture
+        if theme is not None:
+            keep = g.themes[:, theme]
+            x, c = x[keep], c[keep]
+        if len(c) == 0:
+            continue
+        sums = torch.zeros(n_cultures, x.shape[1], dtype=torch.float64).index_add_(0, c, x)
+        has = torch.zeros(n_cultures, dtype=torch.bool)
+        has[c] = True
+        means = nn.functional.normalize(sums, dim=1)
+        both = (has[:, None] & has[None, :]).double()
+        total += (means @ means.T) * both
+        count += both
+    return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, float("nan")))
+
+
+def relation_loss(z: Tensor, reference: Tensor) -> Tensor | None:
+    """1 - Pearson correlation between the off-diagonal cosines of the rows of z
+    (L2-normalised, (B, D)) and `reference` (B, B); None with under 3 usable pairs."""
+    b = z.shape[0]
+    off = ~torch.eye(b, dtype=torch.bool, device=z.device)
+    ref = reference.to(z.device, z.dtype)
+    use = off & torch.isfinite(ref)
+    if int(use.sum()) < 6:  # 3 unordered pairs, each counted twice
+        return None
+    s = (z @ z.T)[use]
+    r = ref[use]
+    s, r = s - s.mean(), r - r.mean()
+    denom = s.norm() * r.norm()
+    if float(r.norm()) < 1e-12:
+        return None
+    return 1.0 - (s * r).sum() / denom.clamp_min(1e-12)
 
 
 def contrastive_loss(q: Tensor, k: Tensor, cultures: Tensor, queue: MoCoQueue,
@@ -126,6 +210,9 @@ def head_losses(model: nn.Module, key_model: CultureSim, queues: dict[str, MoCoQ
             restrict = {m: g.themes[:, t] for m, g in graphs.items()}
         vq, mq = random_view(graphs, cfg.keep, cfg.feature_dropout, gen, restrict)
         vk, mk = random_view(graphs, cfg.keep, cfg.feature_dropout, gen, restrict)
+        if cfg.small_view_prob > 0 and float(torch.rand(1, generator=gen)) < cfg.small_view_prob:
+            cap = int(torch.randint(1, max(1, cfg.small_view_items) + 1, (1,), generator=gen))
+            mq = cap_per_culture(graphs, mq, cap, gen)
         both = (_present(model, vq, mq, n_cultures) & _present(model, vk, mk, n_cultures))
         cultures = both.nonzero().squeeze(1)
         if cultures.numel() < 2:  # a theme too sparse in this draw
@@ -138,6 +225,11 @@ def head_losses(model: nn.Module, key_model: CultureSim, queues: dict[str, MoCoQ
         with torch.no_grad():
             k = key_model(vk, n_cultures, mk, cultures)[head]
         losses[head] = contrastive_loss(q, k, cultures, queues[head], cfg)
+        if cfg.relation_weight > 0:
+            ref = reference_similarity(graphs, n_cultures, None if head == "general" else i - 1)
+            rel = relation_loss(q, ref[cultures][:, cultures])
+            if rel is not None:
+                losses[head] = losses[head] + cfg.relation_weight * rel
         if enqueue:  # after the loss: the batch is not its own negative
             # padded to every culture (-1 = absent) so workers gather equal shapes
             k_all = k.new_zeros(n_cultures, k.shape[1])

@@ -117,3 +117,74 @@ def test_queue_gathers_keys_from_every_worker(tmp_path):
     # both workers hold the same queue: rank 0's keys, then rank 1's
     assert a["cultures"][:4].tolist() == [0, 1, 10, 11] == b["cultures"][:4].tolist()
     assert torch.equal(a["keys"], b["keys"]) and int(a["ptr"]) == 4
+
+
+def test_reference_similarity_is_the_cosine_of_mean_raw_vectors_in_float64():
+    from culturesim_ray.models.culturesim import ModalityGraph
+    from culturesim_ray.training.step import reference_similarity
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(9, 5, generator=g)
+    culture = torch.tensor([0, 0, 1, 1, 1, 2, 2, 0, 1])
+    themes = torch.tensor([[True], [False], [True], [True], [False], [False], [False],
+                           [True], [False]])
+    text = ModalityGraph(x, torch.zeros(2, 0, dtype=torch.long), culture, themes)
+    ref = reference_similarity({"text": text}, 4)
+    xn = x.double() / x.double().norm(dim=1, keepdim=True)
+    means = torch.stack([xn[culture == c].mean(0) for c in range(3)])
+    means = means / means.norm(dim=1, keepdim=True)
+    assert torch.allclose(ref[:3, :3], means @ means.T, atol=1e-12)
+    assert torch.isnan(ref[3]).all()  # culture 3 has no items
+    per_theme = reference_similarity({"text": text}, 4, theme=0)
+    assert torch.isnan(per_theme[2]).all() and torch.isfinite(per_theme[:2, :2]).all()
+    # a second modality only culture 0 and 2 have: averaged in where both have it
+    img = ModalityGraph(torch.randn(2, 3, generator=g), torch.zeros(2, 0, dtype=torch.long),
+                        torch.tensor([0, 2]), torch.zeros(2, 1, dtype=torch.bool))
+    both = reference_similarity({"text": text, "image": img}, 4)
+    yn = img.x.double() / img.x.double().norm(dim=1, keepdim=True)
+    assert both[0, 2] == pytest.approx(((means[0] @ means[2]) + (yn[0] @ yn[1])).item() / 2)
+    assert both[0, 1] == pytest.approx(ref[0, 1].item())
+
+
+def test_relation_loss_zero_for_an_affine_match_positive_otherwise_and_differentiable():
+    from culturesim_ray.training.step import relation_loss
+
+    g = torch.Generator().manual_seed(4)
+    z = torch.nn.functional.normalize(torch.randn(6, 8, generator=g), dim=1)
+    s = (z @ z.T).detach()
+    assert float(relation_loss(z, 0.5 * s + 0.2)) == pytest.approx(0.0, abs=1e-6)
+    assert float(relation_loss(z, -s)) == pytest.approx(2.0, abs=1e-6)
+    other = torch.randn(6, 6, generator=g)
+    other = other + other.T
+    zz = z.clone().requires_grad_(True)
+    loss = relation_loss(zz, other)
+    assert 0 < float(loss) < 2
+    loss.backward()
+    assert zz.grad is not None and zz.grad.abs().sum() > 0
+    ref = torch.full((6, 6), float("nan"))
+    ref[0, 1] = ref[1, 0] = 0.3
+    assert relation_loss(z, ref) is None  # under 3 usable pairs
+
+
+def test_cap_per_culture_keeps_at_most_cap_kept_items_per_culture_across_modalities():
+    from culturesim_ray.models.culturesim import ModalityGraph
+    from culturesim_ray.training.step import cap_per_culture
+
+    gen = torch.Generator().manual_seed(5)
+    text = ModalityGraph(torch.ones(7, 2), torch.zeros(2, 0, dtype=torch.long),
+                         torch.tensor([0, 0, 0, 1, 1, 2, 0]), torch.zeros(7, 1, dtype=torch.bool))
+    image = ModalityGraph(torch.ones(3, 2), torch.zeros(2, 0, dtype=torch.long),
+                          torch.tensor([0, 1, 2]), torch.zeros(3, 1, dtype=torch.bool))
+    graphs = {"text": text, "image": image}
+    masks = {"text": torch.tensor([True, True, False, True, True, False, True]),
+             "image": torch.tensor([True, False, True])}
+    for cap in (1, 2, 5):
+        for _ in range(20):
+            out = cap_per_culture(graphs, masks, cap, gen)
+            assert not (out["text"] & ~masks["text"]).any()  # only kept items survive
+            assert not (out["image"] & ~masks["image"]).any()
+            per = torch.zeros(3, dtype=torch.long)
+            for m, g in graphs.items():
+                per.index_add_(0, g.culture[out[m]], torch.ones(int(out[m].sum()), dtype=torch.long))
+            avail = torch.tensor([4, 2, 1])  # kept items per culture over both modalities
+            assert torch.equal(per, torch.minimum(avail, torch.tensor(cap)))
