@@ -1,7 +1,7 @@
 """Fusion-model training: Ray Train overhead, queue cost, and retrieval quality.
 
 On the demo corpus (built and embedded here unless --embed-dir is given):
-- steps/s of the Ray Train loop (1 worker, `run_train`) vs the same
+- steps/s of the Ray Train loop (1 worker, `run_train`, start-up included) vs the same
   `moco_step` in a plain in-process loop, same stages and step count;
 - the MoCo queues' share of a step's time (enqueue + masks, measured in the
   plain loop);
@@ -10,6 +10,10 @@ On the demo corpus (built and embedded here unless --embed-dir is given):
   embeddings; model = the item alone as a view vs cultures from the kept
   items, after each stage (the item graph is built over all items:
   transductive).
+
+Full run: hidden 256, 300 steps (stages 12/9/9 epochs of 10 steps); --quick:
+hidden 64, 30 steps. The plain loop trains twice, contrastive only
+(relation_weight 0) and with the relational term (the default, 0.5).
 
     python benchmarks/train.py [--quick] [--json PATH] [--embed-dir DIR]
 """
@@ -99,8 +103,9 @@ def main() -> None:
             for m, gr in data.graphs.items()}
     keep = {m: ~h for m, h in held.items()}
     steps_per_epoch = 5 if args.quick else 10
-    stages = ((1, 2), (2, 2), (3, 2)) if args.quick else ((1, 4), (2, 3), (3, 3))
-    mcfg = CultureSimConfig(data.in_dims, data.themes, hidden=64, out=32)
+    stages = ((1, 2), (2, 2), (3, 2)) if args.quick else ((1, 12), (2, 9), (3, 9))
+    hidden, out_dim = (64, 32) if args.quick else (256, 64)
+    mcfg = CultureSimConfig(data.in_dims, data.themes, hidden=hidden, out=out_dim)
     stcfg = StageConfig()
 
     # plain loop: the same step, stages and schedule shape; once contrastive only
@@ -150,7 +155,7 @@ def main() -> None:
 
     t = time.perf_counter()
     manifest = run_train(embed_dir, str(tmp / "train"), num_workers=1, stages=stages,
-                         steps_per_epoch=steps_per_epoch, hidden=64, out_dim=32,
+                         steps_per_epoch=steps_per_epoch, hidden=hidden, out_dim=out_dim,
                          log=lambda *_: None)
     t_ray = time.perf_counter() - t
     ray_steps = manifest["counts"]["steps"]

@@ -172,3 +172,31 @@ def test_learned_similarity_learns_what_cosine_cannot():
     assert s.shape == (5, 4) and bool(((s >= 0) & (s <= 1)).all())
     torch.testing.assert_close(s[2, 3], learned.pairwise(a[2:3], b[3:4])[0])
     torch.testing.assert_close(learned(a[:4], b[:4]), learned(b[:4], a[:4]).T)  # symmetric
+
+
+@pytest.mark.parametrize("q", [0.0, 0.1, 0.3])
+def test_per_dim_cpu_kernel_matches_float64_reference_and_the_torch_path(q):
+    """Blocks of 4096+ pairs take the numba kernel; with ties and repeated values too."""
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(70, 40))
+    y = rng.normal(size=(60, 40)) * 0.7 - 0.2
+    x[:5] = np.round(x[:5], 1)  # ties inside a pair's values
+    y[:5] = np.round(y[:5], 1)
+    y[7] = x[3]  # a pair with every s_k = 1
+    got = S.trimmed_per_dim(t(x), t(y), q).numpy()
+    np.testing.assert_allclose(got, ref_pairs(lambda a, b: per_dim_ref(a, b, q), x, y),
+                               atol=2e-6)
+    torch_path = S.trimmed_per_dim(t(x).requires_grad_(), t(y), q).detach().numpy()
+    np.testing.assert_allclose(got, torch_path, atol=2e-6)
+    assert got[3, 7] == pytest.approx(1.0)
+
+
+def test_per_dim_large_values_take_the_torch_path():
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(70, 8)) * 200  # e^{|x|} would overflow float64 past ~700
+    y = rng.normal(size=(60, 8)) * 200
+    x[0, 0] = 500.0
+    x, y = x.astype(np.float32).astype(np.float64), y.astype(np.float32).astype(np.float64)
+    got = S.trimmed_per_dim(t(x), t(y)).numpy()
+    np.testing.assert_allclose(got, ref_pairs(per_dim_ref, x, y), atol=1e-6)
+    assert np.isfinite(got).all()
