@@ -149,7 +149,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from culturesim_ray.pipeline.serve import run_local
+    from culturesim_ray.pipeline.serve_deploy import run_local
 
     run_local(args.run_dir, host=args.host, port=args.port, use_gpu=args.gpu)
     return 0

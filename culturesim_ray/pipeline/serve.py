@@ -21,19 +21,27 @@ import binascii
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from culturesim_ray import io
 from culturesim_ray.encoders import pick_device
+from culturesim_ray.serving.api import (
+    CulturesResponse,
+    ErrorResponse,
+    NeighborsResponse,
+    SimilarRequest,
+    SimilarResponse,
+    error,
+)
 from culturesim_ray.serving.predictor import (
     FusionPredictor,
     NeighborTable,
@@ -47,72 +55,6 @@ from culturesim_ray.serving.predictor import (
 
 DEFAULT_BATCH = {"max_batch_size": 16, "batch_wait_timeout_s": 0.002}
 DEFAULT_INGRESS = {"default_k": 5, "max_k": 50, "max_request_bytes": 2_000_000}
-
-
-# ---------------------------------------------------------------- request/response types
-class SimilarRequest(BaseModel):
-    """Exactly one of text, image, sequence."""
-
-    model_config = ConfigDict(extra="forbid")
-    text: str | None = Field(None, description="a text in any language the encoder reads")
-    image: str | None = Field(None, description="an image file (PNG/JPEG), base64")
-    sequence: str | None = Field(None, description="a melody file's contents (ABC by default)")
-    sequence_format: Literal["abc", "musicxml"] = "abc"
-    k: int | None = Field(None, description="cultures in the general top-k (default from config)")
-    themes: list[str] | None = Field(None, description="themes to re-rank on (default: all)")
-
-
-class Ranked(BaseModel):
-    culture: str
-    score: float
-    rank: int
-
-
-class ThemeRanked(Ranked):
-    general_rank: int
-
-
-class ThemeAnswer(BaseModel):
-    gate: float = Field(description="the mixture-of-experts gate weight of this theme")
-    ranking: list[ThemeRanked]
-
-
-class SimilarResponse(BaseModel):
-    modality: str
-    k: int
-    general: list[Ranked]
-    themes: dict[str, ThemeAnswer]
-
-
-class CulturesResponse(BaseModel):
-    cultures: list[str]
-    themes: list[str]
-
-
-class Neighbor(BaseModel):
-    culture: str
-    score: float
-    rank: int
-    similarity: str
-
-
-class NeighborsResponse(BaseModel):
-    culture: str
-    theme: str
-    neighbors: list[Neighbor]
-
-
-class ErrorBody(BaseModel):
-    field: str
-    message: str
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorBody
-
-
-def error(status: int, field: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"field": field, "message": message}}, status_code=status)
 
 
 # ---------------------------------------------------------------- deployments
@@ -418,59 +360,3 @@ def app_builder(args: dict[str, Any]) -> Any:
     rerank = Rerank.bind(where(paths.train), use_gpu)
     allpairs = where(paths.allpairs) if paths.allpairs else None
     return Ingress.options(user_config=ingress).bind(encoder, fusion, rerank, allpairs)
-
-
-def run_local(run_dir: str, host: str = "127.0.0.1", port: int = 8000,
-              use_gpu: bool = False, blocking: bool = True) -> str:
-    """`culturesim serve`: start Ray (local) and Serve, deploy the app on the run's
-    model; returns the base URL. With blocking, serve until interrupted."""
-    import time
-
-    from culturesim_ray.pipeline.ray_env import init_ray
-
-    init_ray()
-    serve.start(http_options={"host": host, "port": port},
-                logging_config={"enable_access_log": False})
-    serve.run(app_builder({"run_dir": run_dir, "use_gpu": use_gpu}), name="culturesim",
-              route_prefix="/")
-    url = f"http://{host}:{port}"
-    if blocking:
-        print(f"serving {run_dir} at {url}  (OpenAPI page {url}/docs; Ctrl-C stops)")
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            serve.shutdown()
-    return url
-
-
-def deploy_config(config: dict[str, Any], timeout_s: float = 300.0) -> None:
-    """What `serve run CONFIG.yaml` does, from Python: validate the config
-    against Serve's own schema, start Serve with its http_options, proxy
-    location and logging, deploy its applications, and wait until each is
-    RUNNING. Redeploying a config whose only change is user_config updates the
-    running replicas in place (no restart): Serve keys the code version on the
-    import path and runtime_env, as with `serve deploy`."""
-    import time
-
-    from ray.serve._private.api import serve_start
-    from ray.serve.schema import ServeDeploySchema
-
-    schema = ServeDeploySchema.model_validate(config)
-    client = serve_start(http_options=schema.http_options.model_dump(),
-                         proxy_location=schema.proxy_location,
-                         global_logging_config=schema.logging_config)
-    client.deploy_apps(schema, _blocking=False)
-    names = [app.name for app in schema.applications]
-    deadline = time.time() + timeout_s
-    while True:
-        apps = serve.status().applications
-        states = {n: apps[n].status if n in apps else "NOT_STARTED" for n in names}
-        failed = {n: apps[n].message for n, s in states.items() if s == "DEPLOY_FAILED"}
-        if failed:
-            raise RuntimeError(f"Serve deploy failed: {failed}")
-        if all(s == "RUNNING" for s in states.values()):
-            return
-        if time.time() > deadline:
-            raise TimeoutError(f"Serve apps not RUNNING after {timeout_s:.0f} s: {states}")
-        time.sleep(0.5)

@@ -53,7 +53,7 @@ def service(run_dir):
     """The app deployed the way `serve run serve_configs/local.yaml` deploys it."""
     from ray import serve
 
-    from culturesim_ray.pipeline.serve import deploy_config
+    from culturesim_ray.pipeline.serve_deploy import deploy_config
 
     port = _free_port()
     deploy_config(local_config(run_dir, port))
@@ -167,7 +167,7 @@ def test_bad_get_requests_are_4xx_naming_the_field(service, path, params, status
 
 
 def test_user_config_changes_without_restarting_replicas(service, run_dir):
-    from culturesim_ray.pipeline.serve import deploy_config
+    from culturesim_ray.pipeline.serve_deploy import deploy_config
 
     port = int(service.rsplit(":", 1)[1])
     pid = requests.get(f"{service}/healthz", timeout=30).json()["pid"]
