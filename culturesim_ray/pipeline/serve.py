@@ -51,6 +51,7 @@ from culturesim_ray.serving.predictor import (
     RunPaths,
     ThemeReranker,
     format_answer,
+    named,
 )
 
 DEFAULT_BATCH = {"max_batch_size": 16, "batch_wait_timeout_s": 0.002}
@@ -148,9 +149,11 @@ class Fusion:
             k = max(items[i][2] for i in idx)
             scores, pos = self.retriever.topk(self.fusion.general(fused), k)
             fused_np = fused.float().cpu().numpy()
+            names = self.retriever.cultures
             for j, i in enumerate(idx):
                 ki = items[i][2]
-                out[i] = (fused_np[j], scores[j, :ki], pos[j, :ki])
+                out[i] = (fused_np[j], scores[j, :ki],
+                          [names[p] for p in pos[j, :ki] if p >= 0])
         return out
 
 
@@ -165,17 +168,21 @@ class Rerank:
         model = load_fusion_model(train_dir, self.device)
         heads = read_culture_embeddings(io.join(train_dir, "culture_embeddings.parquet"))
         self.cultures = heads["general"][0]
+        self.position = {c: i for i, c in enumerate(self.cultures)}
         self.reranker = ThemeReranker(model, heads, self.cultures)
 
     def themes(self) -> list[str]:
         return self.reranker.themes
 
-    def rerank(self, fused: np.ndarray, candidates: np.ndarray,
+    def rerank(self, fused: np.ndarray, candidates: list[str],
                themes: list[str] | None) -> dict[str, Any]:
+        """Candidates by name (the Fusion replica's culture list need not be this
+        replica's, e.g. during a rolling model update): unknown names are left out."""
         import torch
 
+        pos = np.array([self.position[c] for c in candidates if c in self.position] or [-1])
         x = torch.as_tensor(fused, device=self.device).unsqueeze(0)
-        return self.reranker.rerank(x, candidates[None, :], themes)[0]
+        return named(self.reranker.rerank(x, pos[None, :], themes)[0], self.cultures)
 
 
 INGRESS_APP = FastAPI(
@@ -314,9 +321,9 @@ class Ingress:
                 (req.sequence, req.sequence_format))
         if err:
             raise QueryError(modality, err)
-        fused, scores, pos = await self.fusion.search.remote((modality, vec, k))
-        reranked = await self.rerank_handle.rerank.remote(fused, pos, req.themes)
-        answer = format_answer(info["cultures"], scores, pos, reranked)
+        fused, scores, names = await self.fusion.search.remote((modality, vec, k))
+        reranked = await self.rerank_handle.rerank.remote(fused, names, req.themes)
+        answer = format_answer(names, scores, reranked)
         return {"modality": modality, "k": len(answer["general"]), **answer}
 
 

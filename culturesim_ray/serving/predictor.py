@@ -278,18 +278,23 @@ class RunPaths:
                    str(Path(run_dir) / "allpairs") if Path(ap).exists() else None)
 
 
-def format_answer(cultures: list[str], scores: np.ndarray, positions: np.ndarray,
-                  reranked: dict[str, Any]) -> dict[str, Any]:
-    """One query's two-stage answer: the general ranking and each theme's re-ranking."""
-    general = [{"culture": cultures[p], "score": float(s), "rank": r + 1}
-               for r, (s, p) in enumerate(zip(scores, positions, strict=True)) if p >= 0]
+def named(reranked: dict[str, Any], cultures: list[str]) -> dict[str, Any]:
+    """A `ThemeReranker.rerank` answer with culture positions replaced by names."""
+    return {t: {"gate": a["gate"], "ranking": [(cultures[p], s) for p, s in a["ranking"]]}
+            for t, a in reranked.items()}
+
+
+def format_answer(names: list[str], scores: np.ndarray, reranked: dict[str, Any]) -> dict[str, Any]:
+    """One query's two-stage answer: the general ranking (candidate names, best
+    first, with their scores) and each theme's re-ranking of them (`named`)."""
+    general = [{"culture": c, "score": float(s), "rank": r + 1}
+               for r, (c, s) in enumerate(zip(names, scores, strict=False))]
     general_rank = {g["culture"]: g["rank"] for g in general}
     themes = {}
     for theme, ans in reranked.items():
         themes[theme] = {"gate": ans["gate"], "ranking": [
-            {"culture": cultures[p], "score": s, "rank": r + 1,
-             "general_rank": general_rank[cultures[p]]}
-            for r, (p, s) in enumerate(ans["ranking"])]}
+            {"culture": c, "score": s, "rank": r + 1, "general_rank": general_rank[c]}
+            for r, (c, s) in enumerate(ans["ranking"]) if c in general_rank]}
     return {"general": general, "themes": themes}
 
 
@@ -316,5 +321,5 @@ class SimilarityService:
             raise QueryError(MODALITY_FIELDS[modality], res.errors[0])
         fused = self.fusion.fuse(modality, res.vectors)
         scores, pos = self.retriever.topk(self.fusion.general(fused), k)
-        reranked = self.reranker.rerank(fused, pos, themes)
-        return format_answer(self.cultures, scores[0], pos[0], reranked[0])
+        reranked = named(self.reranker.rerank(fused, pos, themes)[0], self.cultures)
+        return format_answer([self.cultures[p] for p in pos[0] if p >= 0], scores[0], reranked)

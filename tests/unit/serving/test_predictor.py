@@ -18,6 +18,7 @@ from culturesim_ray.serving.predictor import (
     Retriever,
     ThemeReranker,
     format_answer,
+    named,
 )
 from synthetic_data import synthetic
 
@@ -125,7 +126,8 @@ def test_rerank_orders_candidates_by_each_theme_head(model_and_graphs):
         assert answer[i]["music"]["gate"] == pytest.approx(float(gate[i, 1]))
     with pytest.raises(QueryError, match="unknown theme"):
         rr.rerank(fused, candidates, ["cuisine"])
-    out = format_answer(cultures, np.array([0.9, 0.5, 0.1]), candidates[0], answer[0])
+    out = format_answer(["c4", "c1", "c3"], np.array([0.9, 0.5, 0.1]),
+                        named(answer[0], cultures))
     assert [g["culture"] for g in out["general"]] == ["c4", "c1", "c3"]
     assert {r["culture"]: r["general_rank"] for r in out["themes"]["music"]["ranking"]} == {
         "c4": 1, "c1": 2, "c3": 3}
