@@ -1,7 +1,8 @@
 """Fusion-model training: Ray Train overhead, queue cost, and retrieval quality.
 
 On the demo corpus (built and embedded here unless --embed-dir is given):
-- steps/s of the Ray Train loop (1 worker, `run_train`, start-up included) vs the same
+- steps/s of the Ray Train loop (1 worker holding as many CPUs as the plain
+  loop has torch threads, `run_train`, start-up included) vs the same
   `moco_step` in a plain in-process loop, same stages and step count;
 - the MoCo queues' share of a step's time (enqueue + masks, measured in the
   plain loop);
@@ -156,6 +157,7 @@ def main() -> None:
     t = time.perf_counter()
     manifest = run_train(embed_dir, str(tmp / "train"), num_workers=1, stages=stages,
                          steps_per_epoch=steps_per_epoch, hidden=hidden, out_dim=out_dim,
+                         cpus_per_worker=float(torch.get_num_threads()),
                          log=lambda *_: None)
     t_ray = time.perf_counter() - t
     ray_steps = manifest["counts"]["steps"]

@@ -120,7 +120,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ValueError("--stage-epochs takes three positive numbers (stages 1, 2, 3)")
     run_train(args.embed_dir, args.out, num_workers=args.workers, use_gpu=args.gpu,
               stages=stages, steps_per_epoch=args.steps_per_epoch, hidden=args.hidden,
-              out_dim=args.out_dim, queue_size=args.queue_size)
+              out_dim=args.out_dim, queue_size=args.queue_size,
+              cpus_per_worker=args.cpus_per_worker)
     return 0
 
 
@@ -285,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("embed_dir", help="an embed run directory")
     p.add_argument("--out", required=True)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--cpus-per-worker", type=float,
+                   help="CPUs each worker reserves (default 1; torch uses that many threads)")
     p.add_argument("--gpu", action="store_true", help="one GPU per worker")
     p.add_argument("--stage-epochs", type=int, nargs=3, default=[4, 3, 3], metavar="N")
     p.add_argument("--steps-per-epoch", type=int, default=10)

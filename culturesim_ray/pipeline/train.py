@@ -136,7 +136,8 @@ def export_culture_embeddings(model: CultureSim, data: TrainingData) -> pa.Table
 def run_train(embed_dir: str, out: str, num_workers: int = 2, use_gpu: bool = False,
               stages: tuple[tuple[int, int], ...] = DEFAULT_STAGES, steps_per_epoch: int = 10,
               hidden: int = 128, out_dim: int = 64, queue_size: int = 256, seed: int = 0,
-              max_failures: int = 2, log: Any = print) -> dict[str, Any]:
+              max_failures: int = 2, cpus_per_worker: float | None = None,
+              log: Any = print) -> dict[str, Any]:
     from culturesim_ray.pipeline.embed import read_embeddings
     from culturesim_ray.pipeline.ray_env import init_ray
     from culturesim_ray.pipeline.trainer import fit_torch
@@ -154,7 +155,7 @@ def run_train(embed_dir: str, out: str, num_workers: int = 2, use_gpu: bool = Fa
               "steps_per_epoch": steps_per_epoch, "queue_size": queue_size, "seed": seed,
               "patience": 2}
     checkpoint = fit_torch(train_loop_per_worker, config, "culturesim", outp, num_workers,
-                           use_gpu, max_failures)
+                           use_gpu, max_failures, cpus_per_worker=cpus_per_worker)
     with checkpoint.as_directory() as d:
         st = torch.load(Path(d) / "state.pt", weights_only=True)
     model = CultureSim(mcfg)

@@ -10,7 +10,7 @@ from typing import Any
 
 def fit_torch(loop: Callable[[dict[str, Any]], None], config: dict[str, Any], name: str,
               out: Path, num_workers: int, use_gpu: bool, max_failures: int,
-              start_retries: int = 2) -> Any:
+              start_retries: int = 2, cpus_per_worker: float | None = None) -> Any:
     """Run `loop` on `num_workers` Ray Train workers; the last reported checkpoint.
 
     Worker deaths are retried `max_failures` times from the last checkpoint. A worker
@@ -19,6 +19,10 @@ def fit_torch(loop: Callable[[dict[str, Any]], None], config: dict[str, Any], na
     (RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S, 60 s by default), then the run fails
     instead of waiting for resources forever (Ray Train's own default).
 
+    cpus_per_worker: CPUs each worker reserves (Ray's default: 1). Ray caps a
+    worker's torch/OpenMP threads at it, so one worker on a whole machine needs
+    all its CPUs to run as fast as the same loop outside Ray.
+
     Raises RuntimeError naming the run's error when no checkpoint was reported."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -26,7 +30,9 @@ def fit_torch(loop: Callable[[dict[str, Any]], None], config: dict[str, Any], na
     trainer = TorchTrainer(
         loop,
         train_loop_config=config,
-        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+        scaling_config=ScalingConfig(
+            num_workers=num_workers, use_gpu=use_gpu,
+            resources_per_worker={"CPU": cpus_per_worker} if cpus_per_worker else None),
         run_config=RunConfig(name=name, storage_path=str(Path(out).absolute() / "ray_train"),
                              failure_config=FailureConfig(
                                  max_failures=max_failures,
