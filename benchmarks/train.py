@@ -86,7 +86,7 @@ def main() -> None:
     from culturesim_ray.pipeline.embed import read_embeddings
     from culturesim_ray.training.data import build_training_data
     from culturesim_ray.training.stages import StageConfig, param_groups
-    from culturesim_ray.training.step import StepConfig, moco_step
+    from culturesim_ray.training.step import StepConfig, moco_step, reference_similarities
 
     tmp = Path(tempfile.mkdtemp(prefix="csr-bench-"))
     embed_dir = args.embed_dir
@@ -121,6 +121,8 @@ def main() -> None:
 
     rows = [("raw embeddings (mean per culture)", *raw_retrieval(data, held, keep))]
 
+    refs = reference_similarities(data.graphs, len(data.cultures), mcfg.themes)
+
     def train_plain(scfg: StepConfig, label: str) -> tuple[float, int]:
         torch.manual_seed(0)
         model = CultureSim(mcfg)
@@ -138,7 +140,7 @@ def main() -> None:
                 t = time.perf_counter()
                 for _ in range(steps_per_epoch):
                     moco_step(model, key, queues, data.graphs, len(data.cultures), opt, scfg,
-                              gen)
+                              gen, references=refs)
                 t_plain += time.perf_counter() - t
                 n_steps += steps_per_epoch
             rows.append((f"model{label} after stage {stage}",

@@ -124,14 +124,10 @@ class Fusion:
 
     def __init__(self, train_dir: str, embed_dir: str, use_gpu: bool = False,
                  k_graph: int = 10, torch_threads: int = 0) -> None:
-        from culturesim_ray.runs import read_culture_embeddings
-
         _set_threads(torch_threads)
         device = pick_device(use_gpu)
         self.fusion = FusionPredictor.from_run(train_dir, embed_dir, device, k_graph)
-        cultures, general = read_culture_embeddings(
-            io.join(train_dir, "culture_embeddings.parquet"))["general"]
-        self.retriever = Retriever(cultures, general, use_gpu=device.startswith("cuda"))
+        self.retriever = Retriever.from_run(train_dir, use_gpu=device.startswith("cuda"))
 
     def reconfigure(self, cfg: dict[str, Any]) -> None:
         _apply_batch_config(cfg, self.search)
@@ -162,14 +158,13 @@ class Rerank:
     """The theme heads re-rank a query's general top-k; per-theme scores and gates."""
 
     def __init__(self, train_dir: str, use_gpu: bool = False) -> None:
-        from culturesim_ray.runs import load_fusion_model, read_culture_embeddings
+        from culturesim_ray.runs import load_fusion_model
 
         self.device = pick_device(use_gpu)
-        model = load_fusion_model(train_dir, self.device)
-        heads = read_culture_embeddings(io.join(train_dir, "culture_embeddings.parquet"))
-        self.cultures = heads["general"][0]
+        self.reranker = ThemeReranker.from_run(load_fusion_model(train_dir, self.device),
+                                               train_dir)
+        self.cultures = self.reranker.cultures
         self.position = {c: i for i, c in enumerate(self.cultures)}
-        self.reranker = ThemeReranker(model, heads, self.cultures)
 
     def themes(self) -> list[str]:
         return self.reranker.themes

@@ -29,7 +29,12 @@ from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig
 from culturesim_ray.models.queue import MoCoQueue
 from culturesim_ray.training.data import TrainingData
 from culturesim_ray.training.stages import EarlyStopping, StageConfig, param_groups
-from culturesim_ray.training.step import StepConfig, moco_step, validation_loss
+from culturesim_ray.training.step import (
+    StepConfig,
+    moco_step,
+    reference_similarities,
+    validation_loss,
+)
 
 DEFAULT_STAGES = ((1, 4), (2, 3), (3, 3))  # (stage, epochs)
 
@@ -82,6 +87,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     ddp = model
     gen = torch.Generator().manual_seed(config["seed"] * 1000 + rank + pos["step"])
     n = len(data.cultures)
+    refs = reference_similarities(data.graphs, n, mcfg.themes)  # constant: once per run
     stopper = EarlyStopping(patience=config["patience"])
     for stage_idx in range(pos["stage_idx"], len(plan)):
         stage, epochs = plan[stage_idx]
@@ -96,9 +102,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 factor = (i + 1) / warm if i < warm else \
                     0.5 * (1 + math.cos(math.pi * min(1.0, (i - warm) / max(1, total_steps - warm))))
                 _set_lrs(opt, groups, factor)
-                losses.append(moco_step(ddp, key_model, queues, data.graphs, n, opt, scfg, gen)["loss"])
+                losses.append(moco_step(ddp, key_model, queues, data.graphs, n, opt, scfg, gen,
+                                        references=refs)["loss"])
                 pos["step"] += 1
-            val = validation_loss(ddp, key_model, queues, data.graphs, n, scfg)
+            val = validation_loss(ddp, key_model, queues, data.graphs, n, scfg, references=refs)
             pos["history"].append({"stage": stage, "epoch": epoch, "step": pos["step"],
                                    "loss": sum(losses) / len(losses), "val_loss": val,
                                    "queue_sum": _queue_sum(queues)})

@@ -183,6 +183,13 @@ class Retriever:
         index.add(_normalise(vectors))
         self.index = index
 
+    @classmethod
+    def from_run(cls, train_dir: str, use_gpu: bool = False) -> Retriever:
+        """Over the general head of a train run's culture_embeddings.parquet."""
+        cultures, general = runs.read_culture_embeddings(
+            io.join(train_dir, "culture_embeddings.parquet"))["general"]
+        return cls(cultures, general, use_gpu)
+
     def topk(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(B, k) scores and culture positions, best first."""
         k = min(k, len(self.cultures))
@@ -195,6 +202,7 @@ class ThemeReranker:
     def __init__(self, model: CultureSim, theme_vectors: dict[str, tuple[list[str], np.ndarray]],
                  cultures: list[str]) -> None:
         self.heads = model.theme_heads
+        self.cultures = list(cultures)
         self.themes = list(self.heads.themes) if self.heads is not None else []
         pos = {c: i for i, c in enumerate(cultures)}
         self.vectors: dict[str, np.ndarray] = {}
@@ -203,6 +211,12 @@ class ThemeReranker:
             table = np.full((len(cultures), vec.shape[1]), np.nan, dtype=np.float32)
             table[[pos[c] for c in names]] = _normalise(vec)
             self.vectors[theme] = table
+
+    @classmethod
+    def from_run(cls, model: CultureSim, train_dir: str) -> ThemeReranker:
+        """The model's theme heads against a train run's culture theme embeddings."""
+        heads = runs.read_culture_embeddings(io.join(train_dir, "culture_embeddings.parquet"))
+        return cls(model, heads, heads["general"][0])
 
     def check_themes(self, themes: Sequence[str] | None) -> list[str]:
         if themes is None:
@@ -304,11 +318,9 @@ class SimilarityService:
     def __init__(self, paths: RunPaths, device: str = "cpu", k_graph: int = 10) -> None:
         self.encoders = QueryEncoders(paths.embed, device)
         self.fusion = FusionPredictor.from_run(paths.train, paths.embed, device, k_graph)
-        heads = runs.read_culture_embeddings(io.join(paths.train, "culture_embeddings.parquet"))
-        cultures, general = heads["general"]
-        self.cultures = cultures
-        self.retriever = Retriever(cultures, general, use_gpu=device.startswith("cuda"))
-        self.reranker = ThemeReranker(self.fusion.model, heads, cultures)
+        self.retriever = Retriever.from_run(paths.train, use_gpu=device.startswith("cuda"))
+        self.cultures = self.retriever.cultures
+        self.reranker = ThemeReranker.from_run(self.fusion.model, paths.train)
         self.neighbor_table = (NeighborTable(io.join(paths.allpairs, "pairs.parquet"))
                                if paths.allpairs else None)
 

@@ -127,6 +127,16 @@ def reference_similarity(graphs: dict[str, ModalityGraph], n_cultures: int,
     return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, float("nan")))
 
 
+def reference_similarities(graphs: dict[str, ModalityGraph], n_cultures: int,
+                           themes: list[str]) -> dict[str, Tensor]:
+    """`reference_similarity` for the general head and each theme head. It depends
+    only on the data: compute it once per run and pass it to `moco_step`."""
+    refs = {"general": reference_similarity(graphs, n_cultures)}
+    for t, theme in enumerate(themes):
+        refs[theme] = reference_similarity(graphs, n_cultures, t)
+    return refs
+
+
 def relation_loss(z: Tensor, reference: Tensor) -> Tensor | None:
     """1 - Pearson correlation between the off-diagonal cosines of the rows of z
     (L2-normalised, (B, D)) and `reference` (B, B); None with under 3 usable pairs."""
@@ -159,11 +169,14 @@ def contrastive_loss(q: Tensor, k: Tensor, cultures: Tensor, queue: MoCoQueue,
 def moco_step(model: nn.Module, key_model: CultureSim, queues: dict[str, MoCoQueue],
               graphs: dict[str, ModalityGraph], n_cultures: int, opt: torch.optim.Optimizer,
               cfg: StepConfig, gen: torch.Generator,
-              scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> dict[str, float]:
-    """One optimisation step; returns the losses. `queues` has "general" and one per theme."""
+              scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+              references: dict[str, Tensor] | None = None) -> dict[str, float]:
+    """One optimisation step; returns the losses. `queues` has "general" and one per
+    theme; `references` (from `reference_similarities`) saves recomputing them."""
     model.train()
     key_model.train()
-    losses = head_losses(model, key_model, queues, graphs, n_cultures, cfg, gen, enqueue=True)
+    losses = head_losses(model, key_model, queues, graphs, n_cultures, cfg, gen, enqueue=True,
+                         references=references)
     themes = [v for h, v in losses.items() if h != "general"]
     # a head absent here still joins the graph (zero weight) so every parameter gets a gradient
     total = losses.get("general", sum(p.sum() * 0.0 for p in model.parameters()))
@@ -183,20 +196,21 @@ def moco_step(model: nn.Module, key_model: CultureSim, queues: dict[str, MoCoQue
 @torch.no_grad()
 def validation_loss(model: nn.Module, key_model: CultureSim, queues: dict[str, MoCoQueue],
                     graphs: dict[str, ModalityGraph], n_cultures: int, cfg: StepConfig,
-                    seed: int = 12345) -> float:
+                    seed: int = 12345, references: dict[str, Tensor] | None = None) -> float:
     """The general head's loss on fixed views, without updating anything."""
     model.eval()
     key_model.eval()
     gen = torch.Generator().manual_seed(seed)
     losses = head_losses(model, key_model, queues, graphs, n_cultures, cfg, gen, enqueue=False,
-                         heads_only=["general"])
+                         heads_only=["general"], references=references)
     return float(losses["general"])
 
 
 def head_losses(model: nn.Module, key_model: CultureSim, queues: dict[str, MoCoQueue],
                 graphs: dict[str, ModalityGraph], n_cultures: int, cfg: StepConfig,
                 gen: torch.Generator, enqueue: bool,
-                heads_only: list[str] | None = None) -> dict[str, Tensor]:
+                heads_only: list[str] | None = None,
+                references: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
     """Per-head InfoNCE of two fresh views. `model` may be DDP-wrapped."""
     core: CultureSim = getattr(model, "module", model)
     losses: dict[str, Tensor] = {}
@@ -226,7 +240,8 @@ def head_losses(model: nn.Module, key_model: CultureSim, queues: dict[str, MoCoQ
             k = key_model(vk, n_cultures, mk, cultures)[head]
         losses[head] = contrastive_loss(q, k, cultures, queues[head], cfg)
         if cfg.relation_weight > 0:
-            ref = reference_similarity(graphs, n_cultures, None if head == "general" else i - 1)
+            ref = (references[head] if references is not None else
+                   reference_similarity(graphs, n_cultures, None if head == "general" else i - 1))
             rel = relation_loss(q, ref[cultures][:, cultures])
             if rel is not None:
                 losses[head] = losses[head] + cfg.relation_weight * rel

@@ -188,3 +188,25 @@ def test_cap_per_culture_keeps_at_most_cap_kept_items_per_culture_across_modalit
                 per.index_add_(0, g.culture[out[m]], torch.ones(int(out[m].sum()), dtype=torch.long))
             avail = torch.tensor([4, 2, 1])  # kept items per culture over both modalities
             assert torch.equal(per, torch.minimum(avail, torch.tensor(cap)))
+
+
+def test_precomputed_references_give_the_same_step():
+    from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig
+    from culturesim_ray.training.stages import StageConfig, param_groups
+    from culturesim_ray.training.step import StepConfig, moco_step, reference_similarities
+    from synthetic_data import synthetic
+
+    graphs = synthetic()
+    cfg = CultureSimConfig({m: int(g.x.shape[1]) for m, g in graphs.items()}, ["a", "b"],
+                           hidden=16, out=8)
+    out = []
+    for refs in (None, reference_similarities(graphs, 8, cfg.themes)):
+        torch.manual_seed(0)
+        model = CultureSim(cfg)
+        key = copy.deepcopy(model)
+        queues = {h: MoCoQueue(8, 16) for h in ["general", "a", "b"]}
+        opt = torch.optim.AdamW(param_groups(model, 1, StageConfig()))
+        gen = torch.Generator().manual_seed(2)
+        out.append(moco_step(model, key, queues, graphs, 8, opt, StepConfig(keep=0.8), gen,
+                             references=refs))
+    assert out[0] == pytest.approx(out[1], rel=1e-6)
