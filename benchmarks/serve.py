@@ -9,7 +9,7 @@ process (this script with --load), bounded in requests and seconds:
 
 - sequential (1 client): p50/p95/p99 over HTTP vs the in-process predictor
   (`SimilarityService.similar`, same queries): the floor -> http_over_inprocess;
-- open loop at --rate requests/s (default 20): latency measured from each
+- open loop at --rate requests/s (default 20) for 60 s (--quick 10 s): latency measured from each
   request's scheduled send time (no coordinated omission): the p99 target;
 - closed loop, --clients concurrent clients, batching on (max_batch_size 16)
   vs off (max_batch_size 1, set through user_config): requests/s and
@@ -186,6 +186,8 @@ def main() -> None:
     ap.add_argument("--cultures", type=int)
     ap.add_argument("--rate", type=float, default=20.0)
     ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--torch-threads", type=int, default=0,
+                    help="intra-op threads of the encoder and fusion replicas (0: Ray's cap)")
     ap.add_argument("--load")  # internal: be the load generator for this URL
     ap.add_argument("--mode", default="closed")
     ap.add_argument("--requests", type=int, default=100)
@@ -235,14 +237,16 @@ def main() -> None:
     def deploy(batch: int) -> None:
         cfg = {"max_batch_size": batch, "batch_wait_timeout_s": 0.002 if batch > 1 else 0.0}
         serve.run(app_builder({"run_dir": str(root), "batch": cfg,
-                               "ingress": {"default_k": 10}}),
+                               "ingress": {"default_k": 10},
+                               "torch_threads": args.torch_threads}),
                   name="culturesim", route_prefix="/")
         run_load(url, "closed", 1, n=10, seconds=30)  # warm every replica
 
     deploy(16)
     seq = run_load(url, "closed", 1, n=n_seq, seconds=120)
-    open_loop = run_load(url, "open", rate=args.rate, n=n_load if not args.quick else 150,
-                         seconds=30 if args.quick else 40)
+    open_seconds = 10 if args.quick else 60
+    open_loop = run_load(url, "open", rate=args.rate, n=int(args.rate * open_seconds),
+                         seconds=open_seconds + 5)
     on = run_load(url, "closed", args.clients, n=n_load, seconds=60)
     deploy(1)
     off = run_load(url, "closed", args.clients, n=n_load, seconds=60)

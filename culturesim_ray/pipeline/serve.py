@@ -8,14 +8,16 @@ and `app_builder(args)` for `serve run` / `serve deploy`.
       -> Rerank    theme heads re-rank the top-k, per-theme scores and gate weights
 
 user_config (changeable with `serve deploy` without restarting replicas):
-  Encoder/Fusion: max_batch_size, batch_wait_timeout_s (max_batch_size 1 = no batching);
-  Ingress: default_k, max_k, max_request_bytes.
+  max_batch_size, batch_wait_timeout_s (Ingress, Encoder, Fusion; 1 = no batching);
+  Ingress also default_k, max_k, max_request_bytes. The Ingress batches too:
+  concurrent requests share one call to each deployment.
 
 Endpoints: POST /v1/similar, GET /v1/cultures, GET /v1/cultures/{id}/neighbors,
 GET /healthz, GET /docs (OpenAPI page), GET /openapi.json.
 """
 
 
+import asyncio
 import base64
 import binascii
 import json
@@ -55,7 +57,7 @@ from culturesim_ray.serving.predictor import (
 )
 
 DEFAULT_BATCH = {"max_batch_size": 16, "batch_wait_timeout_s": 0.002}
-DEFAULT_INGRESS = {"default_k": 5, "max_k": 50, "max_request_bytes": 2_000_000}
+DEFAULT_INGRESS = {"default_k": 5, "max_k": 50, "max_request_bytes": 2_000_000, **DEFAULT_BATCH}
 
 
 # ---------------------------------------------------------------- deployments
@@ -79,7 +81,8 @@ def _apply_batch_config(cfg: dict[str, Any], *methods: Any) -> None:
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, user_config=DEFAULT_BATCH)
 class Encoder:
     """Query payloads -> base embeddings of the run's encoders, batched per modality.
-    Each item comes back as (vector or None, error or None)."""
+    Each call carries a list of payloads (an Ingress batch); each payload comes
+    back as (vector or None, error or None)."""
 
     def __init__(self, embed_dir: str, use_gpu: bool = False, torch_threads: int = 0) -> None:
         _set_threads(torch_threads)
@@ -89,9 +92,9 @@ class Encoder:
             self.encoders.encoder(m)
 
     def reconfigure(self, cfg: dict[str, Any]) -> None:
-        _apply_batch_config(cfg, self.encode_text, self.encode_image, self.encode_sequence)
+        _apply_batch_config(cfg, self.encode)
 
-    def modalities(self) -> list[str]:
+    async def modalities(self) -> list[str]:
         return self.encoders.modalities
 
     def _run(self, modality: str, payloads: list[Any], fmt: str = "abc") -> list[tuple]:
@@ -99,28 +102,29 @@ class Encoder:
         return [(None, e.removeprefix("uri: ")) if e else (res.vectors[i], None)
                 for i, e in enumerate(res.errors)]
 
-    @serve.batch(**DEFAULT_BATCH)
-    async def encode_text(self, texts: list[str]) -> list[tuple]:
-        return self._run("text", texts)
-
-    @serve.batch(**DEFAULT_BATCH)
-    async def encode_image(self, images: list[bytes]) -> list[tuple]:
-        return self._run("image", images)
-
-    @serve.batch(**DEFAULT_BATCH)
-    async def encode_sequence(self, items: list[tuple[str, str]]) -> list[tuple]:
-        out: list[tuple] = [()] * len(items)
-        for fmt in sorted({f for _, f in items}):
-            idx = [i for i, (_, f) in enumerate(items) if f == fmt]
-            for i, r in zip(idx, self._run("sequence", [items[i][0] for i in idx], fmt),
+    def _encode(self, modality: str, payloads: list[Any]) -> list[tuple]:
+        if modality != "sequence":
+            return self._run(modality, payloads)
+        out: list[tuple] = [()] * len(payloads)  # sequences: (source, format)
+        for fmt in sorted({f for _, f in payloads}):
+            idx = [i for i, (_, f) in enumerate(payloads) if f == fmt]
+            for i, r in zip(idx, self._run("sequence", [payloads[i][0] for i in idx], fmt),
                             strict=True):
                 out[i] = r
         return out
 
+    @serve.batch(**DEFAULT_BATCH)
+    async def encode(self, modalities: list[str], payloads: list[list[Any]]) -> list[list[tuple]]:
+        flat: dict[str, list[Any]] = {}
+        for m, p in zip(modalities, payloads, strict=True):
+            flat.setdefault(m, []).extend(p)
+        done = {m: iter(self._encode(m, p)) for m, p in flat.items()}
+        return [[next(done[m]) for _ in p] for m, p in zip(modalities, payloads, strict=True)]
+
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, user_config=DEFAULT_BATCH)
 class Fusion:
-    """Base embedding -> fused state (hidden,) and the general top-k, batched."""
+    """Base embeddings -> fused states (hidden,) and the general top-k, batched."""
 
     def __init__(self, train_dir: str, embed_dir: str, use_gpu: bool = False,
                  k_graph: int = 10, torch_threads: int = 0) -> None:
@@ -132,30 +136,35 @@ class Fusion:
     def reconfigure(self, cfg: dict[str, Any]) -> None:
         _apply_batch_config(cfg, self.search)
 
-    def info(self) -> dict[str, Any]:
+    async def info(self) -> dict[str, Any]:
         return {"cultures": self.retriever.cultures, "modalities": self.fusion.modalities}
 
     @serve.batch(**DEFAULT_BATCH)
-    async def search(self, items: list[tuple[str, np.ndarray, int]]) -> list[tuple]:
-        out: list[tuple] = [()] * len(items)
-        for modality in sorted({m for m, _, _ in items}):
-            idx = [i for i, (m, _, _) in enumerate(items) if m == modality]
-            vectors = np.stack([items[i][1] for i in idx])
-            fused = self.fusion.fuse(modality, vectors)
-            k = max(items[i][2] for i in idx)
-            scores, pos = self.retriever.topk(self.fusion.general(fused), k)
+    async def search(self, modalities: list[str], encoded: list[list[tuple]],
+                     ks: list[list[int]]) -> list[list[tuple]]:
+        """Per call, per query: the Encoder's (vector, error) and k -> (fused, scores,
+        names, error); an encoding error travels on for Rerank to answer."""
+        out = [[(None, None, None, err) for _, err in e] for e in encoded]
+        for modality in sorted(set(modalities)):
+            at = [(c, j) for c, m in enumerate(modalities) if m == modality
+                  for j, (_, err) in enumerate(encoded[c]) if not err]
+            if not at:
+                continue
+            fused = self.fusion.fuse(modality, np.stack([encoded[c][j][0] for c, j in at]))
+            scores, pos = self.retriever.topk(self.fusion.general(fused),
+                                              max(ks[c][j] for c, j in at))
             fused_np = fused.float().cpu().numpy()
             names = self.retriever.cultures
-            for j, i in enumerate(idx):
-                ki = items[i][2]
-                out[i] = (fused_np[j], scores[j, :ki],
-                          [names[p] for p in pos[j, :ki] if p >= 0])
+            for r, (c, j) in enumerate(at):
+                k = ks[c][j]
+                out[c][j] = (fused_np[r], scores[r, :k],
+                             [names[p] for p in pos[r, :k] if p >= 0], None)
         return out
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25})
 class Rerank:
-    """The theme heads re-rank a query's general top-k; per-theme scores and gates."""
+    """The theme heads re-rank each query's general top-k; per-theme scores and gates."""
 
     def __init__(self, train_dir: str, use_gpu: bool = False) -> None:
         from culturesim_ray.runs import load_fusion_model
@@ -166,18 +175,26 @@ class Rerank:
         self.cultures = self.reranker.cultures
         self.position = {c: i for i, c in enumerate(self.cultures)}
 
-    def themes(self) -> list[str]:
+    async def themes(self) -> list[str]:
         return self.reranker.themes
 
-    def rerank(self, fused: np.ndarray, candidates: list[str],
-               themes: list[str] | None) -> dict[str, Any]:
-        """Candidates by name (the Fusion replica's culture list need not be this
-        replica's, e.g. during a rolling model update): unknown names are left out."""
+    async def answer(self, found: list[tuple], themes: list[list[str] | None]) -> list[dict]:
+        """Fusion's (fused, scores, names, error) per query -> the two-stage answer, or
+        {"error": ...}. Candidates go by name (the Fusion replica's culture list need
+        not be this replica's, e.g. during a rolling model update): unknown names
+        are left out."""
         import torch
 
-        pos = np.array([self.position[c] for c in candidates if c in self.position] or [-1])
-        x = torch.as_tensor(fused, device=self.device).unsqueeze(0)
-        return named(self.reranker.rerank(x, pos[None, :], themes)[0], self.cultures)
+        out: list[dict] = []
+        for (fused, scores, names, err), th in zip(found, themes, strict=True):
+            if err:
+                out.append({"error": err})
+                continue
+            pos = np.array([self.position[c] for c in names if c in self.position] or [-1])
+            x = torch.as_tensor(fused, device=self.device).unsqueeze(0)
+            reranked = named(self.reranker.rerank(x, pos[None, :], th)[0], self.cultures)
+            out.append(format_answer(names, scores, reranked))
+        return out
 
 
 INGRESS_APP = FastAPI(
@@ -215,6 +232,7 @@ class Ingress:
 
     def reconfigure(self, cfg: dict[str, Any]) -> None:
         self.cfg = {**DEFAULT_INGRESS, **cfg}
+        _apply_batch_config(self.cfg, self._pipeline)
 
     async def info(self) -> dict[str, Any]:
         if self._info is None:
@@ -300,26 +318,41 @@ class Ingress:
         if modality == "text":
             if not req.text or not req.text.strip():
                 raise QueryError("text", "empty text")
-            vec, err = await self.encoder.encode_text.remote(req.text)
+            payload: Any = req.text
         elif modality == "image":
             try:
-                data = base64.b64decode(req.image or "", validate=True)
+                payload = base64.b64decode(req.image or "", validate=True)
             except (binascii.Error, ValueError) as exc:
                 raise QueryError("image", f"invalid base64: {exc}") from exc
-            if not data:
+            if not payload:
                 raise QueryError("image", "empty image")
-            vec, err = await self.encoder.encode_image.remote(data)
         else:
             if not req.sequence or not req.sequence.strip():
                 raise QueryError("sequence", "empty sequence")
-            vec, err = await self.encoder.encode_sequence.remote(
-                (req.sequence, req.sequence_format))
-        if err:
-            raise QueryError(modality, err)
-        fused, scores, names = await self.fusion.search.remote((modality, vec, k))
-        reranked = await self.rerank_handle.rerank.remote(fused, names, req.themes)
-        answer = format_answer(names, scores, reranked)
+            payload = (req.sequence, req.sequence_format)
+        answer = await self._pipeline((modality, payload, k, req.themes))
+        if "error" in answer:
+            raise QueryError(modality, answer["error"])
         return {"modality": modality, "k": len(answer["general"]), **answer}
+
+    @serve.batch(**DEFAULT_BATCH, max_concurrent_batches=4)  # stages overlap across batches
+    async def _pipeline(self, queries: list[tuple]) -> list[dict[str, Any]]:
+        """Concurrent requests travel together: one Encoder, one Fusion and one
+        Rerank call per modality in the batch, not three calls per request (the
+        hops, not the models, are most of a request's CPU on a small machine)."""
+        out: list[dict[str, Any]] = [{}] * len(queries)
+
+        async def run(modality: str) -> None:
+            idx = [i for i, q in enumerate(queries) if q[0] == modality]
+            encoded = await self.encoder.encode.remote(modality, [queries[i][1] for i in idx])
+            found = await self.fusion.search.remote(modality, encoded,
+                                                    [queries[i][2] for i in idx])
+            answers = await self.rerank_handle.answer.remote(found, [queries[i][3] for i in idx])
+            for i, a in zip(idx, answers, strict=True):
+                out[i] = a
+
+        await asyncio.gather(*(run(m) for m in sorted({q[0] for q in queries})))
+        return out
 
 
 # ---------------------------------------------------------------- application
@@ -330,7 +363,7 @@ def app_builder(args: dict[str, Any]) -> Any:
     use_gpu (the encoder, fusion and rerank models on CUDA when present); k_graph;
     torch_threads (intra-op threads of the encoder and fusion replicas; 0 = Ray's
     default, the replica's num_cpus);
-    batch (user_config of Encoder and Fusion) and ingress (user_config of Ingress)
+    batch (batching user_config of Ingress, Encoder, Fusion) and ingress (Ingress's)
     as starting values; a config file's deployments section overrides them."""
     from culturesim_ray.pipeline.ray_env import set_safe_env
 
@@ -354,7 +387,7 @@ def app_builder(args: dict[str, Any]) -> Any:
 
     use_gpu = bool(args.get("use_gpu", False))
     batch = {**DEFAULT_BATCH, **(args.get("batch") or {})}
-    ingress = {**DEFAULT_INGRESS, **(args.get("ingress") or {})}
+    ingress = {**DEFAULT_INGRESS, **batch, **(args.get("ingress") or {})}
     threads = int(args.get("torch_threads", 0))
     encoder = Encoder.options(user_config=batch).bind(where(paths.embed), use_gpu, threads)
     fusion = Fusion.options(user_config=batch).bind(
