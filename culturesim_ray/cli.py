@@ -121,7 +121,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_train(args.embed_dir, args.out, num_workers=args.workers, use_gpu=args.gpu,
               stages=stages, steps_per_epoch=args.steps_per_epoch, hidden=args.hidden,
               out_dim=args.out_dim, queue_size=args.queue_size,
-              cpus_per_worker=args.cpus_per_worker)
+              cpus_per_worker=args.cpus_per_worker, graph=args.graph, relations=args.relations)
     return 0
 
 
@@ -294,6 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--out-dim", type=int, default=64)
     p.add_argument("--queue-size", type=int, default=256)
+    p.add_argument("--graph", choices=["homo", "hetero"], default="homo",
+                   help="homo: one GNN per modality; hetero: one graph with a node type per "
+                        "modality and cross-modal edges (artifact_id, --relations)")
+    p.add_argument("--relations", help="relations file (CSV/JSONL/Parquet: src_item, dst_item"
+                                       "[, relation]); bad rows go to relations_quarantine.jsonl")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("report", help="PNG figures and an HTML report of a run")

@@ -65,6 +65,14 @@ def run_encoder_kwargs(embed_dir: str, modality: str) -> tuple[str, dict[str, An
     return name, {}
 
 
+def train_relations(train_dir: str | Path) -> str | None:
+    """The relations file a train run's graphs were built with (None: none, or no manifest)."""
+    path = io.join(str(train_dir), "manifest.json")
+    if not io.exists(path):
+        return None
+    return io.read_json(path).get("config", {}).get("relations")
+
+
 def load_fusion_model(train_dir: str | Path, device: str = "cpu") -> Any:
     """The trained CultureSim model of a train run (weights only, never unpickled code)."""
     import torch

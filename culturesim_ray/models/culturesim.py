@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from culturesim_ray.models.branch import GNNBranch
+from culturesim_ray.models.branch import SELF_RELATION, GNNBranch, HeteroBranch
 from culturesim_ray.models.fusion import CrossModalFusion
 from culturesim_ray.models.heads import ProjectionHead, ThemeHeads
 
@@ -23,12 +23,24 @@ from culturesim_ray.models.heads import ProjectionHead, ThemeHeads
 @dataclass
 class ModalityGraph:
     """One modality's items: features (n, d), edges (2, E), culture index (n,),
-    and per-item theme membership (n, T) bool."""
+    per-item theme membership (n, T) bool, and edges from other modalities'
+    items: (source modality, relation) -> (2, E') (source row, row here), which
+    the hetero variant uses."""
 
     x: Tensor
     edge_index: Tensor
     culture: Tensor
     themes: Tensor
+    incoming: dict[tuple[str, str], Tensor] = field(default_factory=dict)
+
+
+def edge_dict(graphs: dict[str, ModalityGraph]) -> dict[tuple[str, str, str], Tensor]:
+    """Every edge of the graphs by edge type (source, relation, destination)."""
+    edges = {(m, SELF_RELATION, m): g.edge_index for m, g in graphs.items()}
+    for m, g in graphs.items():
+        for (src, rel), ei in g.incoming.items():
+            edges[(src, rel, m)] = ei
+    return edges
 
 
 @dataclass
@@ -42,6 +54,10 @@ class CultureSimConfig:
     fusion: str = "attention"
     heads: int = 4
     dropout: float = 0.1
+    # "homo": one GNN per modality over its own graph; "hetero": one graph with a
+    # node type per modality, cross-modal edge types [source, relation, destination]
+    graph: str = "homo"
+    relations: list[list[str]] = field(default_factory=list)
 
 
 class CultureSim(nn.Module):
@@ -49,9 +65,21 @@ class CultureSim(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.modalities = sorted(cfg.in_dims)
-        self.branches = nn.ModuleDict({
-            m: GNNBranch(d, cfg.hidden, cfg.layers, cfg.conv, cfg.dropout)  # type: ignore[arg-type]
-            for m, d in cfg.in_dims.items()})
+        if cfg.graph == "homo":
+            self.branches = nn.ModuleDict({
+                m: GNNBranch(d, cfg.hidden, cfg.layers, cfg.conv, cfg.dropout)  # type: ignore[arg-type]
+                for m, d in cfg.in_dims.items()})
+        elif cfg.graph == "hetero":
+            for et in cfg.relations:
+                if len(et) != 3 or et[0] not in cfg.in_dims or et[2] not in cfg.in_dims:
+                    raise ValueError(f"relation {et}: expected [source, relation, destination] "
+                                     f"over the modalities {sorted(cfg.in_dims)}")
+            self.branches = nn.ModuleDict({
+                m: HeteroBranch(m, d, [(s, r) for s, r, t in cfg.relations if t == m],
+                                cfg.hidden, cfg.layers, cfg.conv, cfg.dropout)  # type: ignore[arg-type]
+                for m, d in cfg.in_dims.items()})
+        else:
+            raise ValueError(f"unknown graph {cfg.graph!r} (homo or hetero)")
         self.fusion = CrossModalFusion(cfg.hidden, len(self.modalities), cfg.heads,
                                        cfg.fusion, cfg.dropout)  # type: ignore[arg-type]
         # culture tokens are standardised per modality across cultures (batch
@@ -70,14 +98,26 @@ class CultureSim(nn.Module):
             if m in self.branches:
                 self.branches[m].center.copy_(g.x.mean(dim=0).to(self.branches[m].center))
 
+    def layer_inputs(self, graphs: dict[str, ModalityGraph]) -> dict[str, list[Tensor]]:
+        """Per modality, the item states entering each conv layer, then the branch
+        output: [raw projection, after layer 1, ..., after the last layer]."""
+        present = [m for m in self.modalities if m in graphs]
+        h = {m: self.branches[m].project(graphs[m].x) for m in present}
+        out = {m: [h[m]] for m in present}
+        edges = edge_dict(graphs) if self.cfg.graph == "hetero" else {}
+        for i in range(self.cfg.layers):
+            if self.cfg.graph == "hetero":
+                h = {m: self.branches[m].layer(i, h, edges) for m in present}
+            else:
+                h = {m: self.branches[m].conv_layer(i, h[m], graphs[m].edge_index)
+                     for m in present}
+            for m in present:
+                out[m].append(h[m])
+        return out
+
     def item_states(self, graphs: dict[str, ModalityGraph]) -> dict[str, Tensor]:
         """Per modality (n, hidden): branch output + raw projection."""
-        out = {}
-        for m in self.modalities:
-            if m in graphs:
-                h, raw = self.branches[m](graphs[m].x, graphs[m].edge_index)
-                out[m] = h + raw
-        return out
+        return {m: states[-1] + states[0] for m, states in self.layer_inputs(graphs).items()}
 
     def normalize_tokens(self, modality: str, tokens: Tensor) -> Tensor:
         """Standardise (n, hidden) culture tokens of one modality: batch statistics

@@ -144,6 +144,7 @@ def run_train(embed_dir: str, out: str, num_workers: int = 2, use_gpu: bool = Fa
               stages: tuple[tuple[int, int], ...] = DEFAULT_STAGES, steps_per_epoch: int = 10,
               hidden: int = 128, out_dim: int = 64, queue_size: int = 256, seed: int = 0,
               max_failures: int = 2, cpus_per_worker: float | None = None,
+              graph: str = "homo", relations: str | None = None,
               log: Any = print) -> dict[str, Any]:
     from culturesim_ray.pipeline.embed import read_embeddings
     from culturesim_ray.pipeline.ray_env import init_ray
@@ -151,10 +152,21 @@ def run_train(embed_dir: str, out: str, num_workers: int = 2, use_gpu: bool = Fa
     from culturesim_ray.training.data import build_training_data
 
     started = time.time()
-    data = build_training_data(read_embeddings(embed_dir))
-    mcfg = CultureSimConfig(data.in_dims, data.themes, hidden=hidden, out=out_dim)
+    if relations and not io.is_s3(relations):  # serving rebuilds the graphs from the manifest
+        relations = str(Path(relations).absolute())
+    data = build_training_data(read_embeddings(embed_dir), relations_path=relations)
+    mcfg = CultureSimConfig(data.in_dims, data.themes, hidden=hidden, out=out_dim, graph=graph,
+                            relations=data.relations if graph == "hetero" else [])
     log(f"train: {len(data.cultures)} cultures, modalities {sorted(data.graphs)}, "
-        f"themes {data.themes}, {num_workers} workers")
+        f"themes {data.themes}, {graph} graph, {num_workers} workers")
+    if graph == "hetero":
+        log(f"train: cross-modal edge types {[tuple(r) for r in data.relations] or 'none'}")
+    if data.quarantined_relations:
+        qpath = Path(out) / "relations_quarantine.jsonl"
+        qpath.parent.mkdir(parents=True, exist_ok=True)
+        qpath.write_text("".join(json.dumps(q, default=str) + "\n"
+                                 for q in data.quarantined_relations))
+        log(f"train: {len(data.quarantined_relations)} relations rows quarantined -> {qpath}")
     init_ray()
     outp = Path(out).absolute()
     config = {"data": data, "model": asdict(mcfg), "step": asdict(StepConfig()),
@@ -173,8 +185,10 @@ def run_train(embed_dir: str, out: str, num_workers: int = 2, use_gpu: bool = Fa
     io.write_table(table, str(outp / "culture_embeddings.parquet"))
     position = json.loads(st["position"])
     manifest = io.manifest("train", {"num_workers": num_workers, "stages": stages,
-                                     "steps_per_epoch": steps_per_epoch, "model": asdict(mcfg)},
-                           {"cultures": len(data.cultures), "steps": position["step"]}, started,
+                                     "steps_per_epoch": steps_per_epoch, "model": asdict(mcfg),
+                                     "relations": relations},
+                           {"cultures": len(data.cultures), "steps": position["step"],
+                            "relations_quarantined": len(data.quarantined_relations)}, started,
                            history=position["history"], resumes=position["resumes"])
     io.write_json(manifest, str(outp / "manifest.json"))
     log(f"train: {position['step']} steps; culture embeddings -> {outp / 'culture_embeddings.parquet'}")

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from torch import Tensor
 from culturesim_ray import io, runs
 from culturesim_ray.encoders import build_encoder
 from culturesim_ray.encoders.base import EncodeResult
+from culturesim_ray.models.branch import HeteroBranch
 from culturesim_ray.models.culturesim import CultureSim, ModalityGraph
 
 MODALITY_FIELDS = {"text": "text", "image": "image", "sequence": "sequence"}
@@ -99,19 +100,17 @@ class FusionPredictor:
         self._layers: dict[str, list[Tensor]] = {}
         device = next(model.parameters()).device
         with torch.inference_mode():
-            for m in self.modalities:
-                g = graphs[m]
-                x = g.x.to(device)
-                branch = model.branches[m]
-                h = branch.project(x)
-                layers = [h]
-                for conv, norm in zip(branch.convs, branch.norms, strict=True):
-                    h = h + norm(conv(h, g.edge_index.to(device)))
-                    layers.append(h)
-                self._layers[m] = layers[:-1]  # each conv's input states
-                index = faiss.IndexFlatIP(x.shape[1])
-                index.add(_normalise(g.x.cpu().numpy()))
-                self._index[m] = index
+            graphs = {m: replace(graphs[m], x=graphs[m].x.to(device),
+                                 edge_index=graphs[m].edge_index.to(device),
+                                 incoming={t: e.to(device) for t, e in graphs[m].incoming.items()})
+                      for m in self.modalities}
+            # each conv layer's input states of every corpus item (the corpus
+            # does not change when a query arrives: queries only receive)
+            self._layers = {m: s[:-1] for m, s in model.layer_inputs(graphs).items()}
+        for m in self.modalities:
+            index = faiss.IndexFlatIP(graphs[m].x.shape[1])
+            index.add(_normalise(graphs[m].x.cpu().numpy()))
+            self._index[m] = index
 
     @classmethod
     def from_run(cls, train_dir: str, embed_dir: str, device: str = "cpu",
@@ -119,7 +118,8 @@ class FusionPredictor:
         from culturesim_ray.training.data import build_training_data
 
         model = runs.load_fusion_model(train_dir, device)
-        data = build_training_data(runs.read_embeddings(embed_dir), k=k_graph)
+        data = build_training_data(runs.read_embeddings(embed_dir), k=k_graph,
+                                   relations_path=runs.train_relations(train_dir))
         return cls(model, data.graphs, k_graph)
 
     def neighbours(self, modality: str, vectors: np.ndarray) -> np.ndarray:
@@ -146,9 +146,15 @@ class FusionPredictor:
         edge_index = torch.stack([src, dst])
         raw = branch.project(torch.as_tensor(vectors, dtype=torch.float32, device=device))
         h = raw
-        for layer, (conv, norm) in enumerate(zip(branch.convs, branch.norms, strict=True)):
+        hetero = isinstance(branch, HeteroBranch)
+        for layer in range(len(branch.convs)):
             xs = torch.cat([self._layers[modality][layer][uniq], h])
-            h = h + norm(conv(xs, edge_index)[len(uniq):])
+            if hetero:  # the query has no cross-modal edges: other types give only their root term
+                states = {m: self._layers[m][layer][:0] for m in self.modalities}
+                states[modality] = xs
+                h = branch.layer(layer, states, {branch.edge_types[0]: edge_index})[len(uniq):]
+            else:
+                h = branch.conv_layer(layer, xs, edge_index)[len(uniq):]
         return h + raw
 
     @torch.inference_mode()

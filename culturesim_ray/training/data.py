@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import torch
 
+from culturesim_ray.graph.hetero import (
+    Relations,
+    artifact_links,
+    cross_modal_types,
+    item_index,
+    read_relations,
+    split_edges,
+)
 from culturesim_ray.graph.knn import artifact_edges, knn_edges
 from culturesim_ray.models.culturesim import ModalityGraph
 
@@ -17,6 +26,8 @@ class TrainingData:
     graphs: dict[str, ModalityGraph]
     cultures: list[str]
     themes: list[str]
+    relations: list[list[str]] = field(default_factory=list)  # cross-modal edge types
+    quarantined_relations: list[dict] = field(default_factory=list)
 
     @property
     def in_dims(self) -> dict[str, int]:
@@ -24,10 +35,14 @@ class TrainingData:
 
 
 def build_training_data(tables: dict[str, pa.Table], k: int = 10,
-                        min_theme_items: int = 2) -> TrainingData:
+                        min_theme_items: int = 2, relations_path: str | None = None,
+                        s3: Any = None) -> TrainingData:
     """tables: modality -> embeddings (item_id, culture, vector, themes[, artifact_id]).
 
-    Cultures and themes are sorted; a theme needs `min_theme_items` items overall."""
+    Cultures and themes are sorted; a theme needs `min_theme_items` items overall.
+    Each modality's graph: kNN + shared artifact_id + same-modality relations of
+    the optional relations file; cross-modal links (artifact_id, relations) go to
+    `ModalityGraph.incoming` for the hetero variant (`graph.hetero`)."""
     if not tables:
         raise ValueError("no embeddings to train on")
     cultures = sorted({c for t in tables.values() for c in t.column("culture").to_pylist()})
@@ -40,6 +55,10 @@ def build_training_data(tables: dict[str, pa.Table], k: int = 10,
     themes = sorted(th for th, c in counts.items() if c >= min_theme_items)
     pos = {c: i for i, c in enumerate(cultures)}
     tpos = {th: i for i, th in enumerate(themes)}
+    rel = artifact_links(tables, Relations())
+    if relations_path:
+        read_relations(relations_path, item_index(tables), rel, s3)
+    same, incoming = split_edges(rel.edges(), sorted(tables))
     graphs = {}
     for m, t in sorted(tables.items()):
         col = t.column("vector").combine_chunks()
@@ -53,8 +72,10 @@ def build_training_data(tables: dict[str, pa.Table], k: int = 10,
                     if th in tpos:
                         member[i, tpos[th]] = True
         ei, _ = knn_edges(x, k)
+        extra = list(same[m])
         if "artifact_id" in t.column_names:
-            ai, _ = artifact_edges(t.column("artifact_id").to_pylist())
-            ei = torch.unique(torch.cat([ei, ai], dim=1), dim=1)
-        graphs[m] = ModalityGraph(x, ei, culture, member)
-    return TrainingData(graphs, cultures, themes)
+            extra.append(artifact_edges(t.column("artifact_id").to_pylist())[0])
+        if extra:
+            ei = torch.unique(torch.cat([ei, *extra], dim=1), dim=1)
+        graphs[m] = ModalityGraph(x, ei, culture, member, incoming[m])
+    return TrainingData(graphs, cultures, themes, cross_modal_types(rel), rel.quarantined)

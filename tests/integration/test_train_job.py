@@ -65,3 +65,38 @@ def test_killed_worker_resumes_at_the_same_step_with_the_same_queue(ray_session,
     steps = [h["step"] for h in hist]
     assert steps == sorted(set(steps)) and steps == [3 * (i + 1) for i in range(len(steps))]
     assert manifest["counts"]["steps"] == steps[-1]
+
+
+def test_hetero_training_with_a_relations_file_and_serving_its_model(ray_session, trained_run,
+                                                                  tmp_path):
+    """The hetero variant end to end: a relations file links texts to flags (one bad
+    row quarantined), Ray Train trains it, and the serving predictor rebuilds the
+    same graph from the run's manifest."""
+    import json
+
+    import numpy as np
+
+    from culturesim_ray.pipeline.train import run_train
+    from culturesim_ray.serving.predictor import FusionPredictor
+
+    rel = tmp_path / "relations.csv"
+    rel.write_text("src_item,dst_item,relation\n"
+                   "turkish-0,turkish-flag,depicts\ngreek-1,greek-flag,depicts\n"
+                   "persian-0,persian-9,depicts\n")
+    embed = str(trained_run / "embed")
+    manifest = run_train(embed, str(tmp_path / "train"), num_workers=1,
+                         stages=((1, 1), (2, 1), (3, 1)), steps_per_epoch=2, hidden=32,
+                         out_dim=16, queue_size=16, graph="hetero", relations=str(rel),
+                         log=lambda *_: None)
+    cfg = json.loads((tmp_path / "train" / "model_config.json").read_text())
+    assert cfg["graph"] == "hetero"
+    assert ["image", "depicts", "text"] in cfg["relations"]
+    assert ["text", "depicts", "image"] in cfg["relations"]
+    assert manifest["counts"]["relations_quarantined"] == 1
+    bad = (tmp_path / "train" / "relations_quarantine.jsonl").read_text().splitlines()
+    assert "'persian-9' is not an item" in json.loads(bad[0])["reason"]
+    pred = FusionPredictor.from_run(str(tmp_path / "train"), embed)
+    q = np.random.default_rng(0).normal(size=(2, 384)).astype(np.float32)
+    general = pred.general(pred.fuse("text", q))
+    assert general.shape == (2, 16) and np.isfinite(general).all()
+    np.testing.assert_allclose(np.linalg.norm(general, axis=1), 1.0, rtol=1e-5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 
 from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig
@@ -11,12 +12,16 @@ from culturesim_ray.models.queue import MoCoQueue
 from culturesim_ray.training.step import StepConfig, moco_step
 from synthetic_data import synthetic
 
+HETERO = {"graph": "hetero",
+          "relations": [["image", "artifact", "text"], ["text", "artifact", "image"]]}
 
-def test_moco_steps_lower_the_loss_and_fill_queues():
+
+@pytest.mark.parametrize("variant", [{}, HETERO], ids=["homo", "hetero"])
+def test_moco_steps_lower_the_loss_and_fill_queues(variant):
     torch.manual_seed(0)
-    graphs = synthetic()
+    graphs = synthetic(cross=bool(variant))
     model = CultureSim(CultureSimConfig({"text": 24, "image": 16}, ["music", "craft"],
-                                        hidden=32, out=16))
+                                        hidden=32, out=16, **variant))
     key_model = copy.deepcopy(model)
     queues = {h: MoCoQueue(16, 64) for h in ["general", "music", "craft"]}
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)

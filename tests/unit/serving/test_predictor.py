@@ -4,13 +4,15 @@ per-theme re-ranking agree with brute force in float64."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
 
-from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig, ModalityGraph
+from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig
 from culturesim_ray.serving.predictor import (
     FusionPredictor,
     NeighborTable,
@@ -23,12 +25,15 @@ from culturesim_ray.serving.predictor import (
 from synthetic_data import synthetic
 
 
-@pytest.fixture(scope="module", params=["sage", "gat"])
+@pytest.fixture(scope="module", params=["sage", "gat", "sage-hetero", "gat-hetero"])
 def model_and_graphs(request):
     torch.manual_seed(0)
-    graphs = synthetic(n_cultures=6, per=8)
+    conv, _, graph = request.param.partition("-")
+    graphs = synthetic(n_cultures=6, per=8, cross=bool(graph))
+    relations = [["image", "artifact", "text"], ["text", "artifact", "image"]] if graph else []
     cfg = CultureSimConfig({m: int(g.x.shape[1]) for m, g in graphs.items()},
-                           ["food", "music"], hidden=32, out=16, conv=request.param)
+                           ["food", "music"], hidden=32, out=16, conv=conv,
+                           graph=graph or "homo", relations=relations)
     model = CultureSim(cfg).eval()
     with torch.no_grad():  # move every weight away from its init so no identity hides a bug
         for p in model.parameters():
@@ -44,11 +49,12 @@ def _augmented(graphs, modality, q, nbrs, n_cultures):
     b, k = nbrs.shape
     extra = torch.stack([torch.as_tensor(nbrs.reshape(-1)),
                          torch.arange(n, n + b).repeat_interleave(k)])
-    aug = dict(graphs)
-    aug[modality] = ModalityGraph(
-        torch.cat([g.x, torch.as_tensor(q)]), torch.cat([g.edge_index, extra], dim=1),
-        torch.cat([g.culture, torch.arange(n_cultures, n_cultures + b)]),
-        torch.cat([g.themes, torch.zeros(b, g.themes.shape[1], dtype=torch.bool)]))
+    aug = dict(graphs)  # cross-modal edges (hetero) keep their rows: the queries come last
+    aug[modality] = replace(
+        g, x=torch.cat([g.x, torch.as_tensor(q)]),
+        edge_index=torch.cat([g.edge_index, extra], dim=1),
+        culture=torch.cat([g.culture, torch.arange(n_cultures, n_cultures + b)]),
+        themes=torch.cat([g.themes, torch.zeros(b, g.themes.shape[1], dtype=torch.bool)]))
     return aug
 
 

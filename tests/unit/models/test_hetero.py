@@ -1,0 +1,146 @@
+"""The heterogeneous variant (SPEC M3): relations files, cross-modal edges, and a
+model in which modalities interact inside the graph."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pyarrow as pa
+import pytest
+import torch
+
+from culturesim_ray.graph.hetero import RelationsError, item_index, read_relations
+from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig
+from culturesim_ray.training.data import build_training_data
+from culturesim_ray.training.stages import StageConfig, param_groups
+from synthetic_data import synthetic
+
+RELATIONS = [["image", "artifact", "text"], ["text", "artifact", "image"]]
+
+
+def _model(conv="sage", graph="hetero"):
+    torch.manual_seed(0)
+    cfg = CultureSimConfig({"text": 24, "image": 16}, ["music"], hidden=32, out=16, conv=conv,
+                           graph=graph, relations=RELATIONS if graph == "hetero" else [])
+    model = CultureSim(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def _tables():
+    def table(modality, items, cultures, artifacts):
+        n = len(items)
+        vec = torch.randn(n, 4, generator=torch.Generator().manual_seed(len(modality)))
+        return pa.table({"item_id": items, "culture": cultures, "modality": [modality] * n,
+                         "vector": pa.FixedSizeListArray.from_arrays(
+                             pa.array(vec.reshape(-1).numpy()), 4),
+                         "themes": [["music"]] * n, "artifact_id": artifacts})
+    return {"text": table("text", ["t0", "t1", "t2", "t3"], ["A", "A", "B", "B"],
+                          ["art-1", None, None, None]),
+            "image": table("image", ["i0", "i1"], ["A", "B"], ["art-1", None])}
+
+
+@pytest.mark.parametrize("conv", ["sage", "gat"])
+def test_modalities_interact_inside_the_hetero_graph_only(conv):
+    graphs = synthetic(cross=True)
+    hetero, homo = _model(conv), _model(conv, "homo")
+    moved = dict(graphs)
+    moved["image"] = replace(graphs["image"], x=graphs["image"].x + 1.0)
+    with torch.no_grad():
+        for model, interacts in ((hetero, True), (homo, False)):
+            before = model.item_states(graphs)["text"]
+            after = model.item_states(moved)["text"]
+            # text items linked to an image see the image change only in the hetero graph
+            assert (not torch.allclose(before, after, atol=1e-6)) is interacts
+
+
+def test_hetero_model_is_permutation_equivariant_across_modalities():
+    graphs = synthetic(cross=True)
+    model = _model()
+    n = len(graphs["image"].x)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(3))
+    inv = torch.empty_like(perm)
+    inv[perm] = torch.arange(n)  # old row -> new row
+    img, text = graphs["image"], graphs["text"]
+    permuted = dict(graphs)
+    permuted["image"] = replace(
+        img, x=img.x[perm], culture=img.culture[perm], themes=img.themes[perm],
+        edge_index=inv[img.edge_index],
+        incoming={k: torch.stack([e[0], inv[e[1]]]) for k, e in img.incoming.items()})
+    permuted["text"] = replace(
+        text, incoming={k: torch.stack([inv[e[0]], e[1]]) for k, e in text.incoming.items()})
+    with torch.no_grad():
+        a, b = model.item_states(graphs), model.item_states(permuted)
+        torch.testing.assert_close(b["image"], a["image"][perm], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(b["text"], a["text"], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(model(permuted, 8)["general"], model(graphs, 8)["general"],
+                                   atol=1e-5, rtol=1e-5)
+
+
+def test_hetero_model_without_a_modality_runs_on_the_rest():
+    graphs = synthetic(cross=True)
+    model = _model()
+    text_only = {"text": replace(graphs["text"], incoming={})}
+    with torch.no_grad():
+        out = model(text_only, 8)
+    assert out["general"].shape == (8, 16) and torch.isfinite(out["general"]).all()
+
+
+def test_stage_one_freezes_the_cross_modal_convolutions_too():
+    model = _model()
+    groups = param_groups(model, 1, StageConfig())
+    frozen = {id(p) for g in groups if g["lr"] == 0.0 for p in g["params"]}
+    cross = [p for n, p in model.named_parameters() if "artifact" in n]
+    assert cross and all(id(p) in frozen for p in cross)
+    top = param_groups(model, 2, StageConfig())[1]  # stage 2 opens the top layer first
+    assert top["lr"] > 0 and any(id(p) in {id(q) for q in top["params"]} for p in cross)
+
+
+def test_relations_file_rows_become_symmetric_edges_and_bad_rows_are_quarantined(tmp_path):
+    rows = [{"src_item": "t1", "dst_item": "i1", "relation": "depicts"},   # cross-modal
+            {"src_item": "t0", "dst_item": "t3"},                          # same modality
+            {"src_item": "t0", "dst_item": "nope"},                         # unknown item
+            {"src_item": "t2", "dst_item": "t2"},                           # itself
+            {"src_item": "t2", "dst_item": "i0", "relation": "Bad Name"},
+            {"src_item": "t2", "relation": "x"},                            # no dst_item
+            {"src_item": "t2", "dst_item": "i0", "relation": "similar"}]    # reserved
+    path = tmp_path / "rel.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = build_training_data(_tables(), k=1, relations_path=str(path))
+    reasons = [q["reason"] for q in data.quarantined_relations]
+    assert len(reasons) == 5
+    assert "dst_item: 'nope' is not an item" in reasons[0]
+    assert "same item" in reasons[1] and "relation: 'Bad Name'" in reasons[2]
+    assert "dst_item: missing" in reasons[3] and "reserved" in reasons[4]
+    assert [q["source_row"] for q in data.quarantined_relations][0].endswith("rel.jsonl:3")
+    img, text = data.graphs["image"], data.graphs["text"]
+    # depicts: t1 <-> i1 both ways; artifact_id art-1: t0 <-> i0 both ways
+    assert img.incoming[("text", "depicts")].tolist() == [[1], [1]]
+    assert text.incoming[("image", "depicts")].tolist() == [[1], [1]]
+    assert img.incoming[("text", "artifact")].tolist() == [[0], [0]]
+    assert sorted(map(tuple, data.relations)) == [
+        ("image", "artifact", "text"), ("image", "depicts", "text"),
+        ("text", "artifact", "image"), ("text", "depicts", "image")]
+    # the same-modality relation joins the text graph, both ways
+    pairs = set(map(tuple, text.edge_index.T.tolist()))
+    assert (0, 3) in pairs and (3, 0) in pairs
+
+
+def test_relations_file_without_its_columns_is_an_error(tmp_path):
+    path = tmp_path / "rel.csv"
+    path.write_text("from,to\nt0,t1\n")
+    with pytest.raises(RelationsError, match="no src_item / dst_item column"):
+        read_relations(str(path), item_index(_tables()))
+    with pytest.raises(RelationsError, match="not found"):
+        read_relations(str(tmp_path / "missing.csv"), item_index(_tables()))
+
+
+def test_unknown_graph_or_relation_modality_is_rejected():
+    with pytest.raises(ValueError, match="unknown graph"):
+        CultureSim(CultureSimConfig({"text": 4}, graph="tree"))
+    with pytest.raises(ValueError, match=r"relation \['audio', 'x', 'text'\]"):
+        CultureSim(CultureSimConfig({"text": 4}, graph="hetero",
+                                    relations=[["audio", "x", "text"]]))
