@@ -200,3 +200,21 @@ def test_per_dim_large_values_take_the_torch_path():
     got = S.trimmed_per_dim(t(x), t(y)).numpy()
     np.testing.assert_allclose(got, ref_pairs(per_dim_ref, x, y), atol=1e-6)
     assert np.isfinite(got).all()
+
+
+@pytest.mark.parametrize("q", [0.05, 0.1, 0.3])
+def test_per_dim_cpu_kernel_on_embedding_like_vectors(q):
+    """d = 384 unit vectors (the kernel's counting grid, the gathered band and the
+    quickselect fallback for identical vectors), float32 and float64 products."""
+    rng = np.random.default_rng(13)
+    centres = rng.normal(size=(5, 384))
+    x = centres[rng.integers(0, 5, 80)] + 0.6 * rng.normal(size=(80, 384))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    y = x[:60].copy()
+    y[10:] += 0.02 * rng.normal(size=(50, 384))  # y[:10] equal x[:10]: sigma = 0
+    ref = ref_pairs(lambda a, b: per_dim_ref(a, b, q), x, y)
+    np.testing.assert_allclose(S.trimmed_per_dim(t(x), t(y), q).numpy(), ref, atol=2e-6)
+    assert 40 < np.abs(x * 250).max() < 300  # products in float64
+    big = S.trimmed_per_dim(t(x * 250), t(y * 250), q).numpy()
+    np.testing.assert_allclose(big, ref_pairs(lambda a, b: per_dim_ref(a, b, q), x * 250,
+                                              y * 250), atol=2e-6)
