@@ -55,29 +55,13 @@ from culturesim_ray.serving.predictor import (
     format_answer,
     named,
 )
+from culturesim_ray.serving.replica import apply_batch_config, freeze_gc, set_threads
 
 DEFAULT_BATCH = {"max_batch_size": 16, "batch_wait_timeout_s": 0.002}
 DEFAULT_INGRESS = {"default_k": 5, "max_k": 50, "max_request_bytes": 2_000_000, **DEFAULT_BATCH}
 
 
 # ---------------------------------------------------------------- deployments
-def _set_threads(n: int) -> None:
-    """Ray caps a replica's torch/OpenMP threads at its num_cpus (1 for a fraction);
-    n > 0 sets the intra-op threads explicitly (latency on an idle CPU)."""
-    if n > 0:
-        import torch
-
-        torch.set_num_threads(n)
-
-
-def _apply_batch_config(cfg: dict[str, Any], *methods: Any) -> None:
-    size = int(cfg.get("max_batch_size", DEFAULT_BATCH["max_batch_size"]))
-    wait = float(cfg.get("batch_wait_timeout_s", DEFAULT_BATCH["batch_wait_timeout_s"]))
-    for m in methods:
-        m.set_max_batch_size(size)
-        m.set_batch_wait_timeout_s(wait)
-
-
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, user_config=DEFAULT_BATCH)
 class Encoder:
     """Query payloads -> base embeddings of the run's encoders, batched per modality.
@@ -85,14 +69,15 @@ class Encoder:
     back as (vector or None, error or None)."""
 
     def __init__(self, embed_dir: str, use_gpu: bool = False, torch_threads: int = 0) -> None:
-        _set_threads(torch_threads)
+        set_threads(torch_threads)
         self.device = pick_device(use_gpu)
         self.encoders = QueryEncoders(embed_dir, self.device)
         for m in self.encoders.modalities:  # load every model now, not on the first request
             self.encoders.encoder(m)
+        freeze_gc()
 
     def reconfigure(self, cfg: dict[str, Any]) -> None:
-        _apply_batch_config(cfg, self.encode)
+        apply_batch_config(cfg, DEFAULT_BATCH, self.encode)
 
     async def modalities(self) -> list[str]:
         return self.encoders.modalities
@@ -128,13 +113,14 @@ class Fusion:
 
     def __init__(self, train_dir: str, embed_dir: str, use_gpu: bool = False,
                  k_graph: int = 10, torch_threads: int = 0) -> None:
-        _set_threads(torch_threads)
+        set_threads(torch_threads)
         device = pick_device(use_gpu)
         self.fusion = FusionPredictor.from_run(train_dir, embed_dir, device, k_graph)
         self.retriever = Retriever.from_run(train_dir, use_gpu=device.startswith("cuda"))
+        freeze_gc()
 
     def reconfigure(self, cfg: dict[str, Any]) -> None:
-        _apply_batch_config(cfg, self.search)
+        apply_batch_config(cfg, DEFAULT_BATCH, self.search)
 
     async def info(self) -> dict[str, Any]:
         return {"cultures": self.retriever.cultures, "modalities": self.fusion.modalities}
@@ -174,6 +160,7 @@ class Rerank:
                                                train_dir)
         self.cultures = self.reranker.cultures
         self.position = {c: i for i, c in enumerate(self.cultures)}
+        freeze_gc()
 
     async def themes(self) -> list[str]:
         return self.reranker.themes
@@ -229,10 +216,11 @@ class Ingress:
                                if allpairs_dir else None)
         self.cfg = dict(DEFAULT_INGRESS)
         self._info: dict[str, Any] | None = None
+        freeze_gc()
 
     def reconfigure(self, cfg: dict[str, Any]) -> None:
         self.cfg = {**DEFAULT_INGRESS, **cfg}
-        _apply_batch_config(self.cfg, self._pipeline)
+        apply_batch_config(self.cfg, DEFAULT_BATCH, self._pipeline)
 
     async def info(self) -> dict[str, Any]:
         if self._info is None:
