@@ -2,8 +2,8 @@
 
 The heterogeneous graph has one node type per modality and edge types
 (source modality, relation, destination modality):
-- (m, "similar", m): the modality's own item graph (kNN, shared artifact_id,
-  same-modality relations), the one the homogeneous branches use;
+- (m, "similar", m): the modality's own item graph (kNN plus the
+  same-modality pairs below), the one the homogeneous branches use;
 - (a, "artifact", b), a != b: items of different modalities sharing an artifact_id;
 - (a, REL, b): pairs from an optional relations file.
 
@@ -68,8 +68,8 @@ def item_index(tables: dict[str, pa.Table]) -> dict[str, tuple[str, int]]:
 
 
 def artifact_links(tables: dict[str, pa.Table], into: Relations | None = None) -> Relations:
-    """Items of different modalities that share an artifact_id, as "artifact" edges
-    (the same-modality ones are part of each modality's own graph)."""
+    """Items that share an artifact_id, as "artifact" edges (within a modality they
+    join that modality's own graph, see `split_edges`)."""
     rel = into if into is not None else Relations()
     groups: dict[str, list[tuple[str, int]]] = defaultdict(list)
     for m, t in sorted(tables.items()):
@@ -80,8 +80,7 @@ def artifact_links(tables: dict[str, pa.Table], into: Relations | None = None) -
     for members in groups.values():
         for x, a in enumerate(members):
             for b in members[x + 1:]:
-                if a[0] != b[0]:
-                    rel.add(a, b, ARTIFACT_RELATION)
+                rel.add(a, b, ARTIFACT_RELATION)
     return rel
 
 

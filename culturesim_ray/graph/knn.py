@@ -1,17 +1,13 @@
-"""Per-modality item kNN graphs (FAISS) plus explicit relation edges.
+"""Per-modality item kNN graphs (FAISS); explicit relations are in graph/hetero.py.
 
 `knn_edges(x, k)`: every item linked to its k most cosine-similar items
 (exact FAISS inner-product search on normalised vectors), both directions
-kept, weights = cosine. `artifact_edges(artifact_ids)`: items that share an
-`artifact_id` linked to each other. Edges come back as (edge_index (2, E)
-int64, weight (E,) float32), the torch_geometric convention; duplicates are
-merged keeping the largest weight.
+kept, weights = cosine. Edges come back as (edge_index (2, E) int64, weight
+(E,) float32), the torch_geometric convention; duplicates are merged keeping
+the largest weight.
 """
 
 from __future__ import annotations
-
-from collections import defaultdict
-from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -38,23 +34,6 @@ def knn_edges(x: np.ndarray | Tensor, k: int = 10) -> tuple[Tensor, Tensor]:
     return coalesce_max(np.concatenate([src[keep], dst[keep]]),
                         np.concatenate([dst[keep], src[keep]]),
                         np.concatenate([w[keep], w[keep]]), n)
-
-
-def artifact_edges(artifact_ids: Sequence[str | None]) -> tuple[Tensor, Tensor]:
-    """Edges (weight 1) between all items that share an artifact_id."""
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, a in enumerate(artifact_ids):
-        if a:
-            groups[a].append(i)
-    src, dst = [], []
-    for members in groups.values():
-        for i in members:
-            for j in members:
-                if i != j:
-                    src.append(i)
-                    dst.append(j)
-    ei = torch.tensor([src, dst], dtype=torch.long).view(2, -1)
-    return ei, torch.ones(ei.shape[1])
 
 
 def coalesce_max(src: np.ndarray, dst: np.ndarray, w: np.ndarray, n: int) -> tuple[Tensor, Tensor]:

@@ -17,7 +17,7 @@ from culturesim_ray.graph.hetero import (
     read_relations,
     split_edges,
 )
-from culturesim_ray.graph.knn import artifact_edges, knn_edges
+from culturesim_ray.graph.knn import knn_edges
 from culturesim_ray.models.culturesim import ModalityGraph
 
 
@@ -72,10 +72,7 @@ def build_training_data(tables: dict[str, pa.Table], k: int = 10,
                     if th in tpos:
                         member[i, tpos[th]] = True
         ei, _ = knn_edges(x, k)
-        extra = list(same[m])
-        if "artifact_id" in t.column_names:
-            extra.append(artifact_edges(t.column("artifact_id").to_pylist())[0])
-        if extra:
-            ei = torch.unique(torch.cat([ei, *extra], dim=1), dim=1)
+        if same[m]:  # shared artifact_id, relations file
+            ei = torch.unique(torch.cat([ei, *same[m]], dim=1), dim=1)
         graphs[m] = ModalityGraph(x, ei, culture, member, incoming[m])
     return TrainingData(graphs, cultures, themes, cross_modal_types(rel), rel.quarantined)

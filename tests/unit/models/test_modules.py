@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from culturesim_ray.graph.knn import artifact_edges, knn_edges
+from culturesim_ray.graph.knn import knn_edges
 from culturesim_ray.models.branch import GNNBranch
 from culturesim_ray.models.fusion import CrossModalFusion
 from culturesim_ray.models.heads import ProjectionHead, ThemeHeads
@@ -26,14 +26,12 @@ def test_gnn_branch_is_permutation_equivariant(conv):
     torch.testing.assert_close(raw2, raw[perm])
 
 
-def test_knn_graph_symmetric_without_self_loops_and_artifact_edges():
+def test_knn_graph_symmetric_without_self_loops():
     x = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
     ei, w = knn_edges(x, 1)
     pairs = set(map(tuple, ei.T.tolist()))
     assert pairs == {(0, 1), (1, 0), (2, 3), (3, 2)}
     assert torch.all(w > 0.9)
-    ai, aw = artifact_edges(["a", None, "a", "b"])
-    assert set(map(tuple, ai.T.tolist())) == {(0, 2), (2, 0)} and aw.tolist() == [1.0, 1.0]
 
 
 @pytest.mark.parametrize("variant", ["attention", "transformer", "mlp"])
