@@ -40,8 +40,9 @@ class GNNBranch(nn.Module):
 
     def __init__(self, in_dim: int, hidden: int = 256, layers: int = 2,
                  conv: Literal["sage", "gat"] = "sage", dropout: float = 0.1,
-                 heads: int = 4) -> None:
+                 heads: int = 4, modality: str = "items") -> None:
         super().__init__()
+        self.modality = modality
         if not 1 <= layers <= 4:
             raise ValueError(f"layers must be 1..4, got {layers}")
         self.input = nn.Linear(in_dim, hidden)
@@ -61,8 +62,16 @@ class GNNBranch(nn.Module):
         return self.input(x - self.center)
 
     def conv_layer(self, i: int, h: Tensor, edge_index: Tensor) -> Tensor:
-        """Layer i: h + dropout(norm(conv(h)))."""
+        """Layer i over this modality's own graph: h + dropout(norm(conv(h)))."""
         return h + self.dropout(self.norms[i](self.convs[i](h, edge_index)))
+
+    def layer(self, i: int, states: dict[str, Tensor],
+              edges: dict[tuple[str, str, str], Tensor]) -> Tensor:
+        """This modality's states after layer i, given every modality's input to
+        layer i and the edges by type (the interface both branch kinds share;
+        this one reads only its own states and its own graph)."""
+        own = (self.modality, SELF_RELATION, self.modality)
+        return self.conv_layer(i, states[self.modality], edges[own])
 
     def forward(self, x: Tensor, edge_index: Tensor) -> tuple[Tensor, Tensor]:
         """x (n, in_dim), edge_index (2, E) -> (branch output (n, hidden), raw projection (n, hidden))."""
@@ -88,10 +97,9 @@ class HeteroBranch(GNNBranch):
     def __init__(self, modality: str, in_dim: int, incoming: Sequence[tuple[str, str]] = (),
                  hidden: int = 256, layers: int = 2, conv: Literal["sage", "gat"] = "sage",
                  dropout: float = 0.1, heads: int = 4) -> None:
-        self.modality = modality
         self.edge_types = [(modality, SELF_RELATION, modality),
                            *[(src, rel, modality) for src, rel in incoming]]
-        super().__init__(in_dim, hidden, layers, conv, dropout, heads)
+        super().__init__(in_dim, hidden, layers, conv, dropout, heads, modality)
 
     def _make_convs(self, conv: str, hidden: int, layers: int, heads: int) -> nn.ModuleList:
         with warnings.catch_warnings():  # by design only this modality is a destination here
@@ -111,13 +119,9 @@ class HeteroBranch(GNNBranch):
         out = self.convs[i](states, used)[self.modality]
         return states[self.modality] + self.dropout(self.norms[i](out))
 
-    def forward(self, x: Tensor, edge_index: Tensor) -> tuple[Tensor, Tensor]:
-        """This modality alone (no other modality's states): its own graph only."""
-        raw = self.project(x)
-        h = raw
-        for i in range(len(self.convs)):
-            h = self.layer(i, {self.modality: h}, {self.edge_types[0]: edge_index})
-        return h, raw
+    def conv_layer(self, i: int, h: Tensor, edge_index: Tensor) -> Tensor:
+        """Layer i with this modality alone (no other modality's states): its own graph."""
+        return self.layer(i, {self.modality: h}, {self.edge_types[0]: edge_index})
 
 
 _NO_EDGES = torch.zeros(2, 0, dtype=torch.long)

@@ -67,7 +67,8 @@ class CultureSim(nn.Module):
         self.modalities = sorted(cfg.in_dims)
         if cfg.graph == "homo":
             self.branches = nn.ModuleDict({
-                m: GNNBranch(d, cfg.hidden, cfg.layers, cfg.conv, cfg.dropout)  # type: ignore[arg-type]
+                m: GNNBranch(d, cfg.hidden, cfg.layers, cfg.conv, cfg.dropout,  # type: ignore[arg-type]
+                             modality=m)
                 for m, d in cfg.in_dims.items()})
         elif cfg.graph == "hetero":
             for et in cfg.relations:
@@ -104,13 +105,9 @@ class CultureSim(nn.Module):
         present = [m for m in self.modalities if m in graphs]
         h = {m: self.branches[m].project(graphs[m].x) for m in present}
         out = {m: [h[m]] for m in present}
-        edges = edge_dict(graphs) if self.cfg.graph == "hetero" else {}
-        for i in range(self.cfg.layers):
-            if self.cfg.graph == "hetero":
-                h = {m: self.branches[m].layer(i, h, edges) for m in present}
-            else:
-                h = {m: self.branches[m].conv_layer(i, h[m], graphs[m].edge_index)
-                     for m in present}
+        edges = edge_dict(graphs)
+        for i in range(self.cfg.layers):  # every branch advances one layer at a time
+            h = {m: self.branches[m].layer(i, h, edges) for m in present}
             for m in present:
                 out[m].append(h[m])
         return out

@@ -35,7 +35,7 @@ from torch import Tensor
 from culturesim_ray import io, runs
 from culturesim_ray.encoders import build_encoder
 from culturesim_ray.encoders.base import EncodeResult
-from culturesim_ray.models.branch import HeteroBranch
+from culturesim_ray.models.branch import SELF_RELATION
 from culturesim_ray.models.culturesim import CultureSim, ModalityGraph
 
 MODALITY_FIELDS = {"text": "text", "image": "image", "sequence": "sequence"}
@@ -146,15 +146,13 @@ class FusionPredictor:
         edge_index = torch.stack([src, dst])
         raw = branch.project(torch.as_tensor(vectors, dtype=torch.float32, device=device))
         h = raw
-        hetero = isinstance(branch, HeteroBranch)
+        own = (modality, SELF_RELATION, modality)
         for layer in range(len(branch.convs)):
-            xs = torch.cat([self._layers[modality][layer][uniq], h])
-            if hetero:  # the query has no cross-modal edges: other types give only their root term
-                states = {m: self._layers[m][layer][:0] for m in self.modalities}
-                states[modality] = xs
-                h = branch.layer(layer, states, {branch.edge_types[0]: edge_index})[len(uniq):]
-            else:
-                h = branch.conv_layer(layer, xs, edge_index)[len(uniq):]
+            # the query nodes after their neighbours; other modalities' states are
+            # empty: a query has no cross-modal edges (hetero: only root terms)
+            states = {m: self._layers[m][layer][:0] for m in self.modalities}
+            states[modality] = torch.cat([self._layers[modality][layer][uniq], h])
+            h = branch.layer(layer, states, {own: edge_index})[len(uniq):]
         return h + raw
 
     @torch.inference_mode()
