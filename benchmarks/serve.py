@@ -15,13 +15,20 @@ process (this script with --load), bounded in requests and seconds:
   vs off (max_batch_size 1, set through user_config): requests/s and
   batching_gain = rps on / rps off.
 
-    python benchmarks/serve.py [--quick] [--json PATH] [--cultures N]
+The text encoder runs in --precision (default auto: bfloat16 on a CPU with
+AVX512-BF16, as the service does), the floor in the same precision. Ray
+Serve runs in the data-plane mode ray_env.SERVE_ENV sets unless the
+environment says otherwise (e.g. RAY_SERVE_THROUGHPUT_OPTIMIZED=0 for the
+classic actor-call data plane, to compare).
+
+    python benchmarks/serve.py [--quick] [--json PATH] [--cultures N] [--precision P]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -188,6 +195,8 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--torch-threads", type=int, default=0,
                     help="intra-op threads of the encoder and fusion replicas (0: Ray's cap)")
+    ap.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"),
+                    help="the text encoder's dtype, in the service and the floor")
     ap.add_argument("--load")  # internal: be the load generator for this URL
     ap.add_argument("--mode", default="closed")
     ap.add_argument("--requests", type=int, default=100)
@@ -204,7 +213,7 @@ def main() -> None:
 
     from ray import serve
 
-    from culturesim_ray.pipeline.ray_env import init_ray
+    from culturesim_ray.pipeline.ray_env import SERVE_ENV, init_ray
     from culturesim_ray.pipeline.serve import app_builder
     from culturesim_ray.serving.predictor import RunPaths, SimilarityService
 
@@ -217,8 +226,9 @@ def main() -> None:
     print(f"run with {n_cultures} cultures made in {time.perf_counter() - t:.1f} s")
 
     # in-process floor
-    svc = SimilarityService(RunPaths.of(str(root)))
+    svc = SimilarityService(RunPaths.of(str(root)), precision=args.precision)
     svc.similar("text", QUERIES[0], k=10)  # warm
+    precision = svc.encoders.encoder("text").precision
     floor = []
     for i in range(n_seq):
         t = time.perf_counter()
@@ -238,7 +248,8 @@ def main() -> None:
         cfg = {"max_batch_size": batch, "batch_wait_timeout_s": 0.002 if batch > 1 else 0.0}
         serve.run(app_builder({"run_dir": str(root), "batch": cfg,
                                "ingress": {"default_k": 10},
-                               "torch_threads": args.torch_threads}),
+                               "torch_threads": args.torch_threads,
+                               "precision": args.precision}),
                   name="culturesim", route_prefix="/")
         run_load(url, "closed", 1, n=10, seconds=30)  # warm every replica
 
@@ -253,14 +264,16 @@ def main() -> None:
     serve.shutdown()
 
     p50_floor = statistics.median(floor)
-    res = {"cultures": n_cultures,
+    serve_env = {k: os.environ.get(k) for k in SERVE_ENV}
+    res = {"cultures": n_cultures, "precision": precision, "serve_env": serve_env,
            "p50_ms": open_loop["p50_ms"], "p95_ms": open_loop["p95_ms"],
            "p99_ms": open_loop["p99_ms"], "rate": args.rate, "rps": on["rps"],
            "batching_gain": on["rps"] / off["rps"],
            "http_over_inprocess": seq["p50_ms"] / p50_floor,
            "inprocess_p50_ms": p50_floor, "sequential": seq, "open_loop": open_loop,
            "closed_batching_on": on, "closed_batching_off": off}
-    print(f"\nPOST /v1/similar, text queries, k=10, {n_cultures} cultures, 2 CPUs")
+    print(f"\nPOST /v1/similar, text queries, k=10, {n_cultures} cultures, 2 CPUs, "
+          f"text encoder in {precision}, {serve_env}")
     print(f"{'load':<40}{'n':>6}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'req/s':>8}  codes")
     print(f"{'in-process predictor (floor)':<40}{len(floor):>6}{p50_floor:>9.1f}"
           f"{percentile(floor, 95):>9.1f}{percentile(floor, 99):>9.1f}{'':>8}")

@@ -152,7 +152,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from culturesim_ray.pipeline.serve_deploy import run_local
 
-    run_local(args.run_dir, host=args.host, port=args.port, use_gpu=args.gpu)
+    run_local(args.run_dir, host=args.host, port=args.port, use_gpu=args.gpu,
+              precision=args.precision)
     return 0
 
 
@@ -329,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--gpu", action="store_true", help="models on CUDA when present")
+    p.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"),
+                   help="the query text encoder's dtype (auto: bfloat16 where the "
+                        "hardware computes it natively)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("continue-melody", help="continue a melody with a trained melody LSTM")

@@ -6,6 +6,14 @@ None for an encoded item and a reason for one that could not be read (its
 vector row is then all NaN and must not be used).
 """
 
-from culturesim_ray.encoders.base import Encoder, EncodeResult, build_encoder, pick_device
+from culturesim_ray.encoders.base import (
+    PRECISIONS,
+    Encoder,
+    EncodeResult,
+    build_encoder,
+    pick_device,
+    resolve_precision,
+)
 
-__all__ = ["EncodeResult", "Encoder", "build_encoder", "pick_device"]
+__all__ = ["PRECISIONS", "EncodeResult", "Encoder", "build_encoder", "pick_device",
+           "resolve_precision"]

@@ -29,6 +29,26 @@ def pick_device(use_gpu: bool = True) -> str:
     return "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
 
 
+PRECISIONS = ("float32", "bfloat16", "auto")
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """The dtype a model runs in: "float32", "bfloat16", or "auto" = bfloat16 where
+    the hardware computes it natively (CUDA with bf16; a CPU with AVX512-BF16 or
+    AMX), else float32. Emulated bf16 would be slower than float32, not faster."""
+    import torch
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    if str(device).startswith("cuda"):
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    native = any(getattr(torch.cpu, f, lambda: False)()
+                 for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return "bfloat16" if native else "float32"
+
+
 def read_uri(uri: str, storage_options: dict | None = None) -> bytes:
     """Bytes of a local path or s3:// object.
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from culturesim_ray.encoders.base import EncodeResult, l2_normalize
+from culturesim_ray.encoders.base import EncodeResult, l2_normalize, resolve_precision
 
 
 def minilm_path() -> str:
@@ -29,6 +29,11 @@ class MiniLMEncoder:
     device: where the model runs ("cpu" or "cuda"); chosen by the caller.
     max_length: tokens kept per text (default 256, the model's training length).
     chunk: texts per forward pass; texts are sorted by length so a pass pads little.
+    precision: the transformer's weights and activations: "float32" (the default:
+    corpus embedding), "bfloat16" or "auto" (see encoders.base.resolve_precision).
+    Pooling and normalisation stay in float32. On an AVX512-BF16 CPU bfloat16 halves
+    a short query's forward pass (12.2 -> 6.7 ms, one thread) and keeps cosine
+    >= 0.996 with the float32 vector on the demo corpus's texts.
     """
 
     name = "minilm"
@@ -37,7 +42,7 @@ class MiniLMEncoder:
     normalized = True
 
     def __init__(self, device: str = "cpu", max_length: int = 256, chunk: int = 32,
-                 model_path: str | None = None) -> None:
+                 model_path: str | None = None, precision: str = "float32") -> None:
         from transformers import AutoModel, AutoTokenizer
 
         path = model_path or minilm_path()
@@ -45,7 +50,9 @@ class MiniLMEncoder:
         self.max_length = max_length
         self.chunk = chunk
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.model = AutoModel.from_pretrained(path, local_files_only=True).to(self.device).eval()
+        self.precision = resolve_precision(precision, device)
+        self.model = AutoModel.from_pretrained(path, local_files_only=True).to(
+            self.device, dtype=getattr(torch, self.precision)).eval()
         if self.model.config.hidden_size != self.dim:
             raise ValueError(f"{path}: hidden size {self.model.config.hidden_size} != {self.dim}")
 
@@ -59,10 +66,11 @@ class MiniLMEncoder:
             enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
                                  max_length=self.max_length, return_tensors="pt").to(self.device)
             hidden = self.model(**enc).last_hidden_state  # (b, t, 384)
+            hidden = hidden.to(torch.promote_types(hidden.dtype, torch.float32))
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (b, t, 1)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
             pooled = torch.nn.functional.normalize(pooled, dim=-1)
-            out[idx] = pooled.float().cpu().numpy()
+            out[idx] = pooled.cpu().numpy()
         return EncodeResult(out, [None] * len(texts))
 
 

@@ -1,7 +1,8 @@
 """Starting or joining Ray the way this project needs it.
 
 Environment defaults (set only where the user has not set them): listeners on
-127.0.0.1 for a local instance, no usage stats, offline model hubs.
+127.0.0.1 for a local instance, no usage stats, offline model hubs, and Ray
+Serve's throughput-optimised data plane without direct ingress (SERVE_ENV).
 """
 
 from __future__ import annotations
@@ -17,23 +18,39 @@ SAFE_ENV = {
     "TOKENIZERS_PARALLELISM": "false",
 }
 
+# Ray Serve's documented throughput mode: replicas talk to each other over gRPC
+# instead of Ray actor calls, user code and the router run on the replica's own
+# event loop, the GC is frozen after start-up, replica logs go to files only
+# (RAY_SERVE_LOG_TO_STDERR=1 brings them back). Direct ingress stays off: clients
+# keep one HTTP proxy port (http_options), which load-balances the Ingress
+# replicas. Read when Serve's processes start, so it must be set before Ray
+# starts (init_ray does; cluster.yaml exports it before `ray start`).
+# Measured (benchmarks/serve.py setup, 20 req/s): CPU per request 48 -> 41 ms,
+# p99 65 -> 57 ms with the bf16 query encoder.
+SERVE_ENV = {
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
+}
 
-def set_safe_env() -> None:
-    for k, v in SAFE_ENV.items():
+
+def set_safe_env() -> dict[str, str]:
+    """Apply the defaults where unset; returns the values now in effect."""
+    for k, v in {**SAFE_ENV, **SERVE_ENV}.items():
         os.environ.setdefault(k, v)
+    return {k: os.environ[k] for k in (*SAFE_ENV, *SERVE_ENV)}
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None,
              object_store_memory: int | None = None, **kwargs: Any) -> None:
     """Join the cluster named by `address` or RAY_ADDRESS (as under `ray job submit`),
     else start a private local instance. A no-op when Ray is already initialised."""
-    set_safe_env()
+    env = set_safe_env()
     import ray
 
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    runtime_env = {"env_vars": {k: os.environ[k] for k in SAFE_ENV}}
+    runtime_env = {"env_vars": env}
     if address:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True, **kwargs)
         return

@@ -35,7 +35,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from culturesim_ray import io
-from culturesim_ray.encoders import pick_device
+from culturesim_ray.encoders import pick_device, resolve_precision
 from culturesim_ray.serving.api import (
     CulturesResponse,
     ErrorResponse,
@@ -68,10 +68,11 @@ class Encoder:
     Each call carries a list of payloads (an Ingress batch); each payload comes
     back as (vector or None, error or None)."""
 
-    def __init__(self, embed_dir: str, use_gpu: bool = False, torch_threads: int = 0) -> None:
+    def __init__(self, embed_dir: str, use_gpu: bool = False, torch_threads: int = 0,
+                 precision: str = "auto") -> None:
         set_threads(torch_threads)
         self.device = pick_device(use_gpu)
-        self.encoders = QueryEncoders(embed_dir, self.device)
+        self.encoders = QueryEncoders(embed_dir, self.device, precision=precision)
         for m in self.encoders.modalities:  # load every model now, not on the first request
             self.encoders.encoder(m)
         freeze_gc()
@@ -350,7 +351,8 @@ def app_builder(args: dict[str, Any]) -> Any:
     RUN/embed, RUN/train, RUN/allpairs), or embed_dir + train_dir [+ allpairs_dir];
     use_gpu (the encoder, fusion and rerank models on CUDA when present); k_graph;
     torch_threads (intra-op threads of the encoder and fusion replicas; 0 = Ray's
-    default, the replica's num_cpus);
+    default, the replica's num_cpus); precision (the text encoder's dtype: auto,
+    float32 or bfloat16; auto = bfloat16 where the CPU or GPU computes it natively);
     batch (batching user_config of Ingress, Encoder, Fusion) and ingress (Ingress's)
     as starting values; a config file's deployments section overrides them."""
     from culturesim_ray.pipeline.ray_env import set_safe_env
@@ -377,7 +379,10 @@ def app_builder(args: dict[str, Any]) -> Any:
     batch = {**DEFAULT_BATCH, **(args.get("batch") or {})}
     ingress = {**DEFAULT_INGRESS, **batch, **(args.get("ingress") or {})}
     threads = int(args.get("torch_threads", 0))
-    encoder = Encoder.options(user_config=batch).bind(where(paths.embed), use_gpu, threads)
+    precision = str(args.get("precision", "auto"))
+    resolve_precision(precision, "cpu")  # a ValueError naming a bad value, before deploying
+    encoder = Encoder.options(user_config=batch).bind(where(paths.embed), use_gpu, threads,
+                                                      precision)
     fusion = Fusion.options(user_config=batch).bind(
         where(paths.train), where(paths.embed), use_gpu, int(args.get("k_graph", 10)), threads)
     rerank = Rerank.bind(where(paths.train), use_gpu)

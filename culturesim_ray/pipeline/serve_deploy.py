@@ -9,7 +9,7 @@ from culturesim_ray.pipeline.serve import app_builder
 
 
 def run_local(run_dir: str, host: str = "127.0.0.1", port: int = 8000,
-              use_gpu: bool = False, blocking: bool = True) -> str:
+              use_gpu: bool = False, blocking: bool = True, precision: str = "auto") -> str:
     """`culturesim serve`: start Ray (local) and Serve, deploy the app on the run's
     model; returns the base URL. With blocking, serve until interrupted."""
     import time
@@ -19,8 +19,8 @@ def run_local(run_dir: str, host: str = "127.0.0.1", port: int = 8000,
     init_ray()
     serve.start(http_options={"host": host, "port": port},
                 logging_config={"enable_access_log": False})
-    serve.run(app_builder({"run_dir": run_dir, "use_gpu": use_gpu}), name="culturesim",
-              route_prefix="/")
+    serve.run(app_builder({"run_dir": run_dir, "use_gpu": use_gpu, "precision": precision}),
+              name="culturesim", route_prefix="/")
     url = f"http://{host}:{port}"
     if blocking:
         print(f"serving {run_dir} at {url}  (OpenAPI page {url}/docs; Ctrl-C stops)")

