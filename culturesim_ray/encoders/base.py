@@ -43,7 +43,8 @@ def resolve_precision(precision: str, device: str) -> str:
     if precision != "auto":
         return precision
     if str(device).startswith("cuda"):
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+        return "bfloat16" if native else "float32"
     native = any(getattr(torch.cpu, f, lambda: False)()
                  for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
     return "bfloat16" if native else "float32"

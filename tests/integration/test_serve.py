@@ -223,3 +223,20 @@ def test_killed_replica_recovers_while_requests_flow(service):
     assert len(after) >= 5 and all(s == 200 for s in after[-5:]), after[-20:]
     assert 200 in statuses[:killed_at]
     assert not [s for s in statuses if 400 <= s < 500], "a good request got a 4xx"
+
+
+def test_serve_processes_run_the_throughput_data_plane(service):
+    """ray_env.SERVE_ENV reaches the cluster's workers: gRPC between replicas, user
+    code on the replica's loop, the proxy kept (no direct ingress), as Serve's own
+    constants read it there."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    def serve_constants() -> tuple[bool, bool, bool]:
+        from ray.serve._private import constants as c
+
+        return (c.RAY_SERVE_USE_GRPC_BY_DEFAULT, c.RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD,
+                c.RAY_SERVE_ENABLE_DIRECT_INGRESS)
+
+    assert ray.get(serve_constants.remote()) == (True, False, False)
+    assert requests.get(f"{service}/healthz", timeout=30).status_code == 200  # via the proxy
