@@ -39,6 +39,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from culturesim_ray.encoders.base import PRECISIONS  # noqa: E402
+
 QUERIES = [
     "Ottoman tiles decorate the mosques of Istanbul.",
     "A festival of lanterns lights the old town at new year.",
@@ -195,7 +197,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--torch-threads", type=int, default=0,
                     help="intra-op threads of the encoder and fusion replicas (0: Ray's cap)")
-    ap.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"),
+    ap.add_argument("--precision", default="auto", choices=PRECISIONS,
                     help="the text encoder's dtype, in the service and the floor")
     ap.add_argument("--load")  # internal: be the load generator for this URL
     ap.add_argument("--mode", default="closed")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from culturesim_ray.config import AllPairsConfig, EmbedConfig, S3Config, load_yaml
+from culturesim_ray.encoders.base import PRECISIONS
 
 
 def _embed_config(args: argparse.Namespace) -> EmbedConfig:
@@ -330,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--gpu", action="store_true", help="models on CUDA when present")
-    p.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"),
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="the query text encoder's dtype (auto: bfloat16 where the "
                         "hardware computes it natively)")
     p.set_defaults(func=cmd_serve)
