@@ -20,12 +20,13 @@ SAFE_ENV = {
 
 # Ray Serve's documented throughput mode: replicas call each other over gRPC
 # instead of Ray actor calls (the proxy -> Ingress hop stays one), user code and
-# the router run on the replica's own event loop, the GC is frozen after
-# start-up, replica logs go to files only (RAY_SERVE_LOG_TO_STDERR=1 brings
-# them back). Direct ingress stays off: clients
+# the router run on the replica's own event loop, replica logs go to files only
+# (RAY_SERVE_LOG_TO_STDERR=1 brings them back). Direct ingress stays off: clients
 # keep one HTTP proxy port (http_options), which load-balances the Ingress
 # replicas. Read when Serve's processes start, so it must be set before Ray
-# starts (init_ray does; cluster.yaml exports it before `ray start`).
+# starts (init_ray does; cluster.yaml exports it before `ray start`). (Serve
+# freezes each replica's GC after its constructor and first reconfigure in
+# either mode: RAY_SERVE_FREEZE_GC_ON_STARTUP, on by default.)
 # Measured (benchmarks/serve.py, 2,000 cultures, 20 req/s, 2 cores, float32
 # encoder): p99 85 -> 65 ms, closed-loop throughput 42 -> 45 req/s.
 SERVE_ENV = {

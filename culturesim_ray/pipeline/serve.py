@@ -55,7 +55,7 @@ from culturesim_ray.serving.predictor import (
     format_answer,
     named,
 )
-from culturesim_ray.serving.replica import apply_batch_config, freeze_gc, set_threads
+from culturesim_ray.serving.replica import apply_batch_config, set_threads
 
 DEFAULT_BATCH = {"max_batch_size": 16, "batch_wait_timeout_s": 0.002}
 DEFAULT_INGRESS = {"default_k": 5, "max_k": 50, "max_request_bytes": 2_000_000, **DEFAULT_BATCH}
@@ -75,7 +75,6 @@ class Encoder:
         self.encoders = QueryEncoders(embed_dir, self.device, precision=precision)
         for m in self.encoders.modalities:  # load every model now, not on the first request
             self.encoders.encoder(m)
-        freeze_gc()
 
     def reconfigure(self, cfg: dict[str, Any]) -> None:
         apply_batch_config(cfg, DEFAULT_BATCH, self.encode)
@@ -118,7 +117,6 @@ class Fusion:
         device = pick_device(use_gpu)
         self.fusion = FusionPredictor.from_run(train_dir, embed_dir, device, k_graph)
         self.retriever = Retriever.from_run(train_dir, use_gpu=device.startswith("cuda"))
-        freeze_gc()
 
     def reconfigure(self, cfg: dict[str, Any]) -> None:
         apply_batch_config(cfg, DEFAULT_BATCH, self.search)
@@ -161,7 +159,6 @@ class Rerank:
                                                train_dir)
         self.cultures = self.reranker.cultures
         self.position = {c: i for i, c in enumerate(self.cultures)}
-        freeze_gc()
 
     async def themes(self) -> list[str]:
         return self.reranker.themes
@@ -217,7 +214,6 @@ class Ingress:
                                if allpairs_dir else None)
         self.cfg = dict(DEFAULT_INGRESS)
         self._info: dict[str, Any] | None = None
-        freeze_gc()
 
     def reconfigure(self, cfg: dict[str, Any]) -> None:
         self.cfg = {**DEFAULT_INGRESS, **cfg}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from typing import Any
 
 
@@ -14,15 +13,6 @@ def set_threads(n: int) -> None:
         import torch
 
         torch.set_num_threads(n)
-
-
-def freeze_gc() -> None:
-    """After a replica has loaded its models: move every object it holds into the
-    GC's permanent generation, so later collections do not walk model objects
-    (full collections of a transformers heap were tail-latency spikes: p99 at
-    20 req/s 94-116 ms before, 76 ms after)."""
-    gc.collect()
-    gc.freeze()
 
 
 def apply_batch_config(cfg: dict[str, Any], defaults: dict[str, Any], *methods: Any) -> None:
