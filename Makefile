@@ -12,7 +12,7 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
 export HF_HUB_OFFLINE=1
 export TRANSFORMERS_OFFLINE=1
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-fast lint bench clean
 
 install: $(STAMP)
 
@@ -28,6 +28,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q -ra --durations=15
+
+# the unit tests only (pure code, no Ray): under 2 minutes here
+test-fast: install
+	$(BIN)/python -m pytest -q -ra tests/unit
 
 lint: install
 	$(BIN)/ruff check culturesim_ray jobs tests benchmarks

@@ -171,7 +171,7 @@ def make_run(root: Path, n_cultures: int, per: int = 3, steps: int = 20) -> Path
     model.set_centers(data.graphs)
     key = CultureSim(cfg)
     key.load_state_dict(model.state_dict())
-    queues = {h: MoCoQueue(cfg.out, 256) for h in ["general", *cfg.themes]}
+    queues = {h: MoCoQueue(cfg.head_dim(h), 256) for h in ["general", *cfg.themes]}
     opt = torch.optim.AdamW(param_groups(model, 1, StageConfig()))
     gen = torch.Generator().manual_seed(1)
     for _ in range(steps):

@@ -128,7 +128,7 @@ def main() -> None:
         model = CultureSim(mcfg)
         model.set_centers(data.graphs)
         key = copy.deepcopy(model)
-        queues = {h: MoCoQueue(mcfg.out, 256) for h in ["general", *mcfg.themes]}
+        queues = {h: MoCoQueue(mcfg.head_dim(h), 256) for h in ["general", *mcfg.themes]}
         opt = torch.optim.AdamW(param_groups(model, 1, stcfg))
         gen = torch.Generator().manual_seed(1)
         n_steps, t_plain = 0, 0.0

@@ -71,8 +71,19 @@ def _allpairs_config(args: argparse.Namespace) -> AllPairsConfig:
         "similarity": args.similarity, "k": args.k, "block_rows": args.block_rows,
         "pooling": args.pooling, "modality": args.modality, "dense_limit": args.dense_limit,
         "prefilter": args.prefilter, "nlist": args.nlist, "nprobe": args.nprobe,
+        "set_block": args.set_block,
     }
     data.update({k: v for k, v in overrides.items() if v is not None})
+    if args.set_option:
+        import yaml
+
+        options = dict(data.get("set_options", {}))
+        for part in args.set_option:
+            name, sep, value = part.partition("=")
+            if not sep or not name:
+                raise ValueError(f"--set-option expects NAME=VALUE, got {part!r}")
+            options[name] = yaml.safe_load(value)  # 0.5 -> float, 64 -> int, null -> None
+        data["set_options"] = options
     if args.alpha:
         alpha = {}
         for part in args.alpha:
@@ -91,8 +102,14 @@ def _allpairs_config(args: argparse.Namespace) -> AllPairsConfig:
 def add_allpairs_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file with AllPairsConfig fields (flags override it)")
     p.add_argument("--similarity", help="cosine (default), dot, euclidean, l1, ndd, "
-                   "log_scaled, hybrid, poincare, per_dim, mahalanobis")
-    p.add_argument("-k", type=int, help="neighbours per culture (default 10)")
+                   "log_scaled, hybrid, poincare, per_dim, mahalanobis; set-level (item-level "
+                   "input only): mmd, energy, sliced_wasserstein, confusion, centered_cosine")
+    p.add_argument("--set-option", nargs="*", metavar="NAME=VALUE",
+                   help="options of a set-level similarity, e.g. sigma=0.5 n_proj=64")
+    p.add_argument("--set-block", type=int, help="items per tile in set-level similarities "
+                   "(default 2048)")
+    p.add_argument("-k", type=int, help="neighbours per culture (default 10, lowered to N-1 "
+                   "when there are fewer cultures)")
     p.add_argument("--block-rows", type=int, help="rows per Ray task (default 1024)")
     p.add_argument("--pooling", choices=["mean", "median"])
     p.add_argument("--modality", choices=["text", "image", "sequence"])
@@ -122,7 +139,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_train(args.embed_dir, args.out, num_workers=args.workers, use_gpu=args.gpu,
               stages=stages, steps_per_epoch=args.steps_per_epoch, hidden=args.hidden,
               out_dim=args.out_dim, queue_size=args.queue_size,
-              cpus_per_worker=args.cpus_per_worker, graph=args.graph, relations=args.relations)
+              cpus_per_worker=args.cpus_per_worker, graph=args.graph, relations=args.relations,
+              holdout=args.holdout, raw_weight=args.raw_weight)
     return 0
 
 
@@ -146,7 +164,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from culturesim_ray.report.evaluate import run_evaluation
 
     run_evaluation(args.run_dir, _gold_path(args.gold), k=args.k, out=args.out,
-                   modality=args.modality, strict=args.strict)
+                   modality=args.modality, strict=args.strict, gold_kind=args.gold_kind)
     return 0
 
 
@@ -273,7 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("allpairs", help="culture-by-culture top-k similarity per theme")
-    p.add_argument("embeddings", help="an embed run dir, or a Parquet of item or culture vectors")
+    p.add_argument("embeddings", help="an embed run dir, a run dir (reads RUN/embed), a train "
+                   "run or all-pairs output dir (its culture_embeddings.parquet), or a Parquet "
+                   "of item or culture vectors")
     p.add_argument("--out", required=True)
     add_allpairs_args(p)
     p.set_defaults(func=cmd_allpairs)
@@ -301,6 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "modality and cross-modal edges (artifact_id, --relations)")
     p.add_argument("--relations", help="relations file (CSV/JSONL/Parquet: src_item, dst_item"
                                        "[, relation]); bad rows go to relations_quarantine.jsonl")
+    p.add_argument("--raw-weight", type=float, default=0.9,
+                   help="weight of the raw culture means in the general embedding (0: learned only)")
+    p.add_argument("--holdout", type=float, default=0.2,
+                   help="share of each culture's items never trained on (ids in OUT/holdout.parquet)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("report", help="PNG figures and an HTML report of a run")
@@ -323,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modality", default="text", choices=["text", "image", "sequence"])
     p.add_argument("--strict", action="store_true",
                    help="gold pairs naming unknown cultures are an error, not skipped")
+    p.add_argument("--gold-kind", default="similarity", choices=["similarity", "distance"],
+                   help="distance: bigger gold score = less similar (negated before scoring)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("serve", help="serve a run's model over HTTP (Ray Serve, local)")

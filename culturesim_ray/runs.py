@@ -91,6 +91,17 @@ def load_fusion_model(train_dir: str | Path, device: str = "cpu") -> Any:
     return model.to(device).eval()
 
 
+def raw_slots(train_dir: str | Path) -> dict[str, tuple[int, int]] | None:
+    """modality -> (start, stop) columns of the general embedding's raw residual
+    (`models.culturesim`), or None when the model has none."""
+    from culturesim_ray.models.culturesim import CultureSimConfig
+
+    cfg = CultureSimConfig(**io.read_json(io.join(str(train_dir), "model_config.json")))
+    if cfg.raw_weight <= 0:
+        return None
+    return {m: (cfg.slot(m).start, cfg.slot(m).stop) for m in sorted(cfg.in_dims)}
+
+
 def read_culture_embeddings(path: str | Path) -> dict[str, tuple[list[str], Any]]:
     """culture_embeddings.parquet -> head -> (cultures, (C, d) float32 array), cultures sorted."""
     import numpy as np

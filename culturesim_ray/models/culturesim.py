@@ -6,10 +6,22 @@ item graph; the branch output plus the projection of the raw embedding (M2,
 culture's modality tokens (a mask marks modalities it has no kept item of)
 are fused (M4), then projected: one general embedding (M5) and one per theme
 (M6), all L2-normalised.
+
+Raw residual (M2, concatenated; `raw_weight` w): the general embedding is
+[sqrt(w) * r, sqrt(1 - w) * p], where p is the projection head's output and r
+the culture's raw geometry: per modality the normalised mean of its kept items'
+L2-normalised input vectors, the modalities it has concatenated in
+`modalities` order and scaled by 1/sqrt(number present), absent ones zero. So
+the cosine of two cultures is w * (mean over shared modalities of the raw
+means' cosine, scaled by the modality counts) + (1 - w) * (learned cosine): the
+learned part is a correction to the geometry of the input encoders, which it
+can only move by (1 - w), instead of replacing it. A query of one modality is
+compared with the slot of that modality (`query_general`, `slot`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -58,11 +70,32 @@ class CultureSimConfig:
     # node type per modality, cross-modal edge types [source, relation, destination]
     graph: str = "homo"
     relations: list[list[str]] = field(default_factory=list)
+    # weight of the raw residual in the general embedding (0: learned only)
+    raw_weight: float = 0.0
+
+    @property
+    def raw_dim(self) -> int:
+        return sum(self.in_dims.values()) if self.raw_weight > 0 else 0
+
+    def head_dim(self, head: str) -> int:
+        """Dimension of a head's embedding: general = raw slots + projection."""
+        return self.out + (self.raw_dim if head == "general" else 0)
+
+    def slot(self, modality: str) -> slice:
+        """Columns of the general embedding that hold `modality`'s raw mean."""
+        start = 0
+        for m in sorted(self.in_dims):
+            if m == modality:
+                return slice(start, start + self.in_dims[m])
+            start += self.in_dims[m]
+        raise KeyError(f"no modality {modality!r} (modalities: {sorted(self.in_dims)})")
 
 
 class CultureSim(nn.Module):
     def __init__(self, cfg: CultureSimConfig) -> None:
         super().__init__()
+        if not 0.0 <= cfg.raw_weight < 1.0:
+            raise ValueError(f"raw_weight must be in [0, 1), got {cfg.raw_weight}")
         self.cfg = cfg
         self.modalities = sorted(cfg.in_dims)
         if cfg.graph == "homo":
@@ -150,6 +183,45 @@ class CultureSim(nn.Module):
         mask = torch.stack(masks, dim=1)
         return tokens, mask
 
+    def raw_vectors(self, graphs: dict[str, ModalityGraph], n_cultures: int,
+                    keep: dict[str, Tensor] | None = None) -> Tensor:
+        """(C, raw_dim) raw slots of every culture (see the module docstring)."""
+        ref = next(iter(graphs.values())).x
+        parts, present = [], []
+        for m in self.modalities:
+            d = self.cfg.in_dims[m]
+            if m not in graphs:
+                parts.append(ref.new_zeros(n_cultures, d))
+                present.append(torch.zeros(n_cultures, dtype=torch.bool, device=ref.device))
+                continue
+            x, c = nn.functional.normalize(graphs[m].x, dim=1), graphs[m].culture
+            if keep is not None and m in keep:
+                x, c = x[keep[m]], c[keep[m]]
+            sums = ref.new_zeros(n_cultures, d).index_add_(0, c, x)
+            has = torch.zeros(n_cultures, dtype=torch.bool, device=ref.device)
+            has[c] = True
+            parts.append(nn.functional.normalize(sums, dim=1) * has.unsqueeze(1))
+            present.append(has)
+        count = torch.stack(present, dim=1).sum(dim=1).clamp_min(1).to(ref.dtype)
+        return torch.cat(parts, dim=1) / count.sqrt().unsqueeze(1)
+
+    def general_embedding(self, projected: Tensor, raw: Tensor | None) -> Tensor:
+        """[sqrt(w) raw, sqrt(1 - w) projected], or `projected` when w = 0."""
+        w = self.cfg.raw_weight
+        if w <= 0:
+            return projected
+        return torch.cat([math.sqrt(w) * raw.to(projected.dtype),
+                          math.sqrt(1.0 - w) * projected], dim=1)
+
+    def query_general(self, fused: Tensor, modality: str, x: Tensor) -> Tensor:
+        """General embeddings of one-item queries of `modality` with inputs x (B, d)."""
+        projected = self.projection(fused)
+        if self.cfg.raw_weight <= 0:
+            return projected
+        raw = projected.new_zeros(len(x), self.cfg.raw_dim)
+        raw[:, self.cfg.slot(modality)] = nn.functional.normalize(x.to(raw.dtype), dim=1)
+        return self.general_embedding(projected, raw)
+
     def forward(self, graphs: dict[str, ModalityGraph], n_cultures: int,
                 keep: dict[str, Tensor] | None = None,
                 cultures: Tensor | None = None) -> dict[str, Tensor]:
@@ -160,7 +232,10 @@ class CultureSim(nn.Module):
         if cultures is None:
             cultures = mask.any(dim=1).nonzero().squeeze(1)
         fused = self.fusion(tokens[cultures], mask[cultures])
-        out = {"general": self.projection(fused), "cultures": cultures}
+        raw = self.raw_vectors(graphs, n_cultures, keep)[cultures] if self.cfg.raw_weight > 0 \
+            else None
+        out = {"general": self.general_embedding(self.projection(fused), raw),
+               "cultures": cultures}
         if self.theme_heads is not None:
             per_theme, gate = self.theme_heads(fused)
             out.update(per_theme)

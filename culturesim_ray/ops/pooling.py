@@ -30,11 +30,7 @@ def pool(vectors: np.ndarray, cultures: Sequence[str], themes: Sequence[Sequence
     if v.ndim != 2 or len(v) != len(cultures):
         raise ValueError(f"pool: vectors {v.shape} do not match {len(cultures)} cultures")
     v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-    groups: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
-    for i, c in enumerate(cultures):
-        groups[GENERAL][c].append(i)
-        for t in (themes[i] if themes is not None and themes[i] is not None else ()):
-            groups[t][c].append(i)
+    groups = head_groups(cultures, themes)
     out = {}
     for head in sorted(groups, key=lambda h: (h != GENERAL, h)):
         names = sorted(c for c, idx in groups[head].items() if len(idx) >= min_items)
@@ -44,3 +40,14 @@ def pool(vectors: np.ndarray, cultures: Sequence[str], themes: Sequence[Sequence
         mat = np.stack([agg(v[groups[head][c]], axis=0) for c in names]).astype(np.float32)
         out[head] = (names, mat)
     return out
+
+
+def head_groups(cultures: Sequence[str], themes: Sequence[Sequence[str] | None] | None = None
+                ) -> dict[str, dict[str, list[int]]]:
+    """head -> culture -> item indices: every item in "general", and in each of its themes."""
+    groups: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for i, c in enumerate(cultures):
+        groups[GENERAL][c].append(i)
+        for t in (themes[i] if themes is not None and themes[i] is not None else ()):
+            groups[t][c].append(i)
+    return groups

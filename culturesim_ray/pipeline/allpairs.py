@@ -1,28 +1,37 @@
 """The all-pairs theme-similarity job (SPEC J2, J3): Ray tasks over row blocks.
 
-Input: an embed run directory (item vectors, pooled to cultures here), an
-item-level Parquet (culture, vector[, themes]) or a culture-level Parquet
-(culture, head, vector), e.g. the trained model's export.
+Input (see `allpairs_input.resolve_input`): an embed run directory (item
+vectors, pooled to cultures here), a run directory RUN (read as RUN/embed), an
+item-level Parquet (culture, vector[, themes]), a culture-level Parquet
+(culture, head, vector), or a train run / all-pairs output directory (read as
+its culture_embeddings.parquet).
 
 Output directory::
 
-    OUT/culture_embeddings.parquet     culture, head, vector (what was compared)
+    OUT/culture_embeddings.parquet     culture, head, vector (what was compared;
+                                       pooled means for set-level similarities)
     OUT/blocks/<head>/<block>.parquet  one finished Ray task each (rerun skips them)
+    OUT/blocks/<head>/set-*.npy        set-level: the head's (C, C) matrix (rerun skips it)
     OUT/pairs.parquet                  theme, culture_a, culture_b, score, rank, similarity
     OUT/matrices/<head>.parquet        culture_a, culture_b, score (when N <= dense_limit)
-    OUT/manifest.json                  config, counts, prefilter recall, versions, time
+    OUT/manifest.json                  config, counts, k, skipped heads, prefilter recall
 
 Heads are "general", one per theme, and "combined" (S_total = sum_t alpha_t S_t
-over the theme heads). For cosine and dot the combined score is computed
-exactly at any N as one more blockwise top-k over the concatenation of the
-sqrt(alpha_t)-weighted theme vectors (a culture lacking theme t contributes 0
-for it); for other similarities it is combined from dense matrices, so it
-needs N <= dense_limit.
+over the theme heads); a head with fewer than 2 cultures is skipped with a
+warning. For cosine and dot the combined score is computed exactly at any N as
+one more blockwise top-k over the concatenation of the sqrt(alpha_t)-weighted
+theme vectors (a culture lacking theme t contributes 0 for it); for other
+vector similarities it is combined from dense matrices, so it needs
+N <= dense_limit. Set-level similarities (`ops.setsim`) compare each head's
+item sets: one Ray task per head computes its dense (C, C) matrix; top-k pairs
+and the combined head are read off those matrices.
 """
 
 from __future__ import annotations
 
-import math
+import hashlib
+import json
+import posixpath
 import time
 from typing import Any
 
@@ -32,86 +41,63 @@ import pyarrow.parquet as pq
 import torch
 
 from culturesim_ray import io
-from culturesim_ray.config import AllPairsConfig
+from culturesim_ray.allpairs_input import (
+    ACCEPTED,
+    COMBINED,
+    Heads,
+    Source,
+    heads_from_table,
+    plan_heads,
+    resolve_input,
+    resolve_k,
+)
+from culturesim_ray.config import AllPairsConfig, EmbedConfig
 from culturesim_ray.ops import similarity as S
 from culturesim_ray.ops.allpairs import blockwise_topk, check_vectors, dense_similarity
-from culturesim_ray.ops.pooling import GENERAL, pool
-
-COMBINED = "combined"
-PAIRS_SCHEMA = pa.schema([("theme", pa.string()), ("culture_a", pa.string()),
-                          ("culture_b", pa.string()), ("score", pa.float32()),
-                          ("rank", pa.int32()), ("similarity", pa.string())])
-MATRIX_SCHEMA = pa.schema([("culture_a", pa.string()), ("culture_b", pa.string()),
-                           ("score", pa.float32())])
-
+from culturesim_ray.ops.set_pairs import (
+    PAIRS_SCHEMA,
+    combine_matrices,
+    combined_vectors,
+    matrix_table,
+    pairs_table,
+    set_options_used,
+    topk_from_matrix,
+)
 
 # --- input ----------------------------------------------------------------------
 
-def _vectors(table: pa.Table, what: str) -> np.ndarray:
-    col = table.column("vector").combine_chunks()
-    if pa.types.is_fixed_size_list(col.type):
-        flat = col.flatten().to_numpy(zero_copy_only=False)
-        return flat.reshape(len(col), col.type.list_size).astype(np.float32)
-    rows = col.to_pylist()
-    dims = {len(r) if r is not None else -1 for r in rows}
-    if len(dims) > 1:
-        first = len(rows[0]) if rows[0] is not None else None
-        bad = next(i for i, r in enumerate(rows) if r is None or len(r) != first)
-        raise ValueError(f"{what}: mixed vector dimensions {sorted(dims)}; row {bad} has "
-                         f"{'no vector' if rows[bad] is None else len(rows[bad])} vs {first} in row 0")
-    return np.asarray(rows, dtype=np.float32)
-
-
-def load_culture_vectors(inp: str, cfg: AllPairsConfig) -> dict[str, tuple[list[str], np.ndarray]]:
-    """head -> (cultures, (N, d) vectors) from any accepted input form."""
-    fs, p = io.filesystem_for(inp, cfg.s3)
-    if not fs.exists(p):
-        raise FileNotFoundError(f"all-pairs input not found: {inp}")
-    if fs.isdir(p) and fs.exists(p.rstrip("/") + "/embeddings"):
+def load_input(inp: str, cfg: AllPairsConfig, log: Any = print) -> tuple[Source, pa.Table]:
+    """The input's kind and its table of vectors (items or cultures), columns checked."""
+    src = resolve_input(inp, cfg.s3)
+    if src.note:
+        log(src.note)
+    if src.kind == "embed_run":
         from culturesim_ray.pipeline.embed import read_embeddings
 
-        tables = read_embeddings(inp, cfg.modality, cfg=_embed_cfg(cfg))
+        tables = read_embeddings(src.path, cfg.modality, cfg=EmbedConfig(s3=cfg.s3))
         if cfg.modality not in tables:
-            raise ValueError(f"{inp}: no {cfg.modality!r} embeddings in this run "
+            raise ValueError(f"{src.path}: no {cfg.modality!r} embeddings in this run "
                              f"(choose another modality)")
         table = tables[cfg.modality]
     else:
-        table = io.read_table(inp, cfg.s3)
+        try:
+            table = io.read_table(src.path, cfg.s3)
+        except pa.ArrowInvalid as exc:
+            raise ValueError(f"{inp}: not a Parquet file ({exc}); accepted: {ACCEPTED}") from exc
     names = set(table.column_names)
     if not {"culture", "vector"} <= names:
         raise ValueError(f"{inp}: expected columns culture and vector (and themes or head), "
                          f"got {sorted(names)}")
     if table.num_rows == 0:
         raise ValueError(f"{inp}: no vectors (empty input)")
-    vecs = _vectors(table, inp)
-    bad = ~np.isfinite(vecs).all(axis=1)
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        ident = table.column("item_id")[row].as_py() if "item_id" in names else \
-            table.column("culture")[row].as_py()
-        raise ValueError(f"{inp}: row {row} ({ident}) holds NaN or inf ({int(bad.sum())} such rows)")
-    cultures = table.column("culture").to_pylist()
-    if "head" in names:  # culture level already
-        heads: dict[str, tuple[list[str], list[np.ndarray]]] = {}
-        for i, h in enumerate(table.column("head").to_pylist()):
-            heads.setdefault(h, ([], []))
-            heads[h][0].append(cultures[i])
-            heads[h][1].append(vecs[i])
-        out = {}
-        for h, (cs, vs) in heads.items():
-            if len(set(cs)) != len(cs):
-                raise ValueError(f"{inp}: head {h!r} lists a culture twice")
-            order = np.argsort(cs)
-            out[h] = ([cs[i] for i in order], np.stack(vs)[order])
-        return out
-    themes = table.column("themes").to_pylist() if "themes" in names else None
-    return pool(vecs, cultures, themes, how=cfg.pooling, min_items=cfg.min_items)
+    return src, table
 
 
-def _embed_cfg(cfg: AllPairsConfig) -> Any:
-    from culturesim_ray.config import EmbedConfig
-
-    return EmbedConfig(s3=cfg.s3)
+def read_heads(inp: str, cfg: AllPairsConfig, log: Any = print
+               ) -> tuple[Source, Heads, dict[str, Any] | None, np.ndarray]:
+    """(source, head -> (cultures, vectors), head -> item groups (set-level only), items)."""
+    src, table = load_input(inp, cfg, log)
+    return (src, *heads_from_table(table, src, cfg, inp))
 
 
 # --- the Ray task -----------------------------------------------------------------
@@ -121,11 +107,15 @@ def block_pairs(x: torch.Tensor, cultures: list[str], i0: int, i1: int, k: int, 
     """Top-k pairs for rows i0..i1 of x against all rows (self excluded)."""
     v, idx = blockwise_topk(x[i0:i1], x, k=k, sim=sim, block_rows=i1 - i0,
                             block_cols=block_cols, exclude_self=True, row_offset=i0)
-    return _pairs_table(head, cultures, np.arange(i0, i1), v, idx, sim_name)
+    return pairs_table(head, cultures, np.arange(i0, i1), v, idx, sim_name)
 
 
 def _block_file(out: str, head: str, i0: int, i1: int) -> str:
     return io.join(out, "blocks", _safe(head), f"rows-{i0:09d}-{i1:09d}.parquet")
+
+
+def _matrix_path(out: str, head: str) -> str:
+    return io.join(out, "matrices", f"{_safe(head)}.parquet")
 
 
 def _safe(name: str) -> str:
@@ -140,86 +130,124 @@ def _run_block(x_ref: Any, cultures: list[str], i0: int, i1: int, k: int, sim: A
     return table.num_rows
 
 
+def _matrix_file(out: str, head: str, cfg: AllPairsConfig) -> str:
+    """Where a head's set-level matrix goes; the name carries what shaped it, so a
+    rerun with other options never reuses it."""
+    shaped = {"similarity": cfg.similarity, "options": cfg.set_options,
+              "min_items": cfg.min_items, "modality": cfg.modality}
+    tag = hashlib.sha1(json.dumps(shaped, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return io.join(out, "blocks", _safe(head), f"set-{cfg.similarity}-{tag}.npy")
+
+
+def _run_set_head(x: torch.Tensor, labels: torch.Tensor, n_sets: int, name: str, block: int,
+                  options: dict[str, Any], path: str, s3: Any) -> int:
+    """Ray task body: one head's (C, C) set similarity over its items (x (m, d), labels
+    (m,)), saved to `path`."""
+    from culturesim_ray.ops.setsim import set_similarity
+
+    m = set_similarity(name, x, labels, n_sets, block=block, **options)
+    fs, p = io.filesystem_for(path, s3)
+    fs.makedirs(posixpath.dirname(p), exist_ok=True)
+    tmp = p if io.is_s3(path) else p + ".tmp"
+    with fs.open(tmp, "wb") as fh:
+        np.save(fh, m.numpy())
+    if tmp != p:
+        fs.mv(tmp, p)  # atomic where local
+    return n_sets
+
+
+def _load_matrix(path: str, s3: Any) -> np.ndarray:
+    fs, p = io.filesystem_for(path, s3)
+    with fs.open(p, "rb") as fh:
+        return np.load(fh)
+
+
 # --- the job --------------------------------------------------------------------
-
-def _alpha(themes: list[str], cfg: AllPairsConfig) -> dict[str, float]:
-    if cfg.alpha:
-        unknown = sorted(set(cfg.alpha) - set(themes))
-        if unknown:
-            raise ValueError(f"alpha names unknown themes {unknown}; themes here: {themes}")
-        return {t: float(cfg.alpha.get(t, 0.0)) for t in themes}
-    return {t: 1.0 / len(themes) for t in themes} if themes else {}
-
-
-def combined_vectors(heads: dict[str, tuple[list[str], np.ndarray]], alpha: dict[str, float],
-                     sim: str) -> tuple[list[str], np.ndarray]:
-    """Concatenated sqrt(alpha)-weighted theme vectors whose dot product is S_total."""
-    cultures = sorted({c for t in alpha for c in heads[t][0]})
-    pos = {c: i for i, c in enumerate(cultures)}
-    parts = []
-    for t, a in alpha.items():
-        cs, v = heads[t]
-        if sim == "cosine":
-            v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-        block = np.zeros((len(cultures), v.shape[1]), np.float32)
-        block[[pos[c] for c in cs]] = v * math.sqrt(a)
-        parts.append(block)
-    return cultures, np.concatenate(parts, axis=1)
-
 
 def run_allpairs(inp: str, out: str, cfg: AllPairsConfig | None = None, log: Any = print,
                  address: str | None = None) -> dict[str, Any]:
     """Compute every head's culture-by-culture top-k (and dense matrices for small N)."""
-    import ray
-
     from culturesim_ray.pipeline.ray_env import init_ray
 
     cfg = cfg or AllPairsConfig()
     started = time.time()
-    heads = load_culture_vectors(inp, cfg)
-    if cfg.heads:
-        missing = sorted(set(cfg.heads) - set(heads))
-        if missing:
-            raise ValueError(f"heads {missing} not in the input; it has {sorted(heads)}")
-        heads = {h: heads[h] for h in cfg.heads}
-    themes = [h for h in heads if h not in (GENERAL, COMBINED)]
-    alpha = _alpha(themes, cfg)
+    src, heads, groups, items = read_heads(inp, cfg, log)
+    plan = plan_heads(heads, cfg, inp)
+    for h, why in plan.skipped.items():
+        log(f"all-pairs: warning: head {h!r} skipped: {why}")
+    heads, alpha = plan.heads, plan.alpha
     jobs: dict[str, tuple[list[str], np.ndarray, str]] = {}
     for h, (cs, v) in heads.items():
         jobs[h] = (cs, v, cfg.similarity)
     if alpha and cfg.similarity in ("cosine", "dot"):
         cs, v = combined_vectors(heads, alpha, cfg.similarity)
         jobs[COMBINED] = (cs, v, "dot")  # the weighted concatenation's dot product is S_total
-    for h, (cs, v, _) in jobs.items():
+    for h, (_, v, _) in jobs.items():
         check_vectors(torch.from_numpy(v), f"head {h!r}")
-        if len(cs) < 2:
-            raise ValueError(f"head {h!r}: {len(cs)} culture(s); all-pairs needs at least 2")
-    largest = max(len(cs) for cs, _, _ in jobs.values())
-    if cfg.k > largest - 1:
-        raise ValueError(f"k={cfg.k} but the input has only {largest} cultures: "
-                         f"k must be at most {largest - 1}")
+    sizes = [len(cs) for cs, _, _ in jobs.values()]
+    if cfg.set_level and alpha:
+        sizes.append(len({c for t in alpha for c in heads[t][0]}))
+    k, clamped = resolve_k(cfg.k, max(sizes), cfg.DEFAULT_K)
+    if clamped:
+        log(clamped)
 
-    # culture embeddings: what was compared
+    # culture embeddings: what was compared (set-level: the pooled means, for maps and reports)
     rows = [{"culture": c, "head": h, "vector": v[i].tolist()} for h, (cs, v) in heads.items()
             for i, c in enumerate(cs)]
     io.write_table(pa.Table.from_pylist(rows), io.join(out, "culture_embeddings.parquet"), cfg.s3)
 
     init_ray(address)
-    task = ray.remote(num_cpus=cfg.num_cpus_per_task, max_retries=3)(_run_block)
     counts: dict[str, Any] = {"heads": {}, "blocks_run": 0, "blocks_skipped": 0}
     recall: dict[str, Any] = {}
+    if cfg.set_level:
+        assert groups is not None  # read_heads returns groups for set-level item input
+        pairs, dense = _set_level(out, items, {h: groups[h] for h in heads}, alpha, k, cfg,
+                                  counts, log)
+    else:
+        _vector_blocks(out, jobs, k, cfg, counts, recall, log)
+        pairs = _collect_pairs(out, jobs, cfg)
+        dense = _write_dense(out, heads, alpha, cfg)
+    io.write_table(pairs, io.join(out, "pairs.parquet"), cfg.s3)
+    counts["pairs"] = pairs.num_rows
+    counts["dense_matrices"] = dense
+    manifest = io.manifest(
+        "allpairs", cfg.model_dump(mode="json"), counts, started, input=inp,
+        input_read=src.path, input_kind=src.kind, alpha=alpha, prefilter_recall=recall,
+        similarity=_similarity_record(cfg), skipped_heads=plan.skipped,
+        k={"given": cfg.k, "default": cfg.DEFAULT_K, "used": k, "clamped": bool(clamped)})
+    io.write_json(manifest, io.join(out, "manifest.json"), cfg.s3)
+    log(f"all-pairs: {pairs.num_rows} pairs over heads {sorted(counts['heads'])} -> {out}")
+    return manifest
+
+
+def _similarity_record(cfg: AllPairsConfig) -> dict[str, Any]:
+    """The similarity as the manifest records it: name, kind and every option's value."""
+    if not cfg.set_level:
+        return {"name": cfg.similarity, "kind": "vector", "options": {}}
+    return {"name": cfg.similarity, "kind": "set", "block": cfg.set_block,
+            "options": set_options_used(cfg.similarity, cfg.set_options),
+            "culture_embeddings": f"pooled {cfg.pooling} of L2-normalised items (not what the "
+                                  "set-level similarity compared)"}
+
+
+def _vector_blocks(out: str, jobs: dict[str, Any], k: int, cfg: AllPairsConfig,
+                   counts: dict[str, Any], recall: dict[str, Any], log: Any) -> None:
+    """Every head's row blocks (or pre-filtered clusters) as Ray tasks writing pair files."""
+    import ray
+
+    task = ray.remote(num_cpus=cfg.num_cpus_per_task, max_retries=3)(_run_block)
     pending = []
     for h, (cs, v, sim_name) in jobs.items():
         n = len(cs)
-        k = min(cfg.k, n - 1)
+        kh = min(k, n - 1)
         x = torch.from_numpy(v)
         sim: Any = sim_name
         if sim_name == "mahalanobis":
             sim = S.Mahalanobis().fit(x)
         use_pf = cfg.prefilter == "on" or (cfg.prefilter == "auto" and n >= cfg.prefilter_min)
-        counts["heads"][h] = {"cultures": n, "dim": int(v.shape[1]), "k": k, "prefilter": use_pf}
+        counts["heads"][h] = {"cultures": n, "dim": int(v.shape[1]), "k": kh, "prefilter": use_pf}
         if use_pf:
-            recall[h] = _prefiltered_head(out, h, cs, x, k, sim_name, cfg, log)
+            recall[h] = _prefiltered_head(out, h, cs, x, kh, sim_name, cfg, log)
             continue
         x_ref = ray.put(x)
         for i0 in range(0, n, cfg.block_rows):
@@ -228,7 +256,7 @@ def run_allpairs(inp: str, out: str, cfg: AllPairsConfig | None = None, log: Any
             if io.exists(path, cfg.s3):
                 counts["blocks_skipped"] += 1
                 continue
-            pending.append(task.remote(x_ref, cs, i0, i1, k, sim, sim_name, h, cfg.block_cols,
+            pending.append(task.remote(x_ref, cs, i0, i1, kh, sim, sim_name, h, cfg.block_cols,
                                        path, cfg.s3))
     total = len(pending)
     if total:
@@ -243,16 +271,42 @@ def run_allpairs(inp: str, out: str, cfg: AllPairsConfig | None = None, log: Any
             log(f"  blocks {done}/{total}")
     counts["blocks_run"] = total
 
-    pairs = _collect_pairs(out, jobs, cfg)
-    io.write_table(pairs, io.join(out, "pairs.parquet"), cfg.s3)
-    dense = _write_dense(out, heads, alpha, cfg)
-    counts["pairs"] = pairs.num_rows
-    counts["dense_matrices"] = dense
-    manifest = io.manifest("allpairs", cfg.model_dump(mode="json"), counts, started, input=inp,
-                           alpha=alpha, prefilter_recall=recall)
-    io.write_json(manifest, io.join(out, "manifest.json"), cfg.s3)
-    log(f"all-pairs: {pairs.num_rows} pairs over heads {sorted(jobs)} -> {out}")
-    return manifest
+
+def _set_level(out: str, items: np.ndarray, groups: dict[str, Any], alpha: dict[str, float],
+               k: int, cfg: AllPairsConfig, counts: dict[str, Any], log: Any
+               ) -> tuple[pa.Table, list[str]]:
+    """One Ray task per head computes its set-level matrix; pairs and matrices from them."""
+    import ray
+
+    task = ray.remote(num_cpus=cfg.num_cpus_per_task, max_retries=3)(_run_set_head)
+    pending, paths = [], {}
+    for h, (cs, idx, labels) in groups.items():
+        paths[h] = _matrix_file(out, h, cfg)
+        if io.exists(paths[h], cfg.s3):
+            counts["blocks_skipped"] += 1
+            continue
+        pending.append(task.remote(torch.from_numpy(items[idx]), torch.from_numpy(labels), len(cs),
+                                   cfg.similarity, cfg.set_block, cfg.set_options, paths[h],
+                                   cfg.s3))
+    log(f"all-pairs: {cfg.similarity} over {len(groups)} heads in {len(pending)} tasks "
+        f"({counts['blocks_skipped']} already done)")
+    ray.get(pending)
+    counts["blocks_run"] = len(pending)
+    mats = {h: (groups[h][0], _load_matrix(p, cfg.s3)) for h, p in paths.items()}
+    if alpha:
+        mats[COMBINED] = combine_matrices({t: mats[t] for t in alpha}, alpha)
+    tables, dense = [], []
+    for h, (cs, m) in mats.items():
+        n = len(cs)
+        kh = min(k, n - 1)
+        counts["heads"][h] = {"cultures": n, "k": kh, "prefilter": False,
+                              "items": int(len(groups[h][1])) if h in groups else None}
+        v, idx = topk_from_matrix(torch.from_numpy(m), kh)
+        tables.append(pairs_table(h, cs, np.arange(n), v, idx, cfg.similarity))
+        if n <= cfg.dense_limit:
+            io.write_table(matrix_table(cs, m), _matrix_path(out, h), cfg.s3)
+            dense.append(h)
+    return pa.concat_tables(tables), dense
 
 
 def _collect_pairs(out: str, jobs: dict[str, Any], cfg: AllPairsConfig) -> pa.Table:
@@ -266,52 +320,21 @@ def _collect_pairs(out: str, jobs: dict[str, Any], cfg: AllPairsConfig) -> pa.Ta
     return pa.concat_tables(tables) if tables else PAIRS_SCHEMA.empty_table()
 
 
-def _write_dense(out: str, heads: dict[str, tuple[list[str], np.ndarray]],
-                 alpha: dict[str, float], cfg: AllPairsConfig) -> list[str]:
+def _write_dense(out: str, heads: Heads, alpha: dict[str, float],
+                 cfg: AllPairsConfig) -> list[str]:
     """Dense matrices for heads with N <= dense_limit, plus the combined one."""
-    written = []
     mats: dict[str, tuple[list[str], np.ndarray]] = {}
     for h, (cs, v) in heads.items():
         if len(cs) > cfg.dense_limit:
             continue
         sim: Any = S.Mahalanobis().fit(torch.from_numpy(v)) if cfg.similarity == "mahalanobis" \
             else cfg.similarity
-        m = dense_similarity(torch.from_numpy(v), sim=sim).numpy()
-        mats[h] = (cs, m)
+        mats[h] = (cs, dense_similarity(torch.from_numpy(v), sim=sim).numpy())
     if alpha and all(t in mats for t in alpha):
-        cultures = sorted({c for t in alpha for c in mats[t][0]})
-        pos = {c: i for i, c in enumerate(cultures)}
-        total = np.zeros((len(cultures), len(cultures)), np.float64)
-        for t, a in alpha.items():
-            cs, m = mats[t]
-            idx = np.array([pos[c] for c in cs])
-            total[np.ix_(idx, idx)] += a * m  # a culture without theme t adds 0 for it
-        mats[COMBINED] = (cultures, total.astype(np.float32))
+        mats[COMBINED] = combine_matrices({t: mats[t] for t in alpha}, alpha)
     for h, (cs, m) in mats.items():
-        n = len(cs)
-        table = pa.table({"culture_a": pa.array(np.repeat(cs, n).tolist(), pa.string()),
-                          "culture_b": pa.array(np.tile(cs, n).tolist(), pa.string()),
-                          "score": pa.array(m.reshape(-1).astype(np.float32))},
-                         schema=MATRIX_SCHEMA)
-        io.write_table(table, io.join(out, "matrices", f"{_safe(h)}.parquet"), cfg.s3)
-        written.append(h)
-    return written
-
-
-def _pairs_table(head: str, cultures: list[str], rows: np.ndarray, v: torch.Tensor,
-                 idx: torch.Tensor, sim_name: str) -> pa.Table:
-    k = idx.shape[1]
-    ok = (idx >= 0).reshape(-1).numpy()
-    a = np.repeat(rows, k)[ok]
-    b = idx.reshape(-1).numpy()[ok]
-    return pa.table({
-        "theme": pa.array([head] * len(a), pa.string()),
-        "culture_a": pa.array([cultures[i] for i in a], pa.string()),
-        "culture_b": pa.array([cultures[j] for j in b], pa.string()),
-        "score": pa.array(v.reshape(-1).numpy()[ok].astype(np.float32)),
-        "rank": pa.array(np.tile(np.arange(1, k + 1, dtype=np.int32), len(rows))[ok]),
-        "similarity": pa.array([sim_name] * len(a), pa.string()),
-    }, schema=PAIRS_SCHEMA)
+        io.write_table(matrix_table(cs, m), _matrix_path(out, h), cfg.s3)
+    return list(mats)
 
 
 def _run_clusters(x: torch.Tensor, cultures: list[str], clusters: Any, ids: list[int], k: int,
@@ -320,7 +343,7 @@ def _run_clusters(x: torch.Tensor, cultures: list[str], clusters: Any, ids: list
     from culturesim_ray.ops.prefilter import topk_for_clusters
 
     rows, v, idx, _ = topk_for_clusters(x, clusters, ids, k, sim_name, block_rows)
-    table = _pairs_table(head, cultures, rows.numpy(), v, idx, sim_name)
+    table = pairs_table(head, cultures, rows.numpy(), v, idx, sim_name)
     io.write_table(table, path, s3)
     return table.num_rows
 

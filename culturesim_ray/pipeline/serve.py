@@ -135,9 +135,10 @@ class Fusion:
                   for j, (_, err) in enumerate(encoded[c]) if not err]
             if not at:
                 continue
-            fused = self.fusion.fuse(modality, np.stack([encoded[c][j][0] for c, j in at]))
-            scores, pos = self.retriever.topk(self.fusion.general(fused),
-                                              max(ks[c][j] for c, j in at))
+            vectors = np.stack([encoded[c][j][0] for c, j in at])
+            fused = self.fusion.fuse(modality, vectors)
+            scores, pos = self.retriever.topk(self.fusion.general(fused, modality, vectors),
+                                              max(ks[c][j] for c, j in at), modality)
             fused_np = fused.float().cpu().numpy()
             names = self.retriever.cultures
             for r, (c, j) in enumerate(at):

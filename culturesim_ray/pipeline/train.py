@@ -63,7 +63,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     model.set_centers(data.graphs)
     key_model = copy.deepcopy(model)
     heads = ["general", *mcfg.themes]
-    queues = {h: MoCoQueue(mcfg.out, config["queue_size"]) for h in heads}
+    queues = {h: MoCoQueue(mcfg.head_dim(h), config["queue_size"]) for h in heads}
     plan = [tuple(s) for s in config["stages"]]
     opt = torch.optim.AdamW(param_groups(model, plan[0][0], stcfg))
     pos: dict[str, Any] = {"stage_idx": 0, "epoch": 0, "step": 0, "history": [], "resumes": []}
@@ -145,7 +145,20 @@ def run_train(embed_dir: str, out: str, num_workers: int = 2, use_gpu: bool = Fa
               hidden: int = 128, out_dim: int = 64, queue_size: int = 256, seed: int = 0,
               max_failures: int = 2, cpus_per_worker: float | None = None,
               graph: str = "homo", relations: str | None = None,
+              holdout: float = 0.2, holdout_seed: int = 0, raw_weight: float = 0.9,
               log: Any = print) -> dict[str, Any]:
+    """Train the fusion model on an embed run's items, less a held-out split.
+
+    holdout: the share of each culture's items (per modality) the model never trains
+    on (`training.data.holdout_mask`: chosen by a keyed hash of the item id, so the
+    same split on every rerun); their ids go to OUT/holdout.parquet for retrieval
+    benchmarks. The exported culture embeddings are the trained model applied to
+    every item (inference, not training), so the culture map covers the corpus.
+
+    raw_weight: the raw residual's weight in the general embedding
+    (`models.culturesim`); 0.9 won on the dev sets of benchmarks/truth.py (see
+    benchmarks/RESULTS.md): the learned part alone fell well below the raw culture
+    means on text-only corpora."""
     from culturesim_ray.pipeline.embed import read_embeddings
     from culturesim_ray.pipeline.ray_env import init_ray
     from culturesim_ray.pipeline.trainer import fit_torch
@@ -154,19 +167,26 @@ def run_train(embed_dir: str, out: str, num_workers: int = 2, use_gpu: bool = Fa
     started = time.time()
     if relations and not io.is_s3(relations):  # serving rebuilds the graphs from the manifest
         relations = str(Path(relations).absolute())
-    data = build_training_data(read_embeddings(embed_dir), relations_path=relations)
+    from culturesim_ray.training.data import held_out_ids, split_holdout
+
+    tables = read_embeddings(embed_dir)
+    train_tables, held = split_holdout(tables, holdout, holdout_seed)
+    full = build_training_data(tables, relations_path=relations)
+    data = build_training_data(train_tables, relations_path=relations, themes=full.themes) \
+        if holdout > 0 else full
     mcfg = CultureSimConfig(data.in_dims, data.themes, hidden=hidden, out=out_dim, graph=graph,
-                            relations=data.relations if graph == "hetero" else [])
+                            relations=data.relations if graph == "hetero" else [],
+                            raw_weight=raw_weight)
     log(f"train: {len(data.cultures)} cultures, modalities {sorted(data.graphs)}, "
         f"themes {data.themes}, {graph} graph, {num_workers} workers")
     if graph == "hetero":
         log(f"train: cross-modal edge types {[tuple(r) for r in data.relations] or 'none'}")
-    if data.quarantined_relations:
+    if full.quarantined_relations:
         qpath = Path(out) / "relations_quarantine.jsonl"
         qpath.parent.mkdir(parents=True, exist_ok=True)
         qpath.write_text("".join(json.dumps(q, default=str) + "\n"
-                                 for q in data.quarantined_relations))
-        log(f"train: {len(data.quarantined_relations)} relations rows quarantined -> {qpath}")
+                                 for q in full.quarantined_relations))
+        log(f"train: {len(full.quarantined_relations)} relations rows quarantined -> {qpath}")
     init_ray()
     outp = Path(out).absolute()
     config = {"data": data, "model": asdict(mcfg), "step": asdict(StepConfig()),
@@ -181,14 +201,20 @@ def run_train(embed_dir: str, out: str, num_workers: int = 2, use_gpu: bool = Fa
     model.load_state_dict(st["model"])
     torch.save(st["model"], outp / "model.pt")
     (outp / "model_config.json").write_text(json.dumps(asdict(mcfg)))
-    table = export_culture_embeddings(model, data)
+    if full.cultures != data.cultures:  # holdout_mask keeps an item of every culture
+        raise RuntimeError("the held-out split removed a culture")
+    table = export_culture_embeddings(model, full)
+    held_table = held_out_ids(held)
+    io.write_table(held_table, str(outp / "holdout.parquet"))
     io.write_table(table, str(outp / "culture_embeddings.parquet"))
     position = json.loads(st["position"])
     manifest = io.manifest("train", {"num_workers": num_workers, "stages": stages,
                                      "steps_per_epoch": steps_per_epoch, "model": asdict(mcfg),
-                                     "relations": relations},
+                                     "relations": relations, "holdout": holdout,
+                                     "holdout_seed": holdout_seed},
                            {"cultures": len(data.cultures), "steps": position["step"],
-                            "relations_quarantined": len(data.quarantined_relations)}, started,
+                            "held_out_items": held_table.num_rows,
+                            "relations_quarantined": len(full.quarantined_relations)}, started,
                            history=position["history"], resumes=position["resumes"])
     io.write_json(manifest, str(outp / "manifest.json"))
     log(f"train: {position['step']} steps; culture embeddings -> {outp / 'culture_embeddings.parquet'}")

@@ -1,21 +1,23 @@
 """Agreement with expert judgements (SPEC R2, S2). Pure: no ray.
 
 Gold pairs (culture_a, culture_b, score[, theme]) are compared with the
-similarity each method assigns to the same pairs:
+similarity each method assigns to the same pairs (statistics in
+`report.stats`, conventions there; every value is finite):
 
-- Spearman and Kendall (tau-b) rank correlation over all gold pairs;
-- recall@k: for each culture, the share of its k highest-scored gold partners
-  that are also among its k most similar partners by the method (candidates:
-  the cultures it has gold pairs with), averaged over cultures;
-- nDCG@k: for each culture, its partners ranked by the method, gain = gold
-  score, DCG = sum_i gain_i / log2(i + 2) over the first k, divided by the
-  ideal DCG; averaged over cultures with a positive ideal DCG.
+- Spearman and Kendall (tau-b) over all gold pairs, each with a 95% bootstrap
+  interval over cultures, and a Mantel permutation p-value for the Spearman;
+- recall@k and nDCG@k per culture over its gold partners, averaged.
+
+Distance-type gold (`gold_kind="distance"`, bigger = less similar) is negated
+first, so every metric reads "higher = better agreement".
 
 Methods: the trained model's heads (cosine), the TF-IDF baseline (fitted on
-the corpus texts, mean per culture, cosine), and the mean of raw embeddings
-under every similarity function of SPEC S1 (the learned one scored by 5-fold
-cross-validation over the gold pairs, so no pair is scored by a model that
-saw it).
+the corpus texts, mean per culture, cosine), the mean of raw embeddings under
+every similarity function of SPEC S1, and methods with precomputed (C, C)
+matrices. The learned similarity is fitted on gold pairs, so it is scored by
+cross-validation twice: leave-cultures-out (the headline, `cv="cultures"`: no
+pair touching a scored culture is in its model's training set) and pair-level
+(`cv="pairs"`: a culture's other gold pairs train its model, interpolation).
 """
 
 from __future__ import annotations
@@ -29,6 +31,17 @@ from typing import Any
 
 import numpy as np
 
+from culturesim_ray.report.stats import (  # noqa: F401  (re-exported)
+    GOLD_KINDS,
+    Matrix,
+    Pair,
+    ndcg_at_k,
+    orient,
+    rank_correlations,
+    recall_at_k,
+    score_matrix,
+)
+
 GENERAL = "general"
 
 
@@ -37,6 +50,7 @@ GENERAL = "general"
 class GoldSet:
     pairs: list[tuple[str, str, float, str]]  # (a, b, score, theme), a < b
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
+    kind: str = "similarity"  # or "distance": bigger = less similar
 
     def by_theme(self) -> dict[str, list[tuple[str, str, float]]]:
         out: dict[str, list[tuple[str, str, float]]] = defaultdict(list)
@@ -75,10 +89,14 @@ def read_gold_rows(path: str | Path) -> list[dict[str, Any]]:
 
 
 def validate_gold(rows: Sequence[dict[str, Any]], cultures: Sequence[str],
-                  strict: bool = False, source: str = "gold") -> GoldSet:
+                  strict: bool = False, source: str = "gold",
+                  gold_kind: str = "similarity") -> GoldSet:
     """Check every row; rows naming a culture the run does not have are skipped
     and counted (an error with `strict`). Missing fields, non-numeric or
-    non-finite scores, self-pairs and duplicate pairs are errors naming the row."""
+    non-finite scores, self-pairs and duplicate pairs are errors naming the row.
+    gold_kind ("similarity" or "distance") is recorded; the scores are kept as read."""
+    if gold_kind not in GOLD_KINDS:
+        raise GoldError(f"{source}: gold kind must be one of {GOLD_KINDS}, got {gold_kind!r}")
     known = set(cultures)
     seen: dict[tuple[str, str, str], int] = {}
     pairs, skipped = [], defaultdict(int)
@@ -113,138 +131,147 @@ def validate_gold(rows: Sequence[dict[str, Any]], cultures: Sequence[str],
         pairs.append((a, b, score, theme))
     if not pairs:
         raise GoldError(f"{source}: no usable gold pairs (skipped: {dict(skipped) or 'none'})")
-    return GoldSet(pairs, dict(skipped))
-
-
-# ---------------------------------------------------------------- metrics
-def rank_correlations(gold: Sequence[float], pred: Sequence[float]) -> tuple[float, float]:
-    """(Spearman rho, Kendall tau-b); NaN when either side is constant."""
-    from scipy import stats
-
-    g, p = np.asarray(gold, dtype=np.float64), np.asarray(pred, dtype=np.float64)
-    if len(g) < 2 or np.ptp(g) == 0 or np.ptp(p) == 0:
-        return float("nan"), float("nan")
-    return float(stats.spearmanr(g, p).statistic), float(stats.kendalltau(g, p).statistic)
-
-
-def _partners(pairs: Sequence[tuple[str, str, float]],
-              pred: dict[tuple[str, str], float]) -> dict[str, list[tuple[str, float, float]]]:
-    out: dict[str, list[tuple[str, float, float]]] = defaultdict(list)
-    for a, b, g in pairs:
-        p = pred[(a, b)]
-        out[a].append((b, g, p))
-        out[b].append((a, g, p))
-    return out
-
-
-def recall_at_k(pairs: Sequence[tuple[str, str, float]], pred: dict[tuple[str, str], float],
-                k: int) -> float:
-    vals = []
-    for items in _partners(pairs, pred).values():
-        kk = min(k, len(items))
-        rel = {c for c, _, _ in sorted(items, key=lambda t: (-t[1], t[0]))[:kk]}
-        got = {c for c, _, _ in sorted(items, key=lambda t: (-t[2], t[0]))[:kk]}
-        vals.append(len(rel & got) / kk)
-    return float(np.mean(vals))
-
-
-def ndcg_at_k(pairs: Sequence[tuple[str, str, float]], pred: dict[tuple[str, str], float],
-              k: int) -> float:
-    vals = []
-    for items in _partners(pairs, pred).values():
-        gains = [g for _, g, _ in sorted(items, key=lambda t: (-t[2], t[0]))][:k]
-        ideal = sorted((g for _, g, _ in items), reverse=True)[:k]
-        idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
-        if idcg > 0:
-            vals.append(sum(g / math.log2(i + 2) for i, g in enumerate(gains)) / idcg)
-    return float(np.mean(vals)) if vals else float("nan")
-
-
-def score_method(pairs: Sequence[tuple[str, str, float]], pred: dict[tuple[str, str], float],
-                 k: int) -> dict[str, float]:
-    rho, tau = rank_correlations([g for _, _, g in pairs], [pred[(a, b)] for a, b, _ in pairs])
-    return {"spearman": rho, "kendall": tau, f"recall@{k}": recall_at_k(pairs, pred, k),
-            f"ndcg@{k}": ndcg_at_k(pairs, pred, k), "pairs": len(pairs)}
+    return GoldSet(pairs, dict(skipped), gold_kind)
 
 
 # ---------------------------------------------------------------- methods
 Vectors = tuple[list[str], np.ndarray]  # cultures, (C, d)
 
 
-def matrix_scores(vectors: Vectors, sim: Callable[[Any, Any], Any],
-                  pairs: Sequence[tuple[str, str, float]]) -> dict[tuple[str, str], float]:
+def vector_matrix(vectors: Vectors, sim: Callable[[Any, Any], Any]) -> Matrix:
+    """(cultures, (C, C) float64) similarity matrix of the vectors under `sim`."""
     import torch
 
     cultures, x = vectors
-    pos = {c: i for i, c in enumerate(cultures)}
     t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    m = sim(t, t).double().numpy()
-    return {(a, b): float(m[pos[a], pos[b]]) for a, b, _ in pairs}
+    return list(cultures), sim(t, t).double().numpy()
 
 
-def learned_cv_scores(vectors: Vectors, pairs: Sequence[tuple[str, str, float]],
-                      folds: int = 5, seed: int = 0) -> dict[tuple[str, str], float]:
-    """Each pair scored by a LearnedSimilarity fitted on the other folds' gold pairs."""
+def culture_folds(cultures: Sequence[str], folds: int = 5, seed: int = 0) -> dict[str, int]:
+    """Culture -> fold in [0, min(folds, C)), a seeded shuffle dealt round-robin."""
+    order = np.random.default_rng(seed).permutation(len(cultures))
+    n = max(1, min(folds, len(cultures)))
+    return {cultures[i]: r % n for r, i in enumerate(order)}
+
+
+def learned_cv_matrix(vectors: Vectors, pairs: Sequence[Pair], cv: str = "cultures",
+                      folds: int = 5, seed: int = 0) -> Matrix:
+    """Cross-validated LearnedSimilarity scores for every pair of the gold cultures.
+
+    cv="cultures" (leave-cultures-out): cultures are split into `folds` seeded
+    folds; fold f's model trains only on gold pairs with neither culture in f and
+    scores every pair whose first culture (sorted order, as in the gold pairs) is
+    in f, so a pair joining two folds' cultures is trained on by neither.
+    cv="pairs": the gold pairs are split into folds (each scored by the model of
+    the other folds' pairs); a non-gold pair is scored by fold (index % folds).
+    Labels: the (oriented) gold min-max rescaled over each fold's training pairs.
+    A fold with no training pair scores its pairs 0.5. Returns (cultures, (C, C))."""
     import torch
 
     from culturesim_ray.ops.learned import LearnedSimilarity
 
-    cultures, x = vectors
-    pos = {c: i for i, c in enumerate(cultures)}
-    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    order = np.random.default_rng(seed).permutation(len(pairs))
-    lo, hi = min(s for *_, s in pairs), max(s for *_, s in pairs)
-    out = {}
-    for f in range(min(folds, len(pairs))):
-        test = order[f::folds]
-        train = np.setdiff1d(order, test)
-        a = t[[pos[pairs[i][0]] for i in train]]
-        b = t[[pos[pairs[i][1]] for i in train]]
-        y = torch.tensor([(pairs[i][2] - lo) / ((hi - lo) or 1.0) for i in train])
-        model = LearnedSimilarity(seed=seed).fit(a, b, y)
-        ta = t[[pos[pairs[i][0]] for i in test]]
-        tb = t[[pos[pairs[i][1]] for i in test]]
-        for i, s in zip(test, model.pairwise(ta, tb).tolist(), strict=True):
-            out[(pairs[i][0], pairs[i][1])] = float(s)
-    return out
+    if cv not in ("cultures", "pairs"):
+        raise ValueError(f"cv must be 'cultures' or 'pairs', got {cv!r}")
+    names = sorted({c for a, b, _ in pairs for c in (a, b)})
+    pos = {c: i for i, c in enumerate(names)}
+    src = {c: i for i, c in enumerate(vectors[0])}
+    t = torch.from_numpy(np.ascontiguousarray(vectors[1][[src[c] for c in names]],
+                                              dtype=np.float32))  # (n, d)
+    iu, ju = np.triu_indices(len(names), 1)  # every pair i < j
+    gi = np.array([pos[a] for a, _, _ in pairs])
+    gj = np.array([pos[b] for _, b, _ in pairs])
+    if cv == "cultures":
+        fold_of = culture_folds(names, folds, seed)
+        cf = np.array([fold_of[c] for c in names])
+        n_folds = int(cf.max()) + 1
+        test_fold = cf[iu]
+        train = [(cf[gi] != f) & (cf[gj] != f) for f in range(n_folds)]
+    else:
+        n_folds = max(1, min(folds, len(pairs)))
+        pf = np.empty(len(pairs), dtype=int)
+        pf[np.random.default_rng(seed).permutation(len(pairs))] = np.arange(len(pairs)) % n_folds
+        test_fold = np.arange(len(iu)) % n_folds  # non-gold pairs
+        flat = {(i, j): n for n, (i, j) in enumerate(zip(iu, ju, strict=True))}
+        test_fold[[flat[(min(i, j), max(i, j))] for i, j in zip(gi, gj, strict=True)]] = pf
+        train = [pf != f for f in range(n_folds)]
+    y_all = np.array([s for *_, s in pairs], dtype=np.float64)
+    out = np.zeros((len(names), len(names)))
+    for f in range(n_folds):
+        ti, tj = iu[test_fold == f], ju[test_fold == f]
+        if not len(ti):
+            continue
+        tr = np.flatnonzero(train[f])
+        if len(tr):
+            y = y_all[tr]
+            y = (y - y.min()) / ((y.max() - y.min()) or 1.0)
+            model = LearnedSimilarity(seed=seed).fit(t[gi[tr]], t[gj[tr]],
+                                                     torch.tensor(y, dtype=torch.float32))
+            s = model.pairwise(t[ti], t[tj]).double().numpy()
+        else:
+            s = np.full(len(ti), 0.5)
+        out[ti, tj] = out[tj, ti] = s
+    return names, out
 
 
 @dataclass
 class Method:
+    """A method to score: per head, culture vectors (compared under `similarity`)
+    or a precomputed (cultures, (C, C)) similarity matrix, used when given."""
+
     name: str
-    kind: str  # "model", "baseline", "similarity"
-    vectors: dict[str, Vectors]  # head -> vectors
+    kind: str  # "model", "baseline", "similarity", "set"
+    vectors: dict[str, Vectors] = field(default_factory=dict)  # head -> vectors
     similarity: str = "cosine"
+    matrices: dict[str, Matrix] | None = None  # head -> (cultures, (C, C))
+
+    def cultures(self) -> set[str]:
+        return {c for v in (*self.vectors.values(), *(self.matrices or {}).values())
+                for c in v[0]}
+
+
+CV_LABELS = {"cultures": "leave-cultures-out CV", "pairs": "pair-level CV"}
 
 
 def evaluate(gold: GoldSet, methods: Sequence[Method], k: int = 3,
-             progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
-    """One row per (method, theme) with the metrics; themes a method has no
-    vectors for are left out (the row says which pairs were scored)."""
+             progress: Callable[[str], None] | None = None, gold_kind: str | None = None,
+             n_boot: int = 1000, n_perm: int = 999, folds: int = 5,
+             seed: int = 0) -> list[dict[str, Any]]:
+    """One row per (method, theme) with `score_matrix`'s fields plus method, kind,
+    similarity, cv ("cultures" / "pairs" for the learned similarity's two rows,
+    "" otherwise) and theme. Themes a method has no scores for are left out.
+    gold_kind: "similarity" / "distance" (default: the GoldSet's kind)."""
     from culturesim_ray.ops import similarity as S
 
+    gold_kind = gold_kind or gold.kind
+    themes = {t: orient(p, gold_kind) for t, p in sorted(gold.by_theme().items())}
     rows = []
     for m in methods:
         if progress:
             progress(m.name)
-        for theme, pairs in sorted(gold.by_theme().items()):
-            vec = m.vectors.get(theme)
-            if vec is None:
+        for theme, pairs in themes.items():
+            src = m.matrices.get(theme) if m.matrices else m.vectors.get(theme)
+            if src is None:
                 continue
-            have = set(vec[0])
+            have = set(src[0])
             scored = [p for p in pairs if p[0] in have and p[1] in have]
             if len(scored) < 2:
                 continue
-            if m.similarity == "learned":
-                pred = learned_cv_scores(vec, scored)
+            if m.matrices:
+                preds = {"": (m.name, src)}
+            elif m.similarity == "learned":
+                preds = {cv: (f"{m.name} ({label})", learned_cv_matrix(src, scored, cv, folds, seed))
+                         for cv, label in CV_LABELS.items()}
             else:
-                pred = matrix_scores(vec, S.get(m.similarity), scored)
-            rows.append({"method": m.name, "kind": m.kind, "similarity": m.similarity,
-                         "theme": theme, **score_method(scored, pred, k)})
+                preds = {"": (m.name, vector_matrix(src, S.get(m.similarity)))}
+            for cv, (name, pred) in preds.items():
+                rows.append({"method": name, "kind": m.kind, "similarity": m.similarity,
+                             "cv": cv, "theme": theme,
+                             **score_matrix(scored, pred, k, n_boot, n_perm, seed)})
     return rows
 
 
 def similarity_methods(vectors: dict[str, Vectors], label: str) -> list[Method]:
+    """One method per similarity function of SPEC S1 over the same vectors."""
     from culturesim_ray.ops import similarity as S
 
     return [Method(f"{label} + {name}", "similarity", vectors, name) for name in S.NAMES]
@@ -252,29 +279,30 @@ def similarity_methods(vectors: dict[str, Vectors], label: str) -> list[Method]:
 
 def plot_evaluation(rows: Sequence[dict[str, Any]], path: str | Path, k: int,
                     theme: str = GENERAL) -> Path:
-    """Horizontal bars: Spearman and nDCG@k per method for one theme, best on top."""
+    """Horizontal bars: Spearman (with its 95% bootstrap interval as error bars)
+    and nDCG@k per method for one theme, best on top."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    sel = [r for r in rows if r["theme"] == theme]
-    sel.sort(key=lambda r: (np.nan_to_num(r["spearman"], nan=-2.0)))
-    fig, ax = plt.subplots(figsize=(8, 0.35 * len(sel) + 1.5))
-    y = np.arange(len(sel))
-    colors = {"model": "#c0392b", "baseline": "#7f8c8d", "similarity": "#2980b9"}
-    ax.barh(y - 0.2, [np.nan_to_num(r["spearman"]) for r in sel], height=0.4,
-            color=[colors[r["kind"]] for r in sel])
-    ax.barh(y + 0.2, [np.nan_to_num(r[f"ndcg@{k}"]) for r in sel], height=0.4,
-            color="#f1c40f")
-    ax.set_yticks(y, [r["method"] for r in sel], fontsize=8)
-    ax.axvline(0, color="black", lw=0.5)
-    ax.set_xlabel("agreement with the gold pairs")
-    ax.set_title(f"Which similarity agrees best with the experts? (theme: {theme})")
     from matplotlib.patches import Patch
 
+    sel = sorted((r for r in rows if r["theme"] == theme), key=lambda r: r["spearman"])
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(sel) + 1.5))
+    y = np.arange(len(sel))
+    colors = {"model": "#c0392b", "baseline": "#7f8c8d", "similarity": "#2980b9", "set": "#27ae60"}
+    rho = np.array([r["spearman"] for r in sel])
+    err = np.array([[max(0.0, r["spearman"] - r["spearman_lo"]) for r in sel],
+                    [max(0.0, r["spearman_hi"] - r["spearman"]) for r in sel]]).reshape(2, -1)
+    ax.barh(y - 0.2, rho, height=0.4, color=[colors[r["kind"]] for r in sel],
+            xerr=err, error_kw={"elinewidth": 0.8, "capsize": 2})
+    ax.barh(y + 0.2, [r[f"ndcg@{k}"] for r in sel], height=0.4, color="#f1c40f")
+    ax.set_yticks(y, [r["method"] for r in sel], fontsize=8)
+    ax.axvline(0, color="black", lw=0.5)
+    ax.set_xlabel("agreement with the gold pairs (Spearman: 95% bootstrap interval over cultures)")
+    ax.set_title(f"Which similarity agrees best with the experts? (theme: {theme})")
     handles = [Patch(color=colors[kind], label=f"Spearman ({kind})")
-               for kind in ("model", "baseline", "similarity")
+               for kind in ("model", "baseline", "similarity", "set")
                if any(r["kind"] == kind for r in sel)]
     handles.append(Patch(color="#f1c40f", label=f"nDCG@{k}"))
     ax.legend(handles=handles, loc="lower right", fontsize=8)
@@ -286,12 +314,19 @@ def plot_evaluation(rows: Sequence[dict[str, Any]], path: str | Path, k: int,
 
 
 def format_table(rows: Sequence[dict[str, Any]], k: int) -> str:
-    head = f"{'method':<40}{'theme':<12}{'pairs':>6}{'spearman':>10}{'kendall':>9}" \
-           f"{f'recall@{k}':>11}{f'ndcg@{k}':>9}"
+    """Fixed-width table, per theme best Spearman first: Spearman [95% interval],
+    Kendall, Mantel p, recall@k, nDCG@k and the CV label of fitted methods."""
+    head = (f"{'method':<50}{'cv':<10}{'theme':<12}{'pairs':>6}  {'spearman [95% CI]':<22}"
+            f"{'kendall':>8}{'mantel p':>10}{f'recall@{k}':>10}{f'ndcg@{k}':>9}")
     lines = [head, "-" * len(head)]
-    for r in sorted(rows, key=lambda r: (r["theme"], -np.nan_to_num(r["spearman"], nan=-2))):
-        lines.append(f"{r['method']:<39} {r['theme']:<12}{r['pairs']:>6}{r['spearman']:>10.3f}"
-                     f"{r['kendall']:>9.3f}{r[f'recall@{k}']:>11.3f}{r[f'ndcg@{k}']:>9.3f}")
+    for r in sorted(rows, key=lambda r: (r["theme"], -r["spearman"])):
+        ci = f"{r['spearman']:.3f} [{r['spearman_lo']:.2f}, {r['spearman_hi']:.2f}]"
+        flag = "*" if r.get("degenerate") else ""
+        lines.append(f"{r['method']:<49} {r['cv']:<10}{r['theme']:<12}{r['pairs']:>6}  "
+                     f"{ci + flag:<22}{r['kendall']:>8.3f}{r['mantel_p']:>10.3f}"
+                     f"{r[f'recall@{k}']:>10.3f}{r[f'ndcg@{k}']:>9.3f}")
+    if any(r.get("degenerate") for r in rows):
+        lines.append("* degenerate: a constant side, correlations set to 0")
     return "\n".join(lines)
 
 
@@ -342,30 +377,54 @@ def run_methods(run_dir: str | Path, modality: str = "text", tfidf_dim: int = 25
             log(f"evaluate: corpus {corpus} not found; TF-IDF baseline left out")
     methods.append(Method(f"{label} (raw baseline), cosine", "baseline", raw, "cosine"))
     methods += [m for m in similarity_methods(raw, label) if m.similarity != "cosine"]
+    methods += set_level_methods(x, t.column("culture").to_pylist(),
+                                 f"{runs.embed_manifest(embed)['encoders'][modality]['name']} items")
     return methods
+
+
+def set_level_methods(x: np.ndarray, cultures: Sequence[str], label: str) -> list[Method]:
+    """One method per set-level similarity (`ops.setsim`) over the items' culture sets,
+    general head: each culture compared as the set of its item vectors, not its mean."""
+    import torch
+
+    from culturesim_ray.ops import setsim
+
+    names = sorted(set(cultures))
+    pos = {c: i for i, c in enumerate(names)}
+    labels = torch.tensor([pos[c] for c in cultures], dtype=torch.long)
+    xt = torch.from_numpy(np.array(x, dtype=np.float32))  # a writable copy
+    out = []
+    for name in setsim.SET_NAMES:
+        m = setsim.set_similarity(name, xt, labels, len(names)).numpy()
+        out.append(Method(f"{label} + set:{name}", "set", {},
+                          similarity=f"set:{name}", matrices={GENERAL: (names, m)}))
+    return out
 
 
 def run_evaluation(run_dir: str | Path, gold_path: str | Path, k: int = 3,
                    out: str | Path | None = None, modality: str = "text",
-                   strict: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+                   strict: bool = False, log: Callable[[str], None] = print,
+                   gold_kind: str = "similarity", n_boot: int = 1000, n_perm: int = 999,
+                   folds: int = 5, seed: int = 0) -> dict[str, Any]:
     """Evaluate every method of the run against the gold file; writes
-    OUT/evaluation.csv, evaluation.json and evaluation.png (default RUN/evaluation)."""
+    OUT/evaluation.csv, evaluation.json (with the gold kind and the resampling
+    settings) and evaluation.png (default OUT = RUN/evaluation)."""
     import csv
     import json
 
     methods = run_methods(run_dir, modality, log=log)
-    cultures = sorted({c for m in methods for v in m.vectors.values() for c in v[0]})
-    gold = validate_gold(read_gold_rows(gold_path), cultures, strict, str(gold_path))
+    cultures = sorted({c for m in methods for c in m.cultures()})
+    gold = validate_gold(read_gold_rows(gold_path), cultures, strict, str(gold_path), gold_kind)
     for reason, n in gold.skipped.items():
         log(f"evaluate: skipped {n} gold pair(s): {reason}")
-    log(f"evaluate: {len(gold.pairs)} gold pairs, {len(methods)} methods, k={k}")
+    log(f"evaluate: {len(gold.pairs)} gold pairs ({gold_kind}), {len(methods)} methods, k={k}")
     done = [0]
 
     def progress(name: str) -> None:
         done[0] += 1
         log(f"evaluate [{done[0]}/{len(methods)}] {name}")
 
-    rows = evaluate(gold, methods, k, progress)
+    rows = evaluate(gold, methods, k, progress, gold_kind, n_boot, n_perm, folds, seed)
     out = Path(out) if out else Path(run_dir) / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
     with (out / "evaluation.csv").open("w", newline="", encoding="utf-8") as fh:
@@ -373,8 +432,9 @@ def run_evaluation(run_dir: str | Path, gold_path: str | Path, k: int = 3,
         w.writeheader()
         w.writerows(rows)
     (out / "evaluation.json").write_text(json.dumps(
-        {"gold": str(gold_path), "k": k, "pairs": len(gold.pairs), "skipped": gold.skipped,
-         "rows": rows}, indent=2, default=float))
+        {"gold": str(gold_path), "gold_kind": gold_kind, "k": k, "pairs": len(gold.pairs),
+         "skipped": gold.skipped, "n_boot": n_boot, "n_perm": n_perm, "folds": folds,
+         "seed": seed, "rows": rows}, indent=2, default=float, allow_nan=False))
     plot_evaluation(rows, out / "evaluation.png", k)
     table = format_table(rows, k)
     log(table)

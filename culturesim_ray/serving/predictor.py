@@ -175,37 +175,81 @@ class FusionPredictor:
         return self.model.fusion(tokens, mask)
 
     @torch.inference_mode()
-    def general(self, fused: Tensor) -> np.ndarray:
-        return self.model.projection(fused).float().cpu().numpy()
+    def general(self, fused: Tensor, modality: str | None = None,
+                vectors: np.ndarray | None = None) -> np.ndarray:
+        """(B, D) general embeddings of the fused queries; with the model's raw
+        residual (`raw_weight` > 0) the queries' modality and base vectors fill its slot."""
+        if self.model.cfg.raw_weight <= 0:
+            return self.model.projection(fused).float().cpu().numpy()
+        if modality is None or vectors is None:
+            raise ValueError("this model has a raw residual: pass the queries' modality and vectors")
+        x = torch.as_tensor(np.ascontiguousarray(vectors, dtype=np.float32), device=fused.device)
+        return self.model.query_general(fused, modality, x).float().cpu().numpy()
 
 
 class Retriever:
     """General top-k over the culture embeddings (FAISS inner product = cosine)."""
 
-    def __init__(self, cultures: list[str], vectors: np.ndarray, use_gpu: bool = False) -> None:
+    def __init__(self, cultures: list[str], vectors: np.ndarray, use_gpu: bool = False,
+                 slots: dict[str, tuple[int, int]] | None = None) -> None:
+        """slots: modality -> (start, stop) columns of the raw residual (see
+        `models.culturesim`); a query of modality m is then compared with each
+        culture's m slot (rescaled to the weight a one-modality culture gives it)
+        plus the learned part, so cultures with more modalities are not ranked
+        down for a one-modality query. None: plain cosine."""
         import faiss
 
         if len(cultures) != len(vectors) or not cultures:
             raise ValueError(f"{len(cultures)} cultures but {len(vectors)} vectors")
         self.cultures = list(cultures)
-        index: Any = faiss.IndexFlatIP(vectors.shape[1])
-        if use_gpu and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+        self._gpu = use_gpu and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+        if self._gpu:
             self._gpu_res = faiss.StandardGpuResources()
+        vectors = _normalise(vectors)
+        self.index = self._index(vectors)
+        self.by_modality: dict[str, Any] = {}
+        for m in slots or {}:
+            self.by_modality[m] = self._index(modality_view(vectors, slots, m))
+
+    def _index(self, vectors: np.ndarray) -> Any:
+        import faiss
+
+        index: Any = faiss.IndexFlatIP(vectors.shape[1])
+        if self._gpu:
             index = faiss.index_cpu_to_gpu(self._gpu_res, 0, index)
-        index.add(_normalise(vectors))
-        self.index = index
+        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        return index
 
     @classmethod
     def from_run(cls, train_dir: str, use_gpu: bool = False) -> Retriever:
         """Over the general head of a train run's culture_embeddings.parquet."""
         cultures, general = runs.read_culture_embeddings(
             io.join(train_dir, "culture_embeddings.parquet"))["general"]
-        return cls(cultures, general, use_gpu)
+        return cls(cultures, general, use_gpu, runs.raw_slots(train_dir))
 
-    def topk(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def topk(self, queries: np.ndarray, k: int,
+             modality: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(B, k) scores and culture positions, best first."""
         k = min(k, len(self.cultures))
-        return self.index.search(_normalise(queries), k)
+        index = self.by_modality.get(modality, self.index) if modality else self.index
+        return index.search(_normalise(queries), k)
+
+
+def modality_view(vectors: np.ndarray, slots: dict[str, tuple[int, int]],
+                  modality: str) -> np.ndarray:
+    """Culture general embeddings as a one-`modality` query sees them: the other
+    modalities' raw slots zeroed and this one rescaled to the norm the whole raw part
+    has (sqrt(w)); a culture without this modality keeps only its learned part."""
+    out = np.array(vectors, dtype=np.float32, copy=True)
+    starts = [a for a, _ in slots.values()]
+    raw_end = max(b for _, b in slots.values())
+    raw_norm = np.linalg.norm(out[:, min(starts):raw_end], axis=1, keepdims=True)
+    a, b = slots[modality]
+    part = out[:, a:b].copy()
+    norm = np.linalg.norm(part, axis=1, keepdims=True)
+    out[:, min(starts):raw_end] = 0.0
+    out[:, a:b] = np.where(norm > 0, part / np.maximum(norm, 1e-12) * raw_norm, 0.0)
+    return out
 
 
 class ThemeReranker:
@@ -345,6 +389,7 @@ class SimilarityService:
         if res.errors[0]:
             raise QueryError(MODALITY_FIELDS[modality], res.errors[0])
         fused = self.fusion.fuse(modality, res.vectors)
-        scores, pos = self.retriever.topk(self.fusion.general(fused), k)
+        scores, pos = self.retriever.topk(self.fusion.general(fused, modality, res.vectors), k,
+                                          modality)
         reranked = named(self.reranker.rerank(fused, pos, themes)[0], self.cultures)
         return format_answer([self.cultures[p] for p in pos[0] if p >= 0], scores[0], reranked)

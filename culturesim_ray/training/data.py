@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from culturesim_ray.graph.hetero import (
@@ -36,10 +38,11 @@ class TrainingData:
 
 def build_training_data(tables: dict[str, pa.Table], k: int = 10,
                         min_theme_items: int = 2, relations_path: str | None = None,
-                        s3: Any = None) -> TrainingData:
+                        s3: Any = None, themes: list[str] | None = None) -> TrainingData:
     """tables: modality -> embeddings (item_id, culture, vector, themes[, artifact_id]).
 
-    Cultures and themes are sorted; a theme needs `min_theme_items` items overall.
+    Cultures and themes are sorted; a theme needs `min_theme_items` items overall
+    (unless `themes` names them).
     Each modality's graph: kNN + shared artifact_id + same-modality relations of
     the optional relations file; cross-modal links (artifact_id, relations) go to
     `ModalityGraph.incoming` for the hetero variant (`graph.hetero`)."""
@@ -52,7 +55,8 @@ def build_training_data(tables: dict[str, pa.Table], k: int = 10,
             for ths in t.column("themes").to_pylist():
                 for th in ths or []:
                     counts[th] = counts.get(th, 0) + 1
-    themes = sorted(th for th, c in counts.items() if c >= min_theme_items)
+    if themes is None:  # given: the theme heads of a model trained on other items
+        themes = sorted(th for th, c in counts.items() if c >= min_theme_items)
     pos = {c: i for i, c in enumerate(cultures)}
     tpos = {th: i for i, th in enumerate(themes)}
     rel = artifact_links(tables, Relations())
@@ -76,3 +80,59 @@ def build_training_data(tables: dict[str, pa.Table], k: int = 10,
             ei = torch.unique(torch.cat([ei, *same[m]], dim=1), dim=1)
         graphs[m] = ModalityGraph(x, ei, culture, member, incoming[m])
     return TrainingData(graphs, cultures, themes, cross_modal_types(rel), rel.quarantined)
+
+
+def holdout_mask(item_ids: list[str], cultures: list[str], fraction: float,
+                 seed: int = 0) -> np.ndarray:
+    """(n,) bool: the items held out of training, `fraction` of each culture's items
+    (rounded down, so a culture keeps at least one training item, and a culture with
+    one item keeps it). Which items: the lowest keyed hashes of `seed:item_id`, so the
+    split depends only on the ids, the seed and the fraction, not on row order."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"holdout fraction must be in [0, 1), got {fraction}")
+    n = len(item_ids)
+    held = np.zeros(n, dtype=bool)
+    if fraction == 0.0 or n == 0:
+        return held
+    keys = np.array([int.from_bytes(hashlib.blake2b(f"{seed}:{i}".encode(), digest_size=8)
+                                    .digest(), "big") for i in item_ids], dtype=np.uint64)
+    groups: dict[str, list[int]] = {}
+    for row, c in enumerate(cultures):
+        groups.setdefault(c, []).append(row)
+    for rows in groups.values():
+        take = int(fraction * len(rows))
+        if take:
+            order = sorted(rows, key=lambda r: (int(keys[r]), item_ids[r]))
+            held[order[:take]] = True
+    return held
+
+
+def split_holdout(tables: dict[str, pa.Table], fraction: float, seed: int = 0
+                  ) -> tuple[dict[str, pa.Table], dict[str, pa.Table]]:
+    """(training tables, held-out tables) per modality by `holdout_mask`."""
+    train, held = {}, {}
+    for m, t in tables.items():
+        mask = holdout_mask(t.column("item_id").to_pylist(), t.column("culture").to_pylist(),
+                            fraction, seed)
+        train[m] = t.filter(pa.array(~mask))
+        held[m] = t.filter(pa.array(mask))
+    return train, held
+
+
+def held_out_ids(held: dict[str, pa.Table]) -> pa.Table:
+    """item_id, modality, culture of the held-out items (sorted by modality, id)."""
+    parts = [pa.table({"item_id": t.column("item_id"), "culture": t.column("culture"),
+                       "modality": pa.array([m] * t.num_rows, pa.string())})
+             for m, t in sorted(held.items())]
+    if not parts:
+        return pa.table({"item_id": pa.array([], pa.string()), "culture": pa.array([], pa.string()),
+                         "modality": pa.array([], pa.string())})
+    out = pa.concat_tables(parts)
+    return out.sort_by([("modality", "ascending"), ("item_id", "ascending")])
+
+
+def drop_items(tables: dict[str, pa.Table], ids: set[str]) -> dict[str, pa.Table]:
+    """The tables without the rows whose item_id is in `ids`."""
+    value_set = pa.array(sorted(ids), pa.string())
+    return {m: t.filter(pc.invert(pc.is_in(t.column("item_id"), value_set=value_set)))
+            for m, t in tables.items()}

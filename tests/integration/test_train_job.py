@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pyarrow.parquet as pq
 import pytest
 
 from conftest import KillWhen, corpus_rows, write_jsonl
 from culturesim_ray.config import AllPairsConfig, EmbedConfig
+from culturesim_ray.models.culturesim import CultureSimConfig
 from culturesim_ray.pipeline.allpairs import run_allpairs
 from culturesim_ray.pipeline.embed import run_embed
 
@@ -31,6 +34,18 @@ def test_two_workers_train_through_the_stages_and_export(ray_session, tmp_path):
     heads = set(table.column("head").to_pylist())
     assert heads == {"general", "history", "symbols"}
     assert set(table.column("culture").to_pylist()) == {"Turkish", "Greek", "Persian"}
+    # run_train's defaults: the general head carries the raw residual (raw_weight 0.9),
+    # the theme heads only the projection
+    mcfg = CultureSimConfig(**json.loads((tmp_path / "train" / "model_config.json").read_text()))
+    assert mcfg.raw_weight == 0.9 and mcfg.raw_dim > 0
+    dims = {h: len(v) for h, v in zip(table.column("head").to_pylist(),
+                                      table.column("vector").to_pylist(), strict=True)}
+    assert dims == {"general": mcfg.head_dim("general"), "history": 16, "symbols": 16}
+    # holdout 0.2: one of each culture's 6 texts (the single flag stays in training)
+    held = pq.read_table(tmp_path / "train" / "holdout.parquet")
+    assert held.num_rows == manifest["counts"]["held_out_items"] == 3
+    assert set(held.column("modality").to_pylist()) == {"text"}
+    assert sorted(held.column("culture").to_pylist()) == ["Greek", "Persian", "Turkish"]
     # the export is the all-pairs job's culture-level input
     ap = run_allpairs(str(tmp_path / "train" / "culture_embeddings.parquet"),
                       str(tmp_path / "ap"), AllPairsConfig(k=2), log=lambda *_: None)
@@ -38,8 +53,6 @@ def test_two_workers_train_through_the_stages_and_export(ray_session, tmp_path):
 
 
 def test_killed_worker_resumes_at_the_same_step_with_the_same_queue(ray_session, tmp_path):
-    import json
-
     from culturesim_ray.pipeline.train import run_train
 
     corpus = write_jsonl(tmp_path / "c.jsonl", corpus_rows())
@@ -72,8 +85,6 @@ def test_hetero_training_with_a_relations_file_and_serving_its_model(ray_session
     """The hetero variant end to end: a relations file links texts to flags (one bad
     row quarantined), Ray Train trains it, and the serving predictor rebuilds the
     same graph from the run's manifest."""
-    import json
-
     import numpy as np
 
     from culturesim_ray.pipeline.train import run_train
@@ -97,6 +108,9 @@ def test_hetero_training_with_a_relations_file_and_serving_its_model(ray_session
     assert "'persian-9' is not an item" in json.loads(bad[0])["reason"]
     pred = FusionPredictor.from_run(str(tmp_path / "train"), embed)
     q = np.random.default_rng(0).normal(size=(2, 384)).astype(np.float32)
-    general = pred.general(pred.fuse("text", q))
-    assert general.shape == (2, 16) and np.isfinite(general).all()
+    # raw_weight 0.9 (run_train's default): the query's vector fills its modality's raw slot
+    general = pred.general(pred.fuse("text", q), "text", q)
+    head_dim = pred.model.cfg.head_dim("general")
+    assert head_dim == 16 + pred.model.cfg.raw_dim > 16
+    assert general.shape == (2, head_dim) and np.isfinite(general).all()
     np.testing.assert_allclose(np.linalg.norm(general, axis=1), 1.0, rtol=1e-5)

@@ -1,5 +1,6 @@
 """Evaluation metrics against scipy / sklearn on hand-made data, gold validation,
-and the shipped demo gold set re-derived from its source package."""
+leave-cultures-out CV of the learned similarity (instrumented), the gold kinds,
+precomputed matrices, and the shipped demo gold set re-derived from its source package."""
 
 from __future__ import annotations
 
@@ -7,16 +8,22 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from scipy import stats
 
 from culturesim_ray.report.evaluate import (
     GoldError,
     Method,
+    culture_folds,
     evaluate,
+    format_table,
+    learned_cv_matrix,
     ndcg_at_k,
+    plot_evaluation,
     rank_correlations,
     recall_at_k,
     validate_gold,
+    vector_matrix,
 )
 from culturesim_ray.report.gold import (
     build_demo_gold,
@@ -40,7 +47,7 @@ def test_rank_correlations_equal_scipy():
     assert tau == pytest.approx(stats.kendalltau(g, p).statistic)
     # by hand: ranks of g 6,4,1,3,2,5 and of p 6,2,3,5,1,4 -> sum d^2 = 0+4+4+4+1+1 = 14
     assert rho == pytest.approx(1 - 6 * 14 / (6 * 35))
-    assert all(math.isnan(v) for v in rank_correlations([1, 1, 1], [1, 2, 3]))
+    assert rank_correlations([1, 1, 1], [1, 2, 3]) == (0.0, 0.0)  # constant side: 0, not NaN
 
 
 def test_recall_at_k_by_hand():
@@ -53,8 +60,9 @@ def test_recall_at_k_by_hand():
 def test_ndcg_equals_sklearn_per_culture():
     from sklearn.metrics import ndcg_score
 
+    lo, hi = min(g for *_, g in PAIRS), max(g for *_, g in PAIRS)
     partners = {}
-    for a, b, g in PAIRS:
+    for a, b, g in [(a, b, (g - lo) / (hi - lo)) for a, b, g in PAIRS]:  # gains min-max
         partners.setdefault(a, []).append((g, PRED[(a, b)]))
         partners.setdefault(b, []).append((g, PRED[(a, b)]))
     for k in (1, 2, 3):
@@ -107,6 +115,155 @@ def test_evaluate_ranks_a_method_that_knows_the_answer_first():
     assert by["informed"]["spearman"] > 0.95 and by["informed"]["ndcg@2"] > 0.95
     assert by["noise"]["spearman"] < by["informed"]["spearman"]
     assert by["informed"]["pairs"] == 28
+
+
+def _planar(n: int = 10, seed: int = 0, keep: float = 1.0):
+    """n cultures on a plane; gold = exp(-distance); vectors = position + small noise."""
+    rng = np.random.default_rng(seed)
+    names = [f"c{i:02d}" for i in range(n)]
+    pos = rng.normal(size=(n, 2))
+    rows = [{"culture_a": a, "culture_b": b,
+             "score": float(np.exp(-np.linalg.norm(pos[i] - pos[j])))}
+            for i, a in enumerate(names) for j, b in enumerate(names)
+            if i < j and rng.random() < keep]
+    vec = np.hstack([pos, 0.05 * rng.normal(size=(n, 4))]).astype(np.float32)
+    return names, rows, vec
+
+
+def _finite_row(r):
+    return all(math.isfinite(v) for v in r.values() if isinstance(v, float | int))
+
+
+@pytest.fixture
+def fast_learned(monkeypatch):
+    """A short LearnedSimilarity fit on one thread: the CV bookkeeping, not the fit, is tested."""
+    from culturesim_ray.ops.learned import LearnedSimilarity
+
+    init = LearnedSimilarity.__init__
+    monkeypatch.setattr(LearnedSimilarity, "__init__",
+                        lambda self, **kw: init(self, **{"epochs": 20, **kw}))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_evaluate_rows_carry_intervals_mantel_and_cv_labels(tmp_path, fast_learned):
+    names, rows, vec = _planar(10)
+    gold = validate_gold(rows, names)
+    out = evaluate(gold, [Method("m", "similarity", {"general": (names, vec)}, "euclidean"),
+                          Method("m + learned", "similarity", {"general": (names, vec)},
+                                 "learned")], k=2, n_boot=200, n_perm=199)
+    by = {r["method"]: r for r in out}
+    assert set(by) == {"m", "m + learned (leave-cultures-out CV)", "m + learned (pair-level CV)"}
+    assert [by[n]["cv"] for n in sorted(by)] == ["", "cultures", "pairs"]
+    e = by["m"]
+    assert e["spearman_lo"] <= e["spearman"] <= e["spearman_hi"] and e["mantel_p"] < 0.05
+    assert e["kendall_lo"] <= e["kendall"] <= e["kendall_hi"] and e["degenerate"] is False
+    assert all(_finite_row(r) for r in out)
+    table = format_table(out, 2)
+    assert f"{e['spearman']:.3f} [{e['spearman_lo']:.2f}, {e['spearman_hi']:.2f}]" in table
+    assert "leave-cultures-out CV" in table and "mantel p" in table
+    assert plot_evaluation(out, tmp_path / "e.png", 2).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_leave_cultures_out_cv_never_trains_on_a_test_culture(monkeypatch, fast_learned):
+    from culturesim_ray.ops.learned import LearnedSimilarity
+
+    names, rows, vec = _planar(11, seed=1, keep=0.7)  # gold covers only some pairs
+    pairs = [(a, b, s) for a, b, s, _ in validate_gold(rows, names).pairs]
+    t = torch.from_numpy(vec)
+    fits: list[dict] = []
+    fit, pairwise = LearnedSimilarity.fit, LearnedSimilarity.pairwise
+
+    def culture(rows_):  # map vectors back to culture names (rows are distinct)
+        return [names[int((t == r).all(1).nonzero()[0, 0])] for r in rows_]
+
+    def rec_fit(self, a, b, labels):
+        fits.append({"train": set(zip(culture(a), culture(b), strict=True)), "test": set()})
+        self._rec = fits[-1]
+        return fit(self, a, b, labels)
+
+    def rec_pairwise(self, a, b):
+        self._rec["test"] |= set(zip(culture(a), culture(b), strict=True))
+        return pairwise(self, a, b)
+
+    monkeypatch.setattr(LearnedSimilarity, "fit", rec_fit)
+    monkeypatch.setattr(LearnedSimilarity, "pairwise", rec_pairwise)
+    cultures, m = learned_cv_matrix((names, vec), pairs, "cultures", folds=4, seed=3)
+    fold_of = culture_folds(cultures, 4, seed=3)
+    assert len(fits) == 4 and sorted(set(fold_of.values())) == [0, 1, 2, 3]
+    scored = []
+    for rec in fits:
+        (f,) = {fold_of[a] for a, _ in rec["test"]}  # one fold per model
+        held = {c for c, g in fold_of.items() if g == f}
+        assert rec["train"] and all(a not in held and b not in held for a, b in rec["train"])
+        assert rec["train"] <= {(a, b) for a, b, _ in pairs}
+        scored += rec["test"]
+    gold_pairs = {(a, b) for a, b, _ in pairs}
+    assert len(scored) == len(set(scored)) == 55  # every pair of the 11 cultures, once
+    assert gold_pairs <= set(scored) and np.allclose(m, m.T)
+    # a pair joining two folds is trained on by neither
+    for a, b in gold_pairs:
+        for rec in fits:
+            if (a, b) in rec["train"]:
+                assert not {fold_of[a], fold_of[b]} & {fold_of[x] for x, _ in rec["test"]}
+    # pair-level CV: a gold pair is never scored by a model trained on it
+    fits.clear()
+    learned_cv_matrix((names, vec), pairs, "pairs", folds=4, seed=3)
+    assert len(fits) == 4
+    assert all(not (rec["train"] & rec["test"]) for rec in fits)
+
+
+def test_distance_gold_equals_negated_similarity_gold(fast_learned):
+    names, rows, vec = _planar(9, seed=2)
+    methods = [Method("cos", "similarity", {"general": (names, vec)}, "cosine"),
+               Method("learned", "similarity", {"general": (names, vec)}, "learned")]
+    sim = evaluate(validate_gold(rows, names), methods, k=2, n_boot=100, n_perm=99)
+    neg = [{**r, "score": -r["score"]} for r in rows]
+    gold = validate_gold(neg, names, gold_kind="distance")
+    assert gold.kind == "distance"
+    assert evaluate(gold, methods, k=2, n_boot=100, n_perm=99) == sim
+    wrong = evaluate(validate_gold(neg, names), methods[:1], k=2, n_boot=100, n_perm=99)
+    assert wrong[0]["spearman"] == pytest.approx(-sim[0]["spearman"])
+    with pytest.raises(GoldError, match="gold kind"):
+        validate_gold(rows, names, gold_kind="dissimilarity")
+
+
+def test_no_nan_for_constant_predictions_constant_gold_and_distance_gold():
+    names, rows, vec = _planar(8, seed=4)
+    const = Method("const", "baseline", matrices={"general": (names, np.full((8, 8), 0.2))})
+    good = Method("cos", "similarity", {"general": (names, vec)})
+    for gold in (validate_gold(rows, names),
+                 validate_gold([{**r, "score": 0.5} for r in rows], names),
+                 validate_gold(rows, names, gold_kind="distance")):
+        out = evaluate(gold, [const, good], k=3, n_boot=100, n_perm=99)
+        assert len(out) == 2 and all(_finite_row(r) for r in out)
+    assert out[0]["degenerate"] is True and out[0]["spearman"] == 0.0
+
+
+def test_precomputed_matrices_equal_the_vectors_path():
+    from culturesim_ray.ops import similarity as S
+
+    names, rows, vec = _planar(9, seed=5, keep=0.8)
+    gold = validate_gold(rows, names)
+    # the matrix in another culture order, with a culture the gold does not use
+    cultures, m = vector_matrix((names, vec), S.cosine)
+    order = np.random.default_rng(0).permutation(9)
+    pre = Method("x", "similarity", similarity="cosine",
+                 matrices={"general": ([cultures[i] for i in order], m[np.ix_(order, order)])})
+    via = Method("x", "similarity", {"general": (names, vec)}, "cosine")
+    a, b = (evaluate(gold, [mm], k=2, n_boot=100, n_perm=99) for mm in (pre, via))
+    assert a[0] == pytest.approx(b[0])
+
+
+def test_cli_gold_kind_flag():
+    from culturesim_ray.cli import build_parser
+
+    args = build_parser().parse_args(["evaluate", "run", "--gold", "g.csv",
+                                      "--gold-kind", "distance"])
+    assert args.gold_kind == "distance"
+    assert build_parser().parse_args(["evaluate", "run", "--gold", "g"]).gold_kind == "similarity"
 
 
 def test_haversine_known_distance():

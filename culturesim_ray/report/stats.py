@@ -1,0 +1,268 @@
+"""Agreement statistics between gold culture pairs and a predicted culture matrix.
+
+Pure numpy/scipy. Gold pairs are (culture_a, culture_b, score) read as
+"higher = more similar" (`orient` negates distance-type gold first), so every
+statistic reads "higher = better agreement". Conventions, so that no value is
+ever NaN:
+
+- Spearman / Kendall (tau-b): 0.0 when either side is constant over the pairs
+  (or there are fewer than 2 pairs); `score_matrix` flags it `degenerate`.
+- Bootstrap over cultures (95% percentile interval): each resample draws the
+  gold cultures with replacement; a gold pair enters with multiplicity
+  count(a) * count(b) (the pairs among the drawn cultures, copies included);
+  the statistic is that of the expanded multiset (ties by average rank).
+  Resamples where it is undefined (a constant side) are skipped; when none is
+  left the interval is [estimate, estimate].
+- Mantel test: the same permutation of the gold cultures is applied to the
+  rows and columns of the predicted matrix; the pair (a, b) is then scored
+  pred[perm(a), perm(b)]; p = (1 + #{perm stat >= observed}) / (1 + n_perm),
+  one-sided (agreement larger than chance).
+- nDCG@k: gains = gold rescaled to [0, 1] (min-max over the pairs given); a
+  culture whose partners all have the same gain has nDCG 1.0 (any order is ideal).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.stats import rankdata
+
+Pair = tuple[str, str, float]
+Matrix = tuple[list[str], np.ndarray]  # cultures, (C, C) predicted similarity
+GOLD_KINDS = ("similarity", "distance")
+
+
+def orient(pairs: Sequence[Pair], gold_kind: str = "similarity") -> list[Pair]:
+    """Gold pairs as "higher = more similar": distance-type scores are negated."""
+    if gold_kind not in GOLD_KINDS:
+        raise ValueError(f"gold kind must be one of {GOLD_KINDS}, got {gold_kind!r}")
+    sign = -1.0 if gold_kind == "distance" else 1.0
+    return [(a, b, sign * float(s)) for a, b, s in pairs]
+
+
+# ---------------------------------------------------------------- correlations
+def _tie_groups(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(order, group start positions in sorted order, group id per sorted position)."""
+    order = np.argsort(v, kind="stable")
+    vs = v[order]
+    new = np.r_[True, vs[1:] != vs[:-1]]
+    return order, np.flatnonzero(new), np.cumsum(new) - 1
+
+
+def weighted_ranks(v: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Average ranks of v (m,) in the multiset where item i appears w[b, i] times.
+
+    w: (B, m) non-negative counts. Returns (ranks (B, m), tie-group totals (B, G))."""
+    order, starts, gid = _tie_groups(v)
+    ws = w[:, order]
+    totals = np.add.reduceat(ws, starts, axis=1)  # (B, G)
+    before = np.cumsum(totals, axis=1) - totals
+    ranks = np.empty_like(ws, dtype=np.float64)
+    ranks[:, order] = (before + (totals + 1) / 2)[:, gid]
+    return ranks, totals
+
+
+def _defined(tg: np.ndarray, tp: np.ndarray) -> np.ndarray:
+    """Both sides take at least two distinct values among the drawn pairs."""
+    return ((tg > 0).sum(1) >= 2) & ((tp > 0).sum(1) >= 2)
+
+
+def weighted_spearman(g: np.ndarray, p: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Spearman rho per row of counts w (B, m) on the expanded multiset; (rho (B,), defined (B,))."""
+    rg, tg = weighted_ranks(g, w)
+    rp, tp = weighted_ranks(p, w)
+    n = w.sum(1, keepdims=True).clip(min=1)
+    dg = rg - (w * rg).sum(1, keepdims=True) / n
+    dp = rp - (w * rp).sum(1, keepdims=True) / n
+    cov, vg, vp = (w * dg * dp).sum(1), (w * dg * dg).sum(1), (w * dp * dp).sum(1)
+    ok = _defined(tg, tp)
+    rho = np.where(ok, cov / np.sqrt(np.where(ok, vg * vp, 1.0)), 0.0)
+    return np.clip(rho, -1.0, 1.0), ok
+
+
+def weighted_kendall(g: np.ndarray, p: np.ndarray, w: np.ndarray,
+                     chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Kendall tau-b per row of counts w (B, m) on the expanded multiset; (tau (B,), defined (B,)).
+
+    tau-b = S / sqrt((n0 - n1)(n0 - n2)) with S = sum_{i<j} w_i w_j sign(dg) sign(dp),
+    n0 = N(N-1)/2 and n1, n2 the tied pairs (copies of one pair are tied on both
+    sides). Memory O(m^2) for the sign matrix; resamples in chunks of `chunk`."""
+    sign = np.sign(g[:, None] - g[None, :]) * np.sign(p[:, None] - p[None, :])  # (m, m)
+    _, tg = weighted_ranks(g, w)
+    _, tp = weighted_ranks(p, w)
+    s = np.concatenate([((w[i:i + chunk] @ sign) * w[i:i + chunk]).sum(1) / 2
+                        for i in range(0, len(w), chunk)]) if len(w) else np.zeros(0)
+    n = w.sum(1)
+    n0 = n * (n - 1) / 2
+    n1, n2 = (tg * (tg - 1) / 2).sum(1), (tp * (tp - 1) / 2).sum(1)
+    ok = _defined(tg, tp)
+    tau = np.where(ok, s / np.sqrt(np.where(ok, (n0 - n1) * (n0 - n2), 1.0)), 0.0)
+    return np.clip(tau, -1.0, 1.0), ok
+
+
+def rank_correlations(gold: Sequence[float], pred: Sequence[float]) -> tuple[float, float]:
+    """(Spearman rho, Kendall tau-b); both 0.0 when either side is constant."""
+    g, p = np.asarray(gold, dtype=np.float64), np.asarray(pred, dtype=np.float64)
+    w = np.ones((1, len(g)))
+    return float(weighted_spearman(g, p, w)[0][0]), float(weighted_kendall(g, p, w)[0][0])
+
+
+def is_degenerate(gold: Sequence[float], pred: Sequence[float]) -> bool:
+    """True when a rank correlation is undefined: < 2 pairs or a constant side."""
+    g, p = np.asarray(gold, dtype=np.float64), np.asarray(pred, dtype=np.float64)
+    return bool(len(g) < 2 or np.ptp(g) == 0 or np.ptp(p) == 0)
+
+
+# ---------------------------------------------------------------- resampling
+def _index(pairs: Sequence[Pair]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Gold cultures (sorted) and each pair's two culture indices."""
+    names = sorted({c for a, b, _ in pairs for c in (a, b)})
+    pos = {c: i for i, c in enumerate(names)}
+    return (names, np.array([pos[a] for a, _, _ in pairs]),
+            np.array([pos[b] for _, b, _ in pairs]))
+
+
+def bootstrap_correlations(pairs: Sequence[Pair], pred: Sequence[float], n_boot: int = 1000,
+                           seed: int = 0, level: float = 0.95) -> dict[str, float]:
+    """Percentile intervals of Spearman and Kendall over cultures resampled with
+    replacement (multiplicity count(a) * count(b)); keys spearman_lo/hi, kendall_lo/hi."""
+    names, ia, ib = _index(pairs)
+    g = np.array([s for *_, s in pairs], dtype=np.float64)
+    p = np.asarray(pred, dtype=np.float64)
+    counts = np.random.default_rng([seed, 0]).multinomial(
+        len(names), np.full(len(names), 1 / len(names)), size=n_boot).astype(np.float64)
+    w = counts[:, ia] * counts[:, ib]  # (n_boot, m)
+    point = rank_correlations(g, p)
+    out = {}
+    q = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
+    for name, fn, est in (("spearman", weighted_spearman, point[0]),
+                          ("kendall", weighted_kendall, point[1])):
+        stat, ok = fn(g, p, w)
+        lo, hi = np.percentile(stat[ok], q) if ok.any() else (est, est)
+        out[f"{name}_lo"], out[f"{name}_hi"] = float(lo), float(hi)
+    return out
+
+
+def _rowwise_spearman(rg: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Spearman of fixed ranks rg (m,) with each row of p (R, m); 0.0 for a constant row."""
+    rp = rankdata(p, axis=1)
+    dg = rg - rg.mean()
+    dp = rp - rp.mean(1, keepdims=True)
+    den = np.sqrt((dg * dg).sum() * (dp * dp).sum(1))
+    return np.where(den > 0, (dp @ dg) / np.where(den > 0, den, 1.0), 0.0)
+
+
+def mantel_p(pairs: Sequence[Pair], pred: Matrix, n_perm: int = 999, seed: int = 0) -> float:
+    """Mantel permutation p-value of the Spearman between gold and predicted scores.
+
+    pred must score every pair of the gold cultures (gold may cover only some)."""
+    names, ia, ib = _index(pairs)
+    cultures, m = pred
+    pos = {c: i for i, c in enumerate(cultures)}
+    sub = np.asarray(m, dtype=np.float64)[np.ix_([pos[c] for c in names], [pos[c] for c in names])]
+    g = np.array([s for *_, s in pairs], dtype=np.float64)
+    if np.ptp(g) == 0:
+        return 1.0
+    rg = rankdata(g)
+    obs = _rowwise_spearman(rg, sub[ia, ib][None])[0]
+    rng = np.random.default_rng([seed, 1])
+    perms = rng.permuted(np.tile(np.arange(len(names)), (n_perm, 1)), axis=1)  # (n_perm, n)
+    stats = _rowwise_spearman(rg, sub[perms[:, ia], perms[:, ib]])
+    return float((1 + np.sum(stats >= obs - 1e-12)) / (1 + n_perm))
+
+
+# ---------------------------------------------------------------- retrieval
+def _partners(pairs: Sequence[Pair],
+              pred: dict[tuple[str, str], float]) -> dict[str, list[tuple[str, float, float]]]:
+    out: dict[str, list[tuple[str, float, float]]] = defaultdict(list)
+    for a, b, g in pairs:
+        p = pred[(a, b)]
+        out[a].append((b, g, p))
+        out[b].append((a, g, p))
+    return out
+
+
+def recall_at_k(pairs: Sequence[Pair], pred: dict[tuple[str, str], float], k: int) -> float:
+    """Mean over cultures of |gold top-k partners & predicted top-k| / k (k capped
+    at the culture's number of gold partners; ties broken by name)."""
+    vals = []
+    for items in _partners(pairs, pred).values():
+        kk = min(k, len(items))
+        rel = {c for c, _, _ in sorted(items, key=lambda t: (-t[1], t[0]))[:kk]}
+        got = {c for c, _, _ in sorted(items, key=lambda t: (-t[2], t[0]))[:kk]}
+        vals.append(len(rel & got) / kk)
+    return float(np.mean(vals)) if vals else 0.0
+
+
+def ndcg_at_k(pairs: Sequence[Pair], pred: dict[tuple[str, str], float], k: int) -> float:
+    """Mean over cultures of DCG@k / ideal DCG@k, gain = gold min-max rescaled to
+    [0, 1] over `pairs`, DCG = sum_i gain_i / log2(i + 2); 1.0 for a culture whose
+    partners all have the same gain (and for all cultures when the gold is constant)."""
+    lo = min((g for *_, g in pairs), default=0.0)
+    span = max((g for *_, g in pairs), default=0.0) - lo
+    if span == 0:
+        return 1.0
+    vals = []
+    for items in _partners([(a, b, (g - lo) / span) for a, b, g in pairs], pred).values():
+        gains = [g for _, g, _ in sorted(items, key=lambda t: (-t[2], t[0]))][:k]
+        ideal = sorted((g for _, g, _ in items), reverse=True)[:k]
+        idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
+        if len({g for _, g, _ in items}) == 1 or idcg == 0:
+            vals.append(1.0)
+        else:
+            vals.append(sum(g / math.log2(i + 2) for i, g in enumerate(gains)) / idcg)
+    return float(np.mean(vals))
+
+
+# ---------------------------------------------------------------- one method
+def as_matrix(pred: Matrix | dict[tuple[str, str], float], cultures: Sequence[str]) -> Matrix:
+    """A predicted matrix over `cultures`, from a matrix or from a pair dict that
+    scores every pair (either order); a missing pair is a ValueError."""
+    if isinstance(pred, tuple):
+        return pred
+    n = len(cultures)
+    m = np.zeros((n, n))
+    for i in range(n):
+        for j in range(i + 1, n):
+            a, b = cultures[i], cultures[j]
+            s = pred.get((a, b), pred.get((b, a)))
+            if s is None:
+                raise ValueError(f"no predicted score for ({a}, {b}): the Mantel test needs "
+                                 "every pair of the gold cultures")
+            m[i, j] = m[j, i] = s
+    return list(cultures), m
+
+
+def score_matrix(pairs: Sequence[Pair], pred: Matrix | dict[tuple[str, str], float], k: int,
+                 n_boot: int = 1000, n_perm: int = 999, seed: int = 0,
+                 gold_kind: str = "similarity") -> dict[str, float | int | bool]:
+    """Every statistic of one method on gold `pairs` (a, b, score): spearman, kendall
+    (+ _lo/_hi bootstrap intervals), mantel_p, recall@k, ndcg@k, pairs, degenerate.
+
+    pred: (cultures, (C, C) matrix) covering the gold cultures, or a dict
+    (a, b) -> score over every pair of them. gold_kind "distance" negates the gold."""
+    if not pairs:
+        raise ValueError("score_matrix: no gold pairs")
+    pairs = orient(pairs, gold_kind)
+    names, _, _ = _index(pairs)
+    cultures, m = as_matrix(pred, names)
+    pos = {c: i for i, c in enumerate(cultures)}
+    missing = [c for c in names if c not in pos]
+    if missing:
+        raise ValueError(f"score_matrix: no predicted scores for culture(s) {missing[:5]}")
+    p = np.array([m[pos[a], pos[b]] for a, b, _ in pairs], dtype=np.float64)
+    if not np.isfinite(p).all():
+        raise ValueError(f"score_matrix: {int((~np.isfinite(p)).sum())} non-finite predicted "
+                         "score(s) on gold pairs")
+    g = [s for *_, s in pairs]
+    rho, tau = rank_correlations(g, p)
+    d = {(a, b): float(v) for (a, b, _), v in zip(pairs, p, strict=True)}
+    ci = bootstrap_correlations(pairs, p, n_boot, seed)
+    return {"spearman": rho, "spearman_lo": ci["spearman_lo"], "spearman_hi": ci["spearman_hi"],
+            "kendall": tau, "kendall_lo": ci["kendall_lo"], "kendall_hi": ci["kendall_hi"],
+            "mantel_p": mantel_p(pairs, (cultures, m), n_perm, seed),
+            f"recall@{k}": recall_at_k(pairs, d, k), f"ndcg@{k}": ndcg_at_k(pairs, d, k),
+            "pairs": len(pairs), "degenerate": bool(is_degenerate(g, p))}

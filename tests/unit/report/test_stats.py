@@ -1,0 +1,161 @@
+"""Agreement statistics against scipy on expanded data, brute-force enumeration
+of the Mantel null, and the no-NaN conventions."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from culturesim_ray.report.stats import (
+    bootstrap_correlations,
+    mantel_p,
+    ndcg_at_k,
+    rank_correlations,
+    score_matrix,
+    weighted_kendall,
+    weighted_spearman,
+)
+
+
+def _case(n: int, noise: float, seed: int = 0, keep: float = 1.0):
+    """n cultures, a symmetric gold matrix and predictions = gold + noise;
+    gold pairs: a random share `keep` of all pairs."""
+    rng = np.random.default_rng(seed)
+    names = [f"c{i:02d}" for i in range(n)]
+    x = rng.normal(size=(n, 3))
+    gold = -np.linalg.norm(x[:, None] - x[None], axis=-1)  # (n, n)
+    e = rng.normal(size=(n, n))
+    pred = gold + noise * (e + e.T) / 2
+    pairs = [(names[i], names[j], float(gold[i, j]))
+             for i, j in itertools.combinations(range(n), 2) if rng.random() < keep]
+    return pairs, (names, pred)
+
+
+def _pred(pairs, m):
+    names, mat = m
+    pos = {c: i for i, c in enumerate(names)}
+    return np.array([mat[pos[a], pos[b]] for a, b, _ in pairs])
+
+
+def test_weighted_correlations_equal_scipy_on_the_expanded_multiset():
+    rng = np.random.default_rng(1)
+    g = rng.integers(0, 4, 12).astype(float)  # ties on both sides
+    p = rng.integers(0, 5, 12).astype(float)
+    w = rng.integers(0, 3, (20, 12)).astype(float)
+    rho, ok = weighted_spearman(g, p, w)
+    tau, ok2 = weighted_kendall(g, p, w)
+    assert (ok == ok2).all() and ok.any()
+    for b in np.flatnonzero(ok):
+        gg, pp = np.repeat(g, w[b].astype(int)), np.repeat(p, w[b].astype(int))
+        assert rho[b] == pytest.approx(stats.spearmanr(gg, pp).statistic)
+        assert tau[b] == pytest.approx(stats.kendalltau(gg, pp).statistic)
+
+
+def test_constant_side_is_zero_not_nan():
+    assert rank_correlations([1, 1, 1], [1, 2, 3]) == (0.0, 0.0)
+    assert rank_correlations([1, 2, 3], [5, 5, 5]) == (0.0, 0.0)
+    assert rank_correlations([1.0], [2.0]) == (0.0, 0.0)
+
+
+def test_bootstrap_interval_contains_a_clear_signal_and_is_wide_on_noise():
+    pairs, m = _case(15, noise=0.05)
+    rho, _ = rank_correlations([s for *_, s in pairs], _pred(pairs, m))
+    ci = bootstrap_correlations(pairs, _pred(pairs, m), n_boot=500, seed=0)
+    assert ci["spearman_lo"] <= rho <= ci["spearman_hi"] and rho > 0.9
+    assert ci["spearman_hi"] - ci["spearman_lo"] < 0.15
+    assert ci["kendall_lo"] < ci["kendall_hi"]
+    rng = np.random.default_rng(3)
+    noise = rng.normal(size=len(pairs))
+    ci = bootstrap_correlations(pairs, noise, n_boot=500, seed=0)
+    assert ci["spearman_lo"] < 0 < ci["spearman_hi"]
+    assert ci["spearman_hi"] - ci["spearman_lo"] > 0.2
+    assert bootstrap_correlations(pairs, noise, 500, seed=0) == ci  # seeded
+
+
+def test_bootstrap_is_fast_on_400_pairs():
+    pairs, m = _case(30, noise=1.0)
+    pairs = pairs[:400]
+    t = time.perf_counter()
+    bootstrap_correlations(pairs, _pred(pairs, m), n_boot=1000)
+    assert time.perf_counter() - t < 3.0  # about 0.2 s on one core; loose for shared CPUs
+
+
+@pytest.mark.parametrize("keep", [1.0, 0.6])
+def test_mantel_small_for_signal_large_for_noise(keep):
+    pairs, m = _case(15, noise=0.1, keep=keep)
+    assert mantel_p(pairs, m, 999, seed=0) < 0.05
+    rng = np.random.default_rng(5)
+    r = rng.normal(size=(15, 15))
+    assert mantel_p(pairs, (m[0], r + r.T), 999, seed=0) > 0.1
+
+
+def test_mantel_matches_enumeration_of_all_permutations_with_partial_gold():
+    # 5 cultures, 6 of the 10 pairs in gold; the permuted score of (a, b) is
+    # pred[perm(a), perm(b)], also where that pair has no gold score
+    pairs, (names, pred) = _case(5, noise=0.8, seed=2, keep=1.0)
+    pairs = pairs[:6]
+    g = [s for *_, s in pairs]
+    pos = {c: i for i, c in enumerate(names)}
+    obs = stats.spearmanr(g, _pred(pairs, (names, pred))).statistic
+    ge = []
+    for perm in itertools.permutations(range(5)):
+        p = [pred[perm[pos[a]], perm[pos[b]]] for a, b, _ in pairs]
+        ge.append(stats.spearmanr(g, p).statistic >= obs - 1e-12)
+    exact = np.mean(ge)
+    p = mantel_p(pairs, (names, pred), n_perm=20000, seed=0)
+    assert p == pytest.approx(exact, abs=0.015)
+
+
+def test_ndcg_conventions():
+    pairs = [("A", "B", 0.5), ("A", "C", 0.5), ("B", "C", 0.5)]
+    pred = {("A", "B"): 0.1, ("A", "C"): 0.9, ("B", "C"): 0.3}
+    assert ndcg_at_k(pairs, pred, 2) == 1.0  # constant gold
+    # D's partners all have gain 0 after min-max (idcg 0) -> 1.0 for D
+    pairs = [("A", "B", 1.0), ("A", "D", 0.0), ("B", "D", 0.0), ("A", "C", 0.5)]
+    pred = {("A", "B"): 0.1, ("A", "D"): 0.9, ("B", "D"): 0.3, ("A", "C"): 0.2}
+    vals = ndcg_at_k(pairs, pred, 1)
+    # A: top pred D (gain 0) / ideal B (1) -> 0; B: top pred D (0) vs A (1) -> 0; C: 1; D: 1
+    assert vals == pytest.approx(0.5)
+
+
+def _finite(row):
+    return all(math.isfinite(v) for v in row.values() if isinstance(v, float | int))
+
+
+def test_score_matrix_fields_and_no_nan_in_degenerate_cases():
+    pairs, m = _case(8, noise=0.3, seed=4)
+    r = score_matrix(pairs, m, 3, n_boot=200, n_perm=199)
+    assert set(r) == {"spearman", "spearman_lo", "spearman_hi", "kendall", "kendall_lo",
+                      "kendall_hi", "mantel_p", "recall@3", "ndcg@3", "pairs", "degenerate"}
+    assert r["pairs"] == 28 and r["degenerate"] is False and _finite(r)
+    assert 1 / 200 <= r["mantel_p"] <= 1
+    const_pred = (m[0], np.full((8, 8), 0.3))
+    const_gold = [(a, b, 0.7) for a, b, _ in pairs]
+    for pp, pr in ((pairs, const_pred), (const_gold, m)):
+        r = score_matrix(pp, pr, 3, n_boot=100, n_perm=99)
+        assert r["degenerate"] is True and _finite(r)
+        assert r["spearman"] == r["kendall"] == 0.0 == r["spearman_lo"] == r["spearman_hi"]
+        assert r["mantel_p"] == 1.0
+        assert 0 <= r["recall@3"] <= 1 and 0 <= r["ndcg@3"] <= 1
+
+
+def test_score_matrix_distance_gold_and_dict_predictions():
+    pairs, m = _case(8, noise=0.3, seed=6)
+    ref = score_matrix(pairs, m, 2, n_boot=200, n_perm=199, seed=1)
+    dist = [(a, b, -s) for a, b, s in pairs]
+    assert score_matrix(dist, m, 2, n_boot=200, n_perm=199, seed=1,
+                        gold_kind="distance") == ref
+    flipped = score_matrix(dist, m, 2, n_boot=200, n_perm=199, seed=1)  # read as similarity
+    assert flipped["spearman"] == pytest.approx(-ref["spearman"])
+    names, mat = m
+    d = {(a, b): mat[i, j] for i, a in enumerate(names) for j, b in enumerate(names) if i < j}
+    assert score_matrix(pairs, d, 2, n_boot=200, n_perm=199, seed=1) == ref
+    with pytest.raises(ValueError, match="every pair of the gold cultures"):
+        score_matrix(pairs, {k: v for k, v in list(d.items())[1:]}, 2)
+    with pytest.raises(ValueError, match="gold kind"):
+        score_matrix(pairs, m, 2, gold_kind="dissimilarity")
