@@ -36,6 +36,8 @@ def _embed_config(args: argparse.Namespace) -> EmbedConfig:
         data["strict"] = True
     if args.s3_endpoint:
         data["s3"] = {**data.get("s3", {}), "endpoint_url": args.s3_endpoint}
+    if args.uri_root:  # added to the config file's list
+        data["uri_roots"] = [*data.get("uri_roots", []), *args.uri_root]
     cfg = EmbedConfig(**data)
     if not isinstance(cfg.s3, S3Config):  # pragma: no cover - pydantic guarantees it
         raise TypeError("s3 config")
@@ -54,6 +56,10 @@ def add_embed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=int, help="token limit of transformer text encoders")
     p.add_argument("--strict", action="store_true", help="any bad row is an error")
     p.add_argument("--s3-endpoint", help="S3 endpoint URL (else AWS_ENDPOINT_URL)")
+    p.add_argument("--uri-root", action="append", metavar="PATH_OR_S3_PREFIX",
+                   help="another place image/sequence uris may point into besides the corpus "
+                        "folder (repeatable; adds to the config's uri_roots); uris elsewhere "
+                        "are quarantined")
     p.add_argument("--address", help="Ray address (else RAY_ADDRESS, else a local instance)")
 
 
@@ -172,7 +178,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from culturesim_ray.pipeline.serve_deploy import run_local
 
     run_local(args.run_dir, host=args.host, port=args.port, use_gpu=args.gpu,
-              precision=args.precision)
+              precision=args.precision,
+              **({"auth_token_env": args.auth_token_env} if args.auth_token_env else {}))
     return 0
 
 
@@ -354,8 +361,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve a run's model over HTTP (Ray Serve, local)")
     p.add_argument("run_dir", nargs="?", default="runs/demo",
                    help="a run with embed/, train/ and allpairs/ (default runs/demo)")
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--auth-token-env", metavar="VAR",
+                   help="when this variable is set, /v1/* requires 'Authorization: Bearer "
+                        "$VAR' (default CULTURESIM_TOKEN)")
     p.add_argument("--gpu", action="store_true", help="models on CUDA when present")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="the query text encoder's dtype (auto: bfloat16 where the "

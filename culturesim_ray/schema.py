@@ -3,13 +3,18 @@
 `validate_rows` splits raw rows into good rows (normalised to the corpus
 schema) and bad rows, each bad row kept as given plus a `reason` that names
 the field at fault. Nothing is dropped: len(good) + len(bad) == len(rows).
+`UriRoots` is the allowlist of places a row's `uri` may point into.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import posixpath
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import pyarrow as pa
@@ -166,10 +171,101 @@ def _check_themes(row: dict[str, Any]) -> tuple[list[str], str | None]:
     return [t.strip().lower() for t in v], None
 
 
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.DOTALL)
+
+
+def _split_uri(uri: str) -> tuple[str, str] | None:
+    """(kind, canonical path) of a uri: ("local", realpath) or ("s3", "bucket/key"
+    normalised); None for anything else (other schemes, fsspec "a::b" chains), which
+    no root admits."""
+    if "::" in uri:
+        return None
+    m = _SCHEME.match(uri)
+    if m is None:
+        if "://" in uri:
+            return None
+        return "local", os.path.realpath(uri)
+    scheme, rest = m.group(1).lower(), m.group(2)
+    if scheme == "file":
+        return "local", os.path.realpath(rest)
+    if scheme in ("s3", "s3a"):
+        return "s3", posixpath.normpath(rest).strip("/")
+    return None
+
+
+@dataclass(frozen=True)
+class UriRoots:
+    """Where the files of corpus rows may live: under the corpus root (the folder
+    of the corpus file, or the corpus folder) or under one of `extra` (local paths
+    or s3:// prefixes; `EmbedConfig.uri_roots`). Local paths are compared after
+    `os.path.realpath`, so `..` and symlinks count where they lead; s3:// keys
+    after normalising `..`. Relative uris are taken relative to the corpus root."""
+
+    corpus: str
+    extra: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, corpus: str, extra: Iterable[str] = ()) -> UriRoots:
+        """The roots of the corpus at `corpus` (a file or a folder, local or s3://)."""
+        from culturesim_ray.io import CORPUS_SUFFIXES
+
+        corpus = str(corpus)
+        split = _split_uri(corpus if _SCHEME.match(corpus) else os.path.expanduser(corpus))
+        if split is None:
+            raise ValueError(f"corpus {corpus!r}: only local paths and s3:// are read")
+        kind, path = split
+        if kind == "s3":
+            is_file = path.lower().endswith(CORPUS_SUFFIXES)
+            root = "s3://" + (posixpath.dirname(path) if is_file else path)
+        else:
+            root = path if os.path.isdir(path) else os.path.dirname(path)
+        return cls(root, tuple(str(r) for r in extra))
+
+    @cached_property
+    def _roots(self) -> list[tuple[str, str]]:
+        out = []
+        for r in (self.corpus, *self.extra):
+            split = _split_uri(r if _SCHEME.match(r) else os.path.expanduser(r))
+            if split is not None:
+                out.append(split)
+        return out
+
+    def resolve(self, uri: str) -> tuple[str, str] | None:
+        """(kind, path) of the file the uri reads; relative uris join the corpus root."""
+        if "://" not in uri and not os.path.isabs(uri):
+            uri = (self.corpus.rstrip("/") + "/" + uri if _SCHEME.match(self.corpus)
+                   else os.path.join(self.corpus, uri))
+        return _split_uri(uri)
+
+    def allows(self, uri: str) -> bool:
+        target = self.resolve(uri)
+        if target is None:
+            return False
+        kind, path = target
+        for rkind, root in self._roots:
+            if rkind != kind:
+                continue
+            if kind == "local" and os.path.commonpath([path, root]) == root:
+                return True
+            if kind == "s3" and (path == root or path.startswith(root + "/")):
+                return True
+        return False
+
+    def outside(self, uri: str) -> str:
+        """The quarantine reason of a uri that `allows` refuses."""
+        target = self.resolve(uri)
+        shown = None if target is None else (
+            "s3://" + target[1] if target[0] == "s3" else target[1])
+        where = f" (resolves to {shown})" if shown and shown != uri else ""
+        return (f"{uri}{where} is outside the allowed roots (corpus folder {self.corpus}; "
+                f"uri_roots [{', '.join(self.extra)}])")
+
+
 def validate_rows(
     rows: Sequence[dict[str, Any]],
     uri_exists: Callable[[Iterable[str]], set[str]] | None = None,
     strict: bool = False,
+    uri_roots: UriRoots | None = None,
 ) -> Validated:
     """Check every row against the corpus contract.
 
@@ -177,6 +273,9 @@ def validate_rows(
       exist and can be opened; None skips the check (the encoder still
       quarantines unreadable files when it decodes them).
     strict: raise `StrictModeError` naming the first bad row instead.
+    uri_roots: image/sequence rows whose uri lies outside these roots are
+      quarantined (field uri) before any file is touched; None skips the check
+      (the embed job always passes the corpus's roots).
     """
     out = Validated()
     seen: dict[str, str] = {}
@@ -239,6 +338,9 @@ def validate_rows(
                 continue
         elif not clean["uri"] or not clean["uri"].strip():
             reject(row, "uri", f"missing for a {clean['modality']} item")
+            continue
+        elif uri_roots is not None and not uri_roots.allows(clean["uri"]):
+            reject(row, "uri", uri_roots.outside(clean["uri"]))
             continue
         if clean["item_id"] in seen:
             reject(row, "item_id", f"duplicate {clean['item_id']!r}, first seen at {seen[clean['item_id']]}")

@@ -95,7 +95,7 @@ def trained_run(_ray_instance, tmp_path_factory):
     corpus = write_jsonl(tmp / "c.jsonl", rows)
     run = tmp / "run"
     quiet = {"log": lambda *_: None}
-    run_embed(str(corpus), str(run / "embed"), EmbedConfig(batch_size=8, lstm_epochs=2), **quiet)
+    run_embed(str(corpus), str(run / "embed"), EmbedConfig(batch_size=8, lstm_epochs=2, uri_roots=[str(FLAGS)]), **quiet)
     run_train(str(run / "embed"), str(run / "train"), num_workers=1,
               stages=((1, 1), (2, 1), (3, 1)), steps_per_epoch=2, hidden=32, out_dim=16,
               queue_size=16, **quiet)

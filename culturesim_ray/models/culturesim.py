@@ -10,13 +10,15 @@ are fused (M4), then projected: one general embedding (M5) and one per theme
 Raw residual (M2, concatenated; `raw_weight` w): the general embedding is
 [sqrt(w) * r, sqrt(1 - w) * p], where p is the projection head's output and r
 the culture's raw geometry: per modality the normalised mean of its kept items'
-L2-normalised input vectors, the modalities it has concatenated in
-`modalities` order and scaled by 1/sqrt(number present), absent ones zero. So
-the cosine of two cultures is w * (mean over shared modalities of the raw
-means' cosine, scaled by the modality counts) + (1 - w) * (learned cosine): the
-learned part is a correction to the geometry of the input encoders, which it
-can only move by (1 - w), instead of replacing it. A query of one modality is
-compared with the slot of that modality (`query_general`, `slot`).
+L2-normalised input vectors, concatenated in `modalities` order, each scaled by
+sqrt(share of the culture's items in that modality) (absent ones zero; the raw
+part has norm 1). So the cosine of two cultures is w * (sum over shared
+modalities of the raw means' cosine, weighted by how many items back each side)
++ (1 - w) * (learned cosine): one flag image does not weigh as much as sixty
+texts, and the learned part is a correction to the geometry of the input
+encoders, which it can only move by (1 - w), instead of replacing it. A query
+of one modality is compared with the slot of that modality (`query_general`,
+`slot`).
 """
 
 from __future__ import annotations
@@ -187,23 +189,22 @@ class CultureSim(nn.Module):
                     keep: dict[str, Tensor] | None = None) -> Tensor:
         """(C, raw_dim) raw slots of every culture (see the module docstring)."""
         ref = next(iter(graphs.values())).x
-        parts, present = [], []
+        parts, counts = [], []
         for m in self.modalities:
             d = self.cfg.in_dims[m]
             if m not in graphs:
                 parts.append(ref.new_zeros(n_cultures, d))
-                present.append(torch.zeros(n_cultures, dtype=torch.bool, device=ref.device))
+                counts.append(ref.new_zeros(n_cultures))
                 continue
             x, c = nn.functional.normalize(graphs[m].x, dim=1), graphs[m].culture
             if keep is not None and m in keep:
                 x, c = x[keep[m]], c[keep[m]]
             sums = ref.new_zeros(n_cultures, d).index_add_(0, c, x)
-            has = torch.zeros(n_cultures, dtype=torch.bool, device=ref.device)
-            has[c] = True
-            parts.append(nn.functional.normalize(sums, dim=1) * has.unsqueeze(1))
-            present.append(has)
-        count = torch.stack(present, dim=1).sum(dim=1).clamp_min(1).to(ref.dtype)
-        return torch.cat(parts, dim=1) / count.sqrt().unsqueeze(1)
+            parts.append(nn.functional.normalize(sums, dim=1))  # zero where absent
+            counts.append(ref.new_zeros(n_cultures).index_add_(0, c, torch.ones_like(c, dtype=ref.dtype)))
+        n = torch.stack(counts, dim=1)  # (C, M) items per modality
+        share = (n / n.sum(dim=1, keepdim=True).clamp_min(1.0)).sqrt()  # (C, M), rows of norm 1
+        return torch.cat([p * share[:, j:j + 1] for j, p in enumerate(parts)], dim=1)
 
     def general_embedding(self, projected: Tensor, raw: Tensor | None) -> Tensor:
         """[sqrt(w) raw, sqrt(1 - w) projected], or `projected` when w = 0."""

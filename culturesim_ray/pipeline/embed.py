@@ -35,6 +35,7 @@ from culturesim_ray.schema import (
     MODALITIES,
     QUARANTINE_SCHEMA,
     StrictModeError,
+    UriRoots,
     validate_rows,
 )
 
@@ -220,7 +221,8 @@ def run_embed(corpus: str, out: str, cfg: EmbedConfig | None = None,
     log(f"read {len(rows)} rows from {corpus}")
     checker = (lambda uris: io.existing_uris(uris, cfg.s3)) if cfg.check_uris else None
     try:
-        checked = validate_rows(rows, uri_exists=checker, strict=cfg.strict)
+        checked = validate_rows(rows, uri_exists=checker, strict=cfg.strict,
+                                uri_roots=UriRoots.of(corpus, cfg.uri_roots))
     except StrictModeError as exc:
         raise StrictModeError(f"{exc} (--strict: no output written)") from exc
     bad = [b.record() for b in checked.bad]

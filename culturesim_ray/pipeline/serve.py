@@ -14,6 +14,10 @@ user_config (changeable with `serve deploy` without restarting replicas):
 
 Endpoints: POST /v1/similar, GET /v1/cultures, GET /v1/cultures/{id}/neighbors,
 GET /healthz, GET /docs (OpenAPI page), GET /openapi.json.
+
+Auth: when the variable named by the app arg auth_token_env (default
+CULTURESIM_TOKEN) is set in the Ingress replica's environment, every /v1/*
+request needs `Authorization: Bearer <token>` (else a JSON 401); /healthz stays open.
 """
 
 
@@ -37,12 +41,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from culturesim_ray import io
 from culturesim_ray.encoders import pick_device, resolve_precision
 from culturesim_ray.serving.api import (
+    AUTH_TOKEN_ENV,
     CulturesResponse,
     ErrorResponse,
     NeighborsResponse,
     SimilarRequest,
     SimilarResponse,
+    check_bearer,
     error,
+    token_from_env,
 )
 from culturesim_ray.serving.predictor import (
     FusionPredictor,
@@ -205,12 +212,44 @@ async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
                  str(exc.detail))
 
 
+class BearerAuth:
+    """ASGI middleware: the Ingress replica's token (`Ingress.auth_token`) guards
+    /v1/* before routing, so neither a 404 nor a 422 answers an unauthenticated
+    request. Pure ASGI (no BaseHTTPMiddleware): nothing added to an open request's path."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            # an AttributeError here is a 500, never an open door
+            token = serve.get_replica_context().servable_object.auth_token
+            if token:
+                path = scope.get("path", "")
+                root = scope.get("root_path", "")
+                if root and path.startswith(root):
+                    path = path[len(root):]
+                headers = dict(scope.get("headers") or [])
+                given = headers.get(b"authorization")
+                denied = check_bearer(path, given.decode("latin-1") if given is not None
+                                      else None, token)
+                if denied is not None:
+                    await denied(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+INGRESS_APP.add_middleware(BearerAuth)  # before serve.ingress freezes a copy of the app
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, user_config=DEFAULT_INGRESS)
 @serve.ingress(INGRESS_APP)
 class Ingress:
     def __init__(self, encoder: DeploymentHandle, fusion: DeploymentHandle,
-                 rerank: DeploymentHandle, allpairs_dir: str | None = None) -> None:
+                 rerank: DeploymentHandle, allpairs_dir: str | None = None,
+                 auth_token_env: str = AUTH_TOKEN_ENV) -> None:
         self.encoder, self.fusion, self.rerank_handle = encoder, fusion, rerank
+        self.auth_token = token_from_env(auth_token_env)  # None: no auth
         self.neighbor_table = (NeighborTable(io.join(allpairs_dir, "pairs.parquet"))
                                if allpairs_dir else None)
         self.cfg = dict(DEFAULT_INGRESS)
@@ -231,7 +270,8 @@ class Ingress:
     async def healthz(self) -> dict[str, Any]:
         info = await self.info()
         return {"status": "ok", "pid": os.getpid(), "cultures": len(info["cultures"]),
-                "modalities": info["modalities"], "themes": info["themes"]}
+                "modalities": info["modalities"], "themes": info["themes"],
+                "auth": "bearer" if self.auth_token else "none"}
 
     @INGRESS_APP.get("/v1/cultures", response_model=CulturesResponse)
     async def cultures(self) -> dict[str, Any]:
@@ -351,7 +391,9 @@ def app_builder(args: dict[str, Any]) -> Any:
     default, the replica's num_cpus); precision (the text encoder's dtype: auto,
     float32 or bfloat16; auto = bfloat16 where the CPU or GPU computes it natively);
     batch (batching user_config of Ingress, Encoder, Fusion) and ingress (Ingress's)
-    as starting values; a config file's deployments section overrides them."""
+    as starting values; a config file's deployments section overrides them;
+    auth_token_env (default CULTURESIM_TOKEN): the variable holding the bearer
+    token /v1/* requires, read in the Ingress replica (unset or empty: no auth)."""
     from culturesim_ray.pipeline.ray_env import set_safe_env
 
     set_safe_env()
@@ -384,4 +426,8 @@ def app_builder(args: dict[str, Any]) -> Any:
         where(paths.train), where(paths.embed), use_gpu, int(args.get("k_graph", 10)), threads)
     rerank = Rerank.bind(where(paths.train), use_gpu)
     allpairs = where(paths.allpairs) if paths.allpairs else None
-    return Ingress.options(user_config=ingress).bind(encoder, fusion, rerank, allpairs)
+    token_env = args.get("auth_token_env", AUTH_TOKEN_ENV)
+    if not isinstance(token_env, str) or not token_env.strip():
+        raise ValueError(f"auth_token_env must name an environment variable, got {token_env!r}")
+    return Ingress.options(user_config=ingress).bind(encoder, fusion, rerank, allpairs,
+                                                     token_env.strip())

@@ -6,12 +6,19 @@ from typing import Any
 from ray import serve
 
 from culturesim_ray.pipeline.serve import app_builder
+from culturesim_ray.serving.api import AUTH_TOKEN_ENV
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def run_local(run_dir: str, host: str = "127.0.0.1", port: int = 8000,
-              use_gpu: bool = False, blocking: bool = True, precision: str = "auto") -> str:
+              use_gpu: bool = False, blocking: bool = True, precision: str = "auto",
+              auth_token_env: str = AUTH_TOKEN_ENV) -> str:
     """`culturesim serve`: start Ray (local) and Serve, deploy the app on the run's
-    model; returns the base URL. With blocking, serve until interrupted."""
+    model; returns the base URL. With blocking, serve until interrupted. Binds
+    loopback unless `host` says otherwise; when $`auth_token_env` is set (the
+    replicas of a local Ray inherit this process's environment), /v1/* needs
+    `Authorization: Bearer <token>`."""
     import time
 
     from culturesim_ray.pipeline.ray_env import init_ray
@@ -19,10 +26,17 @@ def run_local(run_dir: str, host: str = "127.0.0.1", port: int = 8000,
     init_ray()
     serve.start(http_options={"host": host, "port": port},
                 logging_config={"enable_access_log": False})
-    serve.run(app_builder({"run_dir": run_dir, "use_gpu": use_gpu, "precision": precision}),
+    serve.run(app_builder({"run_dir": run_dir, "use_gpu": use_gpu, "precision": precision,
+                           "auth_token_env": auth_token_env}),
               name="culturesim", route_prefix="/")
     url = f"http://{host}:{port}"
+    auth = _served_auth(host, port)
+    if auth != "bearer" and host not in LOOPBACK:
+        print(f"warning: serving on {host} without a bearer token (auth: {auth}): anyone "
+              f"who reaches port {port} can query it; set {auth_token_env} in the serving "
+              f"processes' environment to require one")
     if blocking:
+        print(f"auth: {'bearer token from $' + auth_token_env if auth == 'bearer' else auth}")
         print(f"serving {run_dir} at {url}  (OpenAPI page {url}/docs; Ctrl-C stops)")
         try:
             while True:
@@ -30,6 +44,22 @@ def run_local(run_dir: str, host: str = "127.0.0.1", port: int = 8000,
         except KeyboardInterrupt:
             serve.shutdown()
     return url
+
+
+def _served_auth(host: str, port: int) -> str:
+    """What the running Ingress says of its auth ("bearer", "none"), from /healthz:
+    the replicas' environment, not this process's, decides (a joined cluster)."""
+    import json
+    import urllib.request
+
+    target = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    target = f"[{target}]" if ":" in target else target
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no proxy
+    try:
+        with opener.open(f"http://{target}:{port}/healthz", timeout=30) as res:
+            return str(json.load(res).get("auth", "unknown"))
+    except (OSError, ValueError):
+        return "unknown"
 
 
 def deploy_config(config: dict[str, Any], timeout_s: float = 300.0) -> None:

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from conftest import FLAGS
 from culturesim_ray.config import AllPairsConfig
 from culturesim_ray.ops.allpairs import dense_topk
 from culturesim_ray.ops.pooling import pool
@@ -159,7 +160,8 @@ def test_from_an_embed_run(ray_session, small_corpus, tmp_path):
     from culturesim_ray.config import EmbedConfig
     from culturesim_ray.pipeline.embed import run_embed
 
-    run_embed(str(small_corpus), str(tmp_path / "emb"), EmbedConfig(batch_size=4), log=quiet)
+    run_embed(str(small_corpus), str(tmp_path / "emb"), EmbedConfig(batch_size=4, uri_roots=[str(FLAGS)]),
+              log=quiet)
     manifest = run_allpairs(str(tmp_path / "emb"), str(tmp_path / "ap"), AllPairsConfig(k=2),
                             log=quiet)
     pairs = pq.read_table(Path(tmp_path / "ap" / "pairs.parquet")).to_pylist()

@@ -17,7 +17,8 @@ from culturesim_ray.schema import StrictModeError
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 
-CFG = EmbedConfig(num_actors=2, batch_size=4, blocks=4, rows_per_file=3)
+# the fixtures' images are the shipped flags, outside the tmp corpus folders
+CFG = EmbedConfig(num_actors=2, batch_size=4, blocks=4, rows_per_file=3, uri_roots=[str(FLAGS)])
 
 
 def quiet(*_a, **_k):

@@ -86,7 +86,8 @@ def test_s3_outage_mid_run_fails_clearly_and_keeps_written_output(ray_session, t
                      "uri": f"s3://outage/img/{i}.png"})
     corpus = write_jsonl(tmp_path / "c.jsonl", rows)
     out = tmp_path / "out"
-    cfg = EmbedConfig(num_actors=1, batch_size=2, blocks=30, rows_per_file=2, s3=s3)
+    cfg = EmbedConfig(num_actors=1, batch_size=2, blocks=30, rows_per_file=2, s3=s3,
+                      uri_roots=["s3://outage/img"])
     stopped = threading.Event()
 
     def cut_when_written() -> None:

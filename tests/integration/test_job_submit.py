@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import corpus_rows, write_jsonl
+from conftest import FLAGS, corpus_rows, write_jsonl
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -81,7 +81,8 @@ def submit(head: dict, *args: str) -> subprocess.CompletedProcess:
 def test_embed_then_allpairs_jobs_succeed(head, tmp_path):
     corpus = write_jsonl(tmp_path / "c.jsonl", corpus_rows())
     out = tmp_path / "embed"
-    res = submit(head, "jobs/embed.py", str(corpus), "--out", str(out), "--batch-size", "4")
+    res = submit(head, "jobs/embed.py", str(corpus), "--out", str(out), "--batch-size", "4",
+                 "--uri-root", str(FLAGS))
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "succeeded" in (res.stdout + res.stderr).lower()
     manifest = json.loads((out / "manifest.json").read_text())

@@ -7,7 +7,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import KillWhen, corpus_rows, write_jsonl
+from conftest import FLAGS, KillWhen, corpus_rows, write_jsonl
 from culturesim_ray.config import AllPairsConfig, EmbedConfig
 from culturesim_ray.models.culturesim import CultureSimConfig
 from culturesim_ray.pipeline.allpairs import run_allpairs
@@ -23,7 +23,8 @@ def test_two_workers_train_through_the_stages_and_export(ray_session, tmp_path):
     rows += [{**r, "item_id": r["item_id"] + "-b", "text": r["text"] + " Again."}
              for r in corpus_rows(with_image=False)]
     corpus = write_jsonl(tmp_path / "c.jsonl", rows)
-    run_embed(str(corpus), str(tmp_path / "emb"), EmbedConfig(batch_size=8), log=lambda *_: None)
+    run_embed(str(corpus), str(tmp_path / "emb"), EmbedConfig(batch_size=8, uri_roots=[str(FLAGS)]),
+              log=lambda *_: None)
     manifest = run_train(str(tmp_path / "emb"), str(tmp_path / "train"), num_workers=2,
                          stages=((1, 2), (2, 2), (3, 2)), steps_per_epoch=4, hidden=32,
                          out_dim=16, queue_size=32, log=lambda *_: None)
@@ -56,7 +57,8 @@ def test_killed_worker_resumes_at_the_same_step_with_the_same_queue(ray_session,
     from culturesim_ray.pipeline.train import run_train
 
     corpus = write_jsonl(tmp_path / "c.jsonl", corpus_rows())
-    run_embed(str(corpus), str(tmp_path / "emb"), EmbedConfig(batch_size=8), log=lambda *_: None)
+    run_embed(str(corpus), str(tmp_path / "emb"), EmbedConfig(batch_size=8, uri_roots=[str(FLAGS)]),
+              log=lambda *_: None)
     out = tmp_path / "train"
     def registered() -> int:  # checkpoints the controller has taken on, not just files
         snap = out / "ray_train" / "culturesim" / "checkpoint_manager_snapshot.json"

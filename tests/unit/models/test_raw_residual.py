@@ -53,40 +53,42 @@ def make_model(raw_weight: float, seed: int = 0) -> CultureSim:
 
 def raw_means(graphs, keep=None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """float64 by hand: modality -> ((C, d) normalised mean of the culture's
-    L2-normalised kept items (0 where it has none), (C,) has the modality)."""
+    L2-normalised kept items (0 where it has none), (C,) items of the modality)."""
     out = {}
     for m, gr in graphs.items():
         x = gr.x.double().numpy()
         c = gr.culture.numpy()
         kept = np.ones(len(c), bool) if keep is None or m not in keep else keep[m].numpy()
         means = np.zeros((N_CULTURES, x.shape[1]))
-        has = np.zeros(N_CULTURES, bool)
+        n = np.zeros(N_CULTURES)
         for ci in range(N_CULTURES):
             rows = x[(c == ci) & kept]
             if len(rows):
                 s = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).sum(0)
-                means[ci], has[ci] = s / np.linalg.norm(s), True
-        out[m] = (means, has)
+                means[ci], n[ci] = s / np.linalg.norm(s), len(rows)
+        out[m] = (means, n)
     return out
 
 
 def raw_slots_ref(graphs, keep=None) -> np.ndarray:
-    """(C, raw_dim) float64: the means in sorted modality order, / sqrt(#present)."""
+    """(C, raw_dim) float64: the means in sorted modality order, each scaled by
+    sqrt(share of the culture's items in that modality)."""
     means = raw_means(graphs, keep)
-    count = sum(has.astype(float) for _, has in means.values())
-    return np.concatenate([means[m][0] for m in sorted(means)], axis=1) / np.sqrt(
-        np.maximum(count, 1))[:, None]
+    total = np.maximum(sum(n for _, n in means.values()), 1)
+    return np.concatenate([means[m][0] * np.sqrt(means[m][1] / total)[:, None]
+                           for m in sorted(means)], axis=1)
 
 
 def raw_dot_ref(graphs) -> np.ndarray:
     """(C, C) float64: sum over the modalities both cultures have of the raw means'
-    cosine, / sqrt(#modalities of a * #modalities of b)."""
+    cosine, weighted by sqrt(share_a * share_b) of each side's items in it."""
     means = raw_means(graphs)
-    count = sum(has.astype(float) for _, has in means.values())
+    total_n = np.maximum(sum(n for _, n in means.values()), 1)
     total = np.zeros((N_CULTURES, N_CULTURES))
-    for mu, has in means.values():
-        total += (mu @ mu.T) * (has[:, None] & has[None, :])
-    return total / np.sqrt(count[:, None] * count[None, :])
+    for mu, n in means.values():
+        share = np.sqrt(n / total_n)
+        total += (mu @ mu.T) * np.outer(share, share)
+    return total
 
 
 @torch.no_grad()
@@ -164,7 +166,8 @@ def test_one_modality_query_against_the_modality_view(w, modality):
         cultures = model(graphs, N_CULTURES)["general"].numpy()
     slots = slots_of(cfg)
     scores = modality_view(cultures, slots, modality).astype(np.float64) @ q.astype(np.float64).T
-    mu, has = raw_means(graphs)[modality]
+    mu, n_items = raw_means(graphs)[modality]
+    has = n_items > 0
     p_c = learned(model, graphs)
     ref = (w * (mu @ x64.T) * has[:, None] + (1 - w) * (p_c @ p_q.T)).T  # (B, C)
     assert not has.all()  # a culture lacking the modality: the learned part only
