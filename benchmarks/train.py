@@ -14,7 +14,7 @@ On the demo corpus (built and embedded here unless --embed-dir is given):
 
 Full run: hidden 256, 300 steps (stages 12/9/9 epochs of 10 steps); --quick:
 hidden 64, 30 steps. The plain loop trains twice, contrastive only
-(relation_weight 0) and with the relational term (the default, 0.5).
+(relation_weight 0) and with the relational term (the default weight).
 
     python benchmarks/train.py [--quick] [--json PATH] [--embed-dir DIR]
 """

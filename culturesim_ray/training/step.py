@@ -39,12 +39,11 @@ class StepConfig:
     keep (0.5: share of items a view keeps), feature_dropout (0.1),
     theme_weight (0.5: weight of the mean theme loss), relation_weight (2.0: weight
     of the relational term; 0 = contrastive only; 2.0 beat 0.5 on the dev sets of
-    benchmarks/truth.py), small_view_prob (0.5) and
+    benchmarks/truth.py, see benchmarks/RESULTS.md), small_view_prob (0.5) and
     small_view_items (3): with that probability a step's query view keeps only
     1..small_view_items random items per culture (across modalities), so the
     model learns to place a lone item, as a query is, near its culture, not
-    only to tell culture means apart (held-out text item -> culture top-1 on
-    the demo run's embeddings, 300 steps: 0.89, raw embeddings 0.75)."""
+    only to tell culture means apart."""
 
     temperature: float = 0.1
     hard_beta: float = 1.0
