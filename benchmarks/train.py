@@ -6,11 +6,12 @@ On the demo corpus (built and embedded here unless --embed-dir is given):
   `moco_step` in a plain in-process loop, same stages and step count;
 - the MoCo queues' share of a step's time (enqueue + masks, measured in the
   plain loop);
-- held-out item -> culture retrieval (top-1 / top-5): 20% of the text items
-  are held out of the culture vectors; baseline = nearest mean of raw
-  embeddings; model = the item alone as a view vs cultures from the kept
-  items, after each stage (the item graph is built over all items:
-  transductive).
+- held-out item -> culture retrieval (top-1 / top-5): the train job's default
+  split (20% of each culture's items, `training.data.split_holdout`) is held out
+  of everything the plain loop trains on (graph, views, culture vectors); each
+  held-out text item is a query through the model's query path, as the service
+  answers it (`truth.query_retrieval`); baseline = nearest mean of the training
+  items' raw embeddings.
 
 Full run: hidden 256, 300 steps (stages 12/9/9 epochs of 10 steps); --quick:
 hidden 64, 30 steps. The plain loop trains twice, contrastive only
@@ -36,41 +37,22 @@ import torch  # noqa: E402
 
 from culturesim_ray.pipeline.ray_env import set_safe_env  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from truth import query_retrieval, table_queries  # noqa: E402
+
 set_safe_env()
 
 
-def retrieval(model, data, held: dict[str, torch.Tensor], keep: dict[str, torch.Tensor],
-              modality: str = "text") -> tuple[float, float]:
-    """Top-1/top-5 of held-out items of `modality` against cultures built from kept items."""
-    model.eval()
-    n = len(data.cultures)
-    with torch.no_grad():
-        cult = model(data.graphs, n, keep, torch.arange(n))["general"]  # (C, out)
-        g = data.graphs[modality]
-        idx = held[modality].nonzero().squeeze(1)
-        top1 = top5 = 0
-        for i in idx.tolist():
-            only = {m: torch.zeros_like(k) for m, k in keep.items()}
-            only[modality][i] = True
-            c = int(g.culture[i])
-            q = model(data.graphs, n, only, torch.tensor([c]))["general"]  # (1, out)
-            rank = (cult @ q[0]).argsort(descending=True)
-            top1 += int(rank[0] == c)
-            top5 += int(c in rank[:5].tolist())
-    return top1 / len(idx), top5 / len(idx)
+def retrieval(model, data, queries) -> tuple[float, float]:
+    """Top-1/top-5 of the held-out text items through the model's query path (as the
+    service answers), over the training items' graph and culture vectors."""
+    r = query_retrieval(model, data, *queries)
+    return r["model_top1"], r["model_top5"]
 
 
-def raw_retrieval(data, held, keep, modality: str = "text") -> tuple[float, float]:
-    g = data.graphs[modality]
-    x = torch.nn.functional.normalize(g.x, dim=1)
-    n = len(data.cultures)
-    means = torch.zeros(n, x.shape[1]).index_add_(0, g.culture[keep[modality]], x[keep[modality]])
-    means = torch.nn.functional.normalize(means, dim=1)
-    idx = held[modality].nonzero().squeeze(1)
-    ranks = (x[idx] @ means.T).argsort(dim=1, descending=True)
-    true = g.culture[idx]
-    return (float((ranks[:, 0] == true).float().mean()),
-            float((ranks[:, :5] == true[:, None]).any(1).float().mean()))
+def raw_retrieval(data, queries) -> tuple[float, float]:
+    r = query_retrieval(None, data, *queries, raw_only=True)
+    return r["raw_top1"], r["raw_top5"]
 
 
 def main() -> None:
@@ -84,7 +66,7 @@ def main() -> None:
     from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig
     from culturesim_ray.models.queue import MoCoQueue
     from culturesim_ray.pipeline.embed import read_embeddings
-    from culturesim_ray.training.data import build_training_data
+    from culturesim_ray.training.data import build_training_data, split_holdout
     from culturesim_ray.training.stages import StageConfig, param_groups
     from culturesim_ray.training.step import StepConfig, moco_step, reference_similarities
 
@@ -98,15 +80,16 @@ def main() -> None:
                                    tunes_per_culture=10)
         embed_dir = str(tmp / "embed")
         run_embed(str(corpus), embed_dir, EmbedConfig(lstm_epochs=5), log=lambda *_: None)
-    data = build_training_data(read_embeddings(embed_dir))
-    g = torch.Generator().manual_seed(0)
-    held = {m: torch.rand(len(gr.culture), generator=g) < (0.2 if m == "text" else 0.0)
-            for m, gr in data.graphs.items()}
-    keep = {m: ~h for m, h in held.items()}
+    tables = read_embeddings(embed_dir)
+    train_tables, held_tables = split_holdout(tables, 0.2)  # the train job's default split
+    full = build_training_data(tables)
+    data = build_training_data(train_tables, themes=full.themes)  # nothing held out is seen
+    queries = table_queries(held_tables["text"], data.cultures)
     steps_per_epoch = 5 if args.quick else 10
     stages = ((1, 2), (2, 2), (3, 2)) if args.quick else ((1, 12), (2, 9), (3, 9))
     hidden, out_dim = (64, 32) if args.quick else (256, 64)
-    mcfg = CultureSimConfig(data.in_dims, data.themes, hidden=hidden, out=out_dim)
+    mcfg = CultureSimConfig(data.in_dims, data.themes, hidden=hidden, out=out_dim,
+                            raw_weight=0.9)  # the train job's default
     stcfg = StageConfig()
 
     # plain loop: the same step, stages and schedule shape; once contrastive only
@@ -119,7 +102,7 @@ def main() -> None:
         original(self, k, c)
         queue_time[0] += time.perf_counter() - t
 
-    rows = [("raw embeddings (mean per culture)", *raw_retrieval(data, held, keep))]
+    rows = [("raw embeddings (mean per culture)", *raw_retrieval(data, queries))]
 
     refs = reference_similarities(data.graphs, len(data.cultures), mcfg.themes)
 
@@ -144,7 +127,7 @@ def main() -> None:
                 t_plain += time.perf_counter() - t
                 n_steps += steps_per_epoch
             rows.append((f"model{label} after stage {stage}",
-                         *retrieval(model, data, held, keep)))
+                         *retrieval(model, data, queries)))
         return t_plain, n_steps
 
     train_plain(replace(StepConfig(), relation_weight=0.0), " (contrastive only)")
@@ -168,7 +151,7 @@ def main() -> None:
            "queue_share": queue_time[0] / t_plain,
            "retrieval_top1": {name: a for name, a, _ in rows},
            "retrieval_top5": {name: b for name, _, b in rows},
-           "cultures": len(data.cultures), "held_out_text_items": int(held["text"].sum())}
+           "cultures": len(data.cultures), "held_out_text_items": int(len(queries[1]))}
     print(f"\ntraining on {len(data.cultures)} cultures, modalities {sorted(data.graphs)}, "
           f"themes {data.themes}")
     print(f"{'loop':<30}{'steps/s':>10}{'vs plain':>10}")

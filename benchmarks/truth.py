@@ -75,50 +75,69 @@ def build_set(name: str, out: Path, quick: bool) -> dict[str, Any]:
     return devsets.build(name, out / "corpus", max_per_culture=30 if quick else 60)
 
 
-def held_out_retrieval(run: Path, modality: str = "text") -> dict[str, float]:
-    """Top-1/top-5 of the held-out items (RUN/train/holdout.parquet) of `modality`:
-    the model's query path over the training items' graph vs the raw nearest mean."""
+def query_retrieval(model: Any, data: Any, q: np.ndarray, truth: np.ndarray,
+                    modality: str = "text", raw_only: bool = False) -> dict[str, float]:
+    """Top-1/top-5 of query vectors q (n, d) of `modality` whose cultures are `truth`
+    (indices into data.cultures): the model's query path over `data`'s graphs (as the
+    service answers) vs the raw nearest mean of `data`'s items (only that: raw_only)."""
     import pyarrow.compute as pc
     import torch
 
-    from culturesim_ray import io, runs
     from culturesim_ray.pipeline.train import export_culture_embeddings
     from culturesim_ray.serving.predictor import FusionPredictor, Retriever
-    from culturesim_ray.training.data import build_training_data, drop_items
 
-    tables = runs.read_embeddings(str(run / "embed"))
-    held = io.read_table(str(run / "train" / "holdout.parquet"))
-    held_ids = set(held.column("item_id").to_pylist())
-    train_tables = drop_items(tables, held_ids)
-    model = runs.load_fusion_model(run / "train")
-    data = build_training_data(train_tables, themes=model.cfg.themes)
-    t = tables[modality].filter(pc.is_in(tables[modality].column("item_id"),
-                                         value_set=held.column("item_id")))
-    if t.num_rows == 0:
-        return {}
-    col = t.column("vector").combine_chunks()
-    q = np.asarray(col.flatten().to_numpy(zero_copy_only=False), np.float32).reshape(len(col), -1)
-    truth = np.array([data.cultures.index(c) for c in t.column("culture").to_pylist()])
-    emb = export_culture_embeddings(model, data)
-    general = emb.filter(pc.equal(emb.column("head"), "general"))
-    vec = np.stack(general.column("vector").to_numpy(zero_copy_only=False)).astype(np.float32)
-    order = [general.column("culture").to_pylist().index(c) for c in data.cultures]
-    retriever = Retriever(data.cultures, vec[order], slots=runs.raw_slots(run / "train"))
-    fusion = FusionPredictor(model, data.graphs)
-    with torch.inference_mode():
-        _, model_pos = retriever.topk(fusion.general(fusion.fuse(modality, q), modality, q), 5,
-                                      modality)
     g = data.graphs[modality]
     x = torch.nn.functional.normalize(g.x, dim=1)
     means = torch.zeros(len(data.cultures), x.shape[1]).index_add_(0, g.culture, x)
     means = torch.nn.functional.normalize(means, dim=1).numpy()
     qn = q / np.linalg.norm(q, axis=1, keepdims=True)
     raw_pos = np.argsort(-(qn @ means.T), axis=1)[:, :5]
-    return {"items": int(len(q)),
-            "model_top1": float(np.mean(model_pos[:, 0] == truth)),
-            "model_top5": float(np.mean((model_pos == truth[:, None]).any(1))),
-            "raw_top1": float(np.mean(raw_pos[:, 0] == truth)),
-            "raw_top5": float(np.mean((raw_pos == truth[:, None]).any(1)))}
+    out = {"items": int(len(q)), "raw_top1": float(np.mean(raw_pos[:, 0] == truth)),
+           "raw_top5": float(np.mean((raw_pos == truth[:, None]).any(1)))}
+    if raw_only:
+        return out
+    model.eval()
+    emb = export_culture_embeddings(model, data)
+    general = emb.filter(pc.equal(emb.column("head"), "general"))
+    vec = np.stack(general.column("vector").to_numpy(zero_copy_only=False)).astype(np.float32)
+    order = [general.column("culture").to_pylist().index(c) for c in data.cultures]
+    cfg = model.cfg
+    slots = ({m: (cfg.slot(m).start, cfg.slot(m).stop) for m in sorted(cfg.in_dims)}
+             if cfg.raw_weight > 0 else None)
+    retriever = Retriever(data.cultures, vec[order], slots=slots)
+    fusion = FusionPredictor(model, data.graphs)
+    with torch.inference_mode():
+        _, model_pos = retriever.topk(fusion.general(fusion.fuse(modality, q), modality, q), 5,
+                                      modality)
+    return {**out, "model_top1": float(np.mean(model_pos[:, 0] == truth)),
+            "model_top5": float(np.mean((model_pos == truth[:, None]).any(1)))}
+
+
+def table_queries(table: Any, cultures: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(vectors (n, d) float32, culture indices (n,)) of an embeddings table."""
+    col = table.column("vector").combine_chunks()
+    q = np.asarray(col.flatten().to_numpy(zero_copy_only=False), np.float32).reshape(len(col), -1)
+    return q, np.array([cultures.index(c) for c in table.column("culture").to_pylist()])
+
+
+def held_out_retrieval(run: Path, modality: str = "text") -> dict[str, float]:
+    """`query_retrieval` of the held-out items (RUN/train/holdout.parquet) of
+    `modality`, over the graph and culture vectors of the training items only."""
+    import pyarrow.compute as pc
+
+    from culturesim_ray import io, runs
+    from culturesim_ray.training.data import build_training_data, drop_items
+
+    tables = runs.read_embeddings(str(run / "embed"))
+    held = io.read_table(str(run / "train" / "holdout.parquet"))
+    model = runs.load_fusion_model(run / "train")
+    data = build_training_data(drop_items(tables, set(held.column("item_id").to_pylist())),
+                               themes=model.cfg.themes)
+    t = tables[modality].filter(pc.is_in(tables[modality].column("item_id"),
+                                         value_set=held.column("item_id")))
+    if t.num_rows == 0:
+        return {}
+    return query_retrieval(model, data, *table_queries(t, data.cultures), modality)
 
 
 def pick(rows: list[dict[str, Any]], theme: str = "general") -> dict[str, Any]:
