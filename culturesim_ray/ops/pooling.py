@@ -30,24 +30,26 @@ def pool(vectors: np.ndarray, cultures: Sequence[str], themes: Sequence[Sequence
     if v.ndim != 2 or len(v) != len(cultures):
         raise ValueError(f"pool: vectors {v.shape} do not match {len(cultures)} cultures")
     v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-    groups = head_groups(cultures, themes)
-    out = {}
-    for head in sorted(groups, key=lambda h: (h != GENERAL, h)):
-        names = sorted(c for c, idx in groups[head].items() if len(idx) >= min_items)
-        if not names:
-            continue
-        agg = np.mean if how == "mean" else np.median
-        mat = np.stack([agg(v[groups[head][c]], axis=0) for c in names]).astype(np.float32)
-        out[head] = (names, mat)
-    return out
+    agg = np.mean if how == "mean" else np.median
+    return {head: (list(members), np.stack([agg(v[idx], axis=0) for idx in members.values()])
+                   .astype(np.float32))
+            for head, members in head_groups(cultures, themes, min_items).items()}
 
 
-def head_groups(cultures: Sequence[str], themes: Sequence[Sequence[str] | None] | None = None
-                ) -> dict[str, dict[str, list[int]]]:
-    """head -> culture -> item indices: every item in "general", and in each of its themes."""
+def head_groups(cultures: Sequence[str], themes: Sequence[Sequence[str] | None] | None = None,
+                min_items: int = 1) -> dict[str, dict[str, list[int]]]:
+    """head -> culture -> item indices: every item in "general" and in each of its
+    themes; cultures sorted, those with fewer than `min_items` items in a head left
+    out, heads left with no culture dropped; "general" first, then themes sorted."""
     groups: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
     for i, c in enumerate(cultures):
         groups[GENERAL][c].append(i)
         for t in (themes[i] if themes is not None and themes[i] is not None else ()):
             groups[t][c].append(i)
-    return groups
+    out = {}
+    for head in sorted(groups, key=lambda h: (h != GENERAL, h)):
+        kept = {c: groups[head][c] for c in sorted(groups[head])
+                if len(groups[head][c]) >= min_items}
+        if kept:
+            out[head] = kept
+    return out

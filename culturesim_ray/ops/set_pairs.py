@@ -21,7 +21,7 @@ import pyarrow as pa
 import torch
 from torch import Tensor
 
-from culturesim_ray.ops.pooling import GENERAL, head_groups
+from culturesim_ray.ops.pooling import head_groups
 from culturesim_ray.ops.setsim import REGISTRY
 
 PAIRS_SCHEMA = pa.schema([("theme", pa.string()), ("culture_a", pa.string()),
@@ -37,14 +37,11 @@ def item_groups(cultures: Sequence[str], themes: Sequence[Sequence[str] | None] 
 
     Heads and culture sets match `ops.pooling.pool` with the same min_items: a
     culture with fewer items in a head is left out of it, with its items."""
-    groups = head_groups(cultures, themes)
     out = {}
-    for head in sorted(groups, key=lambda h: (h != GENERAL, h)):
-        names = sorted(c for c, idx in groups[head].items() if len(idx) >= min_items)
-        if not names:
-            continue
-        idx = np.concatenate([np.asarray(groups[head][c], np.int64) for c in names])
-        labels = np.concatenate([np.full(len(groups[head][c]), j, np.int64)
+    for head, members in head_groups(cultures, themes, min_items).items():
+        names = list(members)
+        idx = np.concatenate([np.asarray(members[c], np.int64) for c in names])
+        labels = np.concatenate([np.full(len(members[c]), j, np.int64)
                                  for j, c in enumerate(names)])
         order = np.argsort(idx, kind="stable")  # items in input order
         out[head] = (names, idx[order], labels[order])

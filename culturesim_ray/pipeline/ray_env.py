@@ -27,8 +27,7 @@ SAFE_ENV = {
 # starts (init_ray does; cluster.yaml exports it before `ray start`). (Serve
 # freezes each replica's GC after its constructor and first reconfigure in
 # either mode: RAY_SERVE_FREEZE_GC_ON_STARTUP, on by default.)
-# Measured (benchmarks/serve.py, 2,000 cultures, 20 req/s, 2 cores, float32
-# encoder): p99 85 -> 65 ms, closed-loop throughput 42 -> 45 req/s.
+# What it gains: benchmarks/RESULTS.md (serve).
 SERVE_ENV = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from culturesim_ray.report.evaluate_view import format_table, plot_evaluation
 from culturesim_ray.report.stats import (  # noqa: F401  (re-exported)
     GOLD_KINDS,
     Matrix,
@@ -277,60 +278,8 @@ def similarity_methods(vectors: dict[str, Vectors], label: str) -> list[Method]:
     return [Method(f"{label} + {name}", "similarity", vectors, name) for name in S.NAMES]
 
 
-def plot_evaluation(rows: Sequence[dict[str, Any]], path: str | Path, k: int,
-                    theme: str = GENERAL) -> Path:
-    """Horizontal bars: Spearman (with its 95% bootstrap interval as error bars)
-    and nDCG@k per method for one theme, best on top."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-
-    sel = sorted((r for r in rows if r["theme"] == theme), key=lambda r: r["spearman"])
-    fig, ax = plt.subplots(figsize=(8, 0.35 * len(sel) + 1.5))
-    y = np.arange(len(sel))
-    colors = {"model": "#c0392b", "baseline": "#7f8c8d", "similarity": "#2980b9", "set": "#27ae60"}
-    rho = np.array([r["spearman"] for r in sel])
-    err = np.array([[max(0.0, r["spearman"] - r["spearman_lo"]) for r in sel],
-                    [max(0.0, r["spearman_hi"] - r["spearman"]) for r in sel]]).reshape(2, -1)
-    ax.barh(y - 0.2, rho, height=0.4, color=[colors[r["kind"]] for r in sel],
-            xerr=err, error_kw={"elinewidth": 0.8, "capsize": 2})
-    ax.barh(y + 0.2, [r[f"ndcg@{k}"] for r in sel], height=0.4, color="#f1c40f")
-    ax.set_yticks(y, [r["method"] for r in sel], fontsize=8)
-    ax.axvline(0, color="black", lw=0.5)
-    ax.set_xlabel("agreement with the gold pairs (Spearman: 95% bootstrap interval over cultures)")
-    ax.set_title(f"Which similarity agrees best with the experts? (theme: {theme})")
-    handles = [Patch(color=colors[kind], label=f"Spearman ({kind})")
-               for kind in ("model", "baseline", "similarity", "set")
-               if any(r["kind"] == kind for r in sel)]
-    handles.append(Patch(color="#f1c40f", label=f"nDCG@{k}"))
-    ax.legend(handles=handles, loc="lower right", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def format_table(rows: Sequence[dict[str, Any]], k: int) -> str:
-    """Fixed-width table, per theme best Spearman first: Spearman [95% interval],
-    Kendall, Mantel p, recall@k, nDCG@k and the CV label of fitted methods."""
-    head = (f"{'method':<50}{'cv':<10}{'theme':<12}{'pairs':>6}  {'spearman [95% CI]':<22}"
-            f"{'kendall':>8}{'mantel p':>10}{f'recall@{k}':>10}{f'ndcg@{k}':>9}")
-    lines = [head, "-" * len(head)]
-    for r in sorted(rows, key=lambda r: (r["theme"], -r["spearman"])):
-        ci = f"{r['spearman']:.3f} [{r['spearman_lo']:.2f}, {r['spearman_hi']:.2f}]"
-        flag = "*" if r.get("degenerate") else ""
-        lines.append(f"{r['method']:<49} {r['cv']:<10}{r['theme']:<12}{r['pairs']:>6}  "
-                     f"{ci + flag:<22}{r['kendall']:>8.3f}{r['mantel_p']:>10.3f}"
-                     f"{r[f'recall@{k}']:>10.3f}{r[f'ndcg@{k}']:>9.3f}")
-    if any(r.get("degenerate") for r in rows):
-        lines.append("* degenerate: a constant side, correlations set to 0")
-    return "\n".join(lines)
-
-
 # ---------------------------------------------------------------- a run
+
 def _pooled(vectors: np.ndarray, cultures: Sequence[str],
             themes: Sequence[Sequence[str] | None] | None) -> dict[str, Vectors]:
     from culturesim_ray.ops.pooling import pool
