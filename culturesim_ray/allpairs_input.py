@@ -102,9 +102,10 @@ def resolve_input(inp: str, s3: S3Config | None = None) -> Source:
                      f"Accepted: {ACCEPTED}")
 
 
-def item_vectors(table: pa.Table, what: str) -> np.ndarray:
+def item_vectors(table: pa.Table, what: str, row_offset: int = 0) -> np.ndarray:
     """(n, d) float32 from the table's `vector` column; mixed dimensions, NaN or inf
-    are errors naming the row (and its item_id or culture)."""
+    are errors naming the row (counted from `row_offset`: the table is a chunk of a
+    file) and its item_id or culture."""
     col = table.column("vector").combine_chunks()
     if pa.types.is_fixed_size_list(col.type):
         flat = col.flatten().to_numpy(zero_copy_only=False)
@@ -115,7 +116,7 @@ def item_vectors(table: pa.Table, what: str) -> np.ndarray:
         if len(dims) > 1:
             first = len(rows[0]) if rows[0] is not None else None
             bad = next(i for i, r in enumerate(rows) if r is None or len(r) != first)
-            raise ValueError(f"{what}: mixed vector dimensions {sorted(dims)}; row {bad} has "
+            raise ValueError(f"{what}: mixed vector dimensions {sorted(dims)}; row {bad + row_offset} has "
                              f"{'no vector' if rows[bad] is None else len(rows[bad])} vs "
                              f"{first} in row 0")
         vecs = np.asarray(rows, dtype=np.float32)
@@ -123,7 +124,7 @@ def item_vectors(table: pa.Table, what: str) -> np.ndarray:
     if bad_rows.any():
         row = int(np.flatnonzero(bad_rows)[0])
         key = "item_id" if "item_id" in table.column_names else "culture"
-        raise ValueError(f"{what}: row {row} ({table.column(key)[row].as_py()}) holds NaN or inf "
+        raise ValueError(f"{what}: row {row + row_offset} ({table.column(key)[row].as_py()}) holds NaN or inf "
                          f"({int(bad_rows.sum())} such rows)")
     return vecs
 

@@ -61,13 +61,16 @@ def add_embed_args(p: argparse.ArgumentParser) -> None:
                         "folder (repeatable; adds to the config's uri_roots); uris elsewhere "
                         "are quarantined")
     p.add_argument("--address", help="Ray address (else RAY_ADDRESS, else a local instance)")
+    p.add_argument("--overwrite", action="store_true", help="replace vectors that an earlier "
+                   "run into --out wrote with other settings (else such a rerun is refused)")
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
     from culturesim_ray.pipeline.embed import run_embed
 
     cfg = _embed_config(args)
-    report = run_embed(args.corpus, args.out, cfg, address=args.address)
+    report = run_embed(args.corpus, args.out, cfg, address=args.address,
+                       overwrite=args.overwrite)
     return 0 if report.balanced else 1
 
 
@@ -127,12 +130,15 @@ def add_allpairs_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heads", nargs="*", help="only these heads")
     p.add_argument("--s3-endpoint")
     p.add_argument("--address")
+    p.add_argument("--overwrite", action="store_true", help="replace blocks that an earlier "
+                   "run into --out wrote with other settings (else such a rerun is refused)")
 
 
 def cmd_allpairs(args: argparse.Namespace) -> int:
     from culturesim_ray.pipeline.allpairs import run_allpairs
 
-    run_allpairs(args.embeddings, args.out, _allpairs_config(args), address=args.address)
+    run_allpairs(args.embeddings, args.out, _allpairs_config(args), address=args.address,
+                 overwrite=args.overwrite)
     return 0
 
 
@@ -260,7 +266,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("\ndemo finished. outputs:")
     print(f"  corpus       {corpus}")
     print(f"  embeddings   {out / 'embed' / 'embeddings'}  ({report.embedded} items)")
-    print(f"  quarantine   {out / 'embed' / 'quarantine.parquet'}  ({report.quarantined} rows)")
+    print(f"  quarantine   {out / 'embed' / 'quarantine'}  ({report.quarantined} rows)")
     print(f"  manifest     {out / 'embed' / 'manifest.json'}")
     print(f"  all-pairs    {out / 'allpairs' / 'pairs.parquet'}  (top-5 per culture and theme)")
     print(f"  matrices     {out / 'allpairs' / 'matrices'}")
@@ -398,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from culturesim_ray.fingerprint import SettingsMismatchError
     from culturesim_ray.io import CorpusFormatError
     from culturesim_ray.pipeline.ray_env import set_safe_env
     from culturesim_ray.report.evaluate import GoldError
@@ -407,7 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (CorpusFormatError, StrictModeError, FileNotFoundError, GoldError) as exc:
+    except (CorpusFormatError, StrictModeError, FileNotFoundError, GoldError,
+            SettingsMismatchError) as exc:
         print(f"culturesim: error: {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:  # config validation (pydantic) and bad arguments

@@ -66,7 +66,16 @@ class EmbedConfig(_Strict):
     batch_size: rows per `map_batches` call (default 64).
     num_cpus_per_actor: logical CPUs reserved per actor (default 1.0; keep it
       below the machine's CPUs / num_actors so the read task can still run).
-    num_gpus_per_actor: GPUs per actor (default 0; 1 on GPU clusters).
+    num_gpus_per_actor: GPUs per actor (default unset: 1 when the cluster has
+      GPUs, else 0).
+    min_actors: the pool autoscales between min_actors (default 1) and
+      num_actors.
+    read_chunk_rows: rows per chunk a corpus file is read and validated in
+      (default 10,000): what one read task holds at a time.
+    tfidf_sample: texts the TF-IDF LSA projection is fitted on (default
+      20,000; the document frequencies count every text).
+    lstm_sample: melodies the corpus-trained LSTM is trained on at most
+      (default 20,000).
     blocks: input blocks the corpus is split into (default 0 = 4 per actor).
     strict: any bad row is an error instead of a quarantined row.
     tfidf_dim: dense TF-IDF dimension after the LSA projection (default 256).
@@ -89,7 +98,11 @@ class EmbedConfig(_Strict):
     num_actors: int = Field(2, ge=1)
     batch_size: int = Field(64, ge=1)
     num_cpus_per_actor: float = Field(1.0, gt=0)
-    num_gpus_per_actor: float = Field(0.0, ge=0)
+    num_gpus_per_actor: float | None = Field(None, ge=0)
+    min_actors: int = Field(1, ge=1)
+    read_chunk_rows: int = Field(10_000, ge=1)
+    tfidf_sample: int = Field(20_000, ge=2)
+    lstm_sample: int = Field(20_000, ge=1)
     blocks: int = Field(0, ge=0)
     strict: bool = False
     tfidf_dim: int = Field(256, ge=2)

@@ -8,11 +8,10 @@ through it, so a job never cares where its data lives.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import posixpath
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,9 +79,17 @@ def list_corpus_files(path: str, s3: S3Config | None = None) -> list[str]:
     return [path]
 
 
-def _read_jsonl(fh: Iterable[str], name: str) -> list[dict[str, Any]]:
-    rows = []
-    for lineno, line in enumerate(fh, start=1):
+def _decoded_lines(fh: Iterable[bytes], name: str) -> Iterator[str]:
+    """UTF-8 lines of a binary stream; a line that does not decode names its number."""
+    for lineno, raw in enumerate(fh, start=1):
+        try:
+            yield raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            raise CorpusFormatError(f"{name}:{lineno}: not UTF-8 text") from exc
+
+
+def _iter_jsonl(fh: Iterable[bytes], name: str) -> Iterator[dict[str, Any]]:
+    for lineno, line in enumerate(_decoded_lines(fh, name), start=1):
         if not line.strip():
             continue
         try:
@@ -94,15 +101,13 @@ def _read_jsonl(fh: Iterable[str], name: str) -> list[dict[str, Any]]:
                 f"{name}:{lineno}: expected a JSON object, got {type(obj).__name__}"
             )
         obj["_source_row"] = f"{name}:{lineno}"
-        rows.append(obj)
-    return rows
+        yield obj
 
 
-def _read_csv(fh: Iterable[str], name: str) -> list[dict[str, Any]]:
-    reader = csv.DictReader(fh)
+def _iter_csv(fh: Iterable[bytes], name: str) -> Iterator[dict[str, Any]]:
+    reader = csv.DictReader(_decoded_lines(fh, name))
     if not reader.fieldnames:
         raise CorpusFormatError(f"{name}:1: CSV file has no header row")
-    rows = []
     try:
         for rec in reader:
             # line_num is the physical line just read (header is line 1)
@@ -112,50 +117,61 @@ def _read_csv(fh: Iterable[str], name: str) -> list[dict[str, Any]]:
                 )
             row: dict[str, Any] = {k: (v if v != "" else None) for k, v in rec.items()}
             row["_source_row"] = f"{name}:{reader.line_num}"
-            rows.append(row)
+            yield row
     except csv.Error as exc:
         raise CorpusFormatError(f"{name}:{reader.line_num}: malformed CSV ({exc})") from exc
-    return rows
 
 
-def read_corpus_rows(path: str, s3: S3Config | None = None) -> list[dict[str, Any]]:
-    """Every row of the corpus at `path` as a dict, in file order.
+def _iter_parquet(fh: Any, name: str, chunk_rows: int) -> Iterator[dict[str, Any]]:
+    try:
+        pf = pq.ParquetFile(fh)
+        i = 0
+        for batch in pf.iter_batches(batch_size=chunk_rows):
+            for row in batch.to_pylist():
+                row["_source_row"] = f"{name}#{i}"
+                i += 1
+                yield row
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise CorpusFormatError(f"{name}: not a readable Parquet file ({exc})") from exc
 
-    Each row gets `_source_row` ("file:line" for JSONL/CSV, "file#row" for
-    Parquet) so errors and the quarantine can point at it. A file that cannot
-    be parsed raises `CorpusFormatError` naming the file (and line).
-    """
-    rows: list[dict[str, Any]] = []
-    for file in list_corpus_files(path, s3):
-        fs, p = filesystem_for(file, s3)
-        lower = p.lower()
+
+def iter_corpus_file(file: str, s3: S3Config | None = None,
+                     chunk_rows: int = 10_000) -> Iterator[list[dict[str, Any]]]:
+    """The rows of one corpus file in chunks of at most `chunk_rows`, streamed
+    (memory bounded by one chunk). Each row gets `_source_row` ("file:line" for
+    JSONL/CSV, "file#row" for Parquet) and a relative `uri` is resolved against the
+    file's folder. A file that cannot be parsed raises `CorpusFormatError` naming
+    the file (and line)."""
+    fs, p = filesystem_for(file, s3)
+    lower = p.lower()
+    base = posixpath.dirname(file) if is_s3(file) else str(Path(p).parent)
+    with fs.open(p, "rb") as fh:
         if lower.endswith((".parquet", ".pq")):
-            try:
-                with fs.open(p, "rb") as fh:
-                    table = pq.read_table(fh)
-            except (pa.ArrowInvalid, OSError) as exc:
-                raise CorpusFormatError(f"{file}: not a readable Parquet file ({exc})") from exc
-            file_rows = table.to_pylist()
-            for i, row in enumerate(file_rows):
-                row["_source_row"] = f"{file}#{i}"
+            rows = _iter_parquet(fh, file, chunk_rows)
+        elif lower.endswith(".csv"):
+            rows = _iter_csv(fh, file)
         else:
-            with fs.open(p, "rb") as raw:
-                data = raw.read()
-            try:
-                text = data.decode("utf-8-sig")
-            except UnicodeDecodeError as exc:
-                line = data[: exc.start].count(b"\n") + 1
-                raise CorpusFormatError(f"{file}:{line}: not UTF-8 text") from exc
-            if lower.endswith(".csv"):
-                file_rows = _read_csv(io.StringIO(text, newline=""), file)
-            else:
-                file_rows = _read_jsonl(io.StringIO(text), file)
-        base = posixpath.dirname(file) if is_s3(file) else str(Path(p).parent)
-        for row in file_rows:
+            rows = _iter_jsonl(fh, file)
+        chunk: list[dict[str, Any]] = []
+        for row in rows:
             uri = row.get("uri")
             if isinstance(uri, str) and uri.strip():
                 row["uri"] = resolve_uri(uri.strip(), base)
-        rows.extend(file_rows)
+            chunk.append(row)
+            if len(chunk) >= chunk_rows:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+
+def read_corpus_rows(path: str, s3: S3Config | None = None) -> list[dict[str, Any]]:
+    """Every row of the corpus at `path` as a dict, in file order (in memory: for
+    small corpora, relations and gold; the embed job streams `iter_corpus_file`)."""
+    rows: list[dict[str, Any]] = []
+    for file in list_corpus_files(path, s3):
+        for chunk in iter_corpus_file(file, s3):
+            rows.extend(chunk)
     return rows
 
 

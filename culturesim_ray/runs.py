@@ -29,14 +29,44 @@ def read_embeddings(out: str, modality: str | None = None,
     """The embedded rows of an embed run, per modality (rows with an error left out)."""
     cfg = cfg or EmbedConfig()
     result = {}
+    from culturesim_ray.layout import EmbedLayout
+
     for m in [modality] if modality else MODALITIES:
-        fs, p = io.filesystem_for(io.join(out, "embeddings", m), cfg.s3)
+        fs, p = io.filesystem_for(EmbedLayout(out).embeddings(m), cfg.s3)
         if not fs.exists(p) or not any(f.endswith(".parquet") for f in fs.find(p)):
             continue
         table = pq.read_table(p, filesystem=io.arrow_filesystem(fs))
-        table = table.filter(pc.is_null(table.column("error"))).drop_columns(["error"])
+        table = table.filter(pc.is_null(table.column("error")))
+        table = table.drop_columns([c for c in ("error", "source_row", "row_json")
+                                    if c in table.column_names])
         result[m] = table.sort_by("item_id")
     return result
+
+
+def read_quarantine(out: str, cfg: EmbedConfig | None = None) -> pa.Table:
+    """Every quarantined row of an embed run (OUT/quarantine/, the Parquet files the
+    workers wrote; OUT/quarantine.parquet of older runs), ordered by source row."""
+    from culturesim_ray.layout import EmbedLayout
+    from culturesim_ray.schema import QUARANTINE_SCHEMA
+
+    cfg = cfg or EmbedConfig()
+    layout = EmbedLayout(out)
+    for path in (layout.quarantine, layout.legacy_quarantine):
+        fs, p = io.filesystem_for(path, cfg.s3)
+        if not fs.exists(p):
+            continue
+        files = [f for f in fs.find(p) if f.endswith(".parquet")] if fs.isdir(p) else [p]
+        if not files:
+            break
+        tables = []
+        for f in sorted(files):
+            with fs.open(f, "rb") as fh:
+                tables.append(pq.read_table(fh).cast(QUARANTINE_SCHEMA))
+        table = pa.concat_tables(tables)
+        table = table.group_by(table.column_names, use_threads=False).aggregate([])  # retried twins
+        return table.take(pc.sort_indices(table, [("source_row", "ascending"),
+                                                  ("item_id", "ascending")]))
+    return QUARANTINE_SCHEMA.empty_table()
 
 
 def embed_manifest(embed_dir: str) -> dict[str, Any]:

@@ -261,13 +261,65 @@ class UriRoots:
                 f"uri_roots [{', '.join(self.extra)}])")
 
 
+def check_row(row: dict[str, Any], idx: int,
+              uri_roots: UriRoots | None = None) -> dict[str, Any] | BadRow:
+    """One row against the per-row rules of the corpus contract: the clean row
+    (normalised, with `_source_row` and `_idx`) or the BadRow saying which field
+    is at fault. Duplicates and file existence need other rows or storage and are
+    checked by the callers (`validate_rows`, the embed job)."""
+    clean: dict[str, Any] = {"_source_row": row.get("_source_row", f"row {idx}"), "_idx": idx}
+
+    def reject(fld: str, reason: str) -> BadRow:
+        given = row if "_source_row" in row else {**row, "_source_row": clean["_source_row"]}
+        return BadRow(given, fld, reason)
+
+    for name in ("item_id", "culture", "modality"):
+        val, problem = _check_str(row, name, required=True)
+        if problem:
+            return reject(name, problem)
+        clean[name] = val.strip()
+    if clean["modality"] not in MODALITIES:
+        return reject("modality", f"unknown value {clean['modality']!r} "
+                      f"(expected one of {', '.join(MODALITIES)})")
+    for name in ("text", "uri", "lang", "artifact_id", "source"):
+        val, problem = _check_str(row, name, required=False)
+        if problem:
+            return reject(name, problem)
+        clean[name] = val
+    for name in ("era_start", "era_end"):
+        val, problem = _check_int(row, name)
+        if problem:
+            return reject(name, problem)
+        clean[name] = val
+    if clean["era_start"] is not None and clean["era_end"] is not None \
+            and clean["era_end"] < clean["era_start"]:
+        return reject("era_end", f"{clean['era_end']} is before era_start {clean['era_start']}")
+    themes, problem = _check_themes(row)
+    if problem:
+        return reject("themes", problem)
+    clean["themes"] = themes
+    if clean["modality"] == "text":
+        if not clean["text"] or not clean["text"].strip():
+            return reject("text", "empty for a text item")
+    elif not clean["uri"] or not clean["uri"].strip():
+        return reject("uri", f"missing for a {clean['modality']} item")
+    elif uri_roots is not None and not uri_roots.allows(clean["uri"]):
+        return reject("uri", uri_roots.outside(clean["uri"]))
+    return clean
+
+
+def duplicate_reason(item_id: str, first_source: str) -> str:
+    return f"duplicate {item_id!r}, first seen at {first_source}"
+
+
 def validate_rows(
     rows: Sequence[dict[str, Any]],
     uri_exists: Callable[[Iterable[str]], set[str]] | None = None,
     strict: bool = False,
     uri_roots: UriRoots | None = None,
 ) -> Validated:
-    """Check every row against the corpus contract.
+    """Check every row against the corpus contract (in memory: the embed job runs
+    the same rules as a distributed pipeline, `culturesim_ray.ingest`).
 
     uri_exists: given the uris of image/sequence rows, returns the set that
       exist and can be opened; None skips the check (the encoder still
@@ -281,71 +333,21 @@ def validate_rows(
     seen: dict[str, str] = {}
     pending_uri: list[dict[str, Any]] = []
 
-    def reject(row: dict[str, Any], fld: str, reason: str) -> None:
-        if "_source_row" not in row:
-            row = {**row, "_source_row": clean["_source_row"]}
-        bad = BadRow(row, fld, reason)
+    def keep_bad(bad: BadRow) -> None:
         if strict:
-            raise StrictModeError(f"row {row.get('_source_row')}: {fld}: {reason}")
+            raise StrictModeError(f"row {bad.row.get('_source_row')}: {bad.field}: {bad.reason}")
         out.bad.append(bad)
 
     for idx, row in enumerate(rows):
-        clean: dict[str, Any] = {"_source_row": row.get("_source_row", f"row {idx}"), "_idx": idx}
-        err = None
-        for name in ("item_id", "culture", "modality"):
-            val, problem = _check_str(row, name, required=True)
-            if problem:
-                err = (name, problem)
-                break
-            clean[name] = val.strip()
-        if err:
-            reject(row, *err)
-            continue
-        if clean["modality"] not in MODALITIES:
-            reject(row, "modality", f"unknown value {clean['modality']!r} "
-                   f"(expected one of {', '.join(MODALITIES)})")
-            continue
-        for name in ("text", "uri", "lang", "artifact_id", "source"):
-            val, problem = _check_str(row, name, required=False)
-            if problem:
-                err = (name, problem)
-                break
-            clean[name] = val
-        if err:
-            reject(row, *err)
-            continue
-        for name in ("era_start", "era_end"):
-            val, problem = _check_int(row, name)
-            if problem:
-                err = (name, problem)
-                break
-            clean[name] = val
-        if err:
-            reject(row, *err)
-            continue
-        if clean["era_start"] is not None and clean["era_end"] is not None \
-                and clean["era_end"] < clean["era_start"]:
-            reject(row, "era_end", f"{clean['era_end']} is before era_start {clean['era_start']}")
-            continue
-        themes, problem = _check_themes(row)
-        if problem:
-            reject(row, "themes", problem)
-            continue
-        clean["themes"] = themes
-        if clean["modality"] == "text":
-            if not clean["text"] or not clean["text"].strip():
-                reject(row, "text", "empty for a text item")
-                continue
-        elif not clean["uri"] or not clean["uri"].strip():
-            reject(row, "uri", f"missing for a {clean['modality']} item")
-            continue
-        elif uri_roots is not None and not uri_roots.allows(clean["uri"]):
-            reject(row, "uri", uri_roots.outside(clean["uri"]))
+        clean = check_row(row, idx, uri_roots)
+        if isinstance(clean, BadRow):
+            keep_bad(clean)
             continue
         if clean["item_id"] in seen:
-            reject(row, "item_id", f"duplicate {clean['item_id']!r}, first seen at {seen[clean['item_id']]}")
+            keep_bad(BadRow(row if "_source_row" in row else {**row, "_source_row": clean["_source_row"]},
+                            "item_id", duplicate_reason(clean["item_id"], seen[clean["item_id"]])))
             continue
-        seen[clean["item_id"]] = str(row.get("_source_row"))
+        seen[clean["item_id"]] = str(row.get("_source_row", clean["_source_row"]))
         if clean["modality"] != "text" and uri_exists is not None:
             pending_uri.append(clean)
         else:
@@ -357,7 +359,6 @@ def validate_rows(
             if clean["uri"] in found:
                 out.good.append(clean)
             else:
-                reject(clean, "uri", f"file not found or not readable: {clean['uri']}")
+                keep_bad(BadRow(clean, "uri", f"file not found or not readable: {clean['uri']}"))
     out.good.sort(key=lambda r: r["_idx"])  # corpus order
     return out
-

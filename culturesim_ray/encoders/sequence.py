@@ -168,19 +168,42 @@ class SequenceEncoder:
 
     def encode(self, inputs: Sequence[str]) -> EncodeResult:
         uris = list(inputs)
-        out = np.full((len(uris), self.dim), np.nan, dtype=np.float32)
+        datas: list[bytes | None] = []
         errors: list[str | None] = [None] * len(uris)
-        ok, seqs = [], []
         for i, uri in enumerate(uris):
+            try:  # other OSErrors (an outage) fail the job
+                datas.append(read_uri(uri, self.storage_options))
+            except FileNotFoundError as exc:
+                errors[i] = f"uri: cannot read {uri}: {type(exc).__name__}: {exc}"
+                datas.append(None)
+        result = self.encode_bytes(datas, names=uris)
+        return EncodeResult(result.vectors, [e or r for e, r in zip(errors, result.errors,
+                                                                      strict=True)])
+
+    @torch.inference_mode()
+    def encode_bytes(self, datas: Sequence[bytes | None],
+                     names: Sequence[str] | None = None) -> EncodeResult:
+        """Melody files given as bytes (None: nothing to encode, error left to the
+        caller), `names` their uris (the suffix says the format); a file that does
+        not parse is that item's error."""
+        names = list(names) if names is not None else [f"melody {i}.abc" for i in range(len(datas))]
+        out = np.full((len(datas), self.dim), np.nan, dtype=np.float32)
+        errors: list[str | None] = [None] * len(datas)
+        ok, seqs = [], []
+        for i, data in enumerate(datas):
+            if data is None:
+                continue
+            uri = names[i]
             try:
-                seqs.append(self.vocab.encode(read_tokens(uri, self.storage_options)))
+                tokens = tokenize(parse_events(data, uri))
+                if not any(t.startswith("n") for t in tokens):
+                    raise ValueError("empty sequence (no notes)")
+                seqs.append(self.vocab.encode(tokens))
                 ok.append(i)
             except MusicParseError as exc:
                 errors[i] = f"uri: cannot parse music {uri}: {exc}"
             except ValueError as exc:
                 errors[i] = f"uri: {exc} in {uri}"
-            except FileNotFoundError as exc:  # other OSErrors (an outage) fail the job
-                errors[i] = f"uri: cannot read {uri}: {type(exc).__name__}: {exc}"
         if seqs:
             out[ok] = self.embed_ids(seqs)
         return EncodeResult(out, errors)

@@ -18,7 +18,7 @@ A text becomes a dense vector in three steps:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import regex
@@ -31,6 +31,23 @@ TOKEN_RE = regex.compile(r"[\p{L}\p{N}][\p{L}\p{M}\p{N}]+")
 
 def tokenize(text: str) -> list[str]:
     return [t for t in TOKEN_RE.findall(text.lower()) if not t.isdigit()]
+
+
+def document_frequencies(texts: Sequence[str]) -> Counter[str]:
+    """token -> number of texts containing it (one batch's share of the corpus count)."""
+    df: Counter[str] = Counter()
+    for text in texts:
+        df.update(set(tokenize(text)))
+    return df
+
+
+def top_tokens(df: Mapping[str, int], max_features: int = 50_000,
+               min_df: int = 1) -> list[tuple[str, int]]:
+    """The vocabulary: tokens in at least `min_df` texts, most frequent first, ties
+    by token (deterministic), at most `max_features`."""
+    kept = [(t, int(c)) for t, c in df.items() if c >= min_df]
+    kept.sort(key=lambda tc: (-tc[1], tc[0]))
+    return kept[:max_features]
 
 
 class TfidfEncoder:
@@ -50,20 +67,26 @@ class TfidfEncoder:
     @classmethod
     def fit(cls, texts: Sequence[str], dim: int = 256, max_features: int = 50_000,
             min_df: int = 1, seed: int = 0) -> TfidfEncoder:
-        """Fit vocabulary, IDF and the LSA projection on the whole corpus."""
-        docs = [Counter(tokenize(t)) for t in texts]
-        df: Counter[str] = Counter()
-        for d in docs:
-            df.update(d.keys())
-        kept = [t for t, c in df.items() if c >= min_df]
-        kept.sort(key=lambda t: (-df[t], t))  # most frequent first, ties by token: deterministic
-        vocab = kept[:max_features]
+        """Fit vocabulary, IDF and the LSA projection on the whole corpus (in memory)."""
+        df = document_frequencies(texts)
+        return cls.from_frequencies(top_tokens(df, max_features, min_df), len(texts), texts,
+                                    dim=dim, seed=seed)
+
+    @classmethod
+    def from_frequencies(cls, vocab_df: Sequence[tuple[str, int]], n_docs: int,
+                         sample: Sequence[str], dim: int = 256, seed: int = 0) -> TfidfEncoder:
+        """Fit from document frequencies counted over the whole corpus (`vocab_df`,
+        most frequent first, as `top_tokens` orders them; `n_docs` documents) and
+        the LSA projection from the TF-IDF rows of `sample` (the whole corpus, or
+        a bounded sample of it: what the embed job aggregates with Ray Data)."""
+        vocab = [t for t, _ in vocab_df]
         if not vocab:
             raise ValueError("tfidf: no tokens in the corpus texts (need words of 2+ characters)")
-        n = len(docs)
-        idf = np.log((1.0 + n) / (1.0 + np.array([df[t] for t in vocab], dtype=np.float64))) + 1.0
+        counts = np.array([c for _, c in vocab_df], dtype=np.float64)
+        idf = np.log((1.0 + n_docs) / (1.0 + counts)) + 1.0
         enc = cls(vocab, idf, np.zeros((len(vocab), 1), np.float32))
-        x = enc._sparse(texts)  # (n, V) sparse, rows L2-normalised
+        x = enc._sparse(sample)  # (n, V) sparse, rows L2-normalised
+        n = len(sample)
         k = max(1, min(dim, n, len(vocab)))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

@@ -53,3 +53,63 @@ def head_groups(cultures: Sequence[str], themes: Sequence[Sequence[str] | None] 
         if kept:
             out[head] = kept
     return out
+
+
+def partial_pool(vectors: np.ndarray, cultures: Sequence[str],
+                 themes: Sequence[Sequence[str] | None] | None = None,
+                 how: str = "mean") -> dict[str, list]:
+    """One batch's share of `pool`, to be summed by key across batches (the
+    distributed form: Ray Data maps this per batch, shuffles on (head, culture)
+    and calls `finish_pool` per partition).
+
+    mean: per (head, culture) of the batch, the sum of the L2-normalised item
+    vectors (float64) and their count. median has no such sum: each item's
+    normalised vector is passed on (count 1), so the median is exact per culture.
+    Returns columns head, culture, n, vector (lists of rows)."""
+    if how not in POOLINGS:
+        raise ValueError(f"unknown pooling {how!r}; known: {', '.join(POOLINGS)}")
+    v = np.asarray(vectors, dtype=np.float64)
+    v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    heads, cs, ns, vecs = [], [], [], []
+    if how == "median":
+        for i, c in enumerate(cultures):
+            for h in (GENERAL, *(themes[i] if themes is not None and themes[i] is not None else ())):
+                heads.append(h)
+                cs.append(c)
+                ns.append(1)
+                vecs.append(v[i])
+    else:
+        for head, members in head_groups(cultures, themes).items():
+            for c, idx in members.items():
+                heads.append(head)
+                cs.append(c)
+                ns.append(len(idx))
+                vecs.append(v[idx].sum(axis=0))
+    return {"head": heads, "culture": cs, "n": ns,
+            "vector": np.stack(vecs) if vecs else np.zeros((0, v.shape[1]))}
+
+
+def finish_pool(heads: Sequence[str], cultures: Sequence[str], n: np.ndarray, vectors: np.ndarray,
+                how: str = "mean", min_items: int = 1) -> dict[str, list]:
+    """Combine `partial_pool` rows that share (head, culture): the mean (sum of sums
+    over sum of counts) or the median of the items; keys with fewer than
+    `min_items` items are left out. Returns columns head, culture, n, vector
+    (float32), ordered by (head, culture)."""
+    keys: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for i, key in enumerate(zip(heads, cultures, strict=True)):
+        keys[key].append(i)
+    out_h, out_c, out_n, out_v = [], [], [], []
+    v = np.asarray(vectors, dtype=np.float64)
+    counts = np.asarray(n, dtype=np.int64)
+    for key in sorted(keys):
+        rows = keys[key]
+        total = int(counts[rows].sum())
+        if total < min_items:
+            continue
+        vec = v[rows].sum(axis=0) / total if how == "mean" else np.median(v[rows], axis=0)
+        out_h.append(key[0])
+        out_c.append(key[1])
+        out_n.append(total)
+        out_v.append(vec.astype(np.float32))
+    return {"head": out_h, "culture": out_c, "n": out_n,
+            "vector": np.stack(out_v) if out_v else np.zeros((0, v.shape[1]), np.float32)}

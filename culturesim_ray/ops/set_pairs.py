@@ -108,10 +108,11 @@ def pairs_table(head: str, cultures: list[str], rows: np.ndarray, v: Tensor,
     ok = (idx >= 0).reshape(-1).numpy()
     a = np.repeat(rows, k)[ok]
     b = idx.reshape(-1).numpy()[ok]
+    names = pa.array(cultures, pa.string())
     return pa.table({
         "theme": pa.array([head] * len(a), pa.string()),
-        "culture_a": pa.array([cultures[i] for i in a], pa.string()),
-        "culture_b": pa.array([cultures[j] for j in b], pa.string()),
+        "culture_a": names.take(pa.array(a, pa.int64())),
+        "culture_b": names.take(pa.array(b, pa.int64())),
         "score": pa.array(v.reshape(-1).numpy()[ok].astype(np.float32)),
         "rank": pa.array(np.tile(np.arange(1, k + 1, dtype=np.int32), len(rows))[ok]),
         "similarity": pa.array([sim_name] * len(a), pa.string()),
@@ -125,3 +126,53 @@ def matrix_table(cultures: list[str], m: np.ndarray) -> pa.Table:
                      "culture_b": pa.array(np.tile(cultures, n).tolist(), pa.string()),
                      "score": pa.array(np.asarray(m).reshape(-1).astype(np.float32))},
                     schema=MATRIX_SCHEMA)
+
+
+def aligned_heads(heads: dict[str, tuple[list[str], np.ndarray]], alpha: dict[str, float]
+                  ) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
+    """The theme heads of S_total on one culture list (every culture of any theme,
+    sorted): per theme its (N, d_t) vectors (zero rows where absent) and its
+    presence mask (N,) bool."""
+    cultures = sorted({c for t in alpha for c in heads[t][0]})
+    pos = {c: i for i, c in enumerate(cultures)}
+    xs, masks = [], []
+    for t in alpha:
+        cs, v = heads[t]
+        idx = np.array([pos[c] for c in cs], dtype=np.int64)
+        x = np.zeros((len(cultures), v.shape[1]), np.float32)
+        x[idx] = v
+        m = np.zeros(len(cultures), bool)
+        m[idx] = True
+        xs.append(x)
+        masks.append(m)
+    return cultures, xs, masks
+
+
+def combined_block_topk(xs: Sequence[Tensor], masks: Sequence[Tensor], weights: Sequence[float],
+                        sims: Sequence[Any], i0: int, i1: int, k: int,
+                        block_cols: int = 4096) -> tuple[Tensor, Tensor]:
+    """Top-k of S_total = sum_t w_t S_t for rows i0..i1 against every row (self
+    excluded), for any vector similarity: column block by column block, each
+    theme's similarity counted only where both cultures have that theme (as
+    `combine_matrices` does), accumulated in float64. Returns (scores (b, k)
+    float64, indices (b, k))."""
+    from culturesim_ray.ops.allpairs import _resolve
+
+    n, b = xs[0].shape[0], i1 - i0
+    fns = [_resolve(s)[1] for s in sims]
+    best_v = torch.full((b, k), float("-inf"), dtype=torch.float64)
+    best_i = torch.full((b, k), -1, dtype=torch.long)
+    rows = torch.arange(i0, i1)
+    for c0 in range(0, n, block_cols):
+        c1 = min(n, c0 + block_cols)
+        s = torch.zeros((b, c1 - c0), dtype=torch.float64)
+        for x, m, w, fn in zip(xs, masks, weights, fns, strict=True):
+            both = m[i0:i1, None] & m[None, c0:c1]
+            s += w * fn(x[i0:i1], x[c0:c1]).double() * both
+        cols = torch.arange(c0, c1)
+        s[rows[:, None] == cols[None, :]] = float("-inf")
+        v = torch.cat([best_v, s], dim=1)
+        i = torch.cat([best_i, cols.expand(b, -1)], dim=1)
+        top = torch.topk(v, min(k, v.shape[1]), dim=1)
+        best_v, best_i = top.values, torch.gather(i, 1, top.indices)
+    return best_v, best_i

@@ -37,10 +37,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from culturesim_ray import io
+from culturesim_ray import fingerprint, io
 from culturesim_ray.allpairs_input import (
     ACCEPTED,
     COMBINED,
@@ -52,11 +53,14 @@ from culturesim_ray.allpairs_input import (
     resolve_k,
 )
 from culturesim_ray.config import AllPairsConfig, EmbedConfig
+from culturesim_ray.layout import AllPairsLayout
 from culturesim_ray.ops import similarity as S
 from culturesim_ray.ops.allpairs import blockwise_topk, check_vectors, dense_similarity
 from culturesim_ray.ops.set_pairs import (
     PAIRS_SCHEMA,
+    aligned_heads,
     combine_matrices,
+    combined_block_topk,
     combined_vectors,
     matrix_table,
     pairs_table,
@@ -66,11 +70,16 @@ from culturesim_ray.ops.set_pairs import (
 
 # --- input ----------------------------------------------------------------------
 
-def load_input(inp: str, cfg: AllPairsConfig, log: Any = print) -> tuple[Source, pa.Table]:
-    """The input's kind and its table of vectors (items or cultures), columns checked."""
-    src = resolve_input(inp, cfg.s3)
-    if src.note:
-        log(src.note)
+def load_input(inp: str, cfg: AllPairsConfig, log: Any = print,
+               src: Source | None = None) -> tuple[Source, pa.Table]:
+    """The input's kind and its table of vectors (items or cultures), columns checked,
+    read on the driver: for culture-level input (one row per culture and head) and
+    the set-level similarities (which compare item sets); item vectors for a vector
+    similarity are pooled by `pooled_heads` instead, without the driver."""
+    if src is None:
+        src = resolve_input(inp, cfg.s3)
+        if src.note:
+            log(src.note)
     if src.kind == "embed_run":
         from culturesim_ray.pipeline.embed import read_embeddings
 
@@ -93,10 +102,10 @@ def load_input(inp: str, cfg: AllPairsConfig, log: Any = print) -> tuple[Source,
     return src, table
 
 
-def read_heads(inp: str, cfg: AllPairsConfig, log: Any = print
+def read_heads(inp: str, cfg: AllPairsConfig, log: Any = print, src: Source | None = None
                ) -> tuple[Source, Heads, dict[str, Any] | None, np.ndarray]:
     """(source, head -> (cultures, vectors), head -> item groups (set-level only), items)."""
-    src, table = load_input(inp, cfg, log)
+    src, table = load_input(inp, cfg, log, src)
     return (src, *heads_from_table(table, src, cfg, inp))
 
 
@@ -122,10 +131,21 @@ def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "_"
 
 
-def _run_block(x_ref: Any, cultures: list[str], i0: int, i1: int, k: int, sim: Any,
+def _tensor(x: np.ndarray) -> torch.Tensor:
+    """A tensor over a numpy array from the object store (read-only, shared memory:
+    zero-copy; the kernels never write their inputs)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "non-writable array"
+        return torch.from_numpy(x)
+
+
+def _run_block(x: np.ndarray, cultures: list[str], i0: int, i1: int, k: int, sim: Any,
                sim_name: str, head: str, block_cols: int, path: str, s3: Any) -> int:
-    """Ray task body: compute one row block and write it (atomically where local)."""
-    table = block_pairs(x_ref, cultures, i0, i1, k, sim, sim_name, head, block_cols)
+    """Ray task body: compute one row block against every row and write it
+    (atomically where local). `x` arrives zero-copy from the object store."""
+    table = block_pairs(_tensor(x), cultures, i0, i1, k, sim, sim_name, head, block_cols)
     io.write_table(table, path, s3)
     return table.num_rows
 
@@ -165,13 +185,25 @@ def _load_matrix(path: str, s3: Any) -> np.ndarray:
 # --- the job --------------------------------------------------------------------
 
 def run_allpairs(inp: str, out: str, cfg: AllPairsConfig | None = None, log: Any = print,
-                 address: str | None = None) -> dict[str, Any]:
-    """Compute every head's culture-by-culture top-k (and dense matrices for small N)."""
+                 address: str | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Compute every head's culture-by-culture top-k (and dense matrices for small N).
+
+    A rerun into `out` resumes from its finished blocks when its settings are the
+    same, and is refused naming the differing settings otherwise (unless
+    `overwrite`: the old blocks and matrices are removed first)."""
+    from culturesim_ray.pipeline.allpairs_pool import is_culture_level, pooled_heads
     from culturesim_ray.pipeline.ray_env import init_ray
 
     cfg = cfg or AllPairsConfig()
     started = time.time()
-    src, heads, groups, items = read_heads(inp, cfg, log)
+    src = resolve_input(inp, cfg.s3)
+    if src.note:
+        log(src.note)
+    init_ray(address)
+    if cfg.set_level or is_culture_level(src, cfg):
+        src, heads, groups, items = read_heads(inp, cfg, log, src)
+    else:
+        heads, groups, items = pooled_heads(src, cfg, inp), None, np.zeros((0, 0), np.float32)
     plan = plan_heads(heads, cfg, inp)
     for h, why in plan.skipped.items():
         log(f"all-pairs: warning: head {h!r} skipped: {why}")
@@ -185,26 +217,40 @@ def run_allpairs(inp: str, out: str, cfg: AllPairsConfig | None = None, log: Any
     for h, (_, v, _) in jobs.items():
         check_vectors(torch.from_numpy(v), f"head {h!r}")
     sizes = [len(cs) for cs, _, _ in jobs.values()]
+    if alpha and not cfg.set_level and cfg.similarity not in ("cosine", "dot"):
+        sizes.append(len({c for t in alpha for c in heads[t][0]}))
     if cfg.set_level and alpha:
         sizes.append(len({c for t in alpha for c in heads[t][0]}))
     k, clamped = resolve_k(cfg.k, max(sizes), cfg.DEFAULT_K)
     if clamped:
         log(clamped)
 
-    # culture embeddings: what was compared (set-level: the pooled means, for maps and reports)
-    rows = [{"culture": c, "head": h, "vector": v[i].tolist()} for h, (cs, v) in heads.items()
-            for i, c in enumerate(cs)]
-    io.write_table(pa.Table.from_pylist(rows), io.join(out, "culture_embeddings.parquet"), cfg.s3)
+    settings = _settings(cfg, k, src)
+    if fingerprint.check(_recorded(out, cfg), settings, out, overwrite=overwrite):
+        log(f"all-pairs: --overwrite: removing blocks written with other settings "
+            f"({fingerprint.describe(_recorded(out, cfg), settings)})")
+        fs = io.filesystem_for(out, cfg.s3)[0]
+        for d in (AllPairsLayout(out).blocks(), AllPairsLayout(out).matrices):
+            if fs.exists(io.filesystem_for(d, cfg.s3)[1]):
+                fs.rm(io.filesystem_for(d, cfg.s3)[1], recursive=True)
+    io.write_json(settings, AllPairsLayout(out).fingerprint, cfg.s3)
 
-    init_ray(address)
-    counts: dict[str, Any] = {"heads": {}, "blocks_run": 0, "blocks_skipped": 0}
+    # culture embeddings: what was compared (set-level: the pooled means, for maps and reports)
+    io.write_table(culture_table(heads), AllPairsLayout(out).culture_embeddings, cfg.s3)
+
+    counts: dict[str, Any] = {"heads": {}, "blocks_run": 0, "blocks_skipped": 0,
+                              "max_task_input_bytes": 0, "max_block_plus_candidates_bytes": 0}
     recall: dict[str, Any] = {}
     if cfg.set_level:
         assert groups is not None  # read_heads returns groups for set-level item input
         pairs, dense = _set_level(out, items, {h: groups[h] for h in heads}, alpha, k, cfg,
                                   counts, log)
     else:
-        _vector_blocks(out, jobs, k, cfg, counts, recall, log)
+        combined = (aligned_heads(heads, alpha) if alpha and cfg.similarity not in ("cosine", "dot")
+                    else None)
+        _vector_blocks(out, jobs, k, cfg, counts, recall, log, combined, alpha)
+        if combined is not None:
+            jobs = {**jobs, COMBINED: None}
         pairs = _collect_pairs(out, jobs, cfg)
         dense = _write_dense(out, heads, alpha, cfg)
     io.write_table(pairs, io.join(out, "pairs.parquet"), cfg.s3)
@@ -214,7 +260,8 @@ def run_allpairs(inp: str, out: str, cfg: AllPairsConfig | None = None, log: Any
         "allpairs", cfg.model_dump(mode="json"), counts, started, input=inp,
         input_read=src.path, input_kind=src.kind, alpha=alpha, prefilter_recall=recall,
         similarity=_similarity_record(cfg), skipped_heads=plan.skipped,
-        k={"given": cfg.k, "default": cfg.DEFAULT_K, "used": k, "clamped": bool(clamped)})
+        k={"given": cfg.k, "default": cfg.DEFAULT_K, "used": k, "clamped": bool(clamped)},
+        fingerprint=settings)
     io.write_json(manifest, io.join(out, "manifest.json"), cfg.s3)
     log(f"all-pairs: {pairs.num_rows} pairs over heads {sorted(counts['heads'])} -> {out}")
     return manifest
@@ -230,9 +277,43 @@ def _similarity_record(cfg: AllPairsConfig) -> dict[str, Any]:
                                   "set-level similarity compared)"}
 
 
+def _settings(cfg: AllPairsConfig, k: int, src: Source) -> dict[str, Any]:
+    """Every setting that shapes a finished block or matrix (the fingerprint)."""
+    return {"input": src.path, "similarity": cfg.similarity,
+            "set_options": set_options_used(cfg.similarity, cfg.set_options)
+            if cfg.set_level else {}, "set_block": cfg.set_block if cfg.set_level else None,
+            "k": k, "block_rows": cfg.block_rows, "pooling": cfg.pooling,
+            "min_items": cfg.min_items, "modality": cfg.modality, "heads": cfg.heads,
+            "alpha": cfg.alpha, "prefilter": cfg.prefilter, "prefilter_min": cfg.prefilter_min,
+            "nlist": cfg.nlist, "nprobe": cfg.nprobe}
+
+
+def _recorded(out: str, cfg: AllPairsConfig) -> dict[str, Any] | None:
+    path = AllPairsLayout(out).fingerprint
+    return io.read_json(path, cfg.s3) if io.exists(path, cfg.s3) else None
+
+
+def culture_table(heads: Heads) -> pa.Table:
+    """culture, head, vector (list<float32>) built from Arrow arrays, never Python lists."""
+    cultures, names, flats, lengths = [], [], [], []
+    for h, (cs, v) in heads.items():
+        cultures += list(cs)
+        names += [h] * len(cs)
+        flats.append(np.ascontiguousarray(v, dtype=np.float32).reshape(-1))
+        lengths += [v.shape[1]] * len(cs)
+    offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int32)
+    flat = np.concatenate(flats) if flats else np.zeros(0, np.float32)
+    vectors = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.float32()))
+    return pa.table({"culture": pa.array(cultures, pa.string()),
+                     "head": pa.array(names, pa.string()), "vector": vectors})
+
+
 def _vector_blocks(out: str, jobs: dict[str, Any], k: int, cfg: AllPairsConfig,
-                   counts: dict[str, Any], recall: dict[str, Any], log: Any) -> None:
-    """Every head's row blocks (or pre-filtered clusters) as Ray tasks writing pair files."""
+                   counts: dict[str, Any], recall: dict[str, Any], log: Any,
+                   combined: Any = None, alpha: dict[str, float] | None = None) -> None:
+    """Every head's row blocks (or pre-filtered clusters) as Ray tasks writing pair
+    files; `combined` (cultures, per-theme vectors, presence masks): S_total of a
+    similarity other than cosine/dot, computed blockwise over the theme heads."""
     import ray
 
     task = ray.remote(num_cpus=cfg.num_cpus_per_task, max_retries=3)(_run_block)
@@ -244,20 +325,31 @@ def _vector_blocks(out: str, jobs: dict[str, Any], k: int, cfg: AllPairsConfig,
         sim: Any = sim_name
         if sim_name == "mahalanobis":
             sim = S.Mahalanobis().fit(x)
-        use_pf = cfg.prefilter == "on" or (cfg.prefilter == "auto" and n >= cfg.prefilter_min)
+        servable = sim_name in ("cosine", "dot")
+        use_pf = cfg.prefilter == "on" or (cfg.prefilter == "auto" and n >= cfg.prefilter_min
+                                            and servable)
+        if cfg.prefilter == "auto" and n >= cfg.prefilter_min and not servable:
+            log(f"all-pairs: {h}: the pre-filter serves cosine and dot only; exact blockwise "
+                f"{sim_name} over {n} cultures")
         counts["heads"][h] = {"cultures": n, "dim": int(v.shape[1]), "k": kh, "prefilter": use_pf}
         if use_pf:
-            recall[h] = _prefiltered_head(out, h, cs, x, kh, sim_name, cfg, log)
+            recall[h] = _prefiltered_head(out, h, cs, x, kh, sim_name, cfg, counts, log)
             continue
-        x_ref = ray.put(x)
+        arr = np.ascontiguousarray(v, dtype=np.float32)
+        x_ref, cs_ref = ray.put(arr), ray.put(cs)
         for i0 in range(0, n, cfg.block_rows):
             i1 = min(n, i0 + cfg.block_rows)
             path = _block_file(out, h, i0, i1)
             if io.exists(path, cfg.s3):
                 counts["blocks_skipped"] += 1
                 continue
-            pending.append(task.remote(x_ref, cs, i0, i1, kh, sim, sim_name, h, cfg.block_cols,
-                                       path, cfg.s3))
+            # every row is a candidate of an exact block: the task reads the head's
+            # matrix, shared in the object store, and nothing else of size N
+            _note_input(counts, arr.nbytes, (i1 - i0) * arr.shape[1] * 4 + arr.nbytes)
+            pending.append(task.remote(x_ref, cs_ref, i0, i1, kh, sim, sim_name, h,
+                                       cfg.block_cols, path, cfg.s3))
+    if combined is not None:
+        pending += _combined_blocks(out, combined, alpha or {}, k, cfg, counts)
     total = len(pending)
     if total:
         log(f"all-pairs: {total} blocks over {len(jobs)} heads ({counts['blocks_skipped']} "
@@ -270,6 +362,51 @@ def _vector_blocks(out: str, jobs: dict[str, Any], k: int, cfg: AllPairsConfig,
         if done == total or done % max(1, total // 10) == 0:
             log(f"  blocks {done}/{total}")
     counts["blocks_run"] = total
+
+
+def _run_combined(xs: list[np.ndarray], masks: list[np.ndarray], weights: list[float],
+                  sims: list[Any], cultures: list[str], i0: int, i1: int, k: int, sim_name: str,
+                  block_cols: int, path: str, s3: Any) -> int:
+    """Ray task body: S_total's top-k for rows i0..i1 (any vector similarity)."""
+    v, idx = combined_block_topk([_tensor(x) for x in xs], [_tensor(m) for m in masks],
+                                 weights, sims, i0, i1, k, block_cols)
+    table = pairs_table(COMBINED, cultures, np.arange(i0, i1), v, idx, sim_name)
+    io.write_table(table, path, s3)
+    return table.num_rows
+
+
+def _combined_blocks(out: str, combined: Any, alpha: dict[str, float], k: int,
+                     cfg: AllPairsConfig, counts: dict[str, Any]) -> list[Any]:
+    import ray
+
+    cultures, xs, masks = combined
+    n = len(cultures)
+    kh = min(k, n - 1)
+    sims: list[Any] = [S.Mahalanobis().fit(torch.from_numpy(x[m])) if cfg.similarity ==
+                       "mahalanobis" else cfg.similarity for x, m in zip(xs, masks, strict=True)]
+    counts["heads"][COMBINED] = {"cultures": n, "dim": int(sum(x.shape[1] for x in xs)), "k": kh,
+                                 "prefilter": False}
+    task = ray.remote(num_cpus=cfg.num_cpus_per_task, max_retries=3)(_run_combined)
+    # one object each (refs nested in a list would not be resolved for the task)
+    x_refs, m_refs, cs_ref = ray.put(list(xs)), ray.put(list(masks)), ray.put(cultures)
+    pending = []
+    nbytes = sum(x.nbytes + m.nbytes for x, m in zip(xs, masks, strict=True))
+    for i0 in range(0, n, cfg.block_rows):
+        i1 = min(n, i0 + cfg.block_rows)
+        path = _block_file(out, COMBINED, i0, i1)
+        if io.exists(path, cfg.s3):
+            counts["blocks_skipped"] += 1
+            continue
+        _note_input(counts, nbytes, nbytes + nbytes * (i1 - i0) // max(1, n))
+        pending.append(task.remote(x_refs, m_refs, list(alpha.values()), sims, cs_ref, i0, i1, kh,
+                                   cfg.similarity, cfg.block_cols, path, cfg.s3))
+    return pending
+
+
+def _note_input(counts: dict[str, Any], task_bytes: int, block_plus_candidates: int) -> None:
+    counts["max_task_input_bytes"] = max(counts["max_task_input_bytes"], int(task_bytes))
+    counts["max_block_plus_candidates_bytes"] = max(counts["max_block_plus_candidates_bytes"],
+                                                    int(block_plus_candidates))
 
 
 def _set_level(out: str, items: np.ndarray, groups: dict[str, Any], alpha: dict[str, float],
@@ -337,19 +474,26 @@ def _write_dense(out: str, heads: Heads, alpha: dict[str, float],
     return list(mats)
 
 
-def _run_clusters(x: torch.Tensor, cultures: list[str], clusters: Any, ids: list[int], k: int,
-                  sim_name: str, head: str, block_rows: int, path: str, s3: Any) -> int:
-    """Ray task body: pre-filtered top-k for the rows of some clusters, written to `path`."""
-    from culturesim_ray.ops.prefilter import topk_for_clusters
+def _run_clusters(x_u: np.ndarray, rows_u: np.ndarray, assign_u: np.ndarray, probes: np.ndarray,
+                  nlist: int, cultures: list[str], ids: list[int], k: int, sim_name: str,
+                  head: str, block_rows: int, path: str, s3: Any) -> int:
+    """Ray task body: pre-filtered top-k for the rows of some clusters, written to
+    `path`. The task receives only the rows of those clusters and of the clusters
+    they probe (`x_u`, global ids `rows_u` ascending, their cluster `assign_u`)."""
+    from culturesim_ray.ops.prefilter import Clusters, topk_for_clusters
 
-    rows, v, idx, _ = topk_for_clusters(x, clusters, ids, k, sim_name, block_rows)
-    table = pairs_table(head, cultures, rows.numpy(), v, idx, sim_name)
+    local = Clusters(np.zeros((nlist, 1), np.float32), assign_u, probes)
+    rows, v, idx, _ = topk_for_clusters(_tensor(x_u), local, ids, k, sim_name, block_rows)
+    glob = torch.from_numpy(rows_u)
+    gi = torch.where(idx >= 0, glob[idx.clamp_min(0)], idx)
+    table = pairs_table(head, cultures, glob[rows].numpy(), v, gi, sim_name)
     io.write_table(table, path, s3)
     return table.num_rows
 
 
 def _prefiltered_head(out: str, head: str, cultures: list[str], x: torch.Tensor, k: int,
-                      sim_name: str, cfg: AllPairsConfig, log: Any) -> dict[str, Any]:
+                      sim_name: str, cfg: AllPairsConfig, counts: dict[str, Any],
+                      log: Any) -> dict[str, Any]:
     """Cluster pre-filtered top-k for one head: FAISS k-means on the driver (saved, so a
     rerun uses the same clusters), then groups of clusters as Ray tasks."""
     import ray
@@ -363,7 +507,7 @@ def _prefiltered_head(out: str, head: str, cultures: list[str], x: torch.Tensor,
 
     if sim_name not in ("cosine", "dot"):
         raise ValueError(f"pre-filtering supports cosine and dot, not {sim_name!r}: "
-                         f"set prefilter: off")
+                         f"set prefilter: off (or auto: exact search for other similarities)")
     n = len(cultures)
     cpath = io.join(out, "blocks", _safe(head), "clusters.npz")
     fs, cp = io.filesystem_for(cpath, cfg.s3)
@@ -385,25 +529,41 @@ def _prefiltered_head(out: str, head: str, cultures: list[str], x: torch.Tensor,
         groups[-1].append(c)
         size += len(m)
     task = ray.remote(num_cpus=cfg.num_cpus_per_task, max_retries=3)(_run_clusters)
-    x_ref, cl_ref = ray.put(x), ray.put(cl)
-    pending, skipped = [], 0
+    xn = x.numpy()
+    cs_ref, probes = ray.put(cultures), np.asarray(cl.probes, np.int64)
+    pending, skipped, window = [], 0, 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
+    todo = []
     for g in groups:
         path = io.join(out, "blocks", _safe(head), f"clusters-{g[0]:06d}-{g[-1]:06d}.parquet")
         if io.exists(path, cfg.s3):
             skipped += 1
             continue
-        pending.append(task.remote(x_ref, cultures, cl_ref, g, k, sim_name, head,
-                                   cfg.block_rows, path, cfg.s3))
+        todo.append((g, path))
     log(f"  {head}: pre-filtered, {len(cl.centroids)} clusters in {len(groups)} tasks "
         f"({skipped} already done)")
+    for g, path in todo:  # a window of tasks in flight: each one's rows are put when sent
+        if len(pending) >= window:
+            ready, pending = ray.wait(pending, num_returns=1)
+            ray.get(ready)
+        own = np.concatenate([members[c] for c in g])
+        probed = np.unique(probes[g].reshape(-1))
+        rows_u = np.sort(np.concatenate([members[int(c)] for c in probed]))
+        x_u = np.ascontiguousarray(xn[rows_u])
+        _note_input(counts, x_u.nbytes + rows_u.nbytes * 2,
+                    (len(own) + len(rows_u)) * xn.shape[1] * xn.itemsize)
+        pending.append(task.remote(x_u, rows_u, np.asarray(cl.assign[rows_u], np.int64), probes,
+                                   len(cl.centroids), cs_ref, g, k, sim_name, head,
+                                   cfg.block_rows, path, cfg.s3))
     ray.get(pending)
     # recall@k on a sample, from what was written
-    pos = {c: i for i, c in enumerate(cultures)}
-    idx = torch.full((n, k), -1, dtype=torch.long)
     table = _collect_pairs(out, {head: None}, cfg)
-    for a, b, r in zip(table.column("culture_a").to_pylist(), table.column("culture_b").to_pylist(),
-                       table.column("rank").to_pylist(), strict=True):
-        idx[pos[a], r - 1] = pos[b]
+    names = pa.array(cultures, pa.string())
+    a = pc.index_in(table.column("culture_a"), value_set=names).to_numpy()
+    b = pc.index_in(table.column("culture_b"), value_set=names).to_numpy()
+    r = table.column("rank").to_numpy() - 1
+    idx = torch.full((n, k), -1, dtype=torch.long)
+    idx[torch.from_numpy(a.astype(np.int64)), torch.from_numpy(r.astype(np.int64))] = \
+        torch.from_numpy(b.astype(np.int64))
     rec = sample_recall(x, idx, k, sim=sim_name, sample=cfg.recall_sample)
     probed = sum(len(members[c]) * sum(len(members[int(p)]) for p in cl.probes[c])
                  for c in range(len(members)))

@@ -76,7 +76,7 @@ def _gpu_checks(cfg: EmbedConfig) -> list[Check]:
     import torch
 
     n_torch = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    need = cfg.num_gpus_per_actor > 0
+    need = (cfg.num_gpus_per_actor or 0) > 0
     names = ", ".join(torch.cuda.get_device_name(i) for i in range(n_torch))
     checks = [Check("gpu: torch", "ok" if n_torch or not need else "FAIL",
                     f"{n_torch} CUDA device(s){': ' + names if names else ''}"

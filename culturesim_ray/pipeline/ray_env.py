@@ -8,6 +8,8 @@ Serve's throughput-optimised data plane without direct ingress (SERVE_ENV).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 SAFE_ENV = {
@@ -58,3 +60,45 @@ def init_ray(address: str | None = None, num_cpus: int | None = None,
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
              object_store_memory=object_store_memory or 512 * 1024**2,
              runtime_env=runtime_env, **kwargs)
+
+
+def _user_cause(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> BaseException | None:
+    """The innermost exception of `kinds` raised by user code inside a Ray task
+    (Ray wraps it in RayTaskError / Ray Data's UserCodeException)."""
+    from ray.exceptions import RayTaskError
+
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    found = None
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, kinds) and not isinstance(e, RayTaskError):
+            found = e
+        stack += [getattr(e, "cause", None), e.__cause__, e.__context__]
+    return found
+
+
+@contextmanager
+def user_error() -> Iterator[None]:
+    """Re-raise a bad corpus file, a --strict failure or a storage error raised
+    inside a Ray Data stage as itself, with its own message (naming the file and
+    line, or the uri), instead of Ray's wrapper and a worker traceback."""
+    from culturesim_ray.io import CorpusFormatError
+    from culturesim_ray.schema import StrictModeError
+
+    try:
+        yield
+    except (CorpusFormatError, StrictModeError):
+        raise
+    except Exception as exc:
+        cause = _user_cause(exc, (CorpusFormatError, StrictModeError, OSError))
+        if cause is None:
+            raise
+        try:
+            again = type(cause)(*cause.args)
+        except Exception:  # an exception class with an unusual constructor
+            raise exc from None
+        raise again from exc

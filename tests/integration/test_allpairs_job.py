@@ -13,6 +13,7 @@ import torch
 
 from conftest import FLAGS
 from culturesim_ray.config import AllPairsConfig
+from culturesim_ray.fingerprint import SettingsMismatchError
 from culturesim_ray.ops.allpairs import dense_topk
 from culturesim_ray.ops.pooling import pool
 from culturesim_ray.pipeline.allpairs import run_allpairs
@@ -216,12 +217,16 @@ def test_set_level_similarity_end_to_end(ray_session, tmp_path):
     assert manifest["config"]["set_options"] == {"sigma": 3.0}
     emb = pq.read_table(out / "culture_embeddings.parquet")  # pooled means, as documented
     assert set(emb.column("head").to_pylist()) == {"general", "craft", "music"}
-    # a rerun reuses the saved matrices; other options never do
+    # a rerun reuses the saved matrices; other options are refused, naming the field,
+    # and replace them only when asked to
     again = run_allpairs(str(tmp_path / "items.parquet"), str(out), cfg, log=quiet)
     assert (again["counts"]["blocks_run"], again["counts"]["blocks_skipped"]) == (0, 3)
-    other = run_allpairs(str(tmp_path / "items.parquet"), str(out),
-                         cfg.model_copy(update={"set_options": {"sigma": 1.0}}), log=quiet)
-    assert other["counts"]["blocks_run"] == 3
+    sigma1 = cfg.model_copy(update={"set_options": {"sigma": 1.0}})
+    with pytest.raises(SettingsMismatchError, match=r"set_options.sigma: 3.0 -> 1.0"):
+        run_allpairs(str(tmp_path / "items.parquet"), str(out), sigma1, log=quiet)
+    other = run_allpairs(str(tmp_path / "items.parquet"), str(out), sigma1, log=quiet,
+                         overwrite=True)
+    assert (other["counts"]["blocks_run"], other["counts"]["blocks_skipped"]) == (3, 0)
 
 
 def culture_level(path, n=4):

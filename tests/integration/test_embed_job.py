@@ -12,7 +12,7 @@ import pytest
 from conftest import FLAGS, corpus_rows, write_jsonl
 from culturesim_ray.config import EmbedConfig
 from culturesim_ray.encoders import build_encoder
-from culturesim_ray.pipeline.embed import read_embeddings, run_embed, scan_written
+from culturesim_ray.pipeline.embed import read_embeddings, read_quarantine, run_embed, scan_written
 from culturesim_ray.schema import StrictModeError
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
@@ -74,7 +74,7 @@ def test_bad_rows_are_quarantined_and_counted(ray_session, tmp_path):
     report = run_embed(str(corpus), str(out), CFG, log=quiet)
     assert report.rows_in == len(rows) == report.embedded + report.quarantined
     assert report.embedded == 12
-    q = pq.read_table(out / "quarantine.parquet").to_pylist()
+    q = read_quarantine(str(out)).to_pylist()
     reasons = {r["item_id"]: r["reason"] for r in q}
     assert set(reasons) == {"x1", "x2", "x3", "x4", "x5", "turkish-0", "x6", "x7"}
     assert reasons["x1"] == "culture: empty"
@@ -157,8 +157,7 @@ def test_s3_corpus_and_output(ray_session, s3_server, tmp_path):
     assert emb["sequence"].num_rows == 2  # melody LSTM trained, saved to S3, loaded by actors
     assert fs.exists(f"{bucket}/runs/emb/models/lstm/lstm.pt")
     assert fs.exists(f"{bucket}/runs/emb/manifest.json")
-    with fs.open(f"{bucket}/runs/emb/quarantine.parquet", "rb") as fh:
-        q = pq.read_table(fh).to_pylist()
+    q = read_quarantine(out, cfg).to_pylist()
     assert q[0]["item_id"] == "lost-flag" and q[0]["reason"].startswith("uri: file not found")
     # resume on S3 too
     again = run_embed(f"s3://{bucket}/corpora/demo/c.jsonl", out, cfg, log=quiet)
@@ -198,3 +197,35 @@ def test_demo_corpus_runs_through_the_job(ray_session, tmp_path):
 
     longer = parse_events((tmp_path / "more.mid").read_bytes(), "more.mid")
     assert len(longer) >= len(parse_events(tune.read_text(), tune.name))
+
+
+def test_rerun_with_other_settings_is_refused_naming_the_field(ray_session, small_corpus,
+                                                               tmp_path):
+    from culturesim_ray.fingerprint import SettingsMismatchError
+
+    cfg = CFG.model_copy(update={"text_encoder": "tfidf", "tfidf_dim": 4})
+    out = tmp_path / "out"
+    run_embed(str(small_corpus), str(out), cfg, log=quiet)
+    with pytest.raises(SettingsMismatchError, match=r"embeddings/text was written with other settings \(encoder: 'tfidf' -> 'minilm'"):
+        run_embed(str(small_corpus), str(out), CFG, log=quiet)
+    with pytest.raises(SettingsMismatchError, match=r"tfidf_dim: 4 -> 6"):
+        run_embed(str(small_corpus), str(out), cfg.model_copy(update={"tfidf_dim": 6}), log=quiet)
+    # nothing was mixed: the vectors are still the 4-d ones
+    assert read_embeddings(str(out), "text")["text"].schema.field("vector").type.list_size == 4
+    # --overwrite replaces the text vectors only (the images were made the same way)
+    report = run_embed(str(small_corpus), str(out), cfg.model_copy(update={"tfidf_dim": 6}),
+                       log=quiet, overwrite=True)
+    assert report.embedded == 12 and report.skipped_done == 3
+    assert read_embeddings(str(out), "text")["text"].schema.field("vector").type.list_size == 6
+
+
+def test_a_broken_file_in_a_corpus_folder_fails_naming_file_and_line(ray_session, tmp_path):
+    from culturesim_ray.io import CorpusFormatError
+
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    write_jsonl(folder / "a.jsonl", corpus_rows(with_image=False))
+    (folder / "b.jsonl").write_text('{"item_id": "z", "culture": "Greek"}\n{not json\n')
+    with pytest.raises(CorpusFormatError, match=r"b.jsonl:2: not valid JSON"):
+        run_embed(str(folder), str(tmp_path / "out"), CFG, log=quiet)
+    assert not (tmp_path / "out" / "embeddings").exists()  # failed before any vector

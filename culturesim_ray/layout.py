@@ -1,0 +1,146 @@
+"""Where each artifact of a run lives (pure: paths only, no I/O).
+
+Every stage, the report and serving find files through these classes instead
+of spelling paths themselves. A run directory (what `culturesim demo --out RUN`
+writes) holds one directory per stage; each stage's directory can also live
+elsewhere (local or s3://) and be named on its own:
+
+    RUN/embed/           EmbedLayout
+    RUN/train/           TrainLayout
+    RUN/allpairs/        AllPairsLayout (over the raw embeddings)
+    RUN/allpairs-model/  AllPairsLayout (over the trained model's heads)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from culturesim_ray import io
+
+
+@dataclass(frozen=True)
+class EmbedLayout:
+    """An embed run: vectors per modality, the quarantine, fitted encoder state."""
+
+    root: str
+
+    def embeddings(self, modality: str | None = None) -> str:
+        """OUT/embeddings/ or OUT/embeddings/<modality>/ (Parquet files)."""
+        base = io.join(self.root, "embeddings")
+        return base if modality is None else io.join(base, modality)
+
+    @property
+    def quarantine(self) -> str:
+        """OUT/quarantine/: a Parquet dataset (several files written by the workers)."""
+        return io.join(self.root, "quarantine")
+
+    @property
+    def legacy_quarantine(self) -> str:
+        """OUT/quarantine.parquet, the single file of runs before the streaming ingest."""
+        return io.join(self.root, "quarantine.parquet")
+
+    @property
+    def fingerprint(self) -> str:
+        """OUT/fingerprint.json: the settings that shaped every written vector."""
+        return io.join(self.root, "fingerprint.json")
+
+    @property
+    def manifest(self) -> str:
+        return io.join(self.root, "manifest.json")
+
+    @property
+    def models(self) -> str:
+        return io.join(self.root, "models")
+
+    @property
+    def tfidf(self) -> str:
+        return io.join(self.root, "models", "tfidf.npz")
+
+    @property
+    def lstm(self) -> str:
+        return io.join(self.root, "models", "lstm")
+
+
+@dataclass(frozen=True)
+class AllPairsLayout:
+    """An all-pairs run: pooled culture vectors, finished blocks, pairs, matrices."""
+
+    root: str
+
+    def blocks(self, head: str | None = None) -> str:
+        base = io.join(self.root, "blocks")
+        return base if head is None else io.join(base, head)
+
+    @property
+    def culture_embeddings(self) -> str:
+        return io.join(self.root, "culture_embeddings.parquet")
+
+    @property
+    def pairs(self) -> str:
+        return io.join(self.root, "pairs.parquet")
+
+    @property
+    def matrices(self) -> str:
+        return io.join(self.root, "matrices")
+
+    @property
+    def fingerprint(self) -> str:
+        return io.join(self.root, "fingerprint.json")
+
+    @property
+    def manifest(self) -> str:
+        return io.join(self.root, "manifest.json")
+
+
+@dataclass(frozen=True)
+class TrainLayout:
+    """A train run: the model's weights and config, its culture vectors, holdout."""
+
+    root: str
+
+    @property
+    def model(self) -> str:
+        return io.join(self.root, "model.pt")
+
+    @property
+    def model_config(self) -> str:
+        return io.join(self.root, "model_config.json")
+
+    @property
+    def culture_embeddings(self) -> str:
+        return io.join(self.root, "culture_embeddings.parquet")
+
+    @property
+    def holdout(self) -> str:
+        return io.join(self.root, "holdout.parquet")
+
+    @property
+    def relations_quarantine(self) -> str:
+        return io.join(self.root, "relations_quarantine.jsonl")
+
+    @property
+    def manifest(self) -> str:
+        return io.join(self.root, "manifest.json")
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """A run directory holding one directory per stage."""
+
+    root: str
+
+    @property
+    def embed(self) -> EmbedLayout:
+        return EmbedLayout(io.join(self.root, "embed"))
+
+    @property
+    def train(self) -> TrainLayout:
+        return TrainLayout(io.join(self.root, "train"))
+
+    @property
+    def allpairs(self) -> AllPairsLayout:
+        return AllPairsLayout(io.join(self.root, "allpairs"))
+
+    @property
+    def allpairs_model(self) -> AllPairsLayout:
+        return AllPairsLayout(io.join(self.root, "allpairs-model"))
