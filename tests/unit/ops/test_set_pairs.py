@@ -66,3 +66,26 @@ def test_tables_and_options():
     assert [(r["culture_a"], r["culture_b"]) for r in m] == [("a", "a"), ("a", "b"), ("b", "a"),
                                                               ("b", "b")]
     assert set_options_used("mmd", {"sigma": 0.5}) == {"sigma": 0.5, "seed": 0, "sample": 2000}
+
+
+@pytest.mark.parametrize("sim", ["l1", "euclidean", "poincare"])
+def test_combined_block_topk_equals_the_weighted_sum_of_theme_matrices(sim):
+    from culturesim_ray.ops.allpairs import dense_similarity
+    from culturesim_ray.ops.set_pairs import aligned_heads, combine_matrices, combined_block_topk
+
+    rng = np.random.default_rng(3)
+    heads = {"a": ([f"c{i:02d}" for i in range(0, 30)], rng.normal(size=(30, 4)).astype(np.float32)),
+             "b": ([f"c{i:02d}" for i in range(10, 40)], rng.normal(size=(30, 3)).astype(np.float32))}
+    alpha = {"a": 0.3, "b": 0.7}
+    mats = {t: (cs, dense_similarity(torch.from_numpy(v).double(), sim=sim).numpy())
+            for t, (cs, v) in heads.items()}
+    cultures, total = combine_matrices(mats, alpha)
+    got_cultures, xs, masks = aligned_heads(heads, alpha)
+    assert got_cultures == cultures
+    v, i = combined_block_topk([torch.from_numpy(x) for x in xs], [torch.from_numpy(m) for m in masks],
+                               list(alpha.values()), [sim, sim], 5, 17, 4, block_cols=7)
+    ref = total.copy()
+    np.fill_diagonal(ref, -np.inf)
+    for r in range(5, 17):
+        np.testing.assert_allclose(v[r - 5].numpy(), np.sort(ref[r])[::-1][:4], atol=1e-5)
+        np.testing.assert_allclose(ref[r, i[r - 5].numpy()], v[r - 5].numpy(), atol=1e-5)

@@ -1,0 +1,212 @@
+"""The all-pairs job's Ray tasks: exact row blocks (the head's matrix shared
+zero-copy from the object store), pre-filtered cluster groups (each task gets
+only its clusters' rows and their candidates), and the combined head's S_total
+blocks for similarities other than cosine/dot. The math is `culturesim_ray.ops`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+
+from culturesim_ray import io
+from culturesim_ray.allpairs_input import COMBINED
+from culturesim_ray.config import AllPairsConfig
+from culturesim_ray.ops import similarity as S
+from culturesim_ray.ops.allpairs import blockwise_topk
+from culturesim_ray.ops.set_pairs import PAIRS_SCHEMA, combined_block_topk, pairs_table
+
+
+def block_pairs(x: torch.Tensor, cultures: list[str], i0: int, i1: int, k: int, sim: Any,
+                sim_name: str, head: str, block_cols: int) -> pa.Table:
+    """Top-k pairs for rows i0..i1 of x against all rows (self excluded)."""
+    v, idx = blockwise_topk(x[i0:i1], x, k=k, sim=sim, block_rows=i1 - i0,
+                            block_cols=block_cols, exclude_self=True, row_offset=i0)
+    return pairs_table(head, cultures, np.arange(i0, i1), v, idx, sim_name)
+
+
+def _block_file(out: str, head: str, i0: int, i1: int) -> str:
+    return io.join(out, "blocks", _safe(head), f"rows-{i0:09d}-{i1:09d}.parquet")
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "_"
+
+
+def _tensor(x: np.ndarray) -> torch.Tensor:
+    """A tensor over a numpy array from the object store (read-only, shared memory:
+    zero-copy; the kernels never write their inputs)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "non-writable array"
+        return torch.from_numpy(x)
+
+
+def _run_block(x: np.ndarray, cultures: list[str], i0: int, i1: int, k: int, sim: Any,
+               sim_name: str, head: str, block_cols: int, path: str, s3: Any) -> int:
+    """Ray task body: compute one row block against every row and write it
+    (atomically where local). `x` arrives zero-copy from the object store."""
+    table = block_pairs(_tensor(x), cultures, i0, i1, k, sim, sim_name, head, block_cols)
+    io.write_table(table, path, s3)
+    return table.num_rows
+
+
+def _run_combined(xs: list[np.ndarray], masks: list[np.ndarray], weights: list[float],
+                  sims: list[Any], cultures: list[str], i0: int, i1: int, k: int, sim_name: str,
+                  block_cols: int, path: str, s3: Any) -> int:
+    """Ray task body: S_total's top-k for rows i0..i1 (any vector similarity)."""
+    v, idx = combined_block_topk([_tensor(x) for x in xs], [_tensor(m) for m in masks],
+                                 weights, sims, i0, i1, k, block_cols)
+    table = pairs_table(COMBINED, cultures, np.arange(i0, i1), v, idx, sim_name)
+    io.write_table(table, path, s3)
+    return table.num_rows
+
+
+def _combined_blocks(out: str, combined: Any, alpha: dict[str, float], k: int,
+                     cfg: AllPairsConfig, counts: dict[str, Any]) -> list[Any]:
+    import ray
+
+    cultures, xs, masks = combined
+    n = len(cultures)
+    kh = min(k, n - 1)
+    sims: list[Any] = [S.Mahalanobis().fit(torch.from_numpy(x[m])) if cfg.similarity ==
+                       "mahalanobis" else cfg.similarity for x, m in zip(xs, masks, strict=True)]
+    counts["heads"][COMBINED] = {"cultures": n, "dim": int(sum(x.shape[1] for x in xs)), "k": kh,
+                                 "prefilter": False}
+    task = ray.remote(num_cpus=cfg.num_cpus_per_task, max_retries=3)(_run_combined)
+    # one object each (refs nested in a list would not be resolved for the task)
+    x_refs, m_refs, cs_ref = ray.put(list(xs)), ray.put(list(masks)), ray.put(cultures)
+    pending = []
+    nbytes = sum(x.nbytes + m.nbytes for x, m in zip(xs, masks, strict=True))
+    for i0 in range(0, n, cfg.block_rows):
+        i1 = min(n, i0 + cfg.block_rows)
+        path = _block_file(out, COMBINED, i0, i1)
+        if io.exists(path, cfg.s3):
+            counts["blocks_skipped"] += 1
+            continue
+        _note_input(counts, nbytes, nbytes + nbytes * (i1 - i0) // max(1, n))
+        pending.append(task.remote(x_refs, m_refs, list(alpha.values()), sims, cs_ref, i0, i1, kh,
+                                   cfg.similarity, cfg.block_cols, path, cfg.s3))
+    return pending
+
+
+def _note_input(counts: dict[str, Any], task_bytes: int, block_plus_candidates: int) -> None:
+    counts["max_task_input_bytes"] = max(counts["max_task_input_bytes"], int(task_bytes))
+    counts["max_block_plus_candidates_bytes"] = max(counts["max_block_plus_candidates_bytes"],
+                                                    int(block_plus_candidates))
+
+
+def _collect_pairs(out: str, jobs: dict[str, Any], cfg: AllPairsConfig) -> pa.Table:
+    tables = []
+    for h in jobs:
+        fs, p = io.filesystem_for(io.join(out, "blocks", _safe(h)), cfg.s3)
+        files = sorted(f for f in fs.find(p) if f.endswith(".parquet")) if fs.exists(p) else []
+        for f in files:
+            with fs.open(f, "rb") as fh:
+                tables.append(pq.read_table(fh, schema=PAIRS_SCHEMA))
+    return pa.concat_tables(tables) if tables else PAIRS_SCHEMA.empty_table()
+
+
+def _run_clusters(x_u: np.ndarray, rows_u: np.ndarray, assign_u: np.ndarray, probes: np.ndarray,
+                  nlist: int, cultures: list[str], ids: list[int], k: int, sim_name: str,
+                  head: str, block_rows: int, path: str, s3: Any) -> int:
+    """Ray task body: pre-filtered top-k for the rows of some clusters, written to
+    `path`. The task receives only the rows of those clusters and of the clusters
+    they probe (`x_u`, global ids `rows_u` ascending, their cluster `assign_u`)."""
+    from culturesim_ray.ops.prefilter import Clusters, topk_for_clusters
+
+    local = Clusters(np.zeros((nlist, 1), np.float32), assign_u, probes)
+    rows, v, idx, _ = topk_for_clusters(_tensor(x_u), local, ids, k, sim_name, block_rows)
+    glob = torch.from_numpy(rows_u)
+    gi = torch.where(idx >= 0, glob[idx.clamp_min(0)], idx)
+    table = pairs_table(head, cultures, glob[rows].numpy(), v, gi, sim_name)
+    io.write_table(table, path, s3)
+    return table.num_rows
+
+
+def _prefiltered_head(out: str, head: str, cultures: list[str], x: torch.Tensor, k: int,
+                      sim_name: str, cfg: AllPairsConfig, counts: dict[str, Any],
+                      log: Any) -> dict[str, Any]:
+    """Cluster pre-filtered top-k for one head: FAISS k-means on the driver (saved, so a
+    rerun uses the same clusters), then groups of clusters as Ray tasks."""
+    import ray
+
+    from culturesim_ray.ops.prefilter import (
+        Clusters,
+        build_clusters,
+        cluster_members,
+        sample_recall,
+    )
+
+    if sim_name not in ("cosine", "dot"):
+        raise ValueError(f"pre-filtering supports cosine and dot, not {sim_name!r}: "
+                         f"set prefilter: off (or auto: exact search for other similarities)")
+    n = len(cultures)
+    cpath = io.join(out, "blocks", _safe(head), "clusters.npz")
+    fs, cp = io.filesystem_for(cpath, cfg.s3)
+    if fs.exists(cp):
+        with fs.open(cp, "rb") as fh, np.load(fh) as z:
+            cl = Clusters(z["centroids"], z["assign"], z["probes"])
+    else:
+        cl = build_clusters(x, cfg.nlist or None, cfg.nprobe, spherical=sim_name == "cosine")
+        fs.makedirs(cp.rsplit("/", 1)[0], exist_ok=True)
+        with fs.open(cp, "wb") as fh:
+            np.savez(fh, centroids=cl.centroids, assign=cl.assign, probes=cl.probes)
+    members = cluster_members(cl)
+    groups: list[list[int]] = [[]]
+    size = 0
+    for c, m in enumerate(members):
+        if size >= cfg.block_rows:
+            groups.append([])
+            size = 0
+        groups[-1].append(c)
+        size += len(m)
+    task = ray.remote(num_cpus=cfg.num_cpus_per_task, max_retries=3)(_run_clusters)
+    xn = x.numpy()
+    cs_ref, probes = ray.put(cultures), np.asarray(cl.probes, np.int64)
+    pending, skipped, window = [], 0, 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
+    todo = []
+    for g in groups:
+        path = io.join(out, "blocks", _safe(head), f"clusters-{g[0]:06d}-{g[-1]:06d}.parquet")
+        if io.exists(path, cfg.s3):
+            skipped += 1
+            continue
+        todo.append((g, path))
+    log(f"  {head}: pre-filtered, {len(cl.centroids)} clusters in {len(groups)} tasks "
+        f"({skipped} already done)")
+    for g, path in todo:  # a window of tasks in flight: each one's rows are put when sent
+        if len(pending) >= window:
+            ready, pending = ray.wait(pending, num_returns=1)
+            ray.get(ready)
+        own = np.concatenate([members[c] for c in g])
+        probed = np.unique(probes[g].reshape(-1))
+        rows_u = np.sort(np.concatenate([members[int(c)] for c in probed]))
+        x_u = np.ascontiguousarray(xn[rows_u])
+        _note_input(counts, x_u.nbytes + rows_u.nbytes * 2,
+                    (len(own) + len(rows_u)) * xn.shape[1] * xn.itemsize)
+        pending.append(task.remote(x_u, rows_u, np.asarray(cl.assign[rows_u], np.int64), probes,
+                                   len(cl.centroids), cs_ref, g, k, sim_name, head,
+                                   cfg.block_rows, path, cfg.s3))
+    ray.get(pending)
+    # recall@k on a sample, from what was written
+    table = _collect_pairs(out, {head: None}, cfg)
+    names = pa.array(cultures, pa.string())
+    a = pc.index_in(table.column("culture_a"), value_set=names).to_numpy()
+    b = pc.index_in(table.column("culture_b"), value_set=names).to_numpy()
+    r = table.column("rank").to_numpy() - 1
+    idx = torch.full((n, k), -1, dtype=torch.long)
+    idx[torch.from_numpy(a.astype(np.int64)), torch.from_numpy(r.astype(np.int64))] = \
+        torch.from_numpy(b.astype(np.int64))
+    rec = sample_recall(x, idx, k, sim=sim_name, sample=cfg.recall_sample)
+    probed = sum(len(members[c]) * sum(len(members[int(p)]) for p in cl.probes[c])
+                 for c in range(len(members)))
+    log(f"  {head}: {n * n / max(1, probed):.1f}x fewer pair evaluations, recall@{k} {rec:.3f}")
+    return {"recall_at_k": rec, "k": k, "sample": min(cfg.recall_sample, n),
+            "nlist": len(cl.centroids), "nprobe": int(cl.probes.shape[1]),
+            "pair_evaluations": probed, "pair_reduction": n * n / max(1, probed)}

