@@ -241,15 +241,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cfg = _embed_config(args)
     corpus = build_demo_corpus(out / "corpus", per_culture_per_lang=args.per_culture)
     print(f"demo corpus: {corpus}")
-    report = run_embed(str(corpus), str(out / "embed"), cfg, address=args.address)
+    from culturesim_ray.layout import RunLayout
     from culturesim_ray.pipeline.allpairs import run_allpairs
     from culturesim_ray.pipeline.train import run_train
 
-    run_allpairs(str(out / "embed"), str(out / "allpairs"), AllPairsConfig(k=5))
-    run_train(str(out / "embed"), str(out / "train"), num_workers=2,
+    run = RunLayout(str(out))
+    report = run_embed(str(corpus), run.embed.root, cfg, address=args.address)
+    run_allpairs(run.embed.root, run.allpairs.root, AllPairsConfig(k=5))
+    run_train(run.embed.root, run.train.root, num_workers=2,
               stages=((1, 2), (2, 2), (3, 2)), steps_per_epoch=5)
-    run_allpairs(str(out / "train" / "culture_embeddings.parquet"),
-                 str(out / "allpairs-model"), AllPairsConfig(k=5))
+    run_allpairs(run.train.culture_embeddings, run.allpairs_model.root, AllPairsConfig(k=5))
     import csv
 
     from culturesim_ray.report.build import build_report
@@ -265,13 +266,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     report_out = build_report(str(out), color_by="region")
     print("\ndemo finished. outputs:")
     print(f"  corpus       {corpus}")
-    print(f"  embeddings   {out / 'embed' / 'embeddings'}  ({report.embedded} items)")
-    print(f"  quarantine   {out / 'embed' / 'quarantine'}  ({report.quarantined} rows)")
-    print(f"  manifest     {out / 'embed' / 'manifest.json'}")
-    print(f"  all-pairs    {out / 'allpairs' / 'pairs.parquet'}  (top-5 per culture and theme)")
-    print(f"  matrices     {out / 'allpairs' / 'matrices'}")
-    print(f"  model        {out / 'train' / 'model.pt'}  (staged MoCo fusion model)")
-    print(f"  model pairs  {out / 'allpairs-model' / 'pairs.parquet'}  (the model's heads)")
+    print(f"  embeddings   {run.embed.embeddings()}  ({report.embedded} items)")
+    print(f"  quarantine   {run.embed.quarantine}  ({report.quarantined} rows)")
+    print(f"  manifest     {run.embed.manifest}")
+    print(f"  all-pairs    {run.allpairs.pairs}  (top-5 per culture and theme)")
+    print(f"  matrices     {run.allpairs.matrices}")
+    print(f"  model        {run.train.model}  (staged MoCo fusion model)")
+    print(f"  model pairs  {run.allpairs_model.pairs}  (the model's heads)")
     print(f"  evaluation   {out / 'evaluation' / 'evaluation.csv'}  (vs the demo gold set)")
     print(f"  report       {report_out['html']}")
     print(f"  serve it     culturesim serve {out}")

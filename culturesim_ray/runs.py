@@ -70,7 +70,9 @@ def read_quarantine(out: str, cfg: EmbedConfig | None = None) -> pa.Table:
 
 
 def embed_manifest(embed_dir: str) -> dict[str, Any]:
-    path = io.join(embed_dir, "manifest.json")
+    from culturesim_ray.layout import EmbedLayout
+
+    path = EmbedLayout(embed_dir).manifest
     if not io.exists(path):
         raise FileNotFoundError(f"{path}: not an embed run (no manifest.json)")
     return io.read_json(path)
@@ -97,7 +99,9 @@ def run_encoder_kwargs(embed_dir: str, modality: str) -> tuple[str, dict[str, An
 
 def train_relations(train_dir: str | Path) -> str | None:
     """The relations file a train run's graphs were built with (None: none, or no manifest)."""
-    path = io.join(str(train_dir), "manifest.json")
+    from culturesim_ray.layout import TrainLayout
+
+    path = TrainLayout(str(train_dir)).manifest
     if not io.exists(path):
         return None
     return io.read_json(path).get("config", {}).get("relations")
@@ -107,15 +111,16 @@ def load_fusion_model(train_dir: str | Path, device: str = "cpu") -> Any:
     """The trained CultureSim model of a train run (weights only, never unpickled code)."""
     import torch
 
+    from culturesim_ray.layout import TrainLayout
     from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig
 
-    d = str(train_dir)
-    for name in ("model.pt", "model_config.json"):
-        if not io.exists(io.join(d, name)):
-            raise FileNotFoundError(f"{io.join(d, name)}: not a finished train run")
-    cfg = CultureSimConfig(**io.read_json(io.join(d, "model_config.json")))
+    layout = TrainLayout(str(train_dir))
+    for path in (layout.model, layout.model_config):
+        if not io.exists(path):
+            raise FileNotFoundError(f"{path}: not a finished train run")
+    cfg = CultureSimConfig(**io.read_json(layout.model_config))
     model = CultureSim(cfg)
-    fs, p = io.filesystem_for(io.join(d, "model.pt"))
+    fs, p = io.filesystem_for(layout.model)
     with fs.open(p, "rb") as fh:
         model.load_state_dict(torch.load(fh, map_location="cpu", weights_only=True))
     return model.to(device).eval()
@@ -124,9 +129,10 @@ def load_fusion_model(train_dir: str | Path, device: str = "cpu") -> Any:
 def raw_slots(train_dir: str | Path) -> dict[str, tuple[int, int]] | None:
     """modality -> (start, stop) columns of the general embedding's raw residual
     (`models.culturesim`), or None when the model has none."""
+    from culturesim_ray.layout import TrainLayout
     from culturesim_ray.models.culturesim import CultureSimConfig
 
-    cfg = CultureSimConfig(**io.read_json(io.join(str(train_dir), "model_config.json")))
+    cfg = CultureSimConfig(**io.read_json(TrainLayout(str(train_dir)).model_config))
     if cfg.raw_weight <= 0:
         return None
     return {m: (cfg.slot(m).start, cfg.slot(m).stop) for m in sorted(cfg.in_dims)}

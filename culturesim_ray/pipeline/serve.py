@@ -406,7 +406,9 @@ def app_builder(args: dict[str, Any]) -> Any:
                              f"(missing: {', '.join(missing)})")
         paths = RunPaths(str(args["embed_dir"]), str(args["train_dir"]),
                          args.get("allpairs_dir"))
-    for p in (io.join(paths.embed, "manifest.json"), str(Path(paths.train) / "model.pt")):
+    from culturesim_ray.layout import EmbedLayout, TrainLayout
+
+    for p in (EmbedLayout(paths.embed).manifest, TrainLayout(paths.train).model):
         if not io.exists(p):
             raise FileNotFoundError(f"{p}: run the embed and train jobs first "
                                     f"(culturesim demo --out RUN writes both)")

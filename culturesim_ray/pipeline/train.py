@@ -25,6 +25,7 @@ import pyarrow as pa
 import torch
 
 from culturesim_ray import io
+from culturesim_ray.layout import TrainLayout
 from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig
 from culturesim_ray.models.queue import MoCoQueue
 from culturesim_ray.training.data import TrainingData
@@ -182,13 +183,14 @@ def run_train(embed_dir: str, out: str, num_workers: int = 2, use_gpu: bool = Fa
     if graph == "hetero":
         log(f"train: cross-modal edge types {[tuple(r) for r in data.relations] or 'none'}")
     if full.quarantined_relations:
-        qpath = Path(out) / "relations_quarantine.jsonl"
+        qpath = Path(TrainLayout(out).relations_quarantine)
         qpath.parent.mkdir(parents=True, exist_ok=True)
         qpath.write_text("".join(json.dumps(q, default=str) + "\n"
                                  for q in full.quarantined_relations))
         log(f"train: {len(full.quarantined_relations)} relations rows quarantined -> {qpath}")
     init_ray()
     outp = Path(out).absolute()
+    layout = TrainLayout(str(outp))
     config = {"data": data, "model": asdict(mcfg), "step": asdict(StepConfig()),
               "stages_cfg": asdict(StageConfig()), "stages": [list(s) for s in stages],
               "steps_per_epoch": steps_per_epoch, "queue_size": queue_size, "seed": seed,
@@ -199,14 +201,14 @@ def run_train(embed_dir: str, out: str, num_workers: int = 2, use_gpu: bool = Fa
         st = torch.load(Path(d) / "state.pt", weights_only=True)
     model = CultureSim(mcfg)
     model.load_state_dict(st["model"])
-    torch.save(st["model"], outp / "model.pt")
-    (outp / "model_config.json").write_text(json.dumps(asdict(mcfg)))
+    torch.save(st["model"], layout.model)
+    Path(layout.model_config).write_text(json.dumps(asdict(mcfg)))
     if full.cultures != data.cultures:  # holdout_mask keeps an item of every culture
         raise RuntimeError("the held-out split removed a culture")
     table = export_culture_embeddings(model, full)
     held_table = held_out_ids(held)
-    io.write_table(held_table, str(outp / "holdout.parquet"))
-    io.write_table(table, str(outp / "culture_embeddings.parquet"))
+    io.write_table(held_table, layout.holdout)
+    io.write_table(table, layout.culture_embeddings)
     position = json.loads(st["position"])
     manifest = io.manifest("train", {"num_workers": num_workers, "stages": stages,
                                      "steps_per_epoch": steps_per_epoch, "model": asdict(mcfg),
@@ -216,6 +218,6 @@ def run_train(embed_dir: str, out: str, num_workers: int = 2, use_gpu: bool = Fa
                             "held_out_items": held_table.num_rows,
                             "relations_quarantined": len(full.quarantined_relations)}, started,
                            history=position["history"], resumes=position["resumes"])
-    io.write_json(manifest, str(outp / "manifest.json"))
-    log(f"train: {position['step']} steps; culture embeddings -> {outp / 'culture_embeddings.parquet'}")
+    io.write_json(manifest, layout.manifest)
+    log(f"train: {position['step']} steps; culture embeddings -> {layout.culture_embeddings}")
     return manifest

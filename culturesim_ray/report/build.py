@@ -33,9 +33,13 @@ SECTIONS = ["maps", "dendrogram", "network", "topk", "combined"]
 
 def find_allpairs(run_dir: str | Path) -> Path:
     run = Path(run_dir)
-    for cand in (run, run / "allpairs-model", run / "allpairs"):
-        if (cand / "pairs.parquet").exists() and (cand / "culture_embeddings.parquet").exists():
-            return cand
+    from culturesim_ray.layout import AllPairsLayout, RunLayout
+
+    layouts = (AllPairsLayout(str(run)), RunLayout(str(run)).allpairs_model,
+               RunLayout(str(run)).allpairs)
+    for cand in layouts:
+        if Path(cand.pairs).exists() and Path(cand.culture_embeddings).exists():
+            return Path(cand.root)
     raise FileNotFoundError(f"{run}: no all-pairs output (pairs.parquet and "
                             f"culture_embeddings.parquet) here or in allpairs-model/, allpairs/")
 

@@ -292,16 +292,18 @@ def run_methods(run_dir: str | Path, modality: str = "text", tfidf_dim: int = 25
     """The trained model (RUN/train), the TF-IDF baseline and the raw-embedding
     methods (RUN/embed, `modality`) of a run directory."""
     from culturesim_ray import io, runs
+    from culturesim_ray.layout import RunLayout
 
     run = Path(run_dir)
     methods: list[Method] = []
-    model_emb = run / "train" / "culture_embeddings.parquet"
+    layout = RunLayout(str(run))
+    model_emb = Path(layout.train.culture_embeddings)
     if model_emb.exists():
         methods.append(Method("trained model (heads, cosine)", "model",
                               runs.read_culture_embeddings(model_emb)))
     else:
         log(f"evaluate: no trained model at {model_emb}; model row left out")
-    embed = str(run / "embed")
+    embed = layout.embed.root
     tables = runs.read_embeddings(embed, modality)
     if modality not in tables:
         raise FileNotFoundError(f"{embed}: no {modality} embeddings to evaluate")

@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -343,9 +342,11 @@ class RunPaths:
     @classmethod
     def of(cls, run_dir: str) -> RunPaths:
         """The demo layout: RUN/embed, RUN/train, RUN/allpairs (the last optional)."""
-        ap = str(Path(run_dir) / "allpairs" / "pairs.parquet")
-        return cls(str(Path(run_dir) / "embed"), str(Path(run_dir) / "train"),
-                   str(Path(run_dir) / "allpairs") if Path(ap).exists() else None)
+        from culturesim_ray.layout import RunLayout
+
+        run = RunLayout(str(run_dir))
+        return cls(run.embed.root, run.train.root,
+                   run.allpairs.root if io.exists(run.allpairs.pairs) else None)
 
 
 def named(reranked: dict[str, Any], cultures: list[str]) -> dict[str, Any]:
