@@ -19,10 +19,24 @@ from culturesim_ray import io
 
 
 @dataclass(frozen=True)
-class EmbedLayout:
-    """An embed run: vectors per modality, the quarantine, fitted encoder state."""
+class _StageLayout:
+    """What every stage's directory holds: its manifest and its settings' fingerprint."""
 
     root: str
+
+    @property
+    def manifest(self) -> str:
+        return io.join(self.root, "manifest.json")
+
+    @property
+    def fingerprint(self) -> str:
+        """The settings that shaped this stage's outputs (`culturesim_ray.fingerprint`)."""
+        return io.join(self.root, "fingerprint.json")
+
+
+@dataclass(frozen=True)
+class EmbedLayout(_StageLayout):
+    """An embed run: vectors per modality, the quarantine, fitted encoder state."""
 
     def embeddings(self, modality: str | None = None) -> str:
         """OUT/embeddings/ or OUT/embeddings/<modality>/ (Parquet files)."""
@@ -40,15 +54,6 @@ class EmbedLayout:
         return io.join(self.root, "quarantine.parquet")
 
     @property
-    def fingerprint(self) -> str:
-        """OUT/fingerprint.json: the settings that shaped every written vector."""
-        return io.join(self.root, "fingerprint.json")
-
-    @property
-    def manifest(self) -> str:
-        return io.join(self.root, "manifest.json")
-
-    @property
     def models(self) -> str:
         return io.join(self.root, "models")
 
@@ -62,10 +67,8 @@ class EmbedLayout:
 
 
 @dataclass(frozen=True)
-class AllPairsLayout:
+class AllPairsLayout(_StageLayout):
     """An all-pairs run: pooled culture vectors, finished blocks, pairs, matrices."""
-
-    root: str
 
     def blocks(self, head: str | None = None) -> str:
         base = io.join(self.root, "blocks")
@@ -83,20 +86,10 @@ class AllPairsLayout:
     def matrices(self) -> str:
         return io.join(self.root, "matrices")
 
-    @property
-    def fingerprint(self) -> str:
-        return io.join(self.root, "fingerprint.json")
-
-    @property
-    def manifest(self) -> str:
-        return io.join(self.root, "manifest.json")
-
 
 @dataclass(frozen=True)
-class TrainLayout:
+class TrainLayout(_StageLayout):
     """A train run: the model's weights and config, its culture vectors, holdout."""
-
-    root: str
 
     @property
     def model(self) -> str:
@@ -117,10 +110,6 @@ class TrainLayout:
     @property
     def relations_quarantine(self) -> str:
         return io.join(self.root, "relations_quarantine.jsonl")
-
-    @property
-    def manifest(self) -> str:
-        return io.join(self.root, "manifest.json")
 
 
 @dataclass(frozen=True)

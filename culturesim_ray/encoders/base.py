@@ -68,6 +68,25 @@ def read_uri(uri: str, storage_options: dict | None = None) -> bytes:
         raise OSError(f"reading {uri}: {type(exc).__name__}: {exc}") from exc
 
 
+def encode_uris(encoder: Any, uris: Sequence[str], storage_options: dict | None,
+                what: str) -> EncodeResult:
+    """`encoder.encode_bytes` over the files at `uris`: a missing file is that item's
+    error ("uri: cannot read <what><uri>: ..."); any other read failure (an outage)
+    raises from `read_uri` and fails the job, so no good row is mislabelled."""
+    uris = list(uris)
+    datas: list[bytes | None] = []
+    errors: list[str | None] = [None] * len(uris)
+    for i, uri in enumerate(uris):
+        try:
+            datas.append(read_uri(uri, storage_options))
+        except FileNotFoundError as exc:
+            errors[i] = f"uri: cannot read {what}{uri}: {type(exc).__name__}: {exc}"
+            datas.append(None)
+    result = encoder.encode_bytes(datas, names=uris)
+    return EncodeResult(result.vectors, [e or r for e, r in zip(errors, result.errors,
+                                                                  strict=True)])
+
+
 def l2_normalize(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)

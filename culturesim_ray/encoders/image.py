@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from culturesim_ray.encoders.base import EncodeResult, read_uri
+from culturesim_ray.encoders.base import EncodeResult, encode_uris
 
 IMAGE_SIZE = 224
 
@@ -71,18 +71,7 @@ class EfficientNetEncoder:
         self.model = model.to(self.device).eval()
 
     def encode(self, inputs: Sequence[str]) -> EncodeResult:
-        uris = list(inputs)
-        datas: list[bytes | None] = []
-        errors: list[str | None] = [None] * len(uris)
-        for i, uri in enumerate(uris):
-            try:  # an unreachable store raises out of here: the job fails, no row mislabelled
-                datas.append(read_uri(uri, self.storage_options))
-            except FileNotFoundError as exc:
-                errors[i] = f"uri: cannot read image {uri}: {type(exc).__name__}: {exc}"
-                datas.append(None)
-        result = self.encode_bytes(datas, names=uris)
-        return EncodeResult(result.vectors, [e or r for e, r in zip(errors, result.errors,
-                                                                      strict=True)])
+        return encode_uris(self, inputs, self.storage_options, what="image ")
 
     @torch.inference_mode()
     def encode_bytes(self, datas: Sequence[bytes | None],

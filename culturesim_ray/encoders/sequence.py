@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from culturesim_ray.encoders.base import EncodeResult, read_uri
+from culturesim_ray.encoders.base import EncodeResult, encode_uris, read_uri
 from culturesim_ray.encoders.lstm_inference import LSTMInference
 from culturesim_ray.encoders.music import (
     BOS,
@@ -167,18 +167,7 @@ class SequenceEncoder:
         return nn.functional.normalize(mean, dim=-1).float().cpu().numpy()
 
     def encode(self, inputs: Sequence[str]) -> EncodeResult:
-        uris = list(inputs)
-        datas: list[bytes | None] = []
-        errors: list[str | None] = [None] * len(uris)
-        for i, uri in enumerate(uris):
-            try:  # other OSErrors (an outage) fail the job
-                datas.append(read_uri(uri, self.storage_options))
-            except FileNotFoundError as exc:
-                errors[i] = f"uri: cannot read {uri}: {type(exc).__name__}: {exc}"
-                datas.append(None)
-        result = self.encode_bytes(datas, names=uris)
-        return EncodeResult(result.vectors, [e or r for e, r in zip(errors, result.errors,
-                                                                      strict=True)])
+        return encode_uris(self, inputs, self.storage_options, what="")
 
     @torch.inference_mode()
     def encode_bytes(self, datas: Sequence[bytes | None],
