@@ -122,8 +122,10 @@ def pairs_table(head: str, cultures: list[str], rows: np.ndarray, v: Tensor,
 def matrix_table(cultures: list[str], m: np.ndarray) -> pa.Table:
     """A dense (N, N) matrix as culture_a, culture_b, score rows (row-major)."""
     n = len(cultures)
-    return pa.table({"culture_a": pa.array(np.repeat(cultures, n).tolist(), pa.string()),
-                     "culture_b": pa.array(np.tile(cultures, n).tolist(), pa.string()),
+    names = pa.array(cultures, pa.string())  # N names; the N^2 rows are Arrow takes of them
+    idx = np.arange(n, dtype=np.int64)
+    return pa.table({"culture_a": names.take(pa.array(np.repeat(idx, n))),
+                     "culture_b": names.take(pa.array(np.tile(idx, n))),
                      "score": pa.array(np.asarray(m).reshape(-1).astype(np.float32))},
                     schema=MATRIX_SCHEMA)
 
