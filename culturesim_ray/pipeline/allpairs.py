@@ -64,13 +64,13 @@ from culturesim_ray.ops.set_pairs import (
     topk_from_matrix,
 )
 from culturesim_ray.pipeline.allpairs_tasks import (
-    _block_file,
     _collect_pairs,
     _combined_blocks,
     _note_input,
     _prefiltered_head,
     _run_block,
     _safe,
+    unfinished_blocks,
 )
 
 # --- input ----------------------------------------------------------------------
@@ -308,12 +308,7 @@ def _vector_blocks(out: str, jobs: dict[str, Any], k: int, cfg: AllPairsConfig,
             continue
         arr = np.ascontiguousarray(v, dtype=np.float32)
         x_ref, cs_ref = ray.put(arr), ray.put(cs)
-        for i0 in range(0, n, cfg.block_rows):
-            i1 = min(n, i0 + cfg.block_rows)
-            path = _block_file(out, h, i0, i1)
-            if io.exists(path, cfg.s3):
-                counts["blocks_skipped"] += 1
-                continue
+        for i0, i1, path in unfinished_blocks(out, h, n, cfg, counts):
             # every row is a candidate of an exact block: the task reads the head's
             # matrix, shared in the object store, and nothing else of size N
             _note_input(counts, arr.nbytes, (i1 - i0) * arr.shape[1] * 4 + arr.nbytes)

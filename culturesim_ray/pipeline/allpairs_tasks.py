@@ -84,16 +84,26 @@ def _combined_blocks(out: str, combined: Any, alpha: dict[str, float], k: int,
     x_refs, m_refs, cs_ref = ray.put(list(xs)), ray.put(list(masks)), ray.put(cultures)
     pending = []
     nbytes = sum(x.nbytes + m.nbytes for x, m in zip(xs, masks, strict=True))
-    for i0 in range(0, n, cfg.block_rows):
-        i1 = min(n, i0 + cfg.block_rows)
-        path = _block_file(out, COMBINED, i0, i1)
-        if io.exists(path, cfg.s3):
-            counts["blocks_skipped"] += 1
-            continue
+    for i0, i1, path in unfinished_blocks(out, COMBINED, n, cfg, counts):
         _note_input(counts, nbytes, nbytes + nbytes * (i1 - i0) // max(1, n))
         pending.append(task.remote(x_refs, m_refs, list(alpha.values()), sims, cs_ref, i0, i1, kh,
                                    cfg.similarity, cfg.block_cols, path, cfg.s3))
     return pending
+
+
+def unfinished_blocks(out: str, head: str, n: int, cfg: AllPairsConfig,
+                      counts: dict[str, Any]) -> list[tuple[int, int, str]]:
+    """(i0, i1, path) of the head's row blocks not yet written; finished ones are
+    counted as skipped (a rerun resumes)."""
+    todo = []
+    for i0 in range(0, n, cfg.block_rows):
+        i1 = min(n, i0 + cfg.block_rows)
+        path = _block_file(out, head, i0, i1)
+        if io.exists(path, cfg.s3):
+            counts["blocks_skipped"] += 1
+        else:
+            todo.append((i0, i1, path))
+    return todo
 
 
 def _note_input(counts: dict[str, Any], task_bytes: int, block_plus_candidates: int) -> None:
