@@ -276,7 +276,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"  evaluation   {out / 'evaluation' / 'evaluation.csv'}  (vs the demo gold set)")
     print(f"  report       {report_out['html']}")
     print(f"  serve it     culturesim serve {out}")
-    _print_top(out / "allpairs" / "pairs.parquet")
+    _print_top(Path(run.allpairs.pairs))
     return 0 if report.balanced else 1
 
 

@@ -46,6 +46,7 @@ from culturesim_ray.allpairs_input import (
     Heads,
     Source,
     heads_from_table,
+    item_vectors,
     plan_heads,
     resolve_input,
     resolve_k,
@@ -58,6 +59,7 @@ from culturesim_ray.ops.set_pairs import (
     aligned_heads,
     combine_matrices,
     combined_vectors,
+    item_groups,
     matrix_table,
     pairs_table,
     set_options_used,
@@ -118,7 +120,7 @@ def read_heads(inp: str, cfg: AllPairsConfig, log: Any = print, src: Source | No
 
 
 def _matrix_path(out: str, head: str) -> str:
-    return io.join(out, "matrices", f"{_safe(head)}.parquet")
+    return io.join(AllPairsLayout(out).matrices, f"{_safe(head)}.parquet")
 
 
 def _matrix_file(out: str, head: str, cfg: AllPairsConfig) -> str:
@@ -130,21 +132,35 @@ def _matrix_file(out: str, head: str, cfg: AllPairsConfig) -> str:
     return io.join(out, "blocks", _safe(head), f"set-{cfg.similarity}-{tag}.npy")
 
 
-def _run_set_head(x: torch.Tensor, labels: torch.Tensor, n_sets: int, name: str, block: int,
-                  options: dict[str, Any], path: str, s3: Any) -> int:
-    """Ray task body: one head's (C, C) set similarity over its items (x (m, d), labels
-    (m,)), saved to `path`."""
+def _run_set_head(inp: str, src: Source, cfg: AllPairsConfig, head: str,
+                  cultures: list[str], path: str) -> int:
+    """Ray task body: read the input's items (on this worker, never the driver), keep
+    `head`'s item sets, save their (C, C) set similarity to `path`; returns the
+    head's item count. `cultures` are the head's cultures as the pooling found them."""
     from culturesim_ray.ops.setsim import set_similarity
 
-    m = set_similarity(name, x, labels, n_sets, block=block, **options)
-    fs, p = io.filesystem_for(path, s3)
+    _, table = load_input(inp, cfg, log=lambda _m: None, src=src)
+    table = table.select([c for c in ("culture", "vector", "themes", "error")
+                          if c in table.column_names])
+    if "error" in table.column_names:  # an embed run's failed rows carry no vector
+        table = table.filter(pa.compute.is_null(table.column("error")))
+    themes = table.column("themes").to_pylist() if "themes" in table.column_names else None
+    groups = item_groups(table.column("culture").to_pylist(), themes, cfg.min_items)
+    cs, idx, labels = groups[head]
+    if cs != list(cultures):
+        raise RuntimeError(f"head {head!r}: the item sets hold {len(cs)} cultures, the pooling "
+                           f"{len(cultures)}: the input changed while the job ran")
+    x = item_vectors(table.take(pa.array(idx)), f"{inp} (head {head!r})")
+    m = set_similarity(cfg.similarity, torch.from_numpy(x), torch.from_numpy(labels), len(cs),
+                       block=cfg.set_block, **cfg.set_options)
+    fs, p = io.filesystem_for(path, cfg.s3)
     fs.makedirs(posixpath.dirname(p), exist_ok=True)
     tmp = p if io.is_s3(path) else p + ".tmp"
     with fs.open(tmp, "wb") as fh:
         np.save(fh, m.numpy())
     if tmp != p:
         fs.mv(tmp, p)  # atomic where local
-    return n_sets
+    return int(len(idx))
 
 
 def _load_matrix(path: str, s3: Any) -> np.ndarray:
@@ -171,10 +187,10 @@ def run_allpairs(inp: str, out: str, cfg: AllPairsConfig | None = None, log: Any
     if src.note:
         log(src.note)
     init_ray(address)
-    if cfg.set_level or is_culture_level(src, cfg):
-        src, heads, groups, items = read_heads(inp, cfg, log, src)
-    else:
-        heads, groups, items = pooled_heads(src, cfg, inp), None, np.zeros((0, 0), np.float32)
+    if is_culture_level(src, cfg):  # C rows per head: small, read here (an error if set-level)
+        src, heads, _, _ = read_heads(inp, cfg, log, src)
+    else:  # items: pooled by Ray Data; a set-level task reads its head's items itself
+        heads = pooled_heads(src, cfg, inp)
     plan = plan_heads(heads, cfg, inp)
     for h, why in plan.skipped.items():
         log(f"all-pairs: warning: head {h!r} skipped: {why}")
@@ -213,9 +229,7 @@ def run_allpairs(inp: str, out: str, cfg: AllPairsConfig | None = None, log: Any
                               "max_task_input_bytes": 0, "max_block_plus_candidates_bytes": 0}
     recall: dict[str, Any] = {}
     if cfg.set_level:
-        assert groups is not None  # read_heads returns groups for set-level item input
-        pairs, dense = _set_level(out, items, {h: groups[h] for h in heads}, alpha, k, cfg,
-                                  counts, log)
+        pairs, dense = _set_level(out, inp, src, heads, alpha, k, cfg, counts, log)
     else:
         combined = (aligned_heads(heads, alpha) if alpha and cfg.similarity not in ("cosine", "dot")
                     else None)
@@ -224,7 +238,7 @@ def run_allpairs(inp: str, out: str, cfg: AllPairsConfig | None = None, log: Any
             jobs = {**jobs, COMBINED: None}
         pairs = _collect_pairs(out, jobs, cfg)
         dense = _write_dense(out, heads, alpha, cfg)
-    io.write_table(pairs, io.join(out, "pairs.parquet"), cfg.s3)
+    io.write_table(pairs, AllPairsLayout(out).pairs, cfg.s3)
     counts["pairs"] = pairs.num_rows
     counts["dense_matrices"] = dense
     manifest = io.manifest(
@@ -233,7 +247,7 @@ def run_allpairs(inp: str, out: str, cfg: AllPairsConfig | None = None, log: Any
         similarity=_similarity_record(cfg), skipped_heads=plan.skipped,
         k={"given": cfg.k, "default": cfg.DEFAULT_K, "used": k, "clamped": bool(clamped)},
         fingerprint=settings)
-    io.write_json(manifest, io.join(out, "manifest.json"), cfg.s3)
+    io.write_json(manifest, AllPairsLayout(out).manifest, cfg.s3)
     log(f"all-pairs: {pairs.num_rows} pairs over heads {sorted(counts['heads'])} -> {out}")
     return manifest
 
@@ -330,27 +344,26 @@ def _vector_blocks(out: str, jobs: dict[str, Any], k: int, cfg: AllPairsConfig,
     counts["blocks_run"] = total
 
 
-def _set_level(out: str, items: np.ndarray, groups: dict[str, Any], alpha: dict[str, float],
+def _set_level(out: str, inp: str, src: Source, heads: Heads, alpha: dict[str, float],
                k: int, cfg: AllPairsConfig, counts: dict[str, Any], log: Any
                ) -> tuple[pa.Table, list[str]]:
-    """One Ray task per head computes its set-level matrix; pairs and matrices from them."""
+    """One Ray task per head reads its items and computes its set-level matrix;
+    pairs and matrices from them (C x C per head: the driver holds no item)."""
     import ray
 
     task = ray.remote(num_cpus=cfg.num_cpus_per_task, max_retries=3)(_run_set_head)
-    pending, paths = [], {}
-    for h, (cs, idx, labels) in groups.items():
+    pending, paths = {}, {}
+    for h, (cs, _) in heads.items():
         paths[h] = _matrix_file(out, h, cfg)
         if io.exists(paths[h], cfg.s3):
             counts["blocks_skipped"] += 1
             continue
-        pending.append(task.remote(torch.from_numpy(items[idx]), torch.from_numpy(labels), len(cs),
-                                   cfg.similarity, cfg.set_block, cfg.set_options, paths[h],
-                                   cfg.s3))
-    log(f"all-pairs: {cfg.similarity} over {len(groups)} heads in {len(pending)} tasks "
+        pending[h] = task.remote(inp, src, cfg, h, cs, paths[h])
+    log(f"all-pairs: {cfg.similarity} over {len(heads)} heads in {len(pending)} tasks "
         f"({counts['blocks_skipped']} already done)")
-    ray.get(pending)
+    items = dict(zip(pending, ray.get(list(pending.values())), strict=True))
     counts["blocks_run"] = len(pending)
-    mats = {h: (groups[h][0], _load_matrix(p, cfg.s3)) for h, p in paths.items()}
+    mats = {h: (heads[h][0], _load_matrix(p, cfg.s3)) for h, p in paths.items()}
     if alpha:
         mats[COMBINED] = combine_matrices({t: mats[t] for t in alpha}, alpha)
     tables, dense = [], []
@@ -358,7 +371,7 @@ def _set_level(out: str, items: np.ndarray, groups: dict[str, Any], alpha: dict[
         n = len(cs)
         kh = min(k, n - 1)
         counts["heads"][h] = {"cultures": n, "k": kh, "prefilter": False,
-                              "items": int(len(groups[h][1])) if h in groups else None}
+                              "items": items.get(h)}
         v, idx = topk_from_matrix(torch.from_numpy(m), kh)
         tables.append(pairs_table(h, cs, np.arange(n), v, idx, cfg.similarity))
         if n <= cfg.dense_limit:

@@ -40,6 +40,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from culturesim_ray import io
 from culturesim_ray.encoders import pick_device, resolve_precision
+from culturesim_ray.layout import AllPairsLayout
 from culturesim_ray.serving.api import (
     AUTH_TOKEN_ENV,
     CulturesResponse,
@@ -250,7 +251,7 @@ class Ingress:
                  auth_token_env: str = AUTH_TOKEN_ENV) -> None:
         self.encoder, self.fusion, self.rerank_handle = encoder, fusion, rerank
         self.auth_token = token_from_env(auth_token_env)  # None: no auth
-        self.neighbor_table = (NeighborTable(io.join(allpairs_dir, "pairs.parquet"))
+        self.neighbor_table = (NeighborTable(AllPairsLayout(allpairs_dir).pairs)
                                if allpairs_dir else None)
         self.cfg = dict(DEFAULT_INGRESS)
         self._info: dict[str, Any] | None = None

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from culturesim_ray.layout import AllPairsLayout, RunLayout
 from culturesim_ray.report import plots
 
 SECTIONS = ["maps", "dendrogram", "network", "topk", "combined"]
@@ -33,8 +34,6 @@ SECTIONS = ["maps", "dendrogram", "network", "topk", "combined"]
 
 def find_allpairs(run_dir: str | Path) -> Path:
     run = Path(run_dir)
-    from culturesim_ray.layout import AllPairsLayout, RunLayout
-
     layouts = (AllPairsLayout(str(run)), RunLayout(str(run)).allpairs_model,
                RunLayout(str(run)).allpairs)
     for cand in layouts:
@@ -79,8 +78,9 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, color_by: s
     out = Path(out) if out else Path(run_dir) / "report"
     out.mkdir(parents=True, exist_ok=True)
     attrs = read_attributes(attributes or Path(run_dir) / "culture_attributes.csv")
-    emb = pq.read_table(src / "culture_embeddings.parquet").to_pylist()
-    pairs = pq.read_table(src / "pairs.parquet").to_pylist()
+    layout = AllPairsLayout(str(src))
+    emb = pq.read_table(layout.culture_embeddings).to_pylist()
+    pairs = pq.read_table(layout.pairs).to_pylist()
     heads = sorted({r["head"] for r in emb}, key=lambda h: (h != "general", h))
     themes = sorted({r["theme"] for r in pairs}, key=lambda h: (h not in ("general",), h))
     steps = len(heads) * len(map_methods) + 4
@@ -126,7 +126,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, color_by: s
     step("dendrograms")
     parts = []
     for head in ("general", "combined"):
-        mpath = src / "matrices" / f"{head}.parquet"
+        mpath = Path(layout.matrices) / f"{head}.parquet"
         if not mpath.exists():
             continue
         names, m = plots.dense_matrix(pq.read_table(mpath).to_pylist())
@@ -168,7 +168,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, color_by: s
     sections["topk"] = "".join(parts)
     combined = sorted((r for r in pairs if r["theme"] == "combined" and r["rank"] <= k),
                       key=lambda r: (r["culture_a"], r["rank"]))
-    manifest = src / "manifest.json"
+    manifest = Path(layout.manifest)
     alpha = json.loads(manifest.read_text()).get("config", {}).get("alpha") \
         if manifest.exists() else None
     sections["combined"] = (f"<p>S_total = sum over themes of alpha_t * S_t; alpha: "

@@ -34,6 +34,7 @@ from torch import Tensor
 from culturesim_ray import io, runs
 from culturesim_ray.encoders import build_encoder
 from culturesim_ray.encoders.base import EncodeResult
+from culturesim_ray.layout import AllPairsLayout, TrainLayout
 from culturesim_ray.models.branch import SELF_RELATION
 from culturesim_ray.models.culturesim import CultureSim, ModalityGraph
 
@@ -223,7 +224,7 @@ class Retriever:
     def from_run(cls, train_dir: str, use_gpu: bool = False) -> Retriever:
         """Over the general head of a train run's culture_embeddings.parquet."""
         cultures, general = runs.read_culture_embeddings(
-            io.join(train_dir, "culture_embeddings.parquet"))["general"]
+            TrainLayout(train_dir).culture_embeddings)["general"]
         return cls(cultures, general, use_gpu, runs.raw_slots(train_dir))
 
     def topk(self, queries: np.ndarray, k: int,
@@ -270,7 +271,7 @@ class ThemeReranker:
     @classmethod
     def from_run(cls, model: CultureSim, train_dir: str) -> ThemeReranker:
         """The model's theme heads against a train run's culture theme embeddings."""
-        heads = runs.read_culture_embeddings(io.join(train_dir, "culture_embeddings.parquet"))
+        heads = runs.read_culture_embeddings(TrainLayout(train_dir).culture_embeddings)
         return cls(model, heads, heads["general"][0])
 
     def check_themes(self, themes: Sequence[str] | None) -> list[str]:
@@ -379,7 +380,7 @@ class SimilarityService:
         self.retriever = Retriever.from_run(paths.train, use_gpu=device.startswith("cuda"))
         self.cultures = self.retriever.cultures
         self.reranker = ThemeReranker.from_run(self.fusion.model, paths.train)
-        self.neighbor_table = (NeighborTable(io.join(paths.allpairs, "pairs.parquet"))
+        self.neighbor_table = (NeighborTable(AllPairsLayout(paths.allpairs).pairs)
                                if paths.allpairs else None)
 
     def similar(self, modality: str, payload: Any, k: int = 5,
