@@ -88,6 +88,32 @@ class AllPairsLayout(_StageLayout):
 
 
 @dataclass(frozen=True)
+class GraphLayout(_StageLayout):
+    """The item graph stage (`pipeline.graph`): per modality its raw vectors, its
+    items and every edge into it (`graph.build` holds the contract and readers)."""
+
+    def modality(self, m: str) -> str:
+        return io.join(self.root, m)
+
+    def x(self, m: str) -> str:
+        """ROOT/<m>/x.npy: float32 (N_m, d) raw vectors, rows in the order of items(m)."""
+        return io.join(self.root, m, "x.npy")
+
+    def items(self, m: str) -> str:
+        """ROOT/<m>/items.parquet: item_id, culture, themes, artifact_id (by item_id)."""
+        return io.join(self.root, m, "items.parquet")
+
+    def edges(self, m: str) -> str:
+        """ROOT/<m>/edges/: Parquet files of the edges into m (src, dst, weight,
+        relation, src_modality)."""
+        return io.join(self.root, m, "edges")
+
+    @property
+    def relations_quarantine(self) -> str:
+        return io.join(self.root, "relations_quarantine.jsonl")
+
+
+@dataclass(frozen=True)
 class TrainLayout(_StageLayout):
     """A train run: the model's weights and config, its culture vectors, holdout."""
 
@@ -110,6 +136,11 @@ class TrainLayout(_StageLayout):
     @property
     def relations_quarantine(self) -> str:
         return io.join(self.root, "relations_quarantine.jsonl")
+
+    @property
+    def graph(self) -> GraphLayout:
+        """TRAIN/graph/: the item graph the graph stage writes for this run."""
+        return GraphLayout(io.join(self.root, "graph"))
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,16 @@ class ModalityGraph:
     culture: Tensor
     themes: Tensor
     incoming: dict[tuple[str, str], Tensor] = field(default_factory=dict)
+    # (n,) bool: the items a view may pool into culture tokens (None: all). A sampled
+    # mini-batch marks its seeds; their sampled neighbours only pass messages.
+    pool: Tensor | None = None
+
+    def to(self, device: torch.device | str) -> ModalityGraph:
+        """The same graph with every tensor on `device`."""
+        return ModalityGraph(self.x.to(device), self.edge_index.to(device),
+                             self.culture.to(device), self.themes.to(device),
+                             {k: v.to(device) for k, v in self.incoming.items()},
+                             None if self.pool is None else self.pool.to(device))
 
 
 def edge_dict(graphs: dict[str, ModalityGraph]) -> dict[tuple[str, str, str], Tensor]:

@@ -68,14 +68,19 @@ def param_groups(model: CultureSim, stage: int, cfg: StageConfig,
     return groups
 
 
+def warmup_cosine_factor(step: int, warmup: int, total: int) -> float:
+    """The learning-rate factor at `step`: linear warm-up over `warmup` steps, then
+    cosine decay to 0 at `total`."""
+    if step < warmup:
+        return (step + 1) / max(1, warmup)
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
 def warmup_cosine(opt: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over `warmup` steps, then cosine decay to 0 at `total`."""
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / max(1, warmup)
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    """`warmup_cosine_factor` as a LambdaLR scheduler."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: warmup_cosine_factor(step, warmup, total))
 
 
 class EarlyStopping:

@@ -61,12 +61,14 @@ def random_view(graphs: dict[str, ModalityGraph], keep: float, feature_dropout: 
                 ) -> tuple[dict[str, ModalityGraph], dict[str, Tensor]]:
     """A view: feature-dropped graphs and, per modality, which items it keeps."""
     view, masks = {}, {}
-    for m, g in graphs.items():
-        n = g.x.shape[0]
-        masks[m] = torch.rand(n, generator=gen) < keep
+    for m, g in graphs.items():  # random draws on the CPU generator, then to x's device
+        n, dev = g.x.shape[0], g.x.device
+        masks[m] = (torch.rand(n, generator=gen) < keep).to(dev)
+        if g.pool is not None:  # a mini-batch pools its seeds only
+            masks[m] &= g.pool
         if restrict is not None and m in restrict:
             masks[m] &= restrict[m]
-        drop = (torch.rand(g.x.shape, generator=gen) >= feature_dropout).to(g.x.dtype)
+        drop = (torch.rand(g.x.shape, generator=gen) >= feature_dropout).to(dev, g.x.dtype)
         view[m] = replace(g, x=g.x * drop / max(1e-6, 1.0 - feature_dropout))
     return view, masks
 
@@ -75,8 +77,9 @@ def cap_per_culture(graphs: dict[str, ModalityGraph], masks: dict[str, Tensor], 
                     gen: torch.Generator) -> dict[str, Tensor]:
     """Of the kept items, at most `cap` random ones per culture, over all modalities."""
     mods = sorted(masks)
-    culture = torch.cat([graphs[m].culture for m in mods])
-    kept = torch.cat([masks[m] for m in mods])
+    dev = masks[mods[0]].device
+    culture = torch.cat([graphs[m].culture.cpu() for m in mods])
+    kept = torch.cat([masks[m].cpu() for m in mods])
     score = torch.rand(len(culture), generator=gen, dtype=torch.float64)
     score[~kept] = float("inf")
     order = torch.argsort(culture.double() * 4.0 + score.clamp(max=2.0))  # culture, then score
@@ -90,14 +93,14 @@ def cap_per_culture(graphs: dict[str, ModalityGraph], masks: dict[str, Tensor], 
     out, at = {}, 0
     for m in mods:
         n = len(masks[m])
-        out[m] = keep_all[at:at + n]
+        out[m] = keep_all[at:at + n].to(dev)
         at += n
     return out
 
 
 def _present(model: CultureSim, graphs: dict[str, ModalityGraph], masks: dict[str, Tensor],
              n_cultures: int) -> Tensor:
-    present = torch.zeros(n_cultures, dtype=torch.bool)
+    present = torch.zeros(n_cultures, dtype=torch.bool, device=next(iter(graphs.values())).x.device)
     for m, g in graphs.items():
         present[g.culture[masks[m]]] = True
     return present
@@ -108,8 +111,9 @@ def reference_similarity(graphs: dict[str, ModalityGraph], n_cultures: int,
     """(C, C) cosine of the cultures' mean L2-normalised raw item vectors, averaged
     over the modalities both cultures have items of (NaN where they share none).
     theme: only items carrying that theme (column of `ModalityGraph.themes`)."""
-    total = torch.zeros(n_cultures, n_cultures, dtype=torch.float64)
-    count = torch.zeros(n_cultures, n_cultures, dtype=torch.float64)
+    dev = next(iter(graphs.values())).x.device
+    total = torch.zeros(n_cultures, n_cultures, dtype=torch.float64, device=dev)
+    count = torch.zeros(n_cultures, n_cultures, dtype=torch.float64, device=dev)
     for g in graphs.values():
         x = nn.functional.normalize(g.x.double(), dim=1)
         c = g.culture
@@ -118,8 +122,9 @@ def reference_similarity(graphs: dict[str, ModalityGraph], n_cultures: int,
             x, c = x[keep], c[keep]
         if len(c) == 0:
             continue
-        sums = torch.zeros(n_cultures, x.shape[1], dtype=torch.float64).index_add_(0, c, x)
-        has = torch.zeros(n_cultures, dtype=torch.bool)
+        sums = torch.zeros(n_cultures, x.shape[1], dtype=torch.float64,
+                           device=dev).index_add_(0, c, x)
+        has = torch.zeros(n_cultures, dtype=torch.bool, device=dev)
         has[c] = True
         means = nn.functional.normalize(sums, dim=1)
         both = (has[:, None] & has[None, :]).double()
@@ -171,13 +176,17 @@ def moco_step(model: nn.Module, key_model: CultureSim, queues: dict[str, MoCoQue
               graphs: dict[str, ModalityGraph], n_cultures: int, opt: torch.optim.Optimizer,
               cfg: StepConfig, gen: torch.Generator,
               scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-              references: dict[str, Tensor] | None = None) -> dict[str, float]:
+              references: dict[str, Tensor] | None = None,
+              culture_ids: Tensor | None = None) -> dict[str, float]:
     """One optimisation step; returns the losses. `queues` has "general" and one per
-    theme; `references` (from `reference_similarities`) saves recomputing them."""
+    theme; `references` (from `reference_similarities`, (n_cultures, n_cultures) per
+    head) saves recomputing them. A mini-batch (`training.batch`) numbers its cultures
+    0..n_cultures-1 (slots) and gives each slot's global culture in `culture_ids`
+    (-1: unused), which the queues store, so negatives are masked across steps."""
     model.train()
     key_model.train()
     losses = head_losses(model, key_model, queues, graphs, n_cultures, cfg, gen, enqueue=True,
-                         references=references)
+                         references=references, culture_ids=culture_ids)
     themes = [v for h, v in losses.items() if h != "general"]
     # a head absent here still joins the graph (zero weight) so every parameter gets a gradient
     total = losses.get("general", sum(p.sum() * 0.0 for p in model.parameters()))
@@ -197,23 +206,30 @@ def moco_step(model: nn.Module, key_model: CultureSim, queues: dict[str, MoCoQue
 @torch.no_grad()
 def validation_loss(model: nn.Module, key_model: CultureSim, queues: dict[str, MoCoQueue],
                     graphs: dict[str, ModalityGraph], n_cultures: int, cfg: StepConfig,
-                    seed: int = 12345, references: dict[str, Tensor] | None = None) -> float:
+                    seed: int = 12345, references: dict[str, Tensor] | None = None,
+                    culture_ids: Tensor | None = None) -> float:
     """The general head's loss on fixed views, without updating anything."""
     model.eval()
     key_model.eval()
     gen = torch.Generator().manual_seed(seed)
     losses = head_losses(model, key_model, queues, graphs, n_cultures, cfg, gen, enqueue=False,
-                         heads_only=["general"], references=references)
-    return float(losses["general"])
+                         heads_only=["general"], references=references,
+                         culture_ids=culture_ids)
+    return float(losses["general"]) if "general" in losses else float("nan")
 
 
 def head_losses(model: nn.Module, key_model: CultureSim, queues: dict[str, MoCoQueue],
                 graphs: dict[str, ModalityGraph], n_cultures: int, cfg: StepConfig,
                 gen: torch.Generator, enqueue: bool,
                 heads_only: list[str] | None = None,
-                references: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
-    """Per-head InfoNCE of two fresh views. `model` may be DDP-wrapped."""
+                references: dict[str, Tensor] | None = None,
+                culture_ids: Tensor | None = None) -> dict[str, Tensor]:
+    """Per-head InfoNCE of two fresh views. `model` may be DDP-wrapped; culture_ids
+    as in `moco_step`."""
     core: CultureSim = getattr(model, "module", model)
+    dev = next(iter(graphs.values())).x.device
+    ids = (torch.arange(n_cultures, device=dev) if culture_ids is None
+           else culture_ids.to(dev))
     losses: dict[str, Tensor] = {}
     heads = ["general"] + (core.theme_heads.themes if core.theme_heads is not None else [])
     for i, head in enumerate(heads):
@@ -232,26 +248,28 @@ def head_losses(model: nn.Module, key_model: CultureSim, queues: dict[str, MoCoQ
         cultures = both.nonzero().squeeze(1)
         if cultures.numel() < 2:  # a theme too sparse in this draw
             if enqueue:  # every worker joins the same collectives: enqueue padding only
-                d = queues[head].keys.shape[1]
-                queues[head].enqueue(torch.zeros(n_cultures, d),
-                                     torch.full((n_cultures,), -1, dtype=torch.long))
+                keys = queues[head].keys
+                queues[head].enqueue(keys.new_zeros(n_cultures, keys.shape[1]),
+                                     torch.full((n_cultures,), -1, dtype=torch.long,
+                                                device=keys.device))
             continue
         q = model(vq, n_cultures, mq, cultures)[head]
         with torch.no_grad():
             k = key_model(vk, n_cultures, mk, cultures)[head]
-        losses[head] = contrastive_loss(q, k, cultures, queues[head], cfg)
+        losses[head] = contrastive_loss(q, k, ids[cultures], queues[head], cfg)
         if cfg.relation_weight > 0:
             ref = (references[head] if references is not None else
                    reference_similarity(graphs, n_cultures, None if head == "general" else i - 1))
-            rel = relation_loss(q, ref[cultures][:, cultures])
+            sel = cultures.to(ref.device)
+            rel = relation_loss(q, ref[sel][:, sel])
             if rel is not None:
                 losses[head] = losses[head] + cfg.relation_weight * rel
         if enqueue:  # after the loss: the batch is not its own negative
             # padded to every culture (-1 = absent) so workers gather equal shapes
             k_all = k.new_zeros(n_cultures, k.shape[1])
             c_all = torch.full((n_cultures,), -1, dtype=torch.long, device=k.device)
-            k_all[cultures], c_all[cultures] = k, cultures
+            k_all[cultures], c_all[cultures] = k, ids[cultures]
             queues[head].enqueue(k_all, c_all)
-    if not losses:
-        raise ValueError("no head had two cultures in both views: raise `keep`")
+    # no head with two cultures in both views (a tiny shard): the step still runs
+    # every collective (padding enqueued above, a zero gradient averaged)
     return losses

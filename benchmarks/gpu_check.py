@@ -1,0 +1,395 @@
+"""Every GPU path of the project, checked in one run against float64 CPU references.
+
+What it proves (each a row of the printed table; exit code 1 when any row fails):
+
+1. sim.<name>: every S1 similarity in `culturesim_ray.ops.similarity.NAMES` (plus the
+   critical-dimension share) in float32 on the device equals the float64 CPU result.
+   Mahalanobis fits its Ledoit-Wolf covariance on the data it sees (on the device);
+   "learned" is fitted once on the CPU in float64, then evaluated on the device.
+2. allpairs.<sim>: `blockwise_topk` (symmetric GEMM self-join, X-vs-Y GEMM, and the
+   generic block path) on the device gives the float64 dense top-k: the same scores
+   and, up to ties, the same neighbours. Throughput: pairs/s of the kernel vs plain
+   blocked GEMM (x @ x.T per block) on the same device.
+3. train.*: one `moco_step` of a small two-modality CultureSim (GraphSAGE branches,
+   fusion, theme heads, MoCo queues, AdamW) on the CPU and on the device from the
+   same state and generator seed: same losses, gradients and updated parameters.
+   A device mismatch inside the step is a FAIL row with its message. Step time.
+4. lstm.*: the melody LSTM inference form (`LSTMInference` forward and streaming
+   `step`, cuDNN `nn.LSTM`, `SequenceEncoder.embed_ids`) in float32 on the device
+   vs the float64 CPU inference form.
+
+Needs only torch, torch_geometric and numpy (no ray, faiss, music21, pydantic, fastapi,
+s3fs). On the GPU machine, from the repo root (--quick: smaller sizes):
+
+    python benchmarks/gpu_check.py [--device cuda] [--quick] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+from culturesim_ray.ops import similarity as S  # noqa: E402
+from culturesim_ray.ops.allpairs import blockwise_topk  # noqa: E402
+from culturesim_ray.ops.learned import LearnedSimilarity  # noqa: E402
+
+F64 = torch.float64
+CPU = torch.device("cpu")
+
+
+@dataclass
+class Row:
+    name: str
+    max_abs: float | None  # None: not a comparison (a timing) or it could not run
+    max_err: float | None  # max |got - ref| / (scale + |ref|)
+    tol: float | None
+    ok: bool
+    info: str = ""
+
+
+def compare(name: str, got: Tensor, ref: Tensor, tol: float, scale: float = 1.0,
+            info: str = "") -> Row:
+    """Row for got vs ref: error |got - ref| / (scale + |ref|), must be <= tol."""
+    got = got.detach().to(CPU, F64)
+    ref = ref.detach().to(CPU, F64)
+    if got.shape != ref.shape:
+        return Row(name, None, None, tol, False, f"shape {tuple(got.shape)} "
+                   f"vs reference {tuple(ref.shape)}")
+    if not bool(torch.isfinite(got).all()):
+        return Row(name, None, None, tol, False, "non-finite values")
+    diff = (got - ref).abs()
+    err = float((diff / (scale + ref.abs())).max())
+    return Row(name, float(diff.max()), err, tol, err <= tol, info)
+
+
+def failed(name: str, exc: BaseException) -> Row:
+    return Row(name, None, None, None, False, f"{type(exc).__name__}: {exc}"[:300])
+
+
+def timed(fn: Callable[[], Any], device: torch.device, repeats: int = 3) -> float:
+    """Median seconds of fn() after one warm-up call (synchronised on CUDA)."""
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    fn()
+    times = []
+    for _ in range(repeats):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def clustered(n: int, d: int, gen: torch.Generator, centers: Tensor) -> Tensor:
+    """n float64 points around random rows of `centers` (non-zero, norms ~1)."""
+    pick = torch.randint(0, centers.shape[0], (n,), generator=gen)
+    return centers[pick] + 0.05 * torch.randn(n, d, generator=gen, dtype=F64)
+
+
+# --- 1. similarities ---------------------------------------------------------------
+
+def per_dim_reference(x: Tensor, y: Tensor) -> Tensor:
+    """per_dim in float64 on the torch path (blocks under the numba kernel's 4096 pairs)."""
+    rows = max(1, 4095 // y.shape[0])
+    return torch.cat([S.per_dim(x[i:i + rows], y) for i in range(0, x.shape[0], rows)])
+
+
+def check_similarities(device: torch.device, quick: bool) -> tuple[list[Row], dict[str, Any]]:
+    n, m, d = (129, 97, 32) if quick else (257, 193, 64)
+    gen = torch.Generator().manual_seed(1)
+    centers = 0.15 * torch.randn(8, d, generator=gen, dtype=F64)
+    x, y = clustered(n, d, gen, centers), clustered(m, d, gen, centers)
+    xd, yd = x.to(device, torch.float32), y.to(device, torch.float32)
+    tols = {"poincare": 1e-4, "mahalanobis": 1e-4, "critical_share": 1.0 / d + 1e-6}
+    rows = []
+    for name in [*S.NAMES, "critical_share"]:
+        try:
+            if name == "learned":
+                a, b = x[:96], y[:96]
+                labels = ((a - b).norm(dim=1) < (a - b).norm(dim=1).median()).to(F64)
+                ref_fn = LearnedSimilarity(hidden=32, epochs=40, seed=0).fit(a, b, labels)
+                dev_fn = copy.copy(ref_fn)
+                dev_fn.model = copy.deepcopy(ref_fn.model).to(device, torch.float32)
+                ref, got = ref_fn(x, y), dev_fn(xd, yd)
+            elif name == "per_dim":
+                ref, got = per_dim_reference(x, y), S.per_dim(xd, yd)
+            else:
+                fn = S.critical_share if name == "critical_share" else S.get(name)
+                ref, got = fn(x, y), fn(xd, yd)
+            rows.append(compare(f"sim.{name}", got, ref, tols.get(name, 1e-5),
+                                info="1/d: one flip" if name == "critical_share" else ""))
+        except Exception as exc:  # noqa: BLE001 - a broken path is a FAIL row
+            rows.append(failed(f"sim.{name}", exc))
+    return rows, {}
+
+
+# --- 2. all-pairs ------------------------------------------------------------------
+
+def topk_row(name: str, scores: Tensor, idx: Tensor, full: Tensor, k: int,
+             tol: float = 1e-5) -> Row:
+    """Device top-k vs the float64 dense matrix `full` (self pairs already -inf)."""
+    ref_v, ref_idx = torch.topk(full, k, dim=1)
+    row, idx, kth = compare(name, scores, ref_v, tol), idx.to(CPU), ref_v[:, -1:]
+    picked = torch.gather(full, 1, idx)  # reference scores of the chosen neighbours
+    unique = bool((idx.sort(dim=1).values.diff(dim=1) != 0).all())
+    tie_ok = bool((picked >= kth - tol * (1 + kth.abs())).all())  # a swap only among ties
+    agree = float((idx.unsqueeze(2) == ref_idx.unsqueeze(1)).any(2).float().mean())
+    row.ok = row.ok and unique and tie_ok
+    row.info = f"idx agree {agree:.4f}{'' if tie_ok else ', non-tie mismatch'}" \
+        f"{'' if unique else ', duplicate ids'}"
+    return row
+
+
+def check_allpairs(device: torch.device, quick: bool) -> tuple[list[Row], dict[str, Any]]:
+    n, m, d, block, k = (600, 450, 48, 320, 10) if quick else (1100, 700, 64, 512, 10)
+    gen = torch.Generator().manual_seed(2)
+    centers = 0.15 * torch.randn(16, d, generator=gen, dtype=F64)
+    x, y = clustered(n, d, gen, centers), clustered(m, d, gen, centers)
+    xd, yd = x.to(device, torch.float32), y.to(device, torch.float32)
+    cases = [("cosine", True, True), ("dot", True, True), ("cosine", False, False),
+             ("euclidean", True, True)]
+    rows = []
+    for sim, self_join, excl in cases:
+        name = f"allpairs.{sim}.{'self' if self_join else 'xy'}"
+        try:
+            full = S.get(sim)(x, x if self_join else y).clone()
+            if excl:
+                full.fill_diagonal_(float("-inf"))
+            sc, ix = blockwise_topk(xd, None if self_join else yd, k, sim, block, block,
+                                    exclude_self=excl)
+            rows.append(topk_row(name, sc, ix, full, k))
+        except Exception as exc:  # noqa: BLE001
+            rows.append(failed(name, exc))
+    return rows, {}
+
+
+def check_throughput(device: torch.device, quick: bool) -> tuple[list[Row], dict[str, Any]]:
+    """Cosine self-join top-k (k=10) vs blocked GEMM of the same blocks, in pairs/s."""
+    gen = torch.Generator().manual_seed(8)
+    big = (2048 if quick else 4096) if device.type == "cpu" else (16384 if quick else 32768)
+    tb = 1024 if device.type == "cpu" else 4096
+    xt = torch.randn(big, 128, generator=gen).to(device)
+    buf = torch.empty(tb, tb, device=device)
+
+    def gemm() -> None:
+        for i0 in range(0, big, tb):
+            for j0 in range(0, big, tb):
+                torch.mm(xt[i0:i0 + tb], xt[j0:j0 + tb].T, out=buf)
+
+    t_kernel = timed(lambda: blockwise_topk(xt, None, 10, "cosine", tb, tb, True), device)
+    t_gemm = timed(gemm, device)
+    perf = {"allpairs_pairs_per_s": big * big / t_kernel, "gemm_pairs_per_s": big * big / t_gemm}
+    perf["allpairs_over_gemm"] = perf["allpairs_pairs_per_s"] / perf["gemm_pairs_per_s"]
+    info = f"N={big} d=128 block={tb}: {perf['allpairs_pairs_per_s']:.3g} pairs/s, " \
+        f"GEMM {perf['gemm_pairs_per_s']:.3g}, ratio {perf['allpairs_over_gemm']:.3f}"
+    return [Row("allpairs.throughput", None, None, None, True, info)], perf
+
+
+# --- 3. training step --------------------------------------------------------------
+
+def make_graphs(dims: dict[str, int], cultures: int, themes: int, items: int,
+                gen: torch.Generator) -> dict[str, Any]:
+    from culturesim_ray.models.culturesim import ModalityGraph
+
+    graphs = {}
+    for mod, d in dims.items():
+        culture = (torch.arange(items) % cultures)[torch.randperm(items, generator=gen)]
+        x = torch.randn(cultures, d, generator=gen)[culture] + 0.7 * torch.randn(items, d,
+                                                                                generator=gen)
+        xn = torch.nn.functional.normalize(x, dim=1)
+        sim = (xn @ xn.T).fill_diagonal_(-2.0)
+        nbr = torch.topk(sim, 5, dim=1).indices  # kNN: an edge from each neighbour
+        edge_index = torch.stack([nbr.reshape(-1), torch.arange(items).repeat_interleave(5)])
+        graphs[mod] = ModalityGraph(x, edge_index, culture,
+                                    torch.rand(items, themes, generator=gen) < 0.6)
+    return graphs
+
+
+def check_train(device: torch.device, quick: bool) -> tuple[list[Row], dict[str, Any]]:
+    from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig, ModalityGraph
+    from culturesim_ray.models.queue import MoCoQueue
+    from culturesim_ray.training.step import StepConfig, moco_step, reference_similarities
+
+    themes, n_cult = ["dress", "food", "music"], 6
+    cfg = CultureSimConfig(in_dims={"image": 24, "text": 32}, themes=themes, hidden=32, out=16,
+                           heads=4, dropout=0.0, raw_weight=0.3)
+    graphs = make_graphs(cfg.in_dims, n_cult, len(themes), 48 if quick else 96,
+                         torch.Generator().manual_seed(3))
+    refs = reference_similarities(graphs, n_cult, themes)  # data only: once, on the CPU
+    torch.manual_seed(0)
+    init = CultureSim(cfg)
+    init.set_centers(graphs)
+    queues0 = {h: MoCoQueue(cfg.head_dim(h), 32) for h in ["general", *themes]}
+
+    def setup(dev: torch.device) -> tuple[Any, ...]:
+        model = copy.deepcopy(init).to(dev)
+        queues = {h: copy.deepcopy(q).to(dev) for h, q in queues0.items()}
+        g = {m: ModalityGraph(v.x.to(dev), v.edge_index.to(dev), v.culture.to(dev),
+                              v.themes.to(dev)) for m, v in graphs.items()}
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        return model, copy.deepcopy(model), queues, g, opt, torch.Generator().manual_seed(7)
+
+    def run(dev: torch.device, steps: int = 2) -> tuple[Tensor, dict[str, Tensor], Any]:
+        model, key, queues, g, opt, gen = setup(dev)
+        losses = []
+        for _ in range(steps):
+            out = moco_step(model, key, queues, g, n_cult, opt, StepConfig(), gen,
+                            references=refs)
+            losses += [out[h] for h in sorted(out)]
+        state = {f"model.{k}": v for k, v in model.state_dict().items()}
+        state.update({f"key.{k}": v for k, v in key.state_dict().items()})
+        state.update({f"queue.{h}": q.keys for h, q in queues.items()})
+        grads = {k: p.grad for k, p in model.named_parameters() if p.grad is not None}
+        live = (model, key, queues, g, opt, gen)
+        return torch.tensor(losses, dtype=F64), {"state": state, **grads}, live
+
+    ref_loss, ref_t, _ = run(CPU)
+    try:
+        loss, got_t, live = run(device)
+    except Exception as exc:  # noqa: BLE001 - e.g. CPU masks against device tensors
+        return [failed("train.moco_step", exc)], {}
+    flat = {k: v for k, v in got_t["state"].items() if v.is_floating_point()}
+    ref_flat = {k: ref_t["state"][k] for k in flat}
+    cat = [torch.cat([t.reshape(-1).to(CPU, F64) for t in d.values()]) for d in (flat, ref_flat)]
+    names = [k for k in ref_t if k != "state"]
+    gcat = [torch.cat([d[k].reshape(-1).to(CPU, F64) for k in names]) for d in (got_t, ref_t)]
+    rows = [compare("train.losses", loss, ref_loss, 1e-3, info=f"{len(loss)} values, 2 steps"),
+            compare("train.grads", gcat[0], gcat[1], 1e-3, scale=float(gcat[1].abs().max()),
+                    info=f"{len(names)} tensors, err / max|g|"),
+            compare("train.params", cat[0], cat[1], 1e-3, info="model, key model, queues")]
+    model, key, queues, g, opt, gen = live
+    t = timed(lambda: moco_step(model, key, queues, g, n_cult, opt, StepConfig(), gen,
+                                references=refs), device, repeats=5)
+    rows.append(Row("train.step_time", None, None, None, True, f"{t * 1e3:.1f} ms/step (median)"))
+    return rows, {"train_step_s": t}
+
+
+# --- 4. melody LSTM inference form ---------------------------------------------------
+
+def check_lstm(device: torch.device, quick: bool) -> tuple[list[Row], dict[str, Any]]:
+    from culturesim_ray.encoders import sequence as melody
+    from culturesim_ray.encoders.lstm_inference import LSTMInference
+    from culturesim_ray.encoders.music import PAD, Vocabulary
+
+    vocab_size, batch, steps = 40, 8, (24 if quick else 64)
+    torch.manual_seed(4)
+    model = melody.MelodyLSTM(melody.LSTMConfig(vocab_size, 16, hidden=32, layers=2)).eval()
+    gen = torch.Generator().manual_seed(5)
+    lengths = torch.randint(steps // 2, steps + 1, (batch,), generator=gen).tolist()
+    seqs = [torch.randint(4, vocab_size, (n,), generator=gen).tolist() for n in lengths]
+    ids = melody.pad_batch(seqs)
+    m64 = copy.deepcopy(model).double()
+    ref_inf = LSTMInference(m64.lstm)
+    ref_out, (ref_h, ref_c) = ref_inf(m64.embed.weight.detach()[ids])
+    mdev = copy.deepcopy(model).to(device)
+    inf = LSTMInference(mdev.lstm)
+    emb = mdev.embed.weight.detach()[ids.to(device)]
+    rows: list[Row] = []
+
+    def forward() -> Tensor:
+        out, (h, c) = inf(emb)
+        return torch.cat([out.reshape(-1), h.reshape(-1), c.reshape(-1)])
+
+    def stream() -> Tensor:
+        state, outs = None, []
+        for s in range(emb.shape[1]):
+            h, state = inf.step(emb[:, s], state)
+            outs.append(h)
+        return torch.stack(outs, dim=1)
+
+    def cudnn(tf32: bool = False) -> Tensor:
+        saved = torch.backends.cudnn.allow_tf32  # cuDNN RNNs may use TF32 by default
+        torch.backends.cudnn.allow_tf32 = tf32
+        try:
+            with torch.no_grad():
+                return mdev.lstm(emb)[0]
+        finally:
+            torch.backends.cudnn.allow_tf32 = saved
+
+    def encoder() -> Tensor:
+        with tempfile.TemporaryDirectory() as tmp:
+            melody.save_model(model, Vocabulary([f"t{i}" for i in range(vocab_size - 4)]), tmp)
+            enc = melody.SequenceEncoder(tmp, device=str(device))
+        return torch.from_numpy(enc.embed_ids(seqs))
+
+    mask = (ids != PAD).unsqueeze(-1).to(F64)
+    ref_emb = torch.nn.functional.normalize((ref_out * mask).sum(1) / mask.sum(1), dim=-1)
+    checks = [("lstm.inference_forward", forward,
+               torch.cat([ref_out.reshape(-1), ref_h.reshape(-1), ref_c.reshape(-1)])),
+              ("lstm.inference_step", stream, ref_out), ("lstm.nn_lstm", cudnn, ref_out),
+              ("lstm.sequence_encoder", encoder, ref_emb)]
+    if device.type == "cuda" and torch.backends.cudnn.allow_tf32:  # the training default
+        checks.append(("lstm.nn_lstm_tf32", lambda: cudnn(True), ref_out))
+    for name, fn, ref in checks:
+        tol = 1e-2 if name.endswith("tf32") else 1e-5
+        try:
+            rows.append(compare(name, fn(), ref, tol, info=f"B={batch} T={steps}"))
+        except Exception as exc:  # noqa: BLE001
+            rows.append(failed(name, exc))
+    return rows, {}
+
+
+# --- main --------------------------------------------------------------------------
+
+def fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2e}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--quick", action="store_true", help="smaller sizes")
+    p.add_argument("--json", type=Path, help="write the results here")
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    t0 = time.perf_counter()
+    rows: list[Row] = []
+    perf: dict[str, Any] = dict.fromkeys(
+        ["allpairs_pairs_per_s", "gemm_pairs_per_s", "allpairs_over_gemm", "train_step_s"])
+    for group, check in [("sim", check_similarities), ("allpairs", check_allpairs),
+                         ("allpairs.throughput", check_throughput), ("train", check_train),
+                         ("lstm", check_lstm)]:
+        try:  # a check that cannot even start (an import, a crash) is a FAIL row
+            got, extra = check(device, args.quick)
+            rows += got
+            perf.update(extra)
+        except Exception as exc:  # noqa: BLE001
+            rows.append(failed(group, exc))
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"device {device} ({name}), torch {torch.__version__}, "
+          f"{'quick' if args.quick else 'full'}, {time.perf_counter() - t0:.1f} s")
+    print(f"{'check':<28}{'max_abs':>10}{'max_err':>10}{'tol':>10}  ok    info")
+    for r in rows:
+        print(f"{r.name:<28}{fmt(r.max_abs):>10}{fmt(r.max_err):>10}{fmt(r.tol):>10}  "
+              f"{'PASS' if r.ok else 'FAIL'}  {r.info}")
+    ok = all(r.ok for r in rows)
+    print("ALL PASS" if ok else f"FAILED: {', '.join(r.name for r in rows if not r.ok)}")
+    if args.json:
+        out = {"device": str(device), "device_name": name, "torch": torch.__version__,
+               "matmul_tf32": torch.backends.cuda.matmul.allow_tf32, "quick": args.quick,
+               "checks": [asdict(r) for r in rows], **perf, "ok": ok}
+        args.json.write_text(json.dumps(out, indent=1))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""Mini-batch training: the sampler, the batch's reference, the one loop, TrainConfig."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig, ModalityGraph
+from culturesim_ray.training.batch import (
+    PassSampler,
+    batch_reference,
+    sample_batch,
+    shard_rows,
+    store_from_graphs,
+)
+from culturesim_ray.training.config import merge_train_config
+from culturesim_ray.training.loop import Position, make_queues, train, validation_batch
+from culturesim_ray.training.stages import param_groups
+from culturesim_ray.training.step import reference_similarity
+
+
+def _graphs(n_cultures: int, per: int, d: int = 8, seed: int = 0) -> dict[str, ModalityGraph]:
+    from culturesim_ray.graph.knn import knn_edges
+
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for j, m in enumerate(["image", "text"]):
+        n = n_cultures * per
+        culture = torch.arange(n) % n_cultures
+        centres = torch.randn(n_cultures, d, generator=g)
+        x = centres[culture] + 0.3 * torch.randn(n, d, generator=g) + j
+        themes = torch.rand(n, 2, generator=g) < 0.5
+        ei, _ = knn_edges(x, 4)
+        out[m] = ModalityGraph(x, ei, culture, themes)
+    return out
+
+
+def _store(n_cultures: int = 6, per: int = 7):
+    graphs = _graphs(n_cultures, per)
+    return graphs, store_from_graphs(graphs, [f"c{i}" for i in range(n_cultures)], ["a", "b"])
+
+
+def test_a_pass_seeds_every_shard_item_once_and_ranks_run_equal_steps():
+    _, store = _store(5, 9)
+    nc = store.node_culture()
+    steps = PassSampler.steps_for(nc, 2, 3, 4)
+    for rank in range(2):
+        shard = shard_rows(len(nc), rank, 2)
+        s = PassSampler(nc, shard, 3, 4, seed=1, rank=rank, steps_per_pass=steps)
+        seen = np.concatenate([s.seeds(i) for i in range(steps)])
+        assert set(seen.tolist()) == set(shard.tolist())  # every shard item, nothing else
+        batch = s.seeds(0)
+        assert len(np.unique(nc[batch])) <= 3
+        again = PassSampler(nc, shard, 3, 4, seed=1, rank=rank, steps_per_pass=steps)
+        assert np.array_equal(again.seeds(steps + 1), s.seeds(steps + 1))  # a step's seeds
+        assert not np.array_equal(s.seeds(0), s.seeds(steps))  # a new pass reshuffles
+
+
+def test_batch_reference_matches_the_full_reference_in_float64():
+    graphs, store = _store()
+    cultures = np.array([4, 0, 2])
+    full = reference_similarity(graphs, 6)
+    got = batch_reference(store, cultures, "general")
+    assert torch.allclose(got, full[cultures][:, cultures], atol=1e-6)
+    theme = reference_similarity(graphs, 6, theme=1)
+    assert torch.allclose(batch_reference(store, cultures, "b"), theme[cultures][:, cultures],
+                          atol=1e-6)
+
+
+def test_a_batch_pools_its_seeds_only_and_keeps_only_sampled_edges():
+    _, store = _store()
+    seeds = np.array([0, 1, 2, 50])
+    b = sample_batch(store, seeds, 4, (3, 2), np.random.default_rng(0), ["general", "a"])
+    ids = b.culture_ids.tolist()
+    assert sorted(c for c in ids if c >= 0) == sorted(set(store.node_culture()[seeds].tolist()))
+    pooled = sum(int(g.pool.sum()) for g in b.graphs.values())
+    assert pooled == len(seeds)
+    for g in b.graphs.values():
+        assert (g.culture[~g.pool] == -1).all() and (g.culture[g.pool] >= 0).all()
+        assert g.edge_index.numel() == 0 or int(g.edge_index.max()) < g.x.shape[0]
+    assert b.references["general"].shape == (4, 4)
+
+
+class _Largest(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+def test_a_step_over_10000_cultures_allocates_nothing_of_size_c_by_c():
+    c = 10_000
+    graphs = _graphs(c, 2, d=4)
+    store = store_from_graphs(graphs, [f"c{i}" for i in range(c)], ["a", "b"])
+    cfg = merge_train_config({"stages": [[1, 1]], "steps_per_epoch": 2, "hidden": 16,
+                              "out_dim": 8, "batch_cultures": 32, "items_per_culture": 2,
+                              "queue_size": 64})
+    model = CultureSim(CultureSimConfig(store.in_dims, ["a", "b"], hidden=16, out=8,
+                                        raw_weight=0.9))
+    key = copy.deepcopy(model)
+    queues = make_queues(model, 64)
+    opt = torch.optim.AdamW(param_groups(model, 1, cfg.stages_cfg))
+    with _Largest() as probe:
+        pos = train(model, key, queues, opt, store, cfg)
+    assert pos.step == 2
+    assert 0 < probe.largest < c * c // 100, probe.largest  # bounded by the batch, not C^2
+
+
+def _setup(cfg, store):
+    torch.manual_seed(0)
+    model = CultureSim(CultureSimConfig(store.in_dims, ["a", "b"], hidden=16, out=8,
+                                        raw_weight=0.9, dropout=0.0))
+    key = copy.deepcopy(model)
+    queues = make_queues(model, 32)
+    opt = torch.optim.AdamW(param_groups(model, 1, cfg.stages_cfg))
+    return model, key, queues, opt
+
+
+def test_resuming_from_a_position_gives_the_uninterrupted_run():
+    _, store = _store(6, 8)
+    cfg = merge_train_config({"stages": [[1, 1], [2, 1], [3, 2]], "steps_per_epoch": 2,
+                              "batch_cultures": 4, "items_per_culture": 3})
+    val = validation_batch(store, cfg, ["general", "a", "b"])
+    model, key, queues, opt = _setup(cfg, store)
+    whole = train(model, key, queues, opt, store, cfg, val=val)
+
+    saved = {}
+
+    def stop_after_first(pos, _metrics):
+        if "state" not in saved:
+            saved["state"] = copy.deepcopy((m2.state_dict(), k2.state_dict(),
+                                            {h: q.state_dict() for h, q in q2.items()},
+                                            o2.state_dict(), pos.to_dict()))
+    m2, k2, q2, o2 = _setup(cfg, store)
+    train(m2, k2, q2, o2, store, cfg, val=val, on_epoch=stop_after_first)
+    m3, k3, q3, o3 = _setup(cfg, store)
+    ms, ks, qs, os_, ps = saved["state"]
+    m3.load_state_dict(ms)
+    k3.load_state_dict(ks)
+    for h, q in q3.items():
+        q.load_state_dict(qs[h])
+    o3.load_state_dict(os_)
+    resumed = train(m3, k3, q3, o3, store, cfg, Position.from_dict(ps), val=val)
+    assert resumed.step == whole.step
+    assert [h["loss"] for h in resumed.history] == pytest.approx(
+        [h["loss"] for h in whole.history], rel=1e-5)
+    for a, b in zip(model.state_dict().values(), m3.state_dict().values(), strict=True):
+        assert torch.allclose(a.float(), b.float(), atol=1e-5)
+
+
+def test_merge_train_config_layers_yaml_then_flags_and_names_unknown_keys():
+    cfg = merge_train_config({"model": {"hidden": 48}, "batch": {"fanouts": [4, 2]}},
+                             {"hidden": 32, "steps_per_epoch": None, "num_workers": 3})
+    assert cfg.model.hidden == 32 and cfg.batch.fanouts == (4, 2) and cfg.num_workers == 3
+    assert cfg.steps_per_epoch == 10  # a flag not given keeps the default
+    assert merge_train_config(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown key 'hiden'"):
+        merge_train_config({"hiden": 3})
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['widht'\] in model"):
+        merge_train_config({"model": {"widht": 3}})
+    with pytest.raises(ValueError, match="stages must be"):
+        merge_train_config({"stages": [[4, 1]]})
