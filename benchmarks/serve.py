@@ -137,12 +137,13 @@ def make_run(root: Path, n_cultures: int, per: int = 3, steps: int = 20) -> Path
     from culturesim_ray import io
     from culturesim_ray.config import EmbedConfig
     from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig
-    from culturesim_ray.models.queue import MoCoQueue
     from culturesim_ray.pipeline.train import export_culture_embeddings
     from culturesim_ray.runs import read_embeddings
+    from culturesim_ray.training.batch import store_from_graphs
+    from culturesim_ray.training.config import merge_train_config
     from culturesim_ray.training.data import build_training_data
+    from culturesim_ray.training.loop import make_queues, train
     from culturesim_ray.training.stages import StageConfig, param_groups
-    from culturesim_ray.training.step import StepConfig, moco_step
 
     rng = np.random.default_rng(0)
     d = 384
@@ -171,11 +172,11 @@ def make_run(root: Path, n_cultures: int, per: int = 3, steps: int = 20) -> Path
     model.set_centers(data.graphs)
     key = CultureSim(cfg)
     key.load_state_dict(model.state_dict())
-    queues = {h: MoCoQueue(cfg.head_dim(h), 256) for h in ["general", *cfg.themes]}
+    queues = make_queues(model, 256)
     opt = torch.optim.AdamW(param_groups(model, 1, StageConfig()))
-    gen = torch.Generator().manual_seed(1)
-    for _ in range(steps):
-        moco_step(model, key, queues, data.graphs, len(data.cultures), opt, StepConfig(), gen)
+    # the one training loop (training.loop), stage 1 for `steps` steps
+    train(model, key, queues, opt, store_from_graphs(data.graphs, data.cultures, data.themes),
+          merge_train_config({"stages": [[1, 1]], "steps_per_epoch": steps}))
     train = root / "train"
     train.mkdir(parents=True)
     torch.save(model.state_dict(), train / "model.pt")

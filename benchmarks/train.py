@@ -3,7 +3,8 @@
 On the demo corpus (built and embedded here unless --embed-dir is given):
 - steps/s of the Ray Train loop (1 worker holding as many CPUs as the plain
   loop has torch threads, `run_train`, start-up included) vs the same
-  `moco_step` in a plain in-process loop, same stages and step count;
+  `training.loop.train` called in process (the one loop), same stages, step
+  count and mini-batches;
 - the MoCo queues' share of a step's time (enqueue + masks, measured in the
   plain loop);
 - held-out item -> culture retrieval (top-1 / top-5): the train job's default
@@ -66,9 +67,13 @@ def main() -> None:
     from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig
     from culturesim_ray.models.queue import MoCoQueue
     from culturesim_ray.pipeline.embed import read_embeddings
+    from culturesim_ray.pipeline.train import set_centers
+    from culturesim_ray.training.batch import store_from_graphs
+    from culturesim_ray.training.config import merge_train_config
     from culturesim_ray.training.data import build_training_data, split_holdout
+    from culturesim_ray.training.loop import make_queues, train
     from culturesim_ray.training.stages import StageConfig, param_groups
-    from culturesim_ray.training.step import StepConfig, moco_step, reference_similarities
+    from culturesim_ray.training.step import StepConfig
 
     tmp = Path(tempfile.mkdtemp(prefix="csr-bench-"))
     embed_dir = args.embed_dir
@@ -104,31 +109,37 @@ def main() -> None:
 
     rows = [("raw embeddings (mean per culture)", *raw_retrieval(data, queries))]
 
-    refs = reference_similarities(data.graphs, len(data.cultures), mcfg.themes)
+    store = store_from_graphs(data.graphs, data.cultures, data.themes)
+    tcfg = merge_train_config({"stages": [list(s) for s in stages],
+                               "steps_per_epoch": steps_per_epoch, "hidden": hidden,
+                               "out_dim": out_dim, "val_fraction": 0.0})
 
     def train_plain(scfg: StepConfig, label: str) -> tuple[float, int]:
+        """The one training loop (`training.loop.train`, as the Ray workers run it)."""
         torch.manual_seed(0)
         model = CultureSim(mcfg)
-        model.set_centers(data.graphs)
+        set_centers(model, store.item_means())
         key = copy.deepcopy(model)
-        queues = {h: MoCoQueue(mcfg.head_dim(h), 256) for h in ["general", *mcfg.themes]}
+        queues = make_queues(model, tcfg.queue_size)
         opt = torch.optim.AdamW(param_groups(model, 1, stcfg))
-        gen = torch.Generator().manual_seed(1)
-        n_steps, t_plain = 0, 0.0
-        for stage, epochs in stages:
-            for epoch in range(epochs):
-                groups = param_groups(model, stage, stcfg, epoch)
-                for gi, spec in zip(opt.param_groups, groups, strict=True):
-                    gi["lr"], gi["weight_decay"] = spec["lr"], spec["weight_decay"]
-                t = time.perf_counter()
-                for _ in range(steps_per_epoch):
-                    moco_step(model, key, queues, data.graphs, len(data.cultures), opt, scfg,
-                              gen, references=refs)
-                t_plain += time.perf_counter() - t
-                n_steps += steps_per_epoch
-            rows.append((f"model{label} after stage {stage}",
-                         *retrieval(model, data, queries)))
-        return t_plain, n_steps
+        spent, last = [0.0], [time.perf_counter()]
+
+        def on_step(_step, _out, _batch) -> None:
+            now = time.perf_counter()
+            spent[0] += now - last[0]
+            last[0] = now
+
+        def on_epoch(pos, metrics) -> None:
+            done_stage = pos.epoch == 0  # the epoch just finished closed its stage
+            if done_stage:
+                rows.append((f"model{label} after stage {metrics['stage']}",
+                             *retrieval(model, data, queries)))
+            last[0] = time.perf_counter()
+
+        last[0] = time.perf_counter()
+        pos = train(model, key, queues, opt, store, replace(tcfg, step=scfg),
+                    on_step=on_step, on_epoch=on_epoch)
+        return spent[0], pos.step
 
     train_plain(replace(StepConfig(), relation_weight=0.0), " (contrastive only)")
     queue_time[0] = 0.0
@@ -142,7 +153,7 @@ def main() -> None:
     t = time.perf_counter()
     manifest = run_train(embed_dir, str(tmp / "train"), num_workers=1, stages=stages,
                          steps_per_epoch=steps_per_epoch, hidden=hidden, out_dim=out_dim,
-                         cpus_per_worker=float(torch.get_num_threads()),
+                         cpus_per_worker=float(torch.get_num_threads()), val_fraction=0.0,
                          log=lambda *_: None)
     t_ray = time.perf_counter() - t
     ray_steps = manifest["counts"]["steps"]

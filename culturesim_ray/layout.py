@@ -138,6 +138,16 @@ class TrainLayout(_StageLayout):
         return io.join(self.root, "relations_quarantine.jsonl")
 
     @property
+    def store(self) -> str:
+        """What training workers memory-map (`training.store`): splits, CSR graphs."""
+        return io.join(self.root, "store")
+
+    @property
+    def serving(self) -> str:
+        """What a serving replica loads (`serving.artifacts`): layer states, indexes."""
+        return io.join(self.root, "serving")
+
+    @property
     def graph(self) -> GraphLayout:
         """TRAIN/graph/: the item graph the graph stage writes for this run."""
         return GraphLayout(io.join(self.root, "graph"))

@@ -144,22 +144,42 @@ class CultureSim(nn.Module):
             if m in self.branches:
                 self.branches[m].center.copy_(g.x.mean(dim=0).to(self.branches[m].center))
 
-    def layer_inputs(self, graphs: dict[str, ModalityGraph]) -> dict[str, list[Tensor]]:
+    def layer_inputs(self, graphs: dict[str, ModalityGraph],
+                     block: int | None = None) -> dict[str, list[Tensor]]:
         """Per modality, the item states entering each conv layer, then the branch
-        output: [raw projection, after layer 1, ..., after the last layer]."""
+        output: [raw projection, after layer 1, ..., after the last layer].
+
+        block: compute each layer `block` destination items at a time, each with only
+        the edges into them (exact: a node's update reads its incoming edges only),
+        so memory for messages is bounded by the block's edges, not all E (the
+        full-corpus forward of the export and serving state at large N)."""
         present = [m for m in self.modalities if m in graphs]
         h = {m: self.branches[m].project(graphs[m].x) for m in present}
         out = {m: [h[m]] for m in present}
         edges = edge_dict(graphs)
         for i in range(self.cfg.layers):  # every branch advances one layer at a time
-            h = {m: self.branches[m].layer(i, h, edges) for m in present}
+            h = {m: self._layer(i, m, h, edges, block) for m in present}
             for m in present:
                 out[m].append(h[m])
         return out
 
-    def item_states(self, graphs: dict[str, ModalityGraph]) -> dict[str, Tensor]:
+    def _layer(self, i: int, m: str, h: dict[str, Tensor],
+               edges: dict[tuple[str, str, str], Tensor], block: int | None) -> Tensor:
+        n = h[m].shape[0]
+        if block is None or n <= block:
+            return self.branches[m].layer(i, h, edges)
+        parts = []
+        for s in range(0, n, block):
+            into = {t: (ei[:, (ei[1] >= s) & (ei[1] < s + block)] if t[2] == m else ei[:, :0])
+                    for t, ei in edges.items()}
+            parts.append(self.branches[m].layer(i, h, into)[s:s + block])
+        return torch.cat(parts)
+
+    def item_states(self, graphs: dict[str, ModalityGraph],
+                    block: int | None = None) -> dict[str, Tensor]:
         """Per modality (n, hidden): branch output + raw projection."""
-        return {m: states[-1] + states[0] for m, states in self.layer_inputs(graphs).items()}
+        return {m: states[-1] + states[0]
+                for m, states in self.layer_inputs(graphs, block).items()}
 
     def normalize_tokens(self, modality: str, tokens: Tensor) -> Tensor:
         """Standardise (n, hidden) culture tokens of one modality: batch statistics
@@ -235,10 +255,11 @@ class CultureSim(nn.Module):
 
     def forward(self, graphs: dict[str, ModalityGraph], n_cultures: int,
                 keep: dict[str, Tensor] | None = None,
-                cultures: Tensor | None = None) -> dict[str, Tensor]:
+                cultures: Tensor | None = None, block: int | None = None) -> dict[str, Tensor]:
         """Embeddings of `cultures` (default: every culture with a kept item):
-        {"general": (C', out), "<theme>": (C', out)..., "gate": (C', T), "cultures": (C',)}."""
-        states = self.item_states(graphs)
+        {"general": (C', out), "<theme>": (C', out)..., "gate": (C', T), "cultures": (C',)}.
+        block: see `layer_inputs` (inference over a whole corpus)."""
+        states = self.item_states(graphs, block)
         tokens, mask = self.culture_tokens(states, graphs, n_cultures, keep)
         if cultures is None:
             cultures = mask.any(dim=1).nonzero().squeeze(1)

@@ -1,16 +1,18 @@
 """Ray Train for the fusion model (SPEC T1-T3): staged, data-parallel MoCo training.
 
-`run_train(embed_dir, out, cfg)` builds the item graphs from an embed run, puts
-one read-only `training.batch.ItemStore` of the training items (vectors, the
-item graph as a CSR, culture means) in the object store (zero-copy for every
-worker on a node), and runs a TorchTrainer whose workers call the one loop
+`run_train(embed_dir, out, cfg)` runs the item graph stage (`pipeline/graph.py`,
+Ray tasks with FAISS) on an embed run, cuts it into the training store
+(`training.store`, a Ray task: splits, CSR graphs, culture means) that every
+worker memory-maps (nothing of size N passes through the driver or is copied
+per worker), and runs a TorchTrainer whose workers call the one loop
 `training.loop.train`: each worker seeds its mini-batches from its own shard
 of the items, so W workers see W times the items per step. Checkpoints every
 epoch (model, momentum encoder, queues, optimiser, position with the
 early-stopping state, the TrainConfig) and resumes from the last one after a
 failure (FailureConfig). The finished model's culture embeddings (general +
 one per theme) are exported as `culture_embeddings.parquet` (culture, head,
-vector), the all-pairs job's culture-level input.
+vector), the all-pairs job's culture-level input, and the serving state
+(`serving.artifacts`) by a Ray task over the whole corpus.
 """
 
 from __future__ import annotations
@@ -66,7 +68,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     cfg = TrainConfig.from_dict(config["train"])
     mcfg = CultureSimConfig(**config["model"])
-    store, val = ray.get(config["store"]), ray.get(config["val"])
+    from culturesim_ray.training.loop import validation_batch
+    from culturesim_ray.training.store import open_store
+
+    store = open_store(config["store"], "train")  # memory maps, shared by the node's workers
+    val_store = open_store(config["store"], "val")
+    val = (validation_batch(val_store, cfg, ["general", *store.theme_names])
+           if len(val_store.seedable) else None)
     device = torch.device("cpu")
     if cfg.use_gpu:
         import ray.train.torch
@@ -117,7 +125,7 @@ def export_culture_embeddings(model: CultureSim, data: TrainingData) -> pa.Table
     items), assembled from Arrow arrays."""
     model.eval()
     with torch.no_grad():
-        out = model(data.graphs, len(data.cultures))
+        out = model(data.graphs, len(data.cultures), block=65_536)
     idx = out["cultures"].cpu().numpy()
     names = pa.array(data.cultures, pa.string()).take(pa.array(idx))
     parts = []
@@ -131,27 +139,6 @@ def export_culture_embeddings(model: CultureSim, data: TrainingData) -> pa.Table
     return pa.concat_tables(parts)
 
 
-def _val_split(tables: dict[str, pa.Table], cfg: TrainConfig
-               ) -> tuple[dict[str, pa.Table], dict[str, pa.Table]]:
-    """(training tables, validation tables): val_fraction of each culture's remaining
-    items (`split_holdout` with another seed), at most val_max_items in all."""
-    from culturesim_ray.training.data import split_holdout
-
-    if cfg.val_fraction <= 0:
-        return tables, {}
-    train_t, val_t = split_holdout(tables, cfg.val_fraction, cfg.holdout_seed + 1)
-    total = sum(t.num_rows for t in val_t.values())
-    if total > cfg.val_max_items:  # keep a fixed share of each modality's rows
-        keep = cfg.val_max_items / total
-        val_t = {m: t.slice(0, int(t.num_rows * keep)) for m, t in val_t.items()}
-        # rows cut from validation go back to training
-        from culturesim_ray.training.data import drop_items
-
-        ids = {i for t in val_t.values() for i in t.column("item_id").to_pylist()}
-        train_t = drop_items(tables, ids)
-    return train_t, {m: t for m, t in val_t.items() if t.num_rows}
-
-
 def _check_gpus(cfg: TrainConfig) -> None:
     """--gpu on a cluster without enough GPUs fails at once, not after a placement wait."""
     import ray
@@ -160,6 +147,38 @@ def _check_gpus(cfg: TrainConfig) -> None:
     if cfg.use_gpu and have < cfg.num_workers:
         raise ValueError(f"--gpu: {cfg.num_workers} training worker(s) need one GPU each, but "
                          f"the Ray cluster has {have:g} GPU(s); drop --gpu or add GPU nodes")
+
+
+def _store_task(graph_root: str, store_root: str, holdout_path: str,
+                cfg_dict: dict[str, Any]) -> dict[str, Any]:
+    """Ray task body: the training store from the graph (`training.store`) and the
+    held-out ids file; returns the store's small description."""
+    from culturesim_ray.training.store import write_store
+
+    cfg = TrainConfig.from_dict(cfg_dict)
+    meta = write_store(graph_root, store_root, cfg.holdout, cfg.holdout_seed, cfg.val_fraction,
+                       cfg.val_max_items, cfg.model.graph == "hetero")
+    io.write_table(meta.pop("held"), holdout_path)
+    return meta
+
+
+def _export_task(store_root: str, train_root: str) -> int:
+    """Ray task body: the trained model over the whole corpus (every item, blocked
+    full-graph forward): culture_embeddings.parquet and the serving state."""
+    from culturesim_ray.runs import load_fusion_model
+    from culturesim_ray.serving.artifacts import write_serving_state
+    from culturesim_ray.training.batch import graphs_of
+    from culturesim_ray.training.store import open_store
+
+    layout = TrainLayout(train_root)
+    store = open_store(store_root, "full")
+    graphs = graphs_of(store)
+    model = load_fusion_model(train_root)
+    corpus = TrainingData(graphs, store.cultures, store.theme_names)
+    table = export_culture_embeddings(model, corpus)
+    io.write_table(table, layout.culture_embeddings)
+    write_serving_state(model, graphs, layout.serving, layout.model)
+    return table.num_rows
 
 
 def run_train(embed_dir: str, out: str, cfg: TrainConfig | None = None, log: Any = print,
@@ -173,82 +192,64 @@ def run_train(embed_dir: str, out: str, cfg: TrainConfig | None = None, log: Any
     holdout: the share of each culture's items (per modality) the model never trains
     on (`training.data.holdout_mask`: chosen by a keyed hash of the item id, so the
     same split on every rerun); their ids go to OUT/holdout.parquet for retrieval
-    benchmarks. val_fraction of the rest is held out for early stopping, in a graph
-    of its own. The exported culture embeddings are the trained model applied to
+    benchmarks. val_fraction of the rest is held out for early stopping (seeds never
+    trained on; their neighbours anything not held out). The exported culture embeddings are the trained model applied to
     every item (inference, not training), so the culture map covers the corpus."""
     import ray
 
-    from culturesim_ray.pipeline.embed import read_embeddings
+    from culturesim_ray.graph.build import GraphConfig
+    from culturesim_ray.pipeline.graph import run_graph
     from culturesim_ray.pipeline.ray_env import init_ray
     from culturesim_ray.pipeline.trainer import fit_torch
-    from culturesim_ray.training.batch import store_from_graphs
-    from culturesim_ray.training.data import build_training_data, held_out_ids, split_holdout
-    from culturesim_ray.training.loop import validation_batch
 
     cfg = merge_train_config(cfg.to_dict() if cfg else None, overrides)
     started = time.time()
     relations = cfg.relations
     if relations and not io.is_s3(relations):  # serving rebuilds the graphs from the manifest
         relations = str(Path(relations).absolute())
-    k = cfg.batch.k
-    tables = read_embeddings(embed_dir)
-    train_tables, held = split_holdout(tables, cfg.holdout, cfg.holdout_seed)
-    fit_tables, val_tables = _val_split(train_tables, cfg)
-    full = build_training_data(tables, k=k, relations_path=relations)
-    data = build_training_data(fit_tables, k=k, relations_path=relations, themes=full.themes)
-    if full.cultures != data.cultures:  # holdout_mask keeps an item of every culture
-        raise RuntimeError("the held-out split removed a culture")
-    mcfg = model_config(cfg, data.in_dims, data.themes, data.relations)
-    log(f"train: {len(data.cultures)} cultures, modalities {sorted(data.graphs)}, "
-        f"themes {data.themes}, {cfg.model.graph} graph, {cfg.num_workers} workers, "
-        f"batches of {cfg.batch.batch_cultures} cultures x {cfg.batch.items_per_culture} "
-        f"items, fan-outs {list(cfg.batch.fanouts)}")
-    if cfg.model.graph == "hetero":
-        log(f"train: cross-modal edge types {[tuple(r) for r in data.relations] or 'none'}")
-    if full.quarantined_relations:
-        qpath = Path(TrainLayout(out).relations_quarantine)
-        qpath.parent.mkdir(parents=True, exist_ok=True)
-        qpath.write_text("".join(json.dumps(q, default=str) + "\n"
-                                 for q in full.quarantined_relations))
-        log(f"train: {len(full.quarantined_relations)} relations rows quarantined -> {qpath}")
-    store = store_from_graphs(data.graphs, data.cultures, data.themes)
-    heads = ["general", *data.themes]
-    val = None
-    if val_tables:
-        vdata = build_training_data(val_tables, k=k, themes=full.themes)
-        pos = {c: i for i, c in enumerate(full.cultures)}
-        remap = torch.tensor([pos[c] for c in vdata.cultures], dtype=torch.long)
-        for g in vdata.graphs.values():
-            g.culture = remap[g.culture]
-        val = validation_batch(store_from_graphs(vdata.graphs, full.cultures, full.themes),
-                               cfg, heads)
-    init_ray()
-    _check_gpus(cfg)
     outp = Path(out).absolute()
     layout = TrainLayout(str(outp))
-    config = {"train": cfg.to_dict(), "model": asdict(mcfg), "store": ray.put(store),
-              "val": ray.put(val)}
+    outp.mkdir(parents=True, exist_ok=True)
+    init_ray()
+    _check_gpus(cfg)
+    # the item graph stage (Ray tasks), then the store the workers memory-map
+    graph = run_graph(embed_dir, layout.graph.root, GraphConfig(k=cfg.batch.k),
+                      relations=relations, log=log)
+    store_root = layout.store
+    meta = ray.get(ray.remote(num_cpus=1)(_store_task).remote(
+        layout.graph.root, store_root, layout.holdout, cfg.to_dict()))
+    if Path(layout.graph.relations_quarantine).exists():
+        Path(layout.relations_quarantine).write_text(
+            Path(layout.graph.relations_quarantine).read_text())
+    quarantined = graph["counts"].get("relations_quarantined", 0)
+    if quarantined:
+        log(f"train: {quarantined} relations rows quarantined -> {layout.relations_quarantine}")
+    mcfg = model_config(cfg, meta["in_dims"], meta["themes"], meta["relations"])
+    log(f"train: {len(meta['cultures'])} cultures, modalities {meta['modalities']}, "
+        f"themes {meta['themes']}, {cfg.model.graph} graph, {cfg.num_workers} workers, "
+        f"batches of {cfg.batch.batch_cultures} cultures x {cfg.batch.items_per_culture} "
+        f"items, fan-outs {list(cfg.batch.fanouts)}; items: {meta['counts']}")
+    if cfg.model.graph == "hetero":
+        log(f"train: cross-modal edge types {[tuple(r) for r in meta['relations']] or 'none'}")
+    config = {"train": cfg.to_dict(), "model": asdict(mcfg), "store": store_root}
     checkpoint = fit_torch(train_loop_per_worker, config, "culturesim", outp, cfg.num_workers,
                            cfg.use_gpu, cfg.max_failures, cpus_per_worker=cfg.cpus_per_worker)
     with checkpoint.as_directory() as d:
         st = torch.load(Path(d) / "state.pt", weights_only=True, map_location="cpu")
-    model = CultureSim(mcfg)
-    model.load_state_dict(st["model"])
     torch.save(st["model"], layout.model)
     Path(layout.model_config).write_text(json.dumps(asdict(mcfg)))
-    table = export_culture_embeddings(model, full)
-    held_table = held_out_ids(held)
-    io.write_table(held_table, layout.holdout)
-    io.write_table(table, layout.culture_embeddings)
+    ray.get(ray.remote(num_cpus=1)(_export_task).remote(store_root, str(outp)))
     position = json.loads(st["position"])
     manifest = io.manifest("train", {**cfg.to_dict(), "relations": relations,
                                      "model_config": asdict(mcfg)},
-                           {"cultures": len(data.cultures), "steps": position["step"],
-                            "train_items": store.num_items,
-                            "validation_items": sum(t.num_rows for t in val_tables.values()),
-                            "held_out_items": held_table.num_rows,
-                            "relations_quarantined": len(full.quarantined_relations)}, started,
-                           history=position["history"], resumes=position["resumes"])
+                           {"cultures": len(meta["cultures"]), "steps": position["step"],
+                            "train_items": meta["counts"]["train"],
+                            "validation_items": meta["counts"]["val"],
+                            "held_out_items": meta["counts"]["held"],
+                            "relations_quarantined": quarantined}, started,
+                           history=position["history"], resumes=position["resumes"],
+                           graph={"recall_at_k": {m: v.get("recall_at_k") for m, v in
+                                                  graph.get("modalities", {}).items()}})
     io.write_json(manifest, layout.manifest)
     log(f"train: {position['step']} steps; culture embeddings -> {layout.culture_embeddings}")
     return manifest

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,15 @@ from culturesim_ray.encoders.base import EncodeResult
 from culturesim_ray.layout import AllPairsLayout, TrainLayout
 from culturesim_ray.models.branch import SELF_RELATION
 from culturesim_ray.models.culturesim import CultureSim, ModalityGraph
+from culturesim_ray.serving.artifacts import (
+    ArrowNeighbors,
+    ServingState,
+    has_serving_state,
+    item_index,
+    layer_states,
+    load_serving_state,
+    rows_of,
+)
 
 MODALITY_FIELDS = {"text": "text", "image": "image", "sequence": "sequence"}
 
@@ -97,35 +106,33 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 class FusionPredictor:
     """Base embeddings of queries -> fused states (B, hidden) and general embeddings."""
 
-    def __init__(self, model: CultureSim, graphs: dict[str, ModalityGraph],
-                 k_graph: int = 10) -> None:
-        import faiss
-
+    def __init__(self, model: CultureSim, graphs: dict[str, ModalityGraph] | None,
+                 k_graph: int = 10, state: ServingState | None = None) -> None:
+        """From in-memory item graphs (the corpus states computed here), or from the
+        train job's `state` (`serving.artifacts`: memory-mapped, nothing rebuilt)."""
         self.model = model.eval()
         self.k_graph = k_graph
-        self.modalities = [m for m in model.modalities if m in graphs]
-        self._index: dict[str, Any] = {}
-        self._layers: dict[str, list[Tensor]] = {}
-        device = next(model.parameters()).device
-        with torch.inference_mode():
-            graphs = {m: replace(graphs[m], x=graphs[m].x.to(device),
-                                 edge_index=graphs[m].edge_index.to(device),
-                                 incoming={t: e.to(device) for t, e in graphs[m].incoming.items()})
-                      for m in self.modalities}
-            # each conv layer's input states of every corpus item (the corpus
-            # does not change when a query arrives: queries only receive)
-            self._layers = {m: s[:-1] for m, s in model.layer_inputs(graphs).items()}
-        for m in self.modalities:
-            index = faiss.IndexFlatIP(graphs[m].x.shape[1])
-            index.add(_normalise(graphs[m].x.cpu().numpy()))
-            self._index[m] = index
+        if state is None:
+            if graphs is None:
+                raise ValueError("FusionPredictor needs the item graphs or a serving state")
+            state = ServingState(layer_states(model, graphs),
+                                 {m: item_index(graphs[m].x.cpu().numpy())
+                                  for m in model.modalities if m in graphs}, {})
+        self.modalities = [m for m in model.modalities if m in state.layers]
+        self._layers: dict[str, list[Any]] = state.layers
+        self._index: dict[str, Any] = state.indexes
 
     @classmethod
     def from_run(cls, train_dir: str, embed_dir: str, device: str = "cpu",
                  k_graph: int = 10) -> FusionPredictor:
+        """Load the train run's serving state; a run without one (older runs) has its
+        item graph rebuilt from the embed run instead."""
         from culturesim_ray.training.data import build_training_data
 
         model = runs.load_fusion_model(train_dir, device)
+        layout = TrainLayout(train_dir)
+        if has_serving_state(layout.serving):
+            return cls(model, None, k_graph, load_serving_state(layout.serving, layout.model))
         data = build_training_data(runs.read_embeddings(embed_dir), k=k_graph,
                                    relations_path=runs.train_relations(train_dir))
         return cls(model, data.graphs, k_graph)
@@ -148,9 +155,10 @@ class FusionPredictor:
         device = next(self.model.parameters()).device
         nbrs = torch.from_numpy(self.neighbours(modality, vectors)).to(device)  # (B, k)
         b, k = nbrs.shape
-        uniq, inv = torch.unique(nbrs.reshape(-1), return_inverse=True)
+        found = nbrs.reshape(-1) >= 0  # an IVF search may come back short (-1)
+        uniq, inv = torch.unique(nbrs.reshape(-1)[found], return_inverse=True)
         src = inv  # neighbour j of query i -> node uniq-position
-        dst = torch.arange(b, device=device).repeat_interleave(k) + len(uniq)
+        dst = torch.arange(b, device=device).repeat_interleave(k)[found] + len(uniq)
         edge_index = torch.stack([src, dst])
         raw = branch.project(torch.as_tensor(vectors, dtype=torch.float32, device=device))
         h = raw
@@ -158,8 +166,8 @@ class FusionPredictor:
         for layer in range(len(branch.convs)):
             # the query nodes after their neighbours; other modalities' states are
             # empty: a query has no cross-modal edges (hetero: only root terms)
-            states = {m: self._layers[m][layer][:0] for m in self.modalities}
-            states[modality] = torch.cat([self._layers[modality][layer][uniq], h])
+            states = {m: h[:0] for m in self.modalities}
+            states[modality] = torch.cat([rows_of(self._layers[modality][layer], uniq), h])
             h = branch.layer(layer, states, {own: edge_index})[len(uniq):]
         return h + raw
 
@@ -310,28 +318,17 @@ class ThemeReranker:
         return out
 
 
-class NeighborTable:
+class NeighborTable(ArrowNeighbors):
     """A culture's precomputed top-k neighbours per theme (the all-pairs output)."""
-
-    def __init__(self, pairs_path: str) -> None:
-        table = io.read_table(pairs_path)
-        self._rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        for r in table.to_pylist():
-            self._rows.setdefault((r["theme"], r["culture_a"]), []).append(r)
-        for rows in self._rows.values():
-            rows.sort(key=lambda r: r["rank"])
-        self.themes = sorted({t for t, _ in self._rows})
-        self.cultures = sorted({c for _, c in self._rows})
 
     def neighbors(self, culture: str, theme: str = "general", k: int = 10) -> list[dict[str, Any]]:
         if theme not in self.themes:
             raise QueryError("theme", f"unknown theme {theme!r} "
                              f"(the all-pairs output has: {', '.join(self.themes)})", 422)
-        rows = self._rows.get((theme, culture))
+        rows = self.rows(theme, culture, k)
         if rows is None:
             raise QueryError("culture_id", f"unknown culture {culture!r}", 404)
-        return [{"culture": r["culture_b"], "score": float(r["score"]), "rank": int(r["rank"]),
-                 "similarity": r["similarity"]} for r in rows[:k]]
+        return rows
 
 
 @dataclass

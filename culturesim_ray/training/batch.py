@@ -55,6 +55,13 @@ class ItemStore:
     theme_names: list[str]
     means: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     has: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    seedable: np.ndarray | None = None  # node ids a step may seed from (None: all)
+
+    def shards(self, world: int) -> list[np.ndarray]:
+        """The seedable nodes of each of `world` workers (every world-th one)."""
+        nodes = (np.arange(self.num_items, dtype=np.int64) if self.seedable is None
+                 else np.asarray(self.seedable, np.int64))
+        return [nodes[r::world] for r in range(world)]
 
     @property
     def offsets(self) -> dict[str, int]:
@@ -171,12 +178,10 @@ class PassSampler:
         return int(np.ceil(counts / items_per_culture).sum())
 
     @classmethod
-    def steps_for(cls, node_culture: np.ndarray, world: int, batch_cultures: int,
-                  items_per_culture: int) -> int:
+    def steps_for(cls, node_culture: np.ndarray, shards: Sequence[np.ndarray],
+                  batch_cultures: int, items_per_culture: int) -> int:
         """Steps per pass: the largest shard's chunks over batch_cultures."""
-        n = len(node_culture)
-        most = max(cls.chunks_of(node_culture, shard_rows(n, r, world), items_per_culture)
-                   for r in range(world))
+        most = max(cls.chunks_of(node_culture, s, items_per_culture) for s in shards)
         return max(1, -(-most // batch_cultures))
 
     def _build(self, p: int) -> None:
@@ -318,3 +323,33 @@ def store_from_graphs(graphs: dict[str, ModalityGraph], cultures: list[str],
                       csr, names, list(cultures), list(themes))
     fill_means(store)
     return store
+
+
+def graphs_of(store: ItemStore) -> dict[str, ModalityGraph]:
+    """Every node of the store as per-modality graphs (global culture ids, all its
+    edges): the whole corpus, for the export of culture vectors and serving state."""
+    offsets = store.offsets
+    bounds = np.array([offsets[m] for m in store.modalities] + [store.num_items])
+    csr = store.csr
+    dst = np.repeat(np.arange(csr.num_nodes, dtype=np.int64), np.diff(np.asarray(csr.indptr)))
+    src = np.asarray(csr.indices, np.int64)
+    rel = np.asarray(csr.relations)
+    s_mod = np.searchsorted(bounds, src, side="right") - 1
+    d_mod = np.searchsorted(bounds, dst, side="right") - 1
+    graphs = {}
+    for j, m in enumerate(store.modalities):
+        same = (s_mod == j) & (d_mod == j)
+        ei = np.stack([src[same], dst[same]]) - offsets[m]
+        incoming = {}
+        for s_j, s_m in enumerate(store.modalities):
+            cross = (s_mod == s_j) & (d_mod == j) & (s_j != j)
+            for code in np.unique(rel[cross]):
+                e = cross & (rel == code)
+                incoming[(s_m, store.relation_names[int(code)])] = torch.from_numpy(
+                    np.stack([src[e] - offsets[s_m], dst[e] - offsets[m]]))
+        graphs[m] = ModalityGraph(torch.from_numpy(np.ascontiguousarray(store.x[m],
+                                                                        dtype=np.float32)),
+                                  torch.from_numpy(ei), torch.from_numpy(
+                                      np.asarray(store.culture[m], np.int64)),
+                                  torch.from_numpy(np.asarray(store.themes[m], bool)), incoming)
+    return graphs

@@ -30,7 +30,6 @@ from culturesim_ray.training.batch import (
     ItemStore,
     PassSampler,
     sample_batch,
-    shard_rows,
 )
 from culturesim_ray.training.config import TrainConfig
 from culturesim_ray.training.stages import EarlyStopping, param_groups, warmup_cosine_factor
@@ -83,11 +82,12 @@ def validation_batch(val: ItemStore, cfg: TrainConfig, heads: list[str]) -> Batc
     """A fixed batch of the validation items: up to batch_cultures cultures (a fixed
     draw), up to items_per_culture items each, all their edges in the validation graph."""
     rng = np.random.default_rng([cfg.seed, 99])
-    nc = val.node_culture()
+    nodes = val.shards(1)[0]  # its seedable items
+    nc = val.node_culture()[nodes]
     present = np.unique(nc)
     b = cfg.batch.batch_cultures
     chosen = present[rng.permutation(len(present))[:b]]
-    seeds = np.concatenate([rng.permutation(np.flatnonzero(nc == c))[:cfg.batch.items_per_culture]
+    seeds = np.concatenate([rng.permutation(nodes[nc == c])[:cfg.batch.items_per_culture]
                             for c in chosen]) if len(chosen) else np.zeros(0, np.int64)
     return sample_batch(val, seeds, b, [-1] * len(cfg.batch.fanouts), rng, heads,
                         cfg.model.graph == "hetero")
@@ -112,8 +112,9 @@ def train(model: CultureSim, key_model: CultureSim, queues: dict[str, MoCoQueue]
     hetero = cfg.model.graph == "hetero"
     nc = store.node_culture()
     b, m = cfg.batch.batch_cultures, cfg.batch.items_per_culture
-    sampler = PassSampler(nc, shard_rows(len(nc), rank, world), b, m, cfg.seed, rank,
-                          PassSampler.steps_for(nc, world, b, m))
+    shards = store.shards(world)
+    sampler = PassSampler(nc, shards[rank], b, m, cfg.seed, rank,
+                          PassSampler.steps_for(nc, shards, b, m))
     stopper = EarlyStopping(patience=cfg.patience)
     stopper.best, stopper.bad = pos.best, pos.bad
     plan = list(cfg.stages)

@@ -47,7 +47,7 @@ def _store(n_cultures: int = 6, per: int = 7):
 def test_a_pass_seeds_every_shard_item_once_and_ranks_run_equal_steps():
     _, store = _store(5, 9)
     nc = store.node_culture()
-    steps = PassSampler.steps_for(nc, 2, 3, 4)
+    steps = PassSampler.steps_for(nc, [shard_rows(len(nc), r, 2) for r in range(2)], 3, 4)
     for rank in range(2):
         shard = shard_rows(len(nc), rank, 2)
         s = PassSampler(nc, shard, 3, 4, seed=1, rank=rank, steps_per_pass=steps)

@@ -1,0 +1,265 @@
+"""How training cost grows with the corpus: graph build, step time, worker memory,
+and data parallelism (epoch time with 1 and 2 Ray Train workers).
+
+Synthetic item vectors (d = 64, one modality, a Gaussian cluster per culture,
+two themes) at N = 10,000 / 100,000 / 1,000,000 items over C = 100 / 1,000 /
+10,000 cultures (--quick: the first two). Per size, in a fresh process (so its
+peak RSS is that size's alone), the same code the train job runs:
+- graph: `graph.build` (flat index below 50,000 items, IVF above; recall@10 of
+  the IVF graph against exact search on 1,000 sampled rows);
+- step time: `training.loop.train` on the graph's `ItemStore`, 1 torch thread,
+  the default batch (64 cultures x 32 items, fan-outs 10, 5), median of the
+  timed steps after warm-up;
+- peak RSS of that process (graph, store, model, steps): what one worker holds.
+Serve replica start (at the smallest and largest N): the serving state the
+train job writes (`serving.artifacts`) is loaded, one query answered.
+Epoch time (every item a seed once): at N = 100,000, TorchTrainer with 1
+and with 2 workers, each given 1 CPU and 1 torch thread (equal resources per
+worker, so the ratio measures data parallelism), the pass timed inside the
+workers (slowest worker), start-up excluded.
+
+    python benchmarks/train_scale.py [--quick] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+SIZES = [(10_000, 100), (100_000, 1_000), (1_000_000, 10_000)]
+D = 64
+
+
+def synthetic(n: int, c: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    culture = rng.integers(0, c, n)
+    centres = rng.normal(size=(c, D)).astype(np.float32)
+    x = centres[culture] + 0.8 * rng.normal(size=(n, D)).astype(np.float32)
+    themes = rng.random((n, 2)) < 0.5
+    return x.astype(np.float32), culture.astype(np.int64), themes
+
+
+def build_store(n: int, c: int) -> tuple[object, dict]:
+    """The ItemStore of a synthetic corpus and the graph's figures."""
+    from culturesim_ray.graph import build as gb
+    from culturesim_ray.graph.sample import CSRGraph
+    from culturesim_ray.training.batch import ItemStore, fill_means
+
+    x, culture, themes = synthetic(n, c)
+    t = time.perf_counter()
+    v = gb.normalize_rows(x)
+    kind, nlist = gb.choose_index(n)
+    index = gb.build_index(v, kind, nlist, nprobe=16, train_sample=100_000, seed=0)
+    src, dst, w = [], [], []
+    for r0 in range(0, n, 50_000):
+        s, d, wt = gb.search_block(index, v[r0:r0 + 50_000], r0, 10)
+        src.append(s)
+        dst.append(d)
+        w.append(wt)
+    graph_s = time.perf_counter() - t
+    rows = gb.sample_rows(n, 1000)
+    recall = gb.sample_recall(index, x, rows, 10)
+    del index, v
+    csr = CSRGraph.from_edges(np.concatenate(src), np.concatenate(dst), n,
+                              np.concatenate(w), symmetric=True)
+    store = ItemStore(["text"], {"text": x}, {"text": culture}, {"text": themes}, csr,
+                      ["similar"], [f"c{i}" for i in range(c)], ["a", "b"])
+    fill_means(store)
+    return store, {"graph_s": graph_s, "index": kind, "nlist": nlist, "recall_at_10": recall,
+                   "edges": csr.num_edges}
+
+
+def _model_and_opt(store, cfg):
+    import torch
+
+    from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig
+    from culturesim_ray.pipeline.train import set_centers
+    from culturesim_ray.training.loop import make_queues
+    from culturesim_ray.training.stages import param_groups
+
+    torch.manual_seed(0)
+    model = CultureSim(CultureSimConfig(store.in_dims, store.theme_names, raw_weight=0.9))
+    set_centers(model, store.item_means())
+    key = copy.deepcopy(model)
+    queues = make_queues(model, cfg.queue_size)
+    opt = torch.optim.AdamW(param_groups(model, 1, cfg.stages_cfg))
+    return model, key, queues, opt
+
+
+def one_size(n: int, c: int, steps: int, serve: bool = False) -> dict:
+    """Graph, step time and peak RSS of one size (run in its own process)."""
+    import torch
+
+    from culturesim_ray.training.config import merge_train_config
+    from culturesim_ray.training.loop import train
+
+    torch.set_num_threads(1)
+    store, figs = build_store(n, c)
+    warm = 3
+    cfg = merge_train_config({"stages": [[1, 1]], "steps_per_epoch": warm + steps})
+    model, key, queues, opt = _model_and_opt(store, cfg)
+    times: list[float] = []
+    last = [time.perf_counter()]
+
+    def on_step(step, _out, _batch):
+        now = time.perf_counter()
+        if step >= warm:
+            times.append(now - last[0])
+        last[0] = now
+
+    last[0] = time.perf_counter()
+    train(model, key, queues, opt, store, cfg, on_step=on_step)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB -> MB on Linux
+    serve_s = serve_start(model, store) if serve else None
+    return {"n": n, "cultures": c, **figs, "step_s": statistics.median(times),
+            "peak_rss_mb": rss, "serve_start_s": serve_s}
+
+
+def serve_start(model, store) -> float:
+    """A Fusion replica's start on this corpus: the train job's serving state is
+    written first (not timed); timed: load the weights, memory-map the layer states,
+    read the neighbour index, answer one query (what `FusionPredictor.from_run` does)."""
+    import torch
+
+    from culturesim_ray.models.culturesim import CultureSim, ModalityGraph
+    from culturesim_ray.serving.artifacts import load_serving_state, write_serving_state
+    from culturesim_ray.serving.predictor import FusionPredictor
+
+    csr = store.csr
+    dst = np.repeat(np.arange(csr.num_nodes), np.diff(csr.indptr))
+    g = ModalityGraph(torch.from_numpy(store.x["text"]),
+                      torch.from_numpy(np.stack([csr.indices, dst])),
+                      torch.from_numpy(store.culture["text"]),
+                      torch.from_numpy(store.themes["text"]))
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(model.state_dict(), Path(tmp, "model.pt"))
+        write_serving_state(model, {"text": g}, str(Path(tmp, "serving")),
+                            str(Path(tmp, "model.pt")))
+        del g, dst
+        t = time.perf_counter()
+        m = CultureSim(model.cfg)
+        m.load_state_dict(torch.load(Path(tmp, "model.pt"), weights_only=True))
+        pred = FusionPredictor(m, None, state=load_serving_state(
+            str(Path(tmp, "serving")), str(Path(tmp, "model.pt"))))
+        q = np.asarray(store.x["text"][:1], np.float32)
+        pred.general(pred.fuse("text", q), "text", q)
+        return time.perf_counter() - t
+
+
+def _epoch_worker(config: dict) -> None:
+    import ray
+    import ray.train
+    import torch
+
+    from culturesim_ray.training.batch import PassSampler
+    from culturesim_ray.training.config import merge_train_config
+    from culturesim_ray.training.loop import train
+
+    torch.set_num_threads(1)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    store = ray.get(config["store"])
+    cfg0 = merge_train_config({})
+    steps = PassSampler.steps_for(store.node_culture(), store.shards(world),
+                                  cfg0.batch.batch_cultures, cfg0.batch.items_per_culture)
+    cfg = merge_train_config({"stages": [[1, 1]], "steps_per_epoch": steps})
+    model, key, queues, opt = _model_and_opt(store, cfg)
+    t = time.perf_counter()
+    train(model, key, queues, opt, store, cfg, rank=rank, world=world)
+    elapsed = time.perf_counter() - t
+    Path(config["out"], f"rank{rank}.json").write_text(json.dumps({"s": elapsed,
+                                                                   "steps": steps}))
+
+
+def epoch_times(n: int, c: int) -> dict:
+    """One pass over the items with 1 and with 2 workers (1 CPU, 1 thread each)."""
+    import ray
+    from ray.train import ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    store, _ = build_store(n, c)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ref = ray.put(store)
+    out = {}
+    for w in (1, 2):
+        with tempfile.TemporaryDirectory() as tmp:
+            TorchTrainer(_epoch_worker, train_loop_config={"store": ref, "out": tmp},
+                         scaling_config=ScalingConfig(num_workers=w,
+                                                      resources_per_worker={"CPU": 1}),
+                         run_config=ray.train.RunConfig(storage_path=tmp, name=f"w{w}")).fit()
+            ranks = [json.loads(p.read_text()) for p in Path(tmp).glob("rank*.json")]
+        out[w] = {"epoch_s": max(r["s"] for r in ranks), "steps": ranks[0]["steps"]}
+    ray.shutdown()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--json")
+    ap.add_argument("--steps", type=int, default=10, help="timed steps per size")
+    ap.add_argument("--_size", nargs=3, type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--_epoch", nargs=2, type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args._size:
+        n, c, serve = args._size
+        print(json.dumps(one_size(n, c, args.steps, bool(serve))))
+        return
+    if args._epoch:
+        print(json.dumps(epoch_times(*args._epoch)))
+        return
+    sizes = SIZES[:2] if args.quick else SIZES
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}
+    rows = []
+    for i, (n, c) in enumerate(sizes):
+        serve = int(i in (0, len(sizes) - 1))  # replica start at the smallest and largest N
+        res = subprocess.run([sys.executable, __file__, "--_size", str(n), str(c), str(serve),
+                              "--steps", str(args.steps)], capture_output=True, text=True,
+                             env=env, check=True)
+        rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+        print(f"N={n}: {rows[-1]}", flush=True)
+    n, c = SIZES[1]  # the epoch comparison at 100,000 items in both modes
+    res = subprocess.run([sys.executable, __file__, "--_epoch", str(n), str(c)],
+                         capture_output=True, text=True, env=env, check=True)
+    epochs = {int(k): v for k, v in json.loads(res.stdout.strip().splitlines()[-1]).items()}
+    ivf = [r for r in rows if r["index"] == "ivf"]
+    result = {
+        "sizes": rows, "epoch": {"n": n, "cultures": c, **{f"{w}w": e for w, e in epochs.items()}},
+        "step_time_ratio": rows[-1]["step_s"] / rows[0]["step_s"],
+        "epoch_time_2w_over_1w": epochs[2]["epoch_s"] / epochs[1]["epoch_s"],
+        "worker_rss_mb_largest": rows[-1]["peak_rss_mb"],
+        "graph_recall_at_10": ivf[-1]["recall_at_10"] if ivf else None,
+        "serve_start_ratio": rows[-1]["serve_start_s"] / rows[0]["serve_start_s"],
+    }
+    print(f"\n{'N':>10}{'C':>8}{'index':>7}{'graph s':>9}{'recall@10':>11}{'step s':>9}"
+          f"{'peak RSS MB':>13}{'serve start s':>15}")
+    for r in rows:
+        start = f"{r['serve_start_s']:.2f}" if r["serve_start_s"] is not None else "-"
+        print(f"{r['n']:>10}{r['cultures']:>8}{r['index']:>7}{r['graph_s']:>9.1f}"
+              f"{r['recall_at_10']:>11.3f}{r['step_s']:>9.3f}{r['peak_rss_mb']:>13.0f}"
+              f"{start:>15}")
+    print(f"\nstep time ratio (largest / smallest N): {result['step_time_ratio']:.2f}; "
+          f"serve start ratio: {result['serve_start_ratio']:.2f}")
+    print(f"epoch at N={n}: 1 worker {epochs[1]['epoch_s']:.1f} s ({epochs[1]['steps']} steps), "
+          f"2 workers {epochs[2]['epoch_s']:.1f} s ({epochs[2]['steps']} steps each): "
+          f"ratio {result['epoch_time_2w_over_1w']:.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

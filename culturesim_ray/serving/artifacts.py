@@ -1,0 +1,186 @@
+"""What a serving replica loads instead of rebuilding (pure: torch, numpy, faiss, pyarrow).
+
+A Fusion replica answers a query as a new item node that receives messages
+from its nearest corpus items, so it needs, per modality, every corpus item's
+input state to each conv layer and an index over the items' normalised
+vectors. The train job computes them once (`write_serving_state`, after
+training) under TRAIN/serving/:
+
+    <m>/layer-<i>.npy   float16 (N_m, hidden): the input states of conv layer i
+                        (memory-mapped by the replica: start time and memory do not
+                        grow with N until rows are read)
+    <m>/index.faiss     FAISS inner-product index over the L2-normalised item
+                        vectors: flat below `ivf_min` items, IVF above
+    manifest.json       modalities, item counts, layers, index kinds, the digest of
+                        the model weights they were computed with
+
+`load_serving_state` refuses state computed with other weights (a retrained
+model in the same directory) by that digest. `ArrowNeighbors` serves the
+all-pairs neighbours from an Arrow table sorted by (theme, culture) with
+row offsets found by binary search, not Python dicts of rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from culturesim_ray import io
+from culturesim_ray.models.culturesim import CultureSim, ModalityGraph
+
+MANIFEST = "manifest.json"
+
+
+def weights_digest(path: str) -> str:
+    """sha256 of a weights file (model.pt), read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def normalise(x: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+BLOCK = 65_536  # destination items per block of the full-corpus forward
+
+
+@torch.inference_mode()
+def layer_states(model: CultureSim, graphs: dict[str, ModalityGraph]) -> dict[str, list[Any]]:
+    """Per modality, the input states of each conv layer for every corpus item
+    (the full-graph forward, in blocks of destination items; the corpus does not
+    change when a query arrives)."""
+    device = next(model.parameters()).device
+    model.eval()
+    graphs = {m: g.to(device) for m, g in graphs.items() if m in model.modalities}
+    return {m: s[:-1] for m, s in model.layer_inputs(graphs, block=BLOCK).items()}
+
+
+def item_index(x: np.ndarray, ivf_min: int = 50_000, nprobe: int = 32) -> Any:
+    """The replica's neighbour index over rows of x: exact below ivf_min, IVF above."""
+    from culturesim_ray.graph import build as gb
+
+    v = normalise(x)
+    kind, nlist = gb.choose_index(len(v), ivf_min)
+    return gb.build_index(v, kind, nlist, nprobe=nprobe, train_sample=100_000, seed=0)
+
+
+def write_serving_state(model: CultureSim, graphs: dict[str, ModalityGraph], root: str,
+                        model_path: str, ivf_min: int = 50_000) -> dict[str, Any]:
+    """Compute and write the replica's state (module docstring); returns the manifest."""
+    import faiss
+
+    states = layer_states(model, graphs)
+    manifest: dict[str, Any] = {"modalities": {}, "model_sha256": weights_digest(model_path)}
+    for m, layers in states.items():
+        d = os.path.join(root, m)
+        os.makedirs(d, exist_ok=True)
+        for i, s in enumerate(layers):
+            np.save(os.path.join(d, f"layer-{i}.npy"), s.float().cpu().numpy().astype(np.float16))
+        index = item_index(graphs[m].x.cpu().numpy(), ivf_min)
+        faiss.write_index(index, os.path.join(d, "index.faiss"))
+        manifest["modalities"][m] = {"items": int(graphs[m].x.shape[0]), "layers": len(layers),
+                                     "hidden": int(layers[0].shape[1]),
+                                     "index": "ivf" if hasattr(index, "nprobe") else "flat"}
+    with open(os.path.join(root, MANIFEST), "w") as fh:
+        json.dump(manifest, fh, indent=2)
+    return manifest
+
+
+@dataclass
+class ServingState:
+    """layers[m][i]: (N_m, hidden) float16 memory maps; indexes[m]: FAISS indexes."""
+
+    layers: dict[str, list[np.ndarray]]
+    indexes: dict[str, Any]
+    manifest: dict[str, Any]
+
+
+class StaleStateError(RuntimeError):
+    """The serving state was computed with other model weights."""
+
+
+def has_serving_state(root: str) -> bool:
+    return os.path.exists(os.path.join(root, MANIFEST))
+
+
+def load_serving_state(root: str, model_path: str) -> ServingState:
+    """Memory-map the layer states and read the indexes written by `write_serving_state`."""
+    import faiss
+
+    with open(os.path.join(root, MANIFEST)) as fh:
+        manifest = json.load(fh)
+    have = weights_digest(model_path)
+    if manifest.get("model_sha256") != have:
+        raise StaleStateError(f"{root}: serving state was computed with other weights "
+                              f"({manifest.get('model_sha256', '?')[:12]} vs {have[:12]} of "
+                              f"{model_path}); rerun the train job")
+    layers, indexes = {}, {}
+    for m, info in manifest["modalities"].items():
+        d = os.path.join(root, m)
+        layers[m] = [np.load(os.path.join(d, f"layer-{i}.npy"), mmap_mode="r")
+                     for i in range(info["layers"])]
+        # an IVF index's inverted lists are memory-mapped, not read (start time flat in N)
+        flags = (faiss.IO_FLAG_MMAP | getattr(faiss, "IO_FLAG_READ_ONLY", 0)
+                 if info["index"] == "ivf" else 0)
+        indexes[m] = faiss.read_index(os.path.join(d, "index.faiss"), flags)
+    return ServingState(layers, indexes, manifest)
+
+
+def rows_of(states: Any, idx: torch.Tensor) -> torch.Tensor:
+    """Rows `idx` of a layer's states (a tensor, or a float16 memory map) as float32
+    on idx's device."""
+    if isinstance(states, torch.Tensor):
+        return states[idx]
+    rows = idx.cpu().numpy()
+    order = np.argsort(rows)  # read the map in ascending row order
+    got = np.asarray(states[rows[order]], np.float32)[np.argsort(order)]
+    return torch.from_numpy(got).to(idx.device)
+
+
+class ArrowNeighbors:
+    """A culture's precomputed top-k neighbours per theme (the all-pairs output), as
+    an Arrow table sorted by (theme, culture_a, rank); a key's rows are found by
+    binary search over the sorted distinct keys (no per-row Python objects)."""
+
+    def __init__(self, pairs_path: str) -> None:
+        table = io.read_table(pairs_path).select(
+            ["theme", "culture_a", "culture_b", "score", "rank", "similarity"])
+        self._t = table.sort_by([("theme", "ascending"), ("culture_a", "ascending"),
+                                 ("rank", "ascending")])
+        theme = self._t.column("theme").combine_chunks()
+        culture = self._t.column("culture_a").combine_chunks()
+        key = pc.binary_join_element_wise(theme, culture, "\x00")
+        n = len(key)
+        change = (pc.not_equal(key[1:], key[:-1]).to_numpy(zero_copy_only=False)
+                  if n > 1 else np.zeros(0, bool))
+        self._starts = np.flatnonzero(np.r_[True, change]) if n else np.zeros(0, np.int64)
+        self._ends = np.r_[self._starts[1:], n].astype(np.int64)
+        self._keys = np.array(key.take(pa.array(self._starts)).to_pylist(), dtype=object)
+        self.themes = sorted(pc.unique(theme).to_pylist())
+        self.cultures = sorted(pc.unique(culture).to_pylist())
+
+    def rows(self, theme: str, culture: str, k: int) -> list[dict[str, Any]] | None:
+        """Up to k neighbour rows (culture, score, rank, similarity); None: unknown key."""
+        key = f"{theme}\x00{culture}"
+        i = int(np.searchsorted(self._keys, key))
+        if i >= len(self._keys) or self._keys[i] != key:
+            return None
+        s, e = int(self._starts[i]), int(self._ends[i])
+        part = self._t.slice(s, min(e - s, k))
+        return [{"culture": b, "score": float(sc), "rank": int(r), "similarity": sim}
+                for b, sc, r, sim in zip(part.column("culture_b").to_pylist(),
+                                         part.column("score").to_pylist(),
+                                         part.column("rank").to_pylist(),
+                                         part.column("similarity").to_pylist(), strict=True)]

@@ -1,0 +1,102 @@
+"""The replica's prebuilt state: written by the train job, loaded (memory-mapped) by
+serving, with the same answers as the state computed in memory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig
+from culturesim_ray.serving.artifacts import (
+    ArrowNeighbors,
+    StaleStateError,
+    load_serving_state,
+    write_serving_state,
+)
+from culturesim_ray.serving.predictor import FusionPredictor
+from synthetic_data import synthetic
+
+
+@pytest.fixture(scope="module")
+def model_graphs_state(tmp_path_factory):
+    torch.manual_seed(0)
+    graphs = synthetic(n_cultures=6, per=8)
+    cfg = CultureSimConfig({m: int(g.x.shape[1]) for m, g in graphs.items()},
+                           ["food", "music"], hidden=32, out=16, raw_weight=0.5)
+    model = CultureSim(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    root = tmp_path_factory.mktemp("train")
+    torch.save(model.state_dict(), root / "model.pt")
+    manifest = write_serving_state(model, graphs, str(root / "serving"), str(root / "model.pt"))
+    return model, graphs, root, manifest
+
+
+@pytest.mark.parametrize("modality", ["text", "image"])
+def test_loaded_state_answers_as_the_state_computed_in_memory(model_graphs_state, modality):
+    model, graphs, root, manifest = model_graphs_state
+    assert manifest["modalities"][modality]["index"] == "flat"
+    state = load_serving_state(str(root / "serving"), str(root / "model.pt"))
+    assert isinstance(state.layers[modality][0], np.memmap)
+    assert state.layers[modality][0].dtype == np.float16
+    loaded = FusionPredictor(model, None, k_graph=5, state=state)
+    built = FusionPredictor(model, graphs, k_graph=5)
+    rng = np.random.default_rng(3)
+    q = (graphs[modality].x[:4].numpy() + rng.normal(0, 0.5, (4, graphs[modality].x.shape[1]))
+         ).astype(np.float32)
+    assert (loaded.neighbours(modality, q) == built.neighbours(modality, q)).all()
+    a, b = loaded.item_state(modality, q), built.item_state(modality, q)
+    # float16 storage of the corpus states: a relative error of ~1e-3, not more
+    assert torch.allclose(a, b, rtol=5e-3, atol=5e-3)
+    ga = loaded.general(loaded.fuse(modality, q), modality, q)
+    gb = built.general(built.fuse(modality, q), modality, q)
+    cos = (ga * gb).sum(1) / np.linalg.norm(ga, axis=1) / np.linalg.norm(gb, axis=1)
+    assert (cos > 0.9999).all()
+
+
+def test_state_of_other_weights_is_refused(model_graphs_state, tmp_path):
+    model, _, root, _ = model_graphs_state
+    other = {k: v + 1 for k, v in model.state_dict().items()}
+    torch.save(other, tmp_path / "model.pt")
+    with pytest.raises(StaleStateError, match="other weights"):
+        load_serving_state(str(root / "serving"), str(tmp_path / "model.pt"))
+
+
+def test_arrow_neighbours_sorted_by_rank_with_k_and_unknown_keys(tmp_path):
+    rows = []
+    for theme in ("general", "food"):
+        for a in ("B", "A", "C"):
+            others = [c for c in "ABC" if c != a]
+            for r, b in enumerate(reversed(others), 1):
+                rows.append({"theme": theme, "culture_a": a, "culture_b": b,
+                             "score": 1.0 / r, "rank": r, "similarity": "cosine"})
+    rng = np.random.default_rng(0)
+    rows = [rows[i] for i in rng.permutation(len(rows))]  # any order on disk
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "pairs.parquet")
+    t = ArrowNeighbors(str(tmp_path / "pairs.parquet"))
+    assert t.themes == ["food", "general"] and t.cultures == ["A", "B", "C"]
+    got = t.rows("food", "B", 10)
+    assert [r["rank"] for r in got] == [1, 2] and [r["culture"] for r in got] == ["C", "A"]
+    assert len(t.rows("general", "A", 1)) == 1
+    assert t.rows("general", "Z", 3) is None and t.rows("music", "A", 3) is None
+
+
+@pytest.mark.parametrize("conv", ["sage", "gat"])
+def test_blocked_full_graph_forward_equals_the_plain_one(conv):
+    torch.manual_seed(1)
+    graphs = synthetic(n_cultures=5, per=9, cross=True)
+    cfg = CultureSimConfig({m: int(g.x.shape[1]) for m, g in graphs.items()}, ["food"],
+                           hidden=16, out=8, conv=conv, graph="hetero",
+                           relations=[["image", "artifact", "text"],
+                                      ["text", "artifact", "image"]])
+    model = CultureSim(cfg).eval()
+    with torch.no_grad():
+        whole = model.layer_inputs(graphs)
+        blocked = model.layer_inputs(graphs, block=7)
+    for m in whole:
+        for a, b in zip(whole[m], blocked[m], strict=True):
+            assert torch.allclose(a.double(), b.double(), atol=1e-5)
