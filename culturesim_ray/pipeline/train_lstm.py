@@ -37,12 +37,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     vocab = Vocabulary(config["vocab"])
     torch.manual_seed(config["seed"])
     model = MelodyLSTM(cfg)
+    device = ray.train.torch.get_device()  # cuda:<local rank> with use_gpu, else cpu
     opt_state, start, history = None, 0, []
     ckpt = ray.train.get_checkpoint()
     if ckpt:  # resume after a failure: weights, optimiser, epoch, loss history
         with ckpt.as_directory() as d:
-            model.load_state_dict(torch.load(Path(d) / "lstm.pt", weights_only=True))
-            extra = torch.load(Path(d) / "train_state.pt", weights_only=True)
+            model.load_state_dict(torch.load(Path(d) / "lstm.pt", weights_only=True,
+                                             map_location="cpu"))
+            extra = torch.load(Path(d) / "train_state.pt", weights_only=True,
+                               map_location=device)
             opt_state, start = extra["optimizer"], int(extra["epoch"]) + 1
             history = json.loads((Path(d) / "metrics.json").read_text())["history"]
     model = ray.train.torch.prepare_model(model)
@@ -60,7 +63,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         for s in range(steps):  # every worker takes the same number of steps (DDP)
             idx = [order[(s * config["batch_size"] + j) % len(order)]
                    for j in range(config["batch_size"])]
-            total += train_step(model, opt, pad_batch([shard[i] for i in idx]))
+            # batches built on the model's device (NCCL needs CUDA tensors with GPUs)
+            total += train_step(model, opt, pad_batch([shard[i] for i in idx], device))
         history.append(total / steps)
         metrics = {"epoch": epoch, "loss": total / steps, "history": list(history)}
         with tempfile.TemporaryDirectory() as tmp:

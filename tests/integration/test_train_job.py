@@ -116,3 +116,11 @@ def test_hetero_training_with_a_relations_file_and_serving_its_model(ray_session
     assert head_dim == 16 + pred.model.cfg.raw_dim > 16
     assert general.shape == (2, head_dim) and np.isfinite(general).all()
     np.testing.assert_allclose(np.linalg.norm(general, axis=1), 1.0, rtol=1e-5)
+
+
+def test_gpu_training_on_a_cluster_without_gpus_fails_at_once(ray_session, trained_run):
+    from culturesim_ray.pipeline.train import run_train
+
+    with pytest.raises(ValueError, match=r"need one GPU each, but the Ray cluster has 0 GPU"):
+        run_train(str(trained_run / "embed"), str(trained_run / "gpu-train"), num_workers=1,
+                  use_gpu=True, log=lambda *_: None)

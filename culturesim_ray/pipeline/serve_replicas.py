@@ -1,0 +1,146 @@
+"""The Serve deployments behind the Ingress (SPEC V1): Encoder, Fusion, Rerank,
+each a thin wrapper of a plain predictor of `culturesim_ray.serving.predictor`
+(Fusion loads the train job's serving state: nothing is rebuilt at start)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from culturesim_ray.encoders import pick_device
+from culturesim_ray.serving.predictor import (
+    FusionPredictor,
+    QueryEncoders,
+    Retriever,
+    ThemeReranker,
+    format_answer,
+    named,
+)
+from culturesim_ray.serving.replica import apply_batch_config, set_threads
+
+DEFAULT_BATCH = {"max_batch_size": 16, "batch_wait_timeout_s": 0.002}
+DEFAULT_INGRESS = {"default_k": 5, "max_k": 50, "max_request_bytes": 2_000_000, **DEFAULT_BATCH}
+
+
+# ---------------------------------------------------------------- deployments
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, user_config=DEFAULT_BATCH)
+class Encoder:
+    """Query payloads -> base embeddings of the run's encoders, batched per modality.
+    Each call carries a list of payloads (an Ingress batch); each payload comes
+    back as (vector or None, error or None)."""
+
+    def __init__(self, embed_dir: str, use_gpu: bool = False, torch_threads: int = 0,
+                 precision: str = "auto") -> None:
+        set_threads(torch_threads)
+        self.device = pick_device(use_gpu)
+        self.encoders = QueryEncoders(embed_dir, self.device, precision=precision)
+        for m in self.encoders.modalities:  # load every model now, not on the first request
+            self.encoders.encoder(m)
+
+    def reconfigure(self, cfg: dict[str, Any]) -> None:
+        apply_batch_config(cfg, DEFAULT_BATCH, self.encode)
+
+    async def modalities(self) -> list[str]:
+        return self.encoders.modalities
+
+    def _run(self, modality: str, payloads: list[Any], fmt: str = "abc") -> list[tuple]:
+        res = self.encoders.encode(modality, payloads, fmt)
+        return [(None, e.removeprefix("uri: ")) if e else (res.vectors[i], None)
+                for i, e in enumerate(res.errors)]
+
+    def _encode(self, modality: str, payloads: list[Any]) -> list[tuple]:
+        if modality != "sequence":
+            return self._run(modality, payloads)
+        out: list[tuple] = [()] * len(payloads)  # sequences: (source, format)
+        for fmt in sorted({f for _, f in payloads}):
+            idx = [i for i, (_, f) in enumerate(payloads) if f == fmt]
+            for i, r in zip(idx, self._run("sequence", [payloads[i][0] for i in idx], fmt),
+                            strict=True):
+                out[i] = r
+        return out
+
+    @serve.batch(**DEFAULT_BATCH)
+    async def encode(self, modalities: list[str], payloads: list[list[Any]]) -> list[list[tuple]]:
+        flat: dict[str, list[Any]] = {}
+        for m, p in zip(modalities, payloads, strict=True):
+            flat.setdefault(m, []).extend(p)
+        done = {m: iter(self._encode(m, p)) for m, p in flat.items()}
+        return [[next(done[m]) for _ in p] for m, p in zip(modalities, payloads, strict=True)]
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, user_config=DEFAULT_BATCH)
+class Fusion:
+    """Base embeddings -> fused states (hidden,) and the general top-k, batched."""
+
+    def __init__(self, train_dir: str, embed_dir: str, use_gpu: bool = False,
+                 k_graph: int = 10, torch_threads: int = 0) -> None:
+        set_threads(torch_threads)
+        device = pick_device(use_gpu)
+        self.fusion = FusionPredictor.from_run(train_dir, embed_dir, device, k_graph)
+        self.retriever = Retriever.from_run(train_dir, use_gpu=device.startswith("cuda"))
+
+    def reconfigure(self, cfg: dict[str, Any]) -> None:
+        apply_batch_config(cfg, DEFAULT_BATCH, self.search)
+
+    async def info(self) -> dict[str, Any]:
+        return {"cultures": self.retriever.cultures, "modalities": self.fusion.modalities}
+
+    @serve.batch(**DEFAULT_BATCH)
+    async def search(self, modalities: list[str], encoded: list[list[tuple]],
+                     ks: list[list[int]]) -> list[list[tuple]]:
+        """Per call, per query: the Encoder's (vector, error) and k -> (fused, scores,
+        names, error); an encoding error travels on for Rerank to answer."""
+        out = [[(None, None, None, err) for _, err in e] for e in encoded]
+        for modality in sorted(set(modalities)):
+            at = [(c, j) for c, m in enumerate(modalities) if m == modality
+                  for j, (_, err) in enumerate(encoded[c]) if not err]
+            if not at:
+                continue
+            vectors = np.stack([encoded[c][j][0] for c, j in at])
+            fused = self.fusion.fuse(modality, vectors)
+            scores, pos = self.retriever.topk(self.fusion.general(fused, modality, vectors),
+                                              max(ks[c][j] for c, j in at), modality)
+            fused_np = fused.float().cpu().numpy()
+            names = self.retriever.cultures
+            for r, (c, j) in enumerate(at):
+                k = ks[c][j]
+                out[c][j] = (fused_np[r], scores[r, :k],
+                             [names[p] for p in pos[r, :k] if p >= 0], None)
+        return out
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25})
+class Rerank:
+    """The theme heads re-rank each query's general top-k; per-theme scores and gates."""
+
+    def __init__(self, train_dir: str, use_gpu: bool = False) -> None:
+        from culturesim_ray.runs import load_fusion_model
+
+        self.device = pick_device(use_gpu)
+        self.reranker = ThemeReranker.from_run(load_fusion_model(train_dir, self.device),
+                                               train_dir)
+        self.cultures = self.reranker.cultures
+        self.position = {c: i for i, c in enumerate(self.cultures)}
+
+    async def themes(self) -> list[str]:
+        return self.reranker.themes
+
+    async def answer(self, found: list[tuple], themes: list[list[str] | None]) -> list[dict]:
+        """Fusion's (fused, scores, names, error) per query -> the two-stage answer, or
+        {"error": ...}. Candidates go by name (the Fusion replica's culture list need
+        not be this replica's, e.g. during a rolling model update): unknown names
+        are left out."""
+        import torch
+
+        out: list[dict] = []
+        for (fused, scores, names, err), th in zip(found, themes, strict=True):
+            if err:
+                out.append({"error": err})
+                continue
+            pos = np.array([self.position[c] for c in names if c in self.position] or [-1])
+            x = torch.as_tensor(fused, device=self.device).unsqueeze(0)
+            reranked = named(self.reranker.rerank(x, pos[None, :], th)[0], self.cultures)
+            out.append(format_answer(names, scores, reranked))
+        return out
