@@ -2,21 +2,15 @@
 
 What it proves (each a row of the printed table; exit code 1 when any row fails):
 
-1. sim.<name>: every S1 similarity in `culturesim_ray.ops.similarity.NAMES` (plus the
-   critical-dimension share) in float32 on the device equals the float64 CPU result.
-   Mahalanobis fits its Ledoit-Wolf covariance on the data it sees (on the device);
-   "learned" is fitted once on the CPU in float64, then evaluated on the device.
-2. allpairs.<sim>: `blockwise_topk` (symmetric GEMM self-join, X-vs-Y GEMM, and the
-   generic block path) on the device gives the float64 dense top-k: the same scores
-   and, up to ties, the same neighbours. Throughput: pairs/s of the kernel vs plain
-   blocked GEMM (x @ x.T per block) on the same device.
-3. train.*: one `moco_step` of a small two-modality CultureSim (GraphSAGE branches,
-   fusion, theme heads, MoCo queues, AdamW) on the CPU and on the device from the
-   same state and generator seed: same losses, gradients and updated parameters.
-   A device mismatch inside the step is a FAIL row with its message. Step time.
-4. lstm.*: the melody LSTM inference form (`LSTMInference` forward and streaming
-   `step`, cuDNN `nn.LSTM`, `SequenceEncoder.embed_ids`) in float32 on the device
-   vs the float64 CPU inference form.
+1. sim.<name>: every S1 similarity (`ops.similarity.NAMES`, plus the critical-dimension
+   share) in float32 on the device vs float64 on the CPU ("learned" fitted on the CPU).
+2. allpairs.<sim>: `blockwise_topk` on the device vs the float64 dense top-k (same
+   scores; same neighbours up to ties); pairs/s vs plain blocked GEMM on the device.
+3. train.*: two mini-batch `moco_step`s (`training.batch`, as the train job's loop) of a
+   small two-modality CultureSim on the CPU and on the device from the same state:
+   same losses, gradients and parameters (a device mismatch is a FAIL row). Step time.
+4. lstm.*: the melody LSTM inference form (forward, streaming `step`, cuDNN `nn.LSTM`,
+   `SequenceEncoder.embed_ids`) in float32 on the device vs float64 on the CPU.
 
 Needs only torch, torch_geometric and numpy (no ray, faiss, music21, pydantic, fastapi,
 s3fs). On the GPU machine, from the repo root (--quick: smaller sizes):
@@ -225,16 +219,25 @@ def make_graphs(dims: dict[str, int], cultures: int, themes: int, items: int,
 
 
 def check_train(device: torch.device, quick: bool) -> tuple[list[Row], dict[str, Any]]:
-    from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig, ModalityGraph
+    from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig
     from culturesim_ray.models.queue import MoCoQueue
-    from culturesim_ray.training.step import StepConfig, moco_step, reference_similarities
+    from culturesim_ray.training.step import StepConfig, moco_step
 
     themes, n_cult = ["dress", "food", "music"], 6
     cfg = CultureSimConfig(in_dims={"image": 24, "text": 32}, themes=themes, hidden=32, out=16,
                            heads=4, dropout=0.0, raw_weight=0.3)
     graphs = make_graphs(cfg.in_dims, n_cult, len(themes), 48 if quick else 96,
                          torch.Generator().manual_seed(3))
-    refs = reference_similarities(graphs, n_cult, themes)  # data only: once, on the CPU
+    import numpy as np
+
+    from culturesim_ray.training.batch import sample_batch, store_from_graphs
+    from culturesim_ray.training.loop import batch_to
+
+    # the train job's mini-batches (built on the CPU, as the loop does, then moved)
+    store = store_from_graphs(graphs, [f"c{i}" for i in range(n_cult)], themes)
+    n_nodes = store.num_items
+    batches = [sample_batch(store, np.arange(i % 2, n_nodes, 2), n_cult, (5, 3),
+                            np.random.default_rng(i), ["general", *themes]) for i in range(2)]
     torch.manual_seed(0)
     init = CultureSim(cfg)
     init.set_centers(graphs)
@@ -243,17 +246,17 @@ def check_train(device: torch.device, quick: bool) -> tuple[list[Row], dict[str,
     def setup(dev: torch.device) -> tuple[Any, ...]:
         model = copy.deepcopy(init).to(dev)
         queues = {h: copy.deepcopy(q).to(dev) for h, q in queues0.items()}
-        g = {m: ModalityGraph(v.x.to(dev), v.edge_index.to(dev), v.culture.to(dev),
-                              v.themes.to(dev)) for m, v in graphs.items()}
+        g = [batch_to(b, dev) for b in batches]
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         return model, copy.deepcopy(model), queues, g, opt, torch.Generator().manual_seed(7)
 
     def run(dev: torch.device, steps: int = 2) -> tuple[Tensor, dict[str, Tensor], Any]:
         model, key, queues, g, opt, gen = setup(dev)
         losses = []
-        for _ in range(steps):
-            out = moco_step(model, key, queues, g, n_cult, opt, StepConfig(), gen,
-                            references=refs)
+        for i in range(steps):
+            b = g[i % len(g)]
+            out = moco_step(model, key, queues, b.graphs, n_cult, opt, StepConfig(), gen,
+                            references=b.references, culture_ids=b.culture_ids)
             losses += [out[h] for h in sorted(out)]
         state = {f"model.{k}": v for k, v in model.state_dict().items()}
         state.update({f"key.{k}": v for k, v in key.state_dict().items()})
@@ -277,8 +280,9 @@ def check_train(device: torch.device, quick: bool) -> tuple[list[Row], dict[str,
                     info=f"{len(names)} tensors, err / max|g|"),
             compare("train.params", cat[0], cat[1], 1e-3, info="model, key model, queues")]
     model, key, queues, g, opt, gen = live
-    t = timed(lambda: moco_step(model, key, queues, g, n_cult, opt, StepConfig(), gen,
-                                references=refs), device, repeats=5)
+    t = timed(lambda: moco_step(model, key, queues, g[0].graphs, n_cult, opt, StepConfig(),
+                                gen, references=g[0].references, culture_ids=g[0].culture_ids),
+              device, repeats=5)
     rows.append(Row("train.step_time", None, None, None, True, f"{t * 1e3:.1f} ms/step (median)"))
     return rows, {"train_step_s": t}
 
