@@ -11,8 +11,10 @@ peak RSS is that size's alone), the same code the train job runs:
   the default batch (64 cultures x 32 items, fan-outs 10, 5), median of the
   timed steps after warm-up;
 - peak RSS of that process (graph, store, model, steps): what one worker holds.
-Serve replica start (at the smallest and largest N): the serving state the
-train job writes (`serving.artifacts`) is loaded, one query answered.
+Serve replica start (at the smallest and largest N): a fresh process imports,
+loads the weights and the serving state the train job writes
+(`serving.artifacts`) and answers one query; the loading after the imports is
+reported on its own too (serve_load_ratio).
 Epoch time (every item a seed once): at N = 100,000, TorchTrainer with 1
 and with 2 workers, each given 1 CPU and 1 torch thread (equal resources per
 worker, so the ratio measures data parallelism), the pass timed inside the
@@ -125,18 +127,40 @@ def one_size(n: int, c: int, steps: int, serve: bool = False) -> dict:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB -> MB on Linux
     serve_s = serve_start(model, store) if serve else None
     return {"n": n, "cultures": c, **figs, "step_s": statistics.median(times),
-            "peak_rss_mb": rss, "serve_start_s": serve_s}
+            "peak_rss_mb": rss, "serve_start_s": serve_s["process_s"] if serve_s else None,
+            "serve_load_s": serve_s["load_s"] if serve_s else None}
 
 
-def serve_start(model, store) -> float:
-    """A Fusion replica's start on this corpus: the train job's serving state is
-    written first (not timed); timed: load the weights, memory-map the layer states,
-    read the neighbour index, answer one query (what `FusionPredictor.from_run` does)."""
+SERVE_CHILD = """
+import sys, time, json
+t = time.perf_counter()
+import numpy as np, torch
+from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig
+from culturesim_ray.serving.artifacts import load_serving_state
+from culturesim_ray.serving.predictor import FusionPredictor
+root = sys.argv[1]
+cfg = CultureSimConfig(**json.load(open(root + "/model_config.json")))
+imported = time.perf_counter()
+m = CultureSim(cfg)
+m.load_state_dict(torch.load(root + "/model.pt", weights_only=True))
+pred = FusionPredictor(m, None, state=load_serving_state(root + "/serving", root + "/model.pt"))
+q = np.load(root + "/query.npy")
+pred.general(pred.fuse("text", q), "text", q)
+print(json.dumps({"imports_s": imported - t, "load_s": time.perf_counter() - imported}))
+"""
+
+
+def serve_start(model, store) -> dict:
+    """A Fusion replica's start on this corpus, in a fresh process: imports, the
+    weights, the train job's serving state (memory-mapped layer states, the neighbour
+    index) and one query answered (what `FusionPredictor.from_run` does). The state
+    is written first (not timed)."""
+    from dataclasses import asdict
+
     import torch
 
-    from culturesim_ray.models.culturesim import CultureSim, ModalityGraph
-    from culturesim_ray.serving.artifacts import load_serving_state, write_serving_state
-    from culturesim_ray.serving.predictor import FusionPredictor
+    from culturesim_ray.models.culturesim import ModalityGraph
+    from culturesim_ray.serving.artifacts import write_serving_state
 
     csr = store.csr
     dst = np.repeat(np.arange(csr.num_nodes), np.diff(csr.indptr))
@@ -146,17 +170,16 @@ def serve_start(model, store) -> float:
                       torch.from_numpy(store.themes["text"]))
     with tempfile.TemporaryDirectory() as tmp:
         torch.save(model.state_dict(), Path(tmp, "model.pt"))
+        Path(tmp, "model_config.json").write_text(json.dumps(asdict(model.cfg)))
+        np.save(Path(tmp, "query.npy"), np.asarray(store.x["text"][:1], np.float32))
         write_serving_state(model, {"text": g}, str(Path(tmp, "serving")),
                             str(Path(tmp, "model.pt")))
         del g, dst
         t = time.perf_counter()
-        m = CultureSim(model.cfg)
-        m.load_state_dict(torch.load(Path(tmp, "model.pt"), weights_only=True))
-        pred = FusionPredictor(m, None, state=load_serving_state(
-            str(Path(tmp, "serving")), str(Path(tmp, "model.pt"))))
-        q = np.asarray(store.x["text"][:1], np.float32)
-        pred.general(pred.fuse("text", q), "text", q)
-        return time.perf_counter() - t
+        res = subprocess.run([sys.executable, "-c", SERVE_CHILD, tmp], capture_output=True,
+                             text=True, check=True, cwd=str(Path(__file__).resolve().parents[1]))
+        wall = time.perf_counter() - t
+        return {"process_s": wall, **json.loads(res.stdout.strip().splitlines()[-1])}
 
 
 def _epoch_worker(config: dict) -> None:
@@ -244,6 +267,7 @@ def main() -> None:
         "worker_rss_mb_largest": rows[-1]["peak_rss_mb"],
         "graph_recall_at_10": ivf[-1]["recall_at_10"] if ivf else None,
         "serve_start_ratio": rows[-1]["serve_start_s"] / rows[0]["serve_start_s"],
+        "serve_load_ratio": rows[-1]["serve_load_s"] / rows[0]["serve_load_s"],
     }
     print(f"\n{'N':>10}{'C':>8}{'index':>7}{'graph s':>9}{'recall@10':>11}{'step s':>9}"
           f"{'peak RSS MB':>13}{'serve start s':>15}")
@@ -253,7 +277,8 @@ def main() -> None:
               f"{r['recall_at_10']:>11.3f}{r['step_s']:>9.3f}{r['peak_rss_mb']:>13.0f}"
               f"{start:>15}")
     print(f"\nstep time ratio (largest / smallest N): {result['step_time_ratio']:.2f}; "
-          f"serve start ratio: {result['serve_start_ratio']:.2f}")
+          f"serve start ratio: {result['serve_start_ratio']:.2f} (a fresh process; the "
+          f"loading after imports alone: {result['serve_load_ratio']:.2f})")
     print(f"epoch at N={n}: 1 worker {epochs[1]['epoch_s']:.1f} s ({epochs[1]['steps']} steps), "
           f"2 workers {epochs[2]['epoch_s']:.1f} s ({epochs[2]['steps']} steps each): "
           f"ratio {result['epoch_time_2w_over_1w']:.2f}")

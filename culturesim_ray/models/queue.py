@@ -37,13 +37,15 @@ class MoCoQueue(nn.Module):
         return self.filled()[None, :] & (self.cultures[None, :] != query_cultures[:, None])
 
     @torch.no_grad()
-    def enqueue(self, keys: Tensor, cultures: Tensor) -> None:
-        """keys (B, D), cultures (B,): gathered across workers, then written in a ring.
+    def enqueue(self, keys: Tensor, cultures: Tensor, gathered: bool = False) -> None:
+        """keys (B, D), cultures (B,): gathered across workers (unless `gathered`: the
+        caller did, `training.step.enqueue_all`), then written in a ring.
 
         Rows with culture -1 are padding (workers must gather equal shapes) and
         are dropped after the gather."""
-        keys = dist.all_gather_cat(keys.detach())
-        cultures = dist.all_gather_cat(cultures.detach().long())
+        if not gathered:
+            keys = dist.all_gather_cat(keys.detach())
+            cultures = dist.all_gather_cat(cultures.detach().long())
         real = cultures >= 0
         keys, cultures = keys[real], cultures[real]
         n = keys.shape[0]

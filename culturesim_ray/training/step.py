@@ -227,6 +227,7 @@ def head_losses(model: nn.Module, key_model: CultureSim, queues: dict[str, MoCoQ
     """Per-head InfoNCE of two fresh views. `model` may be DDP-wrapped; culture_ids
     as in `moco_step`."""
     core: CultureSim = getattr(model, "module", model)
+    pending: dict[str, tuple[Tensor, Tensor]] = {}  # head -> keys to enqueue after the loop
     dev = next(iter(graphs.values())).x.device
     ids = (torch.arange(n_cultures, device=dev) if culture_ids is None
            else culture_ids.to(dev))
@@ -249,9 +250,9 @@ def head_losses(model: nn.Module, key_model: CultureSim, queues: dict[str, MoCoQ
         if cultures.numel() < 2:  # a theme too sparse in this draw
             if enqueue:  # every worker joins the same collectives: enqueue padding only
                 keys = queues[head].keys
-                queues[head].enqueue(keys.new_zeros(n_cultures, keys.shape[1]),
-                                     torch.full((n_cultures,), -1, dtype=torch.long,
-                                                device=keys.device))
+                pending[head] = (keys.new_zeros(n_cultures, keys.shape[1]),
+                                 torch.full((n_cultures,), -1, dtype=torch.long,
+                                            device=keys.device))
             continue
         q = model(vq, n_cultures, mq, cultures)[head]
         with torch.no_grad():
@@ -269,7 +270,32 @@ def head_losses(model: nn.Module, key_model: CultureSim, queues: dict[str, MoCoQ
             k_all = k.new_zeros(n_cultures, k.shape[1])
             c_all = torch.full((n_cultures,), -1, dtype=torch.long, device=k.device)
             k_all[cultures], c_all[cultures] = k, ids[cultures]
-            queues[head].enqueue(k_all, c_all)
+            pending[head] = (k_all, c_all)
+    if enqueue:
+        enqueue_all(queues, pending)
     # no head with two cultures in both views (a tiny shard): the step still runs
     # every collective (padding enqueued above, a zero gradient averaged)
     return losses
+
+
+def enqueue_all(queues: dict[str, MoCoQueue], pending: dict[str, tuple[Tensor, Tensor]]
+                ) -> None:
+    """Every head's keys of this step into its queue, gathered across workers in ONE
+    collective (one flat tensor: each head's keys and cultures, padded to equal
+    shapes), so workers meet once per step here instead of twice per head."""
+    heads = sorted(pending)
+    if dist.world_size() == 1:
+        for h in heads:
+            queues[h].enqueue(*pending[h])
+        return
+    flat = torch.cat([torch.cat([pending[h][0].reshape(-1).float(),
+                                 pending[h][1].float()]) for h in heads])
+    parts = dist.all_gather_cat(flat).reshape(dist.world_size(), -1)
+    at = 0
+    for h in heads:
+        k, c = pending[h]
+        nk, nc = k.numel(), c.numel()
+        keys = parts[:, at:at + nk].reshape(-1, k.shape[1])
+        cultures = parts[:, at + nk:at + nk + nc].reshape(-1).round().long()
+        queues[h].enqueue(keys, cultures, gathered=True)
+        at += nk + nc

@@ -119,6 +119,44 @@ def test_queue_gathers_keys_from_every_worker(tmp_path):
     assert torch.equal(a["keys"], b["keys"]) and int(a["ptr"]) == 4
 
 
+def _worker_all(rank: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    from culturesim_ray.training.step import enqueue_all
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=2)
+    g = torch.Generator().manual_seed(rank)
+    pending = {"general": (torch.randn(3, 4, generator=g), torch.tensor([rank, -1, 5 + rank])),
+               "food": (torch.randn(3, 2, generator=g), torch.tensor([7, 8 + rank, -1]))}
+    one = {h: MoCoQueue(dim=k.shape[1], size=8) for h, (k, _) in pending.items()}
+    enqueue_all(one, pending)  # one collective for every head
+    each = {h: MoCoQueue(dim=k.shape[1], size=8) for h, (k, _) in pending.items()}
+    for h, (k, c) in pending.items():  # the per-head gathers it replaces
+        each[h].enqueue(k, c)
+    torch.save({h: (q.keys, q.cultures, q.ptr) for h, q in one.items()}, f"{out}/one{rank}.pt")
+    torch.save({h: (q.keys, q.cultures, q.ptr) for h, q in each.items()}, f"{out}/each{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_one_gather_for_every_head_equals_a_gather_per_head(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_worker_all, args=(port, str(tmp_path)), nprocs=2, join=True)
+    for rank in (0, 1):
+        one = torch.load(tmp_path / f"one{rank}.pt", weights_only=True)
+        each = torch.load(tmp_path / f"each{rank}.pt", weights_only=True)
+        for h in ("general", "food"):
+            assert torch.equal(one[h][0], each[h][0]) and torch.equal(one[h][1], each[h][1])
+            assert int(one[h][2]) == int(each[h][2]) == 4  # 2 real keys per worker
+    assert each["general"][1][:4].tolist() == [0, 5, 1, 6]  # rank 0's real keys, then 1's
+
+
 def test_reference_similarity_is_the_cosine_of_mean_raw_vectors_in_float64():
     from culturesim_ray.models.culturesim import ModalityGraph
     from culturesim_ray.training.step import reference_similarity
