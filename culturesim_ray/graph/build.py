@@ -157,7 +157,8 @@ def build_index(v_normalised: np.ndarray, kind: str, nlist: int | None = None,
                 add_rows: int = 1 << 20) -> Any:
     """An inner-product FAISS index over the rows of v_normalised (n, d) float32:
     IndexFlatIP, or IndexIVFFlat over an IndexFlatIP quantizer trained on a random
-    sample of train_sample rows (at least 50 per list, at most n), nprobe set. Moved to the GPU when faiss
+    sample of train_sample rows (at least 50 per list, at most n), probing
+    max(nprobe, nlist / 64) lists. Moved to the GPU when faiss
     sees one (faiss-gpu only). Rows are added `add_rows` at a time."""
     import faiss
 
@@ -177,7 +178,9 @@ def build_index(v_normalised: np.ndarray, kind: str, nlist: int | None = None,
         size = min(n, max(int(train_sample), 50 * int(nlist)))
         sample = np.sort(rng.choice(n, size=size, replace=False))
         index.train(np.ascontiguousarray(v[sample], dtype=np.float32))
-        index.nprobe = max(1, min(int(nprobe), int(nlist)))
+        # at least nlist / 64 lists probed: a fixed nprobe loses recall as nlist grows
+        # (recall@10 0.89 at 1M items, 4,000 lists, nprobe 16)
+        index.nprobe = max(1, min(max(int(nprobe), int(nlist) // 64), int(nlist)))
     else:
         raise ValueError(f"index kind {kind!r}: expected 'flat' or 'ivf'")
     for r0 in range(0, n, add_rows):

@@ -74,7 +74,7 @@ def _prepare(embed_dir: str, root: str, m: str, cfg: GraphConfig
     index = build.build_index(build.normalize_rows(x), kind, nlist, cfg.nprobe,
                               cfg.train_sample, cfg.seed)
     if kind == "ivf":
-        facts["nprobe"] = int(min(cfg.nprobe, nlist or 1))
+        facts["nprobe"] = int(index.nprobe)
     facts["gpu"] = build.on_gpu(index)
     arr = build.serialize(index)
     return arr, {**facts, "build_seconds": round(time.time() - t0, 3)}
