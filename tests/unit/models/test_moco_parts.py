@@ -103,7 +103,8 @@ def _worker(rank: int, port: int, out: str) -> None:
     dist.destroy_process_group()
 
 
-def test_queue_gathers_keys_from_every_worker(tmp_path):
+def _spawn_two(worker, tmp_path) -> None:
+    """Run worker(rank, port, out) in two gloo processes on a free loopback port."""
     import socket
 
     import torch.multiprocessing as mp
@@ -111,7 +112,11 @@ def test_queue_gathers_keys_from_every_worker(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.spawn(_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+
+
+def test_queue_gathers_keys_from_every_worker(tmp_path):
+    _spawn_two(_worker, tmp_path)
     a = torch.load(tmp_path / "0.pt", weights_only=True)
     b = torch.load(tmp_path / "1.pt", weights_only=True)
     # both workers hold the same queue: rank 0's keys, then rank 1's
@@ -140,14 +145,7 @@ def _worker_all(rank: int, port: int, out: str) -> None:
 
 
 def test_one_gather_for_every_head_equals_a_gather_per_head(tmp_path):
-    import socket
-
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_worker_all, args=(port, str(tmp_path)), nprocs=2, join=True)
+    _spawn_two(_worker_all, tmp_path)
     for rank in (0, 1):
         one = torch.load(tmp_path / f"one{rank}.pt", weights_only=True)
         each = torch.load(tmp_path / f"each{rank}.pt", weights_only=True)
