@@ -129,7 +129,7 @@ def _matrix_file(out: str, head: str, cfg: AllPairsConfig) -> str:
     shaped = {"similarity": cfg.similarity, "options": cfg.set_options,
               "min_items": cfg.min_items, "modality": cfg.modality}
     tag = hashlib.sha1(json.dumps(shaped, sort_keys=True, default=str).encode()).hexdigest()[:10]
-    return io.join(out, "blocks", _safe(head), f"set-{cfg.similarity}-{tag}.npy")
+    return io.join(AllPairsLayout(out).blocks(_safe(head)), f"set-{cfg.similarity}-{tag}.npy")
 
 
 def _run_set_head(inp: str, src: Source, cfg: AllPairsConfig, head: str,

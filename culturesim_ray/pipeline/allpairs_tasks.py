@@ -17,6 +17,7 @@ import torch
 from culturesim_ray import io
 from culturesim_ray.allpairs_input import COMBINED
 from culturesim_ray.config import AllPairsConfig
+from culturesim_ray.layout import AllPairsLayout
 from culturesim_ray.ops import similarity as S
 from culturesim_ray.ops.allpairs import blockwise_topk
 from culturesim_ray.ops.set_pairs import PAIRS_SCHEMA, combined_block_topk, pairs_table
@@ -31,7 +32,7 @@ def block_pairs(x: torch.Tensor, cultures: list[str], i0: int, i1: int, k: int, 
 
 
 def _block_file(out: str, head: str, i0: int, i1: int) -> str:
-    return io.join(out, "blocks", _safe(head), f"rows-{i0:09d}-{i1:09d}.parquet")
+    return io.join(AllPairsLayout(out).blocks(_safe(head)), f"rows-{i0:09d}-{i1:09d}.parquet")
 
 
 def _safe(name: str) -> str:
@@ -115,7 +116,7 @@ def _note_input(counts: dict[str, Any], task_bytes: int, block_plus_candidates: 
 def _collect_pairs(out: str, jobs: dict[str, Any], cfg: AllPairsConfig) -> pa.Table:
     tables = []
     for h in jobs:
-        fs, p = io.filesystem_for(io.join(out, "blocks", _safe(h)), cfg.s3)
+        fs, p = io.filesystem_for(AllPairsLayout(out).blocks(_safe(h)), cfg.s3)
         files = sorted(f for f in fs.find(p) if f.endswith(".parquet")) if fs.exists(p) else []
         for f in files:
             with fs.open(f, "rb") as fh:
@@ -158,7 +159,7 @@ def _prefiltered_head(out: str, head: str, cultures: list[str], x: torch.Tensor,
         raise ValueError(f"pre-filtering supports cosine and dot, not {sim_name!r}: "
                          f"set prefilter: off (or auto: exact search for other similarities)")
     n = len(cultures)
-    cpath = io.join(out, "blocks", _safe(head), "clusters.npz")
+    cpath = io.join(AllPairsLayout(out).blocks(_safe(head)), "clusters.npz")
     fs, cp = io.filesystem_for(cpath, cfg.s3)
     if fs.exists(cp):
         with fs.open(cp, "rb") as fh, np.load(fh) as z:
@@ -183,7 +184,8 @@ def _prefiltered_head(out: str, head: str, cultures: list[str], x: torch.Tensor,
     pending, skipped, window = [], 0, 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
     todo = []
     for g in groups:
-        path = io.join(out, "blocks", _safe(head), f"clusters-{g[0]:06d}-{g[-1]:06d}.parquet")
+        path = io.join(AllPairsLayout(out).blocks(_safe(head)),
+                       f"clusters-{g[0]:06d}-{g[-1]:06d}.parquet")
         if io.exists(path, cfg.s3):
             skipped += 1
             continue
