@@ -12,7 +12,7 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
 export HF_HUB_OFFLINE=1
 export TRANSFORMERS_OFFLINE=1
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast readme lint bench clean
 
 install: $(STAMP)
 
@@ -29,9 +29,13 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q -ra --durations=15
 
-# the unit tests only (pure code, no Ray): under 2 minutes here
+# the unit tests only (pure code, no Ray, no browser): under 3 minutes here
 test-fast: install
-	$(BIN)/python -m pytest -q -ra tests/unit
+	$(BIN)/python -m pytest -q -ra -m "not ray" tests/unit
+
+# the README's command tables, regenerated from the argparse definitions
+readme: install
+	$(BIN)/python -m culturesim_ray.cli_docs --write README.md
 
 lint: install
 	$(BIN)/ruff check culturesim_ray jobs tests benchmarks

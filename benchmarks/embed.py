@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
+from culturesim_ray.encoders import registry  # noqa: E402
 from culturesim_ray.pipeline.ray_env import set_safe_env  # noqa: E402
 
 set_safe_env()
@@ -85,14 +86,13 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="600 texts (under 2 minutes)")
     ap.add_argument("--n", type=int, default=5000)
-    ap.add_argument("--encoder", default="minilm", choices=["minilm", "e5", "tfidf"])
+    ap.add_argument("--encoder", default=registry.DEFAULTS["text"],
+                    choices=[n for n in registry.names("text") if not registry.get(n).fitted])
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--actors", type=int, default=2)
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
     n = 600 if args.quick else args.n
-    if args.encoder == "tfidf":
-        sys.exit("tfidf needs a fitted state: benchmark minilm or e5")
     table = corpus(n)
     t_plain = plain(table, args.encoder, args.batch_size)
     t_ray = with_ray(table, args.encoder, args.batch_size, args.actors)

@@ -20,7 +20,7 @@ and with 2 workers, each given 1 CPU and 1 torch thread (equal resources per
 worker, so the ratio measures data parallelism), the pass timed inside the
 workers (slowest worker), start-up excluded.
 
-    python benchmarks/train_scale.py [--quick] [--json PATH]
+    python benchmarks/train_scale.py [--quick] [--json PATH] [--only graph|epoch]
 """
 
 from __future__ import annotations
@@ -229,12 +229,43 @@ def epoch_times(n: int, c: int) -> dict:
     return out
 
 
+def partial(args: argparse.Namespace, sizes: list[tuple[int, int]], env: dict) -> None:
+    """`--only graph` / `--only epoch`: one part of the full run, the same code."""
+    if args.only == "graph":
+        rows = []
+        for n, c in sizes:
+            res = subprocess.run([sys.executable, __file__, "--_graph", str(n), str(c)],
+                                 capture_output=True, text=True, env=env, check=True)
+            rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+            r = rows[-1]
+            print(f"N={n:>9} C={c:>6} {r['index']:>5} nlist {r['nlist']} graph "
+                  f"{r['graph_s']:.1f} s recall@10 {r['recall_at_10']:.3f}", flush=True)
+        ivf = [r for r in rows if r["index"] == "ivf"]
+        result = {"sizes": rows, "graph_recall_at_10": ivf[-1]["recall_at_10"] if ivf else None}
+    else:
+        n, c = SIZES[1]
+        res = subprocess.run([sys.executable, __file__, "--_epoch", str(n), str(c)],
+                             capture_output=True, text=True, env=env, check=True)
+        ep = {int(k): v for k, v in json.loads(res.stdout.strip().splitlines()[-1]).items()}
+        result = {"epoch": {"n": n, "cultures": c, **{f"{w}w": e for w, e in ep.items()}},
+                  "epoch_time_2w_over_1w": ep[2]["epoch_s"] / ep[1]["epoch_s"]}
+        print(f"epoch at N={n}: 1 worker {ep[1]['epoch_s']:.1f} s ({ep[1]['steps']} steps), "
+              f"2 workers {ep[2]['epoch_s']:.1f} s ({ep[2]['steps']} steps each): "
+              f"ratio {result['epoch_time_2w_over_1w']:.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json")
     ap.add_argument("--steps", type=int, default=10, help="timed steps per size")
+    ap.add_argument("--only", choices=["graph", "epoch"],
+                    help="graph: the graph build and its recall@10 at each size alone; "
+                         "epoch: the 1- vs 2-worker epoch comparison alone")
+    ap.add_argument("--_graph", nargs=2, type=int, help=argparse.SUPPRESS)
     ap.add_argument("--_size", nargs=3, type=int, help=argparse.SUPPRESS)
     ap.add_argument("--_epoch", nargs=2, type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -245,8 +276,15 @@ def main() -> None:
     if args._epoch:
         print(json.dumps(epoch_times(*args._epoch)))
         return
+    if args._graph:
+        print(json.dumps({"n": args._graph[0], "cultures": args._graph[1],
+                          **build_store(*args._graph)[1]}))
+        return
     sizes = SIZES[:2] if args.quick else SIZES
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}
+    if args.only:
+        partial(args, sizes, env)
+        return
     rows = []
     for i, (n, c) in enumerate(sizes):
         serve = int(i in (0, len(sizes) - 1))  # replica start at the smallest and largest N

@@ -10,6 +10,8 @@
     culturesim serve RUN_DIR [--port 8000]   the similarity service (Ray Serve) on a run's model
     culturesim continue-melody SEED --model DIR --out FILE.mid   continue a melody
     culturesim doctor [--config YAML] [--bucket B]   is everything the config needs here?
+    culturesim adapt CORPUS --out DIR         MLM-adapt the MiniLM text encoder (Ray Train)
+    culturesim align --out DIR [--pairs P]    project image features into the text space
 """
 
 from __future__ import annotations
@@ -19,8 +21,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from culturesim_ray.cli_adapt import add_adapt_parser
+from culturesim_ray.cli_align import add_align_parser
+from culturesim_ray.cli_args import add_allpairs_args, add_embed_args
+from culturesim_ray.cli_themes import add_theme_parser
 from culturesim_ray.config import AllPairsConfig, EmbedConfig, S3Config, load_yaml
 from culturesim_ray.encoders.base import PRECISIONS
+from culturesim_ray.progress import Stage
+
+
+def _summary(what: str, stage: Stage) -> None:
+    from culturesim_ray.progress import summary
+
+    summary(what, stage)
 
 
 def _embed_config(args: argparse.Namespace) -> EmbedConfig:
@@ -32,6 +45,10 @@ def _embed_config(args: argparse.Namespace) -> EmbedConfig:
         "blocks": args.blocks, "max_length": args.max_length,
     }
     data.update({k: v for k, v in overrides.items() if v is not None})
+    if getattr(args, "text_model", None):  # absolute: serving reads it from the manifest
+        data["text_model"] = str(Path(args.text_model).absolute())
+    if getattr(args, "image_align", None):
+        data["image_align"] = str(Path(args.image_align).absolute())
     if args.strict:
         data["strict"] = True
     if args.s3_endpoint:
@@ -44,33 +61,15 @@ def _embed_config(args: argparse.Namespace) -> EmbedConfig:
     return cfg
 
 
-def add_embed_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML file with EmbedConfig fields (flags override it)")
-    p.add_argument("--text-encoder", choices=["minilm", "e5", "tfidf"])
-    p.add_argument("--image-encoder", choices=["efficientnet"])
-    p.add_argument("--actors", type=int, help="encoder actors in the pool (default 2)")
-    p.add_argument("--batch-size", type=int, help="rows per batch (default 64)")
-    p.add_argument("--cpus-per-actor", type=float)
-    p.add_argument("--gpus-per-actor", type=float, help="1 on GPU workers (default 0)")
-    p.add_argument("--blocks", type=int, help="input blocks (default 4 per actor)")
-    p.add_argument("--max-length", type=int, help="token limit of transformer text encoders")
-    p.add_argument("--strict", action="store_true", help="any bad row is an error")
-    p.add_argument("--s3-endpoint", help="S3 endpoint URL (else AWS_ENDPOINT_URL)")
-    p.add_argument("--uri-root", action="append", metavar="PATH_OR_S3_PREFIX",
-                   help="another place image/sequence uris may point into besides the corpus "
-                        "folder (repeatable; adds to the config's uri_roots); uris elsewhere "
-                        "are quarantined")
-    p.add_argument("--address", help="Ray address (else RAY_ADDRESS, else a local instance)")
-    p.add_argument("--overwrite", action="store_true", help="replace vectors that an earlier "
-                   "run into --out wrote with other settings (else such a rerun is refused)")
-
-
 def cmd_embed(args: argparse.Namespace) -> int:
     from culturesim_ray.pipeline.embed import run_embed
 
     cfg = _embed_config(args)
-    report = run_embed(args.corpus, args.out, cfg, address=args.address,
-                       overwrite=args.overwrite)
+    with Stage("embed", unit="rows") as st:
+        report = run_embed(args.corpus, args.out, cfg, address=args.address,
+                           overwrite=args.overwrite, log=st.log)
+    _summary(f"embedded {report.embedded}, quarantined {report.quarantined} of "
+             f"{report.rows_in} rows -> {args.out}", st)
     return 0 if report.balanced else 1
 
 
@@ -108,37 +107,14 @@ def _allpairs_config(args: argparse.Namespace) -> AllPairsConfig:
     return AllPairsConfig(**data)
 
 
-def add_allpairs_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML file with AllPairsConfig fields (flags override it)")
-    p.add_argument("--similarity", help="cosine (default), dot, euclidean, l1, ndd, "
-                   "log_scaled, hybrid, poincare, per_dim, mahalanobis; set-level (item-level "
-                   "input only): mmd, energy, sliced_wasserstein, confusion, centered_cosine")
-    p.add_argument("--set-option", nargs="*", metavar="NAME=VALUE",
-                   help="options of a set-level similarity, e.g. sigma=0.5 n_proj=64")
-    p.add_argument("--set-block", type=int, help="items per tile in set-level similarities "
-                   "(default 2048)")
-    p.add_argument("-k", type=int, help="neighbours per culture (default 10, lowered to N-1 "
-                   "when there are fewer cultures)")
-    p.add_argument("--block-rows", type=int, help="rows per Ray task (default 1024)")
-    p.add_argument("--pooling", choices=["mean", "median"])
-    p.add_argument("--modality", choices=["text", "image", "sequence"])
-    p.add_argument("--dense-limit", type=int, help="dense matrices when N <= this (2000)")
-    p.add_argument("--prefilter", choices=["off", "on", "auto"])
-    p.add_argument("--nlist", type=int)
-    p.add_argument("--nprobe", type=int)
-    p.add_argument("--alpha", nargs="*", metavar="THEME=W", help="weights of S_total")
-    p.add_argument("--heads", nargs="*", help="only these heads")
-    p.add_argument("--s3-endpoint")
-    p.add_argument("--address")
-    p.add_argument("--overwrite", action="store_true", help="replace blocks that an earlier "
-                   "run into --out wrote with other settings (else such a rerun is refused)")
-
-
 def cmd_allpairs(args: argparse.Namespace) -> int:
     from culturesim_ray.pipeline.allpairs import run_allpairs
 
-    run_allpairs(args.embeddings, args.out, _allpairs_config(args), address=args.address,
-                 overwrite=args.overwrite)
+    with Stage("all-pairs", unit="blocks") as st:
+        m = run_allpairs(args.embeddings, args.out, _allpairs_config(args),
+                         address=args.address, overwrite=args.overwrite, log=st.log)
+    _summary(f"{m['counts']['pairs']} pairs over {len(m['counts']['heads'])} heads "
+             f"-> {args.out}", st)
     return 0
 
 
@@ -161,15 +137,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.relations is not None:
         flags["relations"] = args.relations
     cfg = merge_train_config(load_yaml(args.config) if args.config else None, flags)
-    run_train(args.embed_dir, args.out, cfg)
+    with Stage("train", unit="fit") as st:
+        m = run_train(args.embed_dir, args.out, cfg, log=st.log)
+    _summary(f"{m['counts']['steps']} steps over {m['counts']['cultures']} cultures "
+             f"-> {args.out}", st)
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from culturesim_ray.report.build import build_report
 
-    build_report(args.run_dir, args.out, color_by=args.color_by, attributes=args.attributes,
-                 k=args.k)
+    with Stage("report", unit="figures") as st:
+        res = build_report(args.run_dir, args.out, color_by=args.color_by,
+                           attributes=args.attributes, k=args.k, log=st.log)
+    _summary(f"report {res['html']}", st)
     return 0
 
 
@@ -184,8 +165,14 @@ def _gold_path(gold: str) -> str:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from culturesim_ray.report.evaluate import run_evaluation
 
-    run_evaluation(args.run_dir, _gold_path(args.gold), k=args.k, out=args.out,
-                   modality=args.modality, strict=args.strict, gold_kind=args.gold_kind)
+    with Stage("evaluate", unit="methods") as st:
+        res = run_evaluation(args.run_dir, _gold_path(args.gold), k=args.k, out=args.out,
+                             modality=args.modality, strict=args.strict,
+                             gold_kind=args.gold_kind, log=st.log)
+    for reason, n in res["skipped"].items():  # the answer, not progress: always shown
+        print(f"evaluate: skipped {n} gold pair(s): {reason}")
+    print(res["table"])
+    _summary(f"evaluation in {args.out or Path(args.run_dir) / 'evaluation'}", st)
     return 0
 
 
@@ -245,7 +232,8 @@ def cmd_demo_corpus(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from culturesim_ray.pipeline.demo_run import run_demo
 
-    return run_demo(Path(args.out), _embed_config(args), args.per_culture, args.address)
+    return run_demo(Path(args.out), _embed_config(args), args.per_culture, args.address,
+                    quick=args.quick)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -270,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="build the demo corpus and run the jobs on it")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--per-culture", type=int, default=20, help="texts per culture and language")
+    p.add_argument("--quick", action="store_true", help="a smaller corpus and a shorter "
+                   "training run (a smoke test, under a minute or two)")
     add_embed_args(p)
     p.set_defaults(func=cmd_demo)
 
@@ -367,27 +357,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--per-culture", type=int, default=20)
     p.set_defaults(func=cmd_demo_corpus)
+    add_adapt_parser(sub)
+    add_theme_parser(sub)
+    add_align_parser(sub)
+    for p in sub.choices.values():
+        p.add_argument("-v", "--verbose", action="store_true", help="print Ray's own logs "
+                       "and full tracebacks (else they go to the log file)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     from culturesim_ray.fingerprint import SettingsMismatchError
     from culturesim_ray.io import CorpusFormatError
-    from culturesim_ray.pipeline.ray_env import set_safe_env
+    from culturesim_ray.pipeline.ray_env import configure_output, set_safe_env
+    from culturesim_ray.progress import error_line, failed_stage, innermost, log_path
     from culturesim_ray.report.evaluate import GoldError
     from culturesim_ray.schema import StrictModeError
 
     set_safe_env()
     args = build_parser().parse_args(argv)
+    configure_output(args.verbose, native_stderr=argv is None)  # the console command
     try:
         return int(args.func(args) or 0)
     except (CorpusFormatError, StrictModeError, FileNotFoundError, GoldError,
-            SettingsMismatchError) as exc:
-        print(f"culturesim: error: {exc}", file=sys.stderr)
+            SettingsMismatchError, ValueError) as exc:  # ValueError: config validation
+        stage = failed_stage()
+        msg = str(innermost(exc)).strip()  # a user error raised in a Ray task: its own words
+        print(f"culturesim: {stage + ' failed' if stage else 'error'}: {msg}"
+              + (f" (log: {log_path()})" if stage else ""), file=sys.stderr)
         return 2
-    except ValueError as exc:  # config validation (pydantic) and bad arguments
-        print(f"culturesim: error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:  # a failed stage: one line (the traceback is in the log file)
+        if args.verbose:
+            raise
+        print(error_line(exc, args.command), file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

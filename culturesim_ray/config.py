@@ -13,8 +13,7 @@ from typing import Any, ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-TEXT_ENCODERS = ("minilm", "e5", "tfidf")
-IMAGE_ENCODERS = ("efficientnet",)
+from culturesim_ray.encoders import registry
 
 
 class _Strict(BaseModel):
@@ -80,6 +79,15 @@ class EmbedConfig(_Strict):
     strict: any bad row is an error instead of a quarantined row.
     tfidf_dim: dense TF-IDF dimension after the LSA projection (default 256).
     max_length: token limit for transformer text encoders (default 256).
+    text_model: a directory of adapted MiniLM weights (`culturesim adapt --out
+      DIR`) the minilm encoder loads instead of the packaged ones (default
+      unset). Recorded with the run, so serving loads the same weights.
+    image_align: an alignment directory (`culturesim align --out DIR`): image
+      vectors are then the image encoder's features projected into the text
+      encoder's space (384-d, L2-normalised; image_encoder efficientnet becomes
+      efficientnet-aligned), so text and image items share one space (default
+      unset). Recorded with the run (its digest in the fingerprint); serving
+      loads the same alignment.
     rows_per_file: at most this many rows per output Parquet file (default
       5000): the unit a crashed run redoes.
     uri_roots: extra places image/sequence uris may point into, besides the
@@ -89,9 +97,9 @@ class EmbedConfig(_Strict):
       paths) is quarantined unread.
     """
 
-    text_encoder: Literal["minilm", "e5", "tfidf"] = "minilm"
-    image_encoder: Literal["efficientnet"] = "efficientnet"
-    sequence_encoder: Literal["lstm"] = "lstm"
+    text_encoder: str = registry.DEFAULTS["text"]
+    image_encoder: str = registry.DEFAULTS["image"]
+    sequence_encoder: str = registry.DEFAULTS["sequence"]
     sequence_model: str | None = None
     lstm_epochs: int = Field(15, ge=1)
     lstm_workers: int = Field(0, ge=0)
@@ -107,10 +115,40 @@ class EmbedConfig(_Strict):
     strict: bool = False
     tfidf_dim: int = Field(256, ge=2)
     max_length: int = Field(256, ge=8)
+    text_model: str | None = None
+    image_align: str | None = None
     rows_per_file: int = Field(5000, ge=1)
     check_uris: bool = True
     uri_roots: list[str] = Field(default_factory=list)
     s3: S3Config = Field(default_factory=S3Config)
+
+    @field_validator("text_encoder", "image_encoder", "sequence_encoder")
+    @classmethod
+    def _registered(cls, v: str, info: Any) -> str:
+        registry.get(v, info.field_name.removesuffix("_encoder"))  # ValueError names the known
+        return v
+
+    def encoder(self, modality: str) -> str:
+        """The encoder name this config uses for `modality`."""
+        return getattr(self, f"{modality}_encoder")
+
+    @model_validator(mode="after")
+    def _text_model_needs_minilm(self) -> EmbedConfig:
+        if self.text_model and "text_model" not in registry.get(self.text_encoder).settings:
+            raise ValueError(f"text_model applies to encoders built from BERT weights "
+                             f"(minilm), not {self.text_encoder!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _image_align_needs_an_aligned_encoder(self) -> EmbedConfig:
+        if self.image_align and "image_align" not in registry.get(self.image_encoder).settings:
+            if self.image_encoder not in registry.ALIGNED:
+                raise ValueError(f"image_align: {self.image_encoder!r} has no aligned form")
+            self.image_encoder = registry.ALIGNED[self.image_encoder]
+        if not self.image_align and "image_align" in registry.get(self.image_encoder).settings:
+            raise ValueError(f"image encoder {self.image_encoder!r} needs image_align "
+                             f"(an alignment directory: culturesim align --out DIR)")
+        return self
 
     @field_validator("uri_roots")
     @classmethod
@@ -131,11 +169,20 @@ class EmbedConfig(_Strict):
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; an empty file is an empty mapping."""
-    with open(path, encoding="utf-8") as fh:
-        data = yaml.safe_load(fh) or {}
+    """Read a YAML mapping; an empty file is an empty mapping. A file that is not
+    UTF-8 YAML, or not a mapping keyed by names, is a ValueError naming it."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
+        raise ValueError(f"{path}: not a YAML file this reader takes: "
+                         f"{str(exc).splitlines()[0][:200] if str(exc) else 'nested too deeply'}"
+                         ) from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    odd = [k for k in data if not isinstance(k, str)]
+    if odd:
+        raise ValueError(f"{path}: every top-level key must be a name, got {odd[0]!r}")
     return data
 
 

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import posixpath
+import re
 import time
+import uuid
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,9 @@ import pyarrow.parquet as pq
 from culturesim_ray.config import S3Config
 
 CORPUS_SUFFIXES = (".parquet", ".pq", ".jsonl", ".json", ".ndjson", ".csv")
+
+
+_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")  # a JSON escape of a UTF-16 surrogate
 
 
 class CorpusFormatError(ValueError):
@@ -96,6 +103,15 @@ def _iter_jsonl(fh: Iterable[bytes], name: str) -> Iterator[dict[str, Any]]:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise CorpusFormatError(f"{name}:{lineno}: not valid JSON ({exc.msg})") from exc
+        except (ValueError, RecursionError) as exc:  # an int of > 4300 digits, deep nesting
+            raise CorpusFormatError(f"{name}:{lineno}: not JSON this reader takes "
+                                    f"({str(exc)[:120] or 'nested too deeply'})") from exc
+        if _SURROGATE.search(line):
+            try:
+                json.dumps(obj, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise CorpusFormatError(f"{name}:{lineno}: not valid JSON text (a lone "
+                                        f"surrogate escape, {exc.reason})") from exc
         if not isinstance(obj, dict):
             raise CorpusFormatError(
                 f"{name}:{lineno}: expected a JSON object, got {type(obj).__name__}"
@@ -177,7 +193,7 @@ def read_corpus_rows(path: str, s3: S3Config | None = None) -> list[dict[str, An
 
 def resolve_uri(uri: str, base_dir: str) -> str:
     """A relative uri is taken relative to the directory of the corpus file naming it."""
-    if "://" in uri or uri.startswith("/"):
+    if "://" in uri or uri.startswith("/") or "\x00" in uri:  # NUL: no path (quarantined)
         return uri
     if is_s3(base_dir):
         scheme, rest = base_dir.split("://", 1)
@@ -206,17 +222,36 @@ def existing_uris(uris: Iterable[str], s3: S3Config | None = None) -> set[str]:
     return found
 
 
-def write_table(table: pa.Table, path: str, s3: S3Config | None = None) -> None:
-    """Write one Parquet file atomically where the filesystem allows (local: tmp + rename)."""
+@contextmanager
+def atomic_open(path: str, s3: S3Config | None = None, mode: str = "wb") -> Iterator[Any]:
+    """A file handle whose contents appear at `path` whole or not at all: locally it
+    writes a hidden temp file in the same folder (".NAME.<uuid>.tmp", which corpus,
+    Parquet-dataset and Ray readers skip) and renames it over `path` once closed, so a
+    process killed mid-write never leaves a partial `path`. S3 objects appear only
+    when the upload completes, so there the handle writes `path` directly."""
     fs, p = filesystem_for(path, s3)
     fs.makedirs(posixpath.dirname(p), exist_ok=True)
     if is_s3(path):
-        with fs.open(p, "wb") as fh:
-            pq.write_table(table, fh)
+        with fs.open(p, mode) as fh:
+            yield fh
         return
-    tmp = p + ".tmp"
-    pq.write_table(table, tmp)
-    Path(tmp).replace(p)
+    folder, name = os.path.split(p)
+    tmp = os.path.join(folder, f".{name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, mode) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_table(table: pa.Table, path: str, s3: S3Config | None = None) -> None:
+    """Write one Parquet file atomically (see `atomic_open`)."""
+    with atomic_open(path, s3) as fh:
+        pq.write_table(table, fh)
 
 
 def read_table(path: str, s3: S3Config | None = None, **kwargs: Any) -> pa.Table:
@@ -230,9 +265,7 @@ def exists(path: str, s3: S3Config | None = None) -> bool:
 
 
 def write_json(obj: Any, path: str, s3: S3Config | None = None) -> None:
-    fs, p = filesystem_for(path, s3)
-    fs.makedirs(posixpath.dirname(p), exist_ok=True)
-    with fs.open(p, "w") as fh:
+    with atomic_open(path, s3, "w") as fh:  # a manifest is whole or absent
         json.dump(obj, fh, indent=2, sort_keys=True, default=str)
 
 

@@ -21,6 +21,8 @@ import pyarrow.parquet as pq
 
 from culturesim_ray import io
 from culturesim_ray.config import EmbedConfig
+from culturesim_ray.encoders import registry
+from culturesim_ray.layout import EmbedLayout
 from culturesim_ray.schema import MODALITIES
 
 
@@ -88,13 +90,12 @@ def run_encoder_kwargs(embed_dir: str, modality: str) -> tuple[str, dict[str, An
                          f"(modalities: {sorted(manifest.get('encoders', {}))})")
     cfg = EmbedConfig(**manifest["config"])
     name = enc["name"]
-    if name == "minilm":
-        return name, {"max_length": cfg.max_length}
-    if name == "tfidf":
-        return name, {"path": io.join(embed_dir, "models", "tfidf.npz")}
-    if name == "lstm":
-        return name, {"model_path": cfg.sequence_model or io.join(embed_dir, "models", "lstm")}
-    return name, {}
+    spec = registry.get(name)
+    state = None
+    if spec.state is not None:  # the state the embed job fitted, or the one it was given
+        layout = EmbedLayout(embed_dir)
+        state = layout.tfidf if modality == "text" else (cfg.sequence_model or layout.lstm)
+    return name, registry.encoder_kwargs(name, cfg, state)
 
 
 def train_relations(train_dir: str | Path) -> str | None:

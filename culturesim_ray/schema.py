@@ -135,16 +135,18 @@ def _check_int(row: dict[str, Any], name: str) -> tuple[int | None, str | None]:
         return None, None
     if isinstance(v, bool):
         return None, f"wrong type: expected an integer year, got bool {v!r}"
-    if isinstance(v, int):
-        return v, None
     if isinstance(v, float) and v.is_integer():
-        return int(v), None
-    if isinstance(v, str):
+        v = int(v)
+    elif isinstance(v, str):
         try:
-            return int(v.strip()), None
+            v = int(v.strip())
         except ValueError:
             pass
-    return None, f"wrong type: expected an integer year, got {_type_name(v)} {v!r}"
+    if isinstance(v, int):
+        if abs(v) >= 2 ** 63:  # what an int64 column holds
+            return None, f"out of range: {str(v)[:40]} is no year"
+        return v, None
+    return None, f"wrong type: expected an integer year, got {_type_name(v)} {str(v)[:200]!r}"
 
 
 def _check_themes(row: dict[str, Any]) -> tuple[list[str], str | None]:
@@ -157,8 +159,8 @@ def _check_themes(row: dict[str, Any]) -> tuple[list[str], str | None]:
         if s.startswith("["):
             try:
                 v = json.loads(s)
-            except json.JSONDecodeError:
-                return [], f"not a JSON list: {s!r}"
+            except (ValueError, RecursionError):  # JSONDecodeError, huge ints, deep nesting
+                return [], f"not a JSON list: {s[:200]!r}"
         else:
             v = [t for t in (p.strip() for p in s.split(";")) if t]
     if hasattr(v, "tolist"):
@@ -177,8 +179,8 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.DOTALL)
 def _split_uri(uri: str) -> tuple[str, str] | None:
     """(kind, canonical path) of a uri: ("local", realpath) or ("s3", "bucket/key"
     normalised); None for anything else (other schemes, fsspec "a::b" chains), which
-    no root admits."""
-    if "::" in uri:
+    no root admits (a NUL byte too: no file has that name)."""
+    if "::" in uri or "\x00" in uri:
         return None
     m = _SCHEME.match(uri)
     if m is None:

@@ -10,10 +10,10 @@ from culturesim_ray.encoders.base import (
     PRECISIONS,
     Encoder,
     EncodeResult,
-    build_encoder,
     pick_device,
     resolve_precision,
 )
+from culturesim_ray.encoders.registry import REGISTRY, EncoderSpec, build_encoder
 
-__all__ = ["PRECISIONS", "EncodeResult", "Encoder", "build_encoder", "pick_device",
-           "resolve_precision"]
+__all__ = ["PRECISIONS", "REGISTRY", "EncodeResult", "Encoder", "EncoderSpec", "build_encoder",
+           "pick_device", "resolve_precision"]

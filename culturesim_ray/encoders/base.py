@@ -1,4 +1,4 @@
-"""The encoder interface and the registry that builds one by name."""
+"""The encoder interface and helpers every encoder shares (`registry` builds one by name)."""
 
 from __future__ import annotations
 
@@ -90,28 +90,3 @@ def encode_uris(encoder: Any, uris: Sequence[str], storage_options: dict | None,
 def l2_normalize(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
-
-
-def build_encoder(name: str, **kwargs: Any) -> Encoder:
-    """Build an encoder by registry name: minilm, e5, tfidf, efficientnet, lstm."""
-    if name == "minilm":
-        from culturesim_ray.encoders.text import MiniLMEncoder
-
-        return MiniLMEncoder(**kwargs)
-    if name == "e5":
-        from culturesim_ray.encoders.text import E5Encoder
-
-        return E5Encoder(**kwargs)
-    if name == "tfidf":
-        from culturesim_ray.encoders.tfidf import TfidfEncoder
-
-        return TfidfEncoder.from_state(**kwargs)
-    if name == "lstm":
-        from culturesim_ray.encoders.sequence import SequenceEncoder
-
-        return SequenceEncoder(**kwargs)
-    if name == "efficientnet":
-        from culturesim_ray.encoders.image import EfficientNetEncoder
-
-        return EfficientNetEncoder(**kwargs)
-    raise ValueError(f"unknown encoder {name!r} (expected minilm, e5, tfidf, efficientnet or lstm)")

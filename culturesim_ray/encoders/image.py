@@ -51,6 +51,8 @@ class EfficientNetEncoder:
 
     device: "cpu" or "cuda". reader: callable uri -> bytes (default: fsspec open,
     so local paths and s3:// both work). storage_options: passed to fsspec for s3.
+    chunk: images per forward pass (default 32): memory is bounded by the chunk,
+    not by the length of one `encode` call (a 2,000-image call took 18 GB at once).
     """
 
     name = "efficientnet"
@@ -59,9 +61,10 @@ class EfficientNetEncoder:
     normalized = True
 
     def __init__(self, device: str = "cpu", storage_options: dict | None = None,
-                 weights_path: str | None = None, **_: object) -> None:
+                 weights_path: str | None = None, chunk: int = 32, **_: object) -> None:
         from efficientnet_lite_pytorch import EfficientNet
 
+        self.chunk = max(1, int(chunk))
         self.device = torch.device(device)
         self.storage_options = storage_options or {}
         model = EfficientNet.from_name("efficientnet-lite0")
@@ -81,18 +84,19 @@ class EfficientNetEncoder:
         names = list(names) if names is not None else [f"image {i}" for i in range(len(datas))]
         out = np.full((len(datas), self.dim), np.nan, dtype=np.float32)
         errors: list[str | None] = [None] * len(datas)
-        arrays, ok = [], []
-        for i, data in enumerate(datas):
-            if data is None:
-                continue
-            try:
-                arrays.append(load_image(data))
-                ok.append(i)
-            except Exception as exc:  # any decode failure quarantines this item only
-                errors[i] = f"uri: cannot read image {names[i]}: {type(exc).__name__}: {exc}"
-        if arrays:
-            x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).to(self.device)
-            feats = self.model.extract_features(x)  # (b, 1280, 7, 7)
-            pooled = torch.nn.functional.normalize(feats.mean(dim=(2, 3)), dim=-1)
-            out[ok] = pooled.float().cpu().numpy()
+        for c0 in range(0, len(datas), self.chunk):
+            arrays, ok = [], []
+            for i in range(c0, min(c0 + self.chunk, len(datas))):
+                if datas[i] is None:
+                    continue
+                try:
+                    arrays.append(load_image(datas[i]))
+                    ok.append(i)
+                except Exception as exc:  # any decode failure quarantines this item only
+                    errors[i] = f"uri: cannot read image {names[i]}: {type(exc).__name__}: {exc}"
+            if arrays:
+                x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).to(self.device)
+                feats = self.model.extract_features(x)  # (b, 1280, 7, 7)
+                pooled = torch.nn.functional.normalize(feats.mean(dim=(2, 3)), dim=-1)
+                out[ok] = pooled.float().cpu().numpy()
         return EncodeResult(out, errors)

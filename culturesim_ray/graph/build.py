@@ -2,7 +2,7 @@
 
 Each modality's kNN graph is built from a FAISS inner-product index over the
 L2-normalised vectors (so scores are cosines): exact `IndexFlatIP` below
-`ivf_min` items, `IndexIVFFlat` above it (nlist ~ 4 sqrt(n) lists, `nprobe`
+`ivf_min` items, `IndexIVFFlat` above it (nlist ~ 8 sqrt(n) lists, `nprobe`
 of them searched per query), on the GPU when faiss-gpu sees one. The index is
 built once, serialised to a uint8 array, and searched by row blocks
 (`search_block`), each block independent of the others. What IVF loses is
@@ -50,7 +50,7 @@ class GraphConfig:
     """Settings of the graph stage.
 
     k: neighbours per item (default 10); ivf_min: items from which IVF replaces
-    the exact flat index (50,000); nlist: IVF lists (None: ~4 sqrt(n)); nprobe:
+    the exact flat index (50,000); nlist: IVF lists (None: ~8 sqrt(n)); nprobe:
     lists searched per query (16); block_rows: rows per search task (50,000);
     train_sample: IVF training rows at most (100,000); recall_sample: rows whose
     recall is measured (2,000); seed: sampling and k-means seed;
@@ -142,13 +142,16 @@ def on_gpu(index: Any) -> bool:
 def choose_index(n: int, ivf_min: int = 50_000, nlist: int | None = None
                  ) -> tuple[str, int | None]:
     """("flat", None) below ivf_min items, else ("ivf", nlist): the given nlist (at
-    most n), or ~4 sqrt(n) clamped to [16, 65536] and to n / 39 (FAISS wants 39
-    training points per list)."""
+    most n), or ~8 sqrt(n) clamped to [16, 65536] and to n / 39 (FAISS wants 39
+    training points per list). 8 rather than FAISS's lower bound 4: finer lists
+    follow a corpus's many small clusters (one per culture and topic) instead of
+    merging them, so the lists probed hold more of the true neighbours for about
+    the same points scanned (benchmarks/RESULTS.md, "Train scale")."""
     if n < ivf_min:
         return "flat", None
     if nlist is not None:
         return "ivf", max(1, min(int(nlist), n))
-    auto = min(max(16, int(4 * math.sqrt(n))), 65_536, n // 39)
+    auto = min(max(16, int(8 * math.sqrt(n))), 65_536, n // 39)
     return "ivf", max(1, auto)
 
 

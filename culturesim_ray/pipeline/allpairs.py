@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import posixpath
 import time
 from typing import Any
 
@@ -39,7 +38,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from culturesim_ray import fingerprint, io
+from culturesim_ray import fingerprint, io, progress
 from culturesim_ray.allpairs_input import (
     ACCEPTED,
     COMBINED,
@@ -153,13 +152,8 @@ def _run_set_head(inp: str, src: Source, cfg: AllPairsConfig, head: str,
     x = item_vectors(table.take(pa.array(idx)), f"{inp} (head {head!r})")
     m = set_similarity(cfg.similarity, torch.from_numpy(x), torch.from_numpy(labels), len(cs),
                        block=cfg.set_block, **cfg.set_options)
-    fs, p = io.filesystem_for(path, cfg.s3)
-    fs.makedirs(posixpath.dirname(p), exist_ok=True)
-    tmp = p if io.is_s3(path) else p + ".tmp"
-    with fs.open(tmp, "wb") as fh:
+    with io.atomic_open(path, cfg.s3) as fh:
         np.save(fh, m.numpy())
-    if tmp != p:
-        fs.mv(tmp, p)  # atomic where local
     return int(len(idx))
 
 
@@ -339,6 +333,7 @@ def _vector_blocks(out: str, jobs: dict[str, Any], k: int, cfg: AllPairsConfig,
         ready, pending = ray.wait(pending, num_returns=1)
         ray.get(ready)
         done += 1
+        progress.advance(1, total=total)
         if done == total or done % max(1, total // 10) == 0:
             log(f"  blocks {done}/{total}")
     counts["blocks_run"] = total

@@ -166,8 +166,7 @@ def _prefiltered_head(out: str, head: str, cultures: list[str], x: torch.Tensor,
             cl = Clusters(z["centroids"], z["assign"], z["probes"])
     else:
         cl = build_clusters(x, cfg.nlist or None, cfg.nprobe, spherical=sim_name == "cosine")
-        fs.makedirs(cp.rsplit("/", 1)[0], exist_ok=True)
-        with fs.open(cp, "wb") as fh:
+        with io.atomic_open(cpath, cfg.s3) as fh:  # whole or absent: a rerun reloads it
             np.savez(fh, centroids=cl.centroids, assign=cl.assign, probes=cl.probes)
     members = cluster_members(cl)
     groups: list[list[int]] = [[]]

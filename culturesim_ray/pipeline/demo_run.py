@@ -1,50 +1,68 @@
 """`culturesim demo`: the demo corpus through every job (embed, all-pairs, train,
-all-pairs over the model, evaluation against the demo gold, the report)."""
+all-pairs over the model, evaluation against the demo gold, the report), one
+progress bar per stage, then where everything went and each culture's nearest
+neighbours."""
 
 from __future__ import annotations
 
+import csv
+import time
 from pathlib import Path
 
 from culturesim_ray.config import AllPairsConfig, EmbedConfig
+from culturesim_ray.progress import Stage
+
+# (stage, epochs) of the demo's staged MoCo run and its steps per epoch: long
+# enough for the model's heads to separate the demo's regions, short enough for
+# the whole demo to stay a few minutes on 2 CPUs; --quick is a smoke test
+FULL_TRAIN = {"stages": ((1, 2), (2, 2), (3, 2)), "steps_per_epoch": 5}
+QUICK_TRAIN = {"stages": ((1, 1), (2, 1), (3, 1)), "steps_per_epoch": 2}
+QUICK_PER_CULTURE = 4
 
 
-def run_demo(out: Path, cfg: EmbedConfig, per_culture: int, address: str | None = None) -> int:
+def run_demo(out: Path, cfg: EmbedConfig, per_culture: int, address: str | None = None,
+             quick: bool = False) -> int:
     """Run the demo into `out`; 0 when the embed run is balanced, else 1."""
     from culturesim_ray.demo import build_demo_corpus
-    from culturesim_ray.pipeline.embed import run_embed
-
-    corpus = build_demo_corpus(out / "corpus", per_culture_per_lang=per_culture)
-    print(f"demo corpus: {corpus}")
     from culturesim_ray.layout import RunLayout
     from culturesim_ray.pipeline.allpairs import run_allpairs
+    from culturesim_ray.pipeline.embed import run_embed
     from culturesim_ray.pipeline.train import run_train
-
-    run = RunLayout(str(out))
-    report = run_embed(str(corpus), run.embed.root, cfg, address=address)
-    run_allpairs(run.embed.root, run.allpairs.root, AllPairsConfig(k=5))
-    run_train(run.embed.root, run.train.root, num_workers=2,
-              stages=((1, 2), (2, 2), (3, 2)), steps_per_epoch=5)
-    run_allpairs(run.train.culture_embeddings, run.allpairs_model.root, AllPairsConfig(k=5))
-    import csv
-
     from culturesim_ray.report.build import build_report
     from culturesim_ray.report.evaluate import run_evaluation
     from culturesim_ray.report.gold import culture_attributes, demo_gold_path
 
+    started = time.time()
+    run = RunLayout(str(out))
+    with Stage("corpus", unit="files") as st:
+        corpus = build_demo_corpus(out / "corpus", per_culture_per_lang=min(
+            per_culture, QUICK_PER_CULTURE) if quick else per_culture)
+        st.log(f"demo corpus: {corpus}")
+    with Stage("embed", unit="rows") as st:
+        report = run_embed(str(corpus), run.embed.root, cfg, address=address, log=st.log)
+    with Stage("all-pairs", unit="blocks") as st:
+        run_allpairs(run.embed.root, run.allpairs.root, AllPairsConfig(k=5), log=st.log)
+    with Stage("train", unit="fit") as st:
+        run_train(run.embed.root, run.train.root, num_workers=2, log=st.log,
+                  **(QUICK_TRAIN if quick else FULL_TRAIN))
+    with Stage("all-pairs model", unit="blocks") as st:
+        run_allpairs(run.train.culture_embeddings, run.allpairs_model.root,
+                     AllPairsConfig(k=5), log=st.log)
     with (out / "culture_attributes.csv").open("w", newline="", encoding="utf-8") as fh:
         rows = culture_attributes()
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    run_evaluation(str(out), str(demo_gold_path()), k=3)
-    report_out = build_report(str(out), color_by="region")
-    print("\ndemo finished. outputs:")
+    with Stage("evaluate", unit="methods") as st:
+        run_evaluation(str(out), str(demo_gold_path()), k=3, log=st.log,
+                       **({"n_boot": 100, "n_perm": 99} if quick else {}))
+    with Stage("report", unit="figures") as st:
+        report_out = build_report(str(out), color_by="region", log=st.log)
+    print(f"\ndemo finished in {time.time() - started:.0f} s. outputs:")
     print(f"  corpus       {corpus}")
     print(f"  embeddings   {run.embed.embeddings()}  ({report.embedded} items)")
     print(f"  quarantine   {run.embed.quarantine}  ({report.quarantined} rows)")
-    print(f"  manifest     {run.embed.manifest}")
     print(f"  all-pairs    {run.allpairs.pairs}  (top-5 per culture and theme)")
-    print(f"  matrices     {run.allpairs.matrices}")
     print(f"  model        {run.train.model}  (staged MoCo fusion model)")
     print(f"  model pairs  {run.allpairs_model.pairs}  (the model's heads)")
     print(f"  evaluation   {out / 'evaluation' / 'evaluation.csv'}  (vs the demo gold set)")
@@ -55,6 +73,7 @@ def run_demo(out: Path, cfg: EmbedConfig, per_culture: int, address: str | None 
 
 
 def print_top(path: Path) -> None:
+    """Each culture's 3 nearest (general head), one line per culture."""
     import pyarrow.parquet as pq
 
     rows = pq.read_table(path).to_pylist()

@@ -38,9 +38,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from culturesim_ray import ingest, io
+from culturesim_ray import ingest, io, progress
 from culturesim_ray.config import EmbedConfig
-from culturesim_ray.encoders import build_encoder
+from culturesim_ray.encoders import build_encoder, registry
 from culturesim_ray.layout import EmbedLayout
 from culturesim_ray.pipeline.embed_stage import (
     _complete_files,
@@ -138,11 +138,7 @@ def scan_written(out: str, modality: str, cfg: EmbedConfig) -> pa.Table:
 
 
 def _encoder_for(modality: str, cfg: EmbedConfig) -> str:
-    if modality == "text":
-        return cfg.text_encoder
-    if modality == "image":
-        return cfg.image_encoder
-    return cfg.sequence_encoder
+    return cfg.encoder(modality)
 
 
 def _auto_cpus_per_actor(cfg: EmbedConfig) -> float:
@@ -242,6 +238,7 @@ def run_embed(corpus: str, out: str, cfg: EmbedConfig | None = None,
                                               cpus, gpus, log)
         embedded[modality] += new_ok
         reasons.update(new_bad)
+        progress.advance(todo_n, total=sum(n for (st, _, _), n in counts.items() if st == "todo"))
 
     quarantined = sum(reasons.values())
     report = EmbedReport(rows_in=rows_in, embedded=sum(embedded.values()),
@@ -273,13 +270,14 @@ def _embed_modality(todo: Any, todo_n: int, modality: str, staged: Any, layout: 
     from ray.data import ActorPoolStrategy
 
     encoder = _encoder_for(modality, cfg)
+    spec = registry.get(encoder)
     s3 = cfg.s3
-    kwargs: dict[str, Any] = {}
-    if encoder == "tfidf":
-        kwargs = _fit_tfidf(layout, staged, cfg, log)
-    elif encoder == "minilm":
-        kwargs = {"max_length": cfg.max_length}
-    elif encoder == "lstm":
+    kwargs: dict[str, Any] = registry.encoder_kwargs(encoder, cfg)
+    if modality != "text":  # image and sequence items are files behind uris
+        kwargs["storage_options"] = s3.storage_options()
+    if spec.fitted and modality == "text":  # a text state fitted on this corpus (TF-IDF)
+        kwargs.update(_fit_tfidf(layout, staged, cfg, log))
+    elif spec.fitted and modality == "sequence":  # the melody model, trained on its tunes
         model_path = cfg.sequence_model
         if model_path is None:
             cap = cfg.lstm_sample
@@ -298,9 +296,7 @@ def _embed_modality(todo: Any, todo_n: int, modality: str, staged: Any, layout: 
             fields = _map_each(unusable, todo, [io.join(layout.quarantine, f"sequence-{i:05d}"
                                                         ".parquet") for i in range(len(todo))])
             return 0, Counter(f for part in fields for f in part)
-        kwargs = {"storage_options": s3.storage_options(), "model_path": model_path}
-    if encoder == "efficientnet":
-        kwargs = {"storage_options": s3.storage_options()}
+        kwargs[spec.state or "model_path"] = model_path
     blocks = cfg.blocks or 4 * cfg.num_actors
     log(f"{modality}: embedding {todo_n} rows with {encoder} "
         f"({cfg.min_actors}-{cfg.num_actors} actors x {cpus} CPU, {gpus} GPU)")
@@ -332,9 +328,12 @@ def _embed_modality(todo: Any, todo_n: int, modality: str, staged: Any, layout: 
         num_cpus=cpus,
         num_gpus=gpus or None,
     )
+    from culturesim_ray.pipeline.atomic_sink import AtomicParquetSink
+
     fs, p = io.filesystem_for(layout.embeddings(modality), cfg.s3)
     before = set(_parquet_files(fs, p))
-    ds.write_parquet(p, filesystem=io.arrow_filesystem(fs), max_rows_per_file=cfg.rows_per_file)
+    # each file written whole or not at all (temp + rename): a killed job leaves no torn file
+    ds.write_datasink(AtomicParquetSink(layout.embeddings(modality), cfg.s3, cfg.rows_per_file))
     rows, reasons = 0, Counter()
     for f in _parquet_files(fs, p):
         if f in before:

@@ -31,8 +31,13 @@ def _parquet_files(fs: Any, p: str) -> list[str]:
 
 def _complete_files(out: str, modality: str, cfg: EmbedConfig) -> list[str]:
     """The complete Parquet files written for `modality`; a file without a valid
-    footer (a write cut short) is deleted so its rows are embedded again."""
+    footer (a write cut short, from runs before writes were atomic) is deleted so
+    its rows are embedded again, and so is a killed writer's hidden temp file."""
     fs, p = io.filesystem_for(EmbedLayout(out).embeddings(modality), cfg.s3)
+    if not io.is_s3(out) and fs.exists(p):
+        for f in fs.find(p):
+            if f.rsplit("/", 1)[-1].startswith(".") and f.endswith(".tmp"):
+                fs.rm(f)
     files = []
     for f in _parquet_files(fs, p):
         try:

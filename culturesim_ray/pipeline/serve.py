@@ -7,6 +7,14 @@ and `app_builder(args)` for `serve run` / `serve deploy`.
       -> Fusion    base embedding -> fused state + general top-k (FAISS), @serve.batch
       -> Rerank    theme heads re-rank the top-k, per-theme scores and gate weights
 
+Overload: every deployment has `max_queued_requests` (app arg, default
+DEFAULT_MAX_QUEUED) and a backpressure_config whose rejections carry
+`Retry-After: retry_after_s` (app arg, default 1): the proxy answers a request the
+Ingress cannot queue with a 503 and that header, and the Ingress answers one that
+an inner deployment cannot queue (BackPressureError on its handle) the same way,
+as JSON naming the field "service". A config file's deployments section can set
+either per deployment.
+
 user_config (changeable with `serve deploy` without restarting replicas):
   max_batch_size, batch_wait_timeout_s (Ingress, Encoder, Fusion; 1 = no batching);
   Ingress also default_k, max_k, max_request_bytes. The Ingress batches too:
@@ -24,7 +32,6 @@ request needs `Authorization: Bearer <token>` (else a JSON 401); /healthz stays 
 import asyncio
 import base64
 import binascii
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -32,8 +39,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 from ray import serve
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -56,6 +63,8 @@ from culturesim_ray.serving.api import (
     SimilarResponse,
     check_bearer,
     error,
+    overloaded,
+    parse_similar,
     token_from_env,
 )
 from culturesim_ray.serving.predictor import (
@@ -79,6 +88,16 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
     first = exc.errors()[0]
     field = ".".join(str(p) for p in first.get("loc", ())[1:]) or "request"
     return error(422, field, first.get("msg", "invalid value"))
+
+
+@INGRESS_APP.exception_handler(BackPressureError)
+@INGRESS_APP.exception_handler(DeploymentUnavailableError)
+async def _overloaded(_: Request, exc: Exception) -> JSONResponse:
+    """An inner deployment shed the request (its queue is full) or has no replica
+    right now: a 503 with Retry-After, never a 500."""
+    ingress = serve.get_replica_context().servable_object
+    after = getattr(exc, "retry_after_s", None) or ingress.retry_after_s
+    return overloaded(after, getattr(exc, "status_code", 503), str(exc))
 
 
 @INGRESS_APP.exception_handler(StarletteHTTPException)
@@ -122,8 +141,9 @@ INGRESS_APP.add_middleware(BearerAuth)  # before serve.ingress freezes a copy of
 class Ingress:
     def __init__(self, encoder: DeploymentHandle, fusion: DeploymentHandle,
                  rerank: DeploymentHandle, allpairs_dir: str | None = None,
-                 auth_token_env: str = AUTH_TOKEN_ENV) -> None:
+                 auth_token_env: str = AUTH_TOKEN_ENV, retry_after_s: float = 1.0) -> None:
         self.encoder, self.fusion, self.rerank_handle = encoder, fusion, rerank
+        self.retry_after_s = retry_after_s
         self.auth_token = token_from_env(auth_token_env)  # None: no auth
         self.neighbor_table = (NeighborTable(AllPairsLayout(allpairs_dir).pairs)
                                if allpairs_dir else None)
@@ -174,24 +194,15 @@ class Ingress:
         responses={c: {"model": ErrorResponse} for c in (400, 413, 415, 422)})
     async def similar(self, request: Request) -> Any:
         ctype = request.headers.get("content-type", "")
-        if ctype.split(";")[0].strip().lower() != "application/json":
-            return error(415, "content-type",
-                         f"expected application/json, got {ctype or 'nothing'}")
         limit = int(self.cfg["max_request_bytes"])
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             return error(413, "body", f"request of {declared} bytes exceeds {limit}")
-        body = await request.body()
-        if len(body) > limit:
-            return error(413, "body", f"request of {len(body)} bytes exceeds {limit}")
-        try:
-            req = SimilarRequest.model_validate(json.loads(body))
-        except json.JSONDecodeError as exc:
-            return error(400, "body", f"not JSON: {exc}")
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(p) for p in first.get("loc", ())) or "body"
-            return error(422, field, first.get("msg", "invalid value"))
+        # the body is read only for a JSON content type (parse_similar answers 415 first)
+        body = await request.body() if "json" in ctype.lower() else b""
+        req = parse_similar(ctype, body, limit)
+        if isinstance(req, JSONResponse):
+            return req
         try:
             return await self._similar(req)
         except QueryError as exc:
@@ -231,7 +242,13 @@ class Ingress:
             if not req.sequence or not req.sequence.strip():
                 raise QueryError("sequence", "empty sequence")
             payload = (req.sequence, req.sequence_format)
-        answer = await self._pipeline((modality, payload, k, req.themes))
+        target = modality
+        if req.cross_modal:
+            found = await self.encoder.cross_target.remote(modality, info["slots"])
+            if isinstance(found, dict):
+                raise QueryError(*found["error"])
+            target = found
+        answer = await self._pipeline((modality, payload, k, req.themes, target))
         if "error" in answer:
             raise QueryError(modality, answer["error"])
         return {"modality": modality, "k": len(answer["general"]), **answer}
@@ -247,7 +264,8 @@ class Ingress:
             idx = [i for i, q in enumerate(queries) if q[0] == modality]
             encoded = await self.encoder.encode.remote(modality, [queries[i][1] for i in idx])
             found = await self.fusion.search.remote(modality, encoded,
-                                                    [queries[i][2] for i in idx])
+                                                    [queries[i][2] for i in idx],
+                                                    [queries[i][4] for i in idx])
             answers = await self.rerank_handle.answer.remote(found, [queries[i][3] for i in idx])
             for i, a in zip(idx, answers, strict=True):
                 out[i] = a
@@ -268,7 +286,9 @@ def app_builder(args: dict[str, Any]) -> Any:
     batch (batching user_config of Ingress, Encoder, Fusion) and ingress (Ingress's)
     as starting values; a config file's deployments section overrides them;
     auth_token_env (default CULTURESIM_TOKEN): the variable holding the bearer
-    token /v1/* requires, read in the Ingress replica (unset or empty: no auth)."""
+    token /v1/* requires, read in the Ingress replica (unset or empty: no auth);
+    max_queued_requests (default DEFAULT_MAX_QUEUED; -1: no limit) and retry_after_s
+    (default 1): each deployment's queue bound and the Retry-After of its rejections."""
     from culturesim_ray.pipeline.ray_env import set_safe_env
 
     set_safe_env()
@@ -297,14 +317,35 @@ def app_builder(args: dict[str, Any]) -> Any:
     threads = int(args.get("torch_threads", 0))
     precision = str(args.get("precision", "auto"))
     resolve_precision(precision, "cpu")  # a ValueError naming a bad value, before deploying
-    encoder = Encoder.options(user_config=batch).bind(where(paths.embed), use_gpu, threads,
-                                                      precision)
-    fusion = Fusion.options(user_config=batch).bind(
+    shed = _overload_options(args)
+    encoder = Encoder.options(user_config=batch, **shed).bind(where(paths.embed), use_gpu,
+                                                               threads, precision)
+    fusion = Fusion.options(user_config=batch, **shed).bind(
         where(paths.train), where(paths.embed), use_gpu, int(args.get("k_graph", 10)), threads)
-    rerank = Rerank.bind(where(paths.train), use_gpu)
+    rerank = Rerank.options(**shed).bind(where(paths.train), use_gpu)
     allpairs = where(paths.allpairs) if paths.allpairs else None
     token_env = args.get("auth_token_env", AUTH_TOKEN_ENV)
     if not isinstance(token_env, str) or not token_env.strip():
         raise ValueError(f"auth_token_env must name an environment variable, got {token_env!r}")
-    return Ingress.options(user_config=ingress).bind(encoder, fusion, rerank, allpairs,
-                                                     token_env.strip())
+    return Ingress.options(user_config=ingress, **shed).bind(
+        encoder, fusion, rerank, allpairs, token_env.strip(),
+        shed["backpressure_config"]["retry_after_s"])
+
+
+DEFAULT_MAX_QUEUED = 256  # requests waiting per deployment beyond max_ongoing_requests
+
+
+def _overload_options(args: dict[str, Any]) -> dict[str, Any]:
+    """Deployment options bounding each queue: max_queued_requests and a
+    backpressure_config whose 503s carry Retry-After (validated here, by name)."""
+    queued = args.get("max_queued_requests", DEFAULT_MAX_QUEUED)
+    after = args.get("retry_after_s", 1.0)
+    if isinstance(queued, bool) or not isinstance(queued, int) or (queued < 1 and queued != -1):
+        raise ValueError(f"max_queued_requests must be a positive integer or -1 (no limit), "
+                         f"got {queued!r}")
+    if (isinstance(after, bool) or not isinstance(after, int | float)
+            or not 0 < after < 3600):
+        raise ValueError(f"retry_after_s must be a number of seconds in (0, 3600), "
+                         f"got {after!r}")
+    return {"max_queued_requests": queued,
+            "backpressure_config": {"status_code": 503, "retry_after_s": float(after)}}

@@ -13,6 +13,7 @@ from culturesim_ray.encoders import pick_device
 from culturesim_ray.serving.predictor import (
     FusionPredictor,
     QueryEncoders,
+    QueryError,
     Retriever,
     ThemeReranker,
     format_answer,
@@ -44,6 +45,16 @@ class Encoder:
 
     async def modalities(self) -> list[str]:
         return self.encoders.modalities
+
+    async def cross_target(self, modality: str, slots: list[str]) -> str | dict[str, Any]:
+        """The modality a cross-modal `modality` query ranks against, or {"error":
+        (field, message, status)} when this run's spaces are not shared."""
+        from culturesim_ray.serving.cross_modal import cross_modal_target
+
+        try:
+            return cross_modal_target(self.encoders, modality, slots)
+        except QueryError as exc:
+            return {"error": (exc.field, exc.message, exc.status)}
 
     def _run(self, modality: str, payloads: list[Any], fmt: str = "abc") -> list[tuple]:
         res = self.encoders.encode(modality, payloads, fmt)
@@ -85,23 +96,27 @@ class Fusion:
         apply_batch_config(cfg, DEFAULT_BATCH, self.search)
 
     async def info(self) -> dict[str, Any]:
-        return {"cultures": self.retriever.cultures, "modalities": self.fusion.modalities}
+        return {"cultures": self.retriever.cultures, "modalities": self.fusion.modalities,
+                "slots": sorted(self.retriever.by_modality)}
 
     @serve.batch(**DEFAULT_BATCH)
     async def search(self, modalities: list[str], encoded: list[list[tuple]],
-                     ks: list[list[int]]) -> list[list[tuple]]:
-        """Per call, per query: the Encoder's (vector, error) and k -> (fused, scores,
-        names, error); an encoding error travels on for Rerank to answer."""
+                     ks: list[list[int]], targets: list[list[str]]) -> list[list[tuple]]:
+        """Per call, per query: the Encoder's (vector, error), k and the modality it is
+        ranked against (itself, or the other one of a cross-modal query) -> (fused,
+        scores, names, error); an encoding error travels on for Rerank to answer."""
         out = [[(None, None, None, err) for _, err in e] for e in encoded]
-        for modality in sorted(set(modalities)):
+        pairs = {(m, t) for m, ts in zip(modalities, targets, strict=True) for t in ts}
+        for modality, target in sorted(pairs):
             at = [(c, j) for c, m in enumerate(modalities) if m == modality
-                  for j, (_, err) in enumerate(encoded[c]) if not err]
+                  for j, (_, err) in enumerate(encoded[c])
+                  if not err and targets[c][j] == target]
             if not at:
                 continue
             vectors = np.stack([encoded[c][j][0] for c, j in at])
             fused = self.fusion.fuse(modality, vectors)
-            scores, pos = self.retriever.topk(self.fusion.general(fused, modality, vectors),
-                                              max(ks[c][j] for c, j in at), modality)
+            scores, pos = self.retriever.topk(self.fusion.general(fused, target, vectors),
+                                              max(ks[c][j] for c, j in at), target)
             fused_np = fused.float().cpu().numpy()
             names = self.retriever.cultures
             for r, (c, j) in enumerate(at):

@@ -38,7 +38,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     torch.manual_seed(config["seed"])
     model = MelodyLSTM(cfg)
     device = ray.train.torch.get_device()  # cuda:<local rank> with use_gpu, else cpu
-    opt_state, start, history = None, 0, []
+    opt_state, start, history, resumes = None, 0, [], []
     ckpt = ray.train.get_checkpoint()
     if ckpt:  # resume after a failure: weights, optimiser, epoch, loss history
         with ckpt.as_directory() as d:
@@ -47,7 +47,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             extra = torch.load(Path(d) / "train_state.pt", weights_only=True,
                                map_location=device)
             opt_state, start = extra["optimizer"], int(extra["epoch"]) + 1
-            history = json.loads((Path(d) / "metrics.json").read_text())["history"]
+            prior = json.loads((Path(d) / "metrics.json").read_text())
+            history, resumes = prior["history"], [*prior.get("resumes", []), start]
     model = ray.train.torch.prepare_model(model)
     opt = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=1e-4)
     if opt_state is not None:
@@ -56,8 +57,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     shard = seqs[rank::world] or seqs[:1]
     per_worker = math.ceil(len(seqs) / world)
     steps = max(1, math.ceil(per_worker / config["batch_size"]))
-    g = torch.Generator().manual_seed(config["seed"] + rank)
     for epoch in range(start, config["epochs"]):
+        # an epoch's order depends on the epoch, not on where the run (re)started
+        g = torch.Generator().manual_seed(config["seed"] + 7919 * epoch + rank)
         order = torch.randperm(len(shard), generator=g).tolist()
         total = 0.0
         for s in range(steps):  # every worker takes the same number of steps (DDP)
@@ -66,7 +68,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             # batches built on the model's device (NCCL needs CUDA tensors with GPUs)
             total += train_step(model, opt, pad_batch([shard[i] for i in idx], device))
         history.append(total / steps)
-        metrics = {"epoch": epoch, "loss": total / steps, "history": list(history)}
+        metrics = {"epoch": epoch, "loss": total / steps, "history": list(history),
+                   "resumes": list(resumes)}  # the epochs a restarted group began at
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if rank == 0:

@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from culturesim_ray.layout import AllPairsLayout, RunLayout
-from culturesim_ray.report import plots
+from culturesim_ray.report import interactive, plots
 
 SECTIONS = ["maps", "dendrogram", "network", "topk", "combined"]
 
@@ -83,7 +83,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, color_by: s
     pairs = pq.read_table(layout.pairs).to_pylist()
     heads = sorted({r["head"] for r in emb}, key=lambda h: (h != "general", h))
     themes = sorted({r["theme"] for r in pairs}, key=lambda h: (h not in ("general",), h))
-    steps = len(heads) * len(map_methods) + 4
+    steps = len(heads) * len(map_methods) + 5
     done = [0]
 
     def step(what: str) -> None:
@@ -187,26 +187,78 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, color_by: s
         sections["evaluation"] = (_img(png) if png.exists() else "") + _table(
             cols, [[r[c] for c in cols] for r in erows])
 
-    titles = {"maps": "Maps of cultures (UMAP, t-SNE)", "dendrogram": "Dendrogram",
+    titles = {"maps": "Maps of cultures (UMAP, t-SNE)",
+              "dendrogram": "Similarity matrix, in the dendrogram's order",
               "network": "Network of the strongest similarities",
-              "topk": f"Top-{k} neighbours per theme", "combined": "Combined score S_total",
+              "topk": f"Top-{k} neighbours", "combined": "Combined score S_total",
               "evaluation": "Agreement with the gold pairs"}
-    body = "".join(f'<section id="{sid}"><h2>{titles[sid]}</h2>{content}</section>'
-                   for sid, content in sections.items())
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>culturesim report</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
-img{{max-width:100%}} table{{border-collapse:collapse;font-size:13px;margin:0.5em 0 1.5em}}
-td,th{{border:1px solid #ccc;padding:2px 8px}} figure{{display:inline-block;margin:0 1em 1em 0;
-max-width:520px}}</style></head>
-<body><h1>culturesim report</h1>
-<p>Source: {html.escape(str(src))}; {len(names)} cultures; heads {html.escape(', '.join(heads))};
-maps coloured by {html.escape(color_by)}.</p>
-<nav>{' | '.join(f'<a href="#{s}">{titles[s]}</a>' for s in sections)}</nav>
-{body}</body></html>"""
-    report = out / "report.html"
-    report.write_text(page, encoding="utf-8")
+    step("interactive views")
+    views = _views(layout, emb, pairs, heads, attrs, color_by, k, result, run_dir)
+    png = {"maps": "PNG maps (for papers)", "dendrogram": "PNG dendrograms",
+           "network": "PNG network"}
+    page_sections = {sid: (titles[sid], (f"<details><summary>{png[sid]}</summary>{content}"
+                                         "</details>") if sid in png else content)
+                     for sid, content in sections.items()}
+    page_sections["topk"] = (titles["topk"], "")  # the selected head's table, drawn by the page
+    intro = (f"Source: {html.escape(str(src))}; {len(names)} cultures; heads "
+             f"{html.escape(', '.join(heads))}; maps coloured by {html.escape(color_by)}.")
+    report = interactive.write_page(out / "report.html", views, intro, page_sections,
+                                    default=heads[0])
     result["html"] = str(report)
     result["sections"] = list(sections)
     log(f"report: {report}")
     return result
+
+
+def _views(layout: AllPairsLayout, emb: list[dict[str, Any]], pairs: list[dict[str, Any]],
+           heads: list[str], attrs: dict[str, dict[str, str]], color_by: str, k: int,
+           result: dict[str, Any], run_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """Per head: the map, matrix, network and evaluation figures and the top-k table."""
+    names = sorted({r["culture"] for r in emb})
+    themes = {r["theme"] for r in pairs}
+    eval_rows = _evaluation_rows(Path(run_dir) / "evaluation" / "evaluation.csv")
+    general_edges = plots.strongest_edges([r for r in pairs if r["theme"] == "general"], k=k)
+    pos = plots.network_layout(names, general_edges)  # one layout: nodes stay put across heads
+    views: dict[str, dict[str, Any]] = {}
+    for head in [*heads, *sorted(themes - set(heads))]:
+        theme = head if head in themes else "general"
+        topk = interactive.topk_by_culture(pairs, theme, k)
+        view: dict[str, Any] = {v: None for v in interactive.VIEW_IDS}
+        for method in ("umap", "tsne"):
+            if (method, head) in result["maps"]:
+                mnames, coords = result["maps"][(method, head)]
+                view["map"] = interactive.map_figure(
+                    mnames, coords, [attrs.get(c, {}).get(color_by) or "unknown"
+                                     for c in mnames],
+                    interactive.hover_texts(mnames, attrs, topk, head),
+                    f"{method.upper()} of cultures, head {head}", color_by)
+                break
+        mpath = Path(layout.matrices) / f"{head}.parquet"
+        if mpath.exists():
+            mnames, m = plots.dense_matrix(pq.read_table(mpath).to_pylist())
+            if len(mnames) >= 2:
+                leaves = plots.leaf_order(plots.similarity_linkage(m), mnames)
+                view["matrix"] = interactive.matrix_figure(mnames, m, leaves,
+                                                           f"Similarity, head {head}")
+        edges = plots.strongest_edges([r for r in pairs if r["theme"] == theme], k=k)
+        view["network"] = interactive.network_figure(
+            names, pos, edges, interactive.hover_texts(names, attrs, topk, theme),
+            f"Each culture's {k} strongest similarities ({theme})")
+        rows = [r for r in eval_rows if r["theme"] == head]
+        if rows:
+            view["evaluation"] = interactive.evaluation_figure(rows, _eval_k(rows), head)
+        view["table"] = interactive.topk_table(pairs, theme, k)
+        views[head] = view
+    return views
+
+
+def _evaluation_rows(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    with path.open(newline="", encoding="utf-8") as fh:
+        return [r for r in csv.DictReader(fh) if r.get("spearman") not in (None, "", "nan")]
+
+
+def _eval_k(rows: list[dict[str, Any]]) -> int:
+    """k of the evaluation's ndcg@k column."""
+    return next(int(c.split("@")[1]) for c in rows[0] if c.startswith("ndcg@"))

@@ -65,28 +65,14 @@ class GoldError(ValueError):
 
 
 def read_gold_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a CSV, JSONL or Parquet gold file."""
-    path = str(path)
-    if path.endswith(".parquet"):
-        import pyarrow.parquet as pq
+    """Rows of a CSV, JSONL or Parquet gold file (the corpus reader's: a file it
+    cannot parse is a GoldError naming the file and line)."""
+    from culturesim_ray import io
 
-        return pq.read_table(path).to_pylist()
-    if path.endswith((".jsonl", ".json")):
-        import json
-
-        rows = []
-        with open(path, encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise GoldError(f"{path}: line {n} is not JSON: {exc}") from exc
-        return rows
-    import csv
-
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
+    try:
+        return io.read_corpus_rows(str(path))
+    except io.CorpusFormatError as exc:
+        raise GoldError(f"gold file {exc}") from exc
 
 
 def validate_gold(rows: Sequence[dict[str, Any]], cultures: Sequence[str],
@@ -109,7 +95,7 @@ def validate_gold(rows: Sequence[dict[str, Any]], cultures: Sequence[str],
         a, b = str(row["culture_a"]).strip(), str(row["culture_b"]).strip()
         try:
             score = float(row["score"])
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise GoldError(f"{where}: field 'score' is not a number: {row['score']!r}") from None
         if not math.isfinite(score):
             raise GoldError(f"{where}: field 'score' is not finite: {row['score']!r}")

@@ -169,3 +169,23 @@ def draw_network(edges: Sequence[tuple[str, str, float]], names: Sequence[str],
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def leaf_order(link: np.ndarray, names: Sequence[str]) -> list[str]:
+    """The dendrogram's leaves (average linkage of `similarity_linkage`), top to bottom."""
+    from scipy.cluster.hierarchy import leaves_list
+
+    return [names[i] for i in leaves_list(link)]
+
+
+def network_layout(names: Sequence[str], edges: Sequence[tuple[str, str, float]],
+                   seed: int = 0) -> dict[str, tuple[float, float]]:
+    """Spring layout of the strongest-similarity graph: culture -> (x, y)."""
+    import networkx as nx
+
+    g = nx.Graph()
+    g.add_nodes_from(names)
+    for a, b, s in edges:
+        g.add_edge(a, b, weight=s)
+    pos = nx.spring_layout(g, seed=seed, weight="weight")
+    return {c: (float(pos[c][0]), float(pos[c][1])) for c in names}

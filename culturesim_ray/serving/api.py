@@ -4,13 +4,15 @@ and the bearer-token check of /v1/*. Pure: no ray (the Serve glue in
 pipeline/serve.py uses these)."""
 
 import hmac
+import json
+import math
 import os
 import re
 from collections.abc import Mapping
 from typing import Literal
 
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class SimilarRequest(BaseModel):
@@ -23,6 +25,20 @@ class SimilarRequest(BaseModel):
     sequence_format: Literal["abc", "musicxml"] = "abc"
     k: int | None = Field(None, description="cultures in the general top-k (default from config)")
     themes: list[str] | None = Field(None, description="themes to re-rank on (default: all)")
+    cross_modal: bool = Field(False, description="rank the cultures by their other modality: "
+                              "a text query against their images, an image query against their "
+                              "texts (a run embedded with --image-align)")
+
+    @field_validator("text", "image", "sequence", "themes")
+    @classmethod
+    def _unicode(cls, v: str | list[str] | None) -> str | list[str] | None:
+        """No lone surrogates (JSON "\\ud800"): no encoder or log line can take them."""
+        for s in [v] if isinstance(v, str) else v or []:
+            try:
+                s.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValueError(f"not valid Unicode text ({exc.reason} at {exc.start})") from None
+        return v
 
 
 class Ranked(BaseModel):
@@ -76,6 +92,40 @@ class ErrorResponse(BaseModel):
 
 def error(status: int, field: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"field": field, "message": message}}, status_code=status)
+
+
+def parse_similar(content_type: str | None, body: bytes,
+                  limit: int) -> SimilarRequest | JSONResponse:
+    """A POST /v1/similar body as the typed request, or the 4xx naming the part at
+    fault (content-type, body, or the field): never an exception, whatever the bytes
+    (invalid UTF-8, JSON nested past the parser's depth, integers too long to read)."""
+    ctype = (content_type or "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        return error(415, "content-type", f"expected application/json, got "
+                                          f"{(content_type or '')[:100] or 'nothing'}")
+    if len(body) > limit:
+        return error(413, "body", f"request of {len(body)} bytes exceeds {limit}")
+    try:
+        data = json.loads(body)
+    except RecursionError:
+        return error(400, "body", "not JSON this service reads: nested too deeply")
+    except ValueError as exc:  # JSONDecodeError, invalid UTF-8, an integer of > 4300 digits
+        return error(400, "body", f"not JSON: {str(exc)[:200]}")
+    try:
+        return SimilarRequest.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first.get("loc", ())) or "body"
+        return error(422, field, first.get("msg", "invalid value"))
+
+
+def overloaded(retry_after_s: float, status: int = 503,
+               message: str = "the service is at capacity; retry later") -> JSONResponse:
+    """The answer to a request shed under load: a JSON 503 (or 429) whose
+    `Retry-After` header says, in whole seconds (at least 1), when to come back."""
+    response = error(status, "service", message)
+    response.headers["Retry-After"] = str(max(1, math.ceil(retry_after_s)))
+    return response
 
 
 AUTH_TOKEN_ENV = "CULTURESIM_TOKEN"

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from culturesim_ray import io, runs
-from culturesim_ray.encoders import build_encoder
+from culturesim_ray.encoders import build_encoder, registry
 from culturesim_ray.encoders.base import EncodeResult
 from culturesim_ray.layout import AllPairsLayout, TrainLayout
 from culturesim_ray.models.branch import SELF_RELATION
@@ -59,9 +59,6 @@ class QueryError(ValueError):
         self.field, self.message, self.status = field, message, status
 
 
-PRECISION_ENCODERS = {"minilm"}  # encoders that take precision= (encoders.base.PRECISIONS)
-
-
 class QueryEncoders:
     """Per modality, the encoder the embed run used; built on first use. precision:
     the query encoders' dtype where they offer one ("auto": bfloat16 on hardware that
@@ -82,7 +79,7 @@ class QueryEncoders:
                              f"(modalities: {', '.join(self.modalities)})", 422)
         if modality not in self._encoders:
             name, kwargs = runs.run_encoder_kwargs(self.embed_dir, modality)
-            if name in PRECISION_ENCODERS:
+            if registry.get(name).precision:
                 kwargs["precision"] = self.precision
             self._encoders[modality] = build_encoder(name, device=self.device, **kwargs)
         return self._encoders[modality]
@@ -382,13 +379,17 @@ class SimilarityService:
 
     def similar(self, modality: str, payload: Any, k: int = 5,
                 themes: Sequence[str] | None = None,
-                sequence_format: str = "abc") -> dict[str, Any]:
+                sequence_format: str = "abc", cross_modal: bool = False) -> dict[str, Any]:
         themes = self.reranker.check_themes(themes)
+        target = modality  # cross_modal: text -> images, image -> texts (serving.cross_modal)
+        if cross_modal:
+            from culturesim_ray.serving.cross_modal import cross_modal_target
+            target = cross_modal_target(self.encoders, modality, self.retriever.by_modality)
         res = self.encoders.encode(modality, [payload], sequence_format)
         if res.errors[0]:
             raise QueryError(MODALITY_FIELDS[modality], res.errors[0])
         fused = self.fusion.fuse(modality, res.vectors)
-        scores, pos = self.retriever.topk(self.fusion.general(fused, modality, res.vectors), k,
-                                          modality)
+        scores, pos = self.retriever.topk(self.fusion.general(fused, target, res.vectors), k,
+                                          target)
         reranked = named(self.reranker.rerank(fused, pos, themes)[0], self.cultures)
         return format_answer([self.cultures[p] for p in pos[0] if p >= 0], scores[0], reranked)

@@ -103,10 +103,16 @@ def train(model: CultureSim, key_model: CultureSim, queues: dict[str, MoCoQueue]
           position: Position | None = None, val: Batch | None = None, rank: int = 0,
           world: int = 1, device: torch.device | str = "cpu",
           on_epoch: Callable[[Position, dict[str, Any]], None] | None = None,
-          on_step: Callable[[int, dict[str, float], Batch], None] | None = None) -> Position:
+          on_step: Callable[[int, dict[str, float], Batch], None] | None = None,
+          train_heads: list[str] | None = None,
+          groups_for: Callable[..., list[dict]] = param_groups) -> Position:
     """Run (or resume from `position`) the stages of `cfg` on `store`; returns the
     final position. `val`: the validation batch (`validation_batch`), None = no
-    early stopping. The model, key model and queues must already be on `device`."""
+    early stopping. The model, key model and queues must already be on `device`.
+    train_heads: the heads whose losses train (default every head; `add-theme`
+    trains its new head alone); groups_for(model, stage, stages_cfg, stage_epoch=)
+    gives the optimiser's parameter groups and their rates (default
+    `stages.param_groups`, which `opt` must have been built from)."""
     pos = position or Position()
     heads = heads_of(model)
     hetero = cfg.model.graph == "hetero"
@@ -124,7 +130,7 @@ def train(model: CultureSim, key_model: CultureSim, queues: dict[str, MoCoQueue]
         start = pos.epoch if stage_idx == pos.stage_idx else 0
         total_steps = epochs * cfg.steps_per_epoch
         for epoch in range(start, epochs):
-            groups = param_groups(model, stage, cfg.stages_cfg, stage_epoch=epoch)
+            groups = groups_for(model, stage, cfg.stages_cfg, stage_epoch=epoch)
             losses = []
             for s in range(cfg.steps_per_epoch):
                 i = epoch * cfg.steps_per_epoch + s
@@ -136,7 +142,8 @@ def train(model: CultureSim, key_model: CultureSim, queues: dict[str, MoCoQueue]
                                               rng, heads, hetero), device)
                 gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
                 out = moco_step(model, key_model, queues, batch.graphs, b, opt, cfg.step, gen,
-                                references=batch.references, culture_ids=batch.culture_ids)
+                                references=batch.references, culture_ids=batch.culture_ids,
+                                heads_only=train_heads)
                 losses.append(out["loss"])
                 if on_step is not None:
                     on_step(step, out, batch)

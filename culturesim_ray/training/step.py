@@ -177,16 +177,17 @@ def moco_step(model: nn.Module, key_model: CultureSim, queues: dict[str, MoCoQue
               cfg: StepConfig, gen: torch.Generator,
               scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
               references: dict[str, Tensor] | None = None,
-              culture_ids: Tensor | None = None) -> dict[str, float]:
+              culture_ids: Tensor | None = None,
+              heads_only: list[str] | None = None) -> dict[str, float]:
     """One optimisation step; returns the losses. `queues` has "general" and one per
-    theme; `references` (from `reference_similarities`, (n_cultures, n_cultures) per
+    theme (heads_only: train these heads alone, e.g. a theme added later); `references` (from `reference_similarities`, (n_cultures, n_cultures) per
     head) saves recomputing them. A mini-batch (`training.batch`) numbers its cultures
     0..n_cultures-1 (slots) and gives each slot's global culture in `culture_ids`
     (-1: unused), which the queues store, so negatives are masked across steps."""
     model.train()
     key_model.train()
     losses = head_losses(model, key_model, queues, graphs, n_cultures, cfg, gen, enqueue=True,
-                         references=references, culture_ids=culture_ids)
+                         heads_only=heads_only, references=references, culture_ids=culture_ids)
     themes = [v for h, v in losses.items() if h != "general"]
     # a head absent here still joins the graph (zero weight) so every parameter gets a gradient
     total = losses.get("general", sum(p.sum() * 0.0 for p in model.parameters()))

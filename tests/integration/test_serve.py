@@ -143,6 +143,8 @@ BAD = [  # (request kwargs, status, field)
     ({"json": {"text": "Athens", "image": "aGk="}}, 422, "image"),
     ({"json": {}}, 422, "text"),
     ({"json": {"txt": "Athens"}}, 422, "txt"),
+    ({"json": {"text": "Athens", "cross_modal": True}}, 422, "cross_modal"),  # not aligned
+    ({"json": {"sequence": "X:1\nK:C\nCDEF|", "cross_modal": True}}, 422, "cross_modal"),
     ({"data": "text=Athens", "headers": {"content-type": "text/plain"}}, 415, "content-type"),
     ({"data": "{not json", "headers": {"content-type": "application/json"}}, 400, "body"),
 ]
@@ -240,3 +242,40 @@ def test_serve_processes_run_the_throughput_data_plane(service):
 
     assert ray.get(serve_constants.remote()) == (True, False, False)
     assert requests.get(f"{service}/healthz", timeout=30).status_code == 200  # via the proxy
+
+
+def test_overload_sheds_with_retry_after_and_recovers(service, run_dir):
+    """64 concurrent clients against queues made small (`chaos_load.small_queues`):
+    every answer is a 200 or a 503 with Retry-After, never a hang, a 500 or a dropped
+    connection; afterwards the usual latency."""
+    from benchmarks.chaos_load import closed_loop, median_latency, small_queues
+    from culturesim_ray.pipeline.serve_deploy import deploy_config
+
+    port = int(service.rsplit(":", 1)[1])
+    before = median_latency(service, n=5)
+    try:
+        deploy_config(small_queues(local_config(run_dir, port)))
+        load = closed_loop(service, clients=64, seconds=8, timeout=30)
+    finally:
+        deploy_config(local_config(run_dir, port))
+    assert load["bad"] == load["hangs"] == load["stuck_clients"] == 0, load
+    assert load["ok"] > 0 and load["shed"] > 0, load  # it served and it shed
+    assert set(load["statuses"]) <= {"200", "503"}, load
+    res = post(service, {"text": "x"})
+    assert res.status_code == 200
+    after = median_latency(service, n=5)
+    assert after < max(3 * before, before + 0.25), (before, after)
+
+
+def test_hostile_bodies_over_http_are_4xx_naming_the_part(service):
+    cases = [(b"[" * 100_000, "application/json", 400, "body"),
+             (b'{"k": ' + b"9" * 5000 + b"}", "application/json", 400, "body"),
+             (b'{"text": "\\ud800"}', "application/json", 422, "text"),
+             (b"\xff\xfe{", "application/json", 400, "body"),
+             (b'{"text": "a", "k": 1e999}', "application/json", 422, "k"),
+             (b'{"text": "a"}', "text/plain", 415, "content-type")]
+    for body, ctype, status, field in cases:
+        res = requests.post(f"{service}/v1/similar", data=body, timeout=60,
+                            headers={"Content-Type": ctype})
+        assert res.status_code == status, (body[:30], res.status_code, res.text[:200])
+        assert res.json()["error"]["field"] == field

@@ -109,6 +109,20 @@ def test_efficientnet_features_and_bad_file(tmp_path):
     np.testing.assert_allclose(again, ok[0], atol=1e-5)
 
 
+def test_efficientnet_chunks_give_the_same_vectors_and_errors(tmp_path):
+    from culturesim_ray.encoders.image import EfficientNetEncoder
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    uris = [str(FLAGS / f) for f in ("italy.png", "france.png", "japan.png")]
+    uris = uris[:2] + [str(broken)] + uris[2:]
+    whole = EfficientNetEncoder(chunk=64).encode(uris)
+    pieces = EfficientNetEncoder(chunk=2).encode(uris)  # a chunk boundary after the bad file
+    assert [e is None for e in pieces.errors] == [True, True, False, True]
+    assert [e is None for e in whole.errors] == [True, True, False, True]
+    np.testing.assert_allclose(pieces.vectors, whole.vectors, atol=1e-5)  # nan rows equal too
+
+
 def test_efficientnet_weights_are_the_packaged_ones():
     from culturesim_ray.encoders.image import efficientnet_weights_path
 

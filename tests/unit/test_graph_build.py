@@ -87,8 +87,8 @@ def test_exact_neighbours_blocked_equals_one_block():
 
 def test_choose_index_thresholds():
     assert choose_index(49_999) == ("flat", None)
-    assert choose_index(50_000) == ("ivf", int(4 * np.sqrt(50_000)))
-    assert choose_index(10**7)[1] == int(4 * np.sqrt(10**7))
+    assert choose_index(50_000) == ("ivf", 50_000 // 39)  # 8 sqrt(n) capped at 39 per list
+    assert choose_index(10**7)[1] == int(8 * np.sqrt(10**7))
     assert choose_index(10**11, ivf_min=0)[1] == 65_536
     assert choose_index(1000, ivf_min=100) == ("ivf", 1000 // 39)  # 39 points per list
     assert choose_index(5000, ivf_min=100)[1] == 128  # 4 sqrt(n) = 282 > n / 39 = 128

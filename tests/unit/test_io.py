@@ -60,3 +60,26 @@ def test_existing_uris_local(tmp_path):
     (tmp_path / "x.png").write_bytes(b"1")
     found = io.existing_uris([str(tmp_path / "x.png"), str(tmp_path / "y.png")])
     assert found == {str(tmp_path / "x.png")}
+
+
+def test_a_writer_killed_mid_write_leaves_the_file_whole(tmp_path):
+    """SIGKILL while a file is being rewritten: readers still see the old file whole
+    (an in-place write would leave it torn)."""
+    import signal
+    import subprocess
+    import sys
+
+    path = tmp_path / "t.parquet"
+    io.write_table(pa.table({"x": [1, 2, 3]}), str(path))
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom culturesim_ray import io\n"
+         "with io.atomic_open(sys.argv[1]) as fh:\n"
+         "    fh.write(b'PAR1 half a file'); fh.flush(); print('ready', flush=True)\n"
+         "    time.sleep(60)\n", str(path)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "ready"
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert pq.read_table(path).column("x").to_pylist() == [1, 2, 3]
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == ["t.parquet"]
+    io.write_json({"a": 1}, str(tmp_path / "m.json"))
+    assert io.read_json(str(tmp_path / "m.json")) == {"a": 1}

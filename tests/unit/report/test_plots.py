@@ -3,6 +3,8 @@ apart, strongest-edge selection, and an HTML report holding every section."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -111,7 +113,8 @@ def test_html_report_holds_every_section_and_the_figures_data(tmp_path):
     page = (tmp_path / "report" / "report.html").read_text()
     for sid in SECTIONS:
         assert f'id="{sid}"' in page
-    assert page.count("data:image/png;base64,") == len(res["figures"])
+    assert page.count('<img src="data:image/png;base64,') == len(res["figures"])
+    assert "cdn" not in page.split("<script>")[0].lower()  # plotly.js inlined, no CDN
     assert set(res["figures"]) == {"maps_tsne_general", "maps_tsne_arts", "dendrogram_general",
                                    "dendrogram_combined", "network"}
     leaves = res["dendrograms"]["general"]["leaves"]
@@ -127,3 +130,23 @@ def test_html_report_holds_every_section_and_the_figures_data(tmp_path):
     assert "north" in page and "S_total" in page and "C5" in page
     for f in res["figures"].values():
         assert open(f, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_interactive_views_switch_with_the_head_and_hover_names_the_culture(tmp_path):
+    names = _fake_allpairs(tmp_path)
+    build_report(tmp_path, map_methods=("tsne",), k=2, log=lambda *_: None)
+    page = (tmp_path / "report" / "report.html").read_text()
+    views = json.loads(page.split("const VIEWS = ", 1)[1].split(";\nconst IDS", 1)[0])
+    assert {"general", "arts"} <= set(views)
+    g, a = views["general"], views["arts"]
+    # each head plots its own map (the fake matrices are the same for every head)
+    assert g["map"]["data"][0]["x"] != a["map"]["data"][0]["x"]
+    assert a["matrix"]["layout"]["title"]["text"].endswith("arts")
+    hover = [h for t in g["map"]["data"] for h in t["hovertext"]]
+    assert all(any(f"<b>{c}</b>" in h for h in hover) for c in names)
+    assert any("top-2 (general)" in h for h in hover)
+    # the heatmap's rows follow the dendrogram's leaves
+    m_names, m = plots.dense_matrix(pq.read_table(tmp_path / "allpairs" / "matrices" /
+                                                  "general.parquet").to_pylist())
+    assert g["matrix"]["data"][0]["y"] == plots.leaf_order(plots.similarity_linkage(m), m_names)
+    assert "<td>" in a["table"]
