@@ -196,7 +196,8 @@ def _epoch_worker(config: dict) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     store = ray.get(config["store"])
     cfg0 = merge_train_config({})
-    steps = PassSampler.steps_for(store.node_culture(), store.shards(world),
+    steps = PassSampler.steps_for(store.node_culture(),
+                                  store.shards(world, cfg0.batch.items_per_culture),
                                   cfg0.batch.batch_cultures, cfg0.batch.items_per_culture)
     cfg = merge_train_config({"stages": [[1, 1]], "steps_per_epoch": steps})
     model, key, queues, opt = _model_and_opt(store, cfg)

@@ -57,11 +57,28 @@ class ItemStore:
     has: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     seedable: np.ndarray | None = None  # node ids a step may seed from (None: all)
 
-    def shards(self, world: int) -> list[np.ndarray]:
-        """The seedable nodes of each of `world` workers (every world-th one)."""
+    def shards(self, world: int, chunk: int = 1) -> list[np.ndarray]:
+        """The seedable nodes of each of `world` workers, sorted.
+
+        chunk = 1: every world-th node. chunk = m (a step's items per culture):
+        each culture's nodes are cut into runs of m, dealt to the workers in turn
+        (culture c's j-th run to worker (c + j) % world), so a worker's share of a
+        culture is whole runs of m: W workers together cut the pass into the same
+        number of per-culture chunks as one worker does, and each takes 1/W of the
+        steps (dealing single nodes left every worker a partial chunk per culture:
+        0.56 of one worker's steps with two, not 0.5)."""
         nodes = (np.arange(self.num_items, dtype=np.int64) if self.seedable is None
                  else np.asarray(self.seedable, np.int64))
-        return [nodes[r::world] for r in range(world)]
+        if chunk <= 1 or world == 1:
+            return [nodes[r::world] for r in range(world)]
+        culture = self.node_culture()[nodes]
+        order = np.argsort(culture, kind="stable")
+        nodes, culture = nodes[order], culture[order]
+        first = np.r_[0, np.flatnonzero(culture[1:] != culture[:-1]) + 1]
+        rank_in_culture = np.arange(len(nodes)) - np.repeat(first, np.diff(np.r_[first,
+                                                                                 len(nodes)]))
+        owner = (culture + rank_in_culture // chunk) % world
+        return [np.sort(nodes[owner == r]) for r in range(world)]
 
     @property
     def offsets(self) -> dict[str, int]:

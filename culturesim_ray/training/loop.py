@@ -118,7 +118,7 @@ def train(model: CultureSim, key_model: CultureSim, queues: dict[str, MoCoQueue]
     hetero = cfg.model.graph == "hetero"
     nc = store.node_culture()
     b, m = cfg.batch.batch_cultures, cfg.batch.items_per_culture
-    shards = store.shards(world)
+    shards = store.shards(world, cfg.batch.items_per_culture)
     sampler = PassSampler(nc, shards[rank], b, m, cfg.seed, rank,
                           PassSampler.steps_for(nc, shards, b, m))
     stopper = EarlyStopping(patience=cfg.patience)

@@ -60,6 +60,29 @@ def test_a_pass_seeds_every_shard_item_once_and_ranks_run_equal_steps():
         assert not np.array_equal(s.seeds(0), s.seeds(steps))  # a new pass reshuffles
 
 
+def test_chunk_shards_partition_the_items_and_split_the_steps_evenly():
+    rng = np.random.default_rng(0)
+    _, store = _store(40, 9)
+    store.seedable = np.sort(rng.choice(store.num_items, 600, replace=False))  # a split
+    nc = store.node_culture()
+    m, b = 4, 5
+    one = store.shards(1, m)
+    assert np.array_equal(one[0], store.seedable)
+    for world in (2, 3):
+        shards = store.shards(world, m)
+        every = np.concatenate(shards)
+        assert np.array_equal(np.sort(every), store.seedable)  # nothing lost, nothing twice
+        for c in range(40):  # a worker's share of a culture: whole runs of m but one
+            sizes = [int((nc[s] == c).sum()) for s in shards]
+            assert sum(sz % m != 0 for sz in sizes) <= 1, (c, sizes)
+        chunks = sum(PassSampler.chunks_of(nc, s, m) for s in shards)
+        assert chunks == PassSampler.chunks_of(nc, one[0], m)  # as many chunks as one worker
+        per_item = [store.seedable[r::world] for r in range(world)]
+        assert chunks < sum(PassSampler.chunks_of(nc, s, m) for s in per_item)
+        assert PassSampler.steps_for(nc, shards, b, m) <= -(-PassSampler.steps_for(
+            nc, one, b, m) // world) + 1
+
+
 def test_batch_reference_matches_the_full_reference_in_float64():
     graphs, store = _store()
     cultures = np.array([4, 0, 2])
