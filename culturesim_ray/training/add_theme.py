@@ -37,6 +37,7 @@ from culturesim_ray.models.heads import ThemeHeads
 from culturesim_ray.training.batch import GENERAL, ItemStore, culture_means
 from culturesim_ray.training.config import TrainConfig
 from culturesim_ray.training.loop import Position, make_queues, train
+from culturesim_ray.training.stages import stage_lr
 
 THEME_PREFIX = "theme_heads.heads."
 
@@ -132,8 +133,7 @@ def head_groups(theme: str) -> Any:
     stage's head rate (stage 1: lr1), no weight decay."""
     def groups(model: CultureSim, stage: int, cfg: Any, stage_epoch: int = 0) -> list[dict]:
         heads: ThemeHeads = model.theme_heads  # type: ignore[assignment]
-        lr = {1: cfg.lr1, 2: cfg.lr2, 3: cfg.lr3}[stage]
-        return [{"params": list(heads.heads[theme].parameters()), "lr": lr,
+        return [{"params": list(heads.heads[theme].parameters()), "lr": stage_lr(cfg, stage),
                  "weight_decay": 0.0, "name": f"theme:{theme}"}]
     return groups
 

@@ -44,6 +44,11 @@ def branch_layers(model: CultureSim) -> list[list[nn.Parameter]]:
     return layers
 
 
+def stage_lr(cfg: StageConfig, stage: int) -> float:
+    """The head/fusion learning rate of `stage` (1: lr1, 2: lr2, 3: lr3)."""
+    return {1: cfg.lr1, 2: cfg.lr2, 3: cfg.lr3}[stage]
+
+
 def param_groups(model: CultureSim, stage: int, cfg: StageConfig,
                  stage_epoch: int = 0) -> list[dict]:
     """Parameter groups for `stage` (1, 2, 3); frozen groups have lr 0."""
@@ -58,7 +63,7 @@ def param_groups(model: CultureSim, stage: int, cfg: StageConfig,
         open_layers = min(len(layers), 1 + stage_epoch // max(1, cfg.unfreeze_every))
     else:
         open_layers = len(layers)
-    lr_head = {1: cfg.lr1, 2: cfg.lr2, 3: cfg.lr3}[stage]
+    lr_head = stage_lr(cfg, stage)
     wd = cfg.weight_decay if stage == 3 else 0.0
     groups = [{"params": rest, "lr": lr_head, "weight_decay": wd, "name": "fusion+heads"}]
     for i, params in enumerate(layers):
