@@ -208,26 +208,51 @@ def _epoch_worker(config: dict) -> None:
                                                                    "steps": steps}))
 
 
-def epoch_times(n: int, c: int) -> dict:
-    """One pass over the items with 1 and with 2 workers (1 CPU, 1 thread each)."""
+def epoch_times(n: int, c: int, repeats: int = 3) -> dict:
+    """One pass over the items with 1 and with 2 workers (1 CPU, 1 thread each),
+    `repeats` times in alternation (1, 2, 1, 2, ...), so a slow spell of this shared
+    2-core machine hits both sides; the ratio is the median of the pairs' ratios."""
     import ray
     from ray.train import ScalingConfig
     from ray.train.torch import TorchTrainer
 
     store, _ = build_store(n, c)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    ref = ray.put(store)
-    out = {}
-    for w in (1, 2):
-        with tempfile.TemporaryDirectory() as tmp:
-            TorchTrainer(_epoch_worker, train_loop_config={"store": ref, "out": tmp},
-                         scaling_config=ScalingConfig(num_workers=w,
-                                                      resources_per_worker={"CPU": 1}),
-                         run_config=ray.train.RunConfig(storage_path=tmp, name=f"w{w}")).fit()
-            ranks = [json.loads(p.read_text()) for p in Path(tmp).glob("rank*.json")]
-        out[w] = {"epoch_s": max(r["s"] for r in ranks), "steps": ranks[0]["steps"]}
-    ray.shutdown()
-    return out
+    runs: dict[int, list[float]] = {1: [], 2: []}
+    steps: dict[int, int] = {}
+    for rep in range(repeats):
+        for w in (1, 2):  # each run in a fresh Ray session: no actors left from the last
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            ref = ray.put(store)
+            with tempfile.TemporaryDirectory() as tmp:
+                TorchTrainer(_epoch_worker, train_loop_config={"store": ref, "out": tmp},
+                             scaling_config=ScalingConfig(num_workers=w,
+                                                          resources_per_worker={"CPU": 1}),
+                             run_config=ray.train.RunConfig(storage_path=tmp,
+                                                            name=f"w{w}r{rep}")).fit()
+                ranks = [json.loads(p.read_text()) for p in Path(tmp).glob("rank*.json")]
+            runs[w].append(max(r["s"] for r in ranks))
+            steps[w] = ranks[0]["steps"]
+            ray.shutdown()
+    ratios = [b / a for a, b in zip(runs[1], runs[2], strict=True)]
+    return {"n": n, "cultures": c,
+            **{f"{w}w": {"epoch_s": statistics.median(runs[w]), "runs_s": runs[w],
+                         "steps": steps[w]} for w in (1, 2)},
+            "ratios": ratios, "epoch_time_2w_over_1w": statistics.median(ratios)}
+
+
+def epoch_line(ep: dict) -> str:
+    return (f"epoch at N={ep['n']}: 1 worker {ep['1w']['epoch_s']:.1f} s "
+            f"({ep['1w']['steps']} steps), 2 workers {ep['2w']['epoch_s']:.1f} s "
+            f"({ep['2w']['steps']} steps each), medians of {len(ep['ratios'])}: ratio "
+            f"{ep['epoch_time_2w_over_1w']:.2f} (pairs: "
+            f"{', '.join(f'{r:.2f}' for r in ep['ratios'])})")
+
+
+def run_epochs(env: dict, repeats: int) -> dict:
+    n, c = SIZES[1]  # the epoch comparison at 100,000 items in both modes
+    res = subprocess.run([sys.executable, __file__, "--_epoch", str(n), str(c), str(repeats)],
+                         capture_output=True, text=True, env=env, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def partial(args: argparse.Namespace, sizes: list[tuple[int, int]], env: dict) -> None:
@@ -244,15 +269,9 @@ def partial(args: argparse.Namespace, sizes: list[tuple[int, int]], env: dict) -
         ivf = [r for r in rows if r["index"] == "ivf"]
         result = {"sizes": rows, "graph_recall_at_10": ivf[-1]["recall_at_10"] if ivf else None}
     else:
-        n, c = SIZES[1]
-        res = subprocess.run([sys.executable, __file__, "--_epoch", str(n), str(c)],
-                             capture_output=True, text=True, env=env, check=True)
-        ep = {int(k): v for k, v in json.loads(res.stdout.strip().splitlines()[-1]).items()}
-        result = {"epoch": {"n": n, "cultures": c, **{f"{w}w": e for w, e in ep.items()}},
-                  "epoch_time_2w_over_1w": ep[2]["epoch_s"] / ep[1]["epoch_s"]}
-        print(f"epoch at N={n}: 1 worker {ep[1]['epoch_s']:.1f} s ({ep[1]['steps']} steps), "
-              f"2 workers {ep[2]['epoch_s']:.1f} s ({ep[2]['steps']} steps each): "
-              f"ratio {result['epoch_time_2w_over_1w']:.2f}")
+        ep = run_epochs(env, args.repeats)
+        result = {"epoch": ep, "epoch_time_2w_over_1w": ep["epoch_time_2w_over_1w"]}
+        print(epoch_line(ep))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
 
@@ -268,7 +287,9 @@ def main() -> None:
                          "epoch: the 1- vs 2-worker epoch comparison alone")
     ap.add_argument("--_graph", nargs=2, type=int, help=argparse.SUPPRESS)
     ap.add_argument("--_size", nargs=3, type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--_epoch", nargs=2, type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="1- and 2-worker epoch runs, alternated; the ratio is their median")
+    ap.add_argument("--_epoch", nargs=3, type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._size:
         n, c, serve = args._size
@@ -294,15 +315,12 @@ def main() -> None:
                              env=env, check=True)
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
         print(f"N={n}: {rows[-1]}", flush=True)
-    n, c = SIZES[1]  # the epoch comparison at 100,000 items in both modes
-    res = subprocess.run([sys.executable, __file__, "--_epoch", str(n), str(c)],
-                         capture_output=True, text=True, env=env, check=True)
-    epochs = {int(k): v for k, v in json.loads(res.stdout.strip().splitlines()[-1]).items()}
+    epochs = run_epochs(env, args.repeats)
     ivf = [r for r in rows if r["index"] == "ivf"]
     result = {
-        "sizes": rows, "epoch": {"n": n, "cultures": c, **{f"{w}w": e for w, e in epochs.items()}},
+        "sizes": rows, "epoch": epochs,
         "step_time_ratio": rows[-1]["step_s"] / rows[0]["step_s"],
-        "epoch_time_2w_over_1w": epochs[2]["epoch_s"] / epochs[1]["epoch_s"],
+        "epoch_time_2w_over_1w": epochs["epoch_time_2w_over_1w"],
         "worker_rss_mb_largest": rows[-1]["peak_rss_mb"],
         "graph_recall_at_10": ivf[-1]["recall_at_10"] if ivf else None,
         "serve_start_ratio": rows[-1]["serve_start_s"] / rows[0]["serve_start_s"],
@@ -318,9 +336,7 @@ def main() -> None:
     print(f"\nstep time ratio (largest / smallest N): {result['step_time_ratio']:.2f}; "
           f"serve start ratio: {result['serve_start_ratio']:.2f} (a fresh process; the "
           f"loading after imports alone: {result['serve_load_ratio']:.2f})")
-    print(f"epoch at N={n}: 1 worker {epochs[1]['epoch_s']:.1f} s ({epochs[1]['steps']} steps), "
-          f"2 workers {epochs[2]['epoch_s']:.1f} s ({epochs[2]['steps']} steps each): "
-          f"ratio {result['epoch_time_2w_over_1w']:.2f}")
+    print(epoch_line(epochs))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.distributed as dist
 
@@ -27,6 +29,24 @@ def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(t) for _ in range(world_size())]
     dist.all_gather(parts, t.contiguous())
     return torch.cat(parts, dim=0)
+
+
+@torch.no_grad()
+def all_gather_start(t: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """`all_gather_cat` started asynchronously: returns a function that waits for
+    the collective and gives the concatenation. Work done between the two (a
+    backward pass) overlaps the transfer, and a step whose workers meet once more
+    later (the gradient all-reduce) waits for the slower worker once, not twice."""
+    if world_size() == 1:
+        return lambda: t
+    parts = [torch.empty_like(t) for _ in range(world_size())]
+    work = dist.all_gather(parts, t.contiguous(), async_op=True)
+
+    def finish() -> torch.Tensor:
+        work.wait()
+        return torch.cat(parts, dim=0)
+
+    return finish
 
 
 def average_gradients(module: torch.nn.Module) -> None:

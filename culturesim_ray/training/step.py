@@ -21,6 +21,7 @@ it does not fight InfoNCE's separation of cultures, only their ordering.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -186,8 +187,11 @@ def moco_step(model: nn.Module, key_model: CultureSim, queues: dict[str, MoCoQue
     (-1: unused), which the queues store, so negatives are masked across steps."""
     model.train()
     key_model.train()
+    pending: dict[str, tuple[Tensor, Tensor]] = {}
     losses = head_losses(model, key_model, queues, graphs, n_cultures, cfg, gen, enqueue=True,
-                         heads_only=heads_only, references=references, culture_ids=culture_ids)
+                         heads_only=heads_only, references=references, culture_ids=culture_ids,
+                         pending_out=pending)
+    finish_enqueue = start_enqueue(queues, pending)  # the keys travel during backward
     themes = [v for h, v in losses.items() if h != "general"]
     # a head absent here still joins the graph (zero weight) so every parameter gets a gradient
     total = losses.get("general", sum(p.sum() * 0.0 for p in model.parameters()))
@@ -201,6 +205,7 @@ def moco_step(model: nn.Module, key_model: CultureSim, queues: dict[str, MoCoQue
     if scheduler is not None:
         scheduler.step()
     update_momentum(model, key_model, cfg.momentum)
+    finish_enqueue()
     return {"loss": float(total.detach()), **{f"loss_{h}": float(v.detach()) for h, v in losses.items()}}
 
 
@@ -224,9 +229,13 @@ def head_losses(model: nn.Module, key_model: CultureSim, queues: dict[str, MoCoQ
                 gen: torch.Generator, enqueue: bool,
                 heads_only: list[str] | None = None,
                 references: dict[str, Tensor] | None = None,
-                culture_ids: Tensor | None = None) -> dict[str, Tensor]:
+                culture_ids: Tensor | None = None,
+                pending_out: dict[str, tuple[Tensor, Tensor]] | None = None
+                ) -> dict[str, Tensor]:
     """Per-head InfoNCE of two fresh views. `model` may be DDP-wrapped; culture_ids
-    as in `moco_step`."""
+    as in `moco_step`. With enqueue, each head's keys go into its queue after the
+    loop (`enqueue_all`), or, given pending_out, into that dict for the caller to
+    enqueue (`start_enqueue`)."""
     core: CultureSim = getattr(model, "module", model)
     pending: dict[str, tuple[Tensor, Tensor]] = {}  # head -> keys to enqueue after the loop
     dev = next(iter(graphs.values())).x.device
@@ -272,7 +281,9 @@ def head_losses(model: nn.Module, key_model: CultureSim, queues: dict[str, MoCoQ
             c_all = torch.full((n_cultures,), -1, dtype=torch.long, device=k.device)
             k_all[cultures], c_all[cultures] = k, ids[cultures]
             pending[head] = (k_all, c_all)
-    if enqueue:
+    if enqueue and pending_out is not None:
+        pending_out.update(pending)
+    elif enqueue:
         enqueue_all(queues, pending)
     # no head with two cultures in both views (a tiny shard): the step still runs
     # every collective (padding enqueued above, a zero gradient averaged)
@@ -281,22 +292,34 @@ def head_losses(model: nn.Module, key_model: CultureSim, queues: dict[str, MoCoQ
 
 def enqueue_all(queues: dict[str, MoCoQueue], pending: dict[str, tuple[Tensor, Tensor]]
                 ) -> None:
-    """Every head's keys of this step into its queue, gathered across workers in ONE
-    collective (one flat tensor: each head's keys and cultures, padded to equal
-    shapes), so workers meet once per step here instead of twice per head."""
+    """Every head's keys of this step into its queue (`start_enqueue`, waited at once)."""
+    start_enqueue(queues, pending)()
+
+
+def start_enqueue(queues: dict[str, MoCoQueue], pending: dict[str, tuple[Tensor, Tensor]]
+                  ) -> Callable[[], None]:
+    """Start putting every head's keys of this step into its queue, gathered across
+    workers in ONE asynchronous collective (one flat tensor: each head's keys and
+    cultures, padded to equal shapes); the returned function waits for it and
+    enqueues. Workers meet once per step here instead of twice per head."""
     heads = sorted(pending)
     if dist.world_size() == 1:
-        for h in heads:
-            queues[h].enqueue(*pending[h])
-        return
+        def local() -> None:
+            for h in heads:
+                queues[h].enqueue(*pending[h])
+        return local
     flat = torch.cat([torch.cat([pending[h][0].reshape(-1).float(),
                                  pending[h][1].float()]) for h in heads])
-    parts = dist.all_gather_cat(flat).reshape(dist.world_size(), -1)
-    at = 0
-    for h in heads:
-        k, c = pending[h]
-        nk, nc = k.numel(), c.numel()
-        keys = parts[:, at:at + nk].reshape(-1, k.shape[1])
-        cultures = parts[:, at + nk:at + nk + nc].reshape(-1).round().long()
-        queues[h].enqueue(keys, cultures, gathered=True)
-        at += nk + nc
+    gathered = dist.all_gather_start(flat)
+
+    def finish() -> None:
+        parts = gathered().reshape(dist.world_size(), -1)
+        at = 0
+        for h in heads:
+            k, c = pending[h]
+            nk, nc = k.numel(), c.numel()
+            keys = parts[:, at:at + nk].reshape(-1, k.shape[1])
+            cultures = parts[:, at + nk:at + nk + nc].reshape(-1).round().long()
+            queues[h].enqueue(keys, cultures, gathered=True)
+            at += nk + nc
+    return finish
