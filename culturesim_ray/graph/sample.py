@@ -162,6 +162,9 @@ class Subgraph:
     num_seeds: int
     edge_index: np.ndarray  # (2, E_sub) int64 LOCAL ids, source row 0, destination row 1
     edge_ids: np.ndarray  # (E_sub,) int64 positions into csr.indices
+    # nodes first reached at hop 0 (the seeds), 1, 2, ...: nodes[:hop_sizes[0]] are the
+    # seeds, the next hop_sizes[1] hop 1, ... (empty: not recorded)
+    hop_sizes: tuple[int, ...] = ()
 
 
 def _first_seen_unique(ids: np.ndarray) -> np.ndarray:
@@ -239,7 +242,8 @@ def sample_neighbourhood(csr: CSRGraph, seeds: np.ndarray, fanouts: Sequence[int
     ids_sorted = nodes[by_id]
     edge_index = np.stack([by_id[np.searchsorted(ids_sorted, csr.indices[eids])],
                            by_id[np.searchsorted(ids_sorted, dsts)]]).astype(np.int64)
-    return Subgraph(nodes, int(parts[0].shape[0]), edge_index, eids.astype(np.int64))
+    return Subgraph(nodes, int(parts[0].shape[0]), edge_index, eids.astype(np.int64),
+                    tuple(int(p.shape[0]) for p in parts))
 
 
 def to_global_edges(sub: Subgraph) -> np.ndarray:

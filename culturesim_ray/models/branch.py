@@ -65,6 +65,13 @@ class GNNBranch(nn.Module):
         """Layer i over this modality's own graph: h + dropout(norm(conv(h)))."""
         return h + self.dropout(self.norms[i](self.convs[i](h, edge_index)))
 
+    def layer_rows(self, i: int, h: Tensor, edge_index: Tensor, rows: int) -> Tensor:
+        """Layer i for the first `rows` rows alone (edges all end there; sources may
+        be any row of h): h[:rows] + dropout(norm(conv((h, h[:rows])))), the same
+        values as `conv_layer`'s first rows."""
+        dst = h[:rows]
+        return dst + self.dropout(self.norms[i](self.convs[i]((h, dst), edge_index)))
+
     def layer(self, i: int, states: dict[str, Tensor],
               edges: dict[tuple[str, str, str], Tensor]) -> Tensor:
         """This modality's states after layer i, given every modality's input to

@@ -49,13 +49,18 @@ class ModalityGraph:
     # (n,) bool: the items a view may pool into culture tokens (None: all). A sampled
     # mini-batch marks its seeds; their sampled neighbours only pass messages.
     pool: Tensor | None = None
+    # a sampled mini-batch's rows are ordered by hop (seeds, then hop 1, ...):
+    # depth_prefix[d] = how many rows lie within d hops of a seed (the last = n).
+    # A layer then updates only the rows a later layer reads (see `layer_inputs`).
+    depth_prefix: tuple[int, ...] | None = None
 
     def to(self, device: torch.device | str) -> ModalityGraph:
         """The same graph with every tensor on `device`."""
         return ModalityGraph(self.x.to(device), self.edge_index.to(device),
                              self.culture.to(device), self.themes.to(device),
                              {k: v.to(device) for k, v in self.incoming.items()},
-                             None if self.pool is None else self.pool.to(device))
+                             None if self.pool is None else self.pool.to(device),
+                             self.depth_prefix)
 
 
 def edge_dict(graphs: dict[str, ModalityGraph]) -> dict[tuple[str, str, str], Tensor]:
@@ -152,22 +157,42 @@ class CultureSim(nn.Module):
         block: compute each layer `block` destination items at a time, each with only
         the edges into them (exact: a node's update reads its incoming edges only),
         so memory for messages is bounded by the block's edges, not all E (the
-        full-corpus forward of the export and serving state at large N)."""
+        full-corpus forward of the export and serving state at large N).
+
+        A sampled mini-batch (`ModalityGraph.depth_prefix`, homogeneous branches):
+        only its seeds are pooled, so after layer i of L only the rows within
+        L-1-i hops of a seed are read again; layer i updates just those rows, with
+        just the edges into them (an edge into a row d hops out starts at most d+1
+        hops out, a row the layer before kept). The seeds' states are exactly the
+        untrimmed ones, and a list's tensors get shorter layer by layer."""
         present = [m for m in self.modalities if m in graphs]
         h = {m: self.branches[m].project(graphs[m].x) for m in present}
         out = {m: [h[m]] for m in present}
         edges = edge_dict(graphs)
-        for i in range(self.cfg.layers):  # every branch advances one layer at a time
-            h = {m: self._layer(i, m, h, edges, block) for m in present}
+        layers = self.cfg.layers
+        for i in range(layers):  # every branch advances one layer at a time
+            rows = {m: self._rows_needed(graphs[m], layers - 1 - i) for m in present}
+            h = {m: self._layer(i, m, h, edges, block, rows[m]) for m in present}
             for m in present:
                 out[m].append(h[m])
         return out
 
+    def _rows_needed(self, g: ModalityGraph, hops: int) -> int | None:
+        """Rows within `hops` hops of a seed (a prefix), or None: every row."""
+        if g.depth_prefix is None or self.cfg.graph != "homo":
+            return None  # a HeteroConv reads a modality's states as source and destination
+        return g.depth_prefix[min(hops, len(g.depth_prefix) - 1)]
+
     def _layer(self, i: int, m: str, h: dict[str, Tensor],
-               edges: dict[tuple[str, str, str], Tensor], block: int | None) -> Tensor:
+               edges: dict[tuple[str, str, str], Tensor], block: int | None,
+               rows: int | None = None) -> Tensor:
         n = h[m].shape[0]
+        if rows is not None and rows < n:
+            own = edges[(m, SELF_RELATION, m)]
+            return self.branches[m].layer_rows(i, h[m], own[:, own[1] < rows], rows)
         if block is None or n <= block:
             return self.branches[m].layer(i, h, edges)
+
         parts = []
         for s in range(0, n, block):
             into = {t: (ei[:, (ei[1] >= s) & (ei[1] < s + block)] if t[2] == m else ei[:, :0])
@@ -178,7 +203,7 @@ class CultureSim(nn.Module):
     def item_states(self, graphs: dict[str, ModalityGraph],
                     block: int | None = None) -> dict[str, Tensor]:
         """Per modality (n, hidden): branch output + raw projection."""
-        return {m: states[-1] + states[0]
+        return {m: states[-1] + states[0][:len(states[-1])]  # a trimmed batch: its first rows
                 for m, states in self.layer_inputs(graphs, block).items()}
 
     def normalize_tokens(self, modality: str, tokens: Tensor) -> Tensor:
@@ -201,9 +226,14 @@ class CultureSim(nn.Module):
                 cols.append(ref.new_zeros(n_cultures, self.cfg.hidden))
                 masks.append(torch.zeros(n_cultures, dtype=torch.bool, device=ref.device))
                 continue
-            s, c = states[m], graphs[m].culture
+            s, c = states[m], graphs[m].culture[:len(states[m])]  # trimmed: seeds first
             if keep is not None and m in keep:
-                s, c = s[keep[m]], c[keep[m]]
+                k = keep[m]
+                if len(k) > len(s):
+                    if bool(k[len(s):].any()):
+                        raise ValueError(f"{m}: a view keeps rows the trimmed layers dropped")
+                    k = k[:len(s)]
+                s, c = s[k], c[k]
             total = ref.new_zeros(n_cultures, self.cfg.hidden).index_add_(0, c, s)
             count = ref.new_zeros(n_cultures).index_add_(0, c, torch.ones_like(c, dtype=ref.dtype))
             present = count > 0

@@ -251,6 +251,9 @@ def sample_batch(store: ItemStore, seeds: np.ndarray, n_slots: int, fanouts: Seq
     mod_of = np.searchsorted(bounds, nodes, side="right") - 1  # modality index per node
     is_seed = np.zeros(len(nodes), bool)
     is_seed[:sub.num_seeds] = True
+    # each node's hop from the seeds; rows keep the nodes' order, so a modality's
+    # rows are sorted by it too (`ModalityGraph.depth_prefix`)
+    depth = np.repeat(np.arange(len(sub.hop_sizes)), sub.hop_sizes)
     seed_cultures = np.empty(sub.num_seeds, np.int64)
     local_row = np.empty(len(nodes), np.int64)
     for j in range(len(store.modalities)):
@@ -293,7 +296,9 @@ def sample_batch(store: ItemStore, seeds: np.ndarray, n_slots: int, fanouts: Seq
         graphs[m] = ModalityGraph(
             x, torch.from_numpy(ei), torch.from_numpy(culture),
             torch.from_numpy(np.asarray(store.themes[m][rows], bool)), incoming,
-            pool=torch.from_numpy(is_seed[sel]))
+            pool=torch.from_numpy(is_seed[sel]),
+            depth_prefix=tuple(int(v) for v in np.searchsorted(depth[sel], np.arange(
+                len(sub.hop_sizes)), side="right")) if sub.hop_sizes else None)
     refs = {h: batch_reference(store, np.maximum(culture_ids, 0), h) for h in heads
             if h in store.means}
     for r in refs.values():  # unused slots never pair with anything
