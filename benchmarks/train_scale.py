@@ -18,9 +18,11 @@ reported on its own too (serve_load_ratio).
 Epoch time (every item a seed once): at N = 100,000, TorchTrainer with 1
 and with 2 workers, each given 1 CPU and 1 torch thread (equal resources per
 worker, so the ratio measures data parallelism), the pass timed inside the
-workers (slowest worker), start-up excluded.
+workers (slowest worker), start-up excluded; --repeats pairs (default 3), 1 and
+2 workers alternated, each run in a fresh Ray session; the ratio is the median
+of the pairs' ratios, every pair reported.
 
-    python benchmarks/train_scale.py [--quick] [--json PATH] [--only graph|epoch]
+    python benchmarks/train_scale.py [--quick] [--json PATH] [--only graph|epoch] [--repeats N]
 """
 
 from __future__ import annotations

@@ -106,12 +106,15 @@ def train_melody_lstm(sequences: Sequence[Sequence[int]], cfg: LSTMConfig, epoch
 
 
 def save_model(model: MelodyLSTM, vocab: Vocabulary, path: str | Path) -> Path:
-    d = Path(path)
-    d.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), d / "lstm.pt")
-    vocab.save(d / "vocab.json")
-    (d / "config.json").write_text(json.dumps(asdict(model.cfg)))
-    return d
+    """The model folder (lstm.pt, vocab.json, config.json), published whole
+    (`io.publish_dir`): a process killed while saving leaves the folder as it was."""
+    from culturesim_ray.io import publish_dir
+
+    with publish_dir(path) as d:
+        torch.save(model.state_dict(), d / "lstm.pt")
+        vocab.save(d / "vocab.json")
+        (d / "config.json").write_text(json.dumps(asdict(model.cfg)))
+    return Path(path)
 
 
 def load_model(path: str | Path, storage_options: dict | None = None) -> tuple[MelodyLSTM, Vocabulary]:

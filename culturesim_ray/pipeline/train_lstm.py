@@ -25,6 +25,7 @@ from culturesim_ray.encoders.sequence import (
     save_model,
     train_step,
 )
+from culturesim_ray.io import atomic_open
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -96,7 +97,10 @@ def train_lstm_distributed(sequences: list[list[int]], vocab: Vocabulary, cfg: L
               "seed": seed}
     checkpoint = fit_torch(train_loop_per_worker, config, "lstm", out, num_workers, use_gpu,
                            max_failures)
+    # the folder also holds Ray Train's checkpoints (out/ray_train), so each file is
+    # replaced whole (never torn), the weights last
     with checkpoint.as_directory() as d:
-        for name in ("lstm.pt", "vocab.json", "config.json", "metrics.json"):
-            (out / name).write_bytes((Path(d) / name).read_bytes())
+        for name in ("vocab.json", "config.json", "metrics.json", "lstm.pt"):
+            with atomic_open(str(out / name)) as fh:
+                fh.write((Path(d) / name).read_bytes())
     return json.loads((out / "metrics.json").read_text())

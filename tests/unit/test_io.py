@@ -83,3 +83,23 @@ def test_a_writer_killed_mid_write_leaves_the_file_whole(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == ["t.parquet"]
     io.write_json({"a": 1}, str(tmp_path / "m.json"))
     assert io.read_json(str(tmp_path / "m.json")) == {"a": 1}
+
+
+def test_publish_dir_replaces_a_folder_whole_or_leaves_it_as_it_was(tmp_path):
+    from culturesim_ray.io import publish_dir
+
+    target = tmp_path / "models" / "lstm"
+    with publish_dir(target) as d:
+        (d / "a.txt").write_text("old a")
+        (d / "b.txt").write_text("old b")
+    assert sorted(p.name for p in target.iterdir()) == ["a.txt", "b.txt"]
+    with pytest.raises(RuntimeError, match="killed"):
+        with publish_dir(target) as d:
+            (d / "a.txt").write_text("new a")
+            raise RuntimeError("killed between two files")
+    assert (target / "a.txt").read_text() == "old a"  # untouched, not half new
+    with publish_dir(target) as d:
+        (d / "a.txt").write_text("new a")
+    assert [p.name for p in target.iterdir()] == ["a.txt"]  # the new folder, whole
+    assert (target / "a.txt").read_text() == "new a"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["lstm"]  # no temp left
