@@ -108,7 +108,7 @@ def train_melody_lstm(sequences: Sequence[Sequence[int]], cfg: LSTMConfig, epoch
 def save_model(model: MelodyLSTM, vocab: Vocabulary, path: str | Path) -> Path:
     """The model folder (lstm.pt, vocab.json, config.json), published whole
     (`io.publish_dir`): a process killed while saving leaves the folder as it was."""
-    from culturesim_ray.io import publish_dir
+    from culturesim_ray.publish import publish_dir
 
     with publish_dir(path) as d:
         torch.save(model.state_dict(), d / "lstm.pt")

@@ -86,7 +86,7 @@ def test_a_writer_killed_mid_write_leaves_the_file_whole(tmp_path):
 
 
 def test_publish_dir_replaces_a_folder_whole_or_leaves_it_as_it_was(tmp_path):
-    from culturesim_ray.io import publish_dir
+    from culturesim_ray.publish import publish_dir
 
     target = tmp_path / "models" / "lstm"
     with publish_dir(target) as d:
