@@ -24,11 +24,7 @@ def rank() -> int:
 def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
     """Concatenate `t` (same shape on every worker) across workers along dim 0,
     in rank order; `t` itself when not distributed. No gradient flows back."""
-    if world_size() == 1:
-        return t
-    parts = [torch.empty_like(t) for _ in range(world_size())]
-    dist.all_gather(parts, t.contiguous())
-    return torch.cat(parts, dim=0)
+    return all_gather_start(t)()
 
 
 @torch.no_grad()

@@ -188,9 +188,8 @@ def moco_step(model: nn.Module, key_model: CultureSim, queues: dict[str, MoCoQue
     model.train()
     key_model.train()
     pending: dict[str, tuple[Tensor, Tensor]] = {}
-    losses = head_losses(model, key_model, queues, graphs, n_cultures, cfg, gen, enqueue=True,
-                         heads_only=heads_only, references=references, culture_ids=culture_ids,
-                         pending_out=pending)
+    losses = head_losses(model, key_model, queues, graphs, n_cultures, cfg, gen, pending,
+                         heads_only=heads_only, references=references, culture_ids=culture_ids)
     finish_enqueue = start_enqueue(queues, pending)  # the keys travel during backward
     themes = [v for h, v in losses.items() if h != "general"]
     # a head absent here still joins the graph (zero weight) so every parameter gets a gradient
@@ -218,7 +217,7 @@ def validation_loss(model: nn.Module, key_model: CultureSim, queues: dict[str, M
     model.eval()
     key_model.eval()
     gen = torch.Generator().manual_seed(seed)
-    losses = head_losses(model, key_model, queues, graphs, n_cultures, cfg, gen, enqueue=False,
+    losses = head_losses(model, key_model, queues, graphs, n_cultures, cfg, gen, None,
                          heads_only=["general"], references=references,
                          culture_ids=culture_ids)
     return float(losses["general"]) if "general" in losses else float("nan")
@@ -226,18 +225,14 @@ def validation_loss(model: nn.Module, key_model: CultureSim, queues: dict[str, M
 
 def head_losses(model: nn.Module, key_model: CultureSim, queues: dict[str, MoCoQueue],
                 graphs: dict[str, ModalityGraph], n_cultures: int, cfg: StepConfig,
-                gen: torch.Generator, enqueue: bool,
+                gen: torch.Generator, pending: dict[str, tuple[Tensor, Tensor]] | None,
                 heads_only: list[str] | None = None,
                 references: dict[str, Tensor] | None = None,
-                culture_ids: Tensor | None = None,
-                pending_out: dict[str, tuple[Tensor, Tensor]] | None = None
-                ) -> dict[str, Tensor]:
+                culture_ids: Tensor | None = None) -> dict[str, Tensor]:
     """Per-head InfoNCE of two fresh views. `model` may be DDP-wrapped; culture_ids
-    as in `moco_step`. With enqueue, each head's keys go into its queue after the
-    loop (`enqueue_all`), or, given pending_out, into that dict for the caller to
-    enqueue (`start_enqueue`)."""
+    as in `moco_step`. pending: a dict that receives each head's keys (padded) for
+    the caller to enqueue (`start_enqueue`); None: nothing is enqueued."""
     core: CultureSim = getattr(model, "module", model)
-    pending: dict[str, tuple[Tensor, Tensor]] = {}  # head -> keys to enqueue after the loop
     dev = next(iter(graphs.values())).x.device
     ids = (torch.arange(n_cultures, device=dev) if culture_ids is None
            else culture_ids.to(dev))
@@ -258,7 +253,7 @@ def head_losses(model: nn.Module, key_model: CultureSim, queues: dict[str, MoCoQ
         both = (_present(model, vq, mq, n_cultures) & _present(model, vk, mk, n_cultures))
         cultures = both.nonzero().squeeze(1)
         if cultures.numel() < 2:  # a theme too sparse in this draw
-            if enqueue:  # every worker joins the same collectives: enqueue padding only
+            if pending is not None:  # every worker joins the same collectives: enqueue padding only
                 keys = queues[head].keys
                 pending[head] = (keys.new_zeros(n_cultures, keys.shape[1]),
                                  torch.full((n_cultures,), -1, dtype=torch.long,
@@ -275,16 +270,12 @@ def head_losses(model: nn.Module, key_model: CultureSim, queues: dict[str, MoCoQ
             rel = relation_loss(q, ref[sel][:, sel])
             if rel is not None:
                 losses[head] = losses[head] + cfg.relation_weight * rel
-        if enqueue:  # after the loss: the batch is not its own negative
+        if pending is not None:  # after the loss: the batch is not its own negative
             # padded to every culture (-1 = absent) so workers gather equal shapes
             k_all = k.new_zeros(n_cultures, k.shape[1])
             c_all = torch.full((n_cultures,), -1, dtype=torch.long, device=k.device)
             k_all[cultures], c_all[cultures] = k, ids[cultures]
             pending[head] = (k_all, c_all)
-    if enqueue and pending_out is not None:
-        pending_out.update(pending)
-    elif enqueue:
-        enqueue_all(queues, pending)
     # no head with two cultures in both views (a tiny shard): the step still runs
     # every collective (padding enqueued above, a zero gradient averaged)
     return losses
