@@ -19,6 +19,9 @@ pairs (the baseline, raw-mean cosine, in the same run; margin = read-out - raw):
 - whitened: lang_centered items ZCA-whitened (shrinkage eps of the top eigenvalue);
 - second_order: correlation of two cultures' similarity profiles to the others,
   and its rank sum with raw;
+- theme_centered: each theme's mean item removed first (an item's first theme),
+  so a culture mean no longer reflects which topics its items cover; and
+  second_order of it;
 - pca_k: cosine of the culture means projected on their top k principal axes;
 - lr_confusion: cross-validated logistic-regression item -> culture posteriors,
   symmetrised log mean confusion, and its rank sum with raw;
@@ -46,7 +49,8 @@ import numpy as np  # noqa: E402
 from scipy.stats import rankdata, spearmanr  # noqa: E402
 
 SETS = ("demo", "countries-wiki", "languages-wiki")
-Readout = Callable[[np.ndarray, np.ndarray, np.ndarray, list[str], list[str]], np.ndarray]
+Readout = Callable[[np.ndarray, np.ndarray, np.ndarray, list[str], list[str], np.ndarray],
+                   np.ndarray]
 
 
 def _nz(x: np.ndarray) -> np.ndarray:
@@ -64,6 +68,14 @@ def lang_center(x: np.ndarray, lang: np.ndarray) -> np.ndarray:
     for g in np.unique(lang):
         x[lang == g] -= x[lang == g].mean(0)
     return x
+
+
+def theme_center(x: np.ndarray, theme: np.ndarray) -> np.ndarray:
+    """x with each theme's mean row subtracted from that theme's rows (an item's
+    theme: its first theme, "" for none): a culture's mean then no longer carries
+    the mix of topics its items happen to cover, only how its items differ from
+    other cultures' items on the same topic."""
+    return lang_center(x, theme)
 
 
 def all_but_top(x: np.ndarray, k: int) -> np.ndarray:
@@ -91,14 +103,11 @@ def rank_sum(*mats: np.ndarray) -> np.ndarray:
 
 def second_order(s: np.ndarray) -> np.ndarray:
     """Pearson correlation of rows a and b of s over the cultures other than a, b."""
-    c = len(s)
-    out = np.eye(c)
-    for a in range(c):
-        for b in range(a + 1, c):
-            keep = np.ones(c, bool)
-            keep[[a, b]] = False
-            out[a, b] = out[b, a] = np.corrcoef(s[a, keep], s[b, keep])[0, 1]
-    return out
+    import torch
+
+    from culturesim_ray.ops.readout import second_order as so
+
+    return so(torch.from_numpy(np.asarray(s, np.float64))).numpy()
 
 
 def _cos(x: np.ndarray, culture: np.ndarray, cultures: list[str]) -> np.ndarray:
@@ -142,29 +151,33 @@ def _tfidf(texts: list[str], culture: np.ndarray, cultures: list[str]) -> np.nda
 
 
 def readouts() -> dict[str, Readout]:
-    """name -> f(x normalised (n, d), culture (n,), lang (n,), texts, cultures) -> (C, C)."""
-    raw: Readout = lambda x, c, g, t, cs: _cos(x, c, cs)  # noqa: E731
+    """name -> f(x normalised (n, d), culture (n,), lang (n,), texts, cultures,
+    theme (n,)) -> (C, C)."""
+    raw: Readout = lambda x, c, g, t, cs, th: _cos(x, c, cs)  # noqa: E731
     out: dict[str, Readout] = {
         "raw": raw,
-        "lang_centered": lambda x, c, g, t, cs: _cos(lang_center(x, g), c, cs),
-        "per_language": lambda x, c, g, t, cs: _per_language(x, c, g, cs),
-        "second_order": lambda x, c, g, t, cs: second_order(raw(x, c, g, t, cs)),
-        "raw+second_order": lambda x, c, g, t, cs: rank_sum(raw(x, c, g, t, cs),
-                                                            second_order(raw(x, c, g, t, cs))),
-        "lr_confusion": lambda x, c, g, t, cs: _confusion(x, c, cs),
-        "raw+lr_confusion": lambda x, c, g, t, cs: rank_sum(raw(x, c, g, t, cs),
+        "lang_centered": lambda x, c, g, t, cs, th: _cos(lang_center(x, g), c, cs),
+        "per_language": lambda x, c, g, t, cs, th: _per_language(x, c, g, cs),
+        "theme_centered": lambda x, c, g, t, cs, th: _cos(theme_center(x, th), c, cs),
+        "second_order(theme_centered)": lambda x, c, g, t, cs, th: second_order(
+            _cos(theme_center(x, th), c, cs)),
+        "second_order": lambda x, c, g, t, cs, th: second_order(raw(x, c, g, t, cs, th)),
+        "raw+second_order": lambda x, c, g, t, cs, th: rank_sum(raw(x, c, g, t, cs, th),
+                                                            second_order(raw(x, c, g, t, cs, th))),
+        "lr_confusion": lambda x, c, g, t, cs, th: _confusion(x, c, cs),
+        "raw+lr_confusion": lambda x, c, g, t, cs, th: rank_sum(raw(x, c, g, t, cs, th),
                                                             _confusion(x, c, cs)),
-        "tfidf_words": lambda x, c, g, t, cs: _tfidf(t, c, cs),
-        "raw+tfidf_words": lambda x, c, g, t, cs: rank_sum(raw(x, c, g, t, cs),
+        "tfidf_words": lambda x, c, g, t, cs, th: _tfidf(t, c, cs),
+        "raw+tfidf_words": lambda x, c, g, t, cs, th: rank_sum(raw(x, c, g, t, cs, th),
                                                            _tfidf(t, c, cs)),
     }
     for k in (1, 3):
-        out[f"all_but_top_{k}"] = lambda x, c, g, t, cs, k=k: _cos(
+        out[f"all_but_top_{k}"] = lambda x, c, g, t, cs, th, k=k: _cos(
             all_but_top(lang_center(x, g), k), c, cs)
     for k in (2, 5):
-        out[f"pca_{k}"] = lambda x, c, g, t, cs, k=k: _pca(x, c, cs, k)
+        out[f"pca_{k}"] = lambda x, c, g, t, cs, th, k=k: _pca(x, c, cs, k)
     for eps in (0.01, 0.1):
-        out[f"whitened_{eps}"] = lambda x, c, g, t, cs, e=eps: _cos(
+        out[f"whitened_{eps}"] = lambda x, c, g, t, cs, th, e=eps: _cos(
             whiten(lang_center(x, g), e), c, cs)
     return out
 
@@ -198,7 +211,8 @@ def load_set(name: str, out: Path, quick: bool) -> dict:
         pairs = [(r["culture_a"], r["culture_b"], sign * float(r["score"]))
                  for r in csv.DictReader(fh)]
     return {"texts": [r["text"] for r in rows], "culture": np.array([r["culture"] for r in rows]),
-            "lang": np.array([r.get("lang") or "" for r in rows]), "gold": pairs}
+            "lang": np.array([r.get("lang") or "" for r in rows]),
+            "theme": np.array([(r.get("themes") or [""])[0] for r in rows]), "gold": pairs}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
             d = load_set(name, Path(tmp), args.quick)
             x = _nz(encoder.encode(d["texts"]).vectors.astype(np.float64))
             cultures = sorted(set(d["culture"].tolist()))
-            table[name] = {r: gold_spearman(f(x, d["culture"], d["lang"], d["texts"], cultures),
+            table[name] = {r: gold_spearman(f(x, d["culture"], d["lang"], d["texts"], cultures,
+                                              d["theme"]),
                                             cultures, d["gold"])
                            for r, f in readouts().items()}
             print(f"{name}: {len(x)} texts, {len(cultures)} cultures, "

@@ -165,7 +165,7 @@ def pick(rows: list[dict[str, Any]], theme: str = "general") -> dict[str, Any]:
     if learned:
         out["learned_lco"] = cell(learned[0])
     for r in rows:
-        if r["kind"] == "set":
+        if r["kind"] in ("set", "readout"):
             out[r["similarity"]] = cell(r)
     if "model" in out:
         base = max(out.get("raw_cosine", {}).get("spearman", -1.0),
@@ -202,7 +202,8 @@ def fmt(c: dict[str, Any] | None) -> str:
 def print_table(res: dict[str, Any]) -> None:
     sets = list(res["sets"])
     names = ["raw_cosine", "tfidf", "best_s1"] + \
-        sorted({k for s in sets for k in res["sets"][s]["readouts"] if k.startswith("set:")}) + \
+        sorted({k for s in sets for k in res["sets"][s]["readouts"]
+                if k.startswith(("set:", "readout:"))}) + \
         ["learned_lco", "model"]
     print("\nSpearman with the gold [95% bootstrap CI over cultures]")
     print(f"{'read-out':<28}" + "".join(f"{s:>24}" for s in sets))

@@ -25,7 +25,8 @@ def plot_evaluation(rows: Sequence[dict[str, Any]], path: str | Path, k: int,
     sel = sorted((r for r in rows if r["theme"] == theme), key=lambda r: r["spearman"])
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(sel) + 1.5))
     y = np.arange(len(sel))
-    colors = {"model": "#c0392b", "baseline": "#7f8c8d", "similarity": "#2980b9", "set": "#27ae60"}
+    colors = {"model": "#c0392b", "baseline": "#7f8c8d", "similarity": "#2980b9", "set": "#27ae60",
+              "readout": "#8e44ad"}
     rho = np.array([r["spearman"] for r in sel])
     err = np.array([[max(0.0, r["spearman"] - r["spearman_lo"]) for r in sel],
                     [max(0.0, r["spearman_hi"] - r["spearman"]) for r in sel]]).reshape(2, -1)
@@ -37,7 +38,7 @@ def plot_evaluation(rows: Sequence[dict[str, Any]], path: str | Path, k: int,
     ax.set_xlabel("agreement with the gold pairs (Spearman: 95% bootstrap interval over cultures)")
     ax.set_title(f"Which similarity agrees best with the experts? (theme: {theme})")
     handles = [Patch(color=colors[kind], label=f"Spearman ({kind})")
-               for kind in ("model", "baseline", "similarity", "set")
+               for kind in ("model", "baseline", "similarity", "set", "readout")
                if any(r["kind"] == kind for r in sel)]
     handles.append(Patch(color="#f1c40f", label=f"nDCG@{k}"))
     ax.legend(handles=handles, loc="lower right", fontsize=8)
