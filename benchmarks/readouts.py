@@ -239,10 +239,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {len(x)} texts, {len(cultures)} cultures, "
                   f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)
     names = list(table)
-    print(f"{'read-out':<18}" + "".join(f"{n:>16}" for n in names) + f"{'min margin':>12}")
+    print(f"{'read-out':<30}" + "".join(f"{n:>16}" for n in names) + f"{'min margin':>12}")
     for r in readouts():
         margin = min(table[n][r] - table[n]["raw"] for n in names)
-        print(f"{r:<18}" + "".join(f"{table[n][r]:>16.3f}" for n in names) + f"{margin:>+12.3f}")
+        print(f"{r:<30}" + "".join(f"{table[n][r]:>16.3f}" for n in names) + f"{margin:>+12.3f}")
     best = max((r for r in readouts() if r != "raw"),
                key=lambda r: min(table[n][r] - table[n]["raw"] for n in names))
     result = {"sets": table, "best_readout": best,

@@ -65,12 +65,12 @@ from culturesim_ray.ops.set_pairs import (
     topk_from_matrix,
 )
 from culturesim_ray.pipeline.allpairs_tasks import (
-    _collect_pairs,
     _combined_blocks,
     _note_input,
     _prefiltered_head,
     _run_block,
     _safe,
+    _write_pairs,
     unfinished_blocks,
 )
 
@@ -224,16 +224,17 @@ def run_allpairs(inp: str, out: str, cfg: AllPairsConfig | None = None, log: Any
     recall: dict[str, Any] = {}
     if cfg.set_level:
         pairs, dense = _set_level(out, inp, src, heads, alpha, k, cfg, counts, log)
+        io.write_table(pairs, AllPairsLayout(out).pairs, cfg.s3)
+        n_pairs = pairs.num_rows
     else:
         combined = (aligned_heads(heads, alpha) if alpha and cfg.similarity not in ("cosine", "dot")
                     else None)
         _vector_blocks(out, jobs, k, cfg, counts, recall, log, combined, alpha)
         if combined is not None:
             jobs = {**jobs, COMBINED: None}
-        pairs = _collect_pairs(out, jobs, cfg)
+        n_pairs = _write_pairs(out, jobs, cfg)
         dense = _write_dense(out, heads, alpha, cfg)
-    io.write_table(pairs, AllPairsLayout(out).pairs, cfg.s3)
-    counts["pairs"] = pairs.num_rows
+    counts["pairs"] = n_pairs
     counts["dense_matrices"] = dense
     manifest = io.manifest(
         "allpairs", cfg.model_dump(mode="json"), counts, started, input=inp,
@@ -242,7 +243,7 @@ def run_allpairs(inp: str, out: str, cfg: AllPairsConfig | None = None, log: Any
         k={"given": cfg.k, "default": cfg.DEFAULT_K, "used": k, "clamped": bool(clamped)},
         fingerprint=settings)
     io.write_json(manifest, AllPairsLayout(out).manifest, cfg.s3)
-    log(f"all-pairs: {pairs.num_rows} pairs over heads {sorted(counts['heads'])} -> {out}")
+    log(f"all-pairs: {n_pairs} pairs over heads {sorted(counts['heads'])} -> {out}")
     return manifest
 
 

@@ -6,6 +6,7 @@ blocks for similarities other than cosine/dot. The math is `culturesim_ray.ops`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -113,15 +114,32 @@ def _note_input(counts: dict[str, Any], task_bytes: int, block_plus_candidates: 
                                                     int(block_plus_candidates))
 
 
-def _collect_pairs(out: str, jobs: dict[str, Any], cfg: AllPairsConfig) -> pa.Table:
-    tables = []
+def _block_tables(out: str, jobs: dict[str, Any], cfg: AllPairsConfig) -> Iterator[pa.Table]:
+    """The pair tables the block tasks wrote, head by head, file by file (sorted)."""
     for h in jobs:
         fs, p = io.filesystem_for(AllPairsLayout(out).blocks(_safe(h)), cfg.s3)
         files = sorted(f for f in fs.find(p) if f.endswith(".parquet")) if fs.exists(p) else []
         for f in files:
             with fs.open(f, "rb") as fh:
-                tables.append(pq.read_table(fh, schema=PAIRS_SCHEMA))
+                yield pq.read_table(fh, schema=PAIRS_SCHEMA)
+
+
+def _collect_pairs(out: str, jobs: dict[str, Any], cfg: AllPairsConfig) -> pa.Table:
+    """The pairs of `jobs`' heads as one table (one head's, for its recall check)."""
+    tables = list(_block_tables(out, jobs, cfg))
     return pa.concat_tables(tables) if tables else PAIRS_SCHEMA.empty_table()
+
+
+def _write_pairs(out: str, jobs: dict[str, Any], cfg: AllPairsConfig) -> int:
+    """Stream every block's pairs into OUT/pairs.parquet (atomically), one block in
+    memory at a time, not all C x k x heads rows on the driver; returns the rows."""
+    rows = 0
+    with io.atomic_open(AllPairsLayout(out).pairs, cfg.s3) as fh, \
+            pq.ParquetWriter(fh, PAIRS_SCHEMA) as writer:
+        for table in _block_tables(out, jobs, cfg):
+            writer.write_table(table)
+            rows += table.num_rows
+    return rows
 
 
 def _run_clusters(x_u: np.ndarray, rows_u: np.ndarray, assign_u: np.ndarray, probes: np.ndarray,

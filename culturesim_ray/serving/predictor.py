@@ -157,7 +157,8 @@ class FusionPredictor:
         src = inv  # neighbour j of query i -> node uniq-position
         dst = torch.arange(b, device=device).repeat_interleave(k)[found] + len(uniq)
         edge_index = torch.stack([src, dst])
-        raw = branch.project(torch.as_tensor(vectors, dtype=torch.float32, device=device))
+        raw = branch.project(torch.as_tensor(np.array(vectors, dtype=np.float32),  # a writable copy
+                                             device=device))
         h = raw
         own = (modality, SELF_RELATION, modality)
         for layer in range(len(branch.convs)):
