@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,29 @@ import pytest
 from culturesim_ray.pipeline.ray_env import set_safe_env
 
 set_safe_env()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def local_serve_config(run_dir: str | Path, port: int, ingress: dict | None = None) -> dict:
+    """serve_configs/local.yaml, pointed at `run_dir` and `port` (ingress: user_config
+    values of the Ingress deployment to override)."""
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((root / "serve_configs" / "local.yaml").read_text())
+    config["http_options"]["port"] = port
+    app = config["applications"][0]
+    app["args"]["run_dir"] = str(run_dir)
+    if ingress:
+        dep = next(d for d in app["deployments"] if d["name"] == "Ingress")
+        dep["user_config"] = {**dep["user_config"], **ingress}
+    return config
 
 FLAGS = Path(__file__).resolve().parents[1] / "culturesim_ray" / "data" / "flags"
 

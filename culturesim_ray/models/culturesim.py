@@ -226,13 +226,11 @@ class CultureSim(nn.Module):
                 cols.append(ref.new_zeros(n_cultures, self.cfg.hidden))
                 masks.append(torch.zeros(n_cultures, dtype=torch.bool, device=ref.device))
                 continue
-            s, c = states[m], graphs[m].culture[:len(states[m])]  # trimmed: seeds first
+            # a trimmed mini-batch's states are its seeds' (its first rows, the rows
+            # `pool` marks): it pools seeds only, whatever else a view keeps
+            s, c = states[m], graphs[m].culture[:len(states[m])]
             if keep is not None and m in keep:
-                k = keep[m]
-                if len(k) > len(s):
-                    if bool(k[len(s):].any()):
-                        raise ValueError(f"{m}: a view keeps rows the trimmed layers dropped")
-                    k = k[:len(s)]
+                k = keep[m][:len(s)]
                 s, c = s[k], c[k]
             total = ref.new_zeros(n_cultures, self.cfg.hidden).index_add_(0, c, s)
             count = ref.new_zeros(n_cultures).index_add_(0, c, torch.ones_like(c, dtype=ref.dtype))

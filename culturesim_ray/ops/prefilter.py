@@ -169,12 +169,17 @@ def recall_at_k(approx_idx: Tensor, exact_idx: Tensor) -> float:
     return float(hits) / (exact_idx.shape[0] * k)
 
 
+def sample_rows(n: int, sample: int = 1000, seed: int = 0) -> Tensor:
+    """The rows `sample_recall` checks: `sample` of n at random (all when n <= sample)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randperm(n, generator=g)[: min(sample, n)]
+
+
 def sample_recall(x: Tensor, approx_idx: Tensor, k: int, sim: str = "cosine",
                   sample: int = 1000, seed: int = 0, exclude_self: bool = True) -> float:
-    """recall@k of `approx_idx` against the exact top-k on `sample` random rows."""
-    n = x.shape[0]
-    g = torch.Generator().manual_seed(seed)
-    rows = torch.randperm(n, generator=g)[: min(sample, n)].to(x.device)
+    """recall@k of `approx_idx` against the exact top-k on `sample_rows(n, sample,
+    seed)` (only those rows of approx_idx are read)."""
+    rows = sample_rows(x.shape[0], sample, seed).to(x.device)
     xs = x[rows]
     if sim == "cosine":
         xn = x / x.norm(dim=1, keepdim=True).clamp_min(S.EPS)

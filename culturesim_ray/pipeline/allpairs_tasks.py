@@ -124,12 +124,6 @@ def _block_tables(out: str, jobs: dict[str, Any], cfg: AllPairsConfig) -> Iterat
                 yield pq.read_table(fh, schema=PAIRS_SCHEMA)
 
 
-def _collect_pairs(out: str, jobs: dict[str, Any], cfg: AllPairsConfig) -> pa.Table:
-    """The pairs of `jobs`' heads as one table (one head's, for its recall check)."""
-    tables = list(_block_tables(out, jobs, cfg))
-    return pa.concat_tables(tables) if tables else PAIRS_SCHEMA.empty_table()
-
-
 def _write_pairs(out: str, jobs: dict[str, Any], cfg: AllPairsConfig) -> int:
     """Stream every block's pairs into OUT/pairs.parquet (atomically), one block in
     memory at a time, not all C x k x heads rows on the driver; returns the rows."""
@@ -171,6 +165,7 @@ def _prefiltered_head(out: str, head: str, cultures: list[str], x: torch.Tensor,
         build_clusters,
         cluster_members,
         sample_recall,
+        sample_rows,
     )
 
     if sim_name not in ("cosine", "dot"):
@@ -223,9 +218,12 @@ def _prefiltered_head(out: str, head: str, cultures: list[str], x: torch.Tensor,
                                    len(cl.centroids), cs_ref, g, k, sim_name, head,
                                    cfg.block_rows, path, cfg.s3))
     ray.get(pending)
-    # recall@k on a sample, from what was written
-    table = _collect_pairs(out, {head: None}, cfg)
+    # recall@k on a sample, from what was written: only the sampled rows' pairs are kept
     names = pa.array(cultures, pa.string())
+    sampled = names.take(pa.array(sample_rows(n, cfg.recall_sample).numpy()))
+    parts = [t.filter(pc.is_in(t.column("culture_a"), value_set=sampled))
+             for t in _block_tables(out, {head: None}, cfg)]
+    table = pa.concat_tables(parts) if parts else PAIRS_SCHEMA.empty_table()
     a = pc.index_in(table.column("culture_a"), value_set=names).to_numpy()
     b = pc.index_in(table.column("culture_b"), value_set=names).to_numpy()
     r = table.column("rank").to_numpy() - 1

@@ -6,46 +6,23 @@ replica killed while requests flow."""
 from __future__ import annotations
 
 import base64
-import socket
 import threading
 import time
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import requests
-import yaml
 
-from conftest import FLAGS
-
-ROOT = Path(__file__).resolve().parents[2]
+from conftest import FLAGS, free_port, local_serve_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(300)]
 
 MELODY = "X:1\nT:q\nM:4/4\nL:1/8\nK:C\nA2 B c d2 c B | A4 |\n"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def run_dir(trained_run):
     return trained_run
-
-
-def local_config(run_dir, port: int, ingress: dict | None = None) -> dict:
-    """serve_configs/local.yaml, pointed at this run and a free port."""
-    config = yaml.safe_load((ROOT / "serve_configs" / "local.yaml").read_text())
-    config["http_options"]["port"] = port
-    app = config["applications"][0]
-    app["args"]["run_dir"] = str(run_dir)
-    if ingress:
-        dep = next(d for d in app["deployments"] if d["name"] == "Ingress")
-        dep["user_config"] = {**dep["user_config"], **ingress}
-    return config
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +32,8 @@ def service(run_dir):
 
     from culturesim_ray.pipeline.serve_deploy import deploy_config
 
-    port = _free_port()
-    deploy_config(local_config(run_dir, port))
+    port = free_port()
+    deploy_config(local_serve_config(run_dir, port))
     yield f"http://127.0.0.1:{port}"
     serve.shutdown()
 
@@ -176,7 +153,7 @@ def test_user_config_changes_without_restarting_replicas(service, run_dir):
 
     port = int(service.rsplit(":", 1)[1])
     pid = requests.get(f"{service}/healthz", timeout=30).json()["pid"]
-    deploy_config(local_config(run_dir, port, {"default_k": 2, "max_k": 2}))
+    deploy_config(local_serve_config(run_dir, port, {"default_k": 2, "max_k": 2}))
     try:
         deadline = time.time() + 60
         while time.time() < deadline:  # the new user_config reaches the replica
@@ -187,7 +164,7 @@ def test_user_config_changes_without_restarting_replicas(service, run_dir):
         assert len(post(service, {"text": "Persian poetry"}).json()["general"]) == 2
         assert requests.get(f"{service}/healthz", timeout=30).json()["pid"] == pid
     finally:
-        deploy_config(local_config(run_dir, port))
+        deploy_config(local_serve_config(run_dir, port))
 
 
 def test_killed_replica_recovers_while_requests_flow(service):
@@ -254,10 +231,10 @@ def test_overload_sheds_with_retry_after_and_recovers(service, run_dir):
     port = int(service.rsplit(":", 1)[1])
     before = median_latency(service, n=5)
     try:
-        deploy_config(small_queues(local_config(run_dir, port)))
+        deploy_config(small_queues(local_serve_config(run_dir, port)))
         load = closed_loop(service, clients=64, seconds=8, timeout=30)
     finally:
-        deploy_config(local_config(run_dir, port))
+        deploy_config(local_serve_config(run_dir, port))
     assert load["bad"] == load["hangs"] == load["stuck_clients"] == 0, load
     assert load["ok"] > 0 and load["shed"] > 0, load  # it served and it shed
     assert set(load["statuses"]) <= {"200", "503"}, load

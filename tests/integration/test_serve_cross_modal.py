@@ -6,27 +6,16 @@ the in-process service's, and differs from the same-modality answer."""
 
 from __future__ import annotations
 
-import socket
-from pathlib import Path
-
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import requests
-import yaml
 
-from conftest import FLAGS, corpus_rows, write_jsonl
+from conftest import FLAGS, corpus_rows, free_port, local_serve_config, write_jsonl
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(420)]
 
 QUERY = "A red flag with a white crescent moon and star."
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -62,11 +51,8 @@ def service(aligned_run):
 
     from culturesim_ray.pipeline.serve_deploy import deploy_config
 
-    port = _free_port()
-    config = yaml.safe_load((ROOT / "serve_configs" / "local.yaml").read_text())
-    config["http_options"]["port"] = port
-    config["applications"][0]["args"]["run_dir"] = str(aligned_run)
-    deploy_config(config)
+    port = free_port()
+    deploy_config(local_serve_config(aligned_run, port))
     yield f"http://127.0.0.1:{port}"
     serve.shutdown()
 

@@ -61,11 +61,17 @@ def test_trimmed_layers_give_the_seeds_the_untrimmed_states(conv, layers, fanout
         assert a[head].abs().sum() > 0
 
 
-def test_a_view_keeping_a_trimmed_row_is_refused():
+def test_a_trimmed_batch_pools_its_seeds_whatever_a_view_keeps():
     store = _store()
     rng = np.random.default_rng(1)
     batch = sample_batch(store, rng.choice(store.num_items, 10, replace=False), 8, (4, 3), rng)
-    model = CultureSim(CultureSimConfig({"image": 8, "text": 8}, ["a", "b"], hidden=16, out=8))
-    keep = {m: torch.ones(g.x.shape[0], dtype=torch.bool) for m, g in batch.graphs.items()}
-    with pytest.raises(ValueError, match="trimmed"):
-        model(batch.graphs, 8, keep)
+    torch.manual_seed(0)
+    model = CultureSim(CultureSimConfig({"image": 8, "text": 8}, ["a", "b"], hidden=16,
+                                        out=8)).eval()
+    every = {m: torch.ones(g.x.shape[0], dtype=torch.bool) for m, g in batch.graphs.items()}
+    seeds = {m: g.pool.clone() for m, g in batch.graphs.items()}
+    assert any(int(k.sum()) < len(k) for k in seeds.values())  # some rows are not seeds
+    with torch.no_grad():
+        a, b = model(batch.graphs, 8, every), model(batch.graphs, 8, seeds)
+    assert torch.equal(a["cultures"], b["cultures"])
+    torch.testing.assert_close(a["general"], b["general"])

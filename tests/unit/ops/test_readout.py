@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from culturesim_ray.ops.readout import second_order, theme_centred_means, theme_groups
-from culturesim_ray.report.evaluate import readout_methods
+from culturesim_ray.report.item_methods import readout_methods
 
 
 def _naive_second_order(s: np.ndarray) -> np.ndarray:
