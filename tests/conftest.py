@@ -7,6 +7,7 @@ import json
 import os
 import socket
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,22 @@ def local_serve_config(run_dir: str | Path, port: int, ingress: dict | None = No
         dep = next(d for d in app["deployments"] if d["name"] == "Ingress")
         dep["user_config"] = {**dep["user_config"], **ingress}
     return config
+
+
+@contextmanager
+def served(run_dir: str | Path) -> Iterator[str]:
+    """The app deployed the way `serve run serve_configs/local.yaml` deploys it, on a
+    free port; yields its base URL, shuts Serve down after."""
+    from ray import serve
+
+    from culturesim_ray.pipeline.serve_deploy import deploy_config
+
+    port = free_port()
+    deploy_config(local_serve_config(run_dir, port))
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
 
 FLAGS = Path(__file__).resolve().parents[1] / "culturesim_ray" / "data" / "flags"
 

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 
-from conftest import FLAGS, free_port, local_serve_config
+from conftest import FLAGS, local_serve_config, served
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -28,14 +28,8 @@ def run_dir(trained_run):
 @pytest.fixture(scope="module")
 def service(run_dir):
     """The app deployed the way `serve run serve_configs/local.yaml` deploys it."""
-    from ray import serve
-
-    from culturesim_ray.pipeline.serve_deploy import deploy_config
-
-    port = free_port()
-    deploy_config(local_serve_config(run_dir, port))
-    yield f"http://127.0.0.1:{port}"
-    serve.shutdown()
+    with served(run_dir) as url:
+        yield url
 
 
 def post(url: str, body: dict, **kw) -> requests.Response:

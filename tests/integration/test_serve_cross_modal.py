@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 
-from conftest import FLAGS, corpus_rows, free_port, local_serve_config, write_jsonl
+from conftest import FLAGS, corpus_rows, served, write_jsonl
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -47,14 +47,8 @@ def aligned_run(_ray_instance, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def service(aligned_run):
-    from ray import serve
-
-    from culturesim_ray.pipeline.serve_deploy import deploy_config
-
-    port = free_port()
-    deploy_config(local_serve_config(aligned_run, port))
-    yield f"http://127.0.0.1:{port}"
-    serve.shutdown()
+    with served(aligned_run) as url:
+        yield url
 
 
 def test_a_cross_modal_text_query_over_http_equals_the_in_process_answer(service, aligned_run):
