@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pytest
 import requests
-from test_serve import _free_port, local_config
+
+from conftest import free_port, local_serve_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -21,8 +22,8 @@ def guarded(trained_run):
 
     from culturesim_ray.pipeline.serve_deploy import deploy_config
 
-    port = _free_port()
-    config = local_config(trained_run, port)
+    port = free_port()
+    config = local_serve_config(trained_run, port)
     app = config["applications"][0]
     assert app["args"]["auth_token_env"] == "CULTURESIM_TOKEN"  # the default name
     app["runtime_env"] = {"env_vars": {"CULTURESIM_TOKEN": TOKEN}}
