@@ -22,7 +22,10 @@ workers (slowest worker): the second is the epoch time (steady state, as in a
 run of many epochs: the first also carries the start-up of Ray Train's own
 actors and the allocator's warm-up; its ratio is reported beside); --repeats
 pairs (default 5), 1 and 2 workers alternated, each run in a fresh Ray session;
-the ratio is the median of the pairs' ratios, every pair reported.
+the ratio is the median of the pairs' ratios, every pair reported. The full
+run does the epoch comparison first: run right after the 1,000,000-item size
+(GBs allocated and freed), both sides ran slower on this 2-core machine, the
+2-worker side more (RESULTS: train scale).
 
     python benchmarks/train_scale.py [--quick] [--json PATH] [--only graph|epoch] [--repeats N]
 """
@@ -318,6 +321,8 @@ def main() -> None:
     if args.only:
         partial(args, sizes, env)
         return
+    epochs = run_epochs(env, args.repeats)  # first: see the docstring
+    print(epoch_line(epochs), flush=True)
     rows = []
     for i, (n, c) in enumerate(sizes):
         serve = int(i in (0, len(sizes) - 1))  # replica start at the smallest and largest N
@@ -326,7 +331,6 @@ def main() -> None:
                              env=env, check=True)
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
         print(f"N={n}: {rows[-1]}", flush=True)
-    epochs = run_epochs(env, args.repeats)
     ivf = [r for r in rows if r["index"] == "ivf"]
     result = {
         "sizes": rows, "epoch": epochs,
