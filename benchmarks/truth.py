@@ -46,6 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
+from culturesim_ray.ops.query_score import QueryMix  # noqa: E402
+
 SETS = ("demo", "countries-wiki", "languages-wiki")
 CLI = [str(Path(sys.executable).parent / "culturesim")]
 
@@ -76,15 +78,17 @@ def build_set(name: str, out: Path, quick: bool) -> dict[str, Any]:
 
 
 def query_retrieval(model: Any, data: Any, q: np.ndarray, truth: np.ndarray,
-                    modality: str = "text", raw_only: bool = False) -> dict[str, float]:
+                    modality: str = "text", raw_only: bool = False,
+                    mix: QueryMix | None = None) -> dict[str, float]:
     """Top-1/top-5 of query vectors q (n, d) of `modality` whose cultures are `truth`
     (indices into data.cultures): the model's query path over `data`'s graphs (as the
-    service answers) vs the raw nearest mean of `data`'s items (only that: raw_only)."""
+    service answers, with the query mix `mix`; None: the plain general cosine) vs the
+    raw nearest mean of `data`'s items (only that: raw_only)."""
     import pyarrow.compute as pc
     import torch
 
     from culturesim_ray.pipeline.train import export_culture_embeddings
-    from culturesim_ray.serving.predictor import FusionPredictor, Retriever
+    from culturesim_ray.serving.predictor import FusionPredictor, QueryRanker, Retriever
 
     g = data.graphs[modality]
     x = torch.nn.functional.normalize(g.x, dim=1)
@@ -105,10 +109,10 @@ def query_retrieval(model: Any, data: Any, q: np.ndarray, truth: np.ndarray,
     slots = ({m: (cfg.slot(m).start, cfg.slot(m).stop) for m in sorted(cfg.in_dims)}
              if cfg.raw_weight > 0 else None)
     retriever = Retriever(data.cultures, vec[order], slots=slots)
-    fusion = FusionPredictor(model, data.graphs)
+    fusion = FusionPredictor(model, data.graphs, cultures=data.cultures)
+    ranker = QueryRanker(fusion, retriever, mix if mix is not None else QueryMix.from_dict(None))
     with torch.inference_mode():
-        _, model_pos = retriever.topk(fusion.general(fusion.fuse(modality, q), modality, q), 5,
-                                      modality)
+        _, model_pos = ranker.topk(fusion.fuse(modality, q), modality, modality, q, 5)
     return {**out, "model_top1": float(np.mean(model_pos[:, 0] == truth)),
             "model_top5": float(np.mean((model_pos == truth[:, None]).any(1)))}
 
@@ -137,7 +141,10 @@ def held_out_retrieval(run: Path, modality: str = "text") -> dict[str, float]:
                                          value_set=held.column("item_id")))
     if t.num_rows == 0:
         return {}
-    return query_retrieval(model, data, *table_queries(t, data.cultures), modality)
+    manifest = run / "train" / "serving" / "manifest.json"
+    mix = QueryMix.from_dict(json.loads(manifest.read_text()).get("query_mix")
+                             if manifest.exists() else None)
+    return query_retrieval(model, data, *table_queries(t, data.cultures), modality, mix=mix)
 
 
 def pick(rows: list[dict[str, Any]], theme: str = "general") -> dict[str, Any]:

@@ -14,6 +14,7 @@ from culturesim_ray.serving.predictor import (
     FusionPredictor,
     QueryEncoders,
     QueryError,
+    QueryRanker,
     Retriever,
     ThemeReranker,
     format_answer,
@@ -91,6 +92,7 @@ class Fusion:
         device = pick_device(use_gpu)
         self.fusion = FusionPredictor.from_run(train_dir, embed_dir, device, k_graph)
         self.retriever = Retriever.from_run(train_dir, use_gpu=device.startswith("cuda"))
+        self.ranker = QueryRanker(self.fusion, self.retriever)
 
     def reconfigure(self, cfg: dict[str, Any]) -> None:
         apply_batch_config(cfg, DEFAULT_BATCH, self.search)
@@ -115,8 +117,8 @@ class Fusion:
                 continue
             vectors = np.stack([encoded[c][j][0] for c, j in at])
             fused = self.fusion.fuse(modality, vectors)
-            scores, pos = self.retriever.topk(self.fusion.general(fused, target, vectors),
-                                              max(ks[c][j] for c, j in at), target)
+            scores, pos = self.ranker.topk(fused, modality, target, vectors,
+                                           max(ks[c][j] for c, j in at))
             fused_np = fused.float().cpu().numpy()
             names = self.retriever.cultures
             for r, (c, j) in enumerate(at):

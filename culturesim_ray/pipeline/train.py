@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import tempfile
 import time
 from dataclasses import asdict
@@ -162,9 +163,11 @@ def _store_task(graph_root: str, store_root: str, holdout_path: str,
     return meta
 
 
-def _export_task(store_root: str, train_root: str) -> int:
+def _export_task(store_root: str, train_root: str,
+                 query_mix: dict[str, Any] | None = None) -> int:
     """Ray task body: the trained model over the whole corpus (every item, blocked
-    full-graph forward): culture_embeddings.parquet and the serving state."""
+    full-graph forward): culture_embeddings.parquet and the serving state with the
+    query mix (`TrainConfig.query`; None: the one the run's serving state has)."""
     from culturesim_ray.runs import load_fusion_model
     from culturesim_ray.serving.artifacts import write_serving_state
     from culturesim_ray.training.batch import graphs_of
@@ -177,7 +180,11 @@ def _export_task(store_root: str, train_root: str) -> int:
     corpus = TrainingData(graphs, store.cultures, store.theme_names)
     table = export_culture_embeddings(model, corpus)
     io.write_table(table, layout.culture_embeddings)
-    write_serving_state(model, graphs, layout.serving, layout.model)
+    if query_mix is None:  # a re-export (add-theme) keeps the run's mix
+        old = os.path.join(layout.serving, "manifest.json")
+        query_mix = io.read_json(old).get("query_mix") if os.path.exists(old) else None
+    write_serving_state(model, graphs, layout.serving, layout.model, cultures=store.cultures,
+                        query_mix=query_mix)
     return table.num_rows
 
 
@@ -238,7 +245,8 @@ def run_train(embed_dir: str, out: str, cfg: TrainConfig | None = None, log: Any
         st = torch.load(Path(d) / "state.pt", weights_only=True, map_location="cpu")
     torch.save(st["model"], layout.model)
     Path(layout.model_config).write_text(json.dumps(asdict(mcfg)))
-    ray.get(ray.remote(num_cpus=1)(_export_task).remote(store_root, str(outp)))
+    ray.get(ray.remote(num_cpus=1)(_export_task).remote(store_root, str(outp),
+                                                         cfg.query.to_dict()))
     position = json.loads(st["position"])
     manifest = io.manifest("train", {**cfg.to_dict(), "relations": relations,
                                      "model_config": asdict(mcfg)},

@@ -11,8 +11,12 @@ training) under TRAIN/serving/:
                         grow with N until rows are read)
     <m>/index.faiss     FAISS inner-product index over the L2-normalised item
                         vectors: flat below `ivf_min` items, IVF above
+    <m>/culture.npy     int32 (N_m,): each item's culture, a position in the
+                        manifest's `cultures` (memory-mapped; the set-level query
+                        score of `ops.query_score` reads the shortlist's rows)
     manifest.json       modalities, item counts, layers, index kinds, the digest of
-                        the model weights they were computed with
+                        the model weights they were computed with, the culture
+                        names, the query mix (`ops.query_score.QueryMix`)
 
 `load_serving_state` refuses state computed with other weights (a retrained
 model in the same directory) by that digest. `ArrowNeighbors` serves the
@@ -25,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -77,17 +81,25 @@ def item_index(x: np.ndarray, ivf_min: int = 50_000, nprobe: int = 32) -> Any:
 
 
 def write_serving_state(model: CultureSim, graphs: dict[str, ModalityGraph], root: str,
-                        model_path: str, ivf_min: int = 50_000) -> dict[str, Any]:
-    """Compute and write the replica's state (module docstring); returns the manifest."""
+                        model_path: str, ivf_min: int = 50_000,
+                        cultures: list[str] | None = None,
+                        query_mix: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Compute and write the replica's state (module docstring); returns the manifest.
+    cultures: the names the graphs' culture indices point into; query_mix: the
+    calibrated `QueryMix` as a dict (None: the plain general cosine)."""
     import faiss
 
     states = layer_states(model, graphs)
-    manifest: dict[str, Any] = {"modalities": {}, "model_sha256": weights_digest(model_path)}
+    manifest: dict[str, Any] = {"modalities": {}, "model_sha256": weights_digest(model_path),
+                                "cultures": list(cultures) if cultures is not None else None,
+                                "query_mix": query_mix}
     for m, layers in states.items():
         d = os.path.join(root, m)
         os.makedirs(d, exist_ok=True)
         for i, s in enumerate(layers):
             np.save(os.path.join(d, f"layer-{i}.npy"), s.float().cpu().numpy().astype(np.float16))
+        if cultures is not None:
+            np.save(os.path.join(d, "culture.npy"), graphs[m].culture.cpu().numpy().astype(np.int32))
         index = item_index(graphs[m].x.cpu().numpy(), ivf_min)
         faiss.write_index(index, os.path.join(d, "index.faiss"))
         manifest["modalities"][m] = {"items": int(graphs[m].x.shape[0]), "layers": len(layers),
@@ -100,11 +112,14 @@ def write_serving_state(model: CultureSim, graphs: dict[str, ModalityGraph], roo
 
 @dataclass
 class ServingState:
-    """layers[m][i]: (N_m, hidden) float16 memory maps; indexes[m]: FAISS indexes."""
+    """layers[m][i]: (N_m, hidden) float16 memory maps; indexes[m]: FAISS indexes;
+    item_culture[m]: (N_m,) culture positions in `manifest["cultures"]` (empty for
+    state written before they were)."""
 
     layers: dict[str, list[np.ndarray]]
     indexes: dict[str, Any]
     manifest: dict[str, Any]
+    item_culture: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class StaleStateError(RuntimeError):
@@ -126,16 +141,18 @@ def load_serving_state(root: str, model_path: str) -> ServingState:
         raise StaleStateError(f"{root}: serving state was computed with other weights "
                               f"({manifest.get('model_sha256', '?')[:12]} vs {have[:12]} of "
                               f"{model_path}); rerun the train job")
-    layers, indexes = {}, {}
+    layers, indexes, item_culture = {}, {}, {}
     for m, info in manifest["modalities"].items():
         d = os.path.join(root, m)
+        if manifest.get("cultures") is not None and os.path.exists(os.path.join(d, "culture.npy")):
+            item_culture[m] = np.load(os.path.join(d, "culture.npy"), mmap_mode="r")
         layers[m] = [np.load(os.path.join(d, f"layer-{i}.npy"), mmap_mode="r")
                      for i in range(info["layers"])]
         # an IVF index's inverted lists are memory-mapped, not read (start time flat in N)
         flags = (faiss.IO_FLAG_MMAP | getattr(faiss, "IO_FLAG_READ_ONLY", 0)
                  if info["index"] == "ivf" else 0)
         indexes[m] = faiss.read_index(os.path.join(d, "index.faiss"), flags)
-    return ServingState(layers, indexes, manifest)
+    return ServingState(layers, indexes, manifest, item_culture)
 
 
 def rows_of(states: Any, idx: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,8 @@ them in-process (tests, benchmarks' floor, scripts).
    culture; its other modalities are masked in fusion, not zero-filled.
 3. `Retriever`: general embedding -> top-k cultures (FAISS inner product over
    the L2-normalised general culture embeddings; a GPU index when faiss sees one).
+   `QueryRanker` ranks a one-item query by the raw and learned parts of that
+   cosine and the culture's nearest items (`ops.query_score`).
 4. `ThemeReranker`: the fused state -> each theme head's embedding, and the
    top-k candidates re-ranked per theme by cosine to the culture's theme
    embedding, with the mixture-of-experts gate weight of each theme.
@@ -37,6 +39,7 @@ from culturesim_ray.encoders.base import EncodeResult
 from culturesim_ray.layout import AllPairsLayout, TrainLayout
 from culturesim_ray.models.branch import SELF_RELATION
 from culturesim_ray.models.culturesim import CultureSim, ModalityGraph
+from culturesim_ray.ops.query_score import QueryMix, mix_scores, nearest_item_scores
 from culturesim_ray.serving.artifacts import (
     ArrowNeighbors,
     ServingState,
@@ -104,20 +107,29 @@ class FusionPredictor:
     """Base embeddings of queries -> fused states (B, hidden) and general embeddings."""
 
     def __init__(self, model: CultureSim, graphs: dict[str, ModalityGraph] | None,
-                 k_graph: int = 10, state: ServingState | None = None) -> None:
-        """From in-memory item graphs (the corpus states computed here), or from the
-        train job's `state` (`serving.artifacts`: memory-mapped, nothing rebuilt)."""
+                 k_graph: int = 10, state: ServingState | None = None,
+                 cultures: list[str] | None = None) -> None:
+        """From in-memory item graphs (the corpus states computed here; `cultures`:
+        the names their culture indices point into), or from the train job's `state`
+        (`serving.artifacts`: memory-mapped, nothing rebuilt)."""
         self.model = model.eval()
         self.k_graph = k_graph
         if state is None:
             if graphs is None:
                 raise ValueError("FusionPredictor needs the item graphs or a serving state")
+            mods = [m for m in model.modalities if m in graphs]
             state = ServingState(layer_states(model, graphs),
-                                 {m: item_index(graphs[m].x.cpu().numpy())
-                                  for m in model.modalities if m in graphs}, {})
+                                 {m: item_index(graphs[m].x.cpu().numpy()) for m in mods},
+                                 {"cultures": cultures},
+                                 {m: graphs[m].culture.cpu().numpy() for m in mods}
+                                 if cultures is not None else {})
         self.modalities = [m for m in model.modalities if m in state.layers]
         self._layers: dict[str, list[Any]] = state.layers
         self._index: dict[str, Any] = state.indexes
+        # items' cultures (positions in self.cultures) for the set-level query score
+        self.cultures: list[str] | None = state.manifest.get("cultures")
+        self.item_culture: dict[str, np.ndarray] = state.item_culture
+        self.query_mix = QueryMix.from_dict(state.manifest.get("query_mix"))
 
     @classmethod
     def from_run(cls, train_dir: str, embed_dir: str, device: str = "cpu",
@@ -136,10 +148,13 @@ class FusionPredictor:
 
     def neighbours(self, modality: str, vectors: np.ndarray) -> np.ndarray:
         """(B, k) corpus items of `modality` nearest to each query (cosine)."""
+        return self.search(modality, vectors, self.k_graph)[1]
+
+    def search(self, modality: str, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(B, k) cosines and positions of the corpus items of `modality` nearest to
+        each query (-1: none; an IVF search may come back short)."""
         index = self._index[modality]
-        k = min(self.k_graph, index.ntotal)
-        _, nbrs = index.search(_normalise(vectors), k)
-        return nbrs
+        return index.search(_normalise(vectors), min(k, index.ntotal))
 
     @torch.inference_mode()
     def item_state(self, modality: str, vectors: np.ndarray) -> Tensor:
@@ -214,8 +229,11 @@ class Retriever:
         vectors = _normalise(vectors)
         self.index = self._index(vectors)
         self.by_modality: dict[str, Any] = {}
+        self._views: dict[str, np.ndarray] = {}
+        self.raw_end = max(b for _, b in slots.values()) if slots else 0
         for m in slots or {}:
-            self.by_modality[m] = self._index(modality_view(vectors, slots, m))
+            self._views[m] = modality_view(vectors, slots, m)
+            self.by_modality[m] = self._index(self._views[m])
 
     def _index(self, vectors: np.ndarray) -> Any:
         import faiss
@@ -240,6 +258,14 @@ class Retriever:
         index = self.by_modality.get(modality, self.index) if modality else self.index
         return index.search(_normalise(queries), k)
 
+    def parts(self, queries: np.ndarray, modality: str) -> tuple[np.ndarray, np.ndarray]:
+        """(B, C) raw and learned parts of the general cosine of one-`modality` queries
+        with every culture (their sum is what `topk` ranks by); needs the raw slots."""
+        if modality not in self._views:
+            raise ValueError(f"no raw slot for {modality!r} (slots: {sorted(self._views)})")
+        q, v, r = _normalise(queries), self._views[modality], self.raw_end
+        return q[:, :r] @ v[:, :r].T, q[:, r:] @ v[:, r:].T
+
 
 def modality_view(vectors: np.ndarray, slots: dict[str, tuple[int, int]],
                   modality: str) -> np.ndarray:
@@ -256,6 +282,54 @@ def modality_view(vectors: np.ndarray, slots: dict[str, tuple[int, int]],
     out[:, min(starts):raw_end] = 0.0
     out[:, a:b] = np.where(norm > 0, part / np.maximum(norm, 1e-12) * raw_norm, 0.0)
     return out
+
+
+class QueryRanker:
+    """Stage 1: one-item queries -> their top-k cultures by the query score of
+    `ops.query_score` (the raw and learned parts of the general cosine, and the
+    set-level score of the culture's nearest items), with the mix the train job
+    calibrated on its validation items (`serving.calibrate`). A cross-modal query,
+    a model without raw residual, or a run without item cultures is ranked by the
+    plain general cosine."""
+
+    def __init__(self, fusion: FusionPredictor, retriever: Retriever,
+                 mix: QueryMix | None = None) -> None:
+        self.fusion, self.retriever = fusion, retriever
+        self.mix = mix if mix is not None else fusion.query_mix
+        self.raw_weight = float(fusion.model.cfg.raw_weight)
+        pos = {c: i for i, c in enumerate(retriever.cultures)}
+        # fusion's culture positions -> the retriever's (-1: a culture it lacks)
+        self._to_retriever = (np.array([pos.get(c, -1) for c in fusion.cultures] + [-1])
+                              if fusion.cultures else None)
+
+    def mixed(self, modality: str, target: str) -> bool:
+        return (not self.mix.plain and self.raw_weight > 0 and target == modality
+                and target in self.retriever.by_modality)
+
+    def score_parts(self, fused: Tensor, modality: str, vectors: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(B, C) raw part, learned part, nearest-items score (None: unavailable)."""
+        q = self.fusion.general(fused, modality, vectors)
+        raw, learned = self.retriever.parts(q, modality)
+        cult = self.fusion.item_culture.get(modality)
+        if self.mix.nearest <= 0 or cult is None or self._to_retriever is None:
+            return raw, learned, None
+        sims, items = self.fusion.search(modality, vectors, self.mix.shortlist)
+        c = np.where(items >= 0, np.asarray(cult)[np.maximum(items, 0)], -1)
+        c = self._to_retriever[c]  # -1 stays -1 (the table's last entry)
+        return raw, learned, nearest_item_scores(sims, c, len(self.retriever.cultures),
+                                                 self.mix.m)
+
+    def topk(self, fused: Tensor, modality: str, target: str, vectors: np.ndarray,
+             k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(B, k) scores and culture positions (the retriever's), best first."""
+        if not self.mixed(modality, target):
+            return self.retriever.topk(self.fusion.general(fused, target, vectors), k, target)
+        scores = mix_scores(*self.score_parts(fused, modality, vectors), self.raw_weight,
+                            self.mix)
+        k = min(k, scores.shape[1])
+        pos = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(scores, pos, axis=1).astype(np.float32), pos
 
 
 class ThemeReranker:
@@ -374,6 +448,7 @@ class SimilarityService:
         self.fusion = FusionPredictor.from_run(paths.train, paths.embed, device, k_graph)
         self.retriever = Retriever.from_run(paths.train, use_gpu=device.startswith("cuda"))
         self.cultures = self.retriever.cultures
+        self.ranker = QueryRanker(self.fusion, self.retriever)
         self.reranker = ThemeReranker.from_run(self.fusion.model, paths.train)
         self.neighbor_table = (NeighborTable(AllPairsLayout(paths.allpairs).pairs)
                                if paths.allpairs else None)
@@ -390,7 +465,6 @@ class SimilarityService:
         if res.errors[0]:
             raise QueryError(MODALITY_FIELDS[modality], res.errors[0])
         fused = self.fusion.fuse(modality, res.vectors)
-        scores, pos = self.retriever.topk(self.fusion.general(fused, target, res.vectors), k,
-                                          target)
+        scores, pos = self.ranker.topk(fused, modality, target, res.vectors, k)
         reranked = named(self.reranker.rerank(fused, pos, themes)[0], self.cultures)
         return format_answer([self.cultures[p] for p in pos[0] if p >= 0], scores[0], reranked)

@@ -4,7 +4,7 @@ One `merge_train_config(yaml_data, flags)` fills it for every entry point
 (the CLI, jobs/train.py, the benchmarks, the tests): defaults, then the YAML
 file's keys, then the flags that were given; an unknown key is an error
 naming it and listing the known ones. Nested sections (`model`, `step`,
-`stages_cfg`, `batch`) take a mapping; `stages` a list of [stage, epochs].
+`stages_cfg`, `batch`, `query`) take a mapping; `stages` a list of [stage, epochs].
 The merged config is saved as a dict in every checkpoint and manifest
 (`to_dict`), and `from_dict` reads it back.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from culturesim_ray.ops.query_score import QueryMix
 from culturesim_ray.training.stages import StageConfig
 from culturesim_ray.training.step import StepConfig
 
@@ -56,12 +57,14 @@ class TrainConfig:
     holdout: share of each culture's items never trained on (ids written for the
     retrieval benchmarks); val_fraction: share of the remaining items held out of
     training for early stopping (at most val_max_items); patience: validation
-    checks without improvement before stage 3 stops."""
+    checks without improvement before stage 3 stops; query: how the service ranks a
+    one-item query (`ops.query_score.QueryMix`), written with the serving state."""
 
     model: ModelSettings = field(default_factory=ModelSettings)
     step: StepConfig = field(default_factory=StepConfig)
     stages_cfg: StageConfig = field(default_factory=StageConfig)
     batch: BatchSettings = field(default_factory=BatchSettings)
+    query: QueryMix = field(default_factory=QueryMix)
     stages: tuple[tuple[int, int], ...] = DEFAULT_STAGES
     steps_per_epoch: int = 10
     queue_size: int = 256
@@ -86,7 +89,7 @@ class TrainConfig:
 
 
 _SECTIONS = {"model": ModelSettings, "step": StepConfig, "stages_cfg": StageConfig,
-             "batch": BatchSettings}
+             "batch": BatchSettings, "query": QueryMix}
 # flat flag names (as the CLI and run_train's keywords spell them) -> (section, field)
 ALIASES = {"hidden": ("model", "hidden"), "out_dim": ("model", "out"),
            "graph": ("model", "graph"), "raw_weight": ("model", "raw_weight"),

@@ -307,3 +307,56 @@ def test_retriever_with_slots_ranks_a_text_query_by_the_text_means():
     scores, pos = retriever.topk(query("image", [0.0, 1.0]), 3, "image")
     assert [retriever.cultures[i] for i in pos[0]] == ["A", "C", "B"]
     np.testing.assert_allclose(scores[0], [1.0, w * 0.8 + (1 - w), 1 - w], atol=1e-6)
+
+
+@pytest.mark.parametrize("modality", ["text", "image"])
+def test_query_ranker_mixes_raw_nearest_items_and_learned(modality):
+    """QueryRanker (the service's stage 1) against float64 by hand: the raw part of the
+    general cosine, the mean cosine of the m nearest items of each culture, the
+    learned part; the retriever's cultures in another order than the graphs'."""
+    from culturesim_ray.ops.query_score import QueryMix
+    from culturesim_ray.serving.predictor import QueryRanker
+
+    w = 0.9
+    graphs = small_graphs()
+    model = make_model(w)
+    names = [f"c{i}" for i in range(N_CULTURES)]
+    rng = np.random.default_rng(2)
+    x = (rng.normal(size=(4, DIMS[modality])) * [[0.1], [1.0], [3.0], [30.0]]).astype(np.float32)
+    pred = FusionPredictor(model, graphs, k_graph=2, cultures=names)
+    fused = pred.fuse(modality, x)
+    with torch.no_grad():
+        cultures = model(graphs, N_CULTURES)["general"].numpy()
+        p_q = model.projection(fused).double().numpy()
+    perm = np.array([3, 0, 4, 2, 1])  # retriever position r holds culture perm[r]
+    retriever = Retriever([names[i] for i in perm], cultures[perm], slots=slots_of(model.cfg))
+    n_items = graphs[modality].x.shape[0]
+    mix = QueryMix(nearest=0.5, m=2, shortlist=n_items, learned=0.25)
+    ranker = QueryRanker(pred, retriever, mix)
+
+    x64 = x.astype(np.float64) / np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
+    mu, count = raw_means(graphs)[modality]
+    raw = w * (x64 @ mu.T) * (count > 0)  # (B, C)
+    learn = (1 - w) * (p_q @ learned(model, graphs).T)
+    items = graphs[modality].x.double().numpy()
+    items /= np.linalg.norm(items, axis=1, keepdims=True)
+    sims = x64 @ items.T
+    culture = graphs[modality].culture.numpy()
+    near = np.zeros((len(x), N_CULTURES))
+    for i in range(len(x)):
+        for c in range(N_CULTURES):
+            own = sorted(sims[i, culture == c], reverse=True)[:2]
+            own += [sims[i].min()] * (2 - len(own))  # a culture with < m items of it
+            near[i, c] = sum(own) / 2
+    ref = (0.5 * raw + 0.5 * w * near + 0.25 * learn)[:, perm]
+    got, pos = ranker.topk(fused, modality, modality, x, N_CULTURES)
+    assert (pos == np.argsort(-ref, axis=1, kind="stable")).all()
+    np.testing.assert_allclose(got, -np.sort(-ref, axis=1), atol=1e-5)
+    # the plain mix is the retriever's general cosine; a cross-modal target is too
+    plain = QueryRanker(pred, retriever, QueryMix(nearest=0.0, learned=1.0))
+    want = retriever.topk(pred.general(fused, modality, x), 3, modality)
+    got_p = plain.topk(fused, modality, modality, x, 3)
+    assert (got_p[1] == want[1]).all()
+    np.testing.assert_allclose(got_p[0], want[0], atol=1e-6)
+    other = "image" if modality == "text" else "text"
+    assert ranker.mixed(modality, modality) and not ranker.mixed(modality, other)

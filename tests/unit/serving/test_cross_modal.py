@@ -19,6 +19,7 @@ from culturesim_ray.serving.predictor import (
     FusionPredictor,
     QueryEncoders,
     QueryError,
+    QueryRanker,
     Retriever,
     SimilarityService,
     ThemeReranker,
@@ -69,6 +70,7 @@ def aligned_service(tmp_path_factory):
     svc.fusion = FusionPredictor(model, graphs, k_graph=5)
     svc.retriever = Retriever(names, out["general"].numpy(), slots=slots)
     svc.cultures = svc.retriever.cultures
+    svc.ranker = QueryRanker(svc.fusion, svc.retriever)
     svc.reranker = ThemeReranker(model, {"food": (names, out["food"].numpy())}, names)
     svc.neighbor_table = None
     return svc
@@ -105,6 +107,7 @@ def test_cross_modal_needs_the_raw_slots(aligned_service):
     svc.__dict__.update(aligned_service.__dict__)
     svc.retriever = Retriever(aligned_service.cultures,
                               np.ones((len(aligned_service.cultures), 4), np.float32))
+    svc.ranker = QueryRanker(svc.fusion, svc.retriever)
     with pytest.raises(QueryError, match="raw residual"):
         svc.similar("text", QUERY, cross_modal=True)
 

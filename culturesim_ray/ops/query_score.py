@@ -1,0 +1,112 @@
+"""Stage-1 scores of one-item queries against cultures (pure numpy).
+
+A culture's mean vector answers "which culture is this item most like on
+average"; a query about one dish or one ruler is often closest to a few of a
+culture's items and far from its mean (a culture's corpus covers many
+topics). The query score therefore mixes, for the query's modality:
+
+    score(q, c) = (1 - a) * raw(q, c) + a * w * nearest(q, c) + l * learned(q, c)
+
+- raw(q, c): the raw part of the general cosine, w * cos(q, culture mean)
+  (`Retriever.parts`; w = the model's raw_weight);
+- nearest(q, c): the mean cosine of q to culture c's m most similar items
+  (a set-level score: the item set, not its mean), from a shortlist of the
+  query's K nearest corpus items (`nearest_item_scores`);
+- learned(q, c): the learned part of the general cosine, (1 - w) * cos of the
+  projections, weighted by l (1 = as trained).
+
+The mix is a training setting (`TrainConfig.query`), written with the serving
+state; the service and the retrieval benchmarks read it from there.
+
+With a = 0 and l = 1 this is the model's plain general cosine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class QueryMix:
+    """nearest: a, the share of the raw part given to the nearest-items score; m: items
+    per culture it averages; shortlist: K, the query's nearest corpus items it reads;
+    learned: l (see the module). Chosen on the held-out items of the three dev sets
+    of benchmarks/truth.py (benchmarks/RESULTS.md): every a in 0.25-0.75 beat the
+    culture mean alone on all three; l = 1 (the learned part at its trained weight)
+    ranked worst of 0, 0.25, 0.5, 1 on all three, and 0.25 keeps the learned part
+    (which multimodal corpora may need) at a small cost against l = 0 on two of them."""
+
+    nearest: float = 0.5
+    m: int = 3
+    shortlist: int = 64
+    learned: float = 0.25
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.nearest <= 1.0:
+            raise ValueError(f"QueryMix.nearest must be in [0, 1], got {self.nearest}")
+        if self.m < 1 or self.shortlist < self.m:
+            raise ValueError(f"QueryMix needs 1 <= m <= shortlist, got m={self.m}, "
+                             f"shortlist={self.shortlist}")
+        if self.learned < 0:
+            raise ValueError(f"QueryMix.learned must be >= 0, got {self.learned}")
+
+    @property
+    def plain(self) -> bool:
+        """The model's plain general cosine (no set-level term, learned part as trained)."""
+        return self.nearest == 0.0 and self.learned == 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> QueryMix:
+        """From `to_dict`; None (state written before the mix existed): the plain cosine."""
+        if d is None:
+            return cls(nearest=0.0, learned=1.0)
+        return cls(**{k: d[k] for k in ("nearest", "m", "shortlist", "learned") if k in d})
+
+
+def nearest_item_scores(sims: np.ndarray, item_culture: np.ndarray, n_cultures: int,
+                        m: int) -> np.ndarray:
+    """(B, C): per query, each culture's mean cosine over its m most similar items.
+
+    sims (B, K): the query's cosines to its K nearest corpus items; item_culture
+    (B, K): their cultures (0..C-1; -1 = no item, e.g. an IVF search that came back
+    short). A culture with fewer than m items in the shortlist has the missing ones
+    counted at the shortlist's smallest cosine (no item outside the shortlist is
+    closer), so with a shortlist of every item the score is exact."""
+    sims = np.asarray(sims, np.float64)
+    item_culture = np.asarray(item_culture, np.int64)
+    if sims.shape != item_culture.shape or sims.ndim != 2:
+        raise ValueError(f"sims {sims.shape} and item_culture {item_culture.shape} must be "
+                         "the same (B, K)")
+    b = len(sims)
+    out = np.empty((b, n_cultures), np.float64)
+    for i in range(b):
+        ok = item_culture[i] >= 0
+        s, c = sims[i, ok], item_culture[i, ok]
+        floor = float(s.min()) if len(s) else 0.0
+        order = np.lexsort((-s, c))  # by culture, then most similar first
+        s, c = s[order], c[order]
+        start = np.searchsorted(c, c, side="left")
+        top = (np.arange(len(c)) - start) < m
+        total = np.zeros(n_cultures)
+        count = np.zeros(n_cultures)
+        np.add.at(total, c[top], s[top])
+        np.add.at(count, c[top], 1.0)
+        out[i] = (total + (m - count) * floor) / m
+    return out
+
+
+def mix_scores(raw_part: np.ndarray, learned_part: np.ndarray, nearest: np.ndarray | None,
+               raw_weight: float, mix: QueryMix) -> np.ndarray:
+    """(B, C) query scores (module docstring); nearest None: a = 0."""
+    a = mix.nearest if nearest is not None else 0.0
+    out = (1.0 - a) * np.asarray(raw_part, np.float64) + mix.learned * np.asarray(
+        learned_part, np.float64)
+    if a > 0:
+        out = out + a * raw_weight * nearest
+    return out

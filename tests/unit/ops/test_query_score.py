@@ -1,0 +1,99 @@
+"""Stage-1 query scores (`ops.query_score`) against float64 loops written here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from culturesim_ray.ops.query_score import QueryMix, mix_scores, nearest_item_scores
+from culturesim_ray.training.config import merge_train_config
+
+
+def reference_nearest(sims: np.ndarray, culture: np.ndarray, n_cultures: int, m: int,
+                      floor: np.ndarray) -> np.ndarray:
+    """Per query and culture: the m largest cosines of its items, missing ones at floor."""
+    out = np.zeros((len(sims), n_cultures))
+    for i in range(len(sims)):
+        for c in range(n_cultures):
+            own = sorted((float(s) for s, cc in zip(sims[i], culture[i], strict=True)
+                          if cc == c), reverse=True)[:m]
+            own += [float(floor[i])] * (m - len(own))
+            out[i, c] = sum(own) / m
+    return out
+
+
+def corpus(seed: int = 0, n: int = 40, d: int = 6, b: int = 5):
+    rng = np.random.default_rng(seed)
+    items = rng.normal(size=(n, d)) + 0.3
+    items /= np.linalg.norm(items, axis=1, keepdims=True)
+    q = rng.normal(size=(b, d))
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    # 6 cultures: culture 4 has 2 items (fewer than m = 3), culture 5 none
+    culture = np.concatenate([np.repeat([0, 1, 2, 3], 9), [4, 4, 0, 1]])
+    return q @ items.T, culture
+
+
+@pytest.mark.parametrize("m", [1, 3])
+def test_every_item_in_the_shortlist_is_the_exact_score(m):
+    sims, culture = corpus()
+    order = np.argsort(-sims, axis=1)  # as an index search returns them, best first
+    s, c = np.take_along_axis(sims, order, 1), culture[order]
+    got = nearest_item_scores(s, c, 6, m)
+    ref = reference_nearest(sims, np.broadcast_to(culture, sims.shape), 6, m, sims.min(1))
+    np.testing.assert_allclose(got, ref, atol=1e-12)
+    assert not np.allclose(got[:, 0], got[:, 1])  # not a constant
+    # a culture without items scores the floor: the query's least similar item
+    np.testing.assert_allclose(got[:, 5], sims.min(1), atol=1e-12)
+
+
+def test_a_shortlist_bounds_what_it_does_not_see():
+    """With the K best items only, a culture with m of them is exact, and any other
+    is scored at or above its exact score (nothing unseen is closer than the floor)."""
+    sims, culture = corpus(1)
+    m, k = 3, 12
+    order = np.argsort(-sims, axis=1)[:, :k]
+    s, c = np.take_along_axis(sims, order, 1), culture[order]
+    got = nearest_item_scores(s, c, 6, m)
+    exact = reference_nearest(sims, np.broadcast_to(culture, sims.shape), 6, m, sims.min(1))
+    ref = reference_nearest(s, c, 6, m, s.min(1))
+    np.testing.assert_allclose(got, ref, atol=1e-12)
+    full = np.array([[np.sum(c[i] == j) >= m for j in range(6)] for i in range(len(c))])
+    assert full.any() and (~full).any()
+    np.testing.assert_allclose(got[full], exact[full], atol=1e-12)
+    assert (got >= exact - 1e-12).all()
+
+
+def test_missing_shortlist_entries_are_ignored():
+    sims = np.array([[0.9, 0.5, 0.2, -5.0]])
+    culture = np.array([[1, 0, 1, -1]])  # the last: an IVF search that came back short
+    got = nearest_item_scores(sims, culture, 3, 2)
+    np.testing.assert_allclose(got, [[(0.5 + 0.2) / 2, (0.9 + 0.2) / 2, 0.2]])
+    with pytest.raises(ValueError, match="same"):
+        nearest_item_scores(sims, culture[:, :2], 3, 2)
+
+
+def test_mix_scores():
+    rng = np.random.default_rng(3)
+    raw, learned, near = (rng.normal(size=(4, 7)) for _ in range(3))
+    plain = QueryMix(nearest=0.0, learned=1.0)
+    assert plain.plain and not QueryMix().plain
+    np.testing.assert_allclose(mix_scores(raw, learned, near, 0.9, plain), raw + learned)
+    mix = QueryMix(nearest=0.5, learned=0.25)
+    np.testing.assert_allclose(mix_scores(raw, learned, near, 0.9, mix),
+                               0.5 * raw + 0.5 * 0.9 * near + 0.25 * learned)
+    # no nearest-items score (a run without item cultures): the raw part keeps its weight
+    np.testing.assert_allclose(mix_scores(raw, learned, None, 0.9, mix), raw + 0.25 * learned)
+
+
+def test_query_mix_settings():
+    assert QueryMix.from_dict(None).plain  # serving state from before the mix
+    mix = QueryMix(nearest=0.25, m=2, shortlist=16, learned=0.0)
+    assert QueryMix.from_dict(mix.to_dict()) == mix
+    for bad in ({"nearest": 1.5}, {"m": 0}, {"m": 8, "shortlist": 4}, {"learned": -1.0}):
+        with pytest.raises(ValueError, match="QueryMix"):
+            QueryMix(**bad)
+    cfg = merge_train_config({"query": {"learned": 0.5}}, {"query": {"m": 5}})
+    assert cfg.query == QueryMix(learned=0.5, m=5)
+    assert merge_train_config(cfg.to_dict()).query == cfg.query  # saved and read back
+    with pytest.raises(ValueError, match="unknown key"):
+        merge_train_config({"query": {"weight": 1.0}})
