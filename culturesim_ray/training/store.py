@@ -207,4 +207,3 @@ def open_store(root: str, which: str = "train") -> ItemStore:
     store.seedable = (np.flatnonzero(np.asarray(split) == code) if code is not None
                       else np.arange(len(split)))
     return store
-
