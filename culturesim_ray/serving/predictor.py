@@ -204,7 +204,7 @@ class FusionPredictor:
             return self.model.projection(fused).float().cpu().numpy()
         if modality is None or vectors is None:
             raise ValueError("this model has a raw residual: pass the queries' modality and vectors")
-        x = torch.as_tensor(np.ascontiguousarray(vectors, dtype=np.float32), device=fused.device)
+        x = torch.as_tensor(np.array(vectors, dtype=np.float32), device=fused.device)  # a writable copy
         return self.model.query_general(fused, modality, x).float().cpu().numpy()
 
 
@@ -287,10 +287,10 @@ def modality_view(vectors: np.ndarray, slots: dict[str, tuple[int, int]],
 class QueryRanker:
     """Stage 1: one-item queries -> their top-k cultures by the query score of
     `ops.query_score` (the raw and learned parts of the general cosine, and the
-    set-level score of the culture's nearest items), with the mix the train job
-    calibrated on its validation items (`serving.calibrate`). A cross-modal query,
-    a model without raw residual, or a run without item cultures is ranked by the
-    plain general cosine."""
+    set-level score of the culture's nearest items), with the run's mix
+    (`TrainConfig.query`, read from the serving state; `mix` overrides it). A
+    cross-modal query, a model without raw residual, or a run trained before the
+    mix existed is ranked by the plain general cosine."""
 
     def __init__(self, fusion: FusionPredictor, retriever: Retriever,
                  mix: QueryMix | None = None) -> None:
