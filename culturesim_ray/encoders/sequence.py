@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -179,13 +179,31 @@ class SequenceEncoder:
         caller), `names` their uris (the suffix says the format); a file that does
         not parse is that item's error."""
         names = list(names) if names is not None else [f"melody {i}.abc" for i in range(len(datas))]
+        return self._embed_files(datas, names,
+                                 lambda uri, exc: f"uri: cannot parse music {uri}: {exc}",
+                                 lambda uri, exc: f"uri: {exc} in {uri}")
+
+    @torch.inference_mode()
+    def encode_sources(self, sources: Sequence[str | bytes], fmt: str = "abc") -> EncodeResult:
+        """Melodies given as file contents (ABC text by default; fmt names the
+        format the way a file suffix would: abc, musicxml, mid)."""
+        return self._embed_files(sources, [f"query.{fmt}"] * len(sources),
+                                 lambda _uri, exc: f"cannot parse music: {exc}",
+                                 lambda _uri, exc: str(exc))
+
+    def _embed_files(self, datas: Sequence[str | bytes | None], uris: Sequence[str],
+                     parse_error: Callable[[str, Exception], str],
+                     other_error: Callable[[str, Exception], str]) -> EncodeResult:
+        """Each file's contents (None: skipped, a NaN row without error) parsed as the
+        format its uri's suffix names, tokenised and embedded in one batch; a file
+        that does not parse, or has no note, gets its error from parse_error /
+        other_error(uri, exception)."""
         out = np.full((len(datas), self.dim), np.nan, dtype=np.float32)
         errors: list[str | None] = [None] * len(datas)
         ok, seqs = [], []
-        for i, data in enumerate(datas):
+        for i, (data, uri) in enumerate(zip(datas, uris, strict=True)):
             if data is None:
                 continue
-            uri = names[i]
             try:
                 tokens = tokenize(parse_events(data, uri))
                 if not any(t.startswith("n") for t in tokens):
@@ -193,31 +211,9 @@ class SequenceEncoder:
                 seqs.append(self.vocab.encode(tokens))
                 ok.append(i)
             except MusicParseError as exc:
-                errors[i] = f"uri: cannot parse music {uri}: {exc}"
+                errors[i] = parse_error(uri, exc)
             except ValueError as exc:
-                errors[i] = f"uri: {exc} in {uri}"
-        if seqs:
-            out[ok] = self.embed_ids(seqs)
-        return EncodeResult(out, errors)
-
-    @torch.inference_mode()
-    def encode_sources(self, sources: Sequence[str | bytes], fmt: str = "abc") -> EncodeResult:
-        """Melodies given as file contents (ABC text by default; fmt names the
-        format the way a file suffix would: abc, musicxml, mid)."""
-        out = np.full((len(sources), self.dim), np.nan, dtype=np.float32)
-        errors: list[str | None] = [None] * len(sources)
-        ok, seqs = [], []
-        for i, src in enumerate(sources):
-            try:
-                tokens = tokenize(parse_events(src, f"query.{fmt}"))
-                if not any(t.startswith("n") for t in tokens):
-                    raise ValueError("empty sequence (no notes)")
-                seqs.append(self.vocab.encode(tokens))
-                ok.append(i)
-            except MusicParseError as exc:
-                errors[i] = f"cannot parse music: {exc}"
-            except ValueError as exc:
-                errors[i] = str(exc)
+                errors[i] = other_error(uri, exc)
         if seqs:
             out[ok] = self.embed_ids(seqs)
         return EncodeResult(out, errors)

@@ -12,6 +12,7 @@ from culturesim_ray.config import AllPairsConfig, EmbedConfig
 from culturesim_ray.models.culturesim import CultureSimConfig
 from culturesim_ray.pipeline.allpairs import run_allpairs
 from culturesim_ray.pipeline.embed import run_embed
+from culturesim_ray.training.config import TrainConfig
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -42,6 +43,12 @@ def test_two_workers_train_through_the_stages_and_export(ray_session, tmp_path):
     dims = {h: len(v) for h, v in zip(table.column("head").to_pylist(),
                                       table.column("vector").to_pylist(), strict=True)}
     assert dims == {"general": mcfg.head_dim("general"), "history": 16, "symbols": 16}
+    # the serving state carries each item's culture and the query mix (TrainConfig.query)
+    serving = json.loads((tmp_path / "train" / "serving" / "manifest.json").read_text())
+    assert serving["query_mix"] == TrainConfig().query.to_dict()
+    assert serving["cultures"] == ["Greek", "Persian", "Turkish"]
+    for m in serving["modalities"]:
+        assert (tmp_path / "train" / "serving" / m / "culture.npy").exists()
     # holdout 0.2: one of each culture's 6 texts (the single flag stays in training)
     held = pq.read_table(tmp_path / "train" / "holdout.parquet")
     assert held.num_rows == manifest["counts"]["held_out_items"] == 3

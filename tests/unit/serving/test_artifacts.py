@@ -100,3 +100,37 @@ def test_blocked_full_graph_forward_equals_the_plain_one(conv):
     for m in whole:
         for a, b in zip(whole[m], blocked[m], strict=True):
             assert torch.allclose(a.double(), b.double(), atol=1e-5)
+
+
+def test_item_cultures_and_query_mix_travel_with_the_state(model_graphs_state, tmp_path):
+    """The state written with culture names and a query mix: the loaded replica ranks
+    one-item queries (`QueryRanker`, set-level term included) as the in-memory one."""
+    from culturesim_ray.ops.query_score import QueryMix
+    from culturesim_ray.serving.predictor import QueryRanker, Retriever
+
+    model, graphs, root, _ = model_graphs_state
+    names = [f"c{i}" for i in range(6)]
+    mix = QueryMix(nearest=0.5, m=2, shortlist=12, learned=0.25)
+    write_serving_state(model, graphs, str(tmp_path / "serving"), str(root / "model.pt"),
+                        cultures=names, query_mix=mix.to_dict())
+    state = load_serving_state(str(tmp_path / "serving"), str(root / "model.pt"))
+    assert state.manifest["cultures"] == names
+    for m, g in graphs.items():
+        assert isinstance(state.item_culture[m], np.memmap)
+        assert (np.asarray(state.item_culture[m]) == g.culture.numpy()).all()
+    loaded = FusionPredictor(model, None, k_graph=5, state=state)
+    built = FusionPredictor(model, graphs, k_graph=5, cultures=names)
+    assert loaded.query_mix == mix and built.query_mix.plain  # in memory: no mix given
+    with torch.no_grad():
+        out = model(graphs, 6)
+    slots = {m: (model.cfg.slot(m).start, model.cfg.slot(m).stop) for m in model.cfg.in_dims}
+    retriever = Retriever([names[i] for i in out["cultures"].tolist()],
+                          out["general"].numpy(), slots=slots)
+    q = graphs["text"].x[:5].numpy() + 0.3
+    a = QueryRanker(loaded, retriever).topk(loaded.fuse("text", q), "text", "text", q, 6)
+    b = QueryRanker(built, retriever, mix).topk(built.fuse("text", q), "text", "text", q, 6)
+    assert (a[1] == b[1]).all()
+    np.testing.assert_allclose(a[0], b[0], atol=5e-3)  # float16 corpus states
+    # state written before the mix existed: the plain general cosine
+    assert FusionPredictor(model, None, state=load_serving_state(
+        str(root / "serving"), str(root / "model.pt"))).query_mix.plain
