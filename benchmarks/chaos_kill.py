@@ -134,6 +134,20 @@ def compare(ref_ids: list[str], ids: list[str]) -> tuple[int, int]:
     return len(set(ref_ids) - set(ids)), len(ids) - len(set(ids))
 
 
+def kill_at_seeded_points(args: list[str], out: Path, folder: Path, n_units: int, kills: int,
+                          rng: np.random.Generator) -> tuple[int, list[str]]:
+    """Start the job `args` `kills` times, each killed once `folder` holds a seeded
+    number of parquet files more (of the `n_units` the job writes there); returns how
+    many kills landed and the torn files found under `out` after each."""
+    done, torn = 0, []
+    for _ in range(kills):
+        have = len(list(folder.glob("*.parquet")))
+        at = have + int(rng.integers(1, max(2, (n_units - have) // 2)))
+        done += kill_when(args, lambda at=at: len(list(folder.glob("*.parquet"))) >= at)
+        torn += torn_files(out)
+    return done, torn
+
+
 def embed_trial(work: Path, corpus: Path, ref: dict[str, Any], seed: int,
                 kills: int = 1) -> dict[str, Any]:
     """One output folder, killed `kills` times at seeded points (a number of files
@@ -142,14 +156,7 @@ def embed_trial(work: Path, corpus: Path, ref: dict[str, Any], seed: int,
     out = work / f"embed-{seed}"
     folder = out / "embeddings" / "text"
     n_files = len(set(ref["ids"])) // 4
-    done, torn = 0, []
-    for _ in range(kills):
-        have = len(list(folder.glob("*.parquet")))
-        at = have + int(rng.integers(1, max(2, (n_files - have) // 2)))
-        killed = kill_when(embed_args(corpus, out),
-                           lambda at=at: len(list(folder.glob("*.parquet"))) >= at)
-        done += killed
-        torn += torn_files(out)
+    done, torn = kill_at_seeded_points(embed_args(corpus, out), out, folder, n_files, kills, rng)
     res = run_job(embed_args(corpus, out))
     got = embed_outputs(out) if res.returncode == 0 else None
     lost, dup = compare(ref["ids"], got["ids"]) if got else (len(ref["ids"]), 0)
@@ -202,14 +209,8 @@ def allpairs_trial(work: Path, cultures: Path, ref: pa.Table, seed: int,
     out = work / f"allpairs-{seed}"
     folder = out / "blocks" / "general"
     n_blocks = -(-pq.read_metadata(cultures).num_rows // 50)  # --block-rows 50
-    done, torn = 0, []
-    for _ in range(kills):
-        have = len(list(folder.glob("*.parquet")))
-        at = have + int(rng.integers(1, max(2, (n_blocks - have) // 2)))
-        killed = kill_when(allpairs_args(cultures, out),
-                           lambda at=at: len(list(folder.glob("*.parquet"))) >= at)
-        done += killed
-        torn += torn_files(out)
+    done, torn = kill_at_seeded_points(allpairs_args(cultures, out), out, folder, n_blocks,
+                                       kills, rng)
     res = run_job(allpairs_args(cultures, out))
     got = sorted_pairs(out) if res.returncode == 0 else None
     def key(t: pa.Table) -> list[str]:
