@@ -83,21 +83,21 @@ def nearest_item_scores(sims: np.ndarray, item_culture: np.ndarray, n_cultures: 
     if sims.shape != item_culture.shape or sims.ndim != 2:
         raise ValueError(f"sims {sims.shape} and item_culture {item_culture.shape} must be "
                          "the same (B, K)")
-    b = len(sims)
-    out = np.empty((b, n_cultures), np.float64)
-    for i in range(b):
+    out = np.empty((len(sims), n_cultures), np.float64)
+    for i in range(len(sims)):
         ok = item_culture[i] >= 0
         s, c = sims[i, ok], item_culture[i, ok]
         floor = float(s.min()) if len(s) else 0.0
+        out[i] = floor  # a culture with no item in the shortlist
+        if not len(s):
+            continue
         order = np.lexsort((-s, c))  # by culture, then most similar first
         s, c = s[order], c[order]
-        start = np.searchsorted(c, c, side="left")
-        top = (np.arange(len(c)) - start) < m
-        total = np.zeros(n_cultures)
-        count = np.zeros(n_cultures)
-        np.add.at(total, c[top], s[top])
-        np.add.at(count, c[top], 1.0)
-        out[i] = (total + (m - count) * floor) / m
+        top = (np.arange(len(c)) - np.searchsorted(c, c, side="left")) < m
+        seen, inv = np.unique(c[top], return_inverse=True)  # only the shortlist's cultures
+        total = np.bincount(inv, weights=s[top])
+        count = np.bincount(inv)
+        out[i, seen] = (total + (m - count) * floor) / m
     return out
 
 

@@ -3,7 +3,7 @@ cultures by their images, an image query by their texts, when the embed run put
 both in one space (`culturesim align`, then `embed --image-align DIR`). The query
 vector then fills the other modality's raw slot of the general embedding
 (`models.culturesim.query_general`) and meets the cultures' view of that slot
-(`predictor.modality_view`): the smallest change to the same-modality path."""
+(`retrieval.modality_view`): the smallest change to the same-modality path."""
 
 from __future__ import annotations
 

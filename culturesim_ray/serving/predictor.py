@@ -12,10 +12,8 @@ them in-process (tests, benchmarks' floor, scripts).
    (precomputed per layer once) and the query's state is exactly what the model
    computes for that node in the augmented graph. The query forms a one-item
    culture; its other modalities are masked in fusion, not zero-filled.
-3. `Retriever`: general embedding -> top-k cultures (FAISS inner product over
-   the L2-normalised general culture embeddings; a GPU index when faiss sees one).
-   `QueryRanker` ranks a one-item query by the raw and learned parts of that
-   cosine and the culture's nearest items (`ops.query_score`).
+3. `Retriever` and `QueryRanker` (`serving.retrieval`): general embedding ->
+   top-k cultures.
 4. `ThemeReranker`: the fused state -> each theme head's embedding, and the
    top-k candidates re-ranked per theme by cosine to the culture's theme
    embedding, with the mixture-of-experts gate weight of each theme.
@@ -39,7 +37,7 @@ from culturesim_ray.encoders.base import EncodeResult
 from culturesim_ray.layout import AllPairsLayout, TrainLayout
 from culturesim_ray.models.branch import SELF_RELATION
 from culturesim_ray.models.culturesim import CultureSim, ModalityGraph
-from culturesim_ray.ops.query_score import QueryMix, mix_scores, nearest_item_scores
+from culturesim_ray.ops.query_score import QueryMix
 from culturesim_ray.serving.artifacts import (
     ArrowNeighbors,
     ServingState,
@@ -47,8 +45,10 @@ from culturesim_ray.serving.artifacts import (
     item_index,
     layer_states,
     load_serving_state,
+    normalise,
     rows_of,
 )
+from culturesim_ray.serving.retrieval import QueryRanker, Retriever
 
 MODALITY_FIELDS = {"text": "text", "image": "image", "sequence": "sequence"}
 
@@ -96,11 +96,6 @@ class QueryEncoders:
         if modality == "sequence":
             return enc.encode_sources(list(payloads), sequence_format)
         return enc.encode(list(payloads))
-
-
-def _normalise(x: np.ndarray) -> np.ndarray:
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 class FusionPredictor:
@@ -154,7 +149,7 @@ class FusionPredictor:
         """(B, k) cosines and positions of the corpus items of `modality` nearest to
         each query (-1: none; an IVF search may come back short)."""
         index = self._index[modality]
-        return index.search(_normalise(vectors), min(k, index.ntotal))
+        return index.search(normalise(vectors), min(k, index.ntotal))
 
     @torch.inference_mode()
     def item_state(self, modality: str, vectors: np.ndarray) -> Tensor:
@@ -208,130 +203,6 @@ class FusionPredictor:
         return self.model.query_general(fused, modality, x).float().cpu().numpy()
 
 
-class Retriever:
-    """General top-k over the culture embeddings (FAISS inner product = cosine)."""
-
-    def __init__(self, cultures: list[str], vectors: np.ndarray, use_gpu: bool = False,
-                 slots: dict[str, tuple[int, int]] | None = None) -> None:
-        """slots: modality -> (start, stop) columns of the raw residual (see
-        `models.culturesim`); a query of modality m is then compared with each
-        culture's m slot (rescaled to the weight a one-modality culture gives it)
-        plus the learned part, so cultures with more modalities are not ranked
-        down for a one-modality query. None: plain cosine."""
-        import faiss
-
-        if len(cultures) != len(vectors) or not cultures:
-            raise ValueError(f"{len(cultures)} cultures but {len(vectors)} vectors")
-        self.cultures = list(cultures)
-        self._gpu = use_gpu and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
-        if self._gpu:
-            self._gpu_res = faiss.StandardGpuResources()
-        vectors = _normalise(vectors)
-        self.index = self._index(vectors)
-        self.by_modality: dict[str, Any] = {}
-        self._views: dict[str, np.ndarray] = {}
-        self.raw_end = max(b for _, b in slots.values()) if slots else 0
-        for m in slots or {}:
-            self._views[m] = modality_view(vectors, slots, m)
-            self.by_modality[m] = self._index(self._views[m])
-
-    def _index(self, vectors: np.ndarray) -> Any:
-        import faiss
-
-        index: Any = faiss.IndexFlatIP(vectors.shape[1])
-        if self._gpu:
-            index = faiss.index_cpu_to_gpu(self._gpu_res, 0, index)
-        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-        return index
-
-    @classmethod
-    def from_run(cls, train_dir: str, use_gpu: bool = False) -> Retriever:
-        """Over the general head of a train run's culture_embeddings.parquet."""
-        cultures, general = runs.read_culture_embeddings(
-            TrainLayout(train_dir).culture_embeddings)["general"]
-        return cls(cultures, general, use_gpu, runs.raw_slots(train_dir))
-
-    def topk(self, queries: np.ndarray, k: int,
-             modality: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(B, k) scores and culture positions, best first."""
-        k = min(k, len(self.cultures))
-        index = self.by_modality.get(modality, self.index) if modality else self.index
-        return index.search(_normalise(queries), k)
-
-    def parts(self, queries: np.ndarray, modality: str) -> tuple[np.ndarray, np.ndarray]:
-        """(B, C) raw and learned parts of the general cosine of one-`modality` queries
-        with every culture (their sum is what `topk` ranks by); needs the raw slots."""
-        if modality not in self._views:
-            raise ValueError(f"no raw slot for {modality!r} (slots: {sorted(self._views)})")
-        q, v, r = _normalise(queries), self._views[modality], self.raw_end
-        return q[:, :r] @ v[:, :r].T, q[:, r:] @ v[:, r:].T
-
-
-def modality_view(vectors: np.ndarray, slots: dict[str, tuple[int, int]],
-                  modality: str) -> np.ndarray:
-    """Culture general embeddings as a one-`modality` query sees them: the other
-    modalities' raw slots zeroed and this one rescaled to the norm the whole raw part
-    has (sqrt(w)); a culture without this modality keeps only its learned part."""
-    out = np.array(vectors, dtype=np.float32, copy=True)
-    starts = [a for a, _ in slots.values()]
-    raw_end = max(b for _, b in slots.values())
-    raw_norm = np.linalg.norm(out[:, min(starts):raw_end], axis=1, keepdims=True)
-    a, b = slots[modality]
-    part = out[:, a:b].copy()
-    norm = np.linalg.norm(part, axis=1, keepdims=True)
-    out[:, min(starts):raw_end] = 0.0
-    out[:, a:b] = np.where(norm > 0, part / np.maximum(norm, 1e-12) * raw_norm, 0.0)
-    return out
-
-
-class QueryRanker:
-    """Stage 1: one-item queries -> their top-k cultures by the query score of
-    `ops.query_score` (the raw and learned parts of the general cosine, and the
-    set-level score of the culture's nearest items), with the run's mix
-    (`TrainConfig.query`, read from the serving state; `mix` overrides it). A
-    cross-modal query, a model without raw residual, or a run trained before the
-    mix existed is ranked by the plain general cosine."""
-
-    def __init__(self, fusion: FusionPredictor, retriever: Retriever,
-                 mix: QueryMix | None = None) -> None:
-        self.fusion, self.retriever = fusion, retriever
-        self.mix = mix if mix is not None else fusion.query_mix
-        self.raw_weight = float(fusion.model.cfg.raw_weight)
-        pos = {c: i for i, c in enumerate(retriever.cultures)}
-        # fusion's culture positions -> the retriever's (-1: a culture it lacks)
-        self._to_retriever = (np.array([pos.get(c, -1) for c in fusion.cultures] + [-1])
-                              if fusion.cultures else None)
-
-    def mixed(self, modality: str, target: str) -> bool:
-        return (not self.mix.plain and self.raw_weight > 0 and target == modality
-                and target in self.retriever.by_modality)
-
-    def score_parts(self, fused: Tensor, modality: str, vectors: np.ndarray
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """(B, C) raw part, learned part, nearest-items score (None: unavailable)."""
-        q = self.fusion.general(fused, modality, vectors)
-        raw, learned = self.retriever.parts(q, modality)
-        cult = self.fusion.item_culture.get(modality)
-        if self.mix.nearest <= 0 or cult is None or self._to_retriever is None:
-            return raw, learned, None
-        sims, items = self.fusion.search(modality, vectors, self.mix.shortlist)
-        c = np.where(items >= 0, np.asarray(cult)[np.maximum(items, 0)], -1)
-        c = self._to_retriever[c]  # -1 stays -1 (the table's last entry)
-        return raw, learned, nearest_item_scores(sims, c, len(self.retriever.cultures),
-                                                 self.mix.m)
-
-    def topk(self, fused: Tensor, modality: str, target: str, vectors: np.ndarray,
-             k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(B, k) scores and culture positions (the retriever's), best first."""
-        if not self.mixed(modality, target):
-            return self.retriever.topk(self.fusion.general(fused, target, vectors), k, target)
-        scores = mix_scores(*self.score_parts(fused, modality, vectors), self.raw_weight,
-                            self.mix)
-        k = min(k, scores.shape[1])
-        pos = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        return np.take_along_axis(scores, pos, axis=1).astype(np.float32), pos
-
-
 class ThemeReranker:
     """Theme heads over the fused state; re-rank candidates per theme."""
 
@@ -345,7 +216,7 @@ class ThemeReranker:
         for theme in self.themes:
             names, vec = theme_vectors[theme]
             table = np.full((len(cultures), vec.shape[1]), np.nan, dtype=np.float32)
-            table[[pos[c] for c in names]] = _normalise(vec)
+            table[[pos[c] for c in names]] = normalise(vec)
             self.vectors[theme] = table
 
     @classmethod

@@ -17,7 +17,8 @@ from culturesim_ray import runs
 from culturesim_ray.graph.knn import knn_edges
 from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig, ModalityGraph
 from culturesim_ray.models.queue import MoCoQueue
-from culturesim_ray.serving.predictor import FusionPredictor, Retriever, modality_view
+from culturesim_ray.serving.predictor import FusionPredictor
+from culturesim_ray.serving.retrieval import Retriever, modality_view
 from culturesim_ray.training.step import StepConfig, moco_step
 from synthetic_data import synthetic
 

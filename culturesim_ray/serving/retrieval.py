@@ -1,0 +1,150 @@
+"""Stage 1 of the service: a query's general embedding -> its top-k cultures (pure: no ray).
+
+`Retriever` holds the cultures' general embeddings (a FAISS inner-product index,
+a GPU index when faiss sees one) and, per modality, the view a one-modality query
+is compared with (`modality_view`). `QueryRanker` ranks one-item queries by the
+query score of `ops.query_score` (the raw and learned parts of the general
+cosine, and the culture's nearest items).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from torch import Tensor
+
+from culturesim_ray import runs
+from culturesim_ray.layout import TrainLayout
+from culturesim_ray.ops.query_score import QueryMix, mix_scores, nearest_item_scores
+from culturesim_ray.serving.artifacts import normalise
+
+if TYPE_CHECKING:
+    from culturesim_ray.serving.predictor import FusionPredictor
+
+
+class Retriever:
+    """General top-k over the culture embeddings (FAISS inner product = cosine)."""
+
+    def __init__(self, cultures: list[str], vectors: np.ndarray, use_gpu: bool = False,
+                 slots: dict[str, tuple[int, int]] | None = None) -> None:
+        """slots: modality -> (start, stop) columns of the raw residual (see
+        `models.culturesim`); a query of modality m is then compared with each
+        culture's m slot (rescaled to the weight a one-modality culture gives it)
+        plus the learned part, so cultures with more modalities are not ranked
+        down for a one-modality query. None: plain cosine."""
+        import faiss
+
+        if len(cultures) != len(vectors) or not cultures:
+            raise ValueError(f"{len(cultures)} cultures but {len(vectors)} vectors")
+        self.cultures = list(cultures)
+        self._gpu = use_gpu and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+        if self._gpu:
+            self._gpu_res = faiss.StandardGpuResources()
+        vectors = normalise(vectors)
+        self.index = self._index(vectors)
+        self.by_modality: dict[str, Any] = {}
+        self._views: dict[str, np.ndarray] = {}
+        self.raw_end = max(b for _, b in slots.values()) if slots else 0
+        for m in slots or {}:
+            self._views[m] = modality_view(vectors, slots, m)
+            self.by_modality[m] = self._index(self._views[m])
+
+    def _index(self, vectors: np.ndarray) -> Any:
+        import faiss
+
+        index: Any = faiss.IndexFlatIP(vectors.shape[1])
+        if self._gpu:
+            index = faiss.index_cpu_to_gpu(self._gpu_res, 0, index)
+        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        return index
+
+    @classmethod
+    def from_run(cls, train_dir: str, use_gpu: bool = False) -> Retriever:
+        """Over the general head of a train run's culture_embeddings.parquet."""
+        cultures, general = runs.read_culture_embeddings(
+            TrainLayout(train_dir).culture_embeddings)["general"]
+        return cls(cultures, general, use_gpu, runs.raw_slots(train_dir))
+
+    def topk(self, queries: np.ndarray, k: int,
+             modality: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(B, k) scores and culture positions, best first."""
+        k = min(k, len(self.cultures))
+        index = self.by_modality.get(modality, self.index) if modality else self.index
+        return index.search(normalise(queries), k)
+
+    def parts(self, queries: np.ndarray, modality: str) -> tuple[np.ndarray, np.ndarray]:
+        """(B, C) raw and learned parts of the general cosine of one-`modality` queries
+        with every culture (their sum is what `topk` ranks by); needs the raw slots."""
+        if modality not in self._views:
+            raise ValueError(f"no raw slot for {modality!r} (slots: {sorted(self._views)})")
+        q, v, r = normalise(queries), self._views[modality], self.raw_end
+        return q[:, :r] @ v[:, :r].T, q[:, r:] @ v[:, r:].T
+
+
+def modality_view(vectors: np.ndarray, slots: dict[str, tuple[int, int]],
+                  modality: str) -> np.ndarray:
+    """Culture general embeddings as a one-`modality` query sees them: the other
+    modalities' raw slots zeroed and this one rescaled to the norm the whole raw part
+    has (sqrt(w)); a culture without this modality keeps only its learned part."""
+    out = np.array(vectors, dtype=np.float32, copy=True)
+    starts = [a for a, _ in slots.values()]
+    raw_end = max(b for _, b in slots.values())
+    raw_norm = np.linalg.norm(out[:, min(starts):raw_end], axis=1, keepdims=True)
+    a, b = slots[modality]
+    part = out[:, a:b].copy()
+    norm = np.linalg.norm(part, axis=1, keepdims=True)
+    out[:, min(starts):raw_end] = 0.0
+    out[:, a:b] = np.where(norm > 0, part / np.maximum(norm, 1e-12) * raw_norm, 0.0)
+    return out
+
+
+class QueryRanker:
+    """Stage 1: one-item queries -> their top-k cultures by the query score of
+    `ops.query_score` (the raw and learned parts of the general cosine, and the
+    set-level score of the culture's nearest items), with the run's mix
+    (`TrainConfig.query`, read from the serving state; `mix` overrides it). A
+    cross-modal query, a model without raw residual, or a run trained before the
+    mix existed is ranked by the plain general cosine."""
+
+    def __init__(self, fusion: FusionPredictor, retriever: Retriever,
+                 mix: QueryMix | None = None) -> None:
+        self.fusion, self.retriever = fusion, retriever
+        self.mix = mix if mix is not None else fusion.query_mix
+        self.raw_weight = float(fusion.model.cfg.raw_weight)
+        pos = {c: i for i, c in enumerate(retriever.cultures)}
+        # fusion's culture positions -> the retriever's (-1: a culture it lacks)
+        self._to_retriever = (np.array([pos.get(c, -1) for c in fusion.cultures] + [-1])
+                              if fusion.cultures else None)
+
+    def mixed(self, modality: str, target: str) -> bool:
+        return (not self.mix.plain and self.raw_weight > 0 and target == modality
+                and target in self.retriever.by_modality)
+
+    def score_parts(self, fused: Tensor, modality: str, vectors: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(B, C) raw part, learned part, nearest-items score (None: unavailable)."""
+        q = self.fusion.general(fused, modality, vectors)
+        raw, learned = self.retriever.parts(q, modality)
+        cult = self.fusion.item_culture.get(modality)
+        if self.mix.nearest <= 0 or cult is None or self._to_retriever is None:
+            return raw, learned, None
+        sims, items = self.fusion.search(modality, vectors, self.mix.shortlist)
+        c = np.where(items >= 0, np.asarray(cult)[np.maximum(items, 0)], -1)
+        c = self._to_retriever[c]  # -1 stays -1 (the table's last entry)
+        return raw, learned, nearest_item_scores(sims, c, len(self.retriever.cultures),
+                                                 self.mix.m)
+
+    def topk(self, fused: Tensor, modality: str, target: str, vectors: np.ndarray,
+             k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(B, k) scores and culture positions (the retriever's), best first."""
+        if not self.mixed(modality, target):
+            return self.retriever.topk(self.fusion.general(fused, target, vectors), k, target)
+        scores = mix_scores(*self.score_parts(fused, modality, vectors), self.raw_weight,
+                            self.mix)
+        k = min(k, scores.shape[1])
+        # the k best of C without sorting all C, then those k in order
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+        pos = np.take_along_axis(top, order, axis=1)
+        return np.take_along_axis(scores, pos, axis=1).astype(np.float32), pos
