@@ -85,8 +85,8 @@ def write_serving_state(model: CultureSim, graphs: dict[str, ModalityGraph], roo
                         cultures: list[str] | None = None,
                         query_mix: dict[str, Any] | None = None) -> dict[str, Any]:
     """Compute and write the replica's state (module docstring); returns the manifest.
-    cultures: the names the graphs' culture indices point into; query_mix: the
-    calibrated `QueryMix` as a dict (None: the plain general cosine)."""
+    cultures: the names the graphs' culture indices point into; query_mix: the run's
+    `QueryMix` (`TrainConfig.query`) as a dict (None: the plain general cosine)."""
     import faiss
 
     states = layer_states(model, graphs)
