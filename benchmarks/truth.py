@@ -14,7 +14,9 @@ over cultures): the raw culture means (cosine), TF-IDF, the best S1 similarity
 on the raw means, every set-level read-out on the raw items (`ops.setsim`), the
 learned similarity (leave-cultures-out CV: fitted on gold, so not a default),
 and the trained model's general head (its default read-out), with
-margin = model - max(raw cosine, TF-IDF). Also per set: held-out item ->
+margin = model - max(raw cosine, TF-IDF), and model - raw cosine with its paired
+95% interval (`stats.bootstrap_difference`: the same culture resamples score
+both, so the interval says whether a margin can be read). Also per set: held-out item ->
 culture retrieval (top-1/top-5) of the items `culturesim train` never trained
 on, through the model's query path (as the service answers) against the raw
 nearest culture mean, both over the training items only.
@@ -178,6 +180,9 @@ def pick(rows: list[dict[str, Any]], theme: str = "general") -> dict[str, Any]:
         base = max(out.get("raw_cosine", {}).get("spearman", -1.0),
                    out.get("tfidf", {}).get("spearman", -1.0))
         out["margin"] = out["model"]["spearman"] - base
+        if "delta_spearman" in model[0]:  # paired: the same culture resamples score both
+            out["model_minus_raw"] = {"delta": model[0]["delta_spearman"],
+                                      "lo": model[0]["delta_lo"], "hi": model[0]["delta_hi"]}
     return out
 
 
@@ -206,6 +211,12 @@ def fmt(c: dict[str, Any] | None) -> str:
     return f"{c['spearman']:>7.3f} [{c['lo']:.2f}, {c['hi']:.2f}]"
 
 
+def fmt_delta(d: dict[str, float] | None) -> str:
+    if not d:
+        return f"{'-':>22}"
+    return f"{d['delta']:>+7.3f} [{d['lo']:+.2f}, {d['hi']:+.2f}]"
+
+
 def print_table(res: dict[str, Any]) -> None:
     sets = list(res["sets"])
     names = ["raw_cosine", "tfidf", "best_s1"] + \
@@ -218,6 +229,8 @@ def print_table(res: dict[str, Any]) -> None:
         print(f"{n:<28}" + "".join(f"{fmt(res['sets'][s]['readouts'].get(n)):>24}" for s in sets))
     print(f"{'margin (model - max raw/tfidf)':<28}" +
           "".join(f"{res['sets'][s]['readouts'].get('margin', float('nan')):>24.3f}" for s in sets))
+    print(f"{'model - raw [paired 95% CI]':<28}" + "".join(
+        f"{fmt_delta(res['sets'][s]['readouts'].get('model_minus_raw')):>24}" for s in sets))
     print(f"{'best S1 is':<28}" + "".join(
         f"{res['sets'][s]['readouts'].get('best_s1', {}).get('method', '-')[-22:]:>24}"
         for s in sets))

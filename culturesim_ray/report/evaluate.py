@@ -36,8 +36,10 @@ from culturesim_ray.report.stats import (  # noqa: F401  (re-exported)
     GOLD_KINDS,
     Matrix,
     Pair,
+    bootstrap_difference,
     ndcg_at_k,
     orient,
+    pair_scores,
     rank_correlations,
     recall_at_k,
     score_matrix,
@@ -219,18 +221,45 @@ class Method:
 CV_LABELS = {"cultures": "leave-cultures-out CV", "pairs": "pair-level CV"}
 
 
+def _predictions(m: Method, src: Any, scored: Sequence[Pair], folds: int,
+                 seed: int) -> dict[str, tuple[str, Matrix]]:
+    """cv label ("" unless fitted on gold) -> (row name, predicted matrix) of one method
+    and head."""
+    from culturesim_ray.ops import similarity as S
+
+    if m.matrices:
+        return {"": (m.name, src)}
+    if m.similarity == "learned":
+        return {cv: (f"{m.name} ({label})", learned_cv_matrix(src, scored, cv, folds, seed))
+                for cv, label in CV_LABELS.items()}
+    return {"": (m.name, vector_matrix(src, S.get(m.similarity)))}
+
+
 def evaluate(gold: GoldSet, methods: Sequence[Method], k: int = 3,
              progress: Callable[[str], None] | None = None, gold_kind: str | None = None,
              n_boot: int = 1000, n_perm: int = 999, folds: int = 5,
-             seed: int = 0) -> list[dict[str, Any]]:
+             seed: int = 0, reference: str | None = None) -> list[dict[str, Any]]:
     """One row per (method, theme) with `score_matrix`'s fields plus method, kind,
     similarity, cv ("cultures" / "pairs" for the learned similarity's two rows,
     "" otherwise) and theme. Themes a method has no scores for are left out.
-    gold_kind: "similarity" / "distance" (default: the GoldSet's kind)."""
-    from culturesim_ray.ops import similarity as S
-
+    gold_kind: "similarity" / "distance" (default: the GoldSet's kind).
+    reference: the name of one of `methods` (e.g. the raw baseline); every row of a
+    theme the reference scores then also gets vs, delta_spearman, delta_lo, delta_hi
+    (`stats.bootstrap_difference`: the row's Spearman minus the reference's on the
+    gold pairs both score, with its paired 95% interval) and delta_pairs."""
     gold_kind = gold_kind or gold.kind
     themes = {t: orient(p, gold_kind) for t, p in sorted(gold.by_theme().items())}
+    ref: dict[str, tuple[set[str], Matrix]] = {}
+    if reference is not None:
+        by_name = [m for m in methods if m.name == reference]
+        if not by_name:
+            raise ValueError(f"evaluate: no method named {reference!r} to compare against")
+        r = by_name[0]
+        for theme, pairs in themes.items():
+            src = r.matrices.get(theme) if r.matrices else r.vectors.get(theme)
+            if src is not None:
+                ref[theme] = (set(src[0]),
+                              next(iter(_predictions(r, src, pairs, folds, seed).values()))[1])
     rows = []
     for m in methods:
         if progress:
@@ -243,17 +272,19 @@ def evaluate(gold: GoldSet, methods: Sequence[Method], k: int = 3,
             scored = [p for p in pairs if p[0] in have and p[1] in have]
             if len(scored) < 2:
                 continue
-            if m.matrices:
-                preds = {"": (m.name, src)}
-            elif m.similarity == "learned":
-                preds = {cv: (f"{m.name} ({label})", learned_cv_matrix(src, scored, cv, folds, seed))
-                         for cv, label in CV_LABELS.items()}
-            else:
-                preds = {"": (m.name, vector_matrix(src, S.get(m.similarity)))}
-            for cv, (name, pred) in preds.items():
-                rows.append({"method": name, "kind": m.kind, "similarity": m.similarity,
-                             "cv": cv, "theme": theme,
-                             **score_matrix(scored, pred, k, n_boot, n_perm, seed)})
+            for cv, (name, pred) in _predictions(m, src, scored, folds, seed).items():
+                row = {"method": name, "kind": m.kind, "similarity": m.similarity,
+                       "cv": cv, "theme": theme,
+                       **score_matrix(scored, pred, k, n_boot, n_perm, seed)}
+                if theme in ref:
+                    both = [p for p in scored if p[0] in ref[theme][0] and p[1] in ref[theme][0]]
+                    if len(both) >= 2:
+                        d = bootstrap_difference(both, pair_scores(both, pred),
+                                                 pair_scores(both, ref[theme][1]), n_boot, seed)
+                        row.update(vs=reference, delta_pairs=len(both),
+                                   delta_spearman=d["delta"], delta_lo=d["delta_lo"],
+                                   delta_hi=d["delta_hi"])
+                rows.append(row)
     return rows
 
 
@@ -345,11 +376,14 @@ def run_evaluation(run_dir: str | Path, gold_path: str | Path, k: int = 3,
         done[0] += 1
         log(f"evaluate [{done[0]}/{len(methods)}] {name}")
 
-    rows = evaluate(gold, methods, k, progress, gold_kind, n_boot, n_perm, folds, seed)
+    raw = [m.name for m in methods if m.kind == "baseline" and "(raw baseline)" in m.name]
+    rows = evaluate(gold, methods, k, progress, gold_kind, n_boot, n_perm, folds, seed,
+                    reference=raw[0] if raw else None)
     out = Path(out) if out else Path(run_dir) / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
     with (out / "evaluation.csv").open("w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        fields = list(dict.fromkeys(key for r in rows for key in r))  # a theme without
+        w = csv.DictWriter(fh, fieldnames=fields, restval="")  # the reference has no delta
         w.writeheader()
         w.writerows(rows)
     (out / "evaluation.json").write_text(json.dumps(

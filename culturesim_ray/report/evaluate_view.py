@@ -51,16 +51,25 @@ def plot_evaluation(rows: Sequence[dict[str, Any]], path: str | Path, k: int,
 
 def format_table(rows: Sequence[dict[str, Any]], k: int) -> str:
     """Fixed-width table, per theme best Spearman first: Spearman [95% interval],
-    Kendall, Mantel p, recall@k, nDCG@k and the CV label of fitted methods."""
+    Kendall, Mantel p, recall@k, nDCG@k, the CV label of fitted methods and, when
+    the rows were compared with a reference method, the Spearman difference to it
+    with its paired 95% interval (named below the table)."""
+    vs = next((r["vs"] for r in rows if "vs" in r), None)
     head = (f"{'method':<50}{'cv':<10}{'theme':<12}{'pairs':>6}  {'spearman [95% CI]':<22}"
-            f"{'kendall':>8}{'mantel p':>10}{f'recall@{k}':>10}{f'ndcg@{k}':>9}")
+            f"{'kendall':>8}{'mantel p':>10}{f'recall@{k}':>10}{f'ndcg@{k}':>9}"
+            + (f"  {'- reference [95% CI]':<24}" if vs else ""))
     lines = [head, "-" * len(head)]
     for r in sorted(rows, key=lambda r: (r["theme"], -r["spearman"])):
         ci = f"{r['spearman']:.3f} [{r['spearman_lo']:.2f}, {r['spearman_hi']:.2f}]"
         flag = "*" if r.get("degenerate") else ""
+        delta = (f"  {r['delta_spearman']:+.3f} [{r['delta_lo']:+.2f}, {r['delta_hi']:+.2f}]"
+                 if "delta_spearman" in r else "")
         lines.append(f"{r['method']:<49} {r['cv']:<10}{r['theme']:<12}{r['pairs']:>6}  "
                      f"{ci + flag:<22}{r['kendall']:>8.3f}{r['mantel_p']:>10.3f}"
-                     f"{r[f'recall@{k}']:>10.3f}{r[f'ndcg@{k}']:>9.3f}")
+                     f"{r[f'recall@{k}']:>10.3f}{r[f'ndcg@{k}']:>9.3f}{delta}")
+    if vs:
+        lines.append(f"reference: {vs} (the difference's interval is paired: the same "
+                     "culture resamples score both)")
     if any(r.get("degenerate") for r in rows):
         lines.append("* degenerate: a constant side, correlations set to 0")
     return "\n".join(lines)

@@ -125,16 +125,22 @@ def _index(pairs: Sequence[Pair]) -> tuple[list[str], np.ndarray, np.ndarray]:
             np.array([pos[b] for _, b, _ in pairs]))
 
 
+def _resample_counts(pairs: Sequence[Pair], n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, m) multiplicity of each gold pair in each resample of the cultures
+    (drawn with replacement; pair (a, b) enters count(a) * count(b) times)."""
+    names, ia, ib = _index(pairs)
+    counts = np.random.default_rng([seed, 0]).multinomial(
+        len(names), np.full(len(names), 1 / len(names)), size=n_boot).astype(np.float64)
+    return counts[:, ia] * counts[:, ib]
+
+
 def bootstrap_correlations(pairs: Sequence[Pair], pred: Sequence[float], n_boot: int = 1000,
                            seed: int = 0, level: float = 0.95) -> dict[str, float]:
     """Percentile intervals of Spearman and Kendall over cultures resampled with
     replacement (multiplicity count(a) * count(b)); keys spearman_lo/hi, kendall_lo/hi."""
-    names, ia, ib = _index(pairs)
     g = np.array([s for *_, s in pairs], dtype=np.float64)
     p = np.asarray(pred, dtype=np.float64)
-    counts = np.random.default_rng([seed, 0]).multinomial(
-        len(names), np.full(len(names), 1 / len(names)), size=n_boot).astype(np.float64)
-    w = counts[:, ia] * counts[:, ib]  # (n_boot, m)
+    w = _resample_counts(pairs, n_boot, seed)  # (n_boot, m)
     point = rank_correlations(g, p)
     out = {}
     q = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
@@ -144,6 +150,31 @@ def bootstrap_correlations(pairs: Sequence[Pair], pred: Sequence[float], n_boot:
         lo, hi = np.percentile(stat[ok], q) if ok.any() else (est, est)
         out[f"{name}_lo"], out[f"{name}_hi"] = float(lo), float(hi)
     return out
+
+
+def bootstrap_difference(pairs: Sequence[Pair], pred: Sequence[float], ref: Sequence[float],
+                         n_boot: int = 1000, seed: int = 0,
+                         level: float = 0.95) -> dict[str, float]:
+    """Spearman(pred) - Spearman(ref) on the same gold pairs, and its paired
+    percentile interval: each resample of the cultures (the resamples of
+    `bootstrap_correlations`, same seed) scores both predictions, so the interval
+    is that of the difference, not two intervals side by side. Keys delta,
+    delta_lo, delta_hi; resamples where either correlation is undefined are
+    skipped ([delta, delta] when none is left)."""
+    g = np.array([s for *_, s in pairs], dtype=np.float64)
+    p = np.asarray(pred, dtype=np.float64)
+    r = np.asarray(ref, dtype=np.float64)
+    if not len(g) == len(p) == len(r):
+        raise ValueError(f"bootstrap_difference: {len(g)} gold pairs, {len(p)} and {len(r)} "
+                         "predicted scores")
+    delta = rank_correlations(g, p)[0] - rank_correlations(g, r)[0]
+    w = _resample_counts(pairs, n_boot, seed)
+    sp, okp = weighted_spearman(g, p, w)
+    sr, okr = weighted_spearman(g, r, w)
+    ok = okp & okr
+    q = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
+    lo, hi = np.percentile((sp - sr)[ok], q) if ok.any() else (delta, delta)
+    return {"delta": float(delta), "delta_lo": float(lo), "delta_hi": float(hi)}
 
 
 def _rowwise_spearman(rg: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -236,6 +267,22 @@ def as_matrix(pred: Matrix | dict[tuple[str, str], float], cultures: Sequence[st
     return list(cultures), m
 
 
+def pair_scores(pairs: Sequence[Pair], pred: Matrix | dict[tuple[str, str], float]
+                ) -> np.ndarray:
+    """(m,) float64 predicted score of each gold pair; a culture the prediction does
+    not cover or a non-finite score is a ValueError."""
+    cultures, m = as_matrix(pred, _index(pairs)[0])
+    pos = {c: i for i, c in enumerate(cultures)}
+    missing = sorted({c for a, b, _ in pairs for c in (a, b)} - set(pos))
+    if missing:
+        raise ValueError(f"score_matrix: no predicted scores for culture(s) {missing[:5]}")
+    p = np.array([m[pos[a], pos[b]] for a, b, _ in pairs], dtype=np.float64)
+    if not np.isfinite(p).all():
+        raise ValueError(f"score_matrix: {int((~np.isfinite(p)).sum())} non-finite predicted "
+                         "score(s) on gold pairs")
+    return p
+
+
 def score_matrix(pairs: Sequence[Pair], pred: Matrix | dict[tuple[str, str], float], k: int,
                  n_boot: int = 1000, n_perm: int = 999, seed: int = 0,
                  gold_kind: str = "similarity") -> dict[str, float | int | bool]:
@@ -247,16 +294,8 @@ def score_matrix(pairs: Sequence[Pair], pred: Matrix | dict[tuple[str, str], flo
     if not pairs:
         raise ValueError("score_matrix: no gold pairs")
     pairs = orient(pairs, gold_kind)
-    names, _, _ = _index(pairs)
-    cultures, m = as_matrix(pred, names)
-    pos = {c: i for i, c in enumerate(cultures)}
-    missing = [c for c in names if c not in pos]
-    if missing:
-        raise ValueError(f"score_matrix: no predicted scores for culture(s) {missing[:5]}")
-    p = np.array([m[pos[a], pos[b]] for a, b, _ in pairs], dtype=np.float64)
-    if not np.isfinite(p).all():
-        raise ValueError(f"score_matrix: {int((~np.isfinite(p)).sum())} non-finite predicted "
-                         "score(s) on gold pairs")
+    cultures, m = as_matrix(pred, _index(pairs)[0])
+    p = pair_scores(pairs, (cultures, m))
     g = [s for *_, s in pairs]
     rho, tau = rank_correlations(g, p)
     d = {(a, b): float(v) for (a, b, _), v in zip(pairs, p, strict=True)}

@@ -165,6 +165,37 @@ def test_evaluate_rows_carry_intervals_mantel_and_cv_labels(tmp_path, fast_learn
     assert f"{e['spearman']:.3f} [{e['spearman_lo']:.2f}, {e['spearman_hi']:.2f}]" in table
     assert "leave-cultures-out CV" in table and "mantel p" in table
     assert plot_evaluation(out, tmp_path / "e.png", 2).read_bytes()[:4] == b"\x89PNG"
+    assert not any("delta_spearman" in r for r in out)  # no reference asked for
+
+
+def test_rows_compared_with_a_reference_carry_the_paired_difference():
+    from culturesim_ray.report.stats import bootstrap_difference, pair_scores
+
+    names, rows, vec = _planar(10, seed=2)
+    gold = validate_gold(rows, names)
+    noisy = vec + np.random.default_rng(3).normal(scale=0.8, size=vec.shape).astype(np.float32)
+    methods = [Method("raw", "baseline", {"general": (names, noisy)}, "euclidean"),
+               Method("good", "model", {"general": (names, vec)}, "euclidean")]
+    out = evaluate(gold, methods, k=2, n_boot=300, n_perm=99, reference="raw")
+    by = {r["method"]: r for r in out}
+    assert by["raw"]["delta_spearman"] == by["raw"]["delta_lo"] == by["raw"]["delta_hi"] == 0.0
+    g = by["good"]
+    assert g["vs"] == "raw" and g["delta_pairs"] == g["pairs"] == 45
+    assert g["delta_spearman"] == pytest.approx(by["good"]["spearman"] - by["raw"]["spearman"])
+    assert 0 < g["delta_lo"] <= g["delta_spearman"] <= g["delta_hi"]
+    pairs = [(a, b, s) for a, b, s, _ in gold.pairs]
+    from culturesim_ray.ops import similarity as S
+    from culturesim_ray.report.evaluate import vector_matrix
+    d = bootstrap_difference(pairs, pair_scores(pairs, vector_matrix((names, vec),
+                                                                     S.get("euclidean"))),
+                             pair_scores(pairs, vector_matrix((names, noisy), S.get("euclidean"))),
+                             300, 0)
+    assert (g["delta_lo"], g["delta_hi"]) == pytest.approx((d["delta_lo"], d["delta_hi"]))
+    table = format_table(out, 2)
+    assert f"{g['delta_spearman']:+.3f} [{g['delta_lo']:+.2f}, {g['delta_hi']:+.2f}]" in table
+    assert "reference: raw" in table
+    with pytest.raises(ValueError, match="no method named 'absent'"):
+        evaluate(gold, methods, k=2, n_boot=10, n_perm=9, reference="absent")
 
 
 def test_leave_cultures_out_cv_never_trains_on_a_test_culture(monkeypatch, fast_learned):

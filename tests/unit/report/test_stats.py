@@ -12,7 +12,9 @@ import pytest
 from scipy import stats
 
 from culturesim_ray.report.stats import (
+    _resample_counts,
     bootstrap_correlations,
+    bootstrap_difference,
     mantel_p,
     ndcg_at_k,
     rank_correlations,
@@ -75,6 +77,44 @@ def test_bootstrap_interval_contains_a_clear_signal_and_is_wide_on_noise():
     assert ci["spearman_lo"] < 0 < ci["spearman_hi"]
     assert ci["spearman_hi"] - ci["spearman_lo"] > 0.2
     assert bootstrap_correlations(pairs, noise, 500, seed=0) == ci  # seeded
+
+
+def test_paired_difference_matches_scipy_on_each_expanded_resample():
+    # float64 reference: each resample's multiset expanded and scored by scipy
+    pairs, m = _case(9, noise=0.6, seed=6)
+    g = np.array([s for *_, s in pairs])
+    p = _pred(pairs, m)
+    r = p + np.random.default_rng(7).normal(scale=0.8, size=len(p))
+    d = bootstrap_difference(pairs, p, r, n_boot=60, seed=2)
+    assert d["delta"] == pytest.approx(stats.spearmanr(g, p).statistic
+                                       - stats.spearmanr(g, r).statistic)
+    w = _resample_counts(pairs, 60, 2).astype(int)
+    diffs = [stats.spearmanr(np.repeat(g, wb), np.repeat(p, wb)).statistic
+             - stats.spearmanr(np.repeat(g, wb), np.repeat(r, wb)).statistic for wb in w]
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    assert (d["delta_lo"], d["delta_hi"]) == pytest.approx((lo, hi))
+    assert d["delta_lo"] <= d["delta"] <= d["delta_hi"]
+    assert bootstrap_difference(pairs, p, r, n_boot=60, seed=2) == d  # seeded
+
+
+def test_paired_difference_is_narrower_than_the_two_intervals():
+    # a prediction a little better than a noisy reference: the two single intervals
+    # overlap widely, the paired one still excludes 0
+    pairs, m = _case(14, noise=1.2, seed=8)
+    g = np.array([s for *_, s in pairs])
+    r = _pred(pairs, m)
+    p = r + 0.3 * (g - r)  # moved a little towards the gold
+    ci_p, ci_r = (bootstrap_correlations(pairs, v, 500, seed=0) for v in (p, r))
+    d = bootstrap_difference(pairs, p, r, 500, seed=0)
+    assert ci_p["spearman_lo"] < ci_r["spearman_hi"]  # single intervals overlap
+    assert 0 < d["delta_lo"] < d["delta"] < d["delta_hi"]
+    side_by_side = (ci_p["spearman_hi"] - ci_r["spearman_lo"]) - (ci_p["spearman_lo"]
+                                                                 - ci_r["spearman_hi"])
+    assert d["delta_hi"] - d["delta_lo"] < side_by_side / 2
+    same = bootstrap_difference(pairs, r, r, 200, seed=0)
+    assert same == {"delta": 0.0, "delta_lo": 0.0, "delta_hi": 0.0}
+    with pytest.raises(ValueError, match="3 and"):
+        bootstrap_difference(pairs, p[:3], r)
 
 
 def test_bootstrap_is_fast_on_400_pairs():
