@@ -99,7 +99,7 @@ class Fusion:
 
     async def info(self) -> dict[str, Any]:
         return {"cultures": self.retriever.cultures, "modalities": self.fusion.modalities,
-                "slots": sorted(self.retriever.by_modality)}
+                "slots": sorted(self.retriever.views)}
 
     @serve.batch(**DEFAULT_BATCH)
     async def search(self, modalities: list[str], encoded: list[list[tuple]],

@@ -331,7 +331,7 @@ class SimilarityService:
         target = modality  # cross_modal: text -> images, image -> texts (serving.cross_modal)
         if cross_modal:
             from culturesim_ray.serving.cross_modal import cross_modal_target
-            target = cross_modal_target(self.encoders, modality, self.retriever.by_modality)
+            target = cross_modal_target(self.encoders, modality, self.retriever.views)
         res = self.encoders.encode(modality, [payload], sequence_format)
         if res.errors[0]:
             raise QueryError(MODALITY_FIELDS[modality], res.errors[0])

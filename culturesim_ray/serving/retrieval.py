@@ -2,7 +2,8 @@
 
 `Retriever` holds the cultures' general embeddings (a FAISS inner-product index,
 a GPU index when faiss sees one) and, per modality, the view a one-modality query
-is compared with (`modality_view`). `QueryRanker` ranks one-item queries by the
+is compared with (`modality_view`: one float32 matrix per modality, which both the
+plain top-k and the parts of the query score read, so each view is held once). `QueryRanker` ranks one-item queries by the
 query score of `ops.query_score` (the raw and learned parts of the general
 cosine, and the culture's nearest items).
 """
@@ -42,22 +43,15 @@ class Retriever:
         if self._gpu:
             self._gpu_res = faiss.StandardGpuResources()
         vectors = normalise(vectors)
-        self.index = self._index(vectors)
-        self.by_modality: dict[str, Any] = {}
-        self._views: dict[str, np.ndarray] = {}
-        self.raw_end = max(b for _, b in slots.values()) if slots else 0
-        for m in slots or {}:
-            self._views[m] = modality_view(vectors, slots, m)
-            self.by_modality[m] = self._index(self._views[m])
-
-    def _index(self, vectors: np.ndarray) -> Any:
-        import faiss
-
         index: Any = faiss.IndexFlatIP(vectors.shape[1])
         if self._gpu:
             index = faiss.index_cpu_to_gpu(self._gpu_res, 0, index)
         index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-        return index
+        self.index = index
+        # modality -> (C, D) view of the cultures (`modality_view`)
+        self.views: dict[str, np.ndarray] = {m: modality_view(vectors, slots, m)
+                                             for m in slots or {}}
+        self.raw_end = max(b for _, b in slots.values()) if slots else 0
 
     @classmethod
     def from_run(cls, train_dir: str, use_gpu: bool = False) -> Retriever:
@@ -70,16 +64,28 @@ class Retriever:
              modality: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(B, k) scores and culture positions, best first."""
         k = min(k, len(self.cultures))
-        index = self.by_modality.get(modality, self.index) if modality else self.index
-        return index.search(normalise(queries), k)
+        if modality in self.views:
+            return top_k(normalise(queries) @ self.views[modality].T, k)
+        return self.index.search(normalise(queries), k)
 
     def parts(self, queries: np.ndarray, modality: str) -> tuple[np.ndarray, np.ndarray]:
         """(B, C) raw and learned parts of the general cosine of one-`modality` queries
         with every culture (their sum is what `topk` ranks by); needs the raw slots."""
-        if modality not in self._views:
-            raise ValueError(f"no raw slot for {modality!r} (slots: {sorted(self._views)})")
-        q, v, r = normalise(queries), self._views[modality], self.raw_end
+        if modality not in self.views:
+            raise ValueError(f"no raw slot for {modality!r} (slots: {sorted(self.views)})")
+        q, v, r = normalise(queries), self.views[modality], self.raw_end
         return q[:, :r] @ v[:, :r].T, q[:, r:] @ v[:, r:].T
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(B, k) float32 scores and column positions of each row's k largest scores,
+    best first, equal scores by position, without sorting all C columns (which of
+    several scores tied at the k-th place enter is left to the partition)."""
+    k = min(k, scores.shape[1])
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.lexsort((top, -np.take_along_axis(scores, top, axis=1)), axis=1)
+    pos = np.take_along_axis(top, order, axis=1)
+    return np.take_along_axis(scores, pos, axis=1).astype(np.float32), pos
 
 
 def modality_view(vectors: np.ndarray, slots: dict[str, tuple[int, int]],
@@ -119,7 +125,7 @@ class QueryRanker:
 
     def mixed(self, modality: str, target: str) -> bool:
         return (not self.mix.plain and self.raw_weight > 0 and target == modality
-                and target in self.retriever.by_modality)
+                and target in self.retriever.views)
 
     def score_parts(self, fused: Tensor, modality: str, vectors: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -140,11 +146,5 @@ class QueryRanker:
         """(B, k) scores and culture positions (the retriever's), best first."""
         if not self.mixed(modality, target):
             return self.retriever.topk(self.fusion.general(fused, target, vectors), k, target)
-        scores = mix_scores(*self.score_parts(fused, modality, vectors), self.raw_weight,
-                            self.mix)
-        k = min(k, scores.shape[1])
-        # the k best of C without sorting all C, then those k in order
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
-        pos = np.take_along_axis(top, order, axis=1)
-        return np.take_along_axis(scores, pos, axis=1).astype(np.float32), pos
+        return top_k(mix_scores(*self.score_parts(fused, modality, vectors), self.raw_weight,
+                                self.mix), k)

@@ -108,6 +108,23 @@ def test_retriever_topk_equals_float64_cosine():
     assert Retriever(names, vec).topk(q, 500)[1].shape == (4, 50)  # k capped at C
 
 
+def test_top_k_equals_a_full_sort():
+    from culturesim_ray.serving.retrieval import top_k
+
+    rng = np.random.default_rng(4)
+    distinct = rng.normal(size=(9, 40))
+    tied = rng.integers(0, 6, size=(9, 40)).astype(np.float64)  # many ties
+    for k in (1, 5, 40, 100):
+        got_s, got_p = top_k(distinct, k)
+        assert (got_p == np.argsort(-distinct, axis=1)[:, :min(k, 40)]).all()
+        assert (got_s == np.take_along_axis(distinct, got_p, 1).astype(np.float32)).all()
+        got_s, got_p = top_k(tied, k)
+        assert (got_s == -np.sort(-tied, axis=1)[:, :min(k, 40)]).all()  # the k best scores
+        assert (np.take_along_axis(tied, got_p, 1) == got_s).all()
+        same = got_s[:, 1:] == got_s[:, :-1]  # equal scores: the lower position first
+        assert (got_p[:, 1:][same] > got_p[:, :-1][same]).all()
+
+
 def test_rerank_orders_candidates_by_each_theme_head(model_and_graphs):
     model, graphs = model_and_graphs
     pred = FusionPredictor(model, graphs)
