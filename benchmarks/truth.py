@@ -154,8 +154,10 @@ def pick(rows: list[dict[str, Any]], theme: str = "general") -> dict[str, Any]:
     rows = [r for r in rows if r["theme"] == theme]
 
     def cell(r: dict[str, Any]) -> dict[str, Any]:
+        vs_raw = ({"minus_raw": r["delta_spearman"], "minus_raw_lo": r["delta_lo"],
+                   "minus_raw_hi": r["delta_hi"]} if "delta_spearman" in r else {})
         return {"method": r["method"], "spearman": r["spearman"], "lo": r["spearman_lo"],
-                "hi": r["spearman_hi"], "mantel_p": r["mantel_p"]}
+                "hi": r["spearman_hi"], "mantel_p": r["mantel_p"], **vs_raw}
 
     out: dict[str, Any] = {}
     model = [r for r in rows if r["kind"] == "model"]
