@@ -17,6 +17,8 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.nn import GATConv, HeteroConv, SAGEConv
 
+from culturesim_ray.models.dropout import Dropout
+
 SELF_RELATION = "similar"  # a modality's own item graph, as an edge type (m, "similar", m)
 
 
@@ -52,7 +54,7 @@ class GNNBranch(nn.Module):
         self.register_buffer("center", torch.zeros(in_dim))
         self.convs = self._make_convs(conv, hidden, layers, heads)
         self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(layers))
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def _make_convs(self, conv: str, hidden: int, layers: int, heads: int) -> nn.ModuleList:
         return nn.ModuleList(make_conv(conv, hidden, heads) for _ in range(layers))

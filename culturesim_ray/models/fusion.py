@@ -21,6 +21,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from culturesim_ray.models.dropout import Dropout
+
 
 def masked_mean(tokens: Tensor, mask: Tensor) -> Tensor:
     """(B, M, H), (B, M) -> (B, H) mean over present tokens."""
@@ -39,7 +41,7 @@ class CrossModalFusion(nn.Module):
         self.heads = heads
         self.norm_in = nn.LayerNorm(hidden)
         self.norm_out = nn.LayerNorm(hidden)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         if variant == "attention":
             self.attn = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
             self.gate = nn.Parameter(torch.zeros(modalities, hidden))  # one gate per modality
