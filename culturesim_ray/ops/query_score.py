@@ -37,8 +37,9 @@ class QueryMix:
     of benchmarks/truth.py (benchmarks/RESULTS.md): every a in 0.25-0.75 beat the
     culture mean alone on all three; the learned part costs top-5 from l = 0.25 up
     (l = 1, its trained weight, ranked worst on all three), while l = 0.1 lost no
-    top-1/3/5 or MRR against 0.25 on any set or modality measured (text on all three,
-    the demo's held-out tunes) and keeps the learned part in the answer."""
+    top-1/3/5 against 0.25 on any set or modality measured (text on all three, the
+    demo's held-out tunes; MRR at most 0.0005, on one set) and keeps the learned part
+    in the answer."""
 
     nearest: float = 0.5
     m: int = 3
