@@ -3,9 +3,9 @@
 `Retriever` holds the cultures' general embeddings (a FAISS inner-product index,
 a GPU index when faiss sees one) and, per modality, the view a one-modality query
 is compared with (`modality_view`: one float32 matrix per modality, which both the
-plain top-k and the parts of the query score read, so each view is held once). `QueryRanker` ranks one-item queries by the
-query score of `ops.query_score` (the raw and learned parts of the general
-cosine, and the culture's nearest items).
+plain top-k and the parts of the query score read, so each view is held once).
+`QueryRanker` ranks one-item queries by the query score of `ops.query_score` (the
+raw and learned parts of the general cosine, and the culture's nearest items).
 """
 
 from __future__ import annotations
