@@ -69,6 +69,18 @@ def _fmt(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
+def _csv_number(v: str) -> Any:
+    """A CSV cell as the table shows it: a decimal number (a '.' or an exponent)
+    as a float, so it prints with 3 decimals; anything else (counts, names, flags)
+    as written."""
+    if any(ch in v for ch in ".eE"):
+        try:
+            return float(v)
+        except ValueError:
+            pass
+    return v
+
+
 def build_report(run_dir: str | Path, out: str | Path | None = None, color_by: str = "region",
                  attributes: str | Path | None = None, k: int = 3,
                  map_methods: tuple[str, ...] = ("umap", "tsne"),
@@ -185,7 +197,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, color_by: s
         cols = [c for c in erows[0] if c not in ("kind",)] if erows else []
         png = eval_csv.with_name("evaluation.png")
         sections["evaluation"] = (_img(png) if png.exists() else "") + _table(
-            cols, [[r[c] for c in cols] for r in erows])
+            cols, [[_csv_number(r[c]) for c in cols] for r in erows])
 
     titles = {"maps": "Maps of cultures (UMAP, t-SNE)",
               "dendrogram": "Similarity matrix, in the dendrogram's order",

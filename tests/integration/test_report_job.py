@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import pytest
 
@@ -70,3 +71,10 @@ def test_report_over_the_run(trained_run, gold, tmp_path):
     assert "fewer than 4 cultures" in page  # 3 cultures: no map, said so
     assert (tmp_path / "rep" / "dendrogram_general.png").exists()
     assert "Europe" in page and "trained model (heads, cosine)" in page
+    # the evaluation table prints its numbers with 3 decimals, not as the CSV stores them
+    section = page[page.index('id="evaluation"'):]
+    section = section[:section.index("</table>")]
+    rows = list(csv.DictReader((trained_run / "evaluation" / "evaluation.csv").open()))
+    assert f"<td>{float(rows[0]['spearman']):.3f}</td>" in section
+    assert rows[0]["spearman"] not in section or len(rows[0]["spearman"]) <= 5
+    assert re.search(r"<td>-?\d\.\d{4,}</td>", section) is None
