@@ -69,18 +69,6 @@ def _fmt(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
-def _csv_number(v: str) -> Any:
-    """A CSV cell as the table shows it: a decimal number (a '.' or an exponent)
-    as a float, so it prints with 3 decimals; anything else (counts, names, flags)
-    as written."""
-    if any(ch in v for ch in ".eE"):
-        try:
-            return float(v)
-        except ValueError:
-            pass
-    return v
-
-
 def build_report(run_dir: str | Path, out: str | Path | None = None, color_by: str = "region",
                  attributes: str | Path | None = None, k: int = 3,
                  map_methods: tuple[str, ...] = ("umap", "tsne"),
@@ -190,14 +178,13 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, color_by: s
                                  for r in combined])) if combined else \
         "<p>No combined score in this run (no themes).</p>"
 
-    eval_csv = Path(run_dir) / "evaluation" / "evaluation.csv"
-    if eval_csv.exists():
-        with eval_csv.open(newline="", encoding="utf-8") as fh:
-            erows = list(csv.DictReader(fh))
-        cols = [c for c in erows[0] if c not in ("kind",)] if erows else []
-        png = eval_csv.with_name("evaluation.png")
+    eval_json = Path(run_dir) / "evaluation" / "evaluation.json"
+    if eval_json.exists():  # typed rows: floats print with 3 decimals (`_fmt`)
+        erows = json.loads(eval_json.read_text())["rows"]
+        cols = [c for c in dict.fromkeys(k for r in erows for k in r) if c != "kind"]
+        png = eval_json.with_name("evaluation.png")
         sections["evaluation"] = (_img(png) if png.exists() else "") + _table(
-            cols, [[_csv_number(r[c]) for c in cols] for r in erows])
+            cols, [[r.get(c, "") for c in cols] for r in erows])
 
     titles = {"maps": "Maps of cultures (UMAP, t-SNE)",
               "dendrogram": "Similarity matrix, in the dendrogram's order",

@@ -275,10 +275,10 @@ def pair_scores(pairs: Sequence[Pair], pred: Matrix | dict[tuple[str, str], floa
     pos = {c: i for i, c in enumerate(cultures)}
     missing = sorted({c for a, b, _ in pairs for c in (a, b)} - set(pos))
     if missing:
-        raise ValueError(f"score_matrix: no predicted scores for culture(s) {missing[:5]}")
+        raise ValueError(f"pair_scores: no predicted scores for culture(s) {missing[:5]}")
     p = np.array([m[pos[a], pos[b]] for a, b, _ in pairs], dtype=np.float64)
     if not np.isfinite(p).all():
-        raise ValueError(f"score_matrix: {int((~np.isfinite(p)).sum())} non-finite predicted "
+        raise ValueError(f"pair_scores: {int((~np.isfinite(p)).sum())} non-finite predicted "
                          "score(s) on gold pairs")
     return p
 

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 
 class Retriever:
-    """General top-k over the culture embeddings (FAISS inner product = cosine)."""
+    """Top-k cultures by cosine: over the general embeddings (a FAISS inner-product
+    index) or, for a one-modality query, over that modality's view (`views`)."""
 
     def __init__(self, cultures: list[str], vectors: np.ndarray, use_gpu: bool = False,
                  slots: dict[str, tuple[int, int]] | None = None) -> None:
