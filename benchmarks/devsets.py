@@ -10,6 +10,9 @@ whose scores come from a source the method never sees.
   main language; gold is the distance of those languages in URIEL as packaged
   by `lang2vec` (mean of a Glottolog-tree genetic distance and the cosine
   distance of kNN-completed WALS/SSWL syntax vectors); kind "distance".
+- folk-music: Essen folk tunes (music21), melodies only, of the countries with
+  enough tunes outside the demo; gold is the same geographic-cultural proximity
+  as countries-wiki; kind "similarity" (`devset_folk.py`).
 
 An article belongs to a culture when its title, short description or first
 sentence matches that culture's stems in its language and no other culture of
@@ -266,6 +269,9 @@ DEVSETS: dict[str, DevSet] = {s.name: s for s in (
 )}
 
 
+FOLK = "folk-music"  # built by devset_folk.build_folk
+
+
 def literal_heads(pattern: str) -> list[str] | None:
     """The literal start of each top-level alternative of a stem pattern (lowercased),
     or None when one is shorter than 2 characters (its culture is then always tried)."""
@@ -371,8 +377,12 @@ def build(name: str, out_dir: str | Path, max_per_culture: int = 60,
 
     Returns {"name", "corpus", "gold", "meta" (paths as str), "gold_kind", "cultures"}.
     """
+    if name == FOLK:  # melodies, not articles: its own builder
+        from benchmarks.devset_folk import build_folk
+
+        return build_folk(out_dir, max_per_culture, min_per_culture)
     if name not in DEVSETS:
-        raise KeyError(f"unknown dev set {name!r} (known: {', '.join(DEVSETS)})")
+        raise KeyError(f"unknown dev set {name!r} (known: {', '.join([*DEVSETS, FOLK])})")
     if max_per_culture < 1:
         raise ValueError("max_per_culture must be >= 1")
     spec = DEVSETS[name]
@@ -428,6 +438,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list:
         for s in DEVSETS.values():
             print(f"{s.name}\t{s.gold_kind}\t{len(s.cultures)} cultures\t{s.description}")
+        from benchmarks.devset_folk import COUNTRIES as FOLK_COUNTRIES
+
+        print(f"{FOLK}\tsimilarity\t{len(FOLK_COUNTRIES)} cultures (those with enough tunes)\t"
+              "Essen folk tunes (music21), melodies only; gold: geographic-cultural proximity "
+              "of their countries")
         return 0
     if not args.name or not args.out:
         ap.error("NAME and --out are required (or --list)")

@@ -2,12 +2,14 @@
 than the simple read-outs, and does the service answer obvious queries?
 
 For the demo corpus and each dev set of `benchmarks/devsets.py` (countries-wiki:
-geography gold from countryinfo; languages-wiki: URIEL language distance), the
-project's own commands run with default settings, as a user would:
+geography gold from countryinfo; languages-wiki: URIEL language distance;
+folk-music: melodies only, geography gold), the project's own commands run with
+default settings, as a user would:
 
     culturesim embed CORPUS --out RUN/embed
     culturesim train RUN/embed --out RUN/train          (holds out 20% of the items)
-    culturesim evaluate RUN --gold GOLD --gold-kind K   (bootstrap CIs, Mantel p)
+    culturesim evaluate RUN --gold GOLD --gold-kind K [--modality sequence]
+                                                        (bootstrap CIs, Mantel p)
 
 and one table compares, per set, Spearman with the gold (95% bootstrap interval
 over cultures): the raw culture means (cosine), TF-IDF, the best S1 similarity
@@ -50,7 +52,7 @@ import numpy as np  # noqa: E402
 
 from culturesim_ray.ops.query_score import QueryMix  # noqa: E402
 
-SETS = ("demo", "countries-wiki", "languages-wiki")
+SETS = ("demo", "countries-wiki", "languages-wiki", "folk-music")
 CLI = [str(Path(sys.executable).parent / "culturesim")]
 
 
@@ -73,7 +75,8 @@ def build_set(name: str, out: Path, quick: bool) -> dict[str, Any]:
 
         corpus = build_demo_corpus(out / "corpus", per_culture_per_lang=10 if quick else 20,
                                    tunes_per_culture=10 if quick else 20)
-        return {"corpus": str(corpus), "gold": str(demo_gold_path()), "gold_kind": "similarity"}
+        return {"corpus": str(corpus), "gold": str(demo_gold_path()), "gold_kind": "similarity",
+                "modality": "text"}
     import devsets
 
     return devsets.build(name, out / "corpus", max_per_culture=30 if quick else 60)
@@ -198,11 +201,12 @@ def run_set(name: str, root: Path, quick: bool, log: Any) -> dict[str, Any]:
     log(f"[{name}] embedded ({time.time() - t0:.0f} s)")
     sh(CLI + ["train", str(run / "embed"), "--out", str(run / "train")], run / "train.log")
     log(f"[{name}] trained ({time.time() - t0:.0f} s)")
-    sh(CLI + ["evaluate", str(run), "--gold", spec["gold"], "--gold-kind", spec["gold_kind"]],
-       run / "evaluate.log")
+    modality = spec.get("modality", "text")  # the modality the raw baseline reads
+    sh(CLI + ["evaluate", str(run), "--gold", spec["gold"], "--gold-kind", spec["gold_kind"],
+              "--modality", modality], run / "evaluate.log")
     rows = json.loads((run / "evaluation" / "evaluation.json").read_text())["rows"]
-    res = {"gold_kind": spec["gold_kind"], "readouts": pick(rows),
-           "retrieval": held_out_retrieval(run), "seconds": time.time() - t0}
+    res = {"gold_kind": spec["gold_kind"], "modality": modality, "readouts": pick(rows),
+           "retrieval": held_out_retrieval(run, modality), "seconds": time.time() - t0}
     log(f"[{name}] evaluated ({res['seconds']:.0f} s)")
     return res
 
@@ -236,12 +240,13 @@ def print_table(res: dict[str, Any]) -> None:
     print(f"{'best S1 is':<28}" + "".join(
         f"{res['sets'][s]['readouts'].get('best_s1', {}).get('method', '-')[-22:]:>24}"
         for s in sets))
-    print("\nheld-out text item -> culture (items training never saw)")
-    print(f"{'set':<18}{'items':>6}{'model top1':>12}{'raw top1':>10}{'model top5':>12}{'raw top5':>10}")
+    print("\nheld-out item -> culture (items training never saw; the set's modality)")
+    print(f"{'set':<18}{'modality':>9}{'items':>6}{'model top1':>12}{'raw top1':>10}"
+          f"{'model top5':>12}{'raw top5':>10}")
     for s in sets:
         r = res["sets"][s]["retrieval"]
         if r:
-            print(f"{s:<18}{r['items']:>6}{r['model_top1']:>12.3f}{r['raw_top1']:>10.3f}"
+            print(f"{s:<18}{res['sets'][s].get('modality', 'text'):>9}{r['items']:>6}{r['model_top1']:>12.3f}{r['raw_top1']:>10.3f}"
                   f"{r['model_top5']:>12.3f}{r['raw_top5']:>10.3f}")
     if res.get("sanity"):
         m = res["sanity"]["methods"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -188,32 +189,52 @@ def _essen_culture(origin: str) -> str | None:
     return None
 
 
-def music_rows(music_dir: Path, per_culture: int = 20) -> list[dict]:
-    """Essen folk tunes as one ABC file each, at most `per_culture` per culture."""
-    music_dir.mkdir(parents=True, exist_ok=True)
-    rows: list[dict] = []
-    taken: dict[str, int] = {}
+def essen_tunes() -> Iterator[dict[str, str]]:
+    """Every tune of the Essen collection shipped with music21, in file order, as
+    {"item_id", "file", "number", "title", "origin" (its O: field), "abc"} (one tune's
+    ABC). The demo's tunes and the folk-music dev set (`benchmarks/devsets.py`) both
+    read them from here, so their item ids agree."""
     for path in sorted(essen_dir().glob("*.abc")):
         if path.stem.startswith("test"):
             continue
         text = path.read_text(encoding="latin-1")
         for chunk in text.split("\nX:")[1:]:
             tune = "X:" + chunk.strip() + "\n"
-            origin = next((ln[2:].strip() for ln in tune.splitlines() if ln.startswith("O:")), "")
-            culture = _essen_culture(origin)
-            if culture is None or taken.get(culture, 0) >= per_culture:
-                continue
-            number = tune.split("\n", 1)[0][2:].strip()
-            item = f"essen-{path.stem}-{number}"
-            (music_dir / f"{item}.abc").write_text(tune, encoding="utf-8")
-            taken[culture] = taken.get(culture, 0) + 1
-            title = next((ln[2:].strip() for ln in tune.splitlines() if ln.startswith("T:")), "")
-            rows.append({
-                "item_id": item, "culture": culture, "modality": "sequence", "text": None,
-                "uri": f"music/{item}.abc", "lang": None, "era_start": None, "era_end": None,
-                "themes": ["music"], "artifact_id": None,
-                "source": f"music21 essenFolksong {path.name} X:{number} {title} ({origin})",
-            })
+            lines = tune.splitlines()
+            number = lines[0][2:].strip()
+            yield {"item_id": f"essen-{path.stem}-{number}", "file": path.name,
+                   "number": number, "abc": tune,
+                   "title": next((ln[2:].strip() for ln in lines if ln.startswith("T:")), ""),
+                   "origin": next((ln[2:].strip() for ln in lines if ln.startswith("O:")), "")}
+
+
+def demo_tunes(per_culture: int = 20) -> list[tuple[str, dict[str, str]]]:
+    """(culture, tune) of the demo: the first `per_culture` Essen tunes per demo culture."""
+    out: list[tuple[str, dict[str, str]]] = []
+    taken: dict[str, int] = {}
+    for tune in essen_tunes():
+        culture = _essen_culture(tune["origin"])
+        if culture is None or taken.get(culture, 0) >= per_culture:
+            continue
+        taken[culture] = taken.get(culture, 0) + 1
+        out.append((culture, tune))
+    return out
+
+
+def music_rows(music_dir: Path, per_culture: int = 20) -> list[dict]:
+    """Essen folk tunes as one ABC file each, at most `per_culture` per culture."""
+    music_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    for culture, tune in demo_tunes(per_culture):
+        item = tune["item_id"]
+        (music_dir / f"{item}.abc").write_text(tune["abc"], encoding="utf-8")
+        rows.append({
+            "item_id": item, "culture": culture, "modality": "sequence", "text": None,
+            "uri": f"music/{item}.abc", "lang": None, "era_start": None, "era_end": None,
+            "themes": ["music"], "artifact_id": None,
+            "source": f"music21 essenFolksong {tune['file']} X:{tune['number']} "
+                      f"{tune['title']} ({tune['origin']})",
+        })
     return rows
 
 
