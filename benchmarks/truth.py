@@ -30,7 +30,7 @@ by the raw culture means.
     python benchmarks/truth.py [--quick] [--json PATH] [--out DIR] [--sets demo,countries-wiki]
 
 --quick: fewer items per culture (demo 10 per language, dev sets 30), same
-training defaults. The full run takes ~30 min on 2 CPUs.
+training defaults. The full run (four sets, the sanity suite) takes about 15 min on 2 CPUs.
 """
 
 from __future__ import annotations

@@ -139,6 +139,30 @@ def raw_slots(train_dir: str | Path) -> dict[str, tuple[int, int]] | None:
     return {m: (cfg.slot(m).start, cfg.slot(m).stop) for m in sorted(cfg.in_dims)}
 
 
+
+def general_similarity(model_config: dict[str, Any], vectors: Any) -> Any:
+    """How a train run's general culture embeddings (C, d) are compared, given its
+    model_config.json: the `ops.similarity.ModalityCosine` of the model's raw slots,
+    fitted on `vectors`, when its raw residual spans two or more modalities and the
+    cultures' modality shares differ; else "cosine" (the same similarity then)."""
+    import numpy as np
+    import torch
+
+    from culturesim_ray.models.culturesim import CultureSimConfig
+    from culturesim_ray.ops.similarity import ModalityCosine
+
+    cfg = CultureSimConfig(**model_config)
+    if cfg.raw_weight <= 0 or len(cfg.in_dims) < 2:
+        return "cosine"
+    x = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
+    slots = [(cfg.slot(m).start, cfg.slot(m).stop) for m in sorted(cfg.in_dims)]
+    sim = ModalityCosine(slots)
+    norms = sim.slot_norms(x)
+    if bool(torch.allclose(norms, norms[:1].expand_as(norms), atol=1e-6)):
+        return "cosine"  # every culture has the same modalities at the same shares
+    return sim.fit(x)
+
+
 def read_culture_embeddings(path: str | Path) -> dict[str, tuple[list[str], Any]]:
     """culture_embeddings.parquet -> head -> (cultures, (C, d) float32 array), cultures sorted."""
     import numpy as np

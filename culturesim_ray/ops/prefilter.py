@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -94,9 +95,11 @@ def cluster_members(cl: Clusters) -> list[np.ndarray]:
 
 
 def topk_for_clusters(x: Tensor, cl: Clusters, cluster_ids: Sequence[int], k: int,
-                      sim: str = "cosine", block_rows: int = 4096,
+                      sim: Any = "cosine", block_rows: int = 4096,
                       exclude_self: bool = True) -> tuple[Tensor, Tensor, Tensor, int]:
     """Pre-filtered top-k for the rows of some clusters (one Ray task's share).
+    sim: "cosine", "dot" or a similarity callable (e.g. `ModalityCosine`) that scores
+    the probed candidates.
 
     Returns (rows (r,), scores (r, k), indices (r, k), pair evaluations). Missing
     slots (fewer than k candidates probed) hold -inf and index -1."""
@@ -175,7 +178,7 @@ def sample_rows(n: int, sample: int = 1000, seed: int = 0) -> Tensor:
     return torch.randperm(n, generator=g)[: min(sample, n)]
 
 
-def sample_recall(x: Tensor, approx_idx: Tensor, k: int, sim: str = "cosine",
+def sample_recall(x: Tensor, approx_idx: Tensor, k: int, sim: Any = "cosine",
                   sample: int = 1000, seed: int = 0, exclude_self: bool = True) -> float:
     """recall@k of `approx_idx` against the exact top-k on `sample_rows(n, sample,
     seed)` (only those rows of approx_idx are read)."""
@@ -185,7 +188,7 @@ def sample_recall(x: Tensor, approx_idx: Tensor, k: int, sim: str = "cosine",
         xn = x / x.norm(dim=1, keepdim=True).clamp_min(S.EPS)
         s = xn[rows] @ xn.T
     else:
-        s = S.get(sim)(xs, x)
+        s = (S.get(sim) if isinstance(sim, str) else sim)(xs, x)
     if exclude_self:
         s[torch.arange(len(rows), device=x.device), rows] = float("-inf")
     exact = torch.topk(s, k, dim=1).indices

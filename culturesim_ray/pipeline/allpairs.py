@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 import time
 from typing import Any
 
@@ -54,6 +55,7 @@ from culturesim_ray.config import AllPairsConfig, EmbedConfig
 from culturesim_ray.layout import AllPairsLayout
 from culturesim_ray.ops import similarity as S
 from culturesim_ray.ops.allpairs import check_vectors, dense_similarity
+from culturesim_ray.ops.pooling import GENERAL
 from culturesim_ray.ops.set_pairs import (
     aligned_heads,
     combine_matrices,
@@ -65,6 +67,7 @@ from culturesim_ray.ops.set_pairs import (
     topk_from_matrix,
 )
 from culturesim_ray.pipeline.allpairs_tasks import (
+    PREFILTERED,
     _combined_blocks,
     _note_input,
     _prefiltered_head,
@@ -189,9 +192,13 @@ def run_allpairs(inp: str, out: str, cfg: AllPairsConfig | None = None, log: Any
     for h, why in plan.skipped.items():
         log(f"all-pairs: warning: head {h!r} skipped: {why}")
     heads, alpha = plan.heads, plan.alpha
+    sims = general_sim(src, heads, cfg)  # head -> a similarity other than cfg's
+    for h, sim in sims.items():
+        log(f"all-pairs: {h}: {sim.name}: the model's raw part compared over the modalities "
+            f"both cultures have (pairs sharing none: raw term {sim.fill:.3f})")
     jobs: dict[str, tuple[list[str], np.ndarray, str]] = {}
     for h, (cs, v) in heads.items():
-        jobs[h] = (cs, v, cfg.similarity)
+        jobs[h] = (cs, v, sims[h].name if h in sims else cfg.similarity)
     if alpha and cfg.similarity in ("cosine", "dot"):
         cs, v = combined_vectors(heads, alpha, cfg.similarity)
         jobs[COMBINED] = (cs, v, "dot")  # the weighted concatenation's dot product is S_total
@@ -206,7 +213,7 @@ def run_allpairs(inp: str, out: str, cfg: AllPairsConfig | None = None, log: Any
     if clamped:
         log(clamped)
 
-    settings = _settings(cfg, k, src)
+    settings = {**_settings(cfg, k, src), "head_similarity": {h: m.name for h, m in sims.items()}}
     if fingerprint.check(_recorded(out, cfg), settings, out, overwrite=overwrite):
         log(f"all-pairs: --overwrite: removing blocks written with other settings "
             f"({fingerprint.describe(_recorded(out, cfg), settings)})")
@@ -229,22 +236,42 @@ def run_allpairs(inp: str, out: str, cfg: AllPairsConfig | None = None, log: Any
     else:
         combined = (aligned_heads(heads, alpha) if alpha and cfg.similarity not in ("cosine", "dot")
                     else None)
-        _vector_blocks(out, jobs, k, cfg, counts, recall, log, combined, alpha)
+        _vector_blocks(out, jobs, k, cfg, counts, recall, log, combined, alpha, sims)
         if combined is not None:
             jobs = {**jobs, COMBINED: None}
         n_pairs = _write_pairs(out, jobs, cfg)
-        dense = _write_dense(out, heads, alpha, cfg)
+        dense = _write_dense(out, heads, alpha, cfg, sims)
     counts["pairs"] = n_pairs
     counts["dense_matrices"] = dense
     manifest = io.manifest(
         "allpairs", cfg.model_dump(mode="json"), counts, started, input=inp,
         input_read=src.path, input_kind=src.kind, alpha=alpha, prefilter_recall=recall,
-        similarity=_similarity_record(cfg), skipped_heads=plan.skipped,
+        similarity=_similarity_record(cfg),
+        head_similarity={h: {"name": m.name, "fill": m.fill} for h, m in sims.items()},
+        skipped_heads=plan.skipped,
         k={"given": cfg.k, "default": cfg.DEFAULT_K, "used": k, "clamped": bool(clamped)},
         fingerprint=settings)
     io.write_json(manifest, AllPairsLayout(out).manifest, cfg.s3)
     log(f"all-pairs: {n_pairs} pairs over heads {sorted(counts['heads'])} -> {out}")
     return manifest
+
+
+def general_sim(src: Source, heads: Heads, cfg: AllPairsConfig) -> dict[str, Any]:
+    """{"general": `ops.similarity.ModalityCosine`} when the input is a train run's
+    culture embeddings, the job compares by cosine and the model's raw residual spans
+    several modalities (`runs.general_similarity`, from the run's model_config.json);
+    else {} (every head by `cfg.similarity`). `culturesim evaluate` scores the model
+    the same way."""
+    from culturesim_ray import runs
+
+    if (cfg.similarity != "cosine" or cfg.set_level or src.kind != "culture_file"
+            or GENERAL not in heads):
+        return {}
+    conf = io.join(posixpath.dirname(src.path), "model_config.json")
+    if not io.exists(conf, cfg.s3):
+        return {}
+    sim = runs.general_similarity(io.read_json(conf, cfg.s3), heads[GENERAL][1])
+    return {} if isinstance(sim, str) else {GENERAL: sim}
 
 
 def _similarity_record(cfg: AllPairsConfig) -> dict[str, Any]:
@@ -290,10 +317,12 @@ def culture_table(heads: Heads) -> pa.Table:
 
 def _vector_blocks(out: str, jobs: dict[str, Any], k: int, cfg: AllPairsConfig,
                    counts: dict[str, Any], recall: dict[str, Any], log: Any,
-                   combined: Any = None, alpha: dict[str, float] | None = None) -> None:
+                   combined: Any = None, alpha: dict[str, float] | None = None,
+                   sims: dict[str, Any] | None = None) -> None:
     """Every head's row blocks (or pre-filtered clusters) as Ray tasks writing pair
     files; `combined` (cultures, per-theme vectors, presence masks): S_total of a
-    similarity other than cosine/dot, computed blockwise over the theme heads."""
+    similarity other than cosine/dot, computed blockwise over the theme heads;
+    `sims`: head -> a fitted similarity that replaces the head's named one."""
     import ray
 
     task = ray.remote(num_cpus=cfg.num_cpus_per_task, max_retries=3)(_run_block)
@@ -302,10 +331,10 @@ def _vector_blocks(out: str, jobs: dict[str, Any], k: int, cfg: AllPairsConfig,
         n = len(cs)
         kh = min(k, n - 1)
         x = torch.from_numpy(v)
-        sim: Any = sim_name
+        sim: Any = (sims or {}).get(h, sim_name)
         if sim_name == "mahalanobis":
             sim = S.Mahalanobis().fit(x)
-        servable = sim_name in ("cosine", "dot")
+        servable = sim_name in PREFILTERED
         use_pf = cfg.prefilter == "on" or (cfg.prefilter == "auto" and n >= cfg.prefilter_min
                                             and servable)
         if cfg.prefilter == "auto" and n >= cfg.prefilter_min and not servable:
@@ -313,7 +342,7 @@ def _vector_blocks(out: str, jobs: dict[str, Any], k: int, cfg: AllPairsConfig,
                 f"{sim_name} over {n} cultures")
         counts["heads"][h] = {"cultures": n, "dim": int(v.shape[1]), "k": kh, "prefilter": use_pf}
         if use_pf:
-            recall[h] = _prefiltered_head(out, h, cs, x, kh, sim_name, cfg, counts, log)
+            recall[h] = _prefiltered_head(out, h, cs, x, kh, sim, cfg, counts, log)
             continue
         arr = np.ascontiguousarray(v, dtype=np.float32)
         x_ref, cs_ref = ray.put(arr), ray.put(cs)
@@ -377,14 +406,14 @@ def _set_level(out: str, inp: str, src: Source, heads: Heads, alpha: dict[str, f
 
 
 def _write_dense(out: str, heads: Heads, alpha: dict[str, float],
-                 cfg: AllPairsConfig) -> list[str]:
+                 cfg: AllPairsConfig, sims: dict[str, Any] | None = None) -> list[str]:
     """Dense matrices for heads with N <= dense_limit, plus the combined one."""
     mats: dict[str, tuple[list[str], np.ndarray]] = {}
     for h, (cs, v) in heads.items():
         if len(cs) > cfg.dense_limit:
             continue
         sim: Any = S.Mahalanobis().fit(torch.from_numpy(v)) if cfg.similarity == "mahalanobis" \
-            else cfg.similarity
+            else (sims or {}).get(h, cfg.similarity)
         mats[h] = (cs, dense_similarity(torch.from_numpy(v), sim=sim).numpy())
     if alpha and all(t in mats for t in alpha):
         mats[COMBINED] = combine_matrices({t: mats[t] for t in alpha}, alpha)

@@ -23,6 +23,9 @@ from culturesim_ray.ops import similarity as S
 from culturesim_ray.ops.allpairs import blockwise_topk
 from culturesim_ray.ops.set_pairs import PAIRS_SCHEMA, combined_block_topk, pairs_table
 
+# similarities the cluster pre-filter serves (a fitted ModalityCosine by its name)
+PREFILTERED = ("cosine", "dot", S.ModalityCosine.name)
+
 
 def block_pairs(x: torch.Tensor, cultures: list[str], i0: int, i1: int, k: int, sim: Any,
                 sim_name: str, head: str, block_cols: int) -> pa.Table:
@@ -137,15 +140,17 @@ def _write_pairs(out: str, jobs: dict[str, Any], cfg: AllPairsConfig) -> int:
 
 
 def _run_clusters(x_u: np.ndarray, rows_u: np.ndarray, assign_u: np.ndarray, probes: np.ndarray,
-                  nlist: int, cultures: list[str], ids: list[int], k: int, sim_name: str,
+                  nlist: int, cultures: list[str], ids: list[int], k: int, sim: Any,
                   head: str, block_rows: int, path: str, s3: Any) -> int:
     """Ray task body: pre-filtered top-k for the rows of some clusters, written to
     `path`. The task receives only the rows of those clusters and of the clusters
-    they probe (`x_u`, global ids `rows_u` ascending, their cluster `assign_u`)."""
+    they probe (`x_u`, global ids `rows_u` ascending, their cluster `assign_u`).
+    sim: a name in PREFILTERED or a fitted similarity whose `name` is one."""
     from culturesim_ray.ops.prefilter import Clusters, topk_for_clusters
 
+    sim_name = getattr(sim, "name", sim)
     local = Clusters(np.zeros((nlist, 1), np.float32), assign_u, probes)
-    rows, v, idx, _ = topk_for_clusters(_tensor(x_u), local, ids, k, sim_name, block_rows)
+    rows, v, idx, _ = topk_for_clusters(_tensor(x_u), local, ids, k, sim, block_rows)
     glob = torch.from_numpy(rows_u)
     gi = torch.where(idx >= 0, glob[idx.clamp_min(0)], idx)
     table = pairs_table(head, cultures, glob[rows].numpy(), v, gi, sim_name)
@@ -154,10 +159,12 @@ def _run_clusters(x_u: np.ndarray, rows_u: np.ndarray, assign_u: np.ndarray, pro
 
 
 def _prefiltered_head(out: str, head: str, cultures: list[str], x: torch.Tensor, k: int,
-                      sim_name: str, cfg: AllPairsConfig, counts: dict[str, Any],
+                      sim: Any, cfg: AllPairsConfig, counts: dict[str, Any],
                       log: Any) -> dict[str, Any]:
     """Cluster pre-filtered top-k for one head: FAISS k-means on the driver (saved, so a
-    rerun uses the same clusters), then groups of clusters as Ray tasks."""
+    rerun uses the same clusters), then groups of clusters as Ray tasks. sim: a name
+    in PREFILTERED, or a fitted `ModalityCosine` (clustered as cosine: the candidates
+    are the cosine's neighbourhoods, each scored by the similarity itself)."""
     import ray
 
     from culturesim_ray.ops.prefilter import (
@@ -168,7 +175,8 @@ def _prefiltered_head(out: str, head: str, cultures: list[str], x: torch.Tensor,
         sample_rows,
     )
 
-    if sim_name not in ("cosine", "dot"):
+    sim_name = getattr(sim, "name", sim)
+    if sim_name not in PREFILTERED:
         raise ValueError(f"pre-filtering supports cosine and dot, not {sim_name!r}: "
                          f"set prefilter: off (or auto: exact search for other similarities)")
     n = len(cultures)
@@ -178,7 +186,7 @@ def _prefiltered_head(out: str, head: str, cultures: list[str], x: torch.Tensor,
         with fs.open(cp, "rb") as fh, np.load(fh) as z:
             cl = Clusters(z["centroids"], z["assign"], z["probes"])
     else:
-        cl = build_clusters(x, cfg.nlist or None, cfg.nprobe, spherical=sim_name == "cosine")
+        cl = build_clusters(x, cfg.nlist or None, cfg.nprobe, spherical=sim_name != "dot")
         with io.atomic_open(cpath, cfg.s3) as fh:  # whole or absent: a rerun reloads it
             np.savez(fh, centroids=cl.centroids, assign=cl.assign, probes=cl.probes)
     members = cluster_members(cl)
@@ -215,7 +223,7 @@ def _prefiltered_head(out: str, head: str, cultures: list[str], x: torch.Tensor,
         _note_input(counts, x_u.nbytes + rows_u.nbytes * 2,
                     (len(own) + len(rows_u)) * xn.shape[1] * xn.itemsize)
         pending.append(task.remote(x_u, rows_u, np.asarray(cl.assign[rows_u], np.int64), probes,
-                                   len(cl.centroids), cs_ref, g, k, sim_name, head,
+                                   len(cl.centroids), cs_ref, g, k, sim, head,
                                    cfg.block_rows, path, cfg.s3))
     ray.get(pending)
     # recall@k on a sample, from what was written: only the sampled rows' pairs are kept
@@ -230,7 +238,7 @@ def _prefiltered_head(out: str, head: str, cultures: list[str], x: torch.Tensor,
     idx = torch.full((n, k), -1, dtype=torch.long)
     idx[torch.from_numpy(a.astype(np.int64)), torch.from_numpy(r.astype(np.int64))] = \
         torch.from_numpy(b.astype(np.int64))
-    rec = sample_recall(x, idx, k, sim=sim_name, sample=cfg.recall_sample)
+    rec = sample_recall(x, idx, k, sim=sim, sample=cfg.recall_sample)
     probed = sum(len(members[c]) * sum(len(members[int(p)]) for p in cl.probes[c])
                  for c in range(len(members)))
     log(f"  {head}: {n * n / max(1, probed):.1f}x fewer pair evaluations, recall@{k} {rec:.3f}")

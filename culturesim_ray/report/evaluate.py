@@ -11,7 +11,10 @@ similarity each method assigns to the same pairs (statistics in
 Distance-type gold (`gold_kind="distance"`, bigger = less similar) is negated
 first, so every metric reads "higher = better agreement".
 
-Methods: the trained model's heads (cosine), the TF-IDF baseline (fitted on
+Methods: the trained model's heads (cosine; the general head of a model whose
+raw residual spans several modalities under `ops.similarity.ModalityCosine`,
+which compares each pair's raw part over the modalities both cultures have, as
+the all-pairs job does), the TF-IDF baseline (fitted on
 the corpus texts, mean per culture, cosine), the mean of raw embeddings under
 every similarity function of SPEC S1, and methods with precomputed (C, C)
 matrices. The learned similarity is fitted on gold pairs, so it is scored by
@@ -310,14 +313,23 @@ def run_methods(run_dir: str | Path, modality: str = "text", tfidf_dim: int = 25
     methods (RUN/embed, `modality`) of a run directory."""
     from culturesim_ray import io, runs
     from culturesim_ray.layout import RunLayout
+    from culturesim_ray.ops import similarity as S
 
     run = Path(run_dir)
     methods: list[Method] = []
     layout = RunLayout(str(run))
     model_emb = Path(layout.train.culture_embeddings)
     if model_emb.exists():
-        methods.append(Method("trained model (heads, cosine)", "model",
-                              runs.read_culture_embeddings(model_emb)))
+        heads = runs.read_culture_embeddings(model_emb)
+        sim = runs.general_similarity(io.read_json(layout.train.model_config),
+                                      heads["general"][1]) if "general" in heads else "cosine"
+        if sim == "cosine":
+            methods.append(Method("trained model (heads, cosine)", "model", heads))
+        else:  # the general head's raw part over the modalities each pair shares
+            mats = {h: vector_matrix(v, sim if h == "general" else S.cosine)
+                    for h, v in heads.items()}
+            methods.append(Method("trained model (heads, modality cosine)", "model", heads,
+                                  sim.name, mats))
     else:
         log(f"evaluate: no trained model at {model_emb}; model row left out")
     embed = layout.embed.root

@@ -133,6 +133,55 @@ def test_culture_level_input_and_prefilter_recall(ray_session, tmp_path):
     assert again["prefilter_recall"]["general"]["recall_at_k"] == rec["recall_at_k"]
 
 
+def test_a_train_runs_general_head_uses_the_modality_cosine(ray_session, tmp_path):
+    """A train run's culture embeddings whose cultures have different modality shares:
+    the general head is compared by `ModalityCosine` (as `culturesim evaluate` scores
+    it), exactly and through the cluster pre-filter, and the manifest says so."""
+    from dataclasses import asdict
+
+    from culturesim_ray.models.culturesim import CultureSimConfig
+    from culturesim_ray.ops.similarity import ModalityCosine
+
+    w, n = 0.9, 400
+    mcfg = CultureSimConfig({"image": 4, "text": 8}, hidden=8, out=6, raw_weight=w)
+    g = torch.Generator().manual_seed(2)
+    centers = torch.randn(12, 18, generator=g)
+    x = centers[torch.randint(0, 12, (n,), generator=g)] + 0.5 * torch.randn(n, 18, generator=g)
+    share_text = torch.tensor([1.0, 0.8, 0.5, 0.0])[torch.arange(n) % 4]  # 0: image only
+    parts = [(slice(0, 4), (1 - share_text).sqrt() * w ** 0.5),
+             (slice(4, 12), share_text.sqrt() * w ** 0.5), (slice(12, 18), (1 - w) ** 0.5)]
+    for cols, scale in parts:
+        blk = x[:, cols]
+        x[:, cols] = blk / blk.norm(dim=1, keepdim=True) * (scale[:, None]
+                                                         if torch.is_tensor(scale) else scale)
+    run = tmp_path / "train"
+    run.mkdir()
+    names = [f"c{i:04d}" for i in range(n)]
+    pq.write_table(pa.table({"culture": names, "head": ["general"] * n,
+                             "vector": pa.array(x.numpy().tolist(), pa.list_(pa.float32(), 18))}),
+                   run / "culture_embeddings.parquet")
+    (run / "model_config.json").write_text(json.dumps(asdict(mcfg)))
+    sim = ModalityCosine([(0, 4), (4, 12)]).fit(x)
+    exact = sim(x, x).fill_diagonal_(float("-inf"))
+    assert (exact - (x @ x.T).fill_diagonal_(float("-inf"))).abs()[exact.isfinite()].max() > 0.05
+    for pf in ("off", "on"):
+        cfg = AllPairsConfig(k=5, prefilter=pf, nlist=8, nprobe=4, recall_sample=200)
+        manifest = run_allpairs(str(run), str(tmp_path / pf), cfg, log=quiet)
+        assert manifest["head_similarity"]["general"] == {"name": "modality_cosine",
+                                                          "fill": pytest.approx(sim.fill)}
+        pairs = pq.read_table(tmp_path / pf / "pairs.parquet").to_pylist()
+        assert {r["similarity"] for r in pairs} == {"modality_cosine"}
+        for r in pairs[::37]:  # every score is the similarity itself
+            a, b = names.index(r["culture_a"]), names.index(r["culture_b"])
+            assert r["score"] == pytest.approx(float(exact[a, b]), abs=1e-5)
+        if pf == "off":  # the exact top-k
+            top = torch.topk(exact, 5, dim=1).values
+            got = torch.tensor([r["score"] for r in pairs]).reshape(n, 5)
+            np.testing.assert_allclose(got.numpy(), top.numpy(), atol=1e-5)
+        else:  # candidates from the cosine's clusters; recall against the exact top-k
+            assert manifest["prefilter_recall"]["general"]["recall_at_k"] > 0.8
+
+
 @pytest.mark.parametrize(("mutate", "cfg", "msg"), [
     (lambda v: v.__setitem__((3, 2), np.nan), {}, r"row 3 \(c0-3\) holds NaN or inf"),
     (lambda v: v.__setitem__((5, 0), np.inf), {}, r"row 5 \(c0-5\) holds NaN or inf"),

@@ -361,3 +361,92 @@ def test_query_ranker_mixes_raw_nearest_items_and_learned(modality):
     np.testing.assert_allclose(got_p[0], want[0], atol=1e-6)
     other = "image" if modality == "text" else "text"
     assert ranker.mixed(modality, modality) and not ranker.mixed(modality, other)
+
+
+def modality_normalised_ref(graphs, w: float) -> tuple[np.ndarray, np.ndarray]:
+    """float64 by hand: (C, C) raw term w * sum_m sqrt(s_a s_b) cos_m / sum_m sqrt(s_a s_b)
+    over the modalities both cultures have (nan where they share none), and the
+    (C, C) bool of the pairs that share one."""
+    means = raw_means(graphs)
+    total_n = np.maximum(sum(n for _, n in means.values()), 1)
+    num = np.zeros((N_CULTURES, N_CULTURES))
+    den = np.zeros((N_CULTURES, N_CULTURES))
+    for mu, n in means.values():
+        share = np.sqrt(n / total_n)
+        both = np.outer(n > 0, n > 0)
+        num += np.where(both, (mu @ mu.T) * np.outer(share, share), 0.0)
+        den += np.where(both, np.outer(share, share), 0.0)
+    shared = den > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(shared, w * num / den, np.nan), shared
+
+
+@pytest.mark.parametrize("w", [0.3, 0.9])
+def test_modality_cosine_compares_the_raw_part_over_shared_modalities(w):
+    from culturesim_ray.ops.allpairs import blockwise_topk
+    from culturesim_ray.ops.similarity import ModalityCosine
+
+    graphs = small_graphs()
+    model = make_model(w)
+    with torch.no_grad():
+        general = model(graphs, N_CULTURES)["general"]
+    term, shared = modality_normalised_ref(graphs, w)
+    assert not shared[0, 4] and shared.sum() > N_CULTURES  # 0: text only, 4: image only
+    iu = np.triu_indices(N_CULTURES, 1)
+    fill = float(np.mean(term[iu][shared[iu]]))
+    p = learned(model, graphs)
+    p /= np.linalg.norm(p, axis=1, keepdims=True)
+    ref = np.where(shared, term, fill) + (1 - w) * (p @ p.T)
+    slots = list(slots_of(model.cfg).values())
+    sim = ModalityCosine(slots).fit(general * 3.0)  # any row norms: it normalises them
+    assert sim.fill == pytest.approx(fill, abs=1e-6)
+    got = sim(general.double(), general.double()).numpy()
+    np.testing.assert_allclose(got, ref, atol=1e-6)
+    # it differs from the plain cosine exactly where a culture's modalities differ
+    plain = (general @ general.T).double().numpy()
+    assert np.abs(got - plain).max() > 1e-2
+    # row blocks against all rows (the all-pairs kernel) give the dense top-k
+    v, idx = blockwise_topk(general, general, k=3, sim=sim, block_rows=2, block_cols=3,
+                            exclude_self=True)
+    dense = torch.from_numpy(got).float().fill_diagonal_(float("-inf"))
+    np.testing.assert_allclose(v.numpy(), torch.topk(dense, 3, dim=1).values.numpy(), atol=1e-5)
+    with pytest.raises(RuntimeError, match="fit"):
+        ModalityCosine(slots)(general, general)
+
+
+def test_modality_cosine_is_the_cosine_when_every_culture_has_the_same_modalities():
+    from culturesim_ray.ops.similarity import ModalityCosine, cosine
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(6, 8, generator=g, dtype=torch.float64)
+    one = ModalityCosine([(0, 5)]).fit(x)  # one modality: the raw part of every pair shares it
+    np.testing.assert_allclose(one(x, x).numpy(), cosine(x, x).numpy(), atol=1e-12)
+    # two modalities at the same shares in every culture
+    x[:, 0:3] *= 0.6 / x[:, 0:3].norm(dim=1, keepdim=True)
+    x[:, 3:5] *= 0.8 / x[:, 3:5].norm(dim=1, keepdim=True)
+    x[:, 5:] *= 1.0 / x[:, 5:].norm(dim=1, keepdim=True)
+    two = ModalityCosine([(0, 3), (3, 5)]).fit(x)
+    np.testing.assert_allclose(two(x, x).numpy(), cosine(x, x).numpy(), atol=1e-12)
+
+
+def test_general_similarity_of_a_train_run_config():
+    cfg = CultureSimConfig(dict(DIMS), hidden=8, out=4, raw_weight=0.9)
+    x = np.random.default_rng(0).normal(size=(4, cfg.head_dim("general")))
+    sim = runs.general_similarity(asdict(cfg), x)
+    assert sim.name == "modality_cosine" and sim.slots == [(0, 3), (3, 8)]
+    one = CultureSimConfig({"text": 5}, hidden=8, out=4, raw_weight=0.9)
+    assert runs.general_similarity(asdict(one), x[:, :9]) == "cosine"
+    assert runs.general_similarity(asdict(CultureSimConfig(dict(DIMS), hidden=8, out=4)),
+                                   x[:, :4]) == "cosine"
+
+
+def test_general_similarity_is_the_cosine_when_the_shares_agree():
+    cfg = CultureSimConfig(dict(DIMS), hidden=8, out=4, raw_weight=0.9)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(4, cfg.head_dim("general")))
+    x[:, 0:3] *= 0.3 / np.linalg.norm(x[:, 0:3], axis=1, keepdims=True)  # image, every row
+    x[:, 3:8] *= 0.9 / np.linalg.norm(x[:, 3:8], axis=1, keepdims=True)
+    x[:, 8:] *= 0.3 / np.linalg.norm(x[:, 8:], axis=1, keepdims=True)
+    assert runs.general_similarity(asdict(cfg), x) == "cosine"
+    x[0, 0:3] *= 0.5  # one culture with fewer images
+    assert runs.general_similarity(asdict(cfg), x).name == "modality_cosine"
