@@ -15,7 +15,9 @@ and one table compares, per set, Spearman with the gold (95% bootstrap interval
 over cultures): the raw culture means (cosine), TF-IDF, the best S1 similarity
 on the raw means, every set-level read-out on the raw items (`ops.setsim`), the
 learned similarity (leave-cultures-out CV: fitted on gold, so not a default),
-and the trained model's general head (its default read-out), with
+and the trained model's general head (its default read-out: `culturesim
+evaluate`'s model row, the modality cosine where the cultures' modality shares
+differ), with
 margin = model - max(raw cosine, TF-IDF), and model - raw cosine with its paired
 95% interval (`stats.bootstrap_difference`: the same culture resamples score
 both, so the interval says whether a margin can be read). Also per set: held-out item ->

@@ -18,7 +18,9 @@ modalities of the raw means' cosine, weighted by how many items back each side)
 texts, and the learned part is a correction to the geometry of the input
 encoders, which it can only move by (1 - w), instead of replacing it. A query
 of one modality is compared with the slot of that modality (`query_general`,
-`slot`).
+`slot`); two cultures whose modality shares differ are compared by
+`ops.similarity.ModalityCosine`, which divides the raw term by the weight of
+the modalities they share (`culturesim evaluate`, `culturesim allpairs`).
 """
 
 from __future__ import annotations

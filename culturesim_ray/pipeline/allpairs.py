@@ -213,7 +213,9 @@ def run_allpairs(inp: str, out: str, cfg: AllPairsConfig | None = None, log: Any
     if clamped:
         log(clamped)
 
-    settings = {**_settings(cfg, k, src), "head_similarity": {h: m.name for h, m in sims.items()}}
+    settings = _settings(cfg, k, src)
+    if sims:  # recorded only when a head is compared otherwise (older outputs lack the key)
+        settings["head_similarity"] = {h: m.name for h, m in sims.items()}
     if fingerprint.check(_recorded(out, cfg), settings, out, overwrite=overwrite):
         log(f"all-pairs: --overwrite: removing blocks written with other settings "
             f"({fingerprint.describe(_recorded(out, cfg), settings)})")
@@ -264,7 +266,7 @@ def general_sim(src: Source, heads: Heads, cfg: AllPairsConfig) -> dict[str, Any
     the same way."""
     from culturesim_ray import runs
 
-    if (cfg.similarity != "cosine" or cfg.set_level or src.kind != "culture_file"
+    if (cfg.similarity != "cosine" or cfg.set_level or src.kind not in ("culture_file", "file")
             or GENERAL not in heads):
         return {}
     conf = io.join(posixpath.dirname(src.path), "model_config.json")
@@ -284,9 +286,23 @@ def _similarity_record(cfg: AllPairsConfig) -> dict[str, Any]:
                                   "set-level similarity compared)"}
 
 
+def _input_version(src: Source, cfg: AllPairsConfig) -> dict[str, Any] | None:
+    """A single input file's size and modification time (S3: its ETag), so a file
+    rewritten in place (a retrained model's culture_embeddings.parquet) does not
+    resume into blocks of the old one; None for directories."""
+    if src.kind not in ("file", "culture_file"):
+        return None
+    fs, p = io.filesystem_for(src.path, cfg.s3)
+    info = fs.info(p)
+    return {"size": info.get("size"),
+            "modified": str(info.get("mtime") or info.get("ETag") or info.get("LastModified"))}
+
+
 def _settings(cfg: AllPairsConfig, k: int, src: Source) -> dict[str, Any]:
     """Every setting that shapes a finished block or matrix (the fingerprint)."""
-    return {"input": src.path, "similarity": cfg.similarity,
+    version = _input_version(src, cfg)
+    return {"input": src.path, **({"input_version": version} if version else {}),
+            "similarity": cfg.similarity,
             "set_options": set_options_used(cfg.similarity, cfg.set_options)
             if cfg.set_level else {}, "set_block": cfg.set_block if cfg.set_level else None,
             "k": k, "block_rows": cfg.block_rows, "pooling": cfg.pooling,

@@ -46,8 +46,8 @@ def run_demo(out: Path, cfg: EmbedConfig, per_culture: int, address: str | None 
         run_train(run.embed.root, run.train.root, num_workers=2, log=st.log,
                   **(QUICK_TRAIN if quick else FULL_TRAIN))
     with Stage("all-pairs model", unit="blocks") as st:
-        run_allpairs(run.train.culture_embeddings, run.allpairs_model.root,
-                     AllPairsConfig(k=5), log=st.log)
+        run_allpairs(run.train.culture_embeddings, run.allpairs_model.root,  # a new model:
+                     AllPairsConfig(k=5), log=st.log, overwrite=True)  # never its old blocks
     with (out / "culture_attributes.csv").open("w", newline="", encoding="utf-8") as fh:
         rows = culture_attributes()
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))

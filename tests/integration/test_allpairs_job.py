@@ -133,6 +133,31 @@ def test_culture_level_input_and_prefilter_recall(ray_session, tmp_path):
     assert again["prefilter_recall"]["general"]["recall_at_k"] == rec["recall_at_k"]
 
 
+def test_a_culture_file_rewritten_in_place_is_not_resumed(ray_session, tmp_path):
+    """A retrained model rewrites culture_embeddings.parquet at the same path: a rerun
+    into the same output is refused (it would reuse the old model's blocks), and
+    --overwrite recomputes from the new file."""
+    import os
+
+    def write(seed: int) -> None:
+        x = torch.randn(20, 6, generator=torch.Generator().manual_seed(seed))
+        pq.write_table(pa.table({"culture": [f"c{i:02d}" for i in range(20)],
+                                 "head": ["general"] * 20,
+                                 "vector": pa.array(x.numpy().tolist(), pa.list_(pa.float32(), 6))}),
+                       tmp_path / "cultures.parquet")
+
+    write(0)
+    cfg, out = AllPairsConfig(k=3), str(tmp_path / "out")
+    run_allpairs(str(tmp_path / "cultures.parquet"), out, cfg, log=quiet)
+    first = pq.read_table(tmp_path / "out" / "pairs.parquet")
+    write(1)
+    os.utime(tmp_path / "cultures.parquet", (1e9, 1e9))  # a different time, whatever the clock
+    with pytest.raises(SettingsMismatchError, match="input_version"):
+        run_allpairs(str(tmp_path / "cultures.parquet"), out, cfg, log=quiet)
+    run_allpairs(str(tmp_path / "cultures.parquet"), out, cfg, log=quiet, overwrite=True)
+    assert not pq.read_table(tmp_path / "out" / "pairs.parquet").equals(first)
+
+
 def test_a_train_runs_general_head_uses_the_modality_cosine(ray_session, tmp_path):
     """A train run's culture embeddings whose cultures have different modality shares:
     the general head is compared by `ModalityCosine` (as `culturesim evaluate` scores
