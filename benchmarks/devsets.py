@@ -13,6 +13,9 @@ whose scores come from a source the method never sees.
 - folk-music: Essen folk tunes (music21), melodies only, of the countries with
   enough tunes outside the demo; gold is the same geographic-cultural proximity
   as countries-wiki; kind "similarity" (`devset_folk.py`).
+- mixed-modal: the demo and the three sets above in one corpus, so cultures
+  differ in their modalities and shares; gold: the same proximity over the
+  cultures that stand for a country (`devset_mixed.py`).
 
 An article belongs to a culture when its title, short description or first
 sentence matches that culture's stems in its language and no other culture of
@@ -270,6 +273,7 @@ DEVSETS: dict[str, DevSet] = {s.name: s for s in (
 
 
 FOLK = "folk-music"  # built by devset_folk.build_folk
+MIXED = "mixed-modal"  # built by devset_mixed.build_mixed
 
 
 def literal_heads(pattern: str) -> list[str] | None:
@@ -381,8 +385,12 @@ def build(name: str, out_dir: str | Path, max_per_culture: int = 60,
         from benchmarks.devset_folk import build_folk
 
         return build_folk(out_dir, max_per_culture, min_per_culture)
+    if name == MIXED:  # the other sets and the demo in one corpus
+        from benchmarks.devset_mixed import build_mixed
+
+        return build_mixed(out_dir, max_per_culture, min_per_culture)
     if name not in DEVSETS:
-        raise KeyError(f"unknown dev set {name!r} (known: {', '.join([*DEVSETS, FOLK])})")
+        raise KeyError(f"unknown dev set {name!r} (known: {', '.join([*DEVSETS, FOLK, MIXED])})")
     if max_per_culture < 1:
         raise ValueError("max_per_culture must be >= 1")
     spec = DEVSETS[name]
@@ -443,6 +451,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{FOLK}\tsimilarity\t{len(FOLK_COUNTRIES)} cultures (those with enough tunes)\t"
               "Essen folk tunes (music21), melodies only; gold: geographic-cultural proximity "
               "of their countries")
+        print(f"{MIXED}\tsimilarity\tthe demo's and the three sets' cultures\tthe demo and the "
+              "three sets in one corpus (uneven modalities); gold: geographic-cultural proximity "
+              "of the cultures that stand for a country")
         return 0
     if not args.name or not args.out:
         ap.error("NAME and --out are required (or --list)")

@@ -3,8 +3,9 @@ than the simple read-outs, and does the service answer obvious queries?
 
 For the demo corpus and each dev set of `benchmarks/devsets.py` (countries-wiki:
 geography gold from countryinfo; languages-wiki: URIEL language distance;
-folk-music: melodies only, geography gold), the project's own commands run with
-default settings, as a user would:
+folk-music: melodies only, geography gold; mixed-modal: the demo and the three
+sets in one corpus, uneven modalities, geography gold), the project's own
+commands run with default settings, as a user would:
 
     culturesim embed CORPUS --out RUN/embed
     culturesim train RUN/embed --out RUN/train          (holds out 20% of the items)
@@ -31,8 +32,9 @@ by the raw culture means.
 
     python benchmarks/truth.py [--quick] [--json PATH] [--out DIR] [--sets demo,countries-wiki]
 
---quick: fewer items per culture (demo 10 per language, dev sets 30), same
-training defaults. The full run (four sets, the sanity suite) takes about 15 min on 2 CPUs.
+--quick: fewer items per culture (demo 10 per language, dev sets 30; else 60,
+mixed-modal 40), same
+training defaults. The full run (five sets, the sanity suite) takes about 25 min on 2 CPUs.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ import numpy as np  # noqa: E402
 
 from culturesim_ray.ops.query_score import QueryMix  # noqa: E402
 
-SETS = ("demo", "countries-wiki", "languages-wiki", "folk-music")
+SETS = ("demo", "countries-wiki", "languages-wiki", "folk-music", "mixed-modal")
 CLI = [str(Path(sys.executable).parent / "culturesim")]
 
 
@@ -81,7 +83,8 @@ def build_set(name: str, out: Path, quick: bool) -> dict[str, Any]:
                 "modality": "text"}
     import devsets
 
-    return devsets.build(name, out / "corpus", max_per_culture=30 if quick else 60)
+    per = 30 if quick else 40 if name == "mixed-modal" else 60  # mixed: 4 corpora in one
+    return devsets.build(name, out / "corpus", max_per_culture=per)
 
 
 def query_retrieval(model: Any, data: Any, q: np.ndarray, truth: np.ndarray,

@@ -159,6 +159,6 @@ def test_sampling_is_seeded_and_interleaves_languages():
 def test_cli_lists_the_sets(capsys):
     assert devsets.main(["--list"]) == 0
     listed = [ln.split("\t")[0] for ln in capsys.readouterr().out.splitlines()]
-    assert listed == [*devsets.DEVSETS, devsets.FOLK]
+    assert listed == [*devsets.DEVSETS, devsets.FOLK, devsets.MIXED]
     with pytest.raises(KeyError):
         devsets.build("nope", "/nonexistent")
