@@ -21,7 +21,6 @@ ancestry: a hard set, where what separates the cultures is melodic style.
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any
@@ -119,8 +118,6 @@ def build_folk(out_dir: str | Path, max_per_culture: int = 60,
         "sources": {"corpus": SOURCE, "gold": GOLD_SOURCE},
         "files": {"corpus": corpus.name, "gold": gold.name},
     }
-    meta_path = out / "devset.json"
-    meta_path.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return {"name": "folk-music", "corpus": str(corpus), "gold": str(gold),
-            "meta": str(meta_path), "gold_kind": "similarity", "modality": "sequence",
-            "cultures": kept}
+    from benchmarks.devsets import finish
+
+    return finish(out, meta, corpus, gold, kept)

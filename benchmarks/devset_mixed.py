@@ -76,8 +76,6 @@ def build_mixed(out_dir: str | Path, max_per_culture: int = 40,
         "parts": ["demo", *PARTS], "dropped": dropped, "gold_keys": keys,
         "files": {"corpus": corpus_path.name, "gold": gold.name},
     }
-    meta_path = out / "devset.json"
-    meta_path.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return {"name": "mixed-modal", "corpus": str(corpus_path), "gold": str(gold),
-            "meta": str(meta_path), "gold_kind": "similarity", "modality": "text",
-            "cultures": cultures}
+    from benchmarks.devsets import finish
+
+    return finish(out, meta, corpus_path, gold, cultures)

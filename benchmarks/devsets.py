@@ -429,10 +429,19 @@ def build(name: str, out_dir: str | Path, max_per_culture: int = 60,
         "sources": {"corpus": WIKI_SOURCE, "gold": spec.gold_source},
         "files": {"corpus": corpus.name, "gold": gold.name},
     }
+    return finish(out, meta, corpus, gold, kept)
+
+
+def finish(out: Path, meta: dict[str, Any], corpus: Path, gold: Path,
+           cultures: list[str]) -> dict[str, Any]:
+    """Write out/devset.json (`meta`) and return what every dev set's build returns:
+    name, corpus, gold, meta (paths as str), gold_kind, modality (what the raw
+    baseline reads), cultures."""
     meta_path = out / "devset.json"
     meta_path.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return {"name": name, "corpus": str(corpus), "gold": str(gold), "meta": str(meta_path),
-            "gold_kind": spec.gold_kind, "cultures": kept}
+    return {"name": meta["name"], "corpus": str(corpus), "gold": str(gold),
+            "meta": str(meta_path), "gold_kind": meta["gold_kind"],
+            "modality": meta.get("modality", "text"), "cultures": cultures}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -139,7 +139,6 @@ def raw_slots(train_dir: str | Path) -> dict[str, tuple[int, int]] | None:
     return {m: (cfg.slot(m).start, cfg.slot(m).stop) for m in sorted(cfg.in_dims)}
 
 
-
 def general_similarity(model_config: dict[str, Any], vectors: Any) -> Any:
     """How a train run's general culture embeddings (C, d) are compared, given its
     model_config.json: the `ops.similarity.ModalityCosine` of the model's raw slots,

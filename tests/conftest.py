@@ -231,3 +231,17 @@ class KillWhen:
 
     def __exit__(self, *exc: object) -> None:
         self._thread.join()
+
+
+def checked_corpus(corpus: str | Path) -> list[dict]:
+    """A built corpus's rows, each checked against the corpus contract with its image
+    and tune files looked up beside the corpus file (a row at fault fails the test)."""
+    from culturesim_ray.io import read_corpus_rows
+    from culturesim_ray.schema import validate_rows
+
+    rows = read_corpus_rows(str(corpus))
+    root = Path(corpus).parent
+    checked = validate_rows(rows, uri_exists=lambda uris: {u for u in uris
+                                                           if (root / u).is_file()})
+    assert not checked.bad, checked.reasons()
+    return rows

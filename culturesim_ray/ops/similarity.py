@@ -197,7 +197,6 @@ class Mahalanobis:
         return 1.0 / (1.0 + self.distance(x, y))
 
 
-
 class ModalityCosine:
     """The cosine of a fused model's general embeddings with each culture pair's raw
     part compared over the modalities both cultures have (`models.culturesim`).
@@ -244,15 +243,19 @@ class ModalityCosine:
         share of the culture's items in that modality)."""
         return self._split(x)[2]
 
-    def raw_term(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """(raw term (n, m), shared (n, m) bool: the pair shares a modality)."""
-        _check(x, y)
-        rx, _, ux = self._split(x)
-        ry, _, uy = self._split(y)
+    @staticmethod
+    def _term(sx: tuple[Tensor, Tensor, Tensor], sy: tuple[Tensor, Tensor, Tensor]
+              ) -> tuple[Tensor, Tensor]:
+        (rx, _, ux), (ry, _, uy) = sx, sy
         shared = ux @ uy.T  # sum over the modalities of both of the slot norms' products
         scale = rx.norm(dim=1, keepdim=True) * ry.norm(dim=1)  # |r_a||r_b| = w
         ok = shared > EPS
         return torch.where(ok, (rx @ ry.T) * scale / shared.clamp_min(EPS), 0.0), ok
+
+    def raw_term(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """(raw term (n, m), shared (n, m) bool: the pair shares a modality)."""
+        _check(x, y)
+        return self._term(self._split(x), self._split(y))
 
     def fit(self, x: Tensor, sample: int = 2000, seed: int = 0) -> ModalityCosine:
         """fill = the mean raw term over the pairs (a < b) of up to `sample` seeded rows
@@ -269,10 +272,11 @@ class ModalityCosine:
         if self.fill is None:
             raise RuntimeError("modality_cosine: call fit(vectors) first (it sets the raw "
                                "term of pairs that share no modality)")
-        term, ok = self.raw_term(x, y)
-        _, px, _ = self._split(x)
-        _, py, _ = self._split(y)
-        return torch.where(ok, term, torch.full_like(term, self.fill)) + px @ py.T
+        _check(x, y)
+        sx, sy = self._split(x), self._split(y)
+        term, ok = self._term(sx, sy)
+        return torch.where(ok, term, torch.full_like(term, self.fill)) + sx[1] @ sy[1].T
+
 
 # --- per-dimension --------------------------------------------------------------
 

@@ -20,11 +20,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks import devset_folk, devsets  # noqa: E402
+from conftest import checked_corpus  # noqa: E402
 from culturesim_ray.demo import demo_tunes, essen_tunes  # noqa: E402
 from culturesim_ray.encoders.music import parse_events  # noqa: E402
 from culturesim_ray.io import read_corpus_rows  # noqa: E402
 from culturesim_ray.report.gold import derive_gold  # noqa: E402
-from culturesim_ray.schema import validate_rows  # noqa: E402
 
 K = 4  # max_per_culture
 
@@ -47,11 +47,8 @@ def test_origins_name_one_culture_or_none():
 
 
 def test_corpus_keeps_the_contract_and_every_tune_parses(built):
-    rows = read_corpus_rows(built["corpus"])
+    rows = checked_corpus(built["corpus"])
     root = Path(built["corpus"]).parent
-    checked = validate_rows(rows, uri_exists=lambda uris: {u for u in uris
-                                                           if (root / u).is_file()})
-    assert not checked.bad, checked.reasons()
     assert all(r["modality"] == "sequence" and r["text"] is None for r in rows)
     per = {c: sum(r["culture"] == c for r in rows) for c in built["cultures"]}
     assert len(per) >= 10 and all(n == K for n in per.values()), per

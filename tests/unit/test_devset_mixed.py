@@ -19,9 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks import devsets  # noqa: E402
 from benchmarks.devset_folk import COUNTRIES as FOLK  # noqa: E402
-from culturesim_ray.io import read_corpus_rows  # noqa: E402
+from conftest import checked_corpus  # noqa: E402
 from culturesim_ray.report.gold import DEMO_COUNTRIES  # noqa: E402
-from culturesim_ray.schema import validate_rows  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("lang2vec") is None or
@@ -35,11 +34,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_one_corpus_with_uneven_modalities(built):
-    rows = read_corpus_rows(built["corpus"])
-    root = Path(built["corpus"]).parent
-    checked = validate_rows(rows, uri_exists=lambda uris: {u for u in uris
-                                                           if (root / u).is_file()})
-    assert not checked.bad, checked.reasons()
+    rows = checked_corpus(built["corpus"])
     ids = [r["item_id"] for r in rows]
     assert len(ids) == len(set(ids))
     mods = {c: {r["modality"] for r in rows if r["culture"] == c} for c in built["cultures"]}
