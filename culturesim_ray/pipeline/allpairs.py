@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import posixpath
 import time
 from typing import Any
 
@@ -55,7 +54,6 @@ from culturesim_ray.config import AllPairsConfig, EmbedConfig
 from culturesim_ray.layout import AllPairsLayout
 from culturesim_ray.ops import similarity as S
 from culturesim_ray.ops.allpairs import check_vectors, dense_similarity
-from culturesim_ray.ops.pooling import GENERAL
 from culturesim_ray.ops.set_pairs import (
     aligned_heads,
     combine_matrices,
@@ -63,8 +61,13 @@ from culturesim_ray.ops.set_pairs import (
     item_groups,
     matrix_table,
     pairs_table,
-    set_options_used,
     topk_from_matrix,
+)
+from culturesim_ray.pipeline.allpairs_settings import (
+    fingerprint_settings,
+    head_similarities,
+    recorded_settings,
+    similarity_record,
 )
 from culturesim_ray.pipeline.allpairs_tasks import (
     PREFILTERED,
@@ -192,7 +195,7 @@ def run_allpairs(inp: str, out: str, cfg: AllPairsConfig | None = None, log: Any
     for h, why in plan.skipped.items():
         log(f"all-pairs: warning: head {h!r} skipped: {why}")
     heads, alpha = plan.heads, plan.alpha
-    sims = general_sim(src, heads, cfg)  # head -> a similarity other than cfg's
+    sims = head_similarities(src, heads, cfg)  # head -> a similarity other than cfg's
     for h, sim in sims.items():
         log(f"all-pairs: {h}: {sim.name}: the model's raw part compared over the modalities "
             f"both cultures have (pairs sharing none: raw term {sim.fill:.3f})")
@@ -213,12 +216,10 @@ def run_allpairs(inp: str, out: str, cfg: AllPairsConfig | None = None, log: Any
     if clamped:
         log(clamped)
 
-    settings = _settings(cfg, k, src)
-    if sims:  # recorded only when a head is compared otherwise (older outputs lack the key)
-        settings["head_similarity"] = {h: m.name for h, m in sims.items()}
-    if fingerprint.check(_recorded(out, cfg), settings, out, overwrite=overwrite):
+    settings = fingerprint_settings(cfg, k, src, sims)
+    if fingerprint.check(recorded_settings(out, cfg), settings, out, overwrite=overwrite):
         log(f"all-pairs: --overwrite: removing blocks written with other settings "
-            f"({fingerprint.describe(_recorded(out, cfg), settings)})")
+            f"({fingerprint.describe(recorded_settings(out, cfg), settings)})")
         fs = io.filesystem_for(out, cfg.s3)[0]
         for d in (AllPairsLayout(out).blocks(), AllPairsLayout(out).matrices):
             if fs.exists(io.filesystem_for(d, cfg.s3)[1]):
@@ -248,7 +249,7 @@ def run_allpairs(inp: str, out: str, cfg: AllPairsConfig | None = None, log: Any
     manifest = io.manifest(
         "allpairs", cfg.model_dump(mode="json"), counts, started, input=inp,
         input_read=src.path, input_kind=src.kind, alpha=alpha, prefilter_recall=recall,
-        similarity=_similarity_record(cfg),
+        similarity=similarity_record(cfg),
         head_similarity={h: {"name": m.name, "fill": m.fill} for h, m in sims.items()},
         skipped_heads=plan.skipped,
         k={"given": cfg.k, "default": cfg.DEFAULT_K, "used": k, "clamped": bool(clamped)},
@@ -256,64 +257,6 @@ def run_allpairs(inp: str, out: str, cfg: AllPairsConfig | None = None, log: Any
     io.write_json(manifest, AllPairsLayout(out).manifest, cfg.s3)
     log(f"all-pairs: {n_pairs} pairs over heads {sorted(counts['heads'])} -> {out}")
     return manifest
-
-
-def general_sim(src: Source, heads: Heads, cfg: AllPairsConfig) -> dict[str, Any]:
-    """{"general": `ops.similarity.ModalityCosine`} when the input is a train run's
-    culture embeddings, the job compares by cosine and the model's raw residual spans
-    several modalities (`runs.general_similarity`, from the run's model_config.json);
-    else {} (every head by `cfg.similarity`). `culturesim evaluate` scores the model
-    the same way."""
-    from culturesim_ray import runs
-
-    if (cfg.similarity != "cosine" or cfg.set_level or src.kind not in ("culture_file", "file")
-            or GENERAL not in heads):
-        return {}
-    conf = io.join(posixpath.dirname(src.path), "model_config.json")
-    if not io.exists(conf, cfg.s3):
-        return {}
-    sim = runs.general_similarity(io.read_json(conf, cfg.s3), heads[GENERAL][1])
-    return {} if isinstance(sim, str) else {GENERAL: sim}
-
-
-def _similarity_record(cfg: AllPairsConfig) -> dict[str, Any]:
-    """The similarity as the manifest records it: name, kind and every option's value."""
-    if not cfg.set_level:
-        return {"name": cfg.similarity, "kind": "vector", "options": {}}
-    return {"name": cfg.similarity, "kind": "set", "block": cfg.set_block,
-            "options": set_options_used(cfg.similarity, cfg.set_options),
-            "culture_embeddings": f"pooled {cfg.pooling} of L2-normalised items (not what the "
-                                  "set-level similarity compared)"}
-
-
-def _input_version(src: Source, cfg: AllPairsConfig) -> dict[str, Any] | None:
-    """A single input file's size and modification time (S3: its ETag), so a file
-    rewritten in place (a retrained model's culture_embeddings.parquet) does not
-    resume into blocks of the old one; None for directories."""
-    if src.kind not in ("file", "culture_file"):
-        return None
-    fs, p = io.filesystem_for(src.path, cfg.s3)
-    info = fs.info(p)
-    return {"size": info.get("size"),
-            "modified": str(info.get("mtime") or info.get("ETag") or info.get("LastModified"))}
-
-
-def _settings(cfg: AllPairsConfig, k: int, src: Source) -> dict[str, Any]:
-    """Every setting that shapes a finished block or matrix (the fingerprint)."""
-    version = _input_version(src, cfg)
-    return {"input": src.path, **({"input_version": version} if version else {}),
-            "similarity": cfg.similarity,
-            "set_options": set_options_used(cfg.similarity, cfg.set_options)
-            if cfg.set_level else {}, "set_block": cfg.set_block if cfg.set_level else None,
-            "k": k, "block_rows": cfg.block_rows, "pooling": cfg.pooling,
-            "min_items": cfg.min_items, "modality": cfg.modality, "heads": cfg.heads,
-            "alpha": cfg.alpha, "prefilter": cfg.prefilter, "prefilter_min": cfg.prefilter_min,
-            "nlist": cfg.nlist, "nprobe": cfg.nprobe}
-
-
-def _recorded(out: str, cfg: AllPairsConfig) -> dict[str, Any] | None:
-    path = AllPairsLayout(out).fingerprint
-    return io.read_json(path, cfg.s3) if io.exists(path, cfg.s3) else None
 
 
 def culture_table(heads: Heads) -> pa.Table:

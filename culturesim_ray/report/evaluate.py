@@ -25,8 +25,6 @@ pair touching a scored culture is in its model's training set) and pair-level
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +33,13 @@ from typing import Any
 import numpy as np
 
 from culturesim_ray.report.evaluate_view import format_table, plot_evaluation
+from culturesim_ray.report.gold_file import (  # noqa: F401  (re-exported)
+    GENERAL,
+    GoldError,
+    GoldSet,
+    read_gold_rows,
+    validate_gold,
+)
 from culturesim_ray.report.stats import (  # noqa: F401  (re-exported)
     GOLD_KINDS,
     Matrix,
@@ -47,84 +52,6 @@ from culturesim_ray.report.stats import (  # noqa: F401  (re-exported)
     recall_at_k,
     score_matrix,
 )
-
-GENERAL = "general"
-
-
-# ---------------------------------------------------------------- gold input
-@dataclass
-class GoldSet:
-    pairs: list[tuple[str, str, float, str]]  # (a, b, score, theme), a < b
-    skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
-    kind: str = "similarity"  # or "distance": bigger = less similar
-
-    def by_theme(self) -> dict[str, list[tuple[str, str, float]]]:
-        out: dict[str, list[tuple[str, str, float]]] = defaultdict(list)
-        for a, b, s, t in self.pairs:
-            out[t].append((a, b, s))
-        return dict(out)
-
-
-class GoldError(ValueError):
-    """A gold file that cannot be used; the message names the row and field."""
-
-
-def read_gold_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a CSV, JSONL or Parquet gold file (the corpus reader's: a file it
-    cannot parse is a GoldError naming the file and line)."""
-    from culturesim_ray import io
-
-    try:
-        return io.read_corpus_rows(str(path))
-    except io.CorpusFormatError as exc:
-        raise GoldError(f"gold file {exc}") from exc
-
-
-def validate_gold(rows: Sequence[dict[str, Any]], cultures: Sequence[str],
-                  strict: bool = False, source: str = "gold",
-                  gold_kind: str = "similarity") -> GoldSet:
-    """Check every row; rows naming a culture the run does not have are skipped
-    and counted (an error with `strict`). Missing fields, non-numeric or
-    non-finite scores, self-pairs and duplicate pairs are errors naming the row.
-    gold_kind ("similarity" or "distance") is recorded; the scores are kept as read."""
-    if gold_kind not in GOLD_KINDS:
-        raise GoldError(f"{source}: gold kind must be one of {GOLD_KINDS}, got {gold_kind!r}")
-    known = set(cultures)
-    seen: dict[tuple[str, str, str], int] = {}
-    pairs, skipped = [], defaultdict(int)
-    for i, row in enumerate(rows):
-        where = f"{source}: row {i + 1}"
-        for f in ("culture_a", "culture_b", "score"):
-            if row.get(f) in (None, ""):
-                raise GoldError(f"{where}: field {f!r} is missing or empty")
-        a, b = str(row["culture_a"]).strip(), str(row["culture_b"]).strip()
-        try:
-            score = float(row["score"])
-        except (TypeError, ValueError, OverflowError):
-            raise GoldError(f"{where}: field 'score' is not a number: {row['score']!r}") from None
-        if not math.isfinite(score):
-            raise GoldError(f"{where}: field 'score' is not finite: {row['score']!r}")
-        theme = str(row.get("theme") or GENERAL).strip() or GENERAL
-        if a == b:
-            raise GoldError(f"{where}: culture_a and culture_b are both {a!r}")
-        unknown = [c for c in (a, b) if c not in known]
-        if unknown:
-            if strict:
-                raise GoldError(f"{where}: unknown culture(s) {unknown} (the run has "
-                                f"{len(known)} cultures)")
-            skipped[f"unknown culture {unknown[0]!r}"] += 1
-            continue
-        a, b = sorted((a, b))
-        key = (a, b, theme)
-        if key in seen:
-            raise GoldError(f"{where}: duplicate pair ({a}, {b}, theme {theme}) "
-                            f"(first at row {seen[key]})")
-        seen[key] = i + 1
-        pairs.append((a, b, score, theme))
-    if not pairs:
-        raise GoldError(f"{source}: no usable gold pairs (skipped: {dict(skipped) or 'none'})")
-    return GoldSet(pairs, dict(skipped), gold_kind)
-
 
 # ---------------------------------------------------------------- methods
 Vectors = tuple[list[str], np.ndarray]  # cultures, (C, d)

@@ -1,0 +1,78 @@
+"""What shapes an all-pairs output: the similarity each head is compared by, as
+the manifest records it, and the settings its fingerprint holds (a rerun with
+other settings is refused, see `culturesim_ray.fingerprint`)."""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+
+from culturesim_ray import io
+from culturesim_ray.allpairs_input import Heads, Source
+from culturesim_ray.config import AllPairsConfig
+from culturesim_ray.layout import AllPairsLayout
+from culturesim_ray.ops.pooling import GENERAL
+from culturesim_ray.ops.set_pairs import set_options_used
+
+
+def head_similarities(src: Source, heads: Heads, cfg: AllPairsConfig) -> dict[str, Any]:
+    """{"general": `ops.similarity.ModalityCosine`} when the input is a train run's
+    culture embeddings, the job compares by cosine and the model's raw residual spans
+    several modalities (`runs.general_similarity`, from the run's model_config.json);
+    else {} (every head by `cfg.similarity`). `culturesim evaluate` scores the model
+    the same way."""
+    from culturesim_ray import runs
+
+    if (cfg.similarity != "cosine" or cfg.set_level or src.kind not in ("culture_file", "file")
+            or GENERAL not in heads):
+        return {}
+    conf = io.join(posixpath.dirname(src.path), "model_config.json")
+    if not io.exists(conf, cfg.s3):
+        return {}
+    sim = runs.general_similarity(io.read_json(conf, cfg.s3), heads[GENERAL][1])
+    return {} if isinstance(sim, str) else {GENERAL: sim}
+
+
+def similarity_record(cfg: AllPairsConfig) -> dict[str, Any]:
+    """The similarity as the manifest records it: name, kind and every option's value."""
+    if not cfg.set_level:
+        return {"name": cfg.similarity, "kind": "vector", "options": {}}
+    return {"name": cfg.similarity, "kind": "set", "block": cfg.set_block,
+            "options": set_options_used(cfg.similarity, cfg.set_options),
+            "culture_embeddings": f"pooled {cfg.pooling} of L2-normalised items (not what the "
+                                  "set-level similarity compared)"}
+
+
+def input_version(src: Source, cfg: AllPairsConfig) -> dict[str, Any] | None:
+    """A single input file's size and modification time (S3: its ETag), so a file
+    rewritten in place (a retrained model's culture_embeddings.parquet) does not
+    resume into blocks of the old one; None for directories."""
+    if src.kind not in ("file", "culture_file"):
+        return None
+    fs, p = io.filesystem_for(src.path, cfg.s3)
+    info = fs.info(p)
+    return {"size": info.get("size"),
+            "modified": str(info.get("mtime") or info.get("ETag") or info.get("LastModified"))}
+
+
+def fingerprint_settings(cfg: AllPairsConfig, k: int, src: Source,
+                         sims: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every setting that shapes a finished block or matrix (the fingerprint). The
+    input's version and the heads compared otherwise (`head_similarities`) are
+    recorded only where they apply, so outputs written before them still resume."""
+    version = input_version(src, cfg)
+    return {"input": src.path, **({"input_version": version} if version else {}),
+            **({"head_similarity": {h: m.name for h, m in sims.items()}} if sims else {}),
+            "similarity": cfg.similarity,
+            "set_options": set_options_used(cfg.similarity, cfg.set_options)
+            if cfg.set_level else {}, "set_block": cfg.set_block if cfg.set_level else None,
+            "k": k, "block_rows": cfg.block_rows, "pooling": cfg.pooling,
+            "min_items": cfg.min_items, "modality": cfg.modality, "heads": cfg.heads,
+            "alpha": cfg.alpha, "prefilter": cfg.prefilter, "prefilter_min": cfg.prefilter_min,
+            "nlist": cfg.nlist, "nprobe": cfg.nprobe}
+
+
+def recorded_settings(out: str, cfg: AllPairsConfig) -> dict[str, Any] | None:
+    """The fingerprint an earlier run wrote into `out`, or None."""
+    path = AllPairsLayout(out).fingerprint
+    return io.read_json(path, cfg.s3) if io.exists(path, cfg.s3) else None
