@@ -28,7 +28,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from culturesim_ray.demo import demo_tunes, essen_tunes
+from culturesim_ray.demo import demo_tunes, essen_tunes, write_tune
 from culturesim_ray.report.gold import derive_gold, write_gold
 from culturesim_ray.schema import CORPUS_FIELDS, CORPUS_SCHEMA
 
@@ -92,14 +92,7 @@ def build_folk(out_dir: str | Path, max_per_culture: int = 60,
         kept.append(culture)
         for tune in random.Random(f"folk-music:{culture}").sample(
                 cand, min(max_per_culture, len(cand))):
-            item = tune["item_id"]
-            (out / "music" / f"{item}.abc").write_text(tune["abc"], encoding="utf-8")
-            rows.append({
-                "item_id": item, "culture": culture, "modality": "sequence", "text": None,
-                "uri": f"music/{item}.abc", "lang": None, "era_start": None, "era_end": None,
-                "themes": ["music"], "artifact_id": None,
-                "source": f"music21 essenFolksong {tune['file']} X:{tune['number']} "
-                          f"{tune['title']} ({tune['origin']})"})
+            rows.append(write_tune(out / "music", culture, tune))
     if len(kept) < 2:
         raise RuntimeError(f"folk-music: fewer than 2 cultures with >= {min_per_culture} tunes")
     corpus = out / "corpus.parquet"

@@ -221,21 +221,24 @@ def demo_tunes(per_culture: int = 20) -> list[tuple[str, dict[str, str]]]:
     return out
 
 
+def write_tune(music_dir: Path, culture: str, tune: dict) -> dict:
+    """Write one Essen tune (from `essen_tunes`) as `music_dir/ITEM.abc` and return its
+    corpus row (uri relative to the corpus: music/ITEM.abc)."""
+    item = tune["item_id"]
+    (music_dir / f"{item}.abc").write_text(tune["abc"], encoding="utf-8")
+    return {
+        "item_id": item, "culture": culture, "modality": "sequence", "text": None,
+        "uri": f"music/{item}.abc", "lang": None, "era_start": None, "era_end": None,
+        "themes": ["music"], "artifact_id": None,
+        "source": f"music21 essenFolksong {tune['file']} X:{tune['number']} "
+                  f"{tune['title']} ({tune['origin']})",
+    }
+
+
 def music_rows(music_dir: Path, per_culture: int = 20) -> list[dict]:
     """Essen folk tunes as one ABC file each, at most `per_culture` per culture."""
     music_dir.mkdir(parents=True, exist_ok=True)
-    rows: list[dict] = []
-    for culture, tune in demo_tunes(per_culture):
-        item = tune["item_id"]
-        (music_dir / f"{item}.abc").write_text(tune["abc"], encoding="utf-8")
-        rows.append({
-            "item_id": item, "culture": culture, "modality": "sequence", "text": None,
-            "uri": f"music/{item}.abc", "lang": None, "era_start": None, "era_end": None,
-            "themes": ["music"], "artifact_id": None,
-            "source": f"music21 essenFolksong {tune['file']} X:{tune['number']} "
-                      f"{tune['title']} ({tune['origin']})",
-        })
-    return rows
+    return [write_tune(music_dir, culture, tune) for culture, tune in demo_tunes(per_culture)]
 
 
 def build_demo_corpus(out_dir: str | Path, per_culture_per_lang: int = 20,
