@@ -141,9 +141,11 @@ def raw_slots(train_dir: str | Path) -> dict[str, tuple[int, int]] | None:
 
 def general_similarity(model_config: dict[str, Any], vectors: Any) -> Any:
     """How a train run's general culture embeddings (C, d) are compared, given its
-    model_config.json: the `ops.similarity.ModalityCosine` of the model's raw slots,
-    fitted on `vectors`, when its raw residual spans two or more modalities and the
-    cultures' modality shares differ; else "cosine" (the same similarity then)."""
+    model_config.json: the `ops.similarity.ModalityCosine` of the model's raw slots
+    with its learned part at `map_learned` of its trained weight, fitted on
+    `vectors`, when the learned part is reweighted, or the raw residual spans two or
+    more modalities and the cultures' modality shares differ; else "cosine" (the same
+    similarity then)."""
     import numpy as np
     import torch
 
@@ -151,13 +153,14 @@ def general_similarity(model_config: dict[str, Any], vectors: Any) -> Any:
     from culturesim_ray.ops.similarity import ModalityCosine
 
     cfg = CultureSimConfig(**model_config)
-    if cfg.raw_weight <= 0 or len(cfg.in_dims) < 2:
+    plain = cfg.map_learned == 1.0
+    if cfg.raw_weight <= 0 or (len(cfg.in_dims) < 2 and plain):
         return "cosine"
     x = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
     slots = [(cfg.slot(m).start, cfg.slot(m).stop) for m in sorted(cfg.in_dims)]
-    sim = ModalityCosine(slots)
+    sim = ModalityCosine(slots, learned=cfg.map_learned)
     norms = sim.slot_norms(x)
-    if bool(torch.allclose(norms, norms[:1].expand_as(norms), atol=1e-6)):
+    if plain and bool(torch.allclose(norms, norms[:1].expand_as(norms), atol=1e-6)):
         return "cosine"  # every culture has the same modalities at the same shares
     return sim.fit(x)
 

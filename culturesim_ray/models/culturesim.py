@@ -91,6 +91,10 @@ class CultureSimConfig:
     relations: list[list[str]] = field(default_factory=list)
     # weight of the raw residual in the general embedding (0: learned only)
     raw_weight: float = 0.0
+    # the culture map's read-out (culture vs culture: evaluate, allpairs): the learned
+    # part's weight as a share of its trained one, 1 - raw_weight (1: as trained;
+    # `ops.similarity.ModalityCosine`); training and one-item queries do not read it
+    map_learned: float = 1.0
 
     @property
     def raw_dim(self) -> int:
@@ -115,6 +119,8 @@ class CultureSim(nn.Module):
         super().__init__()
         if not 0.0 <= cfg.raw_weight < 1.0:
             raise ValueError(f"raw_weight must be in [0, 1), got {cfg.raw_weight}")
+        if not (0.0 <= cfg.map_learned and math.isfinite(cfg.map_learned)):
+            raise ValueError(f"map_learned must be a finite weight >= 0, got {cfg.map_learned}")
         self.cfg = cfg
         self.modalities = sorted(cfg.in_dims)
         if cfg.graph == "homo":

@@ -219,17 +219,33 @@ class ModalityCosine:
     every culture at the same shares, this is the plain cosine. Read from the
     vectors alone (w and the shares are the slot norms), for any rows x, y.
 
+    learned: lam, the learned term's weight as a share of its trained one; with
+    lam != 1 a pair scores (raw term + lam (1 - w) p_a.p_b) / (w + lam (1 - w)),
+    so a culture with every modality still scores 1 with itself (the culture map's
+    read-out, `CultureSimConfig.map_learned`). lam = 1: the formula above.
+
     slots: the (start, stop) columns of each modality's raw slot (`runs.raw_slots`).
     """
 
     name = "modality_cosine"
 
-    def __init__(self, slots: Sequence[tuple[int, int]], fill: float | None = None) -> None:
+    def __init__(self, slots: Sequence[tuple[int, int]], fill: float | None = None,
+                 learned: float = 1.0) -> None:
         if not slots:
             raise ValueError("modality_cosine needs the raw slots of at least one modality")
+        if not (learned >= 0 and math.isfinite(learned)):
+            raise ValueError(f"modality_cosine: learned must be a finite weight >= 0, "
+                             f"got {learned}")
         self.slots = [(int(a), int(b)) for a, b in slots]
         self.raw = (min(a for a, _ in self.slots), max(b for _, b in self.slots))
         self.fill = fill
+        self.learned = float(learned)
+
+    @property
+    def key(self) -> str:
+        """What the all-pairs fingerprint records: the name, and the learned weight
+        where it is not 1 (outputs written before it existed still resume)."""
+        return self.name if self.learned == 1.0 else f"{self.name}(learned={self.learned:g})"
 
     def _split(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(raw part, learned part, slot norms (n, M)) of the L2-normalised rows."""
@@ -275,7 +291,12 @@ class ModalityCosine:
         _check(x, y)
         sx, sy = self._split(x), self._split(y)
         term, ok = self._term(sx, sy)
-        return torch.where(ok, term, torch.full_like(term, self.fill)) + sx[1] @ sy[1].T
+        raw = torch.where(ok, term, torch.full_like(term, self.fill))
+        if self.learned == 1.0:
+            return raw + sx[1] @ sy[1].T
+        w = sx[0].norm(dim=1, keepdim=True) * sy[0].norm(dim=1)  # w
+        rest = sx[1].norm(dim=1, keepdim=True) * sy[1].norm(dim=1)  # 1 - w
+        return (raw + self.learned * (sx[1] @ sy[1].T)) / (w + self.learned * rest).clamp_min(EPS)
 
 
 # --- per-dimension --------------------------------------------------------------

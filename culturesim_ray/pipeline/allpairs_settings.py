@@ -17,10 +17,11 @@ from culturesim_ray.ops.set_pairs import set_options_used
 
 def head_similarities(src: Source, heads: Heads, cfg: AllPairsConfig) -> dict[str, Any]:
     """{"general": `ops.similarity.ModalityCosine`} when the input is a train run's
-    culture embeddings, the job compares by cosine and the model's raw residual spans
-    several modalities (`runs.general_similarity`, from the run's model_config.json);
-    else {} (every head by `cfg.similarity`). `culturesim evaluate` scores the model
-    the same way."""
+    culture embeddings, the job compares by cosine and the run's culture map is not
+    the plain cosine (its learned part reweighted, or a raw residual over several
+    modalities at uneven shares: `runs.general_similarity`, from the run's
+    model_config.json); else {} (every head by `cfg.similarity`). `culturesim
+    evaluate` scores the model the same way."""
     from culturesim_ray import runs
 
     if (cfg.similarity != "cosine" or cfg.set_level or src.kind not in ("culture_file", "file")
@@ -62,7 +63,7 @@ def fingerprint_settings(cfg: AllPairsConfig, k: int, src: Source,
     recorded only where they apply, so outputs written before them still resume."""
     version = input_version(src, cfg)
     return {"input": src.path, **({"input_version": version} if version else {}),
-            **({"head_similarity": {h: m.name for h, m in sims.items()}} if sims else {}),
+            **({"head_similarity": {h: m.key for h, m in sims.items()}} if sims else {}),
             "similarity": cfg.similarity,
             "set_options": set_options_used(cfg.similarity, cfg.set_options)
             if cfg.set_level else {}, "set_block": cfg.set_block if cfg.set_level else None,

@@ -48,7 +48,7 @@ def model_config(cfg: TrainConfig, in_dims: dict[str, int], themes: list[str],
     return CultureSimConfig(in_dims, themes, hidden=ms.hidden, out=ms.out, layers=ms.layers,
                             conv=ms.conv, fusion=ms.fusion, heads=ms.heads, dropout=ms.dropout,
                             graph=ms.graph, relations=relations if ms.graph == "hetero" else [],
-                            raw_weight=ms.raw_weight)
+                            raw_weight=ms.raw_weight, map_learned=ms.map_learned)
 
 
 def set_centers(model: CultureSim, means: dict[str, torch.Tensor]) -> None:

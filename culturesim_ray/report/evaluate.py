@@ -252,11 +252,13 @@ def run_methods(run_dir: str | Path, modality: str = "text", tfidf_dim: int = 25
                                       heads["general"][1]) if "general" in heads else "cosine"
         if sim == "cosine":
             methods.append(Method("trained model (heads, cosine)", "model", heads))
-        else:  # the general head's raw part over the modalities each pair shares
+        else:  # the run's culture map: the general head's raw part over the modalities
+            # each pair shares, its learned part at the run's map_learned
             mats = {h: vector_matrix(v, sim if h == "general" else S.cosine)
                     for h, v in heads.items()}
-            methods.append(Method("trained model (heads, modality cosine)", "model", heads,
-                                  sim.name, mats))
+            learned = "" if sim.learned == 1.0 else f", learned x{sim.learned:g}"
+            methods.append(Method(f"trained model (heads, modality cosine{learned})", "model",
+                                  heads, sim.name, mats))
     else:
         log(f"evaluate: no trained model at {model_emb}; model row left out")
     embed = layout.embed.root

@@ -26,7 +26,12 @@ class ModelSettings:
     """The fusion model's shape: branch conv ("sage", "gat", ...) and layers, hidden
     and output sizes, fusion variant and attention heads, dropout, graph ("homo" or
     "hetero"), raw_weight (the raw residual's weight in the general embedding; 0.9
-    won on the dev sets of benchmarks/truth.py)."""
+    won on the dev sets of benchmarks/truth.py), map_learned (the learned part's
+    weight in the culture map, culture against culture, as a share of its trained
+    weight 1 - raw_weight: 0.1, as the query score's `QueryMix.learned`; on the five
+    sets of benchmarks/truth.py the learned part alone agrees less with the gold than
+    the raw means on four, and every set but the demo lost agreement as its weight
+    grew: benchmarks/RESULTS.md)."""
 
     conv: str = "sage"
     layers: int = 2
@@ -37,6 +42,7 @@ class ModelSettings:
     dropout: float = 0.1
     graph: str = "homo"
     raw_weight: float = 0.9
+    map_learned: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,7 @@ _SECTIONS = {"model": ModelSettings, "step": StepConfig, "stages_cfg": StageConf
 # flat flag names (as the CLI and run_train's keywords spell them) -> (section, field)
 ALIASES = {"hidden": ("model", "hidden"), "out_dim": ("model", "out"),
            "graph": ("model", "graph"), "raw_weight": ("model", "raw_weight"),
+           "map_learned": ("model", "map_learned"),
            "conv": ("model", "conv"), "layers": ("model", "layers"),
            "fusion": ("model", "fusion"), "batch_cultures": ("batch", "batch_cultures"),
            "items_per_culture": ("batch", "items_per_culture"),

@@ -168,7 +168,8 @@ def test_a_train_runs_general_head_uses_the_modality_cosine(ray_session, tmp_pat
     from culturesim_ray.ops.similarity import ModalityCosine
 
     w, n = 0.9, 400
-    mcfg = CultureSimConfig({"image": 4, "text": 8}, hidden=8, out=6, raw_weight=w)
+    mcfg = CultureSimConfig({"image": 4, "text": 8}, hidden=8, out=6, raw_weight=w,
+                            map_learned=0.1)  # the train job's default read-out
     g = torch.Generator().manual_seed(2)
     centers = torch.randn(12, 18, generator=g)
     x = centers[torch.randint(0, 12, (n,), generator=g)] + 0.5 * torch.randn(n, 18, generator=g)
@@ -186,14 +187,14 @@ def test_a_train_runs_general_head_uses_the_modality_cosine(ray_session, tmp_pat
                              "vector": pa.array(x.numpy().tolist(), pa.list_(pa.float32(), 18))}),
                    run / "culture_embeddings.parquet")
     (run / "model_config.json").write_text(json.dumps(asdict(mcfg)))
-    sim = ModalityCosine([(0, 4), (4, 12)]).fit(x)
+    sim = ModalityCosine([(0, 4), (4, 12)], learned=0.1).fit(x)
     exact = sim(x, x).fill_diagonal_(float("-inf"))
     assert (exact - (x @ x.T).fill_diagonal_(float("-inf"))).abs()[exact.isfinite()].max() > 0.05
     for pf in ("off", "on"):
         cfg = AllPairsConfig(k=5, prefilter=pf, nlist=8, nprobe=4, recall_sample=200)
         manifest = run_allpairs(str(run), str(tmp_path / pf), cfg, log=quiet)
-        assert manifest["head_similarity"]["general"] == {"name": "modality_cosine",
-                                                          "fill": pytest.approx(sim.fill)}
+        assert manifest["head_similarity"]["general"] == {
+            "name": "modality_cosine", "fill": pytest.approx(sim.fill), "learned": 0.1}
         pairs = pq.read_table(tmp_path / pf / "pairs.parquet").to_pylist()
         assert {r["similarity"] for r in pairs} == {"modality_cosine"}
         for r in pairs[::37]:  # every score is the similarity itself

@@ -31,7 +31,8 @@ def gold(trained_run, tmp_path_factory):
     return path
 
 
-MODEL_ROWS = {"trained model (heads, cosine)", "trained model (heads, modality cosine)"}
+MODEL_ROWS = {"trained model (heads, cosine)", "trained model (heads, modality cosine)",
+              "trained model (heads, modality cosine, learned x0.1)"}
 
 
 def test_evaluate_scores_every_method(trained_run, gold, capsys):

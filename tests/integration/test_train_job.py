@@ -37,9 +37,9 @@ def test_two_workers_train_through_the_stages_and_export(ray_session, tmp_path):
     assert heads == {"general", "history", "symbols"}
     assert set(table.column("culture").to_pylist()) == {"Turkish", "Greek", "Persian"}
     # run_train's defaults: the general head carries the raw residual (raw_weight 0.9),
-    # the theme heads only the projection
+    # the theme heads only the projection; the culture map reads the learned part at 0.1
     mcfg = CultureSimConfig(**json.loads((tmp_path / "train" / "model_config.json").read_text()))
-    assert mcfg.raw_weight == 0.9 and mcfg.raw_dim > 0
+    assert mcfg.raw_weight == 0.9 and mcfg.raw_dim > 0 and mcfg.map_learned == 0.1
     dims = {h: len(v) for h, v in zip(table.column("head").to_pylist(),
                                       table.column("vector").to_pylist(), strict=True)}
     assert dims == {"general": mcfg.head_dim("general"), "history": 16, "symbols": 16}

@@ -187,6 +187,8 @@ def test_merge_train_config_layers_yaml_then_flags_and_names_unknown_keys():
     assert cfg.model.hidden == 32 and cfg.batch.fanouts == (4, 2) and cfg.num_workers == 3
     assert cfg.steps_per_epoch == 10  # a flag not given keeps the default
     assert merge_train_config(cfg.to_dict()) == cfg
+    assert cfg.model.map_learned == 0.1  # the culture map's default read-out
+    assert merge_train_config({"map_learned": 1.0}).model.map_learned == 1.0  # the flag's alias
     with pytest.raises(ValueError, match="unknown key 'hiden'"):
         merge_train_config({"hiden": 3})
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['widht'\] in model"):

@@ -414,6 +414,52 @@ def test_modality_cosine_compares_the_raw_part_over_shared_modalities(w):
         ModalityCosine(slots)(general, general)
 
 
+@pytest.mark.parametrize("lam", [0.0, 0.1, 2.5])
+def test_modality_cosine_weighs_the_learned_part_of_the_culture_map(lam):
+    from culturesim_ray.ops.allpairs import blockwise_topk
+    from culturesim_ray.ops.similarity import ModalityCosine
+
+    w = 0.9
+    graphs = small_graphs()
+    model = make_model(w)
+    with torch.no_grad():
+        general = model(graphs, N_CULTURES)["general"]
+    term, shared = modality_normalised_ref(graphs, w)
+    iu = np.triu_indices(N_CULTURES, 1)
+    fill = float(np.mean(term[iu][shared[iu]]))
+    p = learned(model, graphs)
+    p /= np.linalg.norm(p, axis=1, keepdims=True)
+    # float64 by hand: (raw term + lam (1 - w) p.p) / (w + lam (1 - w))
+    ref = (np.where(shared, term, fill) + lam * (1 - w) * (p @ p.T)) / (w + lam * (1 - w))
+    slots = list(slots_of(model.cfg).values())
+    sim = ModalityCosine(slots, learned=lam).fit(general * 0.5)
+    got = sim(general.double(), general.double()).numpy()
+    np.testing.assert_allclose(got, ref, atol=1e-6)
+    assert sim.key == f"modality_cosine(learned={lam:g})"
+    # a culture with every modality at the model's shares still scores 1 with itself
+    full = [i for i in range(N_CULTURES) if shared[i].all()]
+    assert full and np.allclose(np.diag(got)[full], 1.0, atol=1e-6)
+    # not the lam = 1 read-out rescaled: the pairs' scores are no affine map of its
+    one = ModalityCosine(slots).fit(general)(general.double(), general.double()).numpy()
+    assert ModalityCosine(slots).key == "modality_cosine"
+    assert np.corrcoef(got[iu], one[iu])[0, 1] < 1 - 1e-4
+    v, _ = blockwise_topk(general, general, k=3, sim=sim, block_rows=2, block_cols=3,
+                          exclude_self=True)
+    dense = torch.from_numpy(got).float().fill_diagonal_(float("-inf"))
+    np.testing.assert_allclose(v.numpy(), torch.topk(dense, 3, dim=1).values.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("lam", [-0.1, float("nan"), float("inf")])
+def test_modality_cosine_refuses_a_bad_learned_weight(lam):
+    from culturesim_ray.ops.similarity import ModalityCosine
+
+    with pytest.raises(ValueError, match="learned must be a finite weight >= 0"):
+        ModalityCosine([(0, 3)], learned=lam)
+    with pytest.raises(ValueError, match="map_learned must be a finite weight >= 0"):
+        CultureSim(CultureSimConfig(dict(DIMS), hidden=8, out=4, raw_weight=0.9,
+                                    map_learned=lam))
+
+
 def test_modality_cosine_is_the_cosine_when_every_culture_has_the_same_modalities():
     from culturesim_ray.ops.similarity import ModalityCosine, cosine
 
@@ -438,6 +484,21 @@ def test_general_similarity_of_a_train_run_config():
     assert runs.general_similarity(asdict(one), x[:, :9]) == "cosine"
     assert runs.general_similarity(asdict(CultureSimConfig(dict(DIMS), hidden=8, out=4)),
                                    x[:, :4]) == "cosine"
+    # a reweighted learned part: the read-out even with one modality
+    one_map = CultureSimConfig({"text": 5}, hidden=8, out=4, raw_weight=0.9, map_learned=0.1)
+    sim = runs.general_similarity(asdict(one_map), x[:, :9])
+    assert sim.name == "modality_cosine" and sim.learned == 0.1 and sim.slots == [(0, 5)]
+    # with one modality it is the cosine of [sqrt(w) r, sqrt(lam (1 - w)) p], renormalised
+    xr = torch.from_numpy(x[:, :9].copy())
+    xr[:, :5] *= 0.9 ** 0.5 / xr[:, :5].norm(dim=1, keepdim=True)  # a model's slot norms
+    xr[:, 5:] *= 0.1 ** 0.5 / xr[:, 5:].norm(dim=1, keepdim=True)
+    scaled = torch.cat([xr[:, :5], 0.1 ** 0.5 * xr[:, 5:]], dim=1)
+    scaled = scaled / scaled.norm(dim=1, keepdim=True)
+    np.testing.assert_allclose(sim.fit(xr)(xr, xr).numpy(), (scaled @ scaled.T).numpy(),
+                               atol=1e-12)
+    assert runs.general_similarity(asdict(CultureSimConfig({"text": 5}, hidden=8, out=4,
+                                                           raw_weight=0.0, map_learned=0.1)),
+                                   x[:, :4]) == "cosine"  # no raw residual: no split
 
 
 def test_general_similarity_is_the_cosine_when_the_shares_agree():
