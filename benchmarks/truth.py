@@ -17,8 +17,8 @@ over cultures): the raw culture means (cosine), TF-IDF, the best S1 similarity
 on the raw means, every set-level read-out on the raw items (`ops.setsim`), the
 learned similarity (leave-cultures-out CV: fitted on gold, so not a default),
 and the trained model's general head (its default read-out: `culturesim
-evaluate`'s model row, the modality cosine where the cultures' modality shares
-differ), with
+evaluate`'s model row, the run's culture map: the modality cosine with the learned
+part at `map_learned`), with
 margin = model - max(raw cosine, TF-IDF), and model - raw cosine with its paired
 95% interval (`stats.bootstrap_difference`: the same culture resamples score
 both, so the interval says whether a margin can be read). Also per set: held-out item ->
