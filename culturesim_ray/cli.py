@@ -126,8 +126,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         "num_workers": args.workers, "use_gpu": args.gpu or None,
         "steps_per_epoch": args.steps_per_epoch, "hidden": args.hidden, "out_dim": args.out_dim,
         "queue_size": args.queue_size, "graph": args.graph, "raw_weight": args.raw_weight,
-        "map_learned": args.map_learned,
-        "holdout": args.holdout, "batch_cultures": args.batch_cultures,
+        "map_learned": args.map_learned, "holdout": args.holdout,
+        "batch_cultures": args.batch_cultures,
         "items_per_culture": args.items_per_culture, "fanouts": args.fanouts}
     if args.stage_epochs is not None:
         if len(args.stage_epochs) != 3 or any(e < 1 for e in args.stage_epochs):
@@ -293,10 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--raw-weight", type=float,
                    help="weight of the raw culture means in the general embedding "
                         "(default 0.9; 0: learned only)")
-    p.add_argument("--map-learned", type=float,
-                   help="the learned part's weight when cultures are compared with each other "
-                        "(evaluate, allpairs), as a share of its trained weight (default 0.1; "
-                        "1: as trained)")
+    p.add_argument("--map-learned", type=float, help="culture vs culture (evaluate, allpairs): "
+                   "the learned part's share of its trained weight (default 0.1; 1: as trained)")
     p.add_argument("--holdout", type=float,
                    help="share of each culture's items never trained on (default 0.2; ids in "
                         "OUT/holdout.parquet)")

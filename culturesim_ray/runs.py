@@ -141,7 +141,7 @@ def raw_slots(train_dir: str | Path) -> dict[str, tuple[int, int]] | None:
 
 def general_similarity(model_config: dict[str, Any], vectors: Any) -> Any:
     """How a train run's general culture embeddings (C, d) are compared, given its
-    model_config.json: the `ops.similarity.ModalityCosine` of the model's raw slots
+    model_config.json: the `ops.modality_cosine.ModalityCosine` of the model's raw slots
     with its learned part at `map_learned` of its trained weight, fitted on
     `vectors`, when the learned part is reweighted, or the raw residual spans two or
     more modalities and the cultures' modality shares differ; else "cosine" (the same
@@ -150,7 +150,7 @@ def general_similarity(model_config: dict[str, Any], vectors: Any) -> Any:
     import torch
 
     from culturesim_ray.models.culturesim import CultureSimConfig
-    from culturesim_ray.ops.similarity import ModalityCosine
+    from culturesim_ray.ops.modality_cosine import ModalityCosine
 
     cfg = CultureSimConfig(**model_config)
     plain = cfg.map_learned == 1.0

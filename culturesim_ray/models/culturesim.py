@@ -19,7 +19,7 @@ texts, and the learned part is a correction to the geometry of the input
 encoders, which it can only move by (1 - w), instead of replacing it. A query
 of one modality is compared with the slot of that modality (`query_general`,
 `slot`); two cultures whose modality shares differ are compared by
-`ops.similarity.ModalityCosine`, which divides the raw term by the weight of
+`ops.modality_cosine.ModalityCosine`, which divides the raw term by the weight of
 the modalities they share (`culturesim evaluate`, `culturesim allpairs`).
 """
 
@@ -93,7 +93,7 @@ class CultureSimConfig:
     raw_weight: float = 0.0
     # the culture map's read-out (culture vs culture: evaluate, allpairs): the learned
     # part's weight as a share of its trained one, 1 - raw_weight (1: as trained;
-    # `ops.similarity.ModalityCosine`); training and one-item queries do not read it
+    # `ops.modality_cosine.ModalityCosine`); training and one-item queries do not read it
     map_learned: float = 1.0
 
     @property

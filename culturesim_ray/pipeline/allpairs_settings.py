@@ -16,7 +16,7 @@ from culturesim_ray.ops.set_pairs import set_options_used
 
 
 def head_similarities(src: Source, heads: Heads, cfg: AllPairsConfig) -> dict[str, Any]:
-    """{"general": `ops.similarity.ModalityCosine`} when the input is a train run's
+    """{"general": `ops.modality_cosine.ModalityCosine`} when the input is a train run's
     culture embeddings, the job compares by cosine and the run's culture map is not
     the plain cosine (its learned part reweighted, or a raw residual over several
     modalities at uneven shares: `runs.general_similarity`, from the run's

@@ -21,10 +21,11 @@ from culturesim_ray.config import AllPairsConfig
 from culturesim_ray.layout import AllPairsLayout
 from culturesim_ray.ops import similarity as S
 from culturesim_ray.ops.allpairs import blockwise_topk
+from culturesim_ray.ops.modality_cosine import ModalityCosine
 from culturesim_ray.ops.set_pairs import PAIRS_SCHEMA, combined_block_topk, pairs_table
 
 # similarities the cluster pre-filter serves (a fitted ModalityCosine by its name)
-PREFILTERED = ("cosine", "dot", S.ModalityCosine.name)
+PREFILTERED = ("cosine", "dot", ModalityCosine.name)
 
 
 def block_pairs(x: torch.Tensor, cultures: list[str], i0: int, i1: int, k: int, sim: Any,

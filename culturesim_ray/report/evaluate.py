@@ -12,7 +12,7 @@ Distance-type gold (`gold_kind="distance"`, bigger = less similar) is negated
 first, so every metric reads "higher = better agreement".
 
 Methods: the trained model's heads (cosine; the general head of a model whose
-raw residual spans several modalities under `ops.similarity.ModalityCosine`,
+raw residual spans several modalities under `ops.modality_cosine.ModalityCosine`,
 which compares each pair's raw part over the modalities both cultures have, as
 the all-pairs job does), the TF-IDF baseline (fitted on
 the corpus texts, mean per culture, cosine), the mean of raw embeddings under

@@ -165,7 +165,7 @@ def test_a_train_runs_general_head_uses_the_modality_cosine(ray_session, tmp_pat
     from dataclasses import asdict
 
     from culturesim_ray.models.culturesim import CultureSimConfig
-    from culturesim_ray.ops.similarity import ModalityCosine
+    from culturesim_ray.ops.modality_cosine import ModalityCosine
 
     w, n = 0.9, 400
     mcfg = CultureSimConfig({"image": 4, "text": 8}, hidden=8, out=6, raw_weight=w,

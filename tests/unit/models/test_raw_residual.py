@@ -384,7 +384,7 @@ def modality_normalised_ref(graphs, w: float) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("w", [0.3, 0.9])
 def test_modality_cosine_compares_the_raw_part_over_shared_modalities(w):
     from culturesim_ray.ops.allpairs import blockwise_topk
-    from culturesim_ray.ops.similarity import ModalityCosine
+    from culturesim_ray.ops.modality_cosine import ModalityCosine
 
     graphs = small_graphs()
     model = make_model(w)
@@ -417,7 +417,7 @@ def test_modality_cosine_compares_the_raw_part_over_shared_modalities(w):
 @pytest.mark.parametrize("lam", [0.0, 0.1, 2.5])
 def test_modality_cosine_weighs_the_learned_part_of_the_culture_map(lam):
     from culturesim_ray.ops.allpairs import blockwise_topk
-    from culturesim_ray.ops.similarity import ModalityCosine
+    from culturesim_ray.ops.modality_cosine import ModalityCosine
 
     w = 0.9
     graphs = small_graphs()
@@ -451,7 +451,7 @@ def test_modality_cosine_weighs_the_learned_part_of_the_culture_map(lam):
 
 @pytest.mark.parametrize("lam", [-0.1, float("nan"), float("inf")])
 def test_modality_cosine_refuses_a_bad_learned_weight(lam):
-    from culturesim_ray.ops.similarity import ModalityCosine
+    from culturesim_ray.ops.modality_cosine import ModalityCosine
 
     with pytest.raises(ValueError, match="learned must be a finite weight >= 0"):
         ModalityCosine([(0, 3)], learned=lam)
@@ -461,7 +461,8 @@ def test_modality_cosine_refuses_a_bad_learned_weight(lam):
 
 
 def test_modality_cosine_is_the_cosine_when_every_culture_has_the_same_modalities():
-    from culturesim_ray.ops.similarity import ModalityCosine, cosine
+    from culturesim_ray.ops.modality_cosine import ModalityCosine
+    from culturesim_ray.ops.similarity import cosine
 
     g = torch.Generator().manual_seed(1)
     x = torch.randn(6, 8, generator=g, dtype=torch.float64)

@@ -1,0 +1,116 @@
+"""The culture map of a fused model's general embeddings: `ModalityCosine` compares
+two cultures' raw parts over the modalities both have, with the learned part at the
+run's weight (`CultureSimConfig.map_learned`). Used by `culturesim evaluate` and
+`culturesim allpairs` on a train run (`runs.general_similarity`)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from culturesim_ray.ops.similarity import EPS, _check
+
+
+class ModalityCosine:
+    """The cosine of a fused model's general embeddings with each culture pair's raw
+    part compared over the modalities both cultures have (`models.culturesim`).
+
+    A general embedding is [sqrt(w) r, sqrt(1 - w) p]: r concatenates, per modality
+    m, the culture's mean raw vector scaled by sqrt(its share of the culture's items
+    in m). Its plain cosine is w * sum_m sqrt(s_am s_bm) cos_m(a, b) + (1 - w) p_a.p_b,
+    so a culture with items in a second modality is ranked down against every
+    culture without it (its text counts for sqrt(share) only), and two cultures
+    that share an encoder whose means are all alike (cosines near 1, as the melody
+    LSTM's) are ranked up. Here the raw term is divided by the weight of the
+    modalities the pair shares:
+
+        w * sum_m sqrt(s_am s_bm) cos_m(a, b) / sum_m sqrt(s_am s_bm) + (1 - w) p_a.p_b
+
+    (the share-weighted mean of the shared modalities' cosines, as a one-modality
+    query is compared with one slot in `serving.retrieval.modality_view`). A pair
+    that shares no modality gets `fill` as its raw term: the mean raw term of the
+    pairs that share one (`fit`). With one modality, or the same modalities in
+    every culture at the same shares, this is the plain cosine. Read from the
+    vectors alone (w and the shares are the slot norms), for any rows x, y.
+
+    learned: lam, the learned term's weight as a share of its trained one; with
+    lam != 1 a pair scores (raw term + lam (1 - w) p_a.p_b) / (w + lam (1 - w)),
+    so a culture with every modality still scores 1 with itself (the culture map's
+    read-out, `CultureSimConfig.map_learned`). lam = 1: the formula above.
+
+    slots: the (start, stop) columns of each modality's raw slot (`runs.raw_slots`).
+    """
+
+    name = "modality_cosine"
+
+    def __init__(self, slots: Sequence[tuple[int, int]], fill: float | None = None,
+                 learned: float = 1.0) -> None:
+        if not slots:
+            raise ValueError("modality_cosine needs the raw slots of at least one modality")
+        if not (learned >= 0 and math.isfinite(learned)):
+            raise ValueError(f"modality_cosine: learned must be a finite weight >= 0, "
+                             f"got {learned}")
+        self.slots = [(int(a), int(b)) for a, b in slots]
+        self.raw = (min(a for a, _ in self.slots), max(b for _, b in self.slots))
+        self.fill = fill
+        self.learned = float(learned)
+
+    @property
+    def key(self) -> str:
+        """What the all-pairs fingerprint records: the name, and the learned weight
+        where it is not 1 (outputs written before it existed still resume)."""
+        return self.name if self.learned == 1.0 else f"{self.name}(learned={self.learned:g})"
+
+    def _split(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(raw part, learned part, slot norms (n, M)) of the L2-normalised rows."""
+        xn = x / x.norm(dim=1, keepdim=True).clamp_min(EPS)
+        a, b = self.raw
+        norms = torch.stack([xn[:, s:e].norm(dim=1) for s, e in self.slots], dim=1)
+        return xn[:, a:b], torch.cat([xn[:, :a], xn[:, b:]], dim=1), norms
+
+    def slot_norms(self, x: Tensor) -> Tensor:
+        """(n, M) norms of each modality's slot in the L2-normalised rows: sqrt(w *
+        share of the culture's items in that modality)."""
+        return self._split(x)[2]
+
+    @staticmethod
+    def _term(sx: tuple[Tensor, Tensor, Tensor], sy: tuple[Tensor, Tensor, Tensor]
+              ) -> tuple[Tensor, Tensor, Tensor]:
+        """(raw term, the pair shares a modality, |r_a||r_b| = w)."""
+        (rx, _, ux), (ry, _, uy) = sx, sy
+        shared = ux @ uy.T  # sum over the modalities of both of the slot norms' products
+        scale = rx.norm(dim=1, keepdim=True) * ry.norm(dim=1)  # |r_a||r_b| = w
+        ok = shared > EPS
+        return torch.where(ok, (rx @ ry.T) * scale / shared.clamp_min(EPS), 0.0), ok, scale
+
+    def raw_term(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """(raw term (n, m), shared (n, m) bool: the pair shares a modality)."""
+        _check(x, y)
+        return self._term(self._split(x), self._split(y))[:2]
+
+    def fit(self, x: Tensor, sample: int = 2000, seed: int = 0) -> ModalityCosine:
+        """fill = the mean raw term over the pairs (a < b) of up to `sample` seeded rows
+        of x that share a modality (0 when none does)."""
+        if x.shape[0] > sample:
+            g = torch.Generator().manual_seed(seed)
+            x = x[torch.randperm(x.shape[0], generator=g)[:sample].to(x.device)]
+        term, ok = self.raw_term(x, x)
+        upper = torch.triu(torch.ones_like(ok), diagonal=1) & ok
+        self.fill = float(term[upper].double().mean()) if bool(upper.any()) else 0.0
+        return self
+
+    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        if self.fill is None:
+            raise RuntimeError("modality_cosine: call fit(vectors) first (it sets the raw "
+                               "term of pairs that share no modality)")
+        _check(x, y)
+        sx, sy = self._split(x), self._split(y)
+        term, ok, w = self._term(sx, sy)
+        raw = torch.where(ok, term, torch.full_like(term, self.fill))
+        if self.learned == 1.0:
+            return raw + sx[1] @ sy[1].T
+        rest = sx[1].norm(dim=1, keepdim=True) * sy[1].norm(dim=1)  # |p_a||p_b| = 1 - w
+        return (raw + self.learned * (sx[1] @ sy[1].T)) / (w + self.learned * rest).clamp_min(EPS)
