@@ -11,9 +11,9 @@ similarity each method assigns to the same pairs (statistics in
 Distance-type gold (`gold_kind="distance"`, bigger = less similar) is negated
 first, so every metric reads "higher = better agreement".
 
-Methods: the trained model's heads (cosine; the general head of a model whose
-raw residual spans several modalities under `ops.modality_cosine.ModalityCosine`,
-which compares each pair's raw part over the modalities both cultures have, as
+Methods: the trained model's heads (cosine; the general head by the run's culture
+map, `ops.modality_cosine.ModalityCosine`: each pair's raw part over the
+modalities both cultures have, the learned part at the run's `map_learned`, as
 the all-pairs job does), the TF-IDF baseline (fitted on
 the corpus texts, mean per culture, cosine), the mean of raw embeddings under
 every similarity function of SPEC S1, and methods with precomputed (C, C)
