@@ -165,6 +165,16 @@ def general_similarity(model_config: dict[str, Any], vectors: Any) -> Any:
     return sim.fit(x)
 
 
+def head_similarity(model_config: dict[str, Any], head: str, vectors: Any) -> Any:
+    """`general_similarity` for any head whose culture embeddings carry the raw slots
+    (the general head; a theme head when the run's `theme_raw`); else "cosine"."""
+    from culturesim_ray.models.culturesim import CultureSimConfig
+
+    if not CultureSimConfig(**model_config).has_raw(head):
+        return "cosine"
+    return general_similarity(model_config, vectors)
+
+
 def read_culture_embeddings(path: str | Path) -> dict[str, tuple[list[str], Any]]:
     """culture_embeddings.parquet -> head -> (cultures, (C, d) float32 array), cultures sorted."""
     import numpy as np

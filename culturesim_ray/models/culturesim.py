@@ -95,14 +95,22 @@ class CultureSimConfig:
     # part's weight as a share of its trained one, 1 - raw_weight (1: as trained;
     # `ops.modality_cosine.ModalityCosine`); training and one-item queries do not read it
     map_learned: float = 1.0
+    # theme embeddings as exported (culture map, serving): [sqrt(w) r_t, sqrt(1 - w) p_t],
+    # r_t the raw slots of the culture's items carrying theme t (zero without any), p_t
+    # the theme head (False: p_t alone, runs trained before); training reads p_t only
+    theme_raw: bool = False
 
     @property
     def raw_dim(self) -> int:
         return sum(self.in_dims.values()) if self.raw_weight > 0 else 0
 
     def head_dim(self, head: str) -> int:
-        """Dimension of a head's embedding: general = raw slots + projection."""
+        """Dimension of a head's embedding in training: general = raw slots + projection."""
         return self.out + (self.raw_dim if head == "general" else 0)
+
+    def has_raw(self, head: str) -> bool:
+        """Whether `head`'s exported culture embeddings carry the raw slots."""
+        return self.raw_weight > 0 and (head == "general" or self.theme_raw)
 
     def slot(self, modality: str) -> slice:
         """Columns of the general embedding that hold `modality`'s raw mean."""
@@ -282,12 +290,39 @@ class CultureSim(nn.Module):
 
     def query_general(self, fused: Tensor, modality: str, x: Tensor) -> Tensor:
         """General embeddings of one-item queries of `modality` with inputs x (B, d)."""
-        projected = self.projection(fused)
+        return self.query_embedding(self.projection(fused), modality, x)
+
+    def query_embedding(self, projected: Tensor, modality: str, x: Tensor) -> Tensor:
+        """A head's embeddings of one-item queries of `modality` with inputs x (B, d):
+        the head's output `projected` with the raw residual (x in `modality`'s slot)."""
         if self.cfg.raw_weight <= 0:
             return projected
         raw = projected.new_zeros(len(x), self.cfg.raw_dim)
         raw[:, self.cfg.slot(modality)] = nn.functional.normalize(x.to(raw.dtype), dim=1)
         return self.general_embedding(projected, raw)
+
+    def theme_keep(self, graphs: dict[str, ModalityGraph], theme: str,
+                   keep: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """Per modality, the (kept) items carrying `theme`."""
+        t = self.cfg.themes.index(theme)
+        out = {m: g.themes[:, t].bool() for m, g in graphs.items()}
+        for m in keep or {}:
+            if m in out:
+                out[m] = out[m] & keep[m]
+        return out
+
+    def export_heads(self, graphs: dict[str, ModalityGraph], n_cultures: int,
+                     block: int | None = None) -> dict[str, Tensor]:
+        """`forward` over every item (inference: the culture map, serving), each theme
+        head with the raw residual of the culture's items of that theme when
+        `theme_raw` (see `CultureSimConfig`)."""
+        out = self.forward(graphs, n_cultures, block=block)
+        if not (self.cfg.theme_raw and self.cfg.raw_weight > 0):
+            return out
+        for theme in self.cfg.themes:
+            raw = self.raw_vectors(graphs, n_cultures, self.theme_keep(graphs, theme))
+            out[theme] = self.general_embedding(out[theme], raw[out["cultures"]])
+        return out
 
     def forward(self, graphs: dict[str, ModalityGraph], n_cultures: int,
                 keep: dict[str, Tensor] | None = None,

@@ -32,7 +32,9 @@ class ModalityCosine:
     (the share-weighted mean of the shared modalities' cosines, as a one-modality
     query is compared with one slot in `serving.retrieval.modality_view`). A pair
     that shares no modality gets `fill` as its raw term: the mean raw term of the
-    pairs that share one (`fit`). With one modality, or the same modalities in
+    pairs that share one (`fit`); a row without any raw part (a theme embedding of a
+    culture that has no item of the theme, `CultureSimConfig.theme_raw`) is compared
+    by its learned part alone. With one modality, or the same modalities in
     every culture at the same shares, this is the plain cosine. Read from the
     vectors alone (w and the shares are the slot norms), for any rows x, y.
 
@@ -109,7 +111,10 @@ class ModalityCosine:
         _check(x, y)
         sx, sy = self._split(x), self._split(y)
         term, ok, w = self._term(sx, sy)
-        raw = torch.where(ok, term, torch.full_like(term, self.fill))
+        # a pair that shares no modality gets `fill`, unless a side has no raw part at
+        # all (a theme embedding of a culture without items of that theme): then 0,
+        # and the pair is compared by its learned parts alone
+        raw = torch.where(ok, term, torch.where(w > EPS, self.fill, 0.0))
         if self.learned == 1.0:
             return raw + sx[1] @ sy[1].T
         rest = sx[1].norm(dim=1, keepdim=True) * sy[1].norm(dim=1)  # |p_a||p_b| = 1 - w

@@ -16,12 +16,13 @@ from culturesim_ray.ops.set_pairs import set_options_used
 
 
 def head_similarities(src: Source, heads: Heads, cfg: AllPairsConfig) -> dict[str, Any]:
-    """{"general": `ops.modality_cosine.ModalityCosine`} when the input is a train run's
-    culture embeddings, the job compares by cosine and the run's culture map is not
-    the plain cosine (its learned part reweighted, or a raw residual over several
-    modalities at uneven shares: `runs.general_similarity`, from the run's
-    model_config.json); else {} (every head by `cfg.similarity`). `culturesim
-    evaluate` scores the model the same way."""
+    """{head: `ops.modality_cosine.ModalityCosine`} for each head of a train run's
+    culture embeddings whose culture map is not the plain cosine (the general head,
+    and the theme heads of a run with `theme_raw`: a learned part reweighted, or raw
+    slots over modalities at uneven shares: `runs.head_similarity`, from the run's
+    model_config.json), when the job compares by cosine; the other heads (and any
+    other input) by `cfg.similarity`. `culturesim evaluate` scores the model the
+    same way."""
     from culturesim_ray import runs
 
     if (cfg.similarity != "cosine" or cfg.set_level or src.kind not in ("culture_file", "file")
@@ -30,8 +31,9 @@ def head_similarities(src: Source, heads: Heads, cfg: AllPairsConfig) -> dict[st
     conf = io.join(posixpath.dirname(src.path), "model_config.json")
     if not io.exists(conf, cfg.s3):
         return {}
-    sim = runs.general_similarity(io.read_json(conf, cfg.s3), heads[GENERAL][1])
-    return {} if isinstance(sim, str) else {GENERAL: sim}
+    model_config = io.read_json(conf, cfg.s3)
+    sims = {h: runs.head_similarity(model_config, h, v) for h, (_, v) in heads.items()}
+    return {h: s for h, s in sims.items() if not isinstance(s, str)}
 
 
 def similarity_record(cfg: AllPairsConfig) -> dict[str, Any]:

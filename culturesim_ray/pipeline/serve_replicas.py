@@ -106,8 +106,9 @@ class Fusion:
                      ks: list[list[int]], targets: list[list[str]]) -> list[list[tuple]]:
         """Per call, per query: the Encoder's (vector, error), k and the modality it is
         ranked against (itself, or the other one of a cross-modal query) -> (fused,
-        scores, names, error); an encoding error travels on for Rerank to answer."""
-        out = [[(None, None, None, err) for _, err in e] for e in encoded]
+        scores, names, error, vector, target) (the last two for the theme re-rank);
+        an encoding error travels on for Rerank to answer."""
+        out = [[(None, None, None, err, None, None) for _, err in e] for e in encoded]
         pairs = {(m, t) for m, ts in zip(modalities, targets, strict=True) for t in ts}
         for modality, target in sorted(pairs):
             at = [(c, j) for c, m in enumerate(modalities) if m == modality
@@ -124,7 +125,7 @@ class Fusion:
             for r, (c, j) in enumerate(at):
                 k = ks[c][j]
                 out[c][j] = (fused_np[r], scores[r, :k],
-                             [names[p] for p in pos[r, :k] if p >= 0], None)
+                             [names[p] for p in pos[r, :k] if p >= 0], None, vectors[r], target)
         return out
 
 
@@ -145,19 +146,21 @@ class Rerank:
         return self.reranker.themes
 
     async def answer(self, found: list[tuple], themes: list[list[str] | None]) -> list[dict]:
-        """Fusion's (fused, scores, names, error) per query -> the two-stage answer, or
+        """Fusion's (fused, scores, names, error, vector, target) per query -> the
+        two-stage answer, or
         {"error": ...}. Candidates go by name (the Fusion replica's culture list need
         not be this replica's, e.g. during a rolling model update): unknown names
         are left out."""
         import torch
 
         out: list[dict] = []
-        for (fused, scores, names, err), th in zip(found, themes, strict=True):
+        for (fused, scores, names, err, vector, target), th in zip(found, themes, strict=True):
             if err:
                 out.append({"error": err})
                 continue
             pos = np.array([self.position[c] for c in names if c in self.position] or [-1])
             x = torch.as_tensor(fused, device=self.device).unsqueeze(0)
-            reranked = named(self.reranker.rerank(x, pos[None, :], th)[0], self.cultures)
+            reranked = named(self.reranker.rerank(x, pos[None, :], th, target,
+                                                  np.asarray(vector)[None, :])[0], self.cultures)
             out.append(format_answer(names, scores, reranked))
         return out

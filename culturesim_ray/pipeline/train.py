@@ -48,7 +48,8 @@ def model_config(cfg: TrainConfig, in_dims: dict[str, int], themes: list[str],
     return CultureSimConfig(in_dims, themes, hidden=ms.hidden, out=ms.out, layers=ms.layers,
                             conv=ms.conv, fusion=ms.fusion, heads=ms.heads, dropout=ms.dropout,
                             graph=ms.graph, relations=relations if ms.graph == "hetero" else [],
-                            raw_weight=ms.raw_weight, map_learned=ms.map_learned)
+                            raw_weight=ms.raw_weight, map_learned=ms.map_learned,
+                            theme_raw=ms.theme_raw)
 
 
 def set_centers(model: CultureSim, means: dict[str, torch.Tensor]) -> None:
@@ -123,10 +124,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
 def export_culture_embeddings(model: CultureSim, data: TrainingData) -> pa.Table:
     """culture, head, vector for the general head and every theme head (eval mode, all
-    items), assembled from Arrow arrays."""
+    items; `CultureSim.export_heads`: a theme's vector carries the raw slots of the
+    culture's items of that theme when the model's `theme_raw`), assembled from Arrow
+    arrays."""
     model.eval()
     with torch.no_grad():
-        out = model(data.graphs, len(data.cultures), block=65_536)
+        out = model.export_heads(data.graphs, len(data.cultures), block=65_536)
     idx = out["cultures"].cpu().numpy()
     names = pa.array(data.cultures, pa.string()).take(pa.array(idx))
     parts = []

@@ -248,13 +248,14 @@ def run_methods(run_dir: str | Path, modality: str = "text", tfidf_dim: int = 25
     model_emb = Path(layout.train.culture_embeddings)
     if model_emb.exists():
         heads = runs.read_culture_embeddings(model_emb)
-        sim = runs.general_similarity(io.read_json(layout.train.model_config),
-                                      heads["general"][1]) if "general" in heads else "cosine"
+        model_config = io.read_json(layout.train.model_config)
+        sims = {h: runs.head_similarity(model_config, h, v) for h, (_, v) in heads.items()}
+        sim = sims.get("general", "cosine")
         if sim == "cosine":
             methods.append(Method("trained model (heads, cosine)", "model", heads))
-        else:  # the run's culture map: the general head's raw part over the modalities
-            # each pair shares, its learned part at the run's map_learned
-            mats = {h: vector_matrix(v, sim if h == "general" else S.cosine)
+        else:  # the run's culture map: a head's raw part over the modalities each pair
+            # shares, its learned part at the run's map_learned
+            mats = {h: vector_matrix(v, S.cosine if sims[h] == "cosine" else sims[h])
                     for h, v in heads.items()}
             learned = "" if sim.learned == 1.0 else f", learned x{sim.learned:g}"
             methods.append(Method(f"trained model (heads, modality cosine{learned})", "model",

@@ -23,6 +23,7 @@ them in-process (tests, benchmarks' floor, scripts).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,7 @@ from culturesim_ray.models.branch import SELF_RELATION
 from culturesim_ray.models.culturesim import CultureSim, ModalityGraph
 from culturesim_ray.ops.query_score import QueryMix
 from culturesim_ray.serving.artifacts import (
+    MANIFEST,
     ArrowNeighbors,
     ServingState,
     has_serving_state,
@@ -48,7 +50,7 @@ from culturesim_ray.serving.artifacts import (
     normalise,
     rows_of,
 )
-from culturesim_ray.serving.retrieval import QueryRanker, Retriever
+from culturesim_ray.serving.retrieval import QueryRanker, Retriever, modality_view
 
 MODALITY_FIELDS = {"text": "text", "image": "image", "sequence": "sequence"}
 
@@ -204,26 +206,49 @@ class FusionPredictor:
 
 
 class ThemeReranker:
-    """Theme heads over the fused state; re-rank candidates per theme."""
+    """Theme heads over the fused state; re-rank candidates per theme.
+
+    A run with `theme_raw` (a theme's culture embedding carries the raw slots of the
+    culture's items of that theme) scores a one-modality query like the general query
+    score without its nearest-items term: the raw part of the cosine with the
+    culture's theme view of that modality (`retrieval.modality_view`) plus `learned`
+    times the learned part (the run's `QueryMix.learned`)."""
 
     def __init__(self, model: CultureSim, theme_vectors: dict[str, tuple[list[str], np.ndarray]],
-                 cultures: list[str]) -> None:
-        self.heads = model.theme_heads
+                 cultures: list[str], learned: float = 1.0) -> None:
+        self.model, self.heads = model, model.theme_heads
         self.cultures = list(cultures)
         self.themes = list(self.heads.themes) if self.heads is not None else []
+        self.learned = float(learned)
+        cfg = model.cfg
+        slots = {m: (cfg.slot(m).start, cfg.slot(m).stop) for m in sorted(cfg.in_dims)}
         pos = {c: i for i, c in enumerate(cultures)}
         self.vectors: dict[str, np.ndarray] = {}
+        # theme -> modality -> (C, D) view of the cultures (themes with raw slots only)
+        self.views: dict[str, dict[str, np.ndarray]] = {}
         for theme in self.themes:
             names, vec = theme_vectors[theme]
             table = np.full((len(cultures), vec.shape[1]), np.nan, dtype=np.float32)
-            table[[pos[c] for c in names]] = normalise(vec)
+            # with raw slots as exported (unit rows, but a culture without items of the
+            # theme keeps its learned part at sqrt(1 - w), as a general view does)
+            table[[pos[c] for c in names]] = vec if cfg.has_raw(theme) else normalise(vec)
             self.vectors[theme] = table
+            if cfg.has_raw(theme):
+                if vec.shape[1] != cfg.raw_dim + cfg.out:
+                    raise ValueError(f"theme {theme!r}: vectors of width {vec.shape[1]}, "
+                                     f"expected raw slots + projection ({cfg.raw_dim + cfg.out})")
+                self.views[theme] = {m: modality_view(table, slots, m) for m in slots}
 
     @classmethod
     def from_run(cls, model: CultureSim, train_dir: str) -> ThemeReranker:
-        """The model's theme heads against a train run's culture theme embeddings."""
-        heads = runs.read_culture_embeddings(TrainLayout(train_dir).culture_embeddings)
-        return cls(model, heads, heads["general"][0])
+        """The model's theme heads against a train run's culture theme embeddings, the
+        learned part at the run's `QueryMix.learned` (from its serving state)."""
+        layout = TrainLayout(train_dir)
+        heads = runs.read_culture_embeddings(layout.culture_embeddings)
+        manifest = os.path.join(layout.serving, MANIFEST)
+        mix = QueryMix.from_dict(io.read_json(manifest).get("query_mix")
+                                 if os.path.exists(manifest) else None)
+        return cls(model, heads, heads["general"][0], mix.learned)
 
     def check_themes(self, themes: Sequence[str] | None) -> list[str]:
         if themes is None:
@@ -234,23 +259,48 @@ class ThemeReranker:
                              f"(this model has: {', '.join(self.themes) or 'none'})", 422)
         return list(dict.fromkeys(themes))
 
+    def _queries(self, projected: Tensor, theme: str, modality: str | None,
+                 vectors: np.ndarray | None) -> np.ndarray:
+        """(B, D) the queries' `theme` embeddings, with the raw residual (vectors in
+        `modality`'s slot) where the theme's culture vectors carry it."""
+        if theme not in self.views:
+            return projected.float().cpu().numpy()
+        if modality is None or vectors is None:
+            raise ValueError(f"theme {theme!r} has raw slots: pass the queries' modality "
+                             "and vectors")
+        if modality not in self.views[theme]:
+            raise ValueError(f"no raw slot for {modality!r} (slots: {sorted(self.views[theme])})")
+        x = torch.as_tensor(np.array(vectors, dtype=np.float32), device=projected.device)
+        return normalise(self.model.query_embedding(projected, modality, x).float().cpu().numpy())
+
+    def _scores(self, theme: str, q: np.ndarray, cand: np.ndarray,
+                modality: str | None) -> np.ndarray:
+        """(len(cand),) one query's scores of its candidates under `theme`."""
+        if theme not in self.views:
+            return self.vectors[theme][cand] @ q
+        view, r = self.views[theme][modality][cand], self.model.cfg.raw_dim
+        return view[:, :r] @ q[:r] + self.learned * (view[:, r:] @ q[r:])
+
     @torch.inference_mode()
     def rerank(self, fused: Tensor, candidates: np.ndarray,
-               themes: Sequence[str] | None = None) -> list[dict[str, Any]]:
+               themes: Sequence[str] | None = None, modality: str | None = None,
+               vectors: np.ndarray | None = None) -> list[dict[str, Any]]:
         """For each query i: {theme: {"gate": w, "ranking": [(position, score), ...]}}
-        over its candidate positions `candidates[i]`, best first."""
+        over its candidate positions `candidates[i]`, best first. modality, vectors
+        (B, d): the one-modality queries' modality (the slot they are compared in) and
+        input vectors, needed by themes with raw slots (see the class)."""
         themes = self.check_themes(themes)
         if self.heads is None or not themes:
             return [{} for _ in range(len(fused))]
         per_theme, gate = self.heads(fused)
         gate_np = gate.float().cpu().numpy()
+        queries = {t: self._queries(per_theme[t], t, modality, vectors) for t in themes}
         out: list[dict[str, Any]] = []
         for i in range(len(fused)):
             cand = candidates[i][candidates[i] >= 0]
             answer = {}
             for theme in themes:
-                q = per_theme[theme][i].float().cpu().numpy()
-                scores = self.vectors[theme][cand] @ q
+                scores = self._scores(theme, queries[theme][i], cand, modality)
                 scores = np.where(np.isnan(scores), -np.inf, scores)
                 order = np.argsort(-scores, kind="stable")
                 answer[theme] = {
@@ -337,5 +387,6 @@ class SimilarityService:
             raise QueryError(MODALITY_FIELDS[modality], res.errors[0])
         fused = self.fusion.fuse(modality, res.vectors)
         scores, pos = self.ranker.topk(fused, modality, target, res.vectors, k)
-        reranked = named(self.reranker.rerank(fused, pos, themes)[0], self.cultures)
+        reranked = named(self.reranker.rerank(fused, pos, themes, target, res.vectors)[0],
+                         self.cultures)
         return format_answer([self.cultures[p] for p in pos[0] if p >= 0], scores[0], reranked)

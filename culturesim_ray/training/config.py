@@ -31,7 +31,11 @@ class ModelSettings:
     weight 1 - raw_weight: 0.1, as the query score's `QueryMix.learned`; over the
     five sets of benchmarks/truth.py and three training seeds the map agreed with the
     gold best with the learned part at 0.1 or less, and at 0.1 it barely moves with
-    the seed: benchmarks/RESULTS.md)."""
+    the seed: benchmarks/RESULTS.md), theme_raw (a theme's culture embedding carries
+    the raw slots of the culture's items of that theme, so the culture map per theme
+    compares the cultures' items of that theme, read like the general one; without
+    them the theme heads' maps followed the general map, not their theme's items, and
+    moved with the training seed: benchmarks/RESULTS.md)."""
 
     conv: str = "sage"
     layers: int = 2
@@ -43,6 +47,7 @@ class ModelSettings:
     graph: str = "homo"
     raw_weight: float = 0.9
     map_learned: float = 0.1
+    theme_raw: bool = True
 
 
 @dataclass(frozen=True)

@@ -37,12 +37,15 @@ def test_two_workers_train_through_the_stages_and_export(ray_session, tmp_path):
     assert heads == {"general", "history", "symbols"}
     assert set(table.column("culture").to_pylist()) == {"Turkish", "Greek", "Persian"}
     # run_train's defaults: the general head carries the raw residual (raw_weight 0.9),
-    # the theme heads only the projection; the culture map reads the learned part at 0.1
+    # and so does each theme head (over the culture's items of that theme: theme_raw);
+    # the culture map reads the learned part at 0.1
     mcfg = CultureSimConfig(**json.loads((tmp_path / "train" / "model_config.json").read_text()))
     assert mcfg.raw_weight == 0.9 and mcfg.raw_dim > 0 and mcfg.map_learned == 0.1
+    assert mcfg.theme_raw and mcfg.has_raw("history")
     dims = {h: len(v) for h, v in zip(table.column("head").to_pylist(),
                                       table.column("vector").to_pylist(), strict=True)}
-    assert dims == {"general": mcfg.head_dim("general"), "history": 16, "symbols": 16}
+    assert dims == {"general": mcfg.head_dim("general"), "history": mcfg.raw_dim + 16,
+                    "symbols": mcfg.raw_dim + 16}
     # the serving state carries each item's culture and the query mix (TrainConfig.query)
     serving = json.loads((tmp_path / "train" / "serving" / "manifest.json").read_text())
     assert serving["query_mix"] == TrainConfig().query.to_dict()
@@ -58,6 +61,10 @@ def test_two_workers_train_through_the_stages_and_export(ray_session, tmp_path):
     ap = run_allpairs(str(tmp_path / "train" / "culture_embeddings.parquet"),
                       str(tmp_path / "ap"), AllPairsConfig(k=2), log=lambda *_: None)
     assert set(ap["counts"]["heads"]) >= {"general", "history", "symbols", "combined"}
+    # every head of the run compared as its culture map: raw part over the shared
+    # modalities, learned part at map_learned
+    assert {h: s["learned"] for h, s in ap["head_similarity"].items()} == {
+        "general": 0.1, "history": 0.1, "symbols": 0.1}
 
 
 def test_killed_worker_resumes_at_the_same_step_with_the_same_queue(ray_session, tmp_path):
