@@ -21,6 +21,11 @@ of one modality is compared with the slot of that modality (`query_general`,
 `slot`); two cultures whose modality shares differ are compared by
 `ops.modality_cosine.ModalityCosine`, which divides the raw term by the weight of
 the modalities they share (`culturesim evaluate`, `culturesim allpairs`).
+
+Theme embeddings (`theme_raw`, `export_heads`): exported, each theme head's output
+gets the same raw residual over the culture's items of that theme, [sqrt(w) r_t,
+sqrt(1 - w) p_t] (r_t = 0 for a culture without such items), so the culture map
+per theme compares the cultures' items of that theme. Training reads p_t alone.
 """
 
 from __future__ import annotations
