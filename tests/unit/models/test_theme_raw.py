@@ -10,6 +10,7 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 import torch
+from test_raw_residual import N_CULTURES, raw_means
 
 from culturesim_ray import runs
 from culturesim_ray.graph.knn import knn_edges
@@ -19,7 +20,7 @@ from culturesim_ray.serving.predictor import FusionPredictor, ThemeReranker
 
 DIMS = {"text": 5, "image": 3}
 ITEMS = {"text": [3, 2, 4, 1, 0], "image": [0, 2, 1, 3, 2]}  # per culture
-C = 5
+C = N_CULTURES
 THEMES = ["food", "rites"]
 W = 0.9
 
@@ -53,18 +54,7 @@ def make_model(theme_raw: bool = True, seed: int = 0) -> CultureSim:
 def theme_means(graphs, t: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """float64 by hand: modality -> ((C, d) normalised mean of the culture's L2-normalised
     items of theme t (0 where none), (C,) how many)."""
-    out = {}
-    for m, gr in graphs.items():
-        x, c = gr.x.double().numpy(), gr.culture.numpy()
-        has = gr.themes[:, t].numpy()
-        means, n = np.zeros((C, x.shape[1])), np.zeros(C)
-        for ci in range(C):
-            rows = x[(c == ci) & has]
-            if len(rows):
-                s = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).sum(0)
-                means[ci], n[ci] = s / np.linalg.norm(s), len(rows)
-        out[m] = (means, n)
-    return out
+    return raw_means(graphs, {m: gr.themes[:, t] for m, gr in graphs.items()})
 
 
 def theme_slots_ref(graphs, t: int) -> np.ndarray:
