@@ -116,7 +116,7 @@ def query_retrieval(model: Any, data: Any, q: np.ndarray, truth: np.ndarray,
     vec = np.stack(general.column("vector").to_numpy(zero_copy_only=False)).astype(np.float32)
     order = [general.column("culture").to_pylist().index(c) for c in data.cultures]
     cfg = model.cfg
-    slots = ({m: (cfg.slot(m).start, cfg.slot(m).stop) for m in sorted(cfg.in_dims)}
+    slots = (cfg.slots()
              if cfg.raw_weight > 0 else None)
     retriever = Retriever(data.cultures, vec[order], slots=slots)
     fusion = FusionPredictor(model, data.graphs, cultures=data.cultures)

@@ -136,7 +136,7 @@ def raw_slots(train_dir: str | Path) -> dict[str, tuple[int, int]] | None:
     cfg = CultureSimConfig(**io.read_json(TrainLayout(str(train_dir)).model_config))
     if cfg.raw_weight <= 0:
         return None
-    return {m: (cfg.slot(m).start, cfg.slot(m).stop) for m in sorted(cfg.in_dims)}
+    return cfg.slots()
 
 
 def general_similarity(model_config: dict[str, Any], vectors: Any) -> Any:
@@ -157,7 +157,7 @@ def general_similarity(model_config: dict[str, Any], vectors: Any) -> Any:
     if cfg.raw_weight <= 0 or (len(cfg.in_dims) < 2 and plain):
         return "cosine"
     x = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
-    slots = [(cfg.slot(m).start, cfg.slot(m).stop) for m in sorted(cfg.in_dims)]
+    slots = list(cfg.slots().values())
     sim = ModalityCosine(slots, learned=cfg.map_learned)
     norms = sim.slot_norms(x)
     if plain and bool(torch.allclose(norms, norms[:1].expand_as(norms), atol=1e-6)):

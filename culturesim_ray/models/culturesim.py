@@ -117,6 +117,10 @@ class CultureSimConfig:
         """Whether `head`'s exported culture embeddings carry the raw slots."""
         return self.raw_weight > 0 and (head == "general" or self.theme_raw)
 
+    def slots(self) -> dict[str, tuple[int, int]]:
+        """modality -> (start, stop) columns of its raw slot, in sorted modality order."""
+        return {m: (self.slot(m).start, self.slot(m).stop) for m in sorted(self.in_dims)}
+
     def slot(self, modality: str) -> slice:
         """Columns of the general embedding that hold `modality`'s raw mean."""
         start = 0

@@ -221,23 +221,25 @@ class ThemeReranker:
         self.themes = list(self.heads.themes) if self.heads is not None else []
         self.learned = float(learned)
         cfg = model.cfg
-        slots = {m: (cfg.slot(m).start, cfg.slot(m).stop) for m in sorted(cfg.in_dims)}
         pos = {c: i for i, c in enumerate(cultures)}
+        # theme -> (C, D) normalised culture vectors (NaN: a culture the head lacks), or
+        # for a theme with raw slots theme -> modality -> (C, D) view of the cultures
         self.vectors: dict[str, np.ndarray] = {}
-        # theme -> modality -> (C, D) view of the cultures (themes with raw slots only)
         self.views: dict[str, dict[str, np.ndarray]] = {}
         for theme in self.themes:
             names, vec = theme_vectors[theme]
             table = np.full((len(cultures), vec.shape[1]), np.nan, dtype=np.float32)
-            # with raw slots as exported (unit rows, but a culture without items of the
-            # theme keeps its learned part at sqrt(1 - w), as a general view does)
-            table[[pos[c] for c in names]] = vec if cfg.has_raw(theme) else normalise(vec)
-            self.vectors[theme] = table
-            if cfg.has_raw(theme):
-                if vec.shape[1] != cfg.raw_dim + cfg.out:
-                    raise ValueError(f"theme {theme!r}: vectors of width {vec.shape[1]}, "
-                                     f"expected raw slots + projection ({cfg.raw_dim + cfg.out})")
-                self.views[theme] = {m: modality_view(table, slots, m) for m in slots}
+            if not cfg.has_raw(theme):
+                table[[pos[c] for c in names]] = normalise(vec)
+                self.vectors[theme] = table
+                continue
+            if vec.shape[1] != cfg.raw_dim + cfg.out:
+                raise ValueError(f"theme {theme!r}: vectors of width {vec.shape[1]}, "
+                                 f"expected raw slots + projection ({cfg.raw_dim + cfg.out})")
+            # as exported (unit rows, but a culture without items of the theme keeps its
+            # learned part at sqrt(1 - w), as a general view does)
+            table[[pos[c] for c in names]] = vec
+            self.views[theme] = {m: modality_view(table, cfg.slots(), m) for m in cfg.slots()}
 
     @classmethod
     def from_run(cls, model: CultureSim, train_dir: str) -> ThemeReranker:
@@ -271,7 +273,8 @@ class ThemeReranker:
         if modality not in self.views[theme]:
             raise ValueError(f"no raw slot for {modality!r} (slots: {sorted(self.views[theme])})")
         x = torch.as_tensor(np.array(vectors, dtype=np.float32), device=projected.device)
-        return normalise(self.model.query_embedding(projected, modality, x).float().cpu().numpy())
+        # unit rows already: the head's output and the input, each normalised, weighted
+        return self.model.query_embedding(projected, modality, x).float().cpu().numpy()
 
     def _scores(self, theme: str, q: np.ndarray, cand: np.ndarray,
                 modality: str | None) -> np.ndarray:
