@@ -24,7 +24,8 @@ margin = model - max(raw cosine, TF-IDF), and model - raw cosine with its paired
 both, so the interval says whether a margin can be read). Also per set: held-out item ->
 culture retrieval (top-1/top-5) of the items `culturesim train` never trained
 on, through the model's query path (as the service answers) against the raw
-nearest culture mean, both over the training items only.
+nearest culture mean, both over the training items only; and the theme gate on
+the held-out items (their likeliest theme against the majority theme).
 
 On the demo run the sanity suite (`benchmarks/sanity.py`: obvious text
 queries, 5 per demo culture) is answered through the real service over HTTP and
@@ -157,6 +158,50 @@ def held_out_retrieval(run: Path, modality: str = "text") -> dict[str, float]:
     return query_retrieval(model, data, *table_queries(t, data.cultures), modality, mix=mix)
 
 
+def held_out_gate(run: Path) -> dict[str, Any]:
+    """The theme gate (`serving.gate`) on the held-out items of every modality that
+    carry one of the model's themes, fused as queries over the training items' graph
+    (as `held_out_retrieval`): the share whose most likely theme is one of theirs,
+    against always answering the training items' most common theme. {} for a model
+    with fewer than two themes."""
+    import torch
+
+    from culturesim_ray import io, runs
+    from culturesim_ray.ops.gate import accuracy, majority_accuracy, theme_targets
+    from culturesim_ray.serving.predictor import FusionPredictor
+    from culturesim_ray.training.data import build_training_data, drop_items
+
+    model = runs.load_fusion_model(run / "train")
+    themes = model.cfg.themes
+    if model.theme_heads is None or len(themes) < 2:
+        return {}
+    tables = runs.read_embeddings(str(run / "embed"))
+    held = set(io.read_table(str(run / "train" / "holdout.parquet")).column("item_id")
+               .to_pylist())
+    data = build_training_data(drop_items(tables, held), themes=themes)
+    fusion = FusionPredictor(model, data.graphs, cultures=data.cultures)
+    train_y = np.concatenate([theme_targets(g.themes.numpy())[1] for g in data.graphs.values()])
+    probs, ys = [], []
+    for m, t in tables.items():
+        t = t.filter(np.array([i in held for i in t.column("item_id").to_pylist()], bool))
+        if t.num_rows == 0 or m not in fusion.modalities:
+            continue
+        tags = np.array([[th in (row or []) for th in themes]
+                         for row in t.column("themes").to_pylist()], bool).reshape(-1, len(themes))
+        rows, y = theme_targets(tags)
+        if not len(rows):
+            continue
+        q, _ = table_queries(t.take(rows), data.cultures)
+        with torch.inference_mode():
+            probs.append(model.theme_heads(fusion.fuse(m, q))[1].double().numpy())
+        ys.append(y)
+    if not ys:
+        return {}
+    p, y = np.concatenate(probs), np.concatenate(ys)
+    return {"items": int(len(y)), "themes": len(themes), "accuracy": accuracy(p, y),
+            "majority": majority_accuracy(train_y, y)}
+
+
 def pick(rows: list[dict[str, Any]], theme: str = "general") -> dict[str, Any]:
     """The table's read-outs from evaluation.json rows (general theme)."""
     rows = [r for r in rows if r["theme"] == theme]
@@ -211,7 +256,8 @@ def run_set(name: str, root: Path, quick: bool, log: Any) -> dict[str, Any]:
               "--modality", modality], run / "evaluate.log")
     rows = json.loads((run / "evaluation" / "evaluation.json").read_text())["rows"]
     res = {"gold_kind": spec["gold_kind"], "modality": modality, "readouts": pick(rows),
-           "retrieval": held_out_retrieval(run, modality), "seconds": time.time() - t0}
+           "retrieval": held_out_retrieval(run, modality), "gate": held_out_gate(run),
+           "seconds": time.time() - t0}
     log(f"[{name}] evaluated ({res['seconds']:.0f} s)")
     return res
 
@@ -253,6 +299,13 @@ def print_table(res: dict[str, Any]) -> None:
         if r:
             print(f"{s:<18}{res['sets'][s].get('modality', 'text'):>9}{r['items']:>6}{r['model_top1']:>12.3f}{r['raw_top1']:>10.3f}"
                   f"{r['model_top5']:>12.3f}{r['raw_top5']:>10.3f}")
+    print("\nheld-out item -> its theme (the gate's likeliest theme; every modality)")
+    print(f"{'set':<18}{'themes':>7}{'items':>6}{'gate':>8}{'majority':>10}")
+    for s in sets:
+        g = res["sets"][s].get("gate")
+        if g:
+            print(f"{s:<18}{g['themes']:>7}{g['items']:>6}{g['accuracy']:>8.3f}"
+                  f"{g['majority']:>10.3f}")
     if res.get("sanity"):
         m = res["sanity"]["methods"]
         print(f"\nsanity queries through the service ({m['served']['n']} queries, demo run)")

@@ -23,8 +23,10 @@ class ThemeHeads(nn.Module):
     """One projection head (sub-space) per theme plus a gating network.
 
     forward(x) -> (embeddings {theme: (B, out) normalised}, gate (B, T) softmax
-    weights of the themes for each input). `add_theme` adds a head (and a gate
-    row) without touching the existing heads or the backbone."""
+    weights of the themes for each input: how likely the input is about each).
+    The training losses read the embeddings only; the train job fits the gate
+    afterwards on the items' theme tags (`serving.gate`). `add_theme` adds a head
+    (and a gate row) without touching the existing heads or the backbone."""
 
     def __init__(self, hidden: int, themes: Sequence[str], out: int = 128) -> None:
         super().__init__()

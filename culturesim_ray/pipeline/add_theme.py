@@ -5,8 +5,10 @@ One Ray task (a GPU one with `use_gpu`) runs the pure steps of
 `training.add_theme` against the train run's store and model, then writes the
 model with the new head (model.pt, model_config.json: temporary names, then
 renamed) and the same export task as `culturesim train` writes the culture
-embeddings (every head, the new one included) and the serving state. The
-train manifest records each added theme. A rerun after a failure picks the
+embeddings (every head, the new one included) and the serving state, and
+refits the theme gate over every theme (`serving.gate`: the gate's rows are
+one classifier, so a new theme changes them all). The train manifest records
+each added theme and the new gate's report. A rerun after a failure picks the
 store's new theme up again; a theme the model already has is refused.
 
     ray job submit --working-dir . -- culturesim add-theme runs/demo --theme cuisine
@@ -113,12 +115,15 @@ def run_add_theme(run: str, theme: str, items: str | None = None, steps: int = 1
         str(train_root), theme, item_ids, steps, seed, use_gpu))
     log(f"add-theme: {theme!r} head trained {facts['steps']} steps on "
         f"{facts['items']} items; exporting every head")
-    ray.get(ray.remote(num_cpus=1)(_export_task).remote(layout.store, str(train_root)))
+    # the gate is refitted over every theme, the new one included (`serving.gate`)
+    exported = ray.get(ray.remote(num_cpus=1)(_export_task).remote(layout.store,
+                                                                   str(train_root)))
     record = {"theme": theme, "items_file": items, "seconds": round(time.time() - started, 3),
               **facts}
     manifest = io.read_json(layout.manifest)
     manifest["config"]["model_config"]["themes"] = [*manifest["config"]["model_config"]
                                                     .get("themes", []), theme]
+    manifest["gate"] = exported["gate"]
     manifest.setdefault("added_themes", []).append(record)
     io.write_json(manifest, layout.manifest)
     log(f"add-theme: culture embeddings with {theme!r} -> {layout.culture_embeddings}; "

@@ -167,12 +167,20 @@ def _store_task(graph_root: str, store_root: str, holdout_path: str,
 
 
 def _export_task(store_root: str, train_root: str,
-                 query_mix: dict[str, Any] | None = None) -> int:
+                 query_mix: dict[str, Any] | None = None) -> dict[str, Any]:
     """Ray task body: the trained model over the whole corpus (every item, blocked
     full-graph forward): culture_embeddings.parquet and the serving state with the
-    query mix (`TrainConfig.query`; None: the one the run's serving state has)."""
+    query mix (`TrainConfig.query`; None: the one the run's serving state has); then
+    the theme gate fitted on the store's training items as queries (`serving.gate`),
+    written into the model's weights. Returns the row count and the gate's report."""
     from culturesim_ray.runs import load_fusion_model
-    from culturesim_ray.serving.artifacts import write_serving_state
+    from culturesim_ray.serving.artifacts import (
+        load_serving_state,
+        record_gate,
+        write_serving_state,
+    )
+    from culturesim_ray.serving.gate import fit_run_gate, set_gate
+    from culturesim_ray.serving.predictor import FusionPredictor
     from culturesim_ray.training.batch import graphs_of
     from culturesim_ray.training.store import open_store
 
@@ -188,7 +196,20 @@ def _export_task(store_root: str, train_root: str,
         query_mix = io.read_json(old).get("query_mix") if os.path.exists(old) else None
     write_serving_state(model, graphs, layout.serving, layout.model, cultures=store.cultures,
                         query_mix=query_mix)
-    return table.num_rows
+    del graphs
+    predictor = FusionPredictor(model, None, state=load_serving_state(layout.serving,
+                                                                      layout.model))
+    fitted = fit_run_gate(predictor, open_store(store_root, "train"),
+                          open_store(store_root, "val").seedable)
+    report = None
+    if fitted is not None:
+        gate, report = fitted
+        set_gate(model, gate)
+        tmp = layout.model + ".tmp"
+        torch.save(model.state_dict(), tmp)
+        os.replace(tmp, layout.model)
+        record_gate(layout.serving, layout.model, report)
+    return {"rows": table.num_rows, "gate": report}
 
 
 def run_train(embed_dir: str, out: str, cfg: TrainConfig | None = None, log: Any = print,
@@ -248,8 +269,8 @@ def run_train(embed_dir: str, out: str, cfg: TrainConfig | None = None, log: Any
         st = torch.load(Path(d) / "state.pt", weights_only=True, map_location="cpu")
     torch.save(st["model"], layout.model)
     Path(layout.model_config).write_text(json.dumps(asdict(mcfg)))
-    ray.get(ray.remote(num_cpus=1)(_export_task).remote(store_root, str(outp),
-                                                         cfg.query.to_dict()))
+    exported = ray.get(ray.remote(num_cpus=1)(_export_task).remote(store_root, str(outp),
+                                                                    cfg.query.to_dict()))
     position = json.loads(st["position"])
     manifest = io.manifest("train", {**cfg.to_dict(), "relations": relations,
                                      "model_config": asdict(mcfg)},
@@ -260,7 +281,8 @@ def run_train(embed_dir: str, out: str, cfg: TrainConfig | None = None, log: Any
                             "relations_quarantined": quarantined}, started,
                            history=position["history"], resumes=position["resumes"],
                            graph={"recall_at_k": {m: v.get("recall_at_k") for m, v in
-                                                  graph.get("modalities", {}).items()}})
+                                                  graph.get("modalities", {}).items()}},
+                           gate=exported["gate"])
     io.write_json(manifest, layout.manifest)
     log(f"train: {position['step']} steps; culture embeddings -> {layout.culture_embeddings}")
     return manifest

@@ -52,7 +52,9 @@ class ThemeRanked(Ranked):
 
 
 class ThemeAnswer(BaseModel):
-    gate: float = Field(description="the mixture-of-experts gate weight of this theme")
+    gate: float = Field(description="the gate's weight of this theme for the query: how "
+                        "likely the query is about it (a classifier of the corpus items' "
+                        "theme tags); the weights of all themes sum to 1")
     ranking: list[ThemeRanked]
 
 

@@ -16,7 +16,8 @@ training) under TRAIN/serving/:
                         score of `ops.query_score` reads the shortlist's rows)
     manifest.json       modalities, item counts, layers, index kinds, the digest of
                         the model weights they were computed with, the culture
-                        names, the query mix (`ops.query_score.QueryMix`)
+                        names, the query mix (`ops.query_score.QueryMix`), and
+                        the theme gate's fit report (`record_gate`)
 
 `load_serving_state` refuses state computed with other weights (a retrained
 model in the same directory) by that digest. `ArrowNeighbors` serves the
@@ -108,6 +109,21 @@ def write_serving_state(model: CultureSim, graphs: dict[str, ModalityGraph], roo
     with open(os.path.join(root, MANIFEST), "w") as fh:
         json.dump(manifest, fh, indent=2)
     return manifest
+
+
+def record_gate(root: str, model_path: str, report: dict[str, Any]) -> None:
+    """After the theme gate is fitted into `model_path`'s weights (`serving.gate`): the
+    serving manifest's weights digest follows them (the layer states and indexes do not
+    read the gate, so they stay valid) and it records the gate's fit report."""
+    path = os.path.join(root, MANIFEST)
+    with open(path) as fh:
+        manifest = json.load(fh)
+    manifest["model_sha256"] = weights_digest(model_path)
+    manifest["gate"] = report
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(manifest, fh, indent=2)
+    os.replace(tmp, path)
 
 
 @dataclass

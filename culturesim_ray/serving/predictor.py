@@ -16,7 +16,9 @@ them in-process (tests, benchmarks' floor, scripts).
    top-k cultures.
 4. `ThemeReranker`: the fused state -> each theme head's embedding, and the
    top-k candidates re-ranked per theme by cosine to the culture's theme
-   embedding, with the mixture-of-experts gate weight of each theme.
+   embedding, with the gate's weight of each theme: how likely the query is
+   about it (a classifier of the items' theme tags fitted after training on
+   items fused as queries, `serving.gate`).
 5. `NeighborTable`: a culture's precomputed neighbours from the all-pairs job.
 """
 
@@ -143,9 +145,17 @@ class FusionPredictor:
                                    relations_path=runs.train_relations(train_dir))
         return cls(model, data.graphs, k_graph)
 
-    def neighbours(self, modality: str, vectors: np.ndarray) -> np.ndarray:
-        """(B, k) corpus items of `modality` nearest to each query (cosine)."""
-        return self.search(modality, vectors, self.k_graph)[1]
+    def neighbours(self, modality: str, vectors: np.ndarray,
+                   skip: np.ndarray | None = None) -> np.ndarray:
+        """(B, k) corpus items of `modality` nearest to each query (cosine). skip (B,):
+        a corpus row to leave out of each query's neighbours (a corpus item fused as a
+        query, as if it were new: `serving.gate`); -1 fills a row that comes back short."""
+        if skip is None:
+            return self.search(modality, vectors, self.k_graph)[1]
+        items = self.search(modality, vectors, self.k_graph + 1)[1]
+        own = items == np.asarray(skip, np.int64)[:, None]
+        order = np.argsort(own, axis=1, kind="stable")  # the item itself last
+        return np.take_along_axis(np.where(own, -1, items), order, axis=1)[:, :self.k_graph]
 
     def search(self, modality: str, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(B, k) cosines and positions of the corpus items of `modality` nearest to
@@ -154,15 +164,17 @@ class FusionPredictor:
         return index.search(normalise(vectors), min(k, index.ntotal))
 
     @torch.inference_mode()
-    def item_state(self, modality: str, vectors: np.ndarray) -> Tensor:
-        """(B, hidden): branch output + raw projection of each query as a new node."""
+    def item_state(self, modality: str, vectors: np.ndarray,
+                   skip: np.ndarray | None = None) -> Tensor:
+        """(B, hidden): branch output + raw projection of each query as a new node
+        (skip: see `neighbours`)."""
         if modality not in self.modalities:
             raise QueryError(MODALITY_FIELDS.get(modality, "modality"),
                              f"the model has no {modality} branch "
                              f"(modalities: {', '.join(self.modalities)})", 422)
         branch = self.model.branches[modality]
         device = next(self.model.parameters()).device
-        nbrs = torch.from_numpy(self.neighbours(modality, vectors)).to(device)  # (B, k)
+        nbrs = torch.from_numpy(self.neighbours(modality, vectors, skip)).to(device)  # (B, k)
         b, k = nbrs.shape
         found = nbrs.reshape(-1) >= 0  # an IVF search may come back short (-1)
         uniq, inv = torch.unique(nbrs.reshape(-1)[found], return_inverse=True)
@@ -182,9 +194,11 @@ class FusionPredictor:
         return h + raw
 
     @torch.inference_mode()
-    def fuse(self, modality: str, vectors: np.ndarray) -> Tensor:
-        """(B, hidden) fused state of each query as a one-item culture."""
-        state = self.item_state(modality, vectors)
+    def fuse(self, modality: str, vectors: np.ndarray,
+             skip: np.ndarray | None = None) -> Tensor:
+        """(B, hidden) fused state of each query as a one-item culture (skip: see
+        `neighbours`)."""
+        state = self.item_state(modality, vectors, skip)
         j = self.model.modalities.index(modality)
         tokens = state.new_zeros(len(state), len(self.model.modalities), state.shape[1])
         tokens[:, j] = self.model.normalize_tokens(modality, state)
@@ -289,9 +303,12 @@ class ThemeReranker:
                themes: Sequence[str] | None = None, modality: str | None = None,
                vectors: np.ndarray | None = None) -> list[dict[str, Any]]:
         """For each query i: {theme: {"gate": w, "ranking": [(position, score), ...]}}
-        over its candidate positions `candidates[i]`, best first. modality, vectors
+        over its candidate positions `candidates[i]`, best first; w: the gate's weight of
+        the theme for the query (`serving.gate`: how likely the query is about it).
+        themes None: every theme, the query's likeliest first. modality, vectors
         (B, d): the one-modality queries' modality (the slot they are compared in) and
         input vectors, needed by themes with raw slots (see the class)."""
+        by_gate = themes is None  # themes not named: the query's likeliest first
         themes = self.check_themes(themes)
         if self.heads is None or not themes:
             return [{} for _ in range(len(fused))]
@@ -302,7 +319,9 @@ class ThemeReranker:
         for i in range(len(fused)):
             cand = candidates[i][candidates[i] >= 0]
             answer = {}
-            for theme in themes:
+            order_t = (sorted(themes, key=lambda t: -gate_np[i, self.themes.index(t)])
+                       if by_gate else themes)
+            for theme in order_t:
                 scores = self._scores(theme, queries[theme][i], cand, modality)
                 scores = np.where(np.isnan(scores), -np.inf, scores)
                 order = np.argsort(-scores, kind="stable")
@@ -380,7 +399,7 @@ class SimilarityService:
     def similar(self, modality: str, payload: Any, k: int = 5,
                 themes: Sequence[str] | None = None,
                 sequence_format: str = "abc", cross_modal: bool = False) -> dict[str, Any]:
-        themes = self.reranker.check_themes(themes)
+        self.reranker.check_themes(themes)  # an unknown theme fails before any work
         target = modality  # cross_modal: text -> images, image -> texts (serving.cross_modal)
         if cross_modal:
             from culturesim_ray.serving.cross_modal import cross_modal_target

@@ -16,7 +16,8 @@
    head's loss alone, the optimiser holding the new head's parameters alone;
 5. `merged_state`: the trained model's state dict for the new head, the
    original state for everything else, so every other head, the backbone, the
-   fusion and the token statistics stay bit-identical.
+   fusion and the token statistics stay bit-identical. (The export that follows
+   refits the theme gate over every theme, `serving.gate`.)
 """
 
 from __future__ import annotations

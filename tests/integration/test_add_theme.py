@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -44,9 +45,10 @@ def test_every_other_head_and_the_backbone_stay_bit_identical(themed_run):
     assert new and not new & set(before)
     assert set(after) - new == set(before)
     for key, old in before.items():
-        if key.startswith("theme_heads.gate"):  # the gate gains a row; old rows kept
-            assert torch.equal(after[key][:len(old)], old), key
+        if key.startswith("theme_heads.gate"):  # the gate gains a row and is refitted
             assert after[key].shape[0] == old.shape[0] + 1
+            assert torch.isfinite(after[key]).all() and not torch.equal(
+                after[key][:len(old)], old), key
         else:
             assert torch.equal(after[key], old), key
     # the new head trained: it moved away from any other head's weights
@@ -64,6 +66,10 @@ def test_new_head_is_exported_and_recorded(themed_run):
     manifest = json.loads(open(layout.manifest).read())
     assert manifest["added_themes"][-1]["theme"] == "architecture"
     assert "architecture" in manifest["config"]["model_config"]["themes"]
+    # the gate refitted over every theme, the new one included, and recorded
+    assert manifest["gate"]["themes"][-1] == "architecture"
+    serving = json.loads(open(Path(layout.serving) / "manifest.json").read())
+    assert serving["gate"] == manifest["gate"]
     assert json.loads(open(layout.model_config).read())["themes"][-1] == "architecture"
 
 

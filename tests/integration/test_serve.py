@@ -66,6 +66,10 @@ def test_similar_text_matches_the_in_process_predictor(service, run_dir):
     for a, b in zip(got["general"], ref["general"], strict=True):
         assert a["score"] == pytest.approx(b["score"], abs=tol)
     assert set(got["themes"]) == {"history", "symbols", "music"}
+    # no themes named: every theme, the query's likeliest first, over HTTP and in process
+    gates = [a["gate"] for a in got["themes"].values()]
+    assert gates == sorted(gates, reverse=True) and sum(gates) == pytest.approx(1.0, abs=1e-5)
+    assert list(got["themes"]) == list(ref["themes"])
     for theme, ans in got["themes"].items():
         # the re-ranking is a permutation of the general top-k, scored by the theme head
         assert sorted(r["culture"] for r in ans["ranking"]) == sorted(

@@ -52,6 +52,15 @@ def test_two_workers_train_through_the_stages_and_export(ray_session, tmp_path):
     assert serving["cultures"] == ["Greek", "Persian", "Turkish"]
     for m in serving["modalities"]:
         assert (tmp_path / "train" / "serving" / m / "culture.npy").exists()
+    # the theme gate fitted on the training items as queries, written into the weights
+    # (the serving state's digest follows them) and reported
+    assert manifest["gate"] == serving["gate"]
+    assert serving["gate"]["themes"] == ["history", "symbols"]
+    assert serving["gate"]["train_items"] > 0
+    from culturesim_ray.runs import load_fusion_model
+    from culturesim_ray.serving.artifacts import load_serving_state
+    load_serving_state(str(tmp_path / "train" / "serving"), str(tmp_path / "train" / "model.pt"))
+    assert bool(load_fusion_model(tmp_path / "train").theme_heads.gate.weight.isfinite().all())
     # holdout 0.2: one of each culture's 6 texts (the single flag stays in training)
     held = pq.read_table(tmp_path / "train" / "holdout.parquet")
     assert held.num_rows == manifest["counts"]["held_out_items"] == 3

@@ -4,6 +4,7 @@ per-theme re-ranking agree with brute force in float64."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 
 import numpy as np
@@ -149,6 +150,24 @@ def test_rerank_orders_candidates_by_each_theme_head(model_and_graphs):
         assert answer[i]["music"]["gate"] == pytest.approx(float(gate[i, 1]))
     with pytest.raises(QueryError, match="unknown theme"):
         rr.rerank(fused, candidates, ["cuisine"])
+    # themes not named: every theme, the query's likeliest (by the gate) first; named:
+    # in the order asked
+    model = copy.deepcopy(model)
+    rr = ThemeReranker(model, theme_vectors, cultures)
+    with torch.no_grad():  # a gate that ranks the two themes differently for the queries
+        f = fused[:, 0].double()
+        w = 4.0 / float(f[1] - f[0])
+        model.theme_heads.gate.weight.zero_()
+        model.theme_heads.gate.bias.zero_()
+        model.theme_heads.gate.weight[0, 0] = w  # food - music logit: -2 and +2
+        model.theme_heads.gate.bias[0] = -w * float(f.mean())
+        _, gate = model.theme_heads(fused)
+    assert (gate[0, 0] > gate[0, 1]) != (gate[1, 0] > gate[1, 1])
+    for i, ans in enumerate(rr.rerank(fused, candidates)):
+        assert list(ans) == sorted(["food", "music"], key=lambda t: -float(
+            gate[i, ["food", "music"].index(t)]))
+    assert all(list(a) == ["music", "food"] for a in rr.rerank(fused, candidates,
+                                                                ["music", "food"]))
     out = format_answer(["c4", "c1", "c3"], np.array([0.9, 0.5, 0.1]),
                         named(answer[0], cultures))
     assert [g["culture"] for g in out["general"]] == ["c4", "c1", "c3"]
