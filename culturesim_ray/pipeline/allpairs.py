@@ -21,8 +21,11 @@ over the theme heads); a head with fewer than 2 cultures is skipped with a
 warning. For cosine and dot the combined score is computed exactly at any N as
 one more blockwise top-k over the concatenation of the sqrt(alpha_t)-weighted
 theme vectors (a culture lacking theme t contributes 0 for it); for other
-vector similarities it is combined from dense matrices, so it needs
-N <= dense_limit. Set-level similarities (`ops.setsim`) compare each head's
+vector similarities, and for a train run whose theme heads are compared as
+their culture maps (`allpairs_settings.head_similarities`), blockwise over the
+theme heads with each theme's own similarity (`ops.set_pairs.combined_block_topk`),
+so the combined pairs are the alpha-weighted sum of the theme heads' scores at
+any N, as the dense combined matrix is. Set-level similarities (`ops.setsim`) compare each head's
 item sets: one Ray task per head computes its dense (C, C) matrix; top-k pairs
 and the combined head are read off those matrices.
 """
@@ -202,13 +205,16 @@ def run_allpairs(inp: str, out: str, cfg: AllPairsConfig | None = None, log: Any
     jobs: dict[str, tuple[list[str], np.ndarray, str]] = {}
     for h, (cs, v) in heads.items():
         jobs[h] = (cs, v, sims[h].name if h in sims else cfg.similarity)
-    if alpha and cfg.similarity in ("cosine", "dot"):
+    # S_total as one concatenated vector per culture only where every theme head is
+    # compared by that plain cosine/dot; else blockwise, each theme by its own similarity
+    concat = cfg.similarity in ("cosine", "dot") and not any(t in sims for t in alpha)
+    if alpha and concat:
         cs, v = combined_vectors(heads, alpha, cfg.similarity)
         jobs[COMBINED] = (cs, v, "dot")  # the weighted concatenation's dot product is S_total
     for h, (_, v, _) in jobs.items():
         check_vectors(torch.from_numpy(v), f"head {h!r}")
     sizes = [len(cs) for cs, _, _ in jobs.values()]
-    if alpha and not cfg.set_level and cfg.similarity not in ("cosine", "dot"):
+    if alpha and not cfg.set_level and not concat:
         sizes.append(len({c for t in alpha for c in heads[t][0]}))
     if cfg.set_level and alpha:
         sizes.append(len({c for t in alpha for c in heads[t][0]}))
@@ -216,7 +222,8 @@ def run_allpairs(inp: str, out: str, cfg: AllPairsConfig | None = None, log: Any
     if clamped:
         log(clamped)
 
-    settings = fingerprint_settings(cfg, k, src, sims)
+    settings = fingerprint_settings(cfg, k, src, sims,
+                                    combined_by_theme=bool(alpha) and not concat and bool(sims))
     if fingerprint.check(recorded_settings(out, cfg), settings, out, overwrite=overwrite):
         log(f"all-pairs: --overwrite: removing blocks written with other settings "
             f"({fingerprint.describe(recorded_settings(out, cfg), settings)})")
@@ -237,8 +244,7 @@ def run_allpairs(inp: str, out: str, cfg: AllPairsConfig | None = None, log: Any
         io.write_table(pairs, AllPairsLayout(out).pairs, cfg.s3)
         n_pairs = pairs.num_rows
     else:
-        combined = (aligned_heads(heads, alpha) if alpha and cfg.similarity not in ("cosine", "dot")
-                    else None)
+        combined = aligned_heads(heads, alpha) if alpha and not concat else None
         _vector_blocks(out, jobs, k, cfg, counts, recall, log, combined, alpha, sims)
         if combined is not None:
             jobs = {**jobs, COMBINED: None}
@@ -313,7 +319,7 @@ def _vector_blocks(out: str, jobs: dict[str, Any], k: int, cfg: AllPairsConfig,
             pending.append(task.remote(x_ref, cs_ref, i0, i1, kh, sim, sim_name, h,
                                        cfg.block_cols, path, cfg.s3))
     if combined is not None:
-        pending += _combined_blocks(out, combined, alpha or {}, k, cfg, counts)
+        pending += _combined_blocks(out, combined, alpha or {}, k, cfg, counts, sims)
     total = len(pending)
     if total:
         log(f"all-pairs: {total} blocks over {len(jobs)} heads ({counts['blocks_skipped']} "

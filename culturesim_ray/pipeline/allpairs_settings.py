@@ -59,13 +59,18 @@ def input_version(src: Source, cfg: AllPairsConfig) -> dict[str, Any] | None:
 
 
 def fingerprint_settings(cfg: AllPairsConfig, k: int, src: Source,
-                         sims: dict[str, Any] | None = None) -> dict[str, Any]:
+                         sims: dict[str, Any] | None = None,
+                         combined_by_theme: bool = False) -> dict[str, Any]:
     """Every setting that shapes a finished block or matrix (the fingerprint). The
-    input's version and the heads compared otherwise (`head_similarities`) are
-    recorded only where they apply, so outputs written before them still resume."""
+    input's version, the heads compared otherwise (`head_similarities`) and a
+    combined head summed from those heads' own similarities (`combined_by_theme`)
+    are recorded only where they apply, so outputs written before them still resume
+    (and combined blocks of the older concatenated cosine do not)."""
     version = input_version(src, cfg)
     return {"input": src.path, **({"input_version": version} if version else {}),
             **({"head_similarity": {h: m.key for h, m in sims.items()}} if sims else {}),
+            **({"combined": "sum of the theme heads' similarities"} if combined_by_theme
+               else {}),
             "similarity": cfg.similarity,
             "set_options": set_options_used(cfg.similarity, cfg.set_options)
             if cfg.set_level else {}, "set_block": cfg.set_block if cfg.set_level else None,

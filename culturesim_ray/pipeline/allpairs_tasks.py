@@ -75,14 +75,22 @@ def _run_combined(xs: list[np.ndarray], masks: list[np.ndarray], weights: list[f
 
 
 def _combined_blocks(out: str, combined: Any, alpha: dict[str, float], k: int,
-                     cfg: AllPairsConfig, counts: dict[str, Any]) -> list[Any]:
+                     cfg: AllPairsConfig, counts: dict[str, Any],
+                     head_sims: dict[str, Any] | None = None) -> list[Any]:
+    """S_total's row blocks as Ray tasks; each theme compared by its head's similarity
+    (`head_sims`: a train run's fitted culture map) or by `cfg.similarity`."""
     import ray
 
     cultures, xs, masks = combined
     n = len(cultures)
     kh = min(k, n - 1)
-    sims: list[Any] = [S.Mahalanobis().fit(torch.from_numpy(x[m])) if cfg.similarity ==
-                       "mahalanobis" else cfg.similarity for x, m in zip(xs, masks, strict=True)]
+    head_sims = head_sims or {}
+    sims: list[Any] = [head_sims[t] if t in head_sims else S.Mahalanobis().fit(
+                       torch.from_numpy(x[m])) if cfg.similarity == "mahalanobis"
+                       else cfg.similarity
+                       for t, x, m in zip(alpha, xs, masks, strict=True)]
+    names = {getattr(s, "name", s) for s in sims}
+    sim_name = names.pop() if len(names) == 1 else "+".join(sorted(str(s) for s in names))
     counts["heads"][COMBINED] = {"cultures": n, "dim": int(sum(x.shape[1] for x in xs)), "k": kh,
                                  "prefilter": False}
     task = ray.remote(num_cpus=cfg.num_cpus_per_task, max_retries=3)(_run_combined)
@@ -93,7 +101,7 @@ def _combined_blocks(out: str, combined: Any, alpha: dict[str, float], k: int,
     for i0, i1, path in unfinished_blocks(out, COMBINED, n, cfg, counts):
         _note_input(counts, nbytes, nbytes + nbytes * (i1 - i0) // max(1, n))
         pending.append(task.remote(x_refs, m_refs, list(alpha.values()), sims, cs_ref, i0, i1, kh,
-                                   cfg.similarity, cfg.block_cols, path, cfg.s3))
+                                   sim_name, cfg.block_cols, path, cfg.s3))
     return pending
 
 

@@ -74,6 +74,22 @@ def test_two_workers_train_through_the_stages_and_export(ray_session, tmp_path):
     # modalities, learned part at map_learned
     assert {h: s["learned"] for h, s in ap["head_similarity"].items()} == {
         "general": 0.1, "history": 0.1, "symbols": 0.1}
+    # and the combined head sums those theme maps: its pairs are the dense combined
+    # matrix's entries, the alpha-weighted theme matrices (a culture without a theme
+    # adds 0 for it), not a cosine of the concatenated theme vectors
+    def matrix(h: str) -> dict[tuple[str, str], float]:
+        rows = pq.read_table(tmp_path / "ap" / "matrices" / f"{h}.parquet").to_pylist()
+        return {(r["culture_a"], r["culture_b"]): r["score"] for r in rows}
+
+    mats = {h: matrix(h) for h in ("history", "symbols", "combined")}
+    comb = [r for r in pq.read_table(tmp_path / "ap" / "pairs.parquet").to_pylist()
+            if r["theme"] == "combined"]
+    assert len(comb) == 6 and {r["similarity"] for r in comb} == {"modality_cosine"}
+    for r in comb:
+        key = (r["culture_a"], r["culture_b"])
+        assert r["score"] == pytest.approx(mats["combined"][key], abs=1e-5)
+        assert r["score"] == pytest.approx(
+            sum(a * mats[t].get(key, 0.0) for t, a in ap["alpha"].items()), abs=1e-5)
 
 
 def test_killed_worker_resumes_at_the_same_step_with_the_same_queue(ray_session, tmp_path):
