@@ -26,7 +26,6 @@ pair touching a scored culture is in its model's training set) and pair-level
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ from culturesim_ray.report.gold_file import (  # noqa: F401  (re-exported)
     read_gold_rows,
     validate_gold,
 )
+from culturesim_ray.report.method import Method, Vectors
 from culturesim_ray.report.stats import (  # noqa: F401  (re-exported)
     GOLD_KINDS,
     Matrix,
@@ -54,7 +54,6 @@ from culturesim_ray.report.stats import (  # noqa: F401  (re-exported)
 )
 
 # ---------------------------------------------------------------- methods
-Vectors = tuple[list[str], np.ndarray]  # cultures, (C, d)
 
 
 def vector_matrix(vectors: Vectors, sim: Callable[[Any, Any], Any]) -> Matrix:
@@ -130,22 +129,6 @@ def learned_cv_matrix(vectors: Vectors, pairs: Sequence[Pair], cv: str = "cultur
             s = np.full(len(ti), 0.5)
         out[ti, tj] = out[tj, ti] = s
     return names, out
-
-
-@dataclass
-class Method:
-    """A method to score: per head, culture vectors (compared under `similarity`)
-    or a precomputed (cultures, (C, C)) similarity matrix, used when given."""
-
-    name: str
-    kind: str  # "model", "baseline", "similarity", "set", "readout"
-    vectors: dict[str, Vectors] = field(default_factory=dict)  # head -> vectors
-    similarity: str = "cosine"
-    matrices: dict[str, Matrix] | None = None  # head -> (cultures, (C, C))
-
-    def cultures(self) -> set[str]:
-        return {c for v in (*self.vectors.values(), *(self.matrices or {}).values())
-                for c in v[0]}
 
 
 CV_LABELS = {"cultures": "leave-cultures-out CV", "pairs": "pair-level CV"}

@@ -9,7 +9,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from culturesim_ray.report.evaluate import GENERAL, Method
+from culturesim_ray.report.gold_file import GENERAL
+from culturesim_ray.report.method import Method
 
 
 def readout_methods(x: np.ndarray, cultures: Sequence[str],

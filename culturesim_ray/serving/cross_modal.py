@@ -12,14 +12,13 @@ from typing import Any
 
 from culturesim_ray import runs
 from culturesim_ray.encoders.align import shares_text_space
+from culturesim_ray.serving.errors import QueryError
 
 
 def cross_modal_target(encoders: Any, modality: str, slots: Container[str]) -> str:
     """The modality a `modality` query is compared with (text -> image, image ->
     text) by `predictor.QueryEncoders` `encoders`; a QueryError (422) unless the run's
     image vectors were aligned to its text encoder and the model has both raw slots."""
-    from culturesim_ray.serving.predictor import QueryError
-
     if modality not in ("text", "image") or not {"text", "image"} <= set(encoders.modalities):
         raise QueryError("cross_modal", "a cross-modal query is text -> image or image -> "
                          f"text, in a run with both (modalities: "

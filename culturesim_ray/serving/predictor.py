@@ -52,18 +52,10 @@ from culturesim_ray.serving.artifacts import (
     normalise,
     rows_of,
 )
+from culturesim_ray.serving.errors import QueryError
 from culturesim_ray.serving.retrieval import QueryRanker, Retriever, modality_view
 
 MODALITY_FIELDS = {"text": "text", "image": "image", "sequence": "sequence"}
-
-
-class QueryError(ValueError):
-    """A request the service cannot answer: `field` names the part at fault,
-    `status` is the HTTP status it maps to (4xx)."""
-
-    def __init__(self, field: str, message: str, status: int = 400) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field, self.message, self.status = field, message, status
 
 
 class QueryEncoders:
