@@ -278,6 +278,18 @@ def run_methods(run_dir: str | Path, modality: str = "text", tfidf_dim: int = 25
     return methods
 
 
+def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    """`evaluate`'s rows as evaluation.csv: one column per field any row has (a theme
+    without the reference has no delta fields: those cells stay empty)."""
+    import csv
+
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        fields = list(dict.fromkeys(key for r in rows for key in r))
+        w = csv.DictWriter(fh, fieldnames=fields, restval="")
+        w.writeheader()
+        w.writerows(rows)
+
+
 def run_evaluation(run_dir: str | Path, gold_path: str | Path, k: int = 3,
                    out: str | Path | None = None, modality: str = "text",
                    strict: bool = False, log: Callable[[str], None] = print,
@@ -286,7 +298,6 @@ def run_evaluation(run_dir: str | Path, gold_path: str | Path, k: int = 3,
     """Evaluate every method of the run against the gold file; writes
     OUT/evaluation.csv, evaluation.json (with the gold kind and the resampling
     settings) and evaluation.png (default OUT = RUN/evaluation)."""
-    import csv
     import json
 
     methods = run_methods(run_dir, modality, log=log)
@@ -306,11 +317,7 @@ def run_evaluation(run_dir: str | Path, gold_path: str | Path, k: int = 3,
                     reference=raw[0] if raw else None)
     out = Path(out) if out else Path(run_dir) / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
-    with (out / "evaluation.csv").open("w", newline="", encoding="utf-8") as fh:
-        fields = list(dict.fromkeys(key for r in rows for key in r))  # a theme without
-        w = csv.DictWriter(fh, fieldnames=fields, restval="")  # the reference has no delta
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(rows, out / "evaluation.csv")
     (out / "evaluation.json").write_text(json.dumps(
         {"gold": str(gold_path), "gold_kind": gold_kind, "k": k, "pairs": len(gold.pairs),
          "skipped": gold.skipped, "n_boot": n_boot, "n_perm": n_perm, "folds": folds,
