@@ -21,13 +21,13 @@ over the theme heads); a head with fewer than 2 cultures is skipped with a
 warning. For cosine and dot the combined score is computed exactly at any N as
 one more blockwise top-k over the concatenation of the sqrt(alpha_t)-weighted
 theme vectors (a culture lacking theme t contributes 0 for it); for other
-vector similarities, and for a train run whose theme heads are compared as
-their culture maps (`allpairs_settings.head_similarities`), blockwise over the
-theme heads with each theme's own similarity (`ops.set_pairs.combined_block_topk`),
-so the combined pairs are the alpha-weighted sum of the theme heads' scores at
-any N, as the dense combined matrix is. Set-level similarities (`ops.setsim`) compare each head's
-item sets: one Ray task per head computes its dense (C, C) matrix; top-k pairs
-and the combined head are read off those matrices.
+vector similarities, and for a train run whose theme heads are compared as their
+culture maps (`allpairs_settings.head_similarities`), blockwise over the theme
+heads, each by its own similarity (`ops.set_pairs.combined_block_topk`): the
+combined pairs are then the alpha-weighted sum of the theme heads' scores at any
+N, as the dense combined matrix is. Set-level similarities (`ops.setsim`)
+compare each head's item sets: one Ray task per head computes its dense (C, C)
+matrix; top-k pairs and the combined head are read off those matrices.
 """
 
 from __future__ import annotations
