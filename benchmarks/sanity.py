@@ -272,7 +272,8 @@ def run_sanity(run_dir: str, queries: Sequence[tuple[str, str]] = QUERIES, via: 
     raw baseline. Queries whose expected culture the model does not know are
     skipped (listed). Returns {"methods": {"served": ..., "raw": ...} (score()),
     "queries": per-query answers, "chance", "skipped", "timing_s", ...}."""
-    from culturesim_ray.serving.predictor import QueryEncoders, RunPaths
+    from culturesim_ray.serving.predictor import RunPaths
+    from culturesim_ray.serving.query_encoders import QueryEncoders
 
     if via not in VIAS:
         raise ValueError(f"via {via!r}: expected one of {', '.join(VIAS)}")

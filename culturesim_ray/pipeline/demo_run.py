@@ -79,8 +79,9 @@ def top_lines(path: Path, k: int = 3) -> tuple[str, list[str]]:
     the general head) of an all-pairs output's pairs.parquet."""
     import pyarrow.parquet as pq
 
-    rows = pq.read_table(path).to_pylist()
-    general = [r for r in rows if r["theme"] == "general" and r["rank"] <= k]
+    # only the general head's first k ranks leave Arrow (C * k rows, not every pair)
+    general = pq.read_table(path, filters=[("theme", "=", "general"),
+                                           ("rank", "<=", k)]).to_pylist()
     by_a: dict[str, list[str]] = {}
     for r in general:
         by_a.setdefault(r["culture_a"], []).append(f"{r['culture_b']} {r['score']:.3f}")

@@ -10,16 +10,16 @@ import numpy as np
 from ray import serve
 
 from culturesim_ray.encoders import pick_device
+from culturesim_ray.serving.errors import QueryError
 from culturesim_ray.serving.predictor import (
     FusionPredictor,
-    QueryEncoders,
-    QueryError,
     QueryRanker,
     Retriever,
     ThemeReranker,
     format_answer,
     named,
 )
+from culturesim_ray.serving.query_encoders import QueryEncoders
 from culturesim_ray.serving.replica import apply_batch_config, set_threads
 
 DEFAULT_BATCH = {"max_batch_size": 16, "batch_wait_timeout_s": 0.002}

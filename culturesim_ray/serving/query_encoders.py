@@ -1,0 +1,51 @@
+"""Stage 1 of the online answer (`serving.predictor`): the query -> a base
+embedding, with the encoder its modality was embedded with in the run (the same
+space as the corpus items). Pure: no ray."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from culturesim_ray import runs
+from culturesim_ray.encoders import build_encoder, registry
+from culturesim_ray.encoders.base import EncodeResult
+from culturesim_ray.serving.errors import QueryError
+
+MODALITY_FIELDS = {"text": "text", "image": "image", "sequence": "sequence"}
+
+
+class QueryEncoders:
+    """Per modality, the encoder the embed run used; built on first use. precision:
+    the query encoders' dtype where they offer one ("auto": bfloat16 on hardware that
+    computes it natively; the corpus was embedded in float32, and a bf16 query
+    vector keeps cosine >= 0.996 with the float32 one)."""
+
+    def __init__(self, embed_dir: str, device: str = "cpu",
+                 modalities: Sequence[str] | None = None, precision: str = "auto") -> None:
+        self.embed_dir, self.device, self.precision = embed_dir, device, precision
+        manifest = runs.embed_manifest(embed_dir)
+        self.modalities = sorted(modalities or manifest.get("encoders", {}))
+        self._encoders: dict[str, Any] = {}
+
+    def encoder(self, modality: str) -> Any:
+        if modality not in self.modalities:
+            raise QueryError(MODALITY_FIELDS.get(modality, "modality"),
+                             f"this service has no {modality} encoder "
+                             f"(modalities: {', '.join(self.modalities)})", 422)
+        if modality not in self._encoders:
+            name, kwargs = runs.run_encoder_kwargs(self.embed_dir, modality)
+            if registry.get(name).precision:
+                kwargs["precision"] = self.precision
+            self._encoders[modality] = build_encoder(name, device=self.device, **kwargs)
+        return self._encoders[modality]
+
+    def encode(self, modality: str, payloads: Sequence[Any],
+               sequence_format: str = "abc") -> EncodeResult:
+        """text: strings; image: file bytes; sequence: file contents in `sequence_format`."""
+        enc = self.encoder(modality)
+        if modality == "image":
+            return enc.encode_bytes(list(payloads), names=["(the request)"] * len(payloads))
+        if modality == "sequence":
+            return enc.encode_sources(list(payloads), sequence_format)
+        return enc.encode(list(payloads))
