@@ -265,6 +265,19 @@ def score(answers: Sequence[Sequence[tuple[str, float]]],
             "top3": t3 / n if n else 0.0, "by_culture": dict(sorted(by.items()))}
 
 
+def served_minus_raw(queries: Sequence[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
+    """Served top-1 / top-3 hit rate minus the raw means', with a paired 95% bootstrap
+    interval over the queries (`report.stats.paired_rate_difference`): whether a gap of
+    a query or two on this suite can be read at all."""
+    from culturesim_ray.report.stats import paired_rate_difference
+
+    def hits(method: str, k: int) -> list[bool]:
+        return [q["expected"] in [c for c, _ in q[method][:k]] for q in queries]
+
+    return {f"top{k}": paired_rate_difference(hits("served", k), hits("raw", k), seed=seed)
+            for k in (1, K)}
+
+
 def run_sanity(run_dir: str, queries: Sequence[tuple[str, str]] = QUERIES, via: str = "http",
                precision: str = "auto", startup_s: float = 600.0,
                request_s: float = 60.0) -> dict[str, Any]:
@@ -317,12 +330,14 @@ def run_sanity(run_dir: str, queries: Sequence[tuple[str, str]] = QUERIES, via: 
     raw = raw_answers(encoders, means, [q for q, _ in kept])
     timing["raw"] = time.perf_counter() - t
     n_c = len(cultures)
+    answers = [{"query": q, "expected": c, "served": s, "raw": r}
+               for (q, c), s, r in zip(kept, served, raw, strict=True)]
     return {
         "run_dir": run_dir, "via": via, "k": K, "n_queries": len(kept), "cultures": n_c,
         "chance": {"top1": 1 / n_c, "top3": min(K, n_c) / n_c},
         "methods": {"served": score(served, kept), "raw": score(raw, kept)},
-        "queries": [{"query": q, "expected": c, "served": s, "raw": r}
-                    for (q, c), s, r in zip(kept, served, raw, strict=True)],
+        "queries": answers,
+        "served_minus_raw": served_minus_raw(answers),
         "skipped": [{"query": q, "expected": c} for q, c in skipped],
         "timing_s": timing,
     }
@@ -335,6 +350,9 @@ def print_report(res: dict[str, Any]) -> None:
     print(f"{'method':<10}{'top-1':>8}{'top-3':>8}{'n':>6}")
     for name, m in res["methods"].items():
         print(f"{name:<10}{m['top1']:>8.2f}{m['top3']:>8.2f}{m['n']:>6}")
+    for k, d in res.get("served_minus_raw", {}).items():
+        print(f"served - raw, {k}: {d['delta']:+.3f} [paired 95% CI {d['delta_lo']:+.3f}, "
+              f"{d['delta_hi']:+.3f}]")
     cultures = sorted({c for m in res["methods"].values() for c in m["by_culture"]})
     print(f"\n{'culture':<10}" + "".join(f"{n + ' top-1/top-3':>18}" for n in res["methods"]))
     for c in cultures:

@@ -22,10 +22,13 @@ part at `map_learned`), with
 margin = model - max(raw cosine, TF-IDF), and model - raw cosine with its paired
 95% interval (`stats.bootstrap_difference`: the same culture resamples score
 both, so the interval says whether a margin can be read). Also per set: held-out item ->
-culture retrieval (top-1/top-5) of the items `culturesim train` never trained
+culture retrieval (top-1/3/5) of the items `culturesim train` never trained
 on, through the model's query path (as the service answers) against the raw
-nearest culture mean, both over the training items only; and the theme gate on
-the held-out items (their likeliest theme against the majority theme).
+nearest culture mean, both over the training items only, with model - raw and
+its paired 95% interval over the items; the same for short queries, the page
+titles of the held-out text items (the sanity suite's kind of query, hundreds of
+them, written by no one on this team); and the theme gate on the held-out items
+(their likeliest theme against the majority theme).
 
 On the demo run the sanity suite (`benchmarks/sanity.py`: obvious text
 queries, 5 per demo culture) is answered through the real service over HTTP and
@@ -88,17 +91,25 @@ def build_set(name: str, out: Path, quick: bool) -> dict[str, Any]:
     return devsets.build(name, out / "corpus", max_per_culture=per)
 
 
+def hit_rates(pos: np.ndarray, truth: np.ndarray, prefix: str) -> dict[str, float]:
+    """Top-1/3/5 hit rates of ranked culture indices pos (n, >= 5) against truth (n,)."""
+    return {f"{prefix}_top{k}": float(np.mean((pos[:, :k] == truth[:, None]).any(1)))
+            for k in (1, 3, 5)}
+
+
 def query_retrieval(model: Any, data: Any, q: np.ndarray, truth: np.ndarray,
                     modality: str = "text", raw_only: bool = False,
-                    mix: QueryMix | None = None) -> dict[str, float]:
-    """Top-1/top-5 of query vectors q (n, d) of `modality` whose cultures are `truth`
+                    mix: QueryMix | None = None) -> dict[str, Any]:
+    """Top-1/3/5 of query vectors q (n, d) of `modality` whose cultures are `truth`
     (indices into data.cultures): the model's query path over `data`'s graphs (as the
     service answers, with the query mix `mix`; None: the plain general cosine) vs the
-    raw nearest mean of `data`'s items (only that: raw_only)."""
+    raw nearest mean of `data`'s items (only that: raw_only), and model - raw at top-1
+    and top-3 with a paired 95% bootstrap interval over the queries."""
     import pyarrow.compute as pc
     import torch
 
     from culturesim_ray.pipeline.train import export_culture_embeddings
+    from culturesim_ray.report.stats import paired_rate_difference
     from culturesim_ray.serving.predictor import FusionPredictor, QueryRanker, Retriever
 
     g = data.graphs[modality]
@@ -107,8 +118,7 @@ def query_retrieval(model: Any, data: Any, q: np.ndarray, truth: np.ndarray,
     means = torch.nn.functional.normalize(means, dim=1).numpy()
     qn = q / np.linalg.norm(q, axis=1, keepdims=True)
     raw_pos = np.argsort(-(qn @ means.T), axis=1)[:, :5]
-    out = {"items": int(len(q)), "raw_top1": float(np.mean(raw_pos[:, 0] == truth)),
-           "raw_top5": float(np.mean((raw_pos == truth[:, None]).any(1)))}
+    out: dict[str, Any] = {"items": int(len(q)), **hit_rates(raw_pos, truth, "raw")}
     if raw_only:
         return out
     model.eval()
@@ -124,8 +134,12 @@ def query_retrieval(model: Any, data: Any, q: np.ndarray, truth: np.ndarray,
     ranker = QueryRanker(fusion, retriever, mix if mix is not None else QueryMix.from_dict(None))
     with torch.inference_mode():
         _, model_pos = ranker.topk(fusion.fuse(modality, q), modality, modality, q, 5)
-    return {**out, "model_top1": float(np.mean(model_pos[:, 0] == truth)),
-            "model_top5": float(np.mean((model_pos == truth[:, None]).any(1)))}
+    model_pos = np.asarray(model_pos)
+    out.update(hit_rates(model_pos, truth, "model"))
+    for k in (1, 3):
+        out[f"model_minus_raw_top{k}"] = paired_rate_difference(
+            (model_pos[:, :k] == truth[:, None]).any(1), (raw_pos[:, :k] == truth[:, None]).any(1))
+    return out
 
 
 def table_queries(table: Any, cultures: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -135,11 +149,9 @@ def table_queries(table: Any, cultures: list[str]) -> tuple[np.ndarray, np.ndarr
     return q, np.array([cultures.index(c) for c in table.column("culture").to_pylist()])
 
 
-def held_out_retrieval(run: Path, modality: str = "text") -> dict[str, float]:
-    """`query_retrieval` of the held-out items (RUN/train/holdout.parquet) of
-    `modality`, over the graph and culture vectors of the training items only."""
-    import pyarrow.compute as pc
-
+def _held_out(run: Path) -> tuple[Any, Any, Any, Any, QueryMix]:
+    """(the embed tables, the held-out items' table, the model, the training items'
+    TrainingData, the run's query mix) of a truth run."""
     from culturesim_ray import io, runs
     from culturesim_ray.training.data import build_training_data, drop_items
 
@@ -148,14 +160,60 @@ def held_out_retrieval(run: Path, modality: str = "text") -> dict[str, float]:
     model = runs.load_fusion_model(run / "train")
     data = build_training_data(drop_items(tables, set(held.column("item_id").to_pylist())),
                                themes=model.cfg.themes)
+    manifest = run / "train" / "serving" / "manifest.json"
+    mix = QueryMix.from_dict(json.loads(manifest.read_text()).get("query_mix")
+                             if manifest.exists() else None)
+    return tables, held, model, data, mix
+
+
+def held_out_retrieval(run: Path, modality: str = "text") -> dict[str, Any]:
+    """`query_retrieval` of the held-out items (RUN/train/holdout.parquet) of
+    `modality`, over the graph and culture vectors of the training items only."""
+    import pyarrow.compute as pc
+
+    tables, held, model, data, mix = _held_out(run)
     t = tables[modality].filter(pc.is_in(tables[modality].column("item_id"),
                                          value_set=held.column("item_id")))
     if t.num_rows == 0:
         return {}
-    manifest = run / "train" / "serving" / "manifest.json"
-    mix = QueryMix.from_dict(json.loads(manifest.read_text()).get("query_mix")
-                             if manifest.exists() else None)
     return query_retrieval(model, data, *table_queries(t, data.cultures), modality, mix=mix)
+
+
+def source_title(source: str | None) -> str | None:
+    """The page title of a `source` of the form "site:lang:Title" (the dev sets' and
+    the demo's "wikipedia:en:Nile"); None for any other form."""
+    parts = (source or "").split(":", 2)
+    return parts[2].strip() or None if len(parts) == 3 and parts[0] and parts[1] else None
+
+
+def held_out_titles(run: Path) -> dict[str, Any]:
+    """Short queries: the page titles of the held-out text items ("Afonso I of
+    Portugal", "Nowruz"), encoded by the run's text encoder as the service encodes a
+    query, ranked by `query_retrieval` over the training items only. The sanity
+    suite's kind of query (a few words naming a thing), hundreds of them, from sources
+    the suite's author did not write. {} when the run has no held-out titled texts."""
+    import pyarrow.compute as pc
+
+    from culturesim_ray import io
+    from culturesim_ray.serving.query_encoders import QueryEncoders
+
+    tables, held, model, data, mix = _held_out(run)
+    if "text" not in tables:
+        return {}
+    t = tables["text"].filter(pc.is_in(tables["text"].column("item_id"),
+                                       value_set=held.column("item_id")))
+    corpus = io.read_table(str(run / "corpus" / "corpus.parquet"), columns=["item_id", "source"])
+    title = {i: source_title(s) for i, s in zip(corpus.column("item_id").to_pylist(),
+                                                corpus.column("source").to_pylist(), strict=True)}
+    rows = [(title[i], c) for i, c in zip(t.column("item_id").to_pylist(),
+                                          t.column("culture").to_pylist(), strict=True)
+            if title.get(i)]
+    if not rows:
+        return {}
+    q = np.asarray(QueryEncoders(str(run / "embed"), precision="float32")
+                   .encode("text", [r[0] for r in rows]).vectors, np.float32)
+    truth = np.array([data.cultures.index(c) for _, c in rows])
+    return query_retrieval(model, data, q, truth, "text", mix=mix)
 
 
 def held_out_gate(run: Path) -> dict[str, Any]:
@@ -256,7 +314,8 @@ def run_set(name: str, root: Path, quick: bool, log: Any) -> dict[str, Any]:
               "--modality", modality], run / "evaluate.log")
     rows = json.loads((run / "evaluation" / "evaluation.json").read_text())["rows"]
     res = {"gold_kind": spec["gold_kind"], "modality": modality, "readouts": pick(rows),
-           "retrieval": held_out_retrieval(run, modality), "gate": held_out_gate(run),
+           "retrieval": held_out_retrieval(run, modality), "titles": held_out_titles(run),
+           "gate": held_out_gate(run),
            "seconds": time.time() - t0}
     log(f"[{name}] evaluated ({res['seconds']:.0f} s)")
     return res
@@ -272,6 +331,12 @@ def fmt_delta(d: dict[str, float] | None) -> str:
     if not d:
         return f"{'-':>22}"
     return f"{d['delta']:>+7.3f} [{d['lo']:+.2f}, {d['hi']:+.2f}]"
+
+
+def fmt_rate_delta(d: dict[str, float] | None) -> str:
+    if not d:
+        return "-"
+    return f"{d['delta']:+.3f} [{d['delta_lo']:+.3f}, {d['delta_hi']:+.3f}]"
 
 
 def print_table(res: dict[str, Any]) -> None:
@@ -291,14 +356,20 @@ def print_table(res: dict[str, Any]) -> None:
     print(f"{'best S1 is':<28}" + "".join(
         f"{res['sets'][s]['readouts'].get('best_s1', {}).get('method', '-')[-22:]:>24}"
         for s in sets))
-    print("\nheld-out item -> culture (items training never saw; the set's modality)")
-    print(f"{'set':<18}{'modality':>9}{'items':>6}{'model top1':>12}{'raw top1':>10}"
-          f"{'model top5':>12}{'raw top5':>10}")
-    for s in sets:
-        r = res["sets"][s]["retrieval"]
-        if r:
-            print(f"{s:<18}{res['sets'][s].get('modality', 'text'):>9}{r['items']:>6}{r['model_top1']:>12.3f}{r['raw_top1']:>10.3f}"
-                  f"{r['model_top5']:>12.3f}{r['raw_top5']:>10.3f}")
+    for key, title in (("retrieval", "held-out item -> culture (items training never saw; "
+                                     "the set's modality)"),
+                       ("titles", "short queries: held-out text items' page titles -> culture")):
+        print(f"\n{title}")
+        print(f"{'set':<18}{'items':>6}{'model top1':>12}{'raw top1':>10}{'model top3':>12}"
+              f"{'raw top3':>10}{'model top5':>12}{'raw top5':>10}"
+              f"{'top1 model-raw [paired CI]':>30}{'top3 model-raw [paired CI]':>30}")
+        for s in sets:
+            r = res["sets"][s].get(key)
+            if r and "model_top1" in r:
+                print(f"{s:<18}{r['items']:>6}" + "".join(
+                    f"{r[f'{m}_top{k}']:>{12 if m == 'model' else 10}.3f}"
+                    for k in (1, 3, 5) for m in ("model", "raw")) + "".join(
+                    f"{fmt_rate_delta(r.get(f'model_minus_raw_top{k}')):>30}" for k in (1, 3)))
     print("\nheld-out item -> its theme (the gate's likeliest theme; every modality)")
     print(f"{'set':<18}{'themes':>7}{'items':>6}{'gate':>8}{'majority':>10}")
     for s in sets:
@@ -312,6 +383,8 @@ def print_table(res: dict[str, Any]) -> None:
         print(f"{'method':<24}{'top-1':>8}{'top-3':>8}")
         for k, label in (("served", "served model (HTTP)"), ("raw", "raw culture means")):
             print(f"{label:<24}{m[k]['top1']:>8.3f}{m[k]['top3']:>8.3f}")
+        for k, d in res["sanity"].get("served_minus_raw", {}).items():
+            print(f"served - raw, {k}: {fmt_rate_delta(d)} (paired 95% CI over the queries)")
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.sanity import QUERIES, score  # noqa: E402
+from benchmarks.sanity import QUERIES, score, served_minus_raw  # noqa: E402
 from culturesim_ray.demo import CULTURES  # noqa: E402
 
 
@@ -57,3 +57,16 @@ def test_score_counts_top1_and_top3_hits():
     assert s["by_culture"]["X"] == {"n": 2, "top1_hits": 1, "top3_hits": 2,
                                     "top1": 0.5, "top3": 1.0}
     assert s["by_culture"]["Y"]["top3_hits"] == 0  # 4th place is no top-3 hit
+
+
+def test_served_minus_raw_is_paired_over_the_same_queries():
+    # served finds X first twice where raw has it 2nd; raw finds Y where served misses it
+    queries = [{"expected": "X", "served": [("X", 1.0)], "raw": [("Z", 1.0), ("X", 0.5)]}] * 2 + \
+        [{"expected": "Y", "served": [("Z", 1.0)] * 3, "raw": [("Y", 1.0)]}] + \
+        [{"expected": "W", "served": [("W", 1.0)], "raw": [("W", 1.0)]}] * 7
+    d = served_minus_raw(queries)
+    assert d["top1"]["delta"] == pytest.approx((2 - 1) / 10)
+    assert d["top3"]["delta"] == pytest.approx(-1 / 10)
+    for v in d.values():
+        assert v["delta_lo"] <= v["delta"] <= v["delta_hi"]
+    assert d["top3"]["delta_hi"] == 0.0  # no query where served alone finds it in 3
