@@ -10,7 +10,7 @@ raw and learned parts of the general cosine, and the culture's nearest items).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 from torch import Tensor
@@ -20,8 +20,22 @@ from culturesim_ray.layout import TrainLayout
 from culturesim_ray.ops.query_score import QueryMix, mix_scores, nearest_item_scores
 from culturesim_ray.serving.artifacts import normalise
 
-if TYPE_CHECKING:
-    from culturesim_ray.serving.predictor import FusionPredictor
+
+class QueryFuser(Protocol):
+    """What `QueryRanker` reads of the fusion (`predictor.FusionPredictor`): the
+    model, the corpus items' cultures and nearest-item search, and the general
+    embedding of fused queries. A protocol, so retrieval does not import the predictor."""
+
+    model: Any
+    cultures: list[str] | None
+    item_culture: dict[str, np.ndarray]
+    query_mix: QueryMix
+
+    def general(self, fused: Tensor, modality: str | None = None,
+                vectors: np.ndarray | None = None) -> np.ndarray: ...
+
+    def search(self, modality: str, vectors: np.ndarray, k: int
+               ) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 class Retriever:
@@ -114,7 +128,7 @@ class QueryRanker:
     cross-modal query, a model without raw residual, or a run trained before the
     mix existed is ranked by the plain general cosine."""
 
-    def __init__(self, fusion: FusionPredictor, retriever: Retriever,
+    def __init__(self, fusion: QueryFuser, retriever: Retriever,
                  mix: QueryMix | None = None) -> None:
         self.fusion, self.retriever = fusion, retriever
         self.mix = mix if mix is not None else fusion.query_mix
