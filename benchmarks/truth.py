@@ -97,6 +97,36 @@ def hit_rates(pos: np.ndarray, truth: np.ndarray, prefix: str) -> dict[str, floa
             for k in (1, 3, 5)}
 
 
+def raw_scores(data: Any, modality: str, q: np.ndarray) -> np.ndarray:
+    """(n, C) cosines of query vectors q (n, d) to the raw culture means of `data`'s
+    `modality` items (the baseline every retrieval row is compared with)."""
+    import torch
+
+    g = data.graphs[modality]
+    x = torch.nn.functional.normalize(g.x, dim=1)
+    means = torch.zeros(len(data.cultures), x.shape[1]).index_add_(0, g.culture, x)
+    means = torch.nn.functional.normalize(means, dim=1).numpy()
+    return (q / np.linalg.norm(q, axis=1, keepdims=True)) @ means.T
+
+
+def model_query_path(model: Any, data: Any) -> tuple[Any, Any]:
+    """(FusionPredictor, Retriever) of a trained model over `data`'s graphs and the
+    model's culture vectors of `data`: what the service ranks a query with."""
+    import pyarrow.compute as pc
+
+    from culturesim_ray.pipeline.train import export_culture_embeddings
+    from culturesim_ray.serving.predictor import FusionPredictor, Retriever
+
+    model.eval()
+    emb = export_culture_embeddings(model, data)
+    general = emb.filter(pc.equal(emb.column("head"), "general"))
+    vec = np.stack(general.column("vector").to_numpy(zero_copy_only=False)).astype(np.float32)
+    order = [general.column("culture").to_pylist().index(c) for c in data.cultures]
+    slots = model.cfg.slots() if model.cfg.raw_weight > 0 else None
+    retriever = Retriever(data.cultures, vec[order], slots=slots)
+    return FusionPredictor(model, data.graphs, cultures=data.cultures), retriever
+
+
 def query_retrieval(model: Any, data: Any, q: np.ndarray, truth: np.ndarray,
                     modality: str = "text", raw_only: bool = False,
                     mix: QueryMix | None = None) -> dict[str, Any]:
@@ -105,32 +135,16 @@ def query_retrieval(model: Any, data: Any, q: np.ndarray, truth: np.ndarray,
     service answers, with the query mix `mix`; None: the plain general cosine) vs the
     raw nearest mean of `data`'s items (only that: raw_only), and model - raw at top-1
     and top-3 with a paired 95% bootstrap interval over the queries."""
-    import pyarrow.compute as pc
     import torch
 
-    from culturesim_ray.pipeline.train import export_culture_embeddings
     from culturesim_ray.report.stats import paired_rate_difference
-    from culturesim_ray.serving.predictor import FusionPredictor, QueryRanker, Retriever
+    from culturesim_ray.serving.predictor import QueryRanker
 
-    g = data.graphs[modality]
-    x = torch.nn.functional.normalize(g.x, dim=1)
-    means = torch.zeros(len(data.cultures), x.shape[1]).index_add_(0, g.culture, x)
-    means = torch.nn.functional.normalize(means, dim=1).numpy()
-    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
-    raw_pos = np.argsort(-(qn @ means.T), axis=1)[:, :5]
+    raw_pos = np.argsort(-raw_scores(data, modality, q), axis=1)[:, :5]
     out: dict[str, Any] = {"items": int(len(q)), **hit_rates(raw_pos, truth, "raw")}
     if raw_only:
         return out
-    model.eval()
-    emb = export_culture_embeddings(model, data)
-    general = emb.filter(pc.equal(emb.column("head"), "general"))
-    vec = np.stack(general.column("vector").to_numpy(zero_copy_only=False)).astype(np.float32)
-    order = [general.column("culture").to_pylist().index(c) for c in data.cultures]
-    cfg = model.cfg
-    slots = (cfg.slots()
-             if cfg.raw_weight > 0 else None)
-    retriever = Retriever(data.cultures, vec[order], slots=slots)
-    fusion = FusionPredictor(model, data.graphs, cultures=data.cultures)
+    fusion, retriever = model_query_path(model, data)
     ranker = QueryRanker(fusion, retriever, mix if mix is not None else QueryMix.from_dict(None))
     with torch.inference_mode():
         _, model_pos = ranker.topk(fusion.fuse(modality, q), modality, modality, q, 5)
@@ -166,17 +180,33 @@ def _held_out(run: Path) -> tuple[Any, Any, Any, Any, QueryMix]:
     return tables, held, model, data, mix
 
 
+def held_out_table(tables: Any, held: Any, modality: str) -> Any:
+    """The embed table rows of `modality` held out of training (None: none)."""
+    import pyarrow.compute as pc
+
+    if modality not in tables:
+        return None
+    t = tables[modality].filter(pc.is_in(tables[modality].column("item_id"),
+                                         value_set=held.column("item_id")))
+    return t if t.num_rows else None
+
+
+def held_out_items(tables: Any, held: Any, data: Any, modality: str
+                   ) -> tuple[np.ndarray, np.ndarray] | None:
+    """(vectors, culture indices into data.cultures) of the held-out items of
+    `modality`; None when there are none."""
+    t = held_out_table(tables, held, modality)
+    return None if t is None else table_queries(t, data.cultures)
+
+
 def held_out_retrieval(run: Path, modality: str = "text") -> dict[str, Any]:
     """`query_retrieval` of the held-out items (RUN/train/holdout.parquet) of
     `modality`, over the graph and culture vectors of the training items only."""
-    import pyarrow.compute as pc
-
     tables, held, model, data, mix = _held_out(run)
-    t = tables[modality].filter(pc.is_in(tables[modality].column("item_id"),
-                                         value_set=held.column("item_id")))
-    if t.num_rows == 0:
+    queries = held_out_items(tables, held, data, modality)
+    if queries is None:
         return {}
-    return query_retrieval(model, data, *table_queries(t, data.cultures), modality, mix=mix)
+    return query_retrieval(model, data, *queries, modality, mix=mix)
 
 
 def source_title(source: str | None) -> str | None:
@@ -186,22 +216,17 @@ def source_title(source: str | None) -> str | None:
     return parts[2].strip() or None if len(parts) == 3 and parts[0] and parts[1] else None
 
 
-def held_out_titles(run: Path) -> dict[str, Any]:
-    """Short queries: the page titles of the held-out text items ("Afonso I of
-    Portugal", "Nowruz"), encoded by the run's text encoder as the service encodes a
-    query, ranked by `query_retrieval` over the training items only. The sanity
-    suite's kind of query (a few words naming a thing), hundreds of them, from sources
-    the suite's author did not write. {} when the run has no held-out titled texts."""
-    import pyarrow.compute as pc
-
+def title_queries(run: Path, tables: Any, held: Any, data: Any
+                  ) -> tuple[np.ndarray, np.ndarray] | None:
+    """(vectors, culture indices) of the page titles of the held-out text items of a
+    truth run, encoded by the run's text encoder as the service encodes a query;
+    None when the run has no held-out titled texts."""
     from culturesim_ray import io
     from culturesim_ray.serving.query_encoders import QueryEncoders
 
-    tables, held, model, data, mix = _held_out(run)
-    if "text" not in tables:
-        return {}
-    t = tables["text"].filter(pc.is_in(tables["text"].column("item_id"),
-                                       value_set=held.column("item_id")))
+    t = held_out_table(tables, held, "text")
+    if t is None:
+        return None
     corpus = io.read_table(str(run / "corpus" / "corpus.parquet"), columns=["item_id", "source"])
     title = {i: source_title(s) for i, s in zip(corpus.column("item_id").to_pylist(),
                                                 corpus.column("source").to_pylist(), strict=True)}
@@ -209,11 +234,20 @@ def held_out_titles(run: Path) -> dict[str, Any]:
                                           t.column("culture").to_pylist(), strict=True)
             if title.get(i)]
     if not rows:
-        return {}
+        return None
     q = np.asarray(QueryEncoders(str(run / "embed"), precision="float32")
                    .encode("text", [r[0] for r in rows]).vectors, np.float32)
-    truth = np.array([data.cultures.index(c) for _, c in rows])
-    return query_retrieval(model, data, q, truth, "text", mix=mix)
+    return q, np.array([data.cultures.index(c) for _, c in rows])
+
+
+def held_out_titles(run: Path) -> dict[str, Any]:
+    """Short queries: the page titles of the held-out text items ("Afonso I of
+    Portugal", "Nowruz"), ranked by `query_retrieval` over the training items only.
+    The sanity suite's kind of query (a few words naming a thing), hundreds of them,
+    from sources the suite's author did not write. {} when there are none."""
+    tables, held, model, data, mix = _held_out(run)
+    queries = title_queries(run, tables, held, data)
+    return {} if queries is None else query_retrieval(model, data, *queries, "text", mix=mix)
 
 
 def held_out_gate(run: Path) -> dict[str, Any]:
