@@ -54,16 +54,15 @@ def mix_name(mix: QueryMix) -> str:
 
 
 def grid(a_values: Iterable[float], m_values: Iterable[int]) -> list[QueryMix]:
-    """The default mix first, then every (a, m) (a = 0 once: m does not matter)."""
+    """The default mix first, then every other (a, m); with a = 0 the nearest items
+    do not count, so a = 0 enters once (under the first m)."""
     default = QueryMix()
-    mixes = [default]
+    mixes = {(default.nearest, default.m if default.nearest else 0): default}
     for m in m_values:
         for a in a_values:
-            mix = replace(default, nearest=float(a), m=int(m))
-            if mix_name(mix) not in {mix_name(x) for x in mixes} and not (
-                    a == 0 and any(x.nearest == 0 for x in mixes)):
-                mixes.append(mix)
-    return mixes
+            mixes.setdefault((float(a), int(m) if a else 0),
+                             replace(default, nearest=float(a), m=int(m)))
+    return list(mixes.values())
 
 
 def truth_ranks(scores: np.ndarray, truth: np.ndarray) -> np.ndarray:
