@@ -7,6 +7,8 @@ labelled pairs (1 = similar). Deterministic for a given seed.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import Tensor, nn
 
@@ -36,6 +38,7 @@ class LearnedSimilarity:
         self.hidden, self.epochs, self.lr, self.wd, self.seed = hidden, epochs, lr, weight_decay, seed
         self.model: PairMLP | None = None
         self.losses: list[float] = []
+        self._model_on: dict[tuple[torch.device, torch.dtype], PairMLP] = {}
 
     def fit(self, a: Tensor, b: Tensor, labels: Tensor) -> LearnedSimilarity:
         """a, b: (p, d) row-aligned pairs; labels: (p,) in {0, 1} (or soft in [0, 1])."""
@@ -59,14 +62,24 @@ class LearnedSimilarity:
             opt.step()
             self.losses.append(float(loss.detach()))
         self.model = model.eval()
+        self._model_on = {}
         return self
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_model_on": {}}  # ship the fit, never device copies
 
     @torch.no_grad()
     def pairwise(self, a: Tensor, b: Tensor) -> Tensor:
         """Row-aligned similarities (p,)."""
         if self.model is None:
             raise RuntimeError("learned similarity: call fit(a, b, labels) first")
-        return torch.sigmoid(self.model(a, b))
+        model, w = self.model, next(self.model.parameters())
+        if (w.device, w.dtype) != (a.device, a.dtype):  # fitted elsewhere: a copy on a's device
+            key = (a.device, a.dtype)
+            if key not in self._model_on:
+                self._model_on[key] = copy.deepcopy(model).to(a.device, a.dtype)
+            model = self._model_on[key]
+        return torch.sigmoid(model(a, b))
 
     @torch.no_grad()
     def __call__(self, x: Tensor, y: Tensor, chunk: int = 1 << 16) -> Tensor:

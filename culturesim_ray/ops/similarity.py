@@ -171,6 +171,7 @@ class Mahalanobis:
     def __init__(self) -> None:
         self.chol: Tensor | None = None
         self.shrinkage: float | None = None
+        self._chol_on: dict[torch.device, Tensor] = {}  # chol copied to other devices
 
     def fit(self, data: Tensor) -> Mahalanobis:
         if data.ndim != 2 or data.shape[0] < 2:
@@ -179,13 +180,22 @@ class Mahalanobis:
         jitter = 1e-9 * float(torch.trace(sigma)) / sigma.shape[0]
         eye = torch.eye(sigma.shape[0], dtype=sigma.dtype, device=sigma.device)
         self.chol = torch.linalg.cholesky(sigma + jitter * eye)
+        self._chol_on = {}
         return self
 
     def whiten(self, x: Tensor) -> Tensor:
+        """L^-1 x per row, in the fit's precision on x's device (a map fitted on the CPU
+        whitens CUDA blocks: the factor is copied there once)."""
         if self.chol is None:
             raise RuntimeError("mahalanobis: call fit(data) first")
-        z = torch.linalg.solve_triangular(self.chol, x.to(self.chol.dtype).T, upper=False)
+        chol = self.chol
+        if chol.device != x.device:
+            chol = self._chol_on.setdefault(x.device, chol.to(x.device))
+        z = torch.linalg.solve_triangular(chol, x.to(chol.dtype).T, upper=False)
         return z.T.to(x.dtype)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_chol_on": {}}  # ship the fit, never device copies
 
     def distance(self, x: Tensor, y: Tensor) -> Tensor:
         _check(x, y)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -84,6 +86,29 @@ def test_mahalanobis_works_when_n_is_below_d():
     s = m(few, few)
     assert torch.isfinite(s).all()
     assert torch.equal(s.argmax(1), torch.arange(5))
+
+
+DEVICES = [pytest.param("cpu"), pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA")])]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_fitted_maps_apply_to_inputs_of_another_dtype_and_device(device):
+    """Mahalanobis and learned maps fitted in float64 on the CPU (as the all-pairs job fits
+    them) score float32 blocks on `device` as their float64 CPU call does."""
+    x64, y64 = torch.from_numpy(X64), torch.from_numpy(Y64)
+    xd, yd = x64.to(device, torch.float32), y64.to(device, torch.float32)
+    labels = ((x64[:7] - y64).norm(dim=1) < 5.6).double()
+    assert 0 < labels.sum() < 7  # both labels present
+    for fn in (S.Mahalanobis().fit(torch.cat([x64, y64])),
+               LearnedSimilarity(hidden=16, epochs=30).fit(x64[:7], y64, labels)):
+        ref = fn(x64, y64)
+        got = fn(xd, yd)
+        assert got.device.type == device and got.dtype == torch.float32
+        np.testing.assert_allclose(got.cpu().double().numpy(), ref.numpy(), rtol=1e-5, atol=1e-6)
+        assert ref.std() > 1e-3  # not a constant map
+        again = pickle.loads(pickle.dumps(fn))  # ships to a Ray task without device copies
+        np.testing.assert_allclose(again(x64, y64).numpy(), ref.numpy(), rtol=0, atol=0)
 
 
 SYMMETRIC = ["cosine", "dot", "euclidean", "l1", "ndd", "log_scaled", "hybrid", "poincare",
