@@ -11,6 +11,8 @@ What it proves (each a row of the printed table; exit code 1 when any row fails)
    same losses, gradients and parameters (a device mismatch is a FAIL row). Step time.
 4. lstm.*: the melody LSTM inference form (forward, streaming `step`, cuDNN `nn.LSTM`,
    `SequenceEncoder.embed_ids`) in float32 on the device vs float64 on the CPU.
+5. lstm.train.*: two melody-LSTM `train_step`s on the device (float32) vs the CPU
+   (float64) from the same state: losses, gradients, parameters. Step time.
 
 Needs only torch, torch_geometric and numpy (no ray, faiss, music21, pydantic, fastapi,
 s3fs). On the GPU machine, from the repo root (--quick: smaller sizes):
@@ -350,6 +352,67 @@ def check_lstm(device: torch.device, quick: bool) -> tuple[list[Row], dict[str, 
     return rows, {}
 
 
+# --- 5. melody LSTM training step ----------------------------------------------------
+
+def check_lstm_train(device: torch.device, quick: bool) -> tuple[list[Row], dict[str, Any]]:
+    """Two `train_step`s of the melody LSTM (the step the plain loop and each Ray Train
+    worker run; batches padded on the model's device, as the worker pads them) in
+    float32 on the device vs float64 on the CPU from the same state: losses, the last
+    step's gradients and the parameters. cuDNN's TF32 (its default for RNNs) off for
+    the strict rows, on for a looser one. Then a step's time at the job's sizes."""
+    from culturesim_ray.encoders import sequence as melody
+
+    vocab_size, batch, steps = 40, 8, (24 if quick else 64)
+    gen = torch.Generator().manual_seed(6)
+    seqs = [torch.randint(4, vocab_size, (n,), generator=gen).tolist()
+            for n in torch.randint(steps // 2, steps + 1, (2 * batch,), generator=gen).tolist()]
+    torch.manual_seed(6)
+    init = melody.MelodyLSTM(melody.LSTMConfig(vocab_size, 16, hidden=32, layers=2))
+
+    def run(dev: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+        model = copy.deepcopy(init).to(dev, dtype)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
+        losses = [melody.train_step(model, opt, melody.pad_batch(seqs[i:i + batch], dev))
+                  for i in (0, batch)]
+        flat = [torch.cat([t.detach().reshape(-1).to(CPU, F64) for t in ts])
+                for ts in ([p.grad for p in model.parameters()], list(model.parameters()))]
+        return torch.tensor(losses, dtype=F64), flat[0], flat[1]
+
+    def cudnn_tf32(on: bool) -> Callable[[], tuple[Tensor, Tensor, Tensor]]:
+        def go() -> tuple[Tensor, Tensor, Tensor]:
+            saved = torch.backends.cudnn.allow_tf32
+            torch.backends.cudnn.allow_tf32 = on
+            try:
+                return run(device, torch.float32)
+            finally:
+                torch.backends.cudnn.allow_tf32 = saved
+        return go
+
+    ref = run(CPU, F64)
+    variants = [("lstm.train", cudnn_tf32(False), 1e-4)]
+    if device.type == "cuda" and torch.backends.cudnn.allow_tf32:  # what the job runs
+        variants.append(("lstm.train_tf32", cudnn_tf32(True), 1e-2))
+    rows: list[Row] = []
+    for name, fn, tol in variants:
+        try:
+            loss, grad, param = fn()
+        except Exception as exc:  # noqa: BLE001
+            rows.append(failed(name, exc))
+            continue
+        rows += [compare(f"{name}.losses", loss, ref[0], tol, info=f"B={batch} T<={steps}, 2 steps"),
+                 compare(f"{name}.grads", grad, ref[1], tol, scale=float(ref[1].abs().max()),
+                         info="err / max|g|"),
+                 compare(f"{name}.params", param, ref[2], tol, info="AdamW lr 1e-4")]
+    # a step at the train job's sizes (LSTMConfig defaults, batch 16, tunes of 256 tokens)
+    big = melody.MelodyLSTM(melody.LSTMConfig(200)).to(device)
+    opt = torch.optim.AdamW(big.parameters(), lr=3e-3, weight_decay=1e-4)
+    ids = torch.randint(4, 200, (16, 256), generator=gen).to(device)
+    t = timed(lambda: melody.train_step(big, opt, ids), device, repeats=5)
+    rows.append(Row("lstm.train_step_time", None, None, None, True,
+                    f"{t * 1e3:.1f} ms/step (median; B=16 T=256 hidden 128)"))
+    return rows, {"lstm_train_step_s": t}
+
+
 # --- main --------------------------------------------------------------------------
 
 def fmt(v: float | None) -> str:
@@ -366,10 +429,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     rows: list[Row] = []
     perf: dict[str, Any] = dict.fromkeys(
-        ["allpairs_pairs_per_s", "gemm_pairs_per_s", "allpairs_over_gemm", "train_step_s"])
+        ["allpairs_pairs_per_s", "gemm_pairs_per_s", "allpairs_over_gemm", "train_step_s",
+         "lstm_train_step_s"])
     for group, check in [("sim", check_similarities), ("allpairs", check_allpairs),
                          ("allpairs.throughput", check_throughput), ("train", check_train),
-                         ("lstm", check_lstm)]:
+                         ("lstm", check_lstm), ("lstm.train", check_lstm_train)]:
         try:  # a check that cannot even start (an import, a crash) is a FAIL row
             got, extra = check(device, args.quick)
             rows += got

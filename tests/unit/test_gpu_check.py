@@ -75,10 +75,11 @@ def test_gpu_check_passes_on_cpu_without_the_missing_packages(tmp_path: Path) ->
     assert {f"sim.{n}" for n in NAMES} <= names  # every S1 similarity has its row
     for group in ("allpairs.", "train.", "lstm."):
         assert any(n.startswith(group) for n in names), group
-    assert {"train.losses", "train.grads", "train.params", "allpairs.throughput"} <= names
+    assert {"train.losses", "train.grads", "train.params", "allpairs.throughput",
+            "lstm.train.losses", "lstm.train.grads", "lstm.train.params"} <= names
     for c in data["checks"]:
         if c["max_err"] is not None:
             assert c["max_err"] <= c["tol"], c
     for key in ("allpairs_pairs_per_s", "gemm_pairs_per_s", "allpairs_over_gemm",
-                "train_step_s"):
+                "train_step_s", "lstm_train_step_s"):
         assert data[key] is not None and data[key] > 0, key
