@@ -73,13 +73,35 @@ def test_gpu_check_passes_on_cpu_without_the_missing_packages(tmp_path: Path) ->
     assert not failed, failed
     names = {c["name"] for c in data["checks"]}
     assert {f"sim.{n}" for n in NAMES} <= names  # every S1 similarity has its row
-    for group in ("allpairs.", "train.", "lstm."):
+    for group in ("allpairs.", "train.", "lstm.", "enc."):
         assert any(n.startswith(group) for n in names), group
     assert {"train.losses", "train.grads", "train.params", "allpairs.throughput",
-            "lstm.train.losses", "lstm.train.grads", "lstm.train.params"} <= names
+            "lstm.train.losses", "lstm.train.grads", "lstm.train.params", "enc.minilm",
+            "enc.efficientnet"} <= names
     for c in data["checks"]:
         if c["max_err"] is not None:
             assert c["max_err"] <= c["tol"], c
     for key in ("allpairs_pairs_per_s", "gemm_pairs_per_s", "allpairs_over_gemm",
-                "train_step_s", "lstm_train_step_s"):
+                "train_step_s", "lstm_train_step_s", "minilm_texts_per_s",
+                "efficientnet_images_per_s"):
         assert data[key] is not None and data[key] > 0, key
+
+
+@pytest.mark.slow
+def test_encoder_assets_travel_and_load(tmp_path: Path) -> None:
+    """--make-assets writes float16 weights under the 64 MiB the device tool carries, and
+    the encoder rows pass from them alone (the blocker on, as on the GPU machine)."""
+    assets = tmp_path / "assets"
+    res = _run(["benchmarks/gpu_check.py", "--make-assets", str(assets)], dict(os.environ))
+    assert res.returncode == 0, res.stderr[-4000:]
+    size = sum(f.stat().st_size for f in assets.rglob("*") if f.is_file())
+    assert 30e6 < size < 60 * 2**20, size
+    code = ("import sys; sys.argv = ['gpu_check']; sys.path.insert(0, 'benchmarks')\n"
+            "import torch, gpu_check\n"
+            f"rows, perf = gpu_check.check_encoders(torch.device('cpu'), True, "
+            f"__import__('pathlib').Path({str(assets)!r}))\n"
+            "bad = [r for r in rows if not r.ok]\n"
+            "assert not bad and len(rows) == 4, rows\n"
+            "assert perf['minilm_texts_per_s'] > 0 and perf['efficientnet_images_per_s'] > 0\n")
+    res = _run(["-c", code], _env(tmp_path))
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
