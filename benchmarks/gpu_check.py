@@ -9,6 +9,9 @@ What it proves (each a row of the printed table; exit code 1 when any row fails)
 3. train.*: two mini-batch `moco_step`s (`training.batch`, as the train job's loop) of a
    small two-modality CultureSim on the CPU and on the device from the same state:
    same losses, gradients and parameters (a device mismatch is a FAIL row). Step time.
+   train.loop_*: the train job's loop itself at its default batch on a synthetic
+   store (validation and early stopping included), CPU vs device: the first step's
+   losses, finite losses, and the device's step-time speed-up over the CPU.
 4. lstm.*: the melody LSTM inference form (forward, streaming `step`, cuDNN `nn.LSTM`,
    `SequenceEncoder.embed_ids`) in float32 on the device vs float64 on the CPU.
 5. lstm.train.*: two melody-LSTM `train_step`s on the device (float32) vs the CPU
@@ -291,6 +294,93 @@ def check_train(device: torch.device, quick: bool) -> tuple[list[Row], dict[str,
     return rows, {"train_step_s": t}
 
 
+def synthetic_store(n: int, c: int, device: torch.device, d: int = 64, k: int = 10) -> Any:
+    """An ItemStore as the graph stage writes it, without faiss: n items of c cultures
+    (a Gaussian cluster each, 2 themes), symmetrised exact kNN edges from the device."""
+    import numpy as np
+
+    from culturesim_ray.graph.sample import CSRGraph
+    from culturesim_ray.training.batch import ItemStore, fill_means
+
+    rng = np.random.default_rng(0)
+    culture = rng.integers(0, c, n)
+    x = (rng.normal(size=(c, d))[culture] + 0.8 * rng.normal(size=(n, d))).astype(np.float32)
+    v = torch.nn.functional.normalize(torch.from_numpy(x).to(device), dim=1)
+    dst, src = [], []
+    for r0 in range(0, n, 4096):  # each item's k nearest others feed it
+        s = v[r0:r0 + 4096] @ v.T
+        s[torch.arange(s.shape[0]), torch.arange(r0, r0 + s.shape[0])] = -2.0
+        src.append(torch.topk(s, k, dim=1).indices.cpu().numpy().reshape(-1))
+        dst.append(np.repeat(np.arange(r0, r0 + s.shape[0]), k))
+    csr = CSRGraph.from_edges(np.concatenate(src), np.concatenate(dst), n, symmetric=True)
+    store = ItemStore(["text"], {"text": x}, {"text": culture}, {"text": rng.random((n, 2)) < 0.5},
+                      csr, ["similar"], [f"c{i}" for i in range(c)], ["a", "b"])
+    fill_means(store)
+    return store
+
+
+def check_train_loop(device: torch.device, quick: bool) -> tuple[list[Row], dict[str, Any]]:
+    """The train job's loop (`training.loop.train` from `init_training`, as each Ray
+    Train worker runs it, validation batch and early stopping included) at the job's
+    default batch (64 cultures x 32 items, fan-outs 10 and 5) on the CPU and on the
+    device from the same state and batches: the first step's losses agree, every loss
+    is finite, and the step times give the device's speed-up over this machine's CPU
+    (all its cores)."""
+    import dataclasses
+
+    import numpy as np
+
+    from culturesim_ray.models.culturesim import CultureSimConfig
+    from culturesim_ray.training.config import merge_train_config
+    from culturesim_ray.training.loop import init_training, train, validation_batch
+
+    n, c, warm, steps = (6_000, 60, 2, 4) if quick else (40_000, 400, 3, 10)
+    store = synthetic_store(n, c, device)
+    nodes = np.arange(n)
+    val_nodes = nodes[nodes % 10 == 0]
+    train_store = dataclasses.replace(store, seedable=np.setdiff1d(nodes, val_nodes))
+    val_store = dataclasses.replace(store, seedable=val_nodes)
+    cfg = merge_train_config({"stages": [[1, 1]], "steps_per_epoch": warm + steps})
+    # the job's model but dropout 0: its masks come from each device's own RNG
+    mcfg = CultureSimConfig(store.in_dims, store.theme_names, raw_weight=0.9, dropout=0.0)
+    heads = ["general", *store.theme_names]
+
+    def run(dev: torch.device) -> dict[str, Any]:
+        model, key, queues, opt = init_training(train_store, mcfg, cfg, dev)
+        val = validation_batch(val_store, cfg, heads)
+        times: list[float] = []
+        losses: list[list[float]] = []
+        last = [time.perf_counter()]
+
+        def on_step(step: int, out: dict[str, float], _batch: Any) -> None:
+            now = time.perf_counter()  # out's losses are Python floats: the step has synced
+            if step >= warm:
+                times.append(now - last[0])
+            losses.append([out[h] for h in sorted(out)])
+            last[0] = now
+
+        pos = train(model, key, queues, opt, train_store, cfg, val=val, device=dev,
+                    on_step=on_step)
+        return {"step_s": statistics.median(times), "losses": losses,
+                "val": pos.history[-1]["val_loss"]}
+
+    ref = run(CPU)
+    got = ref if device == CPU else run(device)
+    first = torch.tensor(got["losses"][0], dtype=F64)
+    finite = all(np.isfinite(v) for row in got["losses"] for v in row)
+    rows = [compare("train.loop_first_step", first, torch.tensor(ref["losses"][0], dtype=F64),
+                    1e-3, info=f"{len(first)} losses; N={n} C={c}"),
+            Row("train.loop_finite", None, None, None, bool(finite and np.isfinite(got["val"])),
+                f"{len(got['losses'])} steps, validation loss {got['val']:.4f}")]
+    speedup = ref["step_s"] / got["step_s"]
+    rows.append(Row("train.loop_step_time", None, None, None, True,
+                    f"{got['step_s'] * 1e3:.1f} ms/step on {device.type}, "
+                    f"{ref['step_s'] * 1e3:.1f} on the CPU ({torch.get_num_threads()} threads): "
+                    f"x{speedup:.2f}"))
+    return rows, {"loop_step_s": got["step_s"], "loop_step_cpu_s": ref["step_s"],
+                  "loop_speedup": speedup}
+
+
 # --- 4. melody LSTM inference form ---------------------------------------------------
 
 def check_lstm(device: torch.device, quick: bool) -> tuple[list[Row], dict[str, Any]]:
@@ -566,9 +656,11 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     perf: dict[str, Any] = dict.fromkeys(
         ["allpairs_pairs_per_s", "gemm_pairs_per_s", "allpairs_over_gemm", "train_step_s",
-         "lstm_train_step_s", "minilm_texts_per_s", "efficientnet_images_per_s"])
+         "lstm_train_step_s", "minilm_texts_per_s", "efficientnet_images_per_s",
+         "loop_step_s", "loop_step_cpu_s", "loop_speedup"])
     for group, check in [("sim", check_similarities), ("allpairs", check_allpairs),
                          ("allpairs.throughput", check_throughput), ("train", check_train),
+                         ("train.loop", check_train_loop),
                          ("lstm", check_lstm), ("lstm.train", check_lstm_train),
                          ("enc", lambda d, q: check_encoders(d, q, args.assets))]:
         try:  # a check that cannot even start (an import, a crash) is a FAIL row

@@ -24,7 +24,6 @@ hidden 64, 30 steps. The plain loop trains twice, contrastive only
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import tempfile
@@ -64,15 +63,13 @@ def main() -> None:
     ap.add_argument("--json")
     args = ap.parse_args()
     from culturesim_ray.config import EmbedConfig
-    from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig
+    from culturesim_ray.models.culturesim import CultureSimConfig
     from culturesim_ray.models.queue import MoCoQueue
     from culturesim_ray.pipeline.embed import read_embeddings
-    from culturesim_ray.pipeline.train import set_centers
     from culturesim_ray.training.batch import store_from_graphs
     from culturesim_ray.training.config import merge_train_config
     from culturesim_ray.training.data import build_training_data, split_holdout
-    from culturesim_ray.training.loop import make_queues, train
-    from culturesim_ray.training.stages import StageConfig, param_groups
+    from culturesim_ray.training.loop import init_training, train
     from culturesim_ray.training.step import StepConfig
 
     tmp = Path(tempfile.mkdtemp(prefix="csr-bench-"))
@@ -95,7 +92,6 @@ def main() -> None:
     hidden, out_dim = (64, 32) if args.quick else (256, 64)
     mcfg = CultureSimConfig(data.in_dims, data.themes, hidden=hidden, out=out_dim,
                             raw_weight=0.9)  # the train job's default
-    stcfg = StageConfig()
 
     # plain loop: the same step, stages and schedule shape; once contrastive only
     # (relation_weight 0) and once with the relational term (the default)
@@ -116,12 +112,7 @@ def main() -> None:
 
     def train_plain(scfg: StepConfig, label: str) -> tuple[float, int]:
         """The one training loop (`training.loop.train`, as the Ray workers run it)."""
-        torch.manual_seed(0)
-        model = CultureSim(mcfg)
-        set_centers(model, store.item_means())
-        key = copy.deepcopy(model)
-        queues = make_queues(model, tcfg.queue_size)
-        opt = torch.optim.AdamW(param_groups(model, 1, stcfg))
+        model, key, queues, opt = init_training(store, mcfg, tcfg)  # seed 0, stage 1
         spent, last = [0.0], [time.perf_counter()]
 
         def on_step(_step, _out, _batch) -> None:

@@ -33,7 +33,6 @@ run does the epoch comparison first: run right after the 1,000,000-item size
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import resource
@@ -93,20 +92,11 @@ def build_store(n: int, c: int) -> tuple[object, dict]:
 
 
 def _model_and_opt(store, cfg):
-    import torch
+    from culturesim_ray.models.culturesim import CultureSimConfig
+    from culturesim_ray.training.loop import init_training
 
-    from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig
-    from culturesim_ray.pipeline.train import set_centers
-    from culturesim_ray.training.loop import make_queues
-    from culturesim_ray.training.stages import param_groups
-
-    torch.manual_seed(0)
-    model = CultureSim(CultureSimConfig(store.in_dims, store.theme_names, raw_weight=0.9))
-    set_centers(model, store.item_means())
-    key = copy.deepcopy(model)
-    queues = make_queues(model, cfg.queue_size)
-    opt = torch.optim.AdamW(param_groups(model, 1, cfg.stages_cfg))
-    return model, key, queues, opt
+    return init_training(store, CultureSimConfig(store.in_dims, store.theme_names,
+                                                 raw_weight=0.9), cfg)
 
 
 def one_size(n: int, c: int, steps: int, serve: bool = False) -> dict:

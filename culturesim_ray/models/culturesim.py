@@ -170,9 +170,14 @@ class CultureSim(nn.Module):
     @torch.no_grad()
     def set_centers(self, graphs: dict[str, ModalityGraph]) -> None:
         """Each branch centres its input on the mean of that modality's items."""
-        for m, g in graphs.items():
+        self.set_center_means({m: g.x.mean(dim=0) for m, g in graphs.items()})
+
+    @torch.no_grad()
+    def set_center_means(self, means: dict[str, Tensor]) -> None:
+        """Each branch centres its input on `means[modality]` (its items' mean vector)."""
+        for m, mu in means.items():
             if m in self.branches:
-                self.branches[m].center.copy_(g.x.mean(dim=0).to(self.branches[m].center))
+                self.branches[m].center.copy_(mu.to(self.branches[m].center))
 
     def layer_inputs(self, graphs: dict[str, ModalityGraph],
                      block: int | None = None) -> dict[str, list[Tensor]]:

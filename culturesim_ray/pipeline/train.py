@@ -17,7 +17,6 @@ vector), the all-pairs job's culture-level input, and the serving state
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import tempfile
@@ -35,8 +34,7 @@ from culturesim_ray.layout import TrainLayout
 from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig
 from culturesim_ray.training.config import TrainConfig, merge_train_config
 from culturesim_ray.training.data import TrainingData
-from culturesim_ray.training.loop import Position, make_queues, queue_sum, train
-from culturesim_ray.training.stages import param_groups
+from culturesim_ray.training.loop import Position, init_training, queue_sum, train
 
 DEFAULT_STAGES = TrainConfig().stages
 
@@ -50,14 +48,6 @@ def model_config(cfg: TrainConfig, in_dims: dict[str, int], themes: list[str],
                             graph=ms.graph, relations=relations if ms.graph == "hetero" else [],
                             raw_weight=ms.raw_weight, map_learned=ms.map_learned,
                             theme_raw=ms.theme_raw)
-
-
-def set_centers(model: CultureSim, means: dict[str, torch.Tensor]) -> None:
-    """Each branch centres its input on its modality's mean item vector."""
-    with torch.no_grad():
-        for m, mu in means.items():
-            if m in model.branches:
-                model.branches[m].center.copy_(mu.to(model.branches[m].center))
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -82,13 +72,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         import ray.train.torch
 
         device = ray.train.torch.get_device()
-    torch.manual_seed(cfg.seed)
-    model = CultureSim(mcfg)
-    set_centers(model, store.item_means())
-    model.to(device)
-    key_model = copy.deepcopy(model)
-    queues = make_queues(model, cfg.queue_size, device)
-    opt = torch.optim.AdamW(param_groups(model, cfg.stages[0][0], cfg.stages_cfg))
+    model, key_model, queues, opt = init_training(store, mcfg, cfg, device)
     pos = Position()
     ckpt = ray.train.get_checkpoint()
     if ckpt:  # resume: everything that shapes the next step

@@ -14,6 +14,7 @@ function of (seed, rank, step), so a resumed run draws the same batches.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from culturesim_ray.models.culturesim import CultureSim
+from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig
 from culturesim_ray.models.queue import MoCoQueue
 from culturesim_ray.training.batch import (
     GENERAL,
@@ -96,6 +97,22 @@ def validation_batch(val: ItemStore, cfg: TrainConfig, heads: list[str]) -> Batc
 def make_queues(model: CultureSim, size: int, device: torch.device | str = "cpu"
                 ) -> dict[str, MoCoQueue]:
     return {h: MoCoQueue(model.cfg.head_dim(h), size).to(device) for h in heads_of(model)}
+
+
+def init_training(store: ItemStore, mcfg: CultureSimConfig, cfg: TrainConfig,
+                  device: torch.device | str = "cpu",
+                  ) -> tuple[CultureSim, CultureSim, dict[str, MoCoQueue], torch.optim.Optimizer]:
+    """What every training run starts from, on `device`: the model (seeded by cfg.seed,
+    its branches centred on the store's item means), its momentum copy, the queues, and
+    AdamW over the first stage's parameter groups."""
+    torch.manual_seed(cfg.seed)
+    model = CultureSim(mcfg)
+    model.set_center_means(store.item_means())
+    model.to(device)
+    key_model = copy.deepcopy(model)
+    queues = make_queues(model, cfg.queue_size, device)
+    opt = torch.optim.AdamW(param_groups(model, cfg.stages[0][0], cfg.stages_cfg))
+    return model, key_model, queues, opt
 
 
 def train(model: CultureSim, key_model: CultureSim, queues: dict[str, MoCoQueue],

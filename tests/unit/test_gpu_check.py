@@ -77,13 +77,13 @@ def test_gpu_check_passes_on_cpu_without_the_missing_packages(tmp_path: Path) ->
         assert any(n.startswith(group) for n in names), group
     assert {"train.losses", "train.grads", "train.params", "allpairs.throughput",
             "lstm.train.losses", "lstm.train.grads", "lstm.train.params", "enc.minilm",
-            "enc.efficientnet"} <= names
+            "enc.efficientnet", "train.loop_first_step", "train.loop_finite"} <= names
     for c in data["checks"]:
         if c["max_err"] is not None:
             assert c["max_err"] <= c["tol"], c
     for key in ("allpairs_pairs_per_s", "gemm_pairs_per_s", "allpairs_over_gemm",
                 "train_step_s", "lstm_train_step_s", "minilm_texts_per_s",
-                "efficientnet_images_per_s"):
+                "efficientnet_images_per_s", "loop_step_s", "loop_step_cpu_s", "loop_speedup"):
         assert data[key] is not None and data[key] > 0, key
 
 
