@@ -11,7 +11,8 @@ What it proves (each a row of the printed table; exit code 1 when any row fails)
    same losses, gradients and parameters (a device mismatch is a FAIL row). Step time.
    train.loop_*: the train job's loop itself at its default batch on a synthetic
    store (validation and early stopping included), CPU vs device: the first step's
-   losses, finite losses, and the device's step-time speed-up over the CPU.
+   losses, finite losses, and the device's step-time speed-up over the CPU, at the
+   default batch and at 4x its cultures.
 4. lstm.*: the melody LSTM inference form (forward, streaming `step`, cuDNN `nn.LSTM`,
    `SequenceEncoder.embed_ids`) in float32 on the device vs float64 on the CPU.
 5. lstm.train.*: two melody-LSTM `train_step`s on the device (float32) vs the CPU
@@ -340,14 +341,16 @@ def check_train_loop(device: torch.device, quick: bool) -> tuple[list[Row], dict
     val_nodes = nodes[nodes % 10 == 0]
     train_store = dataclasses.replace(store, seedable=np.setdiff1d(nodes, val_nodes))
     val_store = dataclasses.replace(store, seedable=val_nodes)
-    cfg = merge_train_config({"stages": [[1, 1]], "steps_per_epoch": warm + steps})
+    cfg = merge_train_config({"stages": [[3, 1]], "steps_per_epoch": warm + steps})
     # the job's model but dropout 0: its masks come from each device's own RNG
     mcfg = CultureSimConfig(store.in_dims, store.theme_names, raw_weight=0.9, dropout=0.0)
     heads = ["general", *store.theme_names]
 
-    def run(dev: torch.device) -> dict[str, Any]:
-        model, key, queues, opt = init_training(train_store, mcfg, cfg, dev)
-        val = validation_batch(val_store, cfg, heads)
+    def run(dev: torch.device, batch_cultures: int | None = None) -> dict[str, Any]:
+        rcfg = cfg if batch_cultures is None else merge_train_config(
+            {**cfg.to_dict(), "batch": {**cfg.to_dict()["batch"], "batch_cultures": batch_cultures}})
+        model, key, queues, opt = init_training(train_store, mcfg, rcfg, dev)
+        val = validation_batch(val_store, rcfg, heads)
         times: list[float] = []
         losses: list[list[float]] = []
         last = [time.perf_counter()]
@@ -359,7 +362,7 @@ def check_train_loop(device: torch.device, quick: bool) -> tuple[list[Row], dict
             losses.append([out[h] for h in sorted(out)])
             last[0] = now
 
-        pos = train(model, key, queues, opt, train_store, cfg, val=val, device=dev,
+        pos = train(model, key, queues, opt, train_store, rcfg, val=val, device=dev,
                     on_step=on_step)
         return {"step_s": statistics.median(times), "losses": losses,
                 "val": pos.history[-1]["val_loss"]}
@@ -377,8 +380,18 @@ def check_train_loop(device: torch.device, quick: bool) -> tuple[list[Row], dict
                     f"{got['step_s'] * 1e3:.1f} ms/step on {device.type}, "
                     f"{ref['step_s'] * 1e3:.1f} on the CPU ({torch.get_num_threads()} threads): "
                     f"x{speedup:.2f}"))
-    return rows, {"loop_step_s": got["step_s"], "loop_step_cpu_s": ref["step_s"],
-                  "loop_speedup": speedup}
+    perf = {"loop_step_s": got["step_s"], "loop_step_cpu_s": ref["step_s"],
+            "loop_speedup": speedup}
+    if device != CPU:  # a step is mostly kernel launches at this batch: 4x the cultures
+        big = 4 * cfg.batch.batch_cultures
+        bg, bc = run(device, big), run(CPU, big)
+        perf.update(loop_step_s_4x=bg["step_s"], loop_step_cpu_s_4x=bc["step_s"],
+                    loop_speedup_4x=bc["step_s"] / bg["step_s"])
+        rows.append(Row("train.loop_step_time_4x", None, None, None, True,
+                        f"batch {big} cultures: {bg['step_s'] * 1e3:.1f} ms/step on "
+                        f"{device.type}, {bc['step_s'] * 1e3:.1f} on the CPU: "
+                        f"x{perf['loop_speedup_4x']:.2f}"))
+    return rows, perf
 
 
 # --- 4. melody LSTM inference form ---------------------------------------------------
