@@ -116,11 +116,13 @@ def test_efficientnet_chunks_give_the_same_vectors_and_errors(tmp_path):
     broken.write_bytes(b"\x89PNG not really")
     uris = [str(FLAGS / f) for f in ("italy.png", "france.png", "japan.png")]
     uris = uris[:2] + [str(broken)] + uris[2:]
-    whole = EfficientNetEncoder(chunk=64).encode(uris)
+    whole = EfficientNetEncoder(chunk=64, decode_threads=1).encode(uris)
     pieces = EfficientNetEncoder(chunk=2).encode(uris)  # a chunk boundary after the bad file
-    assert [e is None for e in pieces.errors] == [True, True, False, True]
-    assert [e is None for e in whole.errors] == [True, True, False, True]
-    np.testing.assert_allclose(pieces.vectors, whole.vectors, atol=1e-5)  # nan rows equal too
+    threads = EfficientNetEncoder(chunk=64, decode_threads=3).encode(uris)  # decoded in parallel
+    for r in (whole, pieces, threads):
+        assert [e is None for e in r.errors] == [True, True, False, True]
+        np.testing.assert_allclose(r.vectors, whole.vectors, atol=1e-5)  # nan rows equal too
+    assert threads.errors[2].startswith(f"uri: cannot read image {broken}: UnidentifiedImageError")
 
 
 def test_efficientnet_weights_are_the_packaged_ones():
