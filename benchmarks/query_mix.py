@@ -50,18 +50,27 @@ RAW = "raw means"
 
 
 def mix_name(mix: QueryMix) -> str:
-    return f"a={mix.nearest:g} m={mix.m}"
+    name = f"a={mix.nearest:g} m={mix.m}"
+    own = [f"{mod} a={o.get('nearest', mix.nearest):g} m={o.get('m', mix.m)}"
+           for mod, o in sorted(mix.modalities.items())]
+    return f"{name} ({'; '.join(own)})" if own else name
 
 
 def grid(a_values: Iterable[float], m_values: Iterable[int]) -> list[QueryMix]:
-    """The default mix first, then every other (a, m); with a = 0 the nearest items
-    do not count, so a = 0 enters once (under the first m)."""
+    """The default mix first (with its per-modality settings), then every (a, m) for
+    every modality alike; with a = 0 the nearest items do not count, so a = 0 enters
+    once (under the first m)."""
     default = QueryMix()
-    mixes = {(default.nearest, default.m if default.nearest else 0): default}
+    uniform = replace(default, modalities={})
+    mixes = {mix_name(default): default}
+    seen: set[tuple[float, int]] = set()
     for m in m_values:
         for a in a_values:
-            mixes.setdefault((float(a), int(m) if a else 0),
-                             replace(default, nearest=float(a), m=int(m)))
+            key = (float(a), int(m) if a else 0)
+            if key not in seen:
+                seen.add(key)
+                mix = replace(uniform, nearest=float(a), m=int(m))
+                mixes.setdefault(mix_name(mix), mix)
     return list(mixes.values())
 
 
@@ -92,10 +101,11 @@ def mix_ranks(fusion: Any, retriever: Any, modality: str, q: np.ndarray, truth: 
     parts: dict[tuple[int, int], tuple[Any, Any, Any]] = {}
     for mix in mixes:
         ranker = QueryRanker(fusion, retriever, mix)
-        key = (mix.m, mix.shortlist)
+        own = mix.for_modality(modality)  # the (a, m) this modality's queries get
+        key = (own.m, own.shortlist)
         if key not in parts:
-            parts[key] = ranker.score_parts(fused, modality, q)
-        out[mix_name(mix)] = truth_ranks(mix_scores(*parts[key], ranker.raw_weight, mix), truth)
+            parts[key] = ranker.score_parts(fused, modality, q, own)
+        out[mix_name(mix)] = truth_ranks(mix_scores(*parts[key], ranker.raw_weight, own), truth)
     return out
 
 

@@ -16,14 +16,15 @@ topics). The query score therefore mixes, for the query's modality:
   projections, weighted by l (1 = as trained).
 
 The mix is a training setting (`TrainConfig.query`), written with the serving
-state; the service and the retrieval benchmarks read it from there.
+state; the service and the retrieval benchmarks read it from there. A modality can
+have its own a and m (`QueryMix.modalities`; `QueryMix.for_modality`).
 
 With a = 0 and l = 1 this is the model's plain general cosine.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -42,12 +43,23 @@ class QueryMix:
     in the answer. m = 1 (the culture's single nearest item) over m = 3: on the
     held-out page titles of the demo and the two article sets (561 short queries,
     "Nowruz", "Afonso I of Portugal") top-1 +0.036 [+0.014, +0.057] paired, top-3
-    and the held-out items (texts, tunes) tied within their intervals."""
+    and the held-out items (texts, tunes) tied within their intervals.
+
+    modalities: per query modality, its own "nearest" and/or "m" (the rest as above).
+    Tunes (`sequence`): a = 1, m = 3, the mean of a culture's 3 nearest tunes with no
+    culture-mean term: the melody LSTM's culture means are nearly parallel (cosines
+    0.97 +- 0.03 on folk-music), so the mean term mostly adds noise. On the held-out
+    tunes of the folk-music and mixed-modal truth runs (269) top-1 +0.048 [+0.011,
+    +0.082] and top-3 +0.082 [+0.033, +0.134] paired against a = 0.5, m = 1; on 76
+    held-out tunes of a second, disjoint Essen set +0.039 [-0.053, +0.145] and +0.013
+    [-0.079, +0.092] (benchmarks/query_mix.py; RESULTS.md)."""
 
     nearest: float = 0.5
     m: int = 1
     shortlist: int = 64
     learned: float = 0.1
+    modalities: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {"sequence": {"nearest": 1.0, "m": 3}}, hash=False)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.nearest <= 1.0:
@@ -57,6 +69,20 @@ class QueryMix:
                              f"shortlist={self.shortlist}")
         if self.learned < 0:
             raise ValueError(f"QueryMix.learned must be >= 0, got {self.learned}")
+        if not isinstance(self.modalities, dict):
+            raise ValueError(f"QueryMix.modalities must map a modality to its settings, "
+                             f"got {self.modalities!r}")
+        for modality, over in self.modalities.items():
+            bad = sorted(set(over) - {"nearest", "m"}) if isinstance(over, dict) else over
+            if bad:
+                raise ValueError(f"QueryMix.modalities[{modality!r}]: only 'nearest' and 'm' "
+                                 f"can differ per modality, got {bad!r}")
+            self.for_modality(modality)  # its own (a, m) must be valid too
+
+    def for_modality(self, modality: str) -> QueryMix:
+        """The mix a query of `modality` is ranked with (its own a and m, if any)."""
+        over = self.modalities.get(modality)
+        return replace(self, modalities={}, **over) if over else self
 
     @property
     def plain(self) -> bool:
@@ -68,10 +94,12 @@ class QueryMix:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> QueryMix:
-        """From `to_dict`; None (state written before the mix existed): the plain cosine."""
+        """From `to_dict`; None (state written before the mix existed): the plain cosine;
+        a mix written before per-modality settings existed has none."""
         if d is None:
-            return cls(nearest=0.0, learned=1.0)
-        return cls(**{k: d[k] for k in ("nearest", "m", "shortlist", "learned") if k in d})
+            return cls(nearest=0.0, learned=1.0, modalities={})
+        return cls(**{k: d[k] for k in ("nearest", "m", "shortlist", "learned") if k in d},
+                   modalities=dict(d.get("modalities") or {}))
 
 
 def nearest_item_scores(sims: np.ndarray, item_culture: np.ndarray, n_cultures: int,

@@ -139,27 +139,30 @@ class QueryRanker:
                               if fusion.cultures else None)
 
     def mixed(self, modality: str, target: str) -> bool:
-        return (not self.mix.plain and self.raw_weight > 0 and target == modality
-                and target in self.retriever.views)
+        return (not self.mix.for_modality(modality).plain and self.raw_weight > 0
+                and target == modality and target in self.retriever.views)
 
-    def score_parts(self, fused: Tensor, modality: str, vectors: np.ndarray
+    def score_parts(self, fused: Tensor, modality: str, vectors: np.ndarray,
+                    mix: QueryMix | None = None
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """(B, C) raw part, learned part, nearest-items score (None: unavailable)."""
+        """(B, C) raw part, learned part, nearest-items score (None: unavailable), for
+        `mix` (default: the ranker's mix for this modality)."""
+        mix = mix if mix is not None else self.mix.for_modality(modality)
         q = self.fusion.general(fused, modality, vectors)
         raw, learned = self.retriever.parts(q, modality)
         cult = self.fusion.item_culture.get(modality)
-        if self.mix.nearest <= 0 or cult is None or self._to_retriever is None:
+        if mix.nearest <= 0 or cult is None or self._to_retriever is None:
             return raw, learned, None
-        sims, items = self.fusion.search(modality, vectors, self.mix.shortlist)
+        sims, items = self.fusion.search(modality, vectors, mix.shortlist)
         c = np.where(items >= 0, np.asarray(cult)[np.maximum(items, 0)], -1)
         c = self._to_retriever[c]  # -1 stays -1 (the table's last entry)
-        return raw, learned, nearest_item_scores(sims, c, len(self.retriever.cultures),
-                                                 self.mix.m)
+        return raw, learned, nearest_item_scores(sims, c, len(self.retriever.cultures), mix.m)
 
     def topk(self, fused: Tensor, modality: str, target: str, vectors: np.ndarray,
              k: int) -> tuple[np.ndarray, np.ndarray]:
         """(B, k) scores and culture positions (the retriever's), best first."""
         if not self.mixed(modality, target):
             return self.retriever.topk(self.fusion.general(fused, target, vectors), k, target)
-        return top_k(mix_scores(*self.score_parts(fused, modality, vectors), self.raw_weight,
-                                self.mix), k)
+        mix = self.mix.for_modality(modality)
+        return top_k(mix_scores(*self.score_parts(fused, modality, vectors, mix),
+                                self.raw_weight, mix), k)

@@ -32,8 +32,10 @@ def test_grid_starts_with_the_default_and_has_a_zero_once():
     mixes = grid((0.0, 0.5, 1.0), (1, 3))
     names = [mix_name(m) for m in mixes]
     assert mixes[0] == QueryMix()
+    assert names[0] == "a=0.5 m=1 (sequence a=1 m=3)"  # the default's own setting for tunes
     assert len(names) == len(set(names))
     assert sum(m.nearest == 0.0 for m in mixes) == 1
-    assert {"a=1 m=1", "a=1 m=3", "a=0.5 m=3"} <= set(names)
+    assert {"a=1 m=1", "a=1 m=3", "a=0.5 m=3", "a=0.5 m=1"} <= set(names)
+    assert all(m.modalities == {} for m in mixes[1:])  # the grid: every modality alike
     assert all(m.learned == QueryMix().learned and m.shortlist == QueryMix().shortlist
                for m in mixes)

@@ -97,3 +97,23 @@ def test_query_mix_settings():
     assert merge_train_config(cfg.to_dict()).query == cfg.query  # saved and read back
     with pytest.raises(ValueError, match="unknown key"):
         merge_train_config({"query": {"weight": 1.0}})
+
+
+def test_query_mix_per_modality():
+    mix = QueryMix()
+    tune, text = mix.for_modality("sequence"), mix.for_modality("text")
+    assert (tune.nearest, tune.m, tune.modalities) == (1.0, 3, {})
+    assert tune.learned == mix.learned and tune.shortlist == mix.shortlist
+    assert text is mix and (text.nearest, text.m) == (0.5, 1)
+    assert QueryMix.from_dict(mix.to_dict()) == mix  # written with the serving state
+    # a mix written before per-modality settings existed ranks tunes as it did
+    old = {k: v for k, v in mix.to_dict().items() if k != "modalities"}
+    assert QueryMix.from_dict(old).for_modality("sequence").nearest == 0.5
+    for bad in ({"sequence": {"nearest": 2.0}}, {"sequence": {"m": 100}},
+                {"sequence": {"learned": 0.5}}, {"sequence": [1.0, 3]}):
+        with pytest.raises(ValueError, match="QueryMix"):
+            QueryMix(modalities=bad)
+    cfg = merge_train_config({"query": {"modalities": {"image": {"m": 2}}}})
+    assert cfg.query.for_modality("image").m == 2 and cfg.query.for_modality("sequence") \
+        is cfg.query  # a YAML mapping replaces the default's
+    assert merge_train_config(cfg.to_dict()).query == cfg.query
