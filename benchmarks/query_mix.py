@@ -102,7 +102,7 @@ def mix_ranks(fusion: Any, retriever: Any, modality: str, q: np.ndarray, truth: 
     for mix in mixes:
         ranker = QueryRanker(fusion, retriever, mix)
         own = mix.for_modality(modality)  # the (a, m) this modality's queries get
-        key = (own.m, own.shortlist)
+        key = (own.m, own.shortlist, own.nearest > 0)  # a = 0 computes no nearest items
         if key not in parts:
             parts[key] = ranker.score_parts(fused, modality, q, own)
         out[mix_name(mix)] = truth_ranks(mix_scores(*parts[key], ranker.raw_weight, own), truth)
