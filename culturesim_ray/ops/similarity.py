@@ -190,7 +190,9 @@ class Mahalanobis:
             raise RuntimeError("mahalanobis: call fit(data) first")
         chol = self.chol
         if chol.device != x.device:
-            chol = self._chol_on.setdefault(x.device, chol.to(x.device))
+            if x.device not in self._chol_on:
+                self._chol_on[x.device] = chol.to(x.device)
+            chol = self._chol_on[x.device]
         z = torch.linalg.solve_triangular(chol, x.to(chol.dtype).T, upper=False)
         return z.T.to(x.dtype)
 
