@@ -295,17 +295,17 @@ def check_train(device: torch.device, quick: bool) -> tuple[list[Row], dict[str,
     return rows, {"train_step_s": t}
 
 
-def synthetic_store(n: int, c: int, device: torch.device, d: int = 64, k: int = 10) -> Any:
-    """An ItemStore as the graph stage writes it, without faiss: n items of c cultures
-    (a Gaussian cluster each, 2 themes), symmetrised exact kNN edges from the device."""
+def synthetic_store(n: int, c: int, device: torch.device, k: int = 10) -> Any:
+    """An ItemStore as the graph stage writes it, without faiss: train_scale's
+    synthetic items (a Gaussian cluster per culture, 2 themes), symmetrised exact kNN
+    edges from the device."""
     import numpy as np
+    from train_scale import synthetic
 
     from culturesim_ray.graph.sample import CSRGraph
     from culturesim_ray.training.batch import ItemStore, fill_means
 
-    rng = np.random.default_rng(0)
-    culture = rng.integers(0, c, n)
-    x = (rng.normal(size=(c, d))[culture] + 0.8 * rng.normal(size=(n, d))).astype(np.float32)
+    x, culture, themes = synthetic(n, c)
     v = torch.nn.functional.normalize(torch.from_numpy(x).to(device), dim=1)
     dst, src = [], []
     for r0 in range(0, n, 4096):  # each item's k nearest others feed it
@@ -314,7 +314,7 @@ def synthetic_store(n: int, c: int, device: torch.device, d: int = 64, k: int = 
         src.append(torch.topk(s, k, dim=1).indices.cpu().numpy().reshape(-1))
         dst.append(np.repeat(np.arange(r0, r0 + s.shape[0]), k))
     csr = CSRGraph.from_edges(np.concatenate(src), np.concatenate(dst), n, symmetric=True)
-    store = ItemStore(["text"], {"text": x}, {"text": culture}, {"text": rng.random((n, 2)) < 0.5},
+    store = ItemStore(["text"], {"text": x}, {"text": culture}, {"text": themes},
                       csr, ["similar"], [f"c{i}" for i in range(c)], ["a", "b"])
     fill_means(store)
     return store

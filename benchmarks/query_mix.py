@@ -51,8 +51,7 @@ RAW = "raw means"
 
 def mix_name(mix: QueryMix) -> str:
     name = f"a={mix.nearest:g} m={mix.m}"
-    own = [f"{mod} a={o.get('nearest', mix.nearest):g} m={o.get('m', mix.m)}"
-           for mod, o in sorted(mix.modalities.items())]
+    own = [f"{mod} {mix_name(mix.for_modality(mod))}" for mod in sorted(mix.modalities)]
     return f"{name} ({'; '.join(own)})" if own else name
 
 
@@ -101,7 +100,7 @@ def mix_ranks(fusion: Any, retriever: Any, modality: str, q: np.ndarray, truth: 
     parts: dict[tuple[int, int], tuple[Any, Any, Any]] = {}
     for mix in mixes:
         ranker = QueryRanker(fusion, retriever, mix)
-        own = mix.for_modality(modality)  # the (a, m) this modality's queries get
+        own = ranker.mix_for(modality)  # the (a, m) this modality's queries get
         key = (own.m, own.shortlist, own.nearest > 0)  # a = 0 computes no nearest items
         if key not in parts:
             parts[key] = ranker.score_parts(fused, modality, q, own)

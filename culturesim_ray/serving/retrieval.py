@@ -137,9 +137,16 @@ class QueryRanker:
         # fusion's culture positions -> the retriever's (-1: a culture it lacks)
         self._to_retriever = (np.array([pos.get(c, -1) for c in fusion.cultures] + [-1])
                               if fusion.cultures else None)
+        self._mix_of: dict[str, QueryMix] = {}
+
+    def mix_for(self, modality: str) -> QueryMix:
+        """The mix a query of `modality` is ranked with (resolved once per modality)."""
+        if modality not in self._mix_of:
+            self._mix_of[modality] = self.mix.for_modality(modality)
+        return self._mix_of[modality]
 
     def mixed(self, modality: str, target: str) -> bool:
-        return (not self.mix.for_modality(modality).plain and self.raw_weight > 0
+        return (not self.mix_for(modality).plain and self.raw_weight > 0
                 and target == modality and target in self.retriever.views)
 
     def score_parts(self, fused: Tensor, modality: str, vectors: np.ndarray,
@@ -147,7 +154,7 @@ class QueryRanker:
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(B, C) raw part, learned part, nearest-items score (None: unavailable), for
         `mix` (default: the ranker's mix for this modality)."""
-        mix = mix if mix is not None else self.mix.for_modality(modality)
+        mix = mix if mix is not None else self.mix_for(modality)
         q = self.fusion.general(fused, modality, vectors)
         raw, learned = self.retriever.parts(q, modality)
         cult = self.fusion.item_culture.get(modality)
@@ -163,6 +170,6 @@ class QueryRanker:
         """(B, k) scores and culture positions (the retriever's), best first."""
         if not self.mixed(modality, target):
             return self.retriever.topk(self.fusion.general(fused, target, vectors), k, target)
-        mix = self.mix.for_modality(modality)
+        mix = self.mix_for(modality)
         return top_k(mix_scores(*self.score_parts(fused, modality, vectors, mix),
                                 self.raw_weight, mix), k)
