@@ -317,7 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "'demo' = the shipped demo gold set")
     p.add_argument("-k", type=int, default=3)
     p.add_argument("--out", help="default RUN_DIR/evaluation")
-    p.add_argument("--modality", default="text", choices=["text", "image", "sequence"])
+    p.add_argument("--modality", choices=["text", "image", "sequence"],
+                   help="the items whose raw culture means are the baselines (default: the "
+                        "modality that covers the most cultures, text on a tie)")
     p.add_argument("--strict", action="store_true",
                    help="gold pairs naming unknown cultures are an error, not skipped")
     p.add_argument("--gold-kind", default="similarity", choices=["similarity", "distance"],

@@ -217,10 +217,25 @@ def _pooled(vectors: np.ndarray, cultures: Sequence[str],
     return pool(vectors, cultures, themes, "mean")
 
 
-def run_methods(run_dir: str | Path, modality: str = "text", tfidf_dim: int = 256,
+def default_modality(embed: str) -> str:
+    """The modality whose raw culture means are the baselines when none is named: the
+    one that covers the most cultures (so the baselines score the most gold pairs),
+    text on a tie, then the one with the most embedded items."""
+    import pyarrow.compute as pc
+
+    from culturesim_ray import runs
+
+    cover = {m: (len(pc.unique(t.column("culture"))), m == "text", t.num_rows)
+             for m, t in runs.read_embeddings(embed).items() if t.num_rows}
+    if not cover:
+        raise FileNotFoundError(f"{embed}: no embedded items to evaluate")
+    return max(sorted(cover), key=cover.__getitem__)
+
+
+def run_methods(run_dir: str | Path, modality: str | None = None, tfidf_dim: int = 256,
                 log: Callable[[str], None] = print) -> list[Method]:
     """The trained model (RUN/train), the TF-IDF baseline and the raw-embedding
-    methods (RUN/embed, `modality`) of a run directory."""
+    methods (RUN/embed, `modality`; None: `default_modality`) of a run directory."""
     from culturesim_ray import io, runs
     from culturesim_ray.layout import RunLayout
     from culturesim_ray.ops import similarity as S
@@ -246,6 +261,9 @@ def run_methods(run_dir: str | Path, modality: str = "text", tfidf_dim: int = 25
     else:
         log(f"evaluate: no trained model at {model_emb}; model row left out")
     embed = layout.embed.root
+    if modality is None:
+        modality = default_modality(embed)
+        log(f"evaluate: raw baselines over the {modality} items (--modality to choose)")
     tables = runs.read_embeddings(embed, modality)
     if modality not in tables:
         raise FileNotFoundError(f"{embed}: no {modality} embeddings to evaluate")
@@ -291,7 +309,7 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
 
 
 def run_evaluation(run_dir: str | Path, gold_path: str | Path, k: int = 3,
-                   out: str | Path | None = None, modality: str = "text",
+                   out: str | Path | None = None, modality: str | None = None,
                    strict: bool = False, log: Callable[[str], None] = print,
                    gold_kind: str = "similarity", n_boot: int = 1000, n_perm: int = 999,
                    folds: int = 5, seed: int = 0) -> dict[str, Any]:

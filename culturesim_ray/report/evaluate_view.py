@@ -15,14 +15,16 @@ from culturesim_ray.ops.pooling import GENERAL
 def plot_evaluation(rows: Sequence[dict[str, Any]], path: str | Path, k: int,
                     theme: str = GENERAL) -> Path:
     """Horizontal bars: Spearman (with its 95% bootstrap interval as error bars)
-    and nDCG@k per method for one theme, best on top."""
+    and nDCG@k per method for one theme, best on top; pair-level CV rows (the gold
+    of a scored pair's own cultures fitted them: interpolation) at the bottom."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    sel = sorted((r for r in rows if r["theme"] == theme), key=lambda r: r["spearman"])
+    sel = sorted((r for r in rows if r["theme"] == theme),
+                 key=lambda r: (r["cv"] != "pairs", r["spearman"]))
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(sel) + 1.5))
     y = np.arange(len(sel))
     colors = {"model": "#c0392b", "baseline": "#7f8c8d", "similarity": "#2980b9", "set": "#27ae60",
@@ -53,23 +55,29 @@ def format_table(rows: Sequence[dict[str, Any]], k: int) -> str:
     """Fixed-width table, per theme best Spearman first: Spearman [95% interval],
     Kendall, Mantel p, recall@k, nDCG@k, the CV label of fitted methods and, when
     the rows were compared with a reference method, the Spearman difference to it
-    with its paired 95% interval (named below the table)."""
+    with its paired 95% interval (named below the table). Pair-level CV rows come
+    last in their theme: the gold of a scored pair's own cultures fitted them, so
+    they interpolate the gold and are not a method's figure (leave-cultures-out is)."""
     vs = next((r["vs"] for r in rows if "vs" in r), None)
-    head = (f"{'method':<50}{'cv':<10}{'theme':<12}{'pairs':>6}  {'spearman [95% CI]':<22}"
+    w = max([50, *(len(r["method"]) + 1 for r in rows)])
+    head = (f"{'method':<{w}}{'cv':<10}{'theme':<12}{'pairs':>6}  {'spearman [95% CI]':<22}"
             f"{'kendall':>8}{'mantel p':>10}{f'recall@{k}':>10}{f'ndcg@{k}':>9}"
             + (f"  {'- reference [95% CI]':<24}" if vs else ""))
     lines = [head, "-" * len(head)]
-    for r in sorted(rows, key=lambda r: (r["theme"], -r["spearman"])):
+    for r in sorted(rows, key=lambda r: (r["theme"], r["cv"] == "pairs", -r["spearman"])):
         ci = f"{r['spearman']:.3f} [{r['spearman_lo']:.2f}, {r['spearman_hi']:.2f}]"
         flag = "*" if r.get("degenerate") else ""
         delta = (f"  {r['delta_spearman']:+.3f} [{r['delta_lo']:+.2f}, {r['delta_hi']:+.2f}]"
                  if "delta_spearman" in r else "")
-        lines.append(f"{r['method']:<49} {r['cv']:<10}{r['theme']:<12}{r['pairs']:>6}  "
+        lines.append(f"{r['method']:<{w - 1}} {r['cv']:<10}{r['theme']:<12}{r['pairs']:>6}  "
                      f"{ci + flag:<22}{r['kendall']:>8.3f}{r['mantel_p']:>10.3f}"
                      f"{r[f'recall@{k}']:>10.3f}{r[f'ndcg@{k}']:>9.3f}{delta}")
     if vs:
         lines.append(f"reference: {vs} (the difference's interval is paired: the same "
                      "culture resamples score both)")
+    if any(r["cv"] == "pairs" for r in rows):
+        lines.append("cv pairs: pair-level CV, listed last: a held-out pair's own cultures "
+                     "trained it (interpolation of the gold); cv cultures is the figure")
     if any(r.get("degenerate") for r in rows):
         lines.append("* degenerate: a constant side, correlations set to 0")
     return "\n".join(lines)

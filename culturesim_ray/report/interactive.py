@@ -104,8 +104,9 @@ def network_figure(names: Sequence[str], pos: dict[str, tuple[float, float]],
 
 
 def evaluation_figure(rows: Sequence[dict[str, Any]], k: int, theme: str) -> dict[str, Any]:
-    """Bars: Spearman with its 95% interval, nDCG@k, per method, best on top."""
-    sel = sorted(rows, key=lambda r: float(r["spearman"]))
+    """Bars: Spearman with its 95% interval, nDCG@k, per method, best on top; pair-level
+    CV rows (interpolation of the gold, `evaluate_view.format_table`) at the bottom."""
+    sel = sorted(rows, key=lambda r: (r.get("cv") != "pairs", float(r["spearman"])))
     methods = [r["method"] for r in sel]
     rho = [float(r["spearman"]) for r in sel]
     hi = [max(0.0, float(r["spearman_hi"]) - x) for r, x in zip(sel, rho, strict=True)]

@@ -5,6 +5,7 @@ precomputed matrices, and the shipped demo gold set re-derived from its source p
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -164,6 +165,9 @@ def test_evaluate_rows_carry_intervals_mantel_and_cv_labels(tmp_path, fast_learn
     table = format_table(out, 2)
     assert f"{e['spearman']:.3f} [{e['spearman_lo']:.2f}, {e['spearman_hi']:.2f}]" in table
     assert "leave-cultures-out CV" in table and "mantel p" in table
+    lines = [ln for ln in table.splitlines() if ln.startswith("m")]
+    assert lines[-1].startswith("m + learned (pair-level CV)")  # last, whatever its score
+    assert "cv pairs: pair-level CV, listed last" in table
     assert plot_evaluation(out, tmp_path / "e.png", 2).read_bytes()[:4] == b"\x89PNG"
     assert not any("delta_spearman" in r for r in out)  # no reference asked for
 
@@ -311,3 +315,34 @@ def test_demo_gold_is_rederived_exactly_from_countryinfo(tmp_path):
     assert rows[("French", "German")]["same_subregion"] == 1
     assert rows[("Japanese", "Spanish")]["score"] < 0.01
     assert all(0 <= r["score"] <= 1 for r in rows.values())
+
+
+def _write_items(embed: Path, modality: str, n: int, cultures: int, seed: int) -> None:
+    """n embedded rows of `modality` over `cultures` cultures as the embed job writes
+    them, plus one failed row (error set) of another culture, which counts for nothing."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from culturesim_ray.layout import EmbedLayout
+
+    x = np.random.default_rng(seed).normal(size=(n + 1, 8)).astype(np.float32)
+    rows = [{"item_id": f"{modality}-{j}", "culture": f"c{j % cultures}", "modality": modality,
+             "vector": x[j].tolist(), "themes": ["t"], "error": None} for j in range(n)]
+    rows.append({"item_id": f"{modality}-bad", "culture": "c-failed", "modality": modality,
+                 "vector": None, "themes": [], "error": "unreadable"})
+    d = Path(EmbedLayout(str(embed)).embeddings(modality))
+    d.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), d / "part-0.parquet")
+
+
+def test_the_default_modality_covers_the_most_cultures(tmp_path):
+    from culturesim_ray.report.evaluate import default_modality
+
+    embed = tmp_path / "embed"
+    with pytest.raises(FileNotFoundError, match="no embedded items"):
+        default_modality(str(embed))
+    _write_items(embed, "sequence", 60, 3, 1)
+    _write_items(embed, "image", 6, 6, 0)
+    assert default_modality(str(embed)) == "image"  # 6 cultures (one image each) over 3
+    _write_items(embed, "text", 6, 6, 2)
+    assert default_modality(str(embed)) == "text"  # as many cultures: text
