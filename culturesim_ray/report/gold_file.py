@@ -44,6 +44,17 @@ def read_gold_rows(path: str | Path) -> list[dict[str, Any]]:
         raise GoldError(f"gold file {exc}") from exc
 
 
+def _did_you_mean(name: str, known: set[str]) -> str:
+    """' (did you mean 'X'?)' for the run's culture closest to a gold name it lacks
+    (the same name in other case, or a close spelling), else ''."""
+    import difflib
+
+    folded = {k.casefold(): k for k in known}
+    close = ([folded[name.casefold()]] if name.casefold() in folded
+             else difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8))
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def validate_gold(rows: Sequence[dict[str, Any]], cultures: Sequence[str],
                   strict: bool = False, source: str = "gold",
                   gold_kind: str = "similarity") -> GoldSet:
@@ -73,10 +84,11 @@ def validate_gold(rows: Sequence[dict[str, Any]], cultures: Sequence[str],
             raise GoldError(f"{where}: culture_a and culture_b are both {a!r}")
         unknown = [c for c in (a, b) if c not in known]
         if unknown:
+            hint = _did_you_mean(unknown[0], known)
             if strict:
                 raise GoldError(f"{where}: unknown culture(s) {unknown} (the run has "
-                                f"{len(known)} cultures)")
-            skipped[f"unknown culture {unknown[0]!r}"] += 1
+                                f"{len(known)} cultures){hint}")
+            skipped[f"unknown culture {unknown[0]!r}{hint}"] += 1
             continue
         a, b = sorted((a, b))
         key = (a, b, theme)

@@ -88,6 +88,17 @@ def test_validate_gold_errors_and_skips():
     with pytest.raises(GoldError, match=r"row 2: duplicate pair \(A, B, theme general\) "
                                         r"\(first at row 1\)"):
         validate_gold([rows[0], {"culture_a": "B", "culture_b": "A", "score": 1}], ["A", "B"])
+    near = [{"culture_a": "chinese", "culture_b": "Greek", "score": 1},
+            {"culture_a": "Greek", "culture_b": "Persain", "score": 1},
+            {"culture_a": "Greek", "culture_b": "Atlantis", "score": 1}]
+    known = ["Chinese", "Greek", "Persian"]
+    assert validate_gold([*near, {"culture_a": "Greek", "culture_b": "Persian", "score": 1}],
+                         known).skipped == {
+        "unknown culture 'chinese' (did you mean 'Chinese'?)": 1,
+        "unknown culture 'Persain' (did you mean 'Persian'?)": 1,
+        "unknown culture 'Atlantis'": 1}
+    with pytest.raises(GoldError, match=r"row 1: .* cultures\) \(did you mean 'Chinese'\?\)"):
+        validate_gold(near, known, strict=True)
     with pytest.raises(GoldError, match="row 1: field 'culture_b' is missing"):
         validate_gold([{"culture_a": "A", "score": 1}], ["A"])
     with pytest.raises(GoldError, match="row 1: culture_a and culture_b are both 'A'"):
