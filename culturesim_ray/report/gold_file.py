@@ -59,13 +59,15 @@ def validate_gold(rows: Sequence[dict[str, Any]], cultures: Sequence[str],
                   strict: bool = False, source: str = "gold",
                   gold_kind: str = "similarity") -> GoldSet:
     """Check every row; rows naming a culture the run does not have are skipped
-    and counted (an error with `strict`). Missing fields, non-numeric or
-    non-finite scores, self-pairs and duplicate pairs are errors naming the row.
+    and counted (an error with `strict`), as are self-pairs and a pair given again
+    with the same score (in either order: a square gold matrix written out row by
+    row). Missing fields, non-numeric or non-finite scores and a pair given again
+    with another score are errors naming the row.
     gold_kind ("similarity" or "distance") is recorded; the scores are kept as read."""
     if gold_kind not in GOLD_KINDS:
         raise GoldError(f"{source}: gold kind must be one of {GOLD_KINDS}, got {gold_kind!r}")
     known = set(cultures)
-    seen: dict[tuple[str, str, str], int] = {}
+    seen: dict[tuple[str, str, str], tuple[int, float]] = {}
     pairs, skipped = [], defaultdict(int)
     for i, row in enumerate(rows):
         where = f"{source}: row {i + 1}"
@@ -80,8 +82,11 @@ def validate_gold(rows: Sequence[dict[str, Any]], cultures: Sequence[str],
         if not math.isfinite(score):
             raise GoldError(f"{where}: field 'score' is not finite: {row['score']!r}")
         theme = str(row.get("theme") or GENERAL).strip() or GENERAL
-        if a == b:
-            raise GoldError(f"{where}: culture_a and culture_b are both {a!r}")
+        if a == b:  # the diagonal of a square gold matrix written out row by row
+            if a not in known and strict:
+                raise GoldError(f"{where}: unknown culture {a!r}{_did_you_mean(a, known)}")
+            skipped["self pair (a culture with itself)"] += 1
+            continue
         unknown = [c for c in (a, b) if c not in known]
         if unknown:
             hint = _did_you_mean(unknown[0], known)
@@ -93,9 +98,13 @@ def validate_gold(rows: Sequence[dict[str, Any]], cultures: Sequence[str],
         a, b = sorted((a, b))
         key = (a, b, theme)
         if key in seen:
-            raise GoldError(f"{where}: duplicate pair ({a}, {b}, theme {theme}) "
-                            f"(first at row {seen[key]})")
-        seen[key] = i + 1
+            first, first_score = seen[key]
+            if math.isclose(score, first_score, rel_tol=1e-9, abs_tol=1e-12):
+                skipped["the same pair again, with the same score"] += 1
+                continue  # a square matrix names every pair twice: (A, B) and (B, A)
+            raise GoldError(f"{where}: duplicate pair ({a}, {b}, theme {theme}) with score "
+                            f"{score!r} (first at row {first}, score {first_score!r})")
+        seen[key] = (i + 1, score)
         pairs.append((a, b, score, theme))
     if not pairs:
         raise GoldError(f"{source}: no usable gold pairs (skipped: {dict(skipped) or 'none'})")

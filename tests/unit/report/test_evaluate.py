@@ -85,8 +85,8 @@ def test_validate_gold_errors_and_skips():
         validate_gold(rows, ["A", "B", "C"], strict=True)
     with pytest.raises(GoldError, match=r"row 2: field 'score' is not a number: 'high'"):
         validate_gold([rows[0], {**rows[0], "culture_a": "C", "score": "high"}], ["A", "B", "C"])
-    with pytest.raises(GoldError, match=r"row 2: duplicate pair \(A, B, theme general\) "
-                                        r"\(first at row 1\)"):
+    with pytest.raises(GoldError, match=r"row 2: duplicate pair \(A, B, theme general\) with "
+                                        r"score 1.0 \(first at row 1, score 0.5\)"):
         validate_gold([rows[0], {"culture_a": "B", "culture_b": "A", "score": 1}], ["A", "B"])
     near = [{"culture_a": "chinese", "culture_b": "Greek", "score": 1},
             {"culture_a": "Greek", "culture_b": "Persain", "score": 1},
@@ -101,8 +101,13 @@ def test_validate_gold_errors_and_skips():
         validate_gold(near, known, strict=True)
     with pytest.raises(GoldError, match="row 1: field 'culture_b' is missing"):
         validate_gold([{"culture_a": "A", "score": 1}], ["A"])
-    with pytest.raises(GoldError, match="row 1: culture_a and culture_b are both 'A'"):
-        validate_gold([{"culture_a": "A", "culture_b": "A", "score": 1}], ["A"])
+    square = [{"culture_a": x, "culture_b": y, "score": 1.0 if x == y else 0.25 + ({x, y} == {"A", "C"})}
+              for x in "ABC" for y in "ABC"]  # a square matrix: diagonal, both orders
+    gold = validate_gold(square, ["A", "B", "C"])
+    assert gold.pairs == [("A", "B", 0.25, "general"), ("A", "C", 1.25, "general"),
+                          ("B", "C", 0.25, "general")]
+    assert gold.skipped == {"self pair (a culture with itself)": 3,
+                            "the same pair again, with the same score": 3}
     with pytest.raises(GoldError, match="not finite"):
         validate_gold([{"culture_a": "A", "culture_b": "B", "score": "nan"}], ["A", "B"])
     with pytest.raises(GoldError, match="no usable gold pairs"):
