@@ -280,9 +280,7 @@ def _embed_modality(todo: Any, todo_n: int, modality: str, staged: Any, layout: 
     elif spec.fitted and modality == "sequence":  # the melody model, trained on its tunes
         model_path = cfg.sequence_model
         if model_path is None:
-            cap = cfg.lstm_sample
-            parts = _map(lambda t: t.sort_by("_order").column("uri").to_pylist()[:cap], todo)
-            model_path = _fit_lstm(layout, [u for part in parts for u in part][:cap], cfg, log)
+            model_path = _fit_lstm(layout, todo, cfg, log)
         if model_path is None:
             def unusable(t: pa.Table, path: str) -> list[str]:
                 reasons = [_sequence_error(u, cfg) for u in t.column("uri").to_pylist()]

@@ -65,31 +65,56 @@ def _fit_tfidf(layout: EmbedLayout, staged: list[Any], cfg: EmbedConfig,
     return enc.state()
 
 
-def _fit_lstm(layout: EmbedLayout, uris: list[str], cfg: EmbedConfig, log: Any) -> str | None:
+def sample_takes(counts: list[int], cap: int) -> list[int]:
+    """Rows to take from each partition (in order) so that the first `cap` rows of
+    the partitions laid end to end are taken: the LSTM's training sample."""
+    takes, left = [], cap
+    for n in counts:
+        takes.append(min(n, left))
+        left -= takes[-1]
+    return takes
+
+
+def _sample_tokens(table: pa.Table, take: int, storage_options: dict[str, Any]
+                   ) -> list[list[str]]:
+    """The token sequences of a partition's first `take` melodies (by corpus order);
+    one that cannot be read is left out (it is quarantined with the parser's
+    message when encoded)."""
+    from culturesim_ray.encoders.sequence import read_tokens
+
+    seqs = []
+    for uri in table.sort_by("_order").column("uri").to_pylist()[:take]:
+        try:
+            seqs.append(read_tokens(uri, storage_options))
+        except (ValueError, OSError):
+            continue
+    return seqs
+
+
+def _fit_lstm(layout: EmbedLayout, todo: list[Any], cfg: EmbedConfig, log: Any) -> str | None:
     """Train the melody LSTM on (a bounded sample of) the corpus's own sequences
     once; a rerun reuses it. None when no melody could be parsed (each is then
-    quarantined with its reason)."""
+    quarantined with its reason). The sample, the first `cfg.lstm_sample` melodies
+    of the staged partitions `todo` in order, is parsed in Ray tasks, one per
+    partition, not on the driver (music21 takes ~20 ms a melody)."""
     import tempfile
 
     from culturesim_ray.encoders.music import Vocabulary
     from culturesim_ray.encoders.sequence import (
         LSTMConfig,
-        read_tokens,
         save_model,
         train_melody_lstm,
     )
+    from culturesim_ray.pipeline.embed_stage import _map_each
 
     path = layout.lstm
     fs, p = io.filesystem_for(path, cfg.s3)
     if fs.exists(p + "/lstm.pt"):
         return path
+    takes = sample_takes(_map(lambda t: t.num_rows, todo), cfg.lstm_sample)
     opts = cfg.s3.storage_options()
-    token_seqs = []
-    for uri in uris:
-        try:
-            token_seqs.append(read_tokens(uri, opts))
-        except (ValueError, OSError):
-            continue  # quarantined with the parser's message when encoded
+    parts = _map_each(lambda t, take: _sample_tokens(t, take, opts) if take else [], todo, takes)
+    token_seqs = [seq for part in parts for seq in part]
     if not token_seqs:
         return None
     vocab = Vocabulary.build(token_seqs)

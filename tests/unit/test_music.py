@@ -123,3 +123,29 @@ def test_saved_model_loads_with_weights_only_and_encodes(tmp_path):
 def test_model_module_shapes():
     m = MelodyLSTM(LSTMConfig(10, 4, 8, 1))
     assert m(torch.randint(0, 10, (2, 5))).shape == (2, 5, 10)
+
+
+def test_the_lstm_sample_is_the_first_melodies_of_the_partitions_in_order(tmp_path):
+    """The embed job parses the melody LSTM's sample in one Ray task per partition:
+    each takes its share of the first `lstm_sample` melodies (by corpus order) and
+    leaves out a file that cannot be read."""
+    import pyarrow as pa
+
+    from culturesim_ray.encoders.sequence import read_tokens
+    from culturesim_ray.pipeline.embed_state import _sample_tokens, sample_takes
+
+    assert sample_takes([3, 4, 2], 5) == [3, 2, 0]
+    assert sample_takes([3, 4, 2], 20) == [3, 4, 2]
+    assert sample_takes([0, 2], 1) == [0, 1]
+    good = tmp_path / "a.abc"
+    good.write_text(TUNE)
+    other = tmp_path / "b.abc"
+    other.write_text(TUNE.replace("GABc | d2 B2", "G2 G2 | B4"))
+    bad = tmp_path / "c.abc"
+    bad.write_text("not a tune")
+    part = pa.table({"uri": [str(bad), str(other), str(good)], "_order": [2, 1, 0]})
+    first, second = read_tokens(str(good), {}), read_tokens(str(other), {})
+    assert first != second
+    assert _sample_tokens(part, 2, {}) == [first, second]
+    assert _sample_tokens(part, 3, {}) == _sample_tokens(part, 2, {})  # the bad file left out
+    assert _sample_tokens(part, 0, {}) == []
