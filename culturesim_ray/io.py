@@ -39,6 +39,15 @@ def is_s3(path: str) -> bool:
     return str(path).startswith(("s3://", "s3a://"))
 
 
+def require_local(path: str | Path, what: str, why: str) -> None:
+    """A clear error for an s3:// URI where a job needs a local (or shared, mounted)
+    path: else `Path` would turn it into a local directory named 's3:' and the job
+    would write there while saying it wrote to the bucket."""
+    if is_s3(str(path)):
+        raise ValueError(f"{what} {path}: must be a local or mounted path, not S3 ({why}); "
+                         "use a local copy (e.g. aws s3 sync) or mount the bucket")
+
+
 def filesystem_for(path: str | Path, s3: S3Config | None = None) -> tuple[Any, str]:
     """(fsspec filesystem, path without scheme) for a local path or an s3:// URI."""
     path = str(path)

@@ -21,6 +21,10 @@ def run_local(run_dir: str, host: str = "127.0.0.1", port: int = 8000,
     `Authorization: Bearer <token>`."""
     import time
 
+    from culturesim_ray import io
+
+    io.require_local(run_dir, "serve: run directory", "replicas memory-map its serving state")
+
     from culturesim_ray.pipeline.ray_env import init_ray
 
     init_ray()

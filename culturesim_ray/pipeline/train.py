@@ -217,6 +217,8 @@ def run_train(embed_dir: str, out: str, cfg: TrainConfig | None = None, log: Any
     from culturesim_ray.pipeline.ray_env import init_ray
     from culturesim_ray.pipeline.trainer import fit_torch
 
+    io.require_local(out, "train --out", "the graph and serving state are memory-mapped, "
+                     "the checkpoints resume from it")
     cfg = merge_train_config(cfg.to_dict() if cfg else None, overrides)
     started = time.time()
     relations = cfg.relations

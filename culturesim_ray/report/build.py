@@ -74,6 +74,11 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, color_by: s
                  map_methods: tuple[str, ...] = ("umap", "tsne"),
                  log: Callable[[str], None] = print) -> dict[str, Any]:
     """Write the figures and report.html; returns paths and the figures' data."""
+    from culturesim_ray import io
+
+    io.require_local(run_dir, "report: run directory", "it reads the all-pairs files there")
+    if out is not None:
+        io.require_local(out, "report --out", "it writes report.html and its figures there")
     src = find_allpairs(run_dir)
     out = Path(out) if out else Path(run_dir) / "report"
     out.mkdir(parents=True, exist_ok=True)

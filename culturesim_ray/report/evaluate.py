@@ -318,6 +318,11 @@ def run_evaluation(run_dir: str | Path, gold_path: str | Path, k: int = 3,
     settings) and evaluation.png (default OUT = RUN/evaluation)."""
     import json
 
+    from culturesim_ray import io
+
+    io.require_local(run_dir, "evaluate: run directory", "it reads the run's train/ files")
+    if out is not None:
+        io.require_local(out, "evaluate --out", "it writes the CSV, JSON and chart there")
     methods = run_methods(run_dir, modality, log=log)
     cultures = sorted({c for m in methods for c in m.cultures()})
     gold = validate_gold(read_gold_rows(gold_path), cultures, strict, str(gold_path), gold_kind)

@@ -103,3 +103,30 @@ def test_publish_dir_replaces_a_folder_whole_or_leaves_it_as_it_was(tmp_path):
     assert [p.name for p in target.iterdir()] == ["a.txt"]  # the new folder, whole
     assert (target / "a.txt").read_text() == "new a"
     assert sorted(p.name for p in target.parent.iterdir()) == ["lstm"]  # no temp left
+
+
+def test_jobs_that_need_local_run_directories_refuse_s3_before_doing_anything(tmp_path,
+                                                                               monkeypatch):
+    """train --out, evaluate, report and serve read or write memory-mapped local files:
+    an s3:// path is a clear error, not a local directory named 's3:' that the job
+    writes while its summary names the bucket."""
+    from culturesim_ray.io import require_local
+    from culturesim_ray.pipeline.serve_deploy import run_local
+    from culturesim_ray.pipeline.train import run_train
+    from culturesim_ray.report.build import build_report
+    from culturesim_ray.report.evaluate import run_evaluation
+
+    monkeypatch.chdir(tmp_path)
+    require_local(tmp_path / "run", "run", "reason")  # a local path passes
+    with pytest.raises(ValueError, match=r"train --out s3://b/t: must be a local or mounted "
+                                         r"path, not S3 \(the graph"):
+        run_train(str(tmp_path / "embed"), "s3://b/t")
+    with pytest.raises(ValueError, match="evaluate: run directory s3a://b/r: must be a local"):
+        run_evaluation("s3a://b/r", "demo")
+    with pytest.raises(ValueError, match="evaluate --out s3://b/e: must be a local"):
+        run_evaluation(str(tmp_path), "demo", out="s3://b/e")
+    with pytest.raises(ValueError, match="report: run directory s3://b/r: must be a local"):
+        build_report("s3://b/r")
+    with pytest.raises(ValueError, match="serve: run directory s3://b/r: must be a local"):
+        run_local("s3://b/r", blocking=False)
+    assert list(tmp_path.iterdir()) == []  # nothing written, no 's3:' directory
