@@ -231,8 +231,10 @@ def cmd_demo_corpus(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from culturesim_ray import io
     from culturesim_ray.pipeline.demo_run import run_demo
 
+    io.require_local(args.out, "demo --out", "it writes a whole run there, serving state included")
     return run_demo(Path(args.out), _embed_config(args), args.per_culture, args.address,
                     quick=args.quick)
 

@@ -36,6 +36,9 @@ def run_align(out: str, pairs_path: str | None = None, cfg: Any = None, use_gpu:
               log: Callable[[str], None] = print) -> dict[str, Any]:
     """Encode the pairs with the frozen encoders, fit the projection, write it to
     `out`; returns the metadata written into align.json."""
+    from culturesim_ray import io
+
+    io.require_local(out, "align --out", "`embed --image-align` loads the projection from there")
     from culturesim_ray.encoders import pick_device, registry
     from culturesim_ray.encoders.align import AlignConfig, save_alignment, train_alignment
     from culturesim_ray.encoders.align_data import (

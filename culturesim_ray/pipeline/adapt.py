@@ -134,6 +134,7 @@ def run_adapt(corpus: str, out: str, cfg: AdaptConfig | None = None,
     from culturesim_ray.pipeline.ray_env import init_ray, user_error
     from culturesim_ray.pipeline.trainer import fit_torch
 
+    io.require_local(out, "adapt --out", "the encoder is loaded from there and resumes there")
     cfg = cfg or AdaptConfig()
     base = str(Path(base_model).absolute()) if base_model else minilm_path()
     outp = Path(out).absolute()

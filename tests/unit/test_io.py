@@ -106,8 +106,10 @@ def test_publish_dir_replaces_a_folder_whole_or_leaves_it_as_it_was(tmp_path):
 
 
 def test_jobs_that_need_local_run_directories_refuse_s3_before_doing_anything(tmp_path,
-                                                                               monkeypatch):
-    """train --out, evaluate, report and serve read or write memory-mapped local files:
+                                                                               monkeypatch,
+                                                                               capsys):
+    """train --out, evaluate, report, serve, align, adapt and add-theme read or write
+    local files (memory-mapped, resumed from):
     an s3:// path is a clear error, not a local directory named 's3:' that the job
     writes while its summary names the bucket."""
     from culturesim_ray.io import require_local
@@ -129,4 +131,18 @@ def test_jobs_that_need_local_run_directories_refuse_s3_before_doing_anything(tm
         build_report("s3://b/r")
     with pytest.raises(ValueError, match="serve: run directory s3://b/r: must be a local"):
         run_local("s3://b/r", blocking=False)
+    from culturesim_ray.cli_align import run_align
+    from culturesim_ray.pipeline.adapt import run_adapt
+    from culturesim_ray.pipeline.add_theme import run_add_theme
+
+    with pytest.raises(ValueError, match="align --out s3://b/a: must be a local"):
+        run_align("s3://b/a")
+    with pytest.raises(ValueError, match="adapt --out s3://b/a: must be a local"):
+        run_adapt(str(tmp_path / "corpus.jsonl"), "s3://b/a")
+    with pytest.raises(ValueError, match="add-theme: run directory s3://b/r: must be a local"):
+        run_add_theme("s3://b/r", "food")
+    from culturesim_ray.cli import main
+
+    assert main(["demo", "--out", "s3://b/d"]) == 2
+    assert "demo --out s3://b/d: must be a local" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []  # nothing written, no 's3:' directory
