@@ -241,6 +241,10 @@ def run_train(embed_dir: str, out: str, cfg: TrainConfig | None = None, log: Any
     quarantined = graph["counts"].get("relations_quarantined", 0)
     if quarantined:
         log(f"train: {quarantined} relations rows quarantined -> {layout.relations_quarantine}")
+    if len(meta["cultures"]) < 2:
+        raise ValueError(f"{embed_dir}: items of {len(meta['cultures'])} culture(s) "
+                         f"{list(meta['cultures'])}; the model learns what tells cultures apart, "
+                         "so training needs items of at least 2")
     mcfg = model_config(cfg, meta["in_dims"], meta["themes"], meta["relations"])
     log(f"train: {len(meta['cultures'])} cultures, modalities {meta['modalities']}, "
         f"themes {meta['themes']}, {cfg.model.graph} graph, {cfg.num_workers} workers, "

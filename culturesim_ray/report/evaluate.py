@@ -217,6 +217,9 @@ def _pooled(vectors: np.ndarray, cultures: Sequence[str],
     return pool(vectors, cultures, themes, "mean")
 
 
+MIN_CULTURES = 3  # 3 cultures, 3 pairs: the fewest a rank correlation over pairs can use
+
+
 def default_modality(embed: str) -> str:
     """The modality whose raw culture means are the baselines when none is named: the
     one that covers the most cultures (so the baselines score the most gold pairs),
@@ -271,6 +274,10 @@ def run_methods(run_dir: str | Path, modality: str | None = None, tfidf_dim: int
     col = t.column("vector").combine_chunks()
     x = np.asarray(col.flatten().to_numpy(zero_copy_only=False), np.float32).reshape(len(col), -1)
     themes = t.column("themes").to_pylist() if "themes" in t.column_names else None
+    names = sorted(set(t.column("culture").to_pylist()))
+    if len(names) < MIN_CULTURES:
+        raise ValueError(f"{embed}: the {modality} items are of {len(names)} culture(s) {names}; "
+                         f"agreement with gold over culture pairs needs at least {MIN_CULTURES}")
     raw = _pooled(x, t.column("culture").to_pylist(), themes)
     label = f"mean {runs.embed_manifest(embed)['encoders'][modality]['name']}"
     if modality == "text":
@@ -326,6 +333,11 @@ def run_evaluation(run_dir: str | Path, gold_path: str | Path, k: int = 3,
     methods = run_methods(run_dir, modality, log=log)
     cultures = sorted({c for m in methods for c in m.cultures()})
     gold = validate_gold(read_gold_rows(gold_path), cultures, strict, str(gold_path), gold_kind)
+    covered = sorted({c for a, b, _, _ in gold.pairs for c in (a, b)})
+    if len(covered) < MIN_CULTURES:
+        raise GoldError(f"{gold_path}: the usable gold pairs name {len(covered)} of the run's "
+                        f"cultures {covered}; a rank correlation over culture pairs needs pairs "
+                        f"over at least {MIN_CULTURES}")
     for reason, n in gold.skipped.items():
         log(f"evaluate: skipped {n} gold pair(s): {reason}")
     log(f"evaluate: {len(gold.pairs)} gold pairs ({gold_kind}), {len(methods)} methods, k={k}")

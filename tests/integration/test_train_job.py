@@ -163,3 +163,16 @@ def test_gpu_training_on_a_cluster_without_gpus_fails_at_once(ray_session, train
     with pytest.raises(ValueError, match=r"need one GPU each, but the Ray cluster has 0 GPU"):
         run_train(str(trained_run / "embed"), str(trained_run / "gpu-train"), num_workers=1,
                   use_gpu=True, log=lambda *_: None)
+
+
+def test_training_on_a_single_culture_fails_with_a_clear_error(ray_session, tmp_path):
+    from culturesim_ray.pipeline.train import run_train
+
+    rows = [r for r in corpus_rows(with_image=False) if r["culture"] == "Greek"]
+    corpus = write_jsonl(tmp_path / "c.jsonl", rows)
+    run_embed(str(corpus), str(tmp_path / "emb"), EmbedConfig(batch_size=8), log=lambda *_: None)
+    with pytest.raises(ValueError, match=r"items of 1 culture\(s\) \['Greek'\]; the model learns "
+                                         r"what tells cultures apart"):
+        run_train(str(tmp_path / "emb"), str(tmp_path / "train"), num_workers=1,
+                  log=lambda *_: None)
+    assert not (tmp_path / "train" / "model.pt").exists()

@@ -362,3 +362,28 @@ def test_the_default_modality_covers_the_most_cultures(tmp_path):
     assert default_modality(str(embed)) == "image"  # 6 cultures (one image each) over 3
     _write_items(embed, "text", 6, 6, 2)
     assert default_modality(str(embed)) == "text"  # as many cultures: text
+
+
+def test_evaluate_needs_three_cultures_in_the_run_and_in_the_gold(tmp_path, fast_learned):
+    """A rank correlation over culture pairs needs at least 3 cultures (3 pairs): fewer,
+    in the run or among the usable gold pairs, is a clear error, not an empty table."""
+    import json
+
+    from culturesim_ray.layout import EmbedLayout
+    from culturesim_ray.report.evaluate import run_evaluation
+
+    two, three = tmp_path / "two", tmp_path / "three"
+    _write_items(two / "embed", "text", 8, 2, 0)
+    with pytest.raises(ValueError, match=r"text items are of 2 culture\(s\) \['c0', 'c1'\]; "
+                                         r"agreement with gold over culture pairs needs at least 3"):
+        run_evaluation(str(two), tmp_path / "gold.csv")
+    _write_items(three / "embed", "text", 12, 3, 1)
+    Path(EmbedLayout(str(three / "embed")).manifest).write_text(
+        json.dumps({"encoders": {"text": {"name": "test"}}}))
+    gold = tmp_path / "gold.csv"
+    gold.write_text("culture_a,culture_b,score\nc0,c1,0.5\nc0,c9,0.1\n")
+    with pytest.raises(GoldError, match=r"name 2 of the run's cultures \['c0', 'c1'\]"):
+        run_evaluation(str(three), gold, n_boot=20, n_perm=9)
+    gold.write_text("culture_a,culture_b,score\nc0,c1,0.5\nc0,c2,0.1\nc1,c2,0.3\n")
+    res = run_evaluation(str(three), gold, n_boot=20, n_perm=9, log=lambda _m: None)
+    assert res["rows"] and all(r["pairs"] == 3 for r in res["rows"])
