@@ -24,6 +24,7 @@ from typing import Any
 from culturesim_ray.cli_adapt import add_adapt_parser
 from culturesim_ray.cli_align import add_align_parser
 from culturesim_ray.cli_args import add_allpairs_args, add_embed_args
+from culturesim_ray.cli_report import add_report_parsers
 from culturesim_ray.cli_themes import add_theme_parser
 from culturesim_ray.config import AllPairsConfig, EmbedConfig, S3Config, load_yaml
 from culturesim_ray.encoders.base import PRECISIONS
@@ -142,38 +143,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         m = run_train(args.embed_dir, args.out, cfg, log=st.log)
     _summary(f"{m['counts']['steps']} steps over {m['counts']['cultures']} cultures "
              f"-> {args.out}", st)
-    return 0
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    from culturesim_ray.report.build import build_report
-
-    with Stage("report", unit="figures") as st:
-        res = build_report(args.run_dir, args.out, color_by=args.color_by,
-                           attributes=args.attributes, k=args.k, log=st.log)
-    _summary(f"report {res['html']}", st)
-    return 0
-
-
-def _gold_path(gold: str) -> str:
-    if gold == "demo":
-        from culturesim_ray.report.gold import demo_gold_path
-
-        return str(demo_gold_path())
-    return gold
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from culturesim_ray.report.evaluate import run_evaluation
-
-    with Stage("evaluate", unit="methods") as st:
-        res = run_evaluation(args.run_dir, _gold_path(args.gold), k=args.k, out=args.out,
-                             modality=args.modality, strict=args.strict,
-                             gold_kind=args.gold_kind, log=st.log)
-    for reason, n in res["skipped"].items():  # the answer, not progress: always shown
-        print(f"evaluate: skipped {n} gold pair(s): {reason}")
-    print(res["table"])
-    _summary(f"evaluation in {args.out or Path(args.run_dir) / 'evaluation'}", st)
     return 0
 
 
@@ -302,31 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "OUT/holdout.parquet)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("report", help="PNG figures and an HTML report of a run")
-    p.add_argument("run_dir", help="a run directory (or an all-pairs output directory)")
-    p.add_argument("--out", help="default RUN_DIR/report")
-    p.add_argument("--color-by", default="region", help="attribute column to colour maps by")
-    p.add_argument("--attributes", help="CSV: culture + attribute columns "
-                                        "(default RUN_DIR/culture_attributes.csv)")
-    p.add_argument("-k", type=int, default=3, help="neighbours per culture in network/tables")
-    p.set_defaults(func=cmd_report)
-
-    p = sub.add_parser("evaluate", help="agreement of the model, baselines and every "
-                                        "similarity function with gold pairs")
-    p.add_argument("run_dir", help="a run directory with embed/ (and train/)")
-    p.add_argument("--gold", required=True,
-                   help="CSV/JSONL/Parquet of culture_a, culture_b, score[, theme]; "
-                        "'demo' = the shipped demo gold set")
-    p.add_argument("-k", type=int, default=3)
-    p.add_argument("--out", help="default RUN_DIR/evaluation")
-    p.add_argument("--modality", choices=["text", "image", "sequence"],
-                   help="the items whose raw culture means are the baselines (default: the "
-                        "modality that covers the most cultures, text on a tie)")
-    p.add_argument("--strict", action="store_true",
-                   help="gold pairs naming unknown cultures are an error, not skipped")
-    p.add_argument("--gold-kind", default="similarity", choices=["similarity", "distance"],
-                   help="distance: bigger gold score = less similar (negated before scoring)")
-    p.set_defaults(func=cmd_evaluate)
+    add_report_parsers(sub)
 
     p = sub.add_parser("serve", help="serve a run's model over HTTP (Ray Serve, local)")
     p.add_argument("run_dir", nargs="?", default="runs/demo",

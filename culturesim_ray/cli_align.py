@@ -37,8 +37,6 @@ def run_align(out: str, pairs_path: str | None = None, cfg: Any = None, use_gpu:
     """Encode the pairs with the frozen encoders, fit the projection, write it to
     `out`; returns the metadata written into align.json."""
     from culturesim_ray import io
-
-    io.require_local(out, "align --out", "`embed --image-align` loads the projection from there")
     from culturesim_ray.encoders import pick_device, registry
     from culturesim_ray.encoders.align import AlignConfig, save_alignment, train_alignment
     from culturesim_ray.encoders.align_data import (
@@ -48,6 +46,7 @@ def run_align(out: str, pairs_path: str | None = None, cfg: Any = None, use_gpu:
         read_pairs,
     )
 
+    io.require_local(out, "align --out", "`embed --image-align` loads the projection from there")
     cfg = cfg or AlignConfig()
     pairs = read_pairs(pairs_path) if pairs_path else packaged_pairs()
     log(f"{len(pairs)} image-caption pairs from {pairs_path or PACKAGED}")

@@ -27,8 +27,10 @@ from culturesim_ray.schema import MODALITIES
 
 
 def read_embeddings(out: str, modality: str | None = None,
-                    cfg: EmbedConfig | None = None) -> dict[str, pa.Table]:
-    """The embedded rows of an embed run, per modality (rows with an error left out)."""
+                    cfg: EmbedConfig | None = None,
+                    columns: list[str] | None = None) -> dict[str, pa.Table]:
+    """The embedded rows of an embed run, per modality (rows with an error left out);
+    columns: only these (and item_id, the sort key), e.g. ["culture"] without the vectors."""
     cfg = cfg or EmbedConfig()
     result = {}
     from culturesim_ray.layout import EmbedLayout
@@ -37,7 +39,8 @@ def read_embeddings(out: str, modality: str | None = None,
         fs, p = io.filesystem_for(EmbedLayout(out).embeddings(m), cfg.s3)
         if not fs.exists(p) or not any(f.endswith(".parquet") for f in fs.find(p)):
             continue
-        table = pq.read_table(p, filesystem=io.arrow_filesystem(fs))
+        table = pq.read_table(p, filesystem=io.arrow_filesystem(fs), columns=(
+            list(dict.fromkeys(["item_id", *columns, "error"])) if columns else None))
         table = table.filter(pc.is_null(table.column("error")))
         table = table.drop_columns([c for c in ("error", "source_row", "row_json")
                                     if c in table.column_names])

@@ -89,13 +89,13 @@ def run_add_theme(run: str, theme: str, items: str | None = None, steps: int = 1
     """Add the theme `theme` to the train run of `run` (a run root or its train/);
     items: a file of the theme's item ids (default: the items tagged `theme`).
     Returns what the train manifest records for it."""
-    from culturesim_ray import io
-
-    io.require_local(run, "add-theme: run directory", "it rewrites the local train run")
     import ray
 
+    from culturesim_ray import io
     from culturesim_ray.pipeline.ray_env import init_ray
     from culturesim_ray.pipeline.train import _export_task
+
+    io.require_local(run, "add-theme: run directory", "it rewrites the local train run")
 
     if not theme or not theme.strip() or theme != theme.strip():
         raise ValueError(f"--theme {theme!r}: a theme name is a non-empty word")

@@ -22,10 +22,9 @@ def run_local(run_dir: str, host: str = "127.0.0.1", port: int = 8000,
     import time
 
     from culturesim_ray import io
+    from culturesim_ray.pipeline.ray_env import init_ray
 
     io.require_local(run_dir, "serve: run directory", "replicas memory-map its serving state")
-
-    from culturesim_ray.pipeline.ray_env import init_ray
 
     init_ray()
     serve.start(http_options={"host": host, "port": port},

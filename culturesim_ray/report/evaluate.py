@@ -229,7 +229,7 @@ def default_modality(embed: str) -> str:
     from culturesim_ray import runs
 
     cover = {m: (len(pc.unique(t.column("culture"))), m == "text", t.num_rows)
-             for m, t in runs.read_embeddings(embed).items() if t.num_rows}
+             for m, t in runs.read_embeddings(embed, columns=["culture"]).items() if t.num_rows}
     if not cover:
         raise FileNotFoundError(f"{embed}: no embedded items to evaluate")
     return max(sorted(cover), key=cover.__getitem__)
@@ -274,11 +274,12 @@ def run_methods(run_dir: str | Path, modality: str | None = None, tfidf_dim: int
     col = t.column("vector").combine_chunks()
     x = np.asarray(col.flatten().to_numpy(zero_copy_only=False), np.float32).reshape(len(col), -1)
     themes = t.column("themes").to_pylist() if "themes" in t.column_names else None
-    names = sorted(set(t.column("culture").to_pylist()))
+    item_cultures = t.column("culture").to_pylist()
+    names = sorted(set(item_cultures))
     if len(names) < MIN_CULTURES:
         raise ValueError(f"{embed}: the {modality} items are of {len(names)} culture(s) {names}; "
                          f"agreement with gold over culture pairs needs at least {MIN_CULTURES}")
-    raw = _pooled(x, t.column("culture").to_pylist(), themes)
+    raw = _pooled(x, item_cultures, themes)
     label = f"mean {runs.embed_manifest(embed)['encoders'][modality]['name']}"
     if modality == "text":
         corpus = runs.embed_manifest(embed).get("corpus")
@@ -298,8 +299,8 @@ def run_methods(run_dir: str | Path, modality: str | None = None, tfidf_dim: int
     from culturesim_ray.report.item_methods import readout_methods, set_level_methods
 
     items = f"{runs.embed_manifest(embed)['encoders'][modality]['name']} items"
-    methods += set_level_methods(x, t.column("culture").to_pylist(), items)
-    methods += readout_methods(x, t.column("culture").to_pylist(), themes, items, log)
+    methods += set_level_methods(x, item_cultures, items)
+    methods += readout_methods(x, item_cultures, themes, items, log)
     return methods
 
 

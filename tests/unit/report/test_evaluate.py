@@ -362,6 +362,10 @@ def test_the_default_modality_covers_the_most_cultures(tmp_path):
     assert default_modality(str(embed)) == "image"  # 6 cultures (one image each) over 3
     _write_items(embed, "text", 6, 6, 2)
     assert default_modality(str(embed)) == "text"  # as many cultures: text
+    from culturesim_ray.runs import read_embeddings
+
+    cols = read_embeddings(str(embed), "image", columns=["culture"])["image"]
+    assert cols.column_names == ["item_id", "culture"] and cols.num_rows == 6  # no vectors
 
 
 def test_evaluate_needs_three_cultures_in_the_run_and_in_the_gold(tmp_path, fast_learned):

@@ -1,0 +1,69 @@
+"""`culturesim report` and `culturesim evaluate`: their argparse definitions and
+handlers (cli.py calls `add_report_parsers` where they stand in the command list)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_report_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="PNG figures and an HTML report of a run")
+    p.add_argument("run_dir", help="a run directory (or an all-pairs output directory)")
+    p.add_argument("--out", help="default RUN_DIR/report")
+    p.add_argument("--color-by", default="region", help="attribute column to colour maps by")
+    p.add_argument("--attributes", help="CSV: culture + attribute columns "
+                                        "(default RUN_DIR/culture_attributes.csv)")
+    p.add_argument("-k", type=int, default=3, help="neighbours per culture in network/tables")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("evaluate", help="agreement of the model, baselines and every "
+                                        "similarity function with gold pairs")
+    p.add_argument("run_dir", help="a run directory with embed/ (and train/)")
+    p.add_argument("--gold", required=True,
+                   help="CSV/JSONL/Parquet of culture_a, culture_b, score[, theme]; "
+                        "'demo' = the shipped demo gold set")
+    p.add_argument("-k", type=int, default=3)
+    p.add_argument("--out", help="default RUN_DIR/evaluation")
+    p.add_argument("--modality", choices=["text", "image", "sequence"],
+                   help="the items whose raw culture means are the baselines (default: the "
+                        "modality that covers the most cultures, text on a tie)")
+    p.add_argument("--strict", action="store_true",
+                   help="gold pairs naming unknown cultures are an error, not skipped")
+    p.add_argument("--gold-kind", default="similarity", choices=["similarity", "distance"],
+                   help="distance: bigger gold score = less similar (negated before scoring)")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from culturesim_ray.progress import Stage, summary
+    from culturesim_ray.report.build import build_report
+
+    with Stage("report", unit="figures") as st:
+        res = build_report(args.run_dir, args.out, color_by=args.color_by,
+                           attributes=args.attributes, k=args.k, log=st.log)
+    summary(f"report {res['html']}", st)
+    return 0
+
+
+def _gold_path(gold: str) -> str:
+    if gold == "demo":
+        from culturesim_ray.report.gold import demo_gold_path
+
+        return str(demo_gold_path())
+    return gold
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from culturesim_ray.progress import Stage, summary
+    from culturesim_ray.report.evaluate import run_evaluation
+
+    with Stage("evaluate", unit="methods") as st:
+        res = run_evaluation(args.run_dir, _gold_path(args.gold), k=args.k, out=args.out,
+                             modality=args.modality, strict=args.strict,
+                             gold_kind=args.gold_kind, log=st.log)
+    for reason, n in res["skipped"].items():  # the answer, not progress: always shown
+        print(f"evaluate: skipped {n} gold pair(s): {reason}")
+    print(res["table"])
+    summary(f"evaluation in {args.out or Path(args.run_dir) / 'evaluation'}", st)
+    return 0
