@@ -237,7 +237,7 @@ def lstm_trial(work: Path, seed: int, epochs: int = 12) -> dict[str, Any]:
 
     from culturesim_ray.encoders.music import Vocabulary
     from culturesim_ray.encoders.sequence import LSTMConfig
-    from culturesim_ray.pipeline.train_lstm import train_lstm_distributed
+    from culturesim_ray.pipeline.train_lstm import train_lstm_distributed, write_sample
 
     at = int(np.random.default_rng(seed).integers(2, epochs - 3))
     seqs = [["n+0_1"] + ["n+2_0.5", "n+2_0.5", "n-4_1"] * (4 + i % 3) for i in range(24)]
@@ -269,7 +269,7 @@ def lstm_trial(work: Path, seed: int, epochs: int = 12) -> dict[str, Any]:
 
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
-    metrics = train_lstm_distributed([vocab.encode(s) for s in seqs], vocab,
+    metrics = train_lstm_distributed(write_sample(seqs, work / f"sample-{seed}"), vocab,
                                      LSTMConfig(len(vocab), 16, 32, 2), str(out),
                                      num_workers=2, epochs=epochs, batch_size=6, lr=1e-2,
                                      seed=seed)

@@ -65,6 +65,12 @@ class EmbedLayout(_StageLayout):
     def lstm(self) -> str:
         return io.join(self.root, "models", "lstm")
 
+    @property
+    def lstm_sample(self) -> str:
+        """The melody LSTM's training sample: Parquet parts of token sequences
+        (column `tokens`), written by the parsing tasks, read by the trainer."""
+        return io.join(self.root, "models", "lstm-sample")
+
 
 @dataclass(frozen=True)
 class AllPairsLayout(_StageLayout):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 DURATIONS = (0.125, 0.25, 0.375, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
@@ -121,6 +121,12 @@ class Vocabulary:
         counts: Counter[str] = Counter()
         for seq in sequences:
             counts.update(seq)
+        return cls.from_counts(counts, min_count)
+
+    @classmethod
+    def from_counts(cls, counts: Mapping[str, int], min_count: int = 1) -> Vocabulary:
+        """The vocabulary of token counts summed elsewhere (e.g. per partition):
+        the same as `build` over the sequences counted, most frequent first."""
         return cls(sorted((t for t, c in counts.items() if c >= min_count),
                           key=lambda t: (-counts[t], t)))
 

@@ -82,27 +82,42 @@ def train_step(model: MelodyLSTM, opt: torch.optim.Optimizer, batch: Tensor) -> 
     return float(loss.detach())
 
 
+MAX_TRAIN_LEN = 256  # ids a training melody is cut to (BOS + 254 tokens + the next)
+
+
+def training_sequences(sequences: Sequence[Sequence[int]], max_len: int = MAX_TRAIN_LEN
+                       ) -> list[list[int]]:
+    """What both training loops (this module's plain one, Ray Train's workers) train
+    on: each id sequence cut to `max_len` (the batch is as long as its longest
+    sequence, and backpropagation runs through every step of it), and those
+    without a token (< 3 ids: BOS, EOS) left out."""
+    return [list(s[:max_len]) for s in sequences if len(s) >= 3]
+
+
 def train_melody_lstm(sequences: Sequence[Sequence[int]], cfg: LSTMConfig, epochs: int = 10,
                       batch_size: int = 16, lr: float = 3e-3, seed: int = 0,
-                      max_len: int = 256) -> tuple[MelodyLSTM, list[float]]:
-    """Plain training loop (the same `train_step` Ray Train would call per worker)."""
-    if not sequences:
-        raise ValueError("no sequences to train the melody LSTM on")
+                      max_len: int = MAX_TRAIN_LEN, device: torch.device | str = "cpu",
+                      ) -> tuple[MelodyLSTM, list[float]]:
+    """Plain training loop (the same `train_step` Ray Train calls per worker), on
+    `device`; the model comes back on the CPU, in eval mode."""
+    seqs = training_sequences(sequences, max_len)
+    if not seqs:
+        raise ValueError("no sequences to train the melody LSTM on (each needs a token)")
     rng = random.Random(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = MelodyLSTM(cfg)
+    model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    seqs = [list(s[:max_len]) for s in sequences if len(s) >= 3]
     losses = []
     for _ in range(epochs):
         rng.shuffle(seqs)
         total, n = 0.0, 0
         for i in range(0, len(seqs), batch_size):
-            total += train_step(model, opt, pad_batch(seqs[i:i + batch_size]))
+            total += train_step(model, opt, pad_batch(seqs[i:i + batch_size], device))
             n += 1
         losses.append(total / max(n, 1))
-    return model.eval(), losses
+    return model.cpu().eval(), losses
 
 
 def save_model(model: MelodyLSTM, vocab: Vocabulary, path: str | Path) -> Path:

@@ -14,6 +14,7 @@ Layout of an output directory (`layout.EmbedLayout`)::
                                           error, source_row, row_json
     OUT/quarantine/*.parquet              every bad row as given + field + reason
     OUT/models/tfidf.npz, models/lstm/    fitted encoder state (tfidf / lstm runs)
+    OUT/models/lstm-sample/*.parquet      the melodies the LSTM was trained on (tokens)
     OUT/fingerprint.json                  the settings that shaped the vectors
     OUT/manifest.json                     config, versions, counts, time
 

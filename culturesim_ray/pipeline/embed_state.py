@@ -6,6 +6,7 @@ shape every vector, recorded before any is written and compared on a rerun.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections import Counter
 from typing import Any
 
@@ -96,50 +97,111 @@ def _fit_lstm(layout: EmbedLayout, todo: list[Any], cfg: EmbedConfig, log: Any) 
     once; a rerun reuses it. None when no melody could be parsed (each is then
     quarantined with its reason). The sample, the first `cfg.lstm_sample` melodies
     of the staged partitions `todo` in order, is parsed in Ray tasks, one per
-    partition, not on the driver (music21 takes ~20 ms a melody)."""
-    import tempfile
-
+    partition, which write its token sequences under the run (`lstm_sample`) and
+    return their token counts: the driver sums the counts into the vocabulary and
+    holds no melody. Training runs off the driver too: in one Ray task (a node's
+    CPUs, and its GPU when the cluster has one), or with Ray Train on `lstm_workers` workers, each
+    keeping its shard of the sample."""
     from culturesim_ray.encoders.music import Vocabulary
-    from culturesim_ray.encoders.sequence import (
-        LSTMConfig,
-        save_model,
-        train_melody_lstm,
-    )
+    from culturesim_ray.encoders.sequence import LSTMConfig
     from culturesim_ray.pipeline.embed_stage import _map_each
 
     path = layout.lstm
     fs, p = io.filesystem_for(path, cfg.s3)
     if fs.exists(p + "/lstm.pt"):
         return path
+    sample = layout.lstm_sample
+    sfs, sp = io.filesystem_for(sample, cfg.s3)
+    if sfs.exists(sp):  # parts of a run stopped before its model was saved
+        sfs.rm(sp, recursive=True)
     takes = sample_takes(_map(lambda t: t.num_rows, todo), cfg.lstm_sample)
-    opts = cfg.s3.storage_options()
-    parts = _map_each(lambda t, take: _sample_tokens(t, take, opts) if take else [], todo, takes)
-    token_seqs = [seq for part in parts for seq in part]
-    if not token_seqs:
+    parts = _map_each(_write_sample_part, todo,
+                      [(take, io.join(sample, f"part-{i:05d}.parquet"), cfg.s3) if take else None
+                       for i, take in enumerate(takes)])
+    n_melodies = sum(n for n, _ in parts)
+    if not n_melodies:
         return None
-    vocab = Vocabulary.build(token_seqs)
-    ids = [vocab.encode(t) for t in token_seqs]
+    counts: Counter[str] = Counter()
+    for _, part_counts in parts:
+        counts.update(part_counts)
+    vocab = Vocabulary.from_counts(counts)
+    gpus = _gpus_per_actor(cfg)
     if cfg.lstm_workers > 0:
         from culturesim_ray.pipeline.train_lstm import train_lstm_distributed
 
         local = path if not io.is_s3(path) else tempfile.mkdtemp(prefix="culturesim-lstm-")
-        metrics = train_lstm_distributed(ids, vocab, LSTMConfig(len(vocab)), local,
+        metrics = train_lstm_distributed(sample, vocab, LSTMConfig(len(vocab)), local,
                                          num_workers=cfg.lstm_workers, epochs=cfg.lstm_epochs,
-                                         use_gpu=_gpus_per_actor(cfg) > 0)
-        log(f"sequence: trained the melody LSTM with Ray Train on {len(ids)} melodies "
+                                         use_gpu=gpus > 0, s3=cfg.s3)
+        log(f"sequence: trained the melody LSTM with Ray Train on {n_melodies} melodies "
             f"(loss {metrics['history'][0]:.3f} -> {metrics['loss']:.3f})")
         if io.is_s3(path):
             fs.put(local + "/", p, recursive=True)
         return path
-    model, losses = train_melody_lstm(ids, LSTMConfig(len(vocab)), epochs=cfg.lstm_epochs)
-    log(f"sequence: trained the melody LSTM on {len(token_seqs)} melodies "
+    import ray
+
+    task = ray.remote(num_cpus=_node_cpus(gpus), num_gpus=gpus)(_train_lstm_task)
+    losses = ray.get(task.remote(sample, vocab.itos, cfg.lstm_epochs, path, cfg.s3, gpus > 0))
+    log(f"sequence: trained the melody LSTM on {n_melodies} melodies "
         f"(loss {losses[0]:.3f} -> {losses[-1]:.3f})")
+    return path
+
+
+def _node_cpus(gpus: float) -> float:
+    """The CPUs of the largest node (with `gpus` GPUs, when asked): what the LSTM's
+    training task reserves, so that torch trains with as many threads as the node
+    has (Ray caps a task's threads at its CPUs); nothing else runs at that point of
+    the job."""
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    return max([r.get("CPU", 0.0) for r in nodes if r.get("GPU", 0.0) >= gpus] + [1.0])
+
+
+def _write_sample_part(table: pa.Table, job: tuple[int, str, Any] | None
+                       ) -> tuple[int, dict[str, int]]:
+    """Ray task: a partition's share of the LSTM sample (its first `take` melodies
+    by corpus order, `_sample_tokens`) written to `path` as token sequences;
+    returns how many melodies it wrote and their token counts. None: no share."""
+    if job is None:
+        return 0, {}
+    take, path, s3 = job
+    seqs = [t for t in _sample_tokens(table, take, s3.storage_options()) if t]
+    if not seqs:
+        return 0, {}
+    io.write_table(pa.table({"tokens": pa.array(seqs, pa.list_(pa.string()))}), path, s3)
+    counts: Counter[str] = Counter()
+    for t in seqs:
+        counts.update(t)
+    return len(seqs), dict(counts)
+
+
+def _train_lstm_task(sample: str, itos: list[str], epochs: int, path: str, s3: Any,
+                     use_gpu: bool) -> list[float]:
+    """Ray task: the plain loop on the whole sample (in corpus order), with a thread
+    per CPU it holds, on its GPU when it has one; the model folder written to `path`."""
+    import ray
+    import torch
+
+    from culturesim_ray.encoders.base import pick_device
+    from culturesim_ray.encoders.music import SPECIALS, Vocabulary
+    from culturesim_ray.encoders.sequence import LSTMConfig, save_model, train_melody_lstm
+    from culturesim_ray.pipeline.train_lstm import read_sample_tokens
+
+    # a reused worker process keeps the thread count of the task it was started for
+    torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources()
+                                     .get("CPU", 1))))
+    vocab = Vocabulary(itos[len(SPECIALS):])
+    ids = [vocab.encode(t) for t in read_sample_tokens(sample, s3)]
+    model, losses = train_melody_lstm(ids, LSTMConfig(len(vocab)), epochs=epochs,
+                                      device=pick_device(use_gpu))
     if io.is_s3(path):
+        fs, p = io.filesystem_for(path, s3)
         tmp = save_model(model, vocab, tempfile.mkdtemp(prefix="culturesim-lstm-"))
         fs.put(str(tmp) + "/", p, recursive=True)
     else:
-        save_model(model, vocab, p)
-    return path
+        save_model(model, vocab, path)
+    return losses
 
 
 def _sequence_error(uri: str, cfg: EmbedConfig) -> str:

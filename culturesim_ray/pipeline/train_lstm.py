@@ -1,10 +1,16 @@
 """Ray Train for the melody LSTM (large corpora): TorchTrainer + DDP over N workers.
 
-Each worker trains on its shard of the token sequences (sequence i goes to
-worker i mod N) with the same pure `train_step` as the plain loop; DDP
-averages the gradients. Rank 0 reports a checkpoint (weights, vocabulary,
-config, optimiser, epoch) every epoch, and a restarted run resumes from the
-last one.
+The sample is a folder of Parquet parts (column `tokens`; the embed job's
+parsing tasks write it under the run, `write_sample` in tests): the train config
+carries its path, never the melodies, and the driver reads none of it. Each
+worker reads the parts and keeps its shard, melody i of the sample (in part-name
+order) going to worker i mod N (a rank split, as the fusion trainer's: the same
+shards on every start, so a resumed group trains on what it trained on; the
+sample is bounded by the embed job's `lstm_sample`, a few MB). It encodes them
+with the vocabulary, cuts them as the plain loop does (`training_sequences`), and
+trains with the same pure `train_step`; DDP averages the gradients. Rank 0 reports
+a checkpoint (weights, vocabulary, config, optimiser, epoch) every epoch, and a
+restarted run resumes from the last one.
 """
 
 from __future__ import annotations
@@ -12,11 +18,13 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from culturesim_ray import io
 from culturesim_ray.encoders.music import Vocabulary
 from culturesim_ray.encoders.sequence import (
     LSTMConfig,
@@ -24,8 +32,58 @@ from culturesim_ray.encoders.sequence import (
     pad_batch,
     save_model,
     train_step,
+    training_sequences,
 )
-from culturesim_ray.io import atomic_open
+
+
+def _sample_files(sample: str, s3: Any = None) -> tuple[Any, list[str]]:
+    fs, p = io.filesystem_for(sample, s3)
+    files = sorted(f for f in fs.find(p) if f.endswith(".parquet")) if fs.exists(p) else []
+    return fs, files
+
+
+def write_sample(seqs: Sequence[Sequence[str]], folder: str | Path) -> str:
+    """Token sequences as a one-part sample folder (what `train_lstm_distributed`
+    reads); those without a token left out."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    tokens = pa.array([list(t) for t in seqs if len(t) > 0], pa.list_(pa.string()))
+    pq.write_table(pa.table({"tokens": tokens}), Path(folder) / "part-00000.parquet")
+    return str(folder)
+
+
+def sample_size(sample: str, s3: Any = None) -> int:
+    """Melodies in the sample folder, from the parts' footers."""
+    import pyarrow.parquet as pq
+
+    fs, files = _sample_files(sample, s3)
+    total = 0
+    for f in files:
+        with fs.open(f, "rb") as fh:
+            total += pq.ParquetFile(fh).metadata.num_rows
+    return total
+
+
+def read_sample_tokens(sample: str, s3: Any = None, rank: int = 0, world: int = 1
+                       ) -> list[list[str]]:
+    """Melodies i = rank, rank + world, ... of the sample folder (the parts in name
+    order): one worker's shard; the defaults give the whole sample in corpus order,
+    what the plain loop trains on."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fs, files = _sample_files(sample, s3)
+    out: list[list[str]] = []
+    at = 0
+    for f in files:
+        with fs.open(f, "rb") as fh:
+            rows = pq.read_table(fh, columns=["tokens"]).column("tokens")
+        first = (rank - at) % world  # the first row of this part that is ours
+        out.extend(rows.take(pa.array(range(first, len(rows), world), pa.int64())).to_pylist())
+        at += len(rows)
+    return out
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -54,9 +112,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=1e-4)
     if opt_state is not None:
         opt.load_state_dict(opt_state)
-    seqs = config["sequences"]
-    shard = seqs[rank::world] or seqs[:1]
-    per_worker = math.ceil(len(seqs) / world)
+    tokens = read_sample_tokens(config["sample"], config["s3"], rank, world)
+    shard = training_sequences([vocab.encode(t) for t in tokens])
+    if not shard:  # never: at most as many workers as melodies, each with a token
+        raise RuntimeError(f"LSTM worker {rank} of {world} got no melody to train on")
+    per_worker = math.ceil(config["n_sequences"] / world)
     steps = max(1, math.ceil(per_worker / config["batch_size"]))
     for epoch in range(start, config["epochs"]):
         # an epoch's order depends on the epoch, not on where the run (re)started
@@ -82,25 +142,31 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=checkpoint)
 
 
-def train_lstm_distributed(sequences: list[list[int]], vocab: Vocabulary, cfg: LSTMConfig,
+def train_lstm_distributed(sample: str, vocab: Vocabulary, cfg: LSTMConfig,
                            out_dir: str, num_workers: int = 2, epochs: int = 10,
                            batch_size: int = 16, lr: float = 3e-3, use_gpu: bool = False,
-                           max_failures: int = 2, seed: int = 0) -> dict[str, Any]:
-    """Fit with Ray Train; the final model lands in `out_dir` (as `save_model` writes it)."""
+                           max_failures: int = 2, seed: int = 0, s3: Any = None
+                           ) -> dict[str, Any]:
+    """Fit with Ray Train on the sample folder `sample` (local, or S3 with `s3`'s
+    settings; every melody in it has a token); the final model lands in `out_dir`
+    (as `save_model` writes it). Never more workers than melodies."""
     from dataclasses import asdict
 
     from culturesim_ray.pipeline.trainer import fit_torch
 
+    n = sample_size(sample, s3)
+    if not n:
+        raise ValueError(f"no melody to train the melody LSTM on in {sample}")
     out = Path(out_dir).absolute()
-    config = {"sequences": [list(s) for s in sequences], "vocab": vocab.itos[4:],
+    config = {"sample": sample, "s3": s3, "n_sequences": n, "vocab": vocab.itos[4:],
               "model": asdict(cfg), "epochs": epochs, "batch_size": batch_size, "lr": lr,
               "seed": seed}
-    checkpoint = fit_torch(train_loop_per_worker, config, "lstm", out, num_workers, use_gpu,
-                           max_failures)
+    checkpoint = fit_torch(train_loop_per_worker, config, "lstm", out, min(num_workers, n),
+                           use_gpu, max_failures)
     # the folder also holds Ray Train's checkpoints (out/ray_train), so each file is
     # replaced whole (never torn), the weights last
     with checkpoint.as_directory() as d:
         for name in ("vocab.json", "config.json", "metrics.json", "lstm.pt"):
-            with atomic_open(str(out / name)) as fh:
+            with io.atomic_open(str(out / name)) as fh:
                 fh.write((Path(d) / name).read_bytes())
     return json.loads((out / "metrics.json").read_text())

@@ -179,6 +179,18 @@ def test_demo_corpus_runs_through_the_job(ray_session, tmp_path):
     seq = read_embeddings(str(out), "sequence")["sequence"]
     assert seq.num_rows == 12 and set(seq.column("encoder").to_pylist()) == {"lstm"}
     assert (out / "models" / "lstm" / "lstm.pt").exists()
+    # the LSTM's sample: written by the parsing tasks, every tune (in the staged
+    # partitions' order); the vocabulary summed from their counts is the one built
+    # over the sample
+    from culturesim_ray.encoders.music import Vocabulary
+    from culturesim_ray.encoders.sequence import read_tokens
+    from culturesim_ray.pipeline.train_lstm import read_sample_tokens
+
+    sample = read_sample_tokens(str(out / "models" / "lstm-sample"))
+    uris = [r["uri"] for r in table.to_pylist() if r["modality"] == "sequence"]
+    assert sorted(sample) == sorted(read_tokens(str(tmp_path / "corpus" / u)) for u in uris)
+    assert Vocabulary.load(out / "models" / "lstm" / "vocab.json").itos == \
+        Vocabulary.build(sample).itos
     # the music reaches the all-pairs output
     from culturesim_ray.config import AllPairsConfig
     from culturesim_ray.pipeline.allpairs import run_allpairs

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 import torch
@@ -21,6 +23,7 @@ from culturesim_ray.encoders.sequence import (
     sample_continuation,
     save_model,
     train_melody_lstm,
+    training_sequences,
 )
 
 TUNE = """X:1
@@ -67,6 +70,24 @@ def test_vocabulary_roundtrip(tmp_path):
     assert ids == [2, 4, 1, 3]
     v.save(tmp_path / "v.json")
     assert Vocabulary.load(tmp_path / "v.json").itos == v.itos
+
+
+def test_vocabulary_from_summed_counts_equals_one_built_over_the_sequences():
+    parts = [[["a", "b", "a"], ["c"]], [["b", "d"], ["a"]]]
+    whole = Vocabulary.build([s for part in parts for s in part])
+    counts = Counter()
+    for part in parts:  # as the sample's tasks count their partitions
+        counts.update(t for s in part for t in s)
+    assert Vocabulary.from_counts(counts).itos == whole.itos
+    assert whole.itos[4:] == ["a", "b", "c", "d"]  # most frequent first, ties by name
+
+
+def test_training_sequences_cut_long_melodies_and_drop_ones_without_a_token():
+    seqs = [[2, 3], [2, 5, 3], list(range(2, 400)), [2, 3, 3, 3]]
+    out = training_sequences(seqs, max_len=256)
+    assert out == [[2, 5, 3], list(range(2, 258)), [2, 3, 3, 3]]
+    with pytest.raises(ValueError, match="no sequences"):  # BOS, EOS: no token
+        train_melody_lstm([[2, 3], [2, 3]], LSTMConfig(6, 4, 8, 1), epochs=1)
 
 
 def _trained(tmp_path, epochs=30):
