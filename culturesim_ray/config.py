@@ -59,8 +59,9 @@ class EmbedConfig(_Strict):
     sequence_encoder: lstm (melody LSTM, mean hidden state). sequence_model: a
       saved model directory; when unset, one is trained on the corpus's own
       melodies first (lstm_epochs, default 15) and saved under OUT/models/lstm;
-      lstm_workers > 0 trains it with Ray Train on that many workers (DDP),
-      0 (default) in a plain loop on the driver.
+      lstm_workers > 0 trains it with Ray Train on that many workers (DDP,
+      each on its shard of the sample), 0 (default) in a plain loop in one Ray
+      task (a node's CPUs, its GPU when the cluster has one), never on the driver.
     num_actors: encoder actors in the pool (default 2); each holds one model.
     batch_size: rows per `map_batches` call (default 64).
     num_cpus_per_actor: logical CPUs reserved per actor (default 1.0; keep it
