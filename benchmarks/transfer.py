@@ -21,7 +21,9 @@ difference to raw with its paired 95% bootstrap interval over cultures
 (`report.stats.bootstrap_difference`), and a control: the same fit with the
 training gold's cultures permuted (--perms draws), whose scores say what a
 metric of the same form but unrelated to the gold does (mean and 5th / 95th
-percentiles). Fits are only scored on sets with which they share no culture.
+percentiles). Fits are only scored on sets with which they share no culture;
+last, per set, the fits of all the sets it shares no culture with, pooled (each
+scaled to unit length, summed): what a metric fitted on the other dev sets does.
 
     python benchmarks/truth.py --out DIR                      # the runs, once
     python benchmarks/transfer.py DIR [--quick] [--json PATH] [--perms 50]
@@ -117,32 +119,52 @@ def permuted_gold(pairs: list[tuple[str, str, float]], rng: np.random.Generator
     return np.array([lut.get(frozenset((perm[a], perm[b])), mean) for a, b, _ in pairs])
 
 
+def _scored(w: np.ndarray, ws: list[np.ndarray], te: dict[str, Any],
+            bs: tuple[float, ...]) -> dict[str, Any]:
+    """Spearman of the blends with fit w (and the permuted fits ws) on set te."""
+    tg = np.array([p[2] for p in te["pairs"]])
+    raw = te["x"].sum(1)
+    row: dict[str, Any] = {"pairs": len(te["pairs"]), "raw": rank_correlations(tg, raw)[0],
+                           "b": {}}
+    for b in bs:
+        pred = blended(te["x"], w, b)
+        ctrl = [rank_correlations(tg, blended(te["x"], cw, b))[0] for cw in ws]
+        row["b"][str(b)] = {
+            "spearman": rank_correlations(tg, pred)[0],
+            **bootstrap_difference(te["pairs"], pred, raw),
+            "perm_mean": float(np.mean(ctrl)) if ctrl else None,
+            "perm_p05": float(np.percentile(ctrl, 5)) if ctrl else None,
+            "perm_p95": float(np.percentile(ctrl, 95)) if ctrl else None}
+    return row
+
+
 def transfer(sets: dict[str, dict[str, Any]], bs: tuple[float, ...], perms: int,
              seed: int = 0) -> list[dict[str, Any]]:
-    rows = []
-    for train, tr in sets.items():
-        g = np.array([p[2] for p in tr["pairs"]])
-        w = fit_weights(tr["x"], g)
+    """Each set's fit scored on every set it shares no culture with; then, per set,
+    the fits of all such other sets pooled (each fit scaled to unit length and
+    summed: what a metric fitted on every dev set but the one scored would do)."""
+    fits: dict[str, tuple[np.ndarray, list[np.ndarray]]] = {}
+    for name, tr in sets.items():
         rng = np.random.default_rng(seed)
-        ws = [fit_weights(tr["x"], permuted_gold(tr["pairs"], rng)) for _ in range(perms)]
-        for test, te in sets.items():
-            if test == train or set(tr["names"]) & set(te["names"]):
-                continue
-            tg = np.array([p[2] for p in te["pairs"]])
-            raw = te["x"].sum(1)
-            row: dict[str, Any] = {"fitted_on": train, "scored_on": test,
-                                   "pairs": len(te["pairs"]),
-                                   "raw": rank_correlations(tg, raw)[0], "b": {}}
-            for b in bs:
-                pred = blended(te["x"], w, b)
-                ctrl = [rank_correlations(tg, blended(te["x"], cw, b))[0] for cw in ws]
-                row["b"][str(b)] = {
-                    "spearman": rank_correlations(tg, pred)[0],
-                    **bootstrap_difference(te["pairs"], pred, raw),
-                    "perm_mean": float(np.mean(ctrl)) if ctrl else None,
-                    "perm_p05": float(np.percentile(ctrl, 5)) if ctrl else None,
-                    "perm_p95": float(np.percentile(ctrl, 95)) if ctrl else None}
-            rows.append(row)
+        w = fit_weights(tr["x"], np.array([p[2] for p in tr["pairs"]]))
+        fits[name] = (w, [fit_weights(tr["x"], permuted_gold(tr["pairs"], rng))
+                          for _ in range(perms)])
+
+    def apart(a: str, b: str) -> bool:
+        return a != b and not set(sets[a]["names"]) & set(sets[b]["names"])
+
+    rows = [{"fitted_on": train, "scored_on": test, **_scored(*fits[train], te, bs)}
+            for train in sets for test, te in sets.items() if apart(train, test)]
+    for test, te in sets.items():
+        others = [s for s in sets if apart(s, test)]
+        if len(others) < 2:
+            continue
+        unit = [(fits[s][0] / np.linalg.norm(fits[s][0]),
+                 [cw / np.linalg.norm(cw) for cw in fits[s][1]]) for s in others]
+        w = np.sum([u for u, _ in unit], axis=0)
+        ws = [np.sum(ps, axis=0) for ps in zip(*[p for _, p in unit], strict=True)]
+        rows.append({"fitted_on": " + ".join(others), "scored_on": test,
+                     **_scored(w, ws, te, bs)})
     return rows
 
 

@@ -63,10 +63,16 @@ def test_transfer_finds_a_shared_metric_and_skips_sets_that_share_cultures():
     rng = np.random.default_rng(3)
     sets = {"a": _set(rng, [f"a{i}" for i in range(14)], signal=True),
             "b": _set(rng, [f"b{i}" for i in range(14)], signal=True),
-            "ab": _set(rng, ["a0", "b0", "c0", "c1", "c2"], signal=True)}
+            "c": _set(rng, [f"c{i}" for i in range(14)], signal=True),
+            "ab": _set(rng, ["a0", "b0", "d0", "d1", "d2"], signal=True)}
     rows = transfer(sets, (0.5,), perms=10)
-    assert {(r["fitted_on"], r["scored_on"]) for r in rows} == {("a", "b"), ("b", "a")}
+    single = {("a", "b"), ("a", "c"), ("b", "a"), ("b", "c"), ("c", "a"), ("c", "b"),
+              ("c", "ab"), ("ab", "c")}
+    pooled = {("b + c", "a"), ("a + c", "b"), ("a + b + ab", "c")}  # ab: one set apart
+    assert {(r["fitted_on"], r["scored_on"]) for r in rows} == single | pooled
     for r in rows:
+        if r["scored_on"] == "ab":  # 10 pairs: too few to ask for a gain
+            continue
         c = r["b"]["0.5"]
         assert c["spearman"] > r["raw"] and c["delta"] > 0  # the metric carries over
         assert c["spearman"] > c["perm_mean"]  # and the permuted fits on average
