@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from culturesim_ray.ops.metric import blend, fit_dimension_weights, pair_products  # noqa: E402
 from culturesim_ray.report.stats import (  # noqa: E402
     bootstrap_difference,
     orient,
@@ -84,28 +85,10 @@ def gold_pairs(run: Path, name: str, cultures: list[str]) -> list[tuple[str, str
 
 def pair_features(names: list[str], m: np.ndarray, pairs: list[tuple[str, str, float]]
                   ) -> np.ndarray:
-    """(p, d): x_a * x_b per dimension for each gold pair."""
+    """(p, d): x_a * x_b per dimension for each gold pair (`ops.metric.pair_products`)."""
     idx = {c: i for i, c in enumerate(names)}
-    a = np.array([idx[p[0]] for p in pairs])
-    b = np.array([idx[p[1]] for p in pairs])
-    return m[a] * m[b]
-
-
-def fit_weights(x: np.ndarray, gold: np.ndarray) -> np.ndarray:
-    """w = X'(r - mean r) over centred features: the large-penalty ridge direction."""
-    from scipy.stats import rankdata
-
-    r = rankdata(gold)
-    return (x - x.mean(0)).T @ (r - r.mean())
-
-
-def z(v: np.ndarray) -> np.ndarray:
-    sd = v.std()
-    return (v - v.mean()) / sd if sd > 0 else v * 0.0
-
-
-def blended(x: np.ndarray, w: np.ndarray, b: float) -> np.ndarray:
-    return z(x.sum(1)) + b * z(x @ w)
+    return pair_products(m, np.array([idx[p[0]] for p in pairs]),
+                         np.array([idx[p[1]] for p in pairs]))
 
 
 def permuted_gold(pairs: list[tuple[str, str, float]], rng: np.random.Generator
@@ -127,8 +110,8 @@ def _scored(w: np.ndarray, ws: list[np.ndarray], te: dict[str, Any],
     row: dict[str, Any] = {"pairs": len(te["pairs"]), "raw": rank_correlations(tg, raw)[0],
                            "b": {}}
     for b in bs:
-        pred = blended(te["x"], w, b)
-        ctrl = [rank_correlations(tg, blended(te["x"], cw, b))[0] for cw in ws]
+        pred = blend(te["x"], w, b)
+        ctrl = [rank_correlations(tg, blend(te["x"], cw, b))[0] for cw in ws]
         row["b"][str(b)] = {
             "spearman": rank_correlations(tg, pred)[0],
             **bootstrap_difference(te["pairs"], pred, raw),
@@ -146,8 +129,8 @@ def transfer(sets: dict[str, dict[str, Any]], bs: tuple[float, ...], perms: int,
     fits: dict[str, tuple[np.ndarray, list[np.ndarray]]] = {}
     for name, tr in sets.items():
         rng = np.random.default_rng(seed)
-        w = fit_weights(tr["x"], np.array([p[2] for p in tr["pairs"]]))
-        fits[name] = (w, [fit_weights(tr["x"], permuted_gold(tr["pairs"], rng))
+        w = fit_dimension_weights(tr["x"], np.array([p[2] for p in tr["pairs"]]))
+        fits[name] = (w, [fit_dimension_weights(tr["x"], permuted_gold(tr["pairs"], rng))
                           for _ in range(perms)])
 
     def apart(a: str, b: str) -> bool:

@@ -1,5 +1,5 @@
-"""`culturesim report` and `culturesim evaluate`: their argparse definitions and
-handlers (cli.py calls `add_report_parsers` where they stand in the command list)."""
+"""`culturesim report`, `culturesim evaluate` and `culturesim fit-metric`: their
+argparse definitions and handlers (cli.py calls `add_report_parsers` where they stand in the command list)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,22 @@ def add_report_parsers(sub: argparse._SubParsersAction) -> None:
                    help="gold pairs naming unknown cultures are an error, not skipped")
     p.add_argument("--gold-kind", default="similarity", choices=["similarity", "distance"],
                    help="distance: bigger gold score = less similar (negated before scoring)")
+    p.add_argument("--metric", action="append", default=[], metavar="FILE",
+                   help="a metric of `culturesim fit-metric` (fitted on another run's gold), "
+                        "scored as one more row; repeatable")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("fit-metric", help="fit a per-dimension metric of the raw culture "
+                                          "means on a run's gold, for `evaluate --metric`")
+    p.add_argument("run_dir", help="a run directory with embed/")
+    p.add_argument("--gold", required=True, help="as for evaluate ('demo' = the demo gold)")
+    p.add_argument("--gold-kind", default="similarity", choices=["similarity", "distance"])
+    p.add_argument("--modality", default="text", choices=["text", "image", "sequence"],
+                   help="the items whose culture means it weights (default text)")
+    p.add_argument("--b", type=float, default=0.5,
+                   help="weight of the metric beside the cosine: z(cos) + b z(metric)")
+    p.add_argument("--out", required=True, help="the metric file (JSON) to write")
+    p.set_defaults(func=cmd_fit_metric)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -61,9 +76,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     with Stage("evaluate", unit="methods") as st:
         res = run_evaluation(args.run_dir, _gold_path(args.gold), k=args.k, out=args.out,
                              modality=args.modality, strict=args.strict,
-                             gold_kind=args.gold_kind, log=st.log)
+                             gold_kind=args.gold_kind, log=st.log, metrics=args.metric)
     for reason, n in res["skipped"].items():  # the answer, not progress: always shown
         print(f"evaluate: skipped {n} gold pair(s): {reason}")
     print(res["table"])
     summary(f"evaluation in {args.out or Path(args.run_dir) / 'evaluation'}", st)
+    return 0
+
+
+def cmd_fit_metric(args: argparse.Namespace) -> int:
+    from culturesim_ray.report.metric_file import fit_metric
+
+    fit_metric(args.run_dir, _gold_path(args.gold), args.out, gold_kind=args.gold_kind,
+               modality=args.modality, b=args.b)
     return 0

@@ -320,10 +320,12 @@ def run_evaluation(run_dir: str | Path, gold_path: str | Path, k: int = 3,
                    out: str | Path | None = None, modality: str | None = None,
                    strict: bool = False, log: Callable[[str], None] = print,
                    gold_kind: str = "similarity", n_boot: int = 1000, n_perm: int = 999,
-                   folds: int = 5, seed: int = 0) -> dict[str, Any]:
+                   folds: int = 5, seed: int = 0,
+                   metrics: Sequence[str | Path] = ()) -> dict[str, Any]:
     """Evaluate every method of the run against the gold file; writes
     OUT/evaluation.csv, evaluation.json (with the gold kind and the resampling
-    settings) and evaluation.png (default OUT = RUN/evaluation)."""
+    settings) and evaluation.png (default OUT = RUN/evaluation). metrics: files of
+    `culturesim fit-metric` (fitted on other runs), each scored as one more row."""
     import json
 
     from culturesim_ray import io
@@ -332,6 +334,10 @@ def run_evaluation(run_dir: str | Path, gold_path: str | Path, k: int = 3,
     if out is not None:
         io.require_local(out, "evaluate --out", "it writes the CSV, JSON and chart there")
     methods = run_methods(run_dir, modality, log=log)
+    if metrics:
+        from culturesim_ray.report.metric_file import metric_method
+
+        methods += [metric_method(path, run_dir) for path in metrics]
     cultures = sorted({c for m in methods for c in m.cultures()})
     gold = validate_gold(read_gold_rows(gold_path), cultures, strict, str(gold_path), gold_kind)
     covered = sorted({c for a, b, _, _ in gold.pairs for c in (a, b)})

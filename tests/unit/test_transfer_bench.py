@@ -1,5 +1,6 @@
-"""The pure helpers of benchmarks/transfer.py: the fitted weights, the blend, the
-permuted control and the rule that a fit is never scored on a culture it saw."""
+"""The helpers of benchmarks/transfer.py: the permuted control, and the rule that a
+fit is never scored on a set that shares a culture with it (`ops.metric`'s own
+tests: tests/unit/ops/test_metric.py)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import rankdata
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.transfer import (  # noqa: E402
-    blended,
-    fit_weights,
-    pair_features,
-    permuted_gold,
-    transfer,
-)
+from benchmarks.transfer import pair_features, permuted_gold, transfer  # noqa: E402
 
 
 def _set(rng, names, d=16, signal=None):
@@ -30,24 +24,6 @@ def _set(rng, names, d=16, signal=None):
             score = m[i, 0] * m[j, 0] + 0.05 * rng.normal() if signal else rng.normal()
             pairs.append((names[i], names[j], float(score)))
     return {"names": names, "pairs": pairs, "x": pair_features(names, m, pairs)}
-
-
-def test_weights_are_the_centred_products_against_the_gold_ranks():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(30, 4))
-    g = rng.normal(size=30)
-    want = np.array([sum((x[p, i] - x[:, i].mean()) * (rankdata(g)[p] - 15.5)
-                         for p in range(30)) for i in range(4)])
-    np.testing.assert_allclose(fit_weights(x, g), want, rtol=1e-12)
-
-
-def test_blend_with_b_zero_ranks_as_the_raw_cosine():
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(20, 5))
-    w = rng.normal(size=5)
-    assert (np.argsort(blended(x, w, 0.0)) == np.argsort(x.sum(1))).all()
-    b = blended(x, w, 0.5)
-    assert not (np.argsort(b) == np.argsort(x.sum(1))).all()
 
 
 def test_permuted_gold_keeps_the_scores_and_moves_them_between_pairs():

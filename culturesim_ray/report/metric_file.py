@@ -1,0 +1,120 @@
+"""A metric fitted on one run's gold, saved, and scored on another run (`culturesim
+fit-metric`, `culturesim evaluate --metric`): the glue around `ops.metric`.
+
+The file is JSON: the encoder and modality whose raw culture means it weights, the
+weights, the blend weight b, and what it was fitted on (run, gold file, kind,
+cultures, pairs), so an evaluation can say how many cultures the two runs share
+(a fit scored on its own cultures reads its gold back, not a transfer).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from culturesim_ray.ops.metric import blended_matrix, fit_dimension_weights, pair_products
+from culturesim_ray.report.method import Method, Vectors
+
+FORMAT = "culturesim dimension metric v1"
+DEFAULT_B = 0.5  # benchmarks/transfer.py: the middle of the b values measured
+
+
+def raw_means(run_dir: str | Path, modality: str) -> tuple[str, Vectors]:
+    """(encoder name, (cultures, means)) of the run's `modality` items: the raw
+    baseline's culture means (items L2-normalised, then averaged)."""
+    from culturesim_ray import runs
+    from culturesim_ray.layout import RunLayout
+    from culturesim_ray.ops.pooling import pool
+
+    embed = RunLayout(str(run_dir)).embed.root
+    tables = runs.read_embeddings(embed, modality)
+    if modality not in tables or not tables[modality].num_rows:
+        raise FileNotFoundError(f"{embed}: no {modality} embeddings")
+    t = tables[modality]
+    col = t.column("vector").combine_chunks()
+    x = np.asarray(col.flatten().to_numpy(zero_copy_only=False), np.float32).reshape(len(col), -1)
+    encoder = runs.embed_manifest(embed)["encoders"][modality]["name"]
+    return encoder, pool(x, t.column("culture").to_pylist())["general"]
+
+
+def fit_metric(run_dir: str | Path, gold_path: str | Path, out: str | Path,
+               gold_kind: str = "similarity", modality: str = "text", b: float = DEFAULT_B,
+               log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Fit the weights on the run's raw `modality` means and the gold's general pairs;
+    write the metric file to `out`; return its content."""
+    from culturesim_ray import io
+    from culturesim_ray.report.gold_file import (
+        GENERAL,
+        GoldError,
+        read_gold_rows,
+        validate_gold,
+    )
+    from culturesim_ray.report.stats import orient
+
+    io.require_local(run_dir, "fit-metric: run directory", "it reads the run's embeddings")
+    encoder, (names, means) = raw_means(run_dir, modality)
+    gold = validate_gold(read_gold_rows(gold_path), names, source=str(gold_path),
+                         gold_kind=gold_kind)
+    pairs = orient([(a, c, s) for a, c, s, theme in gold.pairs if theme == GENERAL],
+                   gold_kind)
+    covered = sorted({c for p in pairs for c in p[:2]})
+    if len(covered) < 3:
+        raise GoldError(f"{gold_path}: the general gold pairs name {len(covered)} of the "
+                        f"run's cultures; fitting a metric needs pairs over at least 3")
+    for reason, n in gold.skipped.items():
+        log(f"fit-metric: skipped {n} gold pair(s): {reason}")
+    idx = {c: i for i, c in enumerate(names)}
+    x = pair_products(means, np.array([idx[p[0]] for p in pairs]),
+                      np.array([idx[p[1]] for p in pairs]))
+    w = fit_dimension_weights(x, np.array([p[2] for p in pairs]))
+    content = {"format": FORMAT, "encoder": encoder, "modality": modality, "dim": len(w),
+               "b": b, "weights": [float(v) for v in w],
+               "fitted_on": {"run": str(Path(run_dir).absolute()), "gold": str(gold_path),
+                             "gold_kind": gold_kind, "pairs": len(pairs),
+                             "cultures": covered}}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    with io.atomic_open(str(out), mode="w") as fh:
+        json.dump(content, fh, indent=1)
+    log(f"fit-metric: {len(w)} weights from {len(pairs)} gold pairs over {len(covered)} "
+        f"cultures ({encoder} {modality} means) -> {out}")
+    return content
+
+
+def read_metric(path: str | Path) -> dict[str, Any]:
+    """A metric file, checked; ValueError naming the file and what is wrong."""
+    try:
+        content = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"metric file {path}: cannot read it ({exc})") from None
+    if not isinstance(content, dict) or content.get("format") != FORMAT:
+        raise ValueError(f"metric file {path}: not a metric written by `culturesim fit-metric`")
+    w = content.get("weights")
+    if not isinstance(w, list) or len(w) != content.get("dim") or not all(
+            isinstance(v, int | float) and np.isfinite(v) for v in w):
+        raise ValueError(f"metric file {path}: 'weights' must be {content.get('dim')} "
+                         "finite numbers")
+    return content
+
+
+def metric_method(path: str | Path, run_dir: str | Path) -> Method:
+    """The evaluation row of the metric in `path` on the run's raw means of the
+    metric's modality; refuses another encoder or dimension."""
+    metric = read_metric(path)
+    encoder, (names, means) = raw_means(run_dir, metric["modality"])
+    if encoder != metric["encoder"] or means.shape[1] != metric["dim"]:
+        raise ValueError(f"metric file {path}: fitted on {metric['encoder']} "
+                         f"{metric['modality']} vectors ({metric['dim']} dimensions); this "
+                         f"run's are {encoder} ({means.shape[1]})")
+    fit = metric["fitted_on"]
+    shared = len(set(fit["cultures"]) & set(names))
+    note = ("no culture in common" if not shared
+            else f"{shared} culture(s) in common: not a transfer for those")
+    name = (f"metric fitted on {Path(fit['run']).name}'s gold ({fit['pairs']} pairs; "
+            f"{note}), b={metric['b']:g}")
+    matrix = blended_matrix(means, np.asarray(metric["weights"]), float(metric["b"]))
+    return Method(name, "readout", {"general": (names, means)},
+                  matrices={"general": (names, matrix)})
