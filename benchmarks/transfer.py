@@ -168,6 +168,26 @@ def table(rows: list[dict[str, Any]], bs: tuple[float, ...]) -> str:
     return "\n".join(out)
 
 
+def load_sets(truth_dir: str | Path, names: list[str],
+              log: Any = lambda m: print(m, file=sys.stderr)) -> dict[str, dict[str, Any]]:
+    """Per set of `names` with a text run under truth_dir: its cultures, gold pairs
+    and the pairs' products."""
+    sets: dict[str, dict[str, Any]] = {}
+    for name in names:
+        run = Path(truth_dir) / name
+        if not (run / "embed").exists():
+            log(f"[{name}] no run under {run}: skipped")
+            continue
+        try:
+            cultures, m = culture_means(str(run / "embed"))
+        except KeyError:  # no text items (folk-music)
+            log(f"[{name}] no text items: skipped")
+            continue
+        pairs = gold_pairs(run, name, cultures)
+        sets[name] = {"names": cultures, "pairs": pairs, "x": pair_features(cultures, m, pairs)}
+    return sets
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("truth_dir", help="the --out folder of benchmarks/truth.py")
@@ -178,16 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     bs = (0.5,) if args.quick else (0.25, 0.5, 1.0)
     perms = 10 if args.quick else args.perms
-    sets: dict[str, dict[str, Any]] = {}
-    for name in args.sets.split(","):
-        run = Path(args.truth_dir) / name
-        if not (run / "embed").exists():
-            print(f"[{name}] no run under {run}: skipped", file=sys.stderr)
-            continue
-        names, m = culture_means(str(run / "embed"))
-        pairs = gold_pairs(run, name, names)
-        sets[name] = {"names": names, "pairs": pairs, "x": pair_features(names, m, pairs)}
-    rows = transfer(sets, bs, perms)
+    rows = transfer(load_sets(args.truth_dir, args.sets.split(",")), bs, perms)
     print(table(rows, bs))
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "bs": bs, "perms": perms},

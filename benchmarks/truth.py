@@ -32,7 +32,9 @@ them, written by no one on this team); and the theme gate on the held-out items
 
 On the demo run the sanity suite (`benchmarks/sanity.py`: obvious text
 queries, 5 per demo culture) is answered through the real service over HTTP and
-by the raw culture means.
+by the raw culture means. Last, `benchmarks/transfer.py` on the runs: a text
+metric fitted on one set's gold (and on all the others, pooled), scored on the
+sets that share no culture with it (not the model: an opt-in evaluation row).
 
     python benchmarks/truth.py [--quick] [--json PATH] [--out DIR] [--sets demo,countries-wiki]
 
@@ -411,6 +413,16 @@ def print_table(res: dict[str, Any]) -> None:
         if g:
             print(f"{s:<18}{g['themes']:>7}{g['items']:>6}{g['accuracy']:>8.3f}"
                   f"{g['majority']:>10.3f}")
+    if res.get("transfer"):
+        print("\na text metric fitted on other sets' gold, scored on sets that share no "
+              "culture with it (benchmarks/transfer.py; not the model: an opt-in row of "
+              "`evaluate --metric`), b = 0.5")
+        print(f"{'fitted on -> scored on':52s}{'raw':>7s}{'blend':>8s}   blend - raw [paired CI]")
+        for r in res["transfer"]:
+            c = r["b"]["0.5"]
+            print(f"{r['fitted_on'] + ' -> ' + r['scored_on']:52s}{r['raw']:7.3f}"
+                  f"{c['spearman']:8.3f}   {c['delta']:+.3f} [{c['delta_lo']:+.3f}, "
+                  f"{c['delta_hi']:+.3f}]")
     if res.get("sanity"):
         m = res["sanity"]["methods"]
         print(f"\nsanity queries through the service ({m['served']['n']} queries, demo run)")
@@ -441,6 +453,10 @@ def main() -> None:
         import sanity
 
         res["sanity"] = sanity.run_sanity(str(root / "demo"), via=args.via)
+    import transfer
+
+    res["transfer"] = transfer.transfer(transfer.load_sets(root, list(res["sets"]), log=print),
+                                        (0.5,), perms=20)
     print_table(res)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2, allow_nan=False))
