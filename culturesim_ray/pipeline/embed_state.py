@@ -100,8 +100,8 @@ def _fit_lstm(layout: EmbedLayout, todo: list[Any], cfg: EmbedConfig, log: Any) 
     partition, which write its token sequences under the run (`lstm_sample`) and
     return their token counts: the driver sums the counts into the vocabulary and
     holds no melody. Training runs off the driver too: in one Ray task (a node's
-    CPUs, and its GPU when the cluster has one), or with Ray Train on `lstm_workers` workers, each
-    keeping its shard of the sample."""
+    CPUs, and its GPU when the cluster has one), or with Ray Train on
+    `lstm_workers` workers, each keeping its shard of the sample."""
     from culturesim_ray.encoders.music import Vocabulary
     from culturesim_ray.encoders.sequence import LSTMConfig
     from culturesim_ray.pipeline.embed_stage import _map_each
