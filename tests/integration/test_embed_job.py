@@ -164,6 +164,36 @@ def test_s3_corpus_and_output(ray_session, s3_server, tmp_path):
     assert again.skipped_done == 12 and again.embedded == 12
 
 
+def test_s3_melody_lstm_with_ray_train_workers(ray_session, s3_server, tmp_path):
+    """lstm_workers > 0 on S3: the parsing tasks write the sample to the bucket, and
+    the Ray Train workers read their shards of it there (their config carries its
+    path, not the melodies); the model lands in the bucket and encodes the tunes."""
+    fs, bucket = s3_server["fs"], s3_server["bucket"]
+    tunes = ["GABc|d2B2|c2A2|G4|", "cBAG|F2A2|G2E2|C4|", "EFGA|B2G2|A2F2|E4|",
+             "dcBA|G2B2|A2c2|d4|", "CDEF|G2E2|F2D2|C4|", "AGFE|D2F2|E2C2|D4|"]
+    rows = []
+    for i, tune in enumerate(tunes):
+        (tmp_path / f"t{i}.abc").write_text(f"X:{i}\nT:t{i}\nM:2/4\nL:1/8\nK:C\n{tune}\n")
+        fs.put(str(tmp_path / f"t{i}.abc"), f"{bucket}/tunes/music/t{i}.abc")
+        rows.append({"item_id": f"tune-{i}", "culture": ["Greek", "Irish", "Chinese"][i % 3],
+                     "modality": "sequence", "uri": f"music/t{i}.abc"})
+    fs.put(str(write_jsonl(tmp_path / "c.jsonl", rows)), f"{bucket}/tunes/c.jsonl")
+    cfg = CFG.model_copy(update={"s3": {"endpoint_url": s3_server["endpoint_url"],
+                                        "key": "testing", "secret": "testing"},
+                                 "lstm_epochs": 2, "lstm_workers": 2})
+    cfg = type(CFG).model_validate(cfg.model_dump())
+    out = f"s3://{bucket}/runs/tunes"
+    report = run_embed(f"s3://{bucket}/tunes/c.jsonl", out, cfg, log=quiet)
+    assert (report.embedded, report.quarantined) == (6, 0)
+    sample = sorted(f for f in fs.find(f"{bucket}/runs/tunes/models/lstm-sample")
+                    if f.endswith(".parquet"))
+    assert sample and sum(pq.ParquetFile(fs.open(f, "rb")).metadata.num_rows
+                          for f in sample) == 6
+    assert fs.exists(f"{bucket}/runs/tunes/models/lstm/lstm.pt")
+    seq = read_embeddings(out, "sequence", cfg=cfg)["sequence"]
+    assert seq.num_rows == 6 and set(seq.column("encoder").to_pylist()) == {"lstm"}
+
+
 def test_demo_corpus_runs_through_the_job(ray_session, tmp_path):
     from culturesim_ray.demo import CULTURES, build_demo_corpus
 
