@@ -43,7 +43,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from culturesim_ray.ops.metric import blend, fit_dimension_weights, pair_products  # noqa: E402
+from culturesim_ray.ops.metric import (  # noqa: E402
+    blend,
+    fit_dimension_weights,
+    named_pair_products,
+)
 from culturesim_ray.report.stats import (  # noqa: E402
     bootstrap_difference,
     orient,
@@ -81,14 +85,6 @@ def gold_pairs(run: Path, name: str, cultures: list[str]) -> list[tuple[str, str
     rows = [(r["culture_a"], r["culture_b"], float(r["score"])) for r in read_gold_rows(path)
             if r["culture_a"] in known and r["culture_b"] in known and r["score"] is not None]
     return orient(rows, kind)
-
-
-def pair_features(names: list[str], m: np.ndarray, pairs: list[tuple[str, str, float]]
-                  ) -> np.ndarray:
-    """(p, d): x_a * x_b per dimension for each gold pair (`ops.metric.pair_products`)."""
-    idx = {c: i for i, c in enumerate(names)}
-    return pair_products(m, np.array([idx[p[0]] for p in pairs]),
-                         np.array([idx[p[1]] for p in pairs]))
 
 
 def permuted_gold(pairs: list[tuple[str, str, float]], rng: np.random.Generator
@@ -184,7 +180,7 @@ def load_sets(truth_dir: str | Path, names: list[str],
             log(f"[{name}] no text items: skipped")
             continue
         pairs = gold_pairs(run, name, cultures)
-        sets[name] = {"names": cultures, "pairs": pairs, "x": pair_features(cultures, m, pairs)}
+        sets[name] = {"names": cultures, "pairs": pairs, "x": named_pair_products(cultures, m, pairs)}
     return sets
 
 

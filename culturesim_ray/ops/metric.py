@@ -38,6 +38,15 @@ def pair_products(means: np.ndarray, ia: np.ndarray, ib: np.ndarray) -> np.ndarr
     return x[np.asarray(ia)] * x[np.asarray(ib)]
 
 
+def named_pair_products(names: list[str], means: np.ndarray,
+                        pairs: list[tuple[str, str, float]]) -> np.ndarray:
+    """`pair_products` for pairs (culture_a, culture_b, score) named by culture;
+    `names` gives the rows of `means`."""
+    idx = {c: i for i, c in enumerate(names)}
+    return pair_products(means, np.array([idx[p[0]] for p in pairs], np.int64),
+                         np.array([idx[p[1]] for p in pairs], np.int64))
+
+
 def fit_dimension_weights(products: np.ndarray, gold: np.ndarray) -> np.ndarray:
     """w (d,) = X'(r - mean r) over the centred products X of the gold pairs and
     the ranks r of their scores (oriented "higher = more similar")."""

@@ -2,11 +2,10 @@
 
 The sample is a folder of Parquet parts (column `tokens`; the embed job's
 parsing tasks write it under the run, `write_sample` in tests): the train config
-carries its path, never the melodies, and the driver reads none of it. Each
-worker reads the parts and keeps its shard, melody i of the sample (in part-name
-order) going to worker i mod N (a rank split, as the fusion trainer's: the same
-shards on every start, so a resumed group trains on what it trained on; the
-sample is bounded by the embed job's `lstm_sample`, a few MB). It encodes them
+carries its path, never the melodies, and the driver reads only the parts'
+footers. Each worker reads only the parts that hold its shard, a contiguous
+range of the sample in part-name order (`shard_range`: a rank split, as the
+fusion trainer's, so a resumed group trains on what it trained on). It encodes them
 with the vocabulary, cuts them as the plain loop does (`training_sequences`), and
 trains with the same pure `train_step`; DDP averages the gradients. Rank 0 reports
 a checkpoint (weights, vocabulary, config, optimiser, epoch) every epoch, and a
@@ -36,10 +35,17 @@ from culturesim_ray.encoders.sequence import (
 )
 
 
-def _sample_files(sample: str, s3: Any = None) -> tuple[Any, list[str]]:
+def _sample_parts(sample: str, s3: Any = None) -> tuple[Any, list[str], list[int]]:
+    """The sample folder's parts in name order and their row counts (footers only)."""
+    import pyarrow.parquet as pq
+
     fs, p = io.filesystem_for(sample, s3)
     files = sorted(f for f in fs.find(p) if f.endswith(".parquet")) if fs.exists(p) else []
-    return fs, files
+    counts = []
+    for f in files:
+        with fs.open(f, "rb") as fh:
+            counts.append(pq.ParquetFile(fh).metadata.num_rows)
+    return fs, files, counts
 
 
 def write_sample(seqs: Sequence[Sequence[str]], folder: str | Path) -> str:
@@ -56,33 +62,32 @@ def write_sample(seqs: Sequence[Sequence[str]], folder: str | Path) -> str:
 
 def sample_size(sample: str, s3: Any = None) -> int:
     """Melodies in the sample folder, from the parts' footers."""
-    import pyarrow.parquet as pq
+    return sum(_sample_parts(sample, s3)[2])
 
-    fs, files = _sample_files(sample, s3)
-    total = 0
-    for f in files:
-        with fs.open(f, "rb") as fh:
-            total += pq.ParquetFile(fh).metadata.num_rows
-    return total
+
+def shard_range(n: int, rank: int, world: int) -> tuple[int, int]:
+    """Worker `rank` of `world`'s melodies [lo, hi) of n: contiguous, sizes within 1."""
+    return rank * n // world, (rank + 1) * n // world
 
 
 def read_sample_tokens(sample: str, s3: Any = None, rank: int = 0, world: int = 1
                        ) -> list[list[str]]:
-    """Melodies i = rank, rank + world, ... of the sample folder (the parts in name
-    order): one worker's shard; the defaults give the whole sample in corpus order,
-    what the plain loop trains on."""
-    import pyarrow as pa
+    """Worker `rank` of `world`'s melodies of the sample folder (`shard_range` over
+    the parts laid end to end in name order), reading only the parts that hold
+    them; the defaults give the whole sample in corpus order (the plain loop's)."""
     import pyarrow.parquet as pq
 
-    fs, files = _sample_files(sample, s3)
+    fs, files, counts = _sample_parts(sample, s3)
+    lo, hi = shard_range(sum(counts), rank, world)
     out: list[list[str]] = []
     at = 0
-    for f in files:
-        with fs.open(f, "rb") as fh:
-            rows = pq.read_table(fh, columns=["tokens"]).column("tokens")
-        first = (rank - at) % world  # the first row of this part that is ours
-        out.extend(rows.take(pa.array(range(first, len(rows), world), pa.int64())).to_pylist())
-        at += len(rows)
+    for f, n in zip(files, counts, strict=True):
+        a, b = max(lo, at) - at, min(hi, at + n) - at  # this part's rows in the shard
+        if a < b:
+            with fs.open(f, "rb") as fh:
+                rows = pq.read_table(fh, columns=["tokens"]).column("tokens")
+            out.extend(rows.slice(a, b - a).to_pylist())
+        at += n
     return out
 
 
@@ -116,7 +121,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     shard = training_sequences([vocab.encode(t) for t in tokens])
     if not shard:  # never: at most as many workers as melodies, each with a token
         raise RuntimeError(f"LSTM worker {rank} of {world} got no melody to train on")
-    per_worker = math.ceil(config["n_sequences"] / world)
+    per_worker = math.ceil(sample_size(config["sample"], config["s3"]) / world)
     steps = max(1, math.ceil(per_worker / config["batch_size"]))
     for epoch in range(start, config["epochs"]):
         # an epoch's order depends on the epoch, not on where the run (re)started
@@ -158,7 +163,7 @@ def train_lstm_distributed(sample: str, vocab: Vocabulary, cfg: LSTMConfig,
     if not n:
         raise ValueError(f"no melody to train the melody LSTM on in {sample}")
     out = Path(out_dir).absolute()
-    config = {"sample": sample, "s3": s3, "n_sequences": n, "vocab": vocab.itos[4:],
+    config = {"sample": sample, "s3": s3, "vocab": vocab.itos[4:],
               "model": asdict(cfg), "epochs": epochs, "batch_size": batch_size, "lr": lr,
               "seed": seed}
     checkpoint = fit_torch(train_loop_per_worker, config, "lstm", out, min(num_workers, n),

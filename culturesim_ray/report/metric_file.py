@@ -16,7 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from culturesim_ray.ops.metric import blended_matrix, fit_dimension_weights, pair_products
+from culturesim_ray.ops.metric import (
+    blended_matrix,
+    fit_dimension_weights,
+    named_pair_products,
+)
 from culturesim_ray.report.method import Method, Vectors
 
 FORMAT = "culturesim dimension metric v1"
@@ -67,11 +71,9 @@ def fit_metric(run_dir: str | Path, gold_path: str | Path, out: str | Path,
                         f"run's cultures; fitting a metric needs pairs over at least 3")
     for reason, n in gold.skipped.items():
         log(f"fit-metric: skipped {n} gold pair(s): {reason}")
-    idx = {c: i for i, c in enumerate(names)}
-    x = pair_products(means, np.array([idx[p[0]] for p in pairs]),
-                      np.array([idx[p[1]] for p in pairs]))
-    w = fit_dimension_weights(x, np.array([p[2] for p in pairs]))
-    content = {"format": FORMAT, "encoder": encoder, "modality": modality, "dim": len(w),
+    w = fit_dimension_weights(named_pair_products(names, means, pairs),
+                              np.array([p[2] for p in pairs]))
+    content = {"format": FORMAT, "encoder": encoder, "modality": modality,
                "b": b, "weights": [float(v) for v in w],
                "fitted_on": {"run": str(Path(run_dir).absolute()), "gold": str(gold_path),
                              "gold_kind": gold_kind, "pairs": len(pairs),
@@ -93,10 +95,9 @@ def read_metric(path: str | Path) -> dict[str, Any]:
     if not isinstance(content, dict) or content.get("format") != FORMAT:
         raise ValueError(f"metric file {path}: not a metric written by `culturesim fit-metric`")
     w = content.get("weights")
-    if not isinstance(w, list) or len(w) != content.get("dim") or not all(
+    if not isinstance(w, list) or not w or not all(
             isinstance(v, int | float) and np.isfinite(v) for v in w):
-        raise ValueError(f"metric file {path}: 'weights' must be {content.get('dim')} "
-                         "finite numbers")
+        raise ValueError(f"metric file {path}: 'weights' must be a list of finite numbers")
     return content
 
 
@@ -105,9 +106,10 @@ def metric_method(path: str | Path, run_dir: str | Path) -> Method:
     metric's modality; refuses another encoder or dimension."""
     metric = read_metric(path)
     encoder, (names, means) = raw_means(run_dir, metric["modality"])
-    if encoder != metric["encoder"] or means.shape[1] != metric["dim"]:
+    dim = len(metric["weights"])
+    if encoder != metric["encoder"] or means.shape[1] != dim:
         raise ValueError(f"metric file {path}: fitted on {metric['encoder']} "
-                         f"{metric['modality']} vectors ({metric['dim']} dimensions); this "
+                         f"{metric['modality']} vectors ({dim} dimensions); this "
                          f"run's are {encoder} ({means.shape[1]})")
     fit = metric["fitted_on"]
     shared = len(set(fit["cultures"]) & set(names))

@@ -11,7 +11,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.transfer import pair_features, permuted_gold, transfer  # noqa: E402
+from benchmarks.transfer import permuted_gold, transfer  # noqa: E402
+from culturesim_ray.ops.metric import named_pair_products  # noqa: E402
 
 
 def _set(rng, names, d=16, signal=None):
@@ -23,7 +24,7 @@ def _set(rng, names, d=16, signal=None):
             # the gold follows dimension 0's product (plus noise): a metric to find
             score = m[i, 0] * m[j, 0] + 0.05 * rng.normal() if signal else rng.normal()
             pairs.append((names[i], names[j], float(score)))
-    return {"names": names, "pairs": pairs, "x": pair_features(names, m, pairs)}
+    return {"names": names, "pairs": pairs, "x": named_pair_products(names, m, pairs)}
 
 
 def test_permuted_gold_keeps_the_scores_and_moves_them_between_pairs():
