@@ -28,6 +28,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from benchmarks.devset_files import finish
 from culturesim_ray.demo import demo_tunes, essen_tunes, write_tune
 from culturesim_ray.report.gold import derive_gold, write_gold
 from culturesim_ray.schema import CORPUS_FIELDS, CORPUS_SCHEMA
@@ -111,6 +112,4 @@ def build_folk(out_dir: str | Path, max_per_culture: int = 60,
         "sources": {"corpus": SOURCE, "gold": GOLD_SOURCE},
         "files": {"corpus": corpus.name, "gold": gold.name},
     }
-    from benchmarks.devsets import finish
-
     return finish(out, meta, corpus, gold, kept)

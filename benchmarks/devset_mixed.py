@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from benchmarks.devset_files import finish
+from benchmarks.devset_folk import COUNTRIES as FOLK_COUNTRIES
 from culturesim_ray.demo import build_demo_corpus
 from culturesim_ray.report.gold import DEMO_COUNTRIES, derive_gold, write_gold
 from culturesim_ray.schema import CORPUS_FIELDS, CORPUS_SCHEMA
@@ -30,19 +33,19 @@ from culturesim_ray.schema import CORPUS_FIELDS, CORPUS_SCHEMA
 PARTS = ("countries-wiki", "languages-wiki", "folk-music")
 
 
-def build_mixed(out_dir: str | Path, max_per_culture: int = 40,
+def build_mixed(out_dir: str | Path, build_part: Callable[..., dict[str, Any]],
+                countries: Mapping[str, str], max_per_culture: int = 40,
                 min_per_culture: int = 15) -> dict[str, Any]:
-    """Write the parts under out_dir/parts/, then corpus.parquet (with images/ and
-    music/), gold.csv and devset.json; returns what `devsets.build` returns."""
-    from benchmarks import devsets
-    from benchmarks.devset_folk import COUNTRIES as FOLK_COUNTRIES
-
+    """Write the parts under out_dir/parts/ (each by `build_part(name, dir, max, min)`,
+    `devsets.build`), then corpus.parquet (with images/ and music/), gold.csv and
+    devset.json; returns what `devsets.build` returns. countries: the article sets'
+    culture -> country (`devsets.COUNTRIES`)."""
     out = Path(out_dir)
     parts = out / "parts"
     corpora = [build_demo_corpus(parts / "demo")]
     dropped: dict[str, int] = {}
     for name in PARTS:
-        built = devsets.build(name, parts / name, max_per_culture, min_per_culture)
+        built = build_part(name, parts / name, max_per_culture, min_per_culture)
         corpora.append(Path(built["corpus"]))
         dropped.update(json.loads(Path(built["meta"]).read_text(encoding="utf-8"))["dropped"])
     rows: list[dict[str, Any]] = []
@@ -59,7 +62,7 @@ def build_mixed(out_dir: str | Path, max_per_culture: int = 40,
     corpus_path = out / "corpus.parquet"
     pq.write_table(pa.Table.from_pylist([{k: r[k] for k in CORPUS_FIELDS} for r in rows],
                                         schema=CORPUS_SCHEMA), corpus_path)
-    countries = {**DEMO_COUNTRIES, **devsets.COUNTRIES, **FOLK_COUNTRIES}
+    countries = {**DEMO_COUNTRIES, **countries, **FOLK_COUNTRIES}
     cultures = sorted({r["culture"] for r in rows})
     keys = {c: countries[c] for c in cultures if c in countries}
     gold_rows = derive_gold(keys)
@@ -76,6 +79,4 @@ def build_mixed(out_dir: str | Path, max_per_culture: int = 40,
         "parts": ["demo", *PARTS], "dropped": dropped, "gold_keys": keys,
         "files": {"corpus": corpus_path.name, "gold": gold.name},
     }
-    from benchmarks.devsets import finish
-
     return finish(out, meta, corpus_path, gold, cultures)

@@ -50,6 +50,10 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
+from benchmarks.devset_files import finish  # noqa: E402
+from benchmarks.devset_folk import COUNTRIES as FOLK_COUNTRIES  # noqa: E402
+from benchmarks.devset_folk import build_folk  # noqa: E402
+from benchmarks.devset_mixed import build_mixed  # noqa: E402
 from culturesim_ray.demo import CULTURES as DEMO_CULTURES  # noqa: E402
 from culturesim_ray.demo import (  # noqa: E402
     LANG_FILES,
@@ -382,13 +386,9 @@ def build(name: str, out_dir: str | Path, max_per_culture: int = 60,
     Returns {"name", "corpus", "gold", "meta" (paths as str), "gold_kind", "cultures"}.
     """
     if name == FOLK:  # melodies, not articles: its own builder
-        from benchmarks.devset_folk import build_folk
-
         return build_folk(out_dir, max_per_culture, min_per_culture)
     if name == MIXED:  # the other sets and the demo in one corpus
-        from benchmarks.devset_mixed import build_mixed
-
-        return build_mixed(out_dir, max_per_culture, min_per_culture)
+        return build_mixed(out_dir, build, COUNTRIES, max_per_culture, min_per_culture)
     if name not in DEVSETS:
         raise KeyError(f"unknown dev set {name!r} (known: {', '.join([*DEVSETS, FOLK, MIXED])})")
     if max_per_culture < 1:
@@ -432,18 +432,6 @@ def build(name: str, out_dir: str | Path, max_per_culture: int = 60,
     return finish(out, meta, corpus, gold, kept)
 
 
-def finish(out: Path, meta: dict[str, Any], corpus: Path, gold: Path,
-           cultures: list[str]) -> dict[str, Any]:
-    """Write out/devset.json (`meta`) and return what every dev set's build returns:
-    name, corpus, gold, meta (paths as str), gold_kind, modality (what the raw
-    baseline reads), cultures."""
-    meta_path = out / "devset.json"
-    meta_path.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return {"name": meta["name"], "corpus": str(corpus), "gold": str(gold),
-            "meta": str(meta_path), "gold_kind": meta["gold_kind"],
-            "modality": meta.get("modality", "text"), "cultures": cultures}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("name", nargs="?", help="dev set to build (see --list)")
@@ -455,8 +443,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list:
         for s in DEVSETS.values():
             print(f"{s.name}\t{s.gold_kind}\t{len(s.cultures)} cultures\t{s.description}")
-        from benchmarks.devset_folk import COUNTRIES as FOLK_COUNTRIES
-
         print(f"{FOLK}\tsimilarity\t{len(FOLK_COUNTRIES)} cultures (those with enough tunes)\t"
               "Essen folk tunes (music21), melodies only; gold: geographic-cultural proximity "
               "of their countries")
