@@ -51,17 +51,22 @@ RAW = "raw means"
 
 def mix_name(mix: QueryMix) -> str:
     name = f"a={mix.nearest:g} m={mix.m}"
+    if mix.abtt != QueryMix().abtt:  # named where it is not the default's
+        name += f" abtt {','.join(mix.abtt)}" if mix.abtt else " no abtt"
     own = [f"{mod} {mix_name(mix.for_modality(mod))}" for mod in sorted(mix.modalities)]
     return f"{name} ({'; '.join(own)})" if own else name
 
 
 def grid(a_values: Iterable[float], m_values: Iterable[int]) -> list[QueryMix]:
-    """The default mix first (with its per-modality settings), then every (a, m) for
+    """The default mix first (with its per-modality settings), then the default with
+    no dominant directions removed (`QueryMix.abtt` empty), then every (a, m) for
     every modality alike; with a = 0 the nearest items do not count, so a = 0 enters
     once (under the first m)."""
     default = QueryMix()
     uniform = replace(default, modalities={})
     mixes = {mix_name(default): default}
+    plain = replace(default, abtt=())  # the default without removing dominant directions
+    mixes[mix_name(plain)] = plain
     seen: set[tuple[float, int]] = set()
     for m in m_values:
         for a in a_values:
@@ -101,7 +106,8 @@ def mix_ranks(fusion: Any, retriever: Any, modality: str, q: np.ndarray, truth: 
     for mix in mixes:
         ranker = QueryRanker(fusion, retriever, mix)
         own = ranker.mix_for(modality)  # the (a, m) this modality's queries get
-        key = (own.m, own.shortlist, own.nearest > 0)  # a = 0 computes no nearest items
+        key = (own.m, own.shortlist, own.nearest > 0,  # a = 0 computes no nearest items
+               own.debiased(modality))
         if key not in parts:
             parts[key] = ranker.score_parts(fused, modality, q, own)
         out[mix_name(mix)] = truth_ranks(mix_scores(*parts[key], ranker.raw_weight, own), truth)

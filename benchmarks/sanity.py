@@ -246,6 +246,11 @@ def general_top(answer: dict) -> list[tuple[str, float]]:
     return [(g["culture"], float(g["score"])) for g in answer["general"]]
 
 
+def evidence_ids(answer: dict) -> list[str | None]:
+    """Per ranked culture, the id of its corpus item nearest to the query (None: none)."""
+    return [(g.get("evidence") or {}).get("item_id") for g in answer["general"]]
+
+
 # ----------------------------------------------------------------- scoring
 def score(answers: Sequence[Sequence[tuple[str, float]]],
           queries: Sequence[tuple[str, str]]) -> dict[str, Any]:
@@ -294,7 +299,7 @@ def run_sanity(run_dir: str, queries: Sequence[tuple[str, str]] = QUERIES, via: 
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
     app: ServedApp | None = None
-    ask: Callable[[str], list[tuple[str, float]]]
+    ask: Callable[[str], dict]
     if via == "http":
         app = ServedApp(run_dir, precision, startup_s)  # starts while the baseline loads
     try:
@@ -304,8 +309,8 @@ def run_sanity(run_dir: str, queries: Sequence[tuple[str, str]] = QUERIES, via: 
             svc = SimilarityService(paths, precision=precision)
             encoders, cultures = svc.encoders, list(svc.cultures)
 
-            def ask(q: str) -> list[tuple[str, float]]:
-                return general_top(svc.similar("text", q, k=K))
+            def ask(q: str) -> dict:
+                return svc.similar("text", q, k=K)
         else:
             encoders = QueryEncoders(paths.embed, precision=precision)
         means = RawMeans(paths.embed)
@@ -314,14 +319,15 @@ def run_sanity(run_dir: str, queries: Sequence[tuple[str, str]] = QUERIES, via: 
             cultures = http_json(f"{app.url}/v1/cultures", timeout=request_s)["cultures"]
             url = f"{app.url}/v1/similar"
 
-            def ask(q: str) -> list[tuple[str, float]]:
-                return general_top(http_json(url, {"text": q, "k": K}, timeout=request_s))
+            def ask(q: str) -> dict:
+                return http_json(url, {"text": q, "k": K}, timeout=request_s)
         timing["startup"] = time.perf_counter() - t0
         known = set(cultures)
         kept = [(q, c) for q, c in queries if c in known]
         skipped = [(q, c) for q, c in queries if c not in known]
         t = time.perf_counter()
-        served = [ask(q) for q, _ in kept]
+        replies = [ask(q) for q, _ in kept]
+        served = [general_top(a) for a in replies]
         timing["served"] = time.perf_counter() - t
     finally:
         if app is not None:
@@ -330,8 +336,9 @@ def run_sanity(run_dir: str, queries: Sequence[tuple[str, str]] = QUERIES, via: 
     raw = raw_answers(encoders, means, [q for q, _ in kept])
     timing["raw"] = time.perf_counter() - t
     n_c = len(cultures)
-    answers = [{"query": q, "expected": c, "served": s, "raw": r}
-               for (q, c), s, r in zip(kept, served, raw, strict=True)]
+    answers = [{"query": q, "expected": c, "served": s, "raw": r,
+                "served_evidence": evidence_ids(a)}
+               for (q, c), s, r, a in zip(kept, served, raw, replies, strict=True)]
     return {
         "run_dir": run_dir, "via": via, "k": K, "n_queries": len(kept), "cultures": n_c,
         "chance": {"top1": 1 / n_c, "top3": min(K, n_c) / n_c},
@@ -363,9 +370,13 @@ def print_report(res: dict[str, Any]) -> None:
         print(f"{c:<10}{''.join(cells)}")
     for name in res["methods"]:
         misses = [q for q in res["queries"] if [c for c, _ in q[name][:1]] != [q["expected"]]]
-        print(f"\n{name}: {len(misses)} top-1 misses (query | expected | answered top-{K})")
+        print(f"\n{name}: {len(misses)} top-1 misses (query | expected | answered top-{K}"
+              + (", each with its nearest item)" if name == "served" else ")"))
         for q in misses:
-            print(f"  {q['query']} | {q['expected']} | {', '.join(c for c, _ in q[name])}")
+            ev = q.get(f"{name}_evidence") or [None] * len(q[name])
+            shown = [c if e is None else f"{c} ({e})" for (c, _), e in zip(q[name], ev,
+                                                                            strict=False)]
+            print(f"  {q['query']} | {q['expected']} | {', '.join(shown)}")
     if res["skipped"]:
         print(f"\nskipped (culture not in the model): {len(res['skipped'])}")
 

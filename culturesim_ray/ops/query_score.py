@@ -52,7 +52,19 @@ class QueryMix:
     tunes of the folk-music and mixed-modal truth runs (269) top-1 +0.048 [+0.011,
     +0.082] and top-3 +0.082 [+0.033, +0.134] paired against a = 0.5, m = 1; on 76
     held-out tunes of a second, disjoint Essen set +0.039 [-0.053, +0.145] and +0.013
-    [-0.079, +0.092] (benchmarks/query_mix.py; RESULTS.md)."""
+    [-0.079, +0.092] (benchmarks/query_mix.py; RESULTS.md).
+
+    abtt: the modalities whose queries meet single items (the nearest-items score and
+    the answer's evidence) with the corpus's dominant directions removed
+    (`ops.abtt`: centred, the top dim / 100 principal directions projected out; the
+    culture-mean term keeps the plain vectors). Texts: among the top directions are
+    those that separate a multilingual corpus's languages in an English encoder, so
+    a query met items in its own language whatever their subject. On the held-out
+    texts and page titles of the four text truth runs (1,039 of each; the default
+    against the same mix without it, paired) top-1 +0.023 [+0.008, +0.040] and +0.030
+    [+0.015, +0.044], top-3 +0.015 and +0.024, both clear of zero; projecting out the
+    directions between the corpus's language means did as well, two random directions
+    nothing. Not tunes: on 269 held-out tunes no number of directions gained."""
 
     nearest: float = 0.5
     m: int = 1
@@ -60,8 +72,12 @@ class QueryMix:
     learned: float = 0.1
     modalities: dict[str, dict[str, Any]] = field(
         default_factory=lambda: {"sequence": {"nearest": 1.0, "m": 3}}, hash=False)
+    abtt: tuple[str, ...] = ("text",)
 
     def __post_init__(self) -> None:
+        if isinstance(self.abtt, str) or not all(isinstance(m, str) for m in self.abtt):
+            raise ValueError(f"QueryMix.abtt must list modalities, got {self.abtt!r}")
+        object.__setattr__(self, "abtt", tuple(self.abtt))  # a YAML list
         if not 0.0 <= self.nearest <= 1.0:
             raise ValueError(f"QueryMix.nearest must be in [0, 1], got {self.nearest}")
         if self.m < 1 or self.shortlist < self.m:
@@ -79,6 +95,11 @@ class QueryMix:
                                  f"can differ per modality, got {bad!r}")
             self.for_modality(modality)  # its own (a, m) must be valid too
 
+    def debiased(self, modality: str) -> bool:
+        """Whether a query of `modality` meets single items with the corpus's dominant
+        directions removed (`ops.abtt`)."""
+        return modality in self.abtt
+
     def for_modality(self, modality: str) -> QueryMix:
         """The mix a query of `modality` is ranked with (its own a and m, if any)."""
         over = self.modalities.get(modality)
@@ -95,11 +116,31 @@ class QueryMix:
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> QueryMix:
         """From `to_dict`; None (state written before the mix existed): the plain cosine;
-        a mix written before per-modality settings existed has none."""
+        a mix written before per-modality settings existed has none, one written before
+        `abtt` existed removes no directions."""
         if d is None:
-            return cls(nearest=0.0, learned=1.0, modalities={})
+            return cls(nearest=0.0, learned=1.0, modalities={}, abtt=())
         return cls(**{k: d[k] for k in ("nearest", "m", "shortlist", "learned") if k in d},
-                   modalities=dict(d.get("modalities") or {}))
+                   modalities=dict(d.get("modalities") or {}), abtt=tuple(d.get("abtt") or ()))
+
+
+IMBALANCE = 10  # the spread of culture sizes from which `imbalance_note` speaks
+
+
+def imbalance_note(min_items: int, max_items: int, mix: QueryMix) -> str | None:
+    """What a user training on a corpus whose cultures differ in size by IMBALANCE
+    times or more should know, None otherwise: the nearest-items score is a maximum
+    over a culture's items, so it grows with their number, and a one-item query is
+    then drawn to big cultures (measured: benchmarks/RESULTS.md, the query score on an
+    imbalanced corpus)."""
+    a = max([mix.nearest, *(float(o.get("nearest", mix.nearest))
+                            for o in mix.modalities.values())])
+    if a <= 0 or min_items <= 0 or max_items < IMBALANCE * min_items:
+        return None
+    return (f"cultures hold {min_items} to {max_items} items ({max_items / min_items:.0f}x): "
+            "the service's query score reads each culture's nearest item, which favours "
+            "cultures with many items; `query: {nearest: 0.0, modalities: {}}` in the train "
+            "config ranks one-item queries by the culture means alone")
 
 
 def nearest_item_scores(sims: np.ndarray, item_culture: np.ndarray, n_cultures: int,
@@ -132,6 +173,35 @@ def nearest_item_scores(sims: np.ndarray, item_culture: np.ndarray, n_cultures: 
         count = np.bincount(inv)
         out[i, seen] = (total + (m - count) * floor) / m
     return out
+
+
+def nearest_items(sims: np.ndarray, items: np.ndarray, item_culture: np.ndarray,
+                  positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per query and ranked culture, the culture's most similar item in the query's
+    shortlist: what the nearest-items score read first (the answer's evidence).
+
+    sims, items, item_culture (B, K): the shortlist's cosines (best first, as an index
+    search returns them), item rows (-1: none) and cultures (-1: none); positions
+    (B, k): the ranked cultures (-1: none). Returns (B, k) item rows (-1: the culture
+    has no item in the shortlist) and their cosines (nan there)."""
+    sims = np.asarray(sims, np.float64)
+    items, item_culture = np.asarray(items, np.int64), np.asarray(item_culture, np.int64)
+    positions = np.asarray(positions, np.int64)
+    if not sims.shape == items.shape == item_culture.shape or sims.ndim != 2:
+        raise ValueError(f"sims {sims.shape}, items {items.shape} and item_culture "
+                         f"{item_culture.shape} must be the same (B, K)")
+    if positions.ndim != 2 or len(positions) != len(sims):
+        raise ValueError(f"positions {positions.shape} must be (B, k) with B = {len(sims)}")
+    # the shortlist's best entry of each ranked culture, whatever its order
+    match = ((item_culture[:, None, :] == positions[:, :, None]) & (positions[:, :, None] >= 0)
+             & (items[:, None, :] >= 0))                                      # (B, k, K)
+    score = np.where(match, sims[:, None, :], -np.inf)
+    best = score.argmax(axis=2)
+    found = match.any(axis=2)
+    rows = np.where(found, np.take_along_axis(items[:, None, :].repeat(positions.shape[1], 1),
+                                              best[:, :, None], axis=2)[:, :, 0], -1)
+    cos = np.where(found, np.take_along_axis(score, best[:, :, None], axis=2)[:, :, 0], np.nan)
+    return rows, cos
 
 
 def mix_scores(raw_part: np.ndarray, learned_part: np.ndarray, nearest: np.ndarray | None,

@@ -106,9 +106,10 @@ class Fusion:
                      ks: list[list[int]], targets: list[list[str]]) -> list[list[tuple]]:
         """Per call, per query: the Encoder's (vector, error), k and the modality it is
         ranked against (itself, or the other one of a cross-modal query) -> (fused,
-        scores, names, error, vector, target) (the last two for the theme re-rank);
-        an encoding error travels on for Rerank to answer."""
-        out = [[(None, None, None, err, None, None) for _, err in e] for e in encoded]
+        scores, names, error, vector, target, evidence) (vector and target for the
+        theme re-rank; evidence: per name its nearest corpus item or None,
+        `FusionPredictor.evidence`); an encoding error travels on for Rerank to answer."""
+        out = [[(None, None, None, err, None, None, None) for _, err in e] for e in encoded]
         pairs = {(m, t) for m, ts in zip(modalities, targets, strict=True) for t in ts}
         for modality, target in sorted(pairs):
             at = [(c, j) for c, m in enumerate(modalities) if m == modality
@@ -118,14 +119,18 @@ class Fusion:
                 continue
             vectors = np.stack([encoded[c][j][0] for c, j in at])
             fused = self.fusion.fuse(modality, vectors)
-            scores, pos = self.ranker.topk(fused, modality, target, vectors,
-                                           max(ks[c][j] for c, j in at))
+            scores, pos, found = self.ranker.rank(fused, modality, target, vectors,
+                                                  max(ks[c][j] for c, j in at))
             fused_np = fused.float().cpu().numpy()
             names = self.retriever.cultures
             for r, (c, j) in enumerate(at):
                 k = ks[c][j]
-                out[c][j] = (fused_np[r], scores[r, :k],
-                             [names[p] for p in pos[r, :k] if p >= 0], None, vectors[r], target)
+                keep = pos[r, :k] >= 0
+                evidence = (self.fusion.evidence(modality, found[0][r, :k][keep],
+                                                 found[1][r, :k][keep])
+                            if found is not None else None)
+                out[c][j] = (fused_np[r], scores[r, :k], [names[p] for p in pos[r, :k][keep]],
+                             None, vectors[r], target, evidence)
         return out
 
 
@@ -146,15 +151,17 @@ class Rerank:
         return self.reranker.themes
 
     async def answer(self, found: list[tuple], themes: list[list[str] | None]) -> list[dict]:
-        """Fusion's (fused, scores, names, error, vector, target) per query -> the
-        two-stage answer, or
+        """Fusion's (fused, scores, names, error, vector, target, evidence) per query ->
+        the two-stage answer, or
         {"error": ...}. Candidates go by name (the Fusion replica's culture list need
         not be this replica's, e.g. during a rolling model update): unknown names
         are left out."""
         import torch
 
         out: list[dict] = []
-        for (fused, scores, names, err, vector, target), th in zip(found, themes, strict=True):
+        for item, th in zip(found, themes, strict=True):
+            fused, scores, names, err, vector, target = item[:6]
+            evidence = item[6] if len(item) > 6 else None  # a Fusion replica of older code
             if err:
                 out.append({"error": err})
                 continue
@@ -162,5 +169,5 @@ class Rerank:
             x = torch.as_tensor(fused, device=self.device).unsqueeze(0)
             reranked = named(self.reranker.rerank(x, pos[None, :], th, target,
                                                   np.asarray(vector)[None, :])[0], self.cultures)
-            out.append(format_answer(names, scores, reranked))
+            out.append(format_answer(names, scores, reranked, evidence))
         return out

@@ -30,8 +30,9 @@ import pyarrow as pa
 import torch
 
 from culturesim_ray import io
-from culturesim_ray.layout import TrainLayout
+from culturesim_ray.layout import GraphLayout, TrainLayout
 from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig
+from culturesim_ray.ops.query_score import imbalance_note
 from culturesim_ray.training.config import TrainConfig, merge_train_config
 from culturesim_ray.training.data import TrainingData
 from culturesim_ray.training.loop import Position, init_training, queue_sum, train
@@ -150,6 +151,14 @@ def _store_task(graph_root: str, store_root: str, holdout_path: str,
     return meta
 
 
+def _item_ids(store_root: str) -> dict[str, Any]:
+    """Per modality, the item ids in the store's (the graph's) row order."""
+    meta = io.read_json(os.path.join(store_root, "store.json"))
+    layout = GraphLayout(meta["graph_root"])
+    return {m: io.read_table(layout.items(m), columns=["item_id"]).column("item_id")
+            for m in meta["modalities"]}
+
+
 def _export_task(store_root: str, train_root: str,
                  query_mix: dict[str, Any] | None = None) -> dict[str, Any]:
     """Ray task body: the trained model over the whole corpus (every item, blocked
@@ -179,7 +188,7 @@ def _export_task(store_root: str, train_root: str,
         old = os.path.join(layout.serving, "manifest.json")
         query_mix = io.read_json(old).get("query_mix") if os.path.exists(old) else None
     write_serving_state(model, graphs, layout.serving, layout.model, cultures=store.cultures,
-                        query_mix=query_mix)
+                        query_mix=query_mix, item_ids=_item_ids(store_root))
     del graphs
     predictor = FusionPredictor(model, None, state=load_serving_state(layout.serving,
                                                                       layout.model))
@@ -250,6 +259,9 @@ def run_train(embed_dir: str, out: str, cfg: TrainConfig | None = None, log: Any
         f"themes {meta['themes']}, {cfg.model.graph} graph, {cfg.num_workers} workers, "
         f"batches of {cfg.batch.batch_cultures} cultures x {cfg.batch.items_per_culture} "
         f"items, fan-outs {list(cfg.batch.fanouts)}; items: {meta['counts']}")
+    note = imbalance_note(meta["culture_items"]["min"], meta["culture_items"]["max"], cfg.query)
+    if note:
+        log(f"train: note: {note}")
     if cfg.model.graph == "hetero":
         log(f"train: cross-modal edge types {[tuple(r) for r in meta['relations']] or 'none'}")
     config = {"train": cfg.to_dict(), "model": asdict(mcfg), "store": store_root}
@@ -268,7 +280,8 @@ def run_train(embed_dir: str, out: str, cfg: TrainConfig | None = None, log: Any
                             "train_items": meta["counts"]["train"],
                             "validation_items": meta["counts"]["val"],
                             "held_out_items": meta["counts"]["held"],
-                            "relations_quarantined": quarantined}, started,
+                            "relations_quarantined": quarantined,
+                            "culture_items": meta["culture_items"]}, started,
                            history=position["history"], resumes=position["resumes"],
                            graph={"recall_at_k": {m: v.get("recall_at_k") for m, v in
                                                   graph.get("modalities", {}).items()}},

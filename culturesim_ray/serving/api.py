@@ -47,6 +47,23 @@ class Ranked(BaseModel):
     rank: int
 
 
+class Evidence(BaseModel):
+    item_id: str = Field(description="the corpus item (its item_id)")
+    modality: str = Field(description="its modality: the query's")
+    similarity: float = Field(description="its cosine with the query's encoder vector, "
+                              "after removing the corpus's dominant directions where the "
+                              "run's query mix does for this modality (texts by default)")
+
+
+class GeneralRanked(Ranked):
+    evidence: Evidence | None = Field(
+        None, description="the culture's corpus item nearest to the query among the "
+        "query's nearest corpus items (the shortlist the nearest-item part of the score "
+        "reads): why the culture is here; null when none of its items is in that "
+        "shortlist, for a cross-modal query, or for a run trained before item ids were "
+        "kept with the serving state")
+
+
 class ThemeRanked(Ranked):
     general_rank: int
 
@@ -61,7 +78,7 @@ class ThemeAnswer(BaseModel):
 class SimilarResponse(BaseModel):
     modality: str
     k: int
-    general: list[Ranked]
+    general: list[GeneralRanked]
     themes: dict[str, ThemeAnswer]
 
 

@@ -14,6 +14,11 @@ training) under TRAIN/serving/:
     <m>/culture.npy     int32 (N_m,): each item's culture, a position in the
                         manifest's `cultures` (memory-mapped; the set-level query
                         score of `ops.query_score` reads the shortlist's rows)
+    <m>/item_ids.arrow  the items' ids in row order (an Arrow IPC file, memory-
+                        mapped: an answer names the item that drew a culture in)
+    <m>/abtt_*.npy      for the modalities the query mix debiases (`QueryMix.abtt`):
+                        the corpus mean and dominant directions, and each item's
+                        coordinates (`ops.abtt.item_coords`, memory-mapped)
     manifest.json       modalities, item counts, layers, index kinds, the digest of
                         the model weights they were computed with, the culture
                         names, the query mix (`ops.query_score.QueryMix`), and
@@ -40,8 +45,10 @@ import torch
 
 from culturesim_ray import io
 from culturesim_ray.models.culturesim import CultureSim, ModalityGraph
+from culturesim_ray.ops.abtt import Abtt, fit_abtt, item_coords
 
 MANIFEST = "manifest.json"
+ITEM_IDS = "item_ids.arrow"
 
 
 def weights_digest(path: str) -> str:
@@ -84,10 +91,13 @@ def item_index(x: np.ndarray, ivf_min: int = 50_000, nprobe: int = 32) -> Any:
 def write_serving_state(model: CultureSim, graphs: dict[str, ModalityGraph], root: str,
                         model_path: str, ivf_min: int = 50_000,
                         cultures: list[str] | None = None,
-                        query_mix: dict[str, Any] | None = None) -> dict[str, Any]:
+                        query_mix: dict[str, Any] | None = None,
+                        item_ids: dict[str, pa.Array | pa.ChunkedArray] | None = None,
+                        ) -> dict[str, Any]:
     """Compute and write the replica's state (module docstring); returns the manifest.
     cultures: the names the graphs' culture indices point into; query_mix: the run's
-    `QueryMix` (`TrainConfig.query`) as a dict (None: the plain general cosine)."""
+    `QueryMix` (`TrainConfig.query`) as a dict (None: the plain general cosine);
+    item_ids: per modality, the items' ids in the graphs' row order (None: none written)."""
     import faiss
 
     states = layer_states(model, graphs)
@@ -101,14 +111,51 @@ def write_serving_state(model: CultureSim, graphs: dict[str, ModalityGraph], roo
             np.save(os.path.join(d, f"layer-{i}.npy"), s.float().cpu().numpy().astype(np.float16))
         if cultures is not None:
             np.save(os.path.join(d, "culture.npy"), graphs[m].culture.cpu().numpy().astype(np.int32))
+        if item_ids is not None and m in item_ids:
+            write_item_ids(item_ids[m], int(graphs[m].x.shape[0]), os.path.join(d, ITEM_IDS))
+        directions = write_abtt(graphs[m].x.cpu().numpy(), d,
+                                m in (query_mix or {}).get("abtt", ()))
         index = item_index(graphs[m].x.cpu().numpy(), ivf_min)
         faiss.write_index(index, os.path.join(d, "index.faiss"))
         manifest["modalities"][m] = {"items": int(graphs[m].x.shape[0]), "layers": len(layers),
                                      "hidden": int(layers[0].shape[1]),
-                                     "index": "ivf" if hasattr(index, "nprobe") else "flat"}
+                                     "index": "ivf" if hasattr(index, "nprobe") else "flat",
+                                     "abtt_directions": directions}
     with open(os.path.join(root, MANIFEST), "w") as fh:
         json.dump(manifest, fh, indent=2)
     return manifest
+
+
+def write_abtt(x: np.ndarray, d: str, wanted: bool) -> int:
+    """Under a modality's folder d, the dominant directions of its item vectors x and
+    every item's coordinates (`ops.abtt`) when `wanted` (and x has 2 items or more),
+    else none (an earlier state's removed); returns the number of directions."""
+    parts = {p: os.path.join(d, f"abtt_{p}.npy") for p in ("mean", "basis", "coords")}
+    if not wanted or len(x) < 2:
+        for path in parts.values():
+            if os.path.exists(path):
+                os.remove(path)
+        return 0
+    abtt = fit_abtt(x)
+    np.save(parts["mean"], abtt.mean)
+    np.save(parts["basis"], abtt.basis)
+    np.save(parts["coords"], item_coords(x, abtt))
+    return int(abtt.basis.shape[1])
+
+
+def write_item_ids(ids: pa.Array | pa.ChunkedArray, n: int, path: str) -> None:
+    """The ids as one string column of an uncompressed Arrow IPC file (what
+    `read_item_ids` memory-maps); n: the rows the modality's states have."""
+    if len(ids) != n:
+        raise ValueError(f"{path}: {len(ids)} item ids for {n} items")
+    table = pa.table({"item_id": pa.chunked_array([ids]) if isinstance(ids, pa.Array) else ids})
+    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+
+
+def read_item_ids(path: str) -> pa.ChunkedArray:
+    """The ids of `write_item_ids`, memory-mapped (nothing read until a row is)."""
+    return pa.ipc.open_file(pa.memory_map(path, "r")).read_all().column("item_id")
 
 
 def record_gate(root: str, model_path: str, report: dict[str, Any]) -> None:
@@ -129,13 +176,16 @@ def record_gate(root: str, model_path: str, report: dict[str, Any]) -> None:
 @dataclass
 class ServingState:
     """layers[m][i]: (N_m, hidden) float16 memory maps; indexes[m]: FAISS indexes;
-    item_culture[m]: (N_m,) culture positions in `manifest["cultures"]` (empty for
-    state written before they were)."""
+    item_culture[m]: (N_m,) culture positions in `manifest["cultures"]`; item_ids[m]:
+    the items' ids; abtt[m]: the dominant directions and the items' coordinates
+    (`ops.abtt`) (each empty for state written before it was)."""
 
     layers: dict[str, list[np.ndarray]]
     indexes: dict[str, Any]
     manifest: dict[str, Any]
     item_culture: dict[str, np.ndarray] = field(default_factory=dict)
+    item_ids: dict[str, pa.ChunkedArray] = field(default_factory=dict)
+    abtt: dict[str, tuple[Abtt, np.ndarray]] = field(default_factory=dict)
 
 
 class StaleStateError(RuntimeError):
@@ -157,18 +207,24 @@ def load_serving_state(root: str, model_path: str) -> ServingState:
         raise StaleStateError(f"{root}: serving state was computed with other weights "
                               f"({manifest.get('model_sha256', '?')[:12]} vs {have[:12]} of "
                               f"{model_path}); rerun the train job")
-    layers, indexes, item_culture = {}, {}, {}
+    layers, indexes, item_culture, item_ids, abtt = {}, {}, {}, {}, {}
     for m, info in manifest["modalities"].items():
         d = os.path.join(root, m)
         if manifest.get("cultures") is not None and os.path.exists(os.path.join(d, "culture.npy")):
             item_culture[m] = np.load(os.path.join(d, "culture.npy"), mmap_mode="r")
+        if os.path.exists(os.path.join(d, ITEM_IDS)):
+            item_ids[m] = read_item_ids(os.path.join(d, ITEM_IDS))
+        if info.get("abtt_directions"):
+            abtt[m] = (Abtt(np.load(os.path.join(d, "abtt_mean.npy")),
+                            np.load(os.path.join(d, "abtt_basis.npy"))),
+                       np.load(os.path.join(d, "abtt_coords.npy"), mmap_mode="r"))
         layers[m] = [np.load(os.path.join(d, f"layer-{i}.npy"), mmap_mode="r")
                      for i in range(info["layers"])]
         # an IVF index's inverted lists are memory-mapped, not read (start time flat in N)
         flags = (faiss.IO_FLAG_MMAP | getattr(faiss, "IO_FLAG_READ_ONLY", 0)
                  if info["index"] == "ivf" else 0)
         indexes[m] = faiss.read_index(os.path.join(d, "index.faiss"), flags)
-    return ServingState(layers, indexes, manifest, item_culture)
+    return ServingState(layers, indexes, manifest, item_culture, item_ids, abtt)
 
 
 def rows_of(states: Any, idx: torch.Tensor) -> torch.Tensor:

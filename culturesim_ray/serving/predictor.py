@@ -38,6 +38,7 @@ from culturesim_ray import io, runs
 from culturesim_ray.layout import AllPairsLayout, TrainLayout
 from culturesim_ray.models.branch import SELF_RELATION
 from culturesim_ray.models.culturesim import CultureSim, ModalityGraph
+from culturesim_ray.ops.abtt import fit_abtt, item_coords
 from culturesim_ray.ops.query_score import QueryMix
 from culturesim_ray.serving.artifacts import (
     MANIFEST,
@@ -74,13 +75,18 @@ class FusionPredictor:
                                  {m: item_index(graphs[m].x.cpu().numpy()) for m in mods},
                                  {"cultures": cultures},
                                  {m: graphs[m].culture.cpu().numpy() for m in mods}
-                                 if cultures is not None else {})
+                                 if cultures is not None else {},
+                                 abtt={m: (a, item_coords(graphs[m].x.cpu().numpy(), a))
+                                       for m in mods if len(graphs[m].x) >= 2
+                                       for a in [fit_abtt(graphs[m].x.cpu().numpy())]})
         self.modalities = [m for m in model.modalities if m in state.layers]
         self._layers: dict[str, list[Any]] = state.layers
         self._index: dict[str, Any] = state.indexes
         # items' cultures (positions in self.cultures) for the set-level query score
         self.cultures: list[str] | None = state.manifest.get("cultures")
         self.item_culture: dict[str, np.ndarray] = state.item_culture
+        self.item_ids = state.item_ids  # modality -> ids by row (empty: state without them)
+        self.abtt = state.abtt  # modality -> (dominant directions, items' coordinates)
         self.query_mix = QueryMix.from_dict(state.manifest.get("query_mix"))
 
     @classmethod
@@ -109,6 +115,16 @@ class FusionPredictor:
         own = items == np.asarray(skip, np.int64)[:, None]
         order = np.argsort(own, axis=1, kind="stable")  # the item itself last
         return np.take_along_axis(np.where(own, -1, items), order, axis=1)[:, :self.k_graph]
+
+    def evidence(self, modality: str, rows: np.ndarray, similarities: np.ndarray
+                 ) -> list[dict[str, Any] | None]:
+        """One query's evidence rows and similarities (`QueryRanker.rank`, (k,)) as what an
+        answer shows per ranked culture: {"item_id", "modality", "similarity"}, None where
+        the culture had no item in the shortlist or the state has no item ids."""
+        ids = self.item_ids.get(modality)
+        return [None if ids is None or r < 0 else
+                {"item_id": ids[int(r)].as_py(), "modality": modality, "similarity": float(c)}
+                for r, c in zip(rows, similarities, strict=True)]
 
     def search(self, modality: str, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(B, k) cosines and positions of the corpus items of `modality` nearest to
@@ -321,11 +337,15 @@ def named(reranked: dict[str, Any], cultures: list[str]) -> dict[str, Any]:
             for t, a in reranked.items()}
 
 
-def format_answer(names: list[str], scores: np.ndarray, reranked: dict[str, Any]) -> dict[str, Any]:
+def format_answer(names: list[str], scores: np.ndarray, reranked: dict[str, Any],
+                  evidence: list[dict[str, Any] | None] | None = None) -> dict[str, Any]:
     """One query's two-stage answer: the general ranking (candidate names, best
-    first, with their scores) and each theme's re-ranking of them (`named`)."""
-    general = [{"culture": c, "score": float(s), "rank": r + 1}
-               for r, (c, s) in enumerate(zip(names, scores, strict=False))]
+    first, with their scores and, given `evidence` aligned with names, each one's
+    nearest corpus item: `FusionPredictor.evidence`) and each theme's re-ranking of
+    them (`named`)."""
+    ev = list(evidence) if evidence is not None else [None] * len(names)
+    general = [{"culture": c, "score": float(s), "rank": r + 1, "evidence": e}
+               for r, (c, s, e) in enumerate(zip(names, scores, ev, strict=False))]
     general_rank = {g["culture"]: g["rank"] for g in general}
     themes = {}
     for theme, ans in reranked.items():
@@ -361,7 +381,11 @@ class SimilarityService:
         if res.errors[0]:
             raise QueryError(MODALITY_FIELDS[modality], res.errors[0])
         fused = self.fusion.fuse(modality, res.vectors)
-        scores, pos = self.ranker.topk(fused, modality, target, res.vectors, k)
+        scores, pos, found = self.ranker.rank(fused, modality, target, res.vectors, k)
         reranked = named(self.reranker.rerank(fused, pos, themes, target, res.vectors)[0],
                          self.cultures)
-        return format_answer([self.cultures[p] for p in pos[0] if p >= 0], scores[0], reranked)
+        keep = pos[0] >= 0
+        evidence = (self.fusion.evidence(modality, found[0][0][keep], found[1][0][keep])
+                    if found is not None else None)
+        return format_answer([self.cultures[p] for p in pos[0][keep]], scores[0], reranked,
+                             evidence)

@@ -17,7 +17,13 @@ from torch import Tensor
 
 from culturesim_ray import runs
 from culturesim_ray.layout import TrainLayout
-from culturesim_ray.ops.query_score import QueryMix, mix_scores, nearest_item_scores
+from culturesim_ray.ops.abtt import Abtt, rescore
+from culturesim_ray.ops.query_score import (
+    QueryMix,
+    mix_scores,
+    nearest_item_scores,
+    nearest_items,
+)
 from culturesim_ray.serving.artifacts import normalise
 
 
@@ -30,6 +36,7 @@ class QueryFuser(Protocol):
     cultures: list[str] | None
     item_culture: dict[str, np.ndarray]
     query_mix: QueryMix
+    abtt: dict[str, tuple[Abtt, np.ndarray]]
 
     def general(self, fused: Tensor, modality: str | None = None,
                 vectors: np.ndarray | None = None) -> np.ndarray: ...
@@ -120,6 +127,9 @@ def modality_view(vectors: np.ndarray, slots: dict[str, tuple[int, int]],
     return out
 
 
+Shortlist = tuple[np.ndarray, np.ndarray, np.ndarray]  # cosines, item rows, cultures (B, K)
+
+
 class QueryRanker:
     """Stage 1: one-item queries -> their top-k cultures by the query score of
     `ops.query_score` (the raw and learned parts of the general cosine, and the
@@ -154,22 +164,63 @@ class QueryRanker:
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(B, C) raw part, learned part, nearest-items score (None: unavailable), for
         `mix` (default: the ranker's mix for this modality)."""
-        mix = mix if mix is not None else self.mix_for(modality)
+        return self._parts(fused, modality, vectors,
+                           mix if mix is not None else self.mix_for(modality))[:3]
+
+    def _parts(self, fused: Tensor, modality: str, vectors: np.ndarray, mix: QueryMix
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, Shortlist | None]:
         q = self.fusion.general(fused, modality, vectors)
         raw, learned = self.retriever.parts(q, modality)
+        short = self.shortlist(modality, vectors, mix) if mix.nearest > 0 else None
+        if short is None:
+            return raw, learned, None, None
+        near = nearest_item_scores(short[0], short[2], len(self.retriever.cultures), mix.m)
+        return raw, learned, near, short
+
+    def shortlist(self, modality: str, vectors: np.ndarray, mix: QueryMix
+                  ) -> Shortlist | None:
+        """The queries' `mix.shortlist` nearest corpus items of their own modality:
+        (B, K) similarities (cosines; with the corpus's dominant directions removed
+        where the mix debiases this modality and the state has them: `ops.abtt`),
+        item rows and the items' cultures as the retriever's positions (-1: none);
+        None where the serving state has no item cultures."""
         cult = self.fusion.item_culture.get(modality)
-        if mix.nearest <= 0 or cult is None or self._to_retriever is None:
-            return raw, learned, None
+        if cult is None or self._to_retriever is None:
+            return None
         sims, items = self.fusion.search(modality, vectors, mix.shortlist)
-        c = np.where(items >= 0, np.asarray(cult)[np.maximum(items, 0)], -1)
-        c = self._to_retriever[c]  # -1 stays -1 (the table's last entry)
-        return raw, learned, nearest_item_scores(sims, c, len(self.retriever.cultures), mix.m)
+        rows = np.maximum(items, 0)
+        c = np.where(items >= 0, np.asarray(cult)[rows], -1)
+        debias = self.fusion.abtt.get(modality) if mix.debiased(modality) else None
+        if debias is not None:
+            abtt, coords = debias
+            sims = rescore(sims, np.asarray(coords[rows.reshape(-1)]).reshape(*rows.shape, -1),
+                           vectors, abtt)
+            sims = np.where(items >= 0, sims, -np.inf)
+        return sims, items, self._to_retriever[c]  # -1 stays -1 (the table's last entry)
 
     def topk(self, fused: Tensor, modality: str, target: str, vectors: np.ndarray,
              k: int) -> tuple[np.ndarray, np.ndarray]:
         """(B, k) scores and culture positions (the retriever's), best first."""
-        if not self.mixed(modality, target):
-            return self.retriever.topk(self.fusion.general(fused, target, vectors), k, target)
+        return self.rank(fused, modality, target, vectors, k, evidence=False)[:2]
+
+    def rank(self, fused: Tensor, modality: str, target: str, vectors: np.ndarray, k: int,
+             evidence: bool = True
+             ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+        """`topk` and, per ranked culture, its corpus item nearest to the query among
+        the query's shortlist (what the nearest-items score read first): (B, k) item
+        rows of the query's modality (-1: none in the shortlist) and their cosines
+        (`ops.query_score.nearest_items`). The evidence is None for a query ranked
+        against another modality (cross-modal) or where the serving state has no item
+        cultures."""
         mix = self.mix_for(modality)
-        return top_k(mix_scores(*self.score_parts(fused, modality, vectors, mix),
-                                self.raw_weight, mix), k)
+        short = None
+        if self.mixed(modality, target):
+            raw, learned, near, short = self._parts(fused, modality, vectors, mix)
+            scores, pos = top_k(mix_scores(raw, learned, near, self.raw_weight, mix), k)
+        else:
+            scores, pos = self.retriever.topk(self.fusion.general(fused, target, vectors), k,
+                                              target)
+        if not evidence or target != modality:
+            return scores, pos, None
+        short = short if short is not None else self.shortlist(modality, vectors, mix)
+        return scores, pos, None if short is None else nearest_items(*short, pos)

@@ -65,6 +65,19 @@ def test_similar_text_matches_the_in_process_predictor(service, run_dir):
     tol = 1e-5 if svc.encoders.encoder("text").precision == "float32" else 2e-3
     for a, b in zip(got["general"], ref["general"], strict=True):
         assert a["score"] == pytest.approx(b["score"], abs=tol)
+        assert (a["evidence"] or {}).get("item_id") == (b["evidence"] or {}).get("item_id")
+    # each culture's evidence: one of its own text items
+    from culturesim_ray.runs import read_embeddings
+
+    t = read_embeddings(str(run_dir / "embed"), "text")["text"]
+    culture_of = dict(zip(t.column("item_id").to_pylist(), t.column("culture").to_pylist(),
+                          strict=True))
+    shown = [g["evidence"] for g in got["general"] if g["evidence"]]
+    assert shown and all(e["modality"] == "text" for e in shown)
+    for g in got["general"]:
+        if g["evidence"]:
+            assert culture_of[g["evidence"]["item_id"]] == g["culture"]
+    assert all(-1.0 <= e["similarity"] <= 1.0 for e in shown)
     assert set(got["themes"]) == {"history", "symbols", "music"}
     # no themes named: every theme, the query's likeliest first, over HTTP and in process
     gates = [a["gate"] for a in got["themes"].values()]

@@ -48,10 +48,23 @@ def test_two_workers_train_through_the_stages_and_export(ray_session, tmp_path):
                     "symbols": mcfg.raw_dim + 16}
     # the serving state carries each item's culture and the query mix (TrainConfig.query)
     serving = json.loads((tmp_path / "train" / "serving" / "manifest.json").read_text())
-    assert serving["query_mix"] == TrainConfig().query.to_dict()
+    from culturesim_ray.ops.query_score import QueryMix
+    assert QueryMix.from_dict(serving["query_mix"]) == TrainConfig().query
+    # texts meet single items with the corpus's dominant directions removed (ops.abtt)
+    assert serving["modalities"]["text"]["abtt_directions"] == 4  # MiniLM: 384 / 100
+    assert serving["modalities"]["image"]["abtt_directions"] == 0
     assert serving["cultures"] == ["Greek", "Persian", "Turkish"]
+    from culturesim_ray.runs import read_embeddings
+    from culturesim_ray.serving.artifacts import read_item_ids
     for m in serving["modalities"]:
         assert (tmp_path / "train" / "serving" / m / "culture.npy").exists()
+        # and each item's id, in the rows of the states (the answers' evidence)
+        ids = read_item_ids(str(tmp_path / "train" / "serving" / m / "item_ids.arrow"))
+        assert len(ids) == serving["modalities"][m]["items"]
+        emb = read_embeddings(str(tmp_path / "emb"), m)[m]
+        assert sorted(ids.to_pylist()) == sorted(emb.column("item_id").to_pylist())
+    sizes = manifest["counts"]["culture_items"]
+    assert 6 <= sizes["min"] <= sizes["max"]
     # the theme gate fitted on the training items as queries, written into the weights
     # (the serving state's digest follows them) and reported
     assert manifest["gate"] == serving["gate"]

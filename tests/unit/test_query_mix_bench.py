@@ -36,6 +36,8 @@ def test_grid_starts_with_the_default_and_has_a_zero_once():
     assert len(names) == len(set(names))
     assert sum(m.nearest == 0.0 for m in mixes) == 1
     assert {"a=1 m=1", "a=1 m=3", "a=0.5 m=3", "a=0.5 m=1"} <= set(names)
-    assert all(m.modalities == {} for m in mixes[1:])  # the grid: every modality alike
+    # then the default without removing the dominant directions
+    assert names[1] == "a=0.5 m=1 no abtt (sequence a=1 m=3 no abtt)" and mixes[1].abtt == ()
+    assert all(m.modalities == {} for m in mixes[2:])  # the grid: every modality alike
     assert all(m.learned == QueryMix().learned and m.shortlist == QueryMix().shortlist
                for m in mixes)

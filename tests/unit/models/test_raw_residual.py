@@ -341,7 +341,18 @@ def test_query_ranker_mixes_raw_nearest_items_and_learned(modality):
     learn = (1 - w) * (p_q @ learned(model, graphs).T)
     items = graphs[modality].x.double().numpy()
     items /= np.linalg.norm(items, axis=1, keepdims=True)
-    sims = x64 @ items.T
+    if mix.debiased(modality):  # texts (the default mix) meet items with the corpus's
+        abtt = pred.abtt[modality][0]  # dominant directions removed (ops.abtt)
+        proj = np.eye(items.shape[1]) - abtt.basis @ abtt.basis.T
+
+        def debias(v: np.ndarray) -> np.ndarray:
+            u = (v - abtt.mean) @ proj
+            return u / np.linalg.norm(u, axis=1, keepdims=True)
+
+        sims = debias(x64) @ debias(items).T
+    else:
+        sims = x64 @ items.T
+    assert mix.debiased(modality) == (modality == "text")
     culture = graphs[modality].culture.numpy()
     near = np.zeros((len(x), N_CULTURES))
     for i in range(len(x)):

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from culturesim_ray.ops.query_score import QueryMix, mix_scores, nearest_item_scores
+from culturesim_ray.ops.query_score import (
+    QueryMix,
+    mix_scores,
+    nearest_item_scores,
+    nearest_items,
+)
 from culturesim_ray.training.config import merge_train_config
 
 
@@ -117,3 +122,71 @@ def test_query_mix_per_modality():
     assert cfg.query.for_modality("image").m == 2 and cfg.query.for_modality("sequence") \
         is cfg.query  # a YAML mapping replaces the default's
     assert merge_train_config(cfg.to_dict()).query == cfg.query
+
+
+def test_nearest_items_are_each_cultures_best_shortlist_item():
+    """Against a loop: per query and ranked culture, the row and cosine of its most
+    similar shortlist item; a culture absent from the shortlist, a -1 rank slot and
+    a short search's -1 entries give (-1, nan)."""
+    sims, culture = corpus(seed=3)
+    k_short = 12
+    order = np.argsort(-sims, axis=1)[:, :k_short]
+    s = np.take_along_axis(sims, order, axis=1)
+    rows = order.copy()
+    rows[1, -2:] = -1  # a search that came back short
+    c = np.where(rows >= 0, culture[np.maximum(rows, 0)], -1)
+    s[1, -2:] = -1.0
+    # shuffle the shortlist: the helper must not rely on its order
+    perm = np.random.default_rng(0).permutation(k_short)
+    s, rows, c = s[:, perm], rows[:, perm], c[:, perm]
+    positions = np.array([[0, 1, 5, 4], [2, 3, -1, 0], [4, 0, 1, 2], [1, 2, 3, 5],
+                          [3, 4, 0, 1]])
+    got_rows, got_cos = nearest_items(s, rows, c, positions)
+    for i in range(len(s)):
+        for j, p in enumerate(positions[i]):
+            own = [(float(s[i, t]), int(rows[i, t])) for t in range(k_short)
+                   if p >= 0 and rows[i, t] >= 0 and c[i, t] == p]
+            if not own:
+                assert got_rows[i, j] == -1 and np.isnan(got_cos[i, j])
+                continue
+            best = max(own)
+            assert got_rows[i, j] == best[1]
+            assert got_cos[i, j] == pytest.approx(best[0], abs=1e-12)
+            assert culture[got_rows[i, j]] == p
+    assert (got_rows[:, 2][positions[:, 2] == 5] == -1).all()  # culture 5 has no items
+
+
+def test_nearest_items_shapes_are_checked():
+    with pytest.raises(ValueError, match="must be the same"):
+        nearest_items(np.zeros((2, 3)), np.zeros((2, 4)), np.zeros((2, 3)), np.zeros((2, 1)))
+    with pytest.raises(ValueError, match="positions"):
+        nearest_items(np.zeros((2, 3)), np.zeros((2, 3)), np.zeros((2, 3)), np.zeros((3, 1)))
+
+
+def test_imbalance_note_speaks_from_a_tenfold_spread_while_the_nearest_term_is_on():
+    from culturesim_ray.ops.query_score import imbalance_note
+
+    note = imbalance_note(2, 48, QueryMix())
+    assert note and "2 to 48 items (24x)" in note
+    assert imbalance_note(5, 49, QueryMix()) is None  # under 10x
+    assert imbalance_note(5, 50, QueryMix()) is not None
+    assert imbalance_note(0, 50, QueryMix()) is None  # no culture without items
+    # the config the note suggests silences it, and is a valid train config
+    cfg = merge_train_config({"query": {"nearest": 0.0, "modalities": {}}})
+    assert imbalance_note(1, 48, cfg.query) is None
+    # a modality that keeps its own nearest-items weight keeps the note
+    assert imbalance_note(1, 48, QueryMix(nearest=0.0)) is not None
+
+
+def test_query_mix_abtt_setting():
+    mix = QueryMix()
+    assert mix.abtt == ("text",) and mix.debiased("text") and not mix.debiased("sequence")
+    assert QueryMix.from_dict(mix.to_dict()) == mix
+    assert QueryMix.from_dict(None).abtt == ()  # state written before the mix existed
+    old = {k: v for k, v in mix.to_dict().items() if k != "abtt"}
+    assert QueryMix.from_dict(old).abtt == ()  # ... or before abtt existed
+    cfg = merge_train_config({"query": {"abtt": ["text", "image"]}})  # a YAML list
+    assert cfg.query.abtt == ("text", "image")
+    assert cfg.query.for_modality("sequence").debiased("image")
+    with pytest.raises(ValueError, match="abtt must list modalities"):
+        QueryMix(abtt="text")

@@ -134,3 +134,94 @@ def test_item_cultures_and_query_mix_travel_with_the_state(model_graphs_state, t
     # state written before the mix existed: the plain general cosine
     assert FusionPredictor(model, None, state=load_serving_state(
         str(root / "serving"), str(root / "model.pt"))).query_mix.plain
+
+
+def test_each_ranked_culture_comes_with_its_nearest_corpus_item(model_graphs_state, tmp_path):
+    """Item ids written with the state (memory-mapped on load); `QueryRanker.rank` gives
+    each ranked culture its most similar corpus item among the query's shortlist, and
+    `FusionPredictor.evidence` names it: checked against a brute-force search (plain
+    cosines: a mix that debiases no modality)."""
+    from culturesim_ray.ops.query_score import QueryMix
+    from culturesim_ray.serving.predictor import QueryRanker, Retriever
+
+    model, graphs, root, _ = model_graphs_state
+    names = [f"c{i}" for i in range(6)]
+    ids = {m: pa.array([f"{m}-{i:03d}" for i in range(g.x.shape[0])])
+           for m, g in graphs.items()}
+    shortlist = 10
+    write_serving_state(model, graphs, str(tmp_path / "serving"), str(root / "model.pt"),
+                        cultures=names, query_mix=QueryMix(shortlist=shortlist,
+                                                           abtt=()).to_dict(),
+                        item_ids=ids)
+    state = load_serving_state(str(tmp_path / "serving"), str(root / "model.pt"))
+    assert state.item_ids["text"].to_pylist() == ids["text"].to_pylist()
+    loaded = FusionPredictor(model, None, k_graph=5, state=state)
+    with torch.no_grad():
+        out = model(graphs, 6)
+    slots = {m: (model.cfg.slot(m).start, model.cfg.slot(m).stop) for m in model.cfg.in_dims}
+    retriever = Retriever([names[i] for i in out["cultures"].tolist()],
+                          out["general"].numpy(), slots=slots)
+    ranker = QueryRanker(loaded, retriever)
+    x = graphs["text"].x.numpy().astype(np.float64)
+    q = (x[:4] + np.random.default_rng(5).normal(0, 0.4, (4, x.shape[1]))).astype(np.float32)
+    scores, pos, (rows, cos) = ranker.rank(loaded.fuse("text", q), "text", "text", q, 6)
+    a, b = ranker.topk(loaded.fuse("text", q), "text", "text", q, 6)
+    assert (b == pos).all() and np.allclose(a, scores)
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    qn = q.astype(np.float64) / np.linalg.norm(q, axis=1, keepdims=True)
+    culture = graphs["text"].culture.numpy()
+    for i in range(len(q)):
+        sims = xn @ qn[i]
+        short = np.argsort(-sims)[:shortlist]
+        for j, p in enumerate(pos[i]):
+            c = names.index(retriever.cultures[p])
+            own = [r for r in short if culture[r] == c]
+            if not own:
+                assert rows[i, j] == -1 and np.isnan(cos[i, j])
+                continue
+            assert rows[i, j] == own[0]
+            assert cos[i, j] == pytest.approx(sims[own[0]], abs=1e-5)
+        shown = loaded.evidence("text", rows[i], cos[i])
+        assert [e["item_id"] if e else None for e in shown] == [
+            f"text-{r:03d}" if r >= 0 else None for r in rows[i]]
+    # a state without item ids (an older run): the rows are still found, no ids shown
+    old = FusionPredictor(model, None, state=load_serving_state(
+        str(root / "serving"), str(root / "model.pt")))
+    assert old.evidence("text", rows[0], cos[0]) == [None] * 6
+
+
+def test_the_dominant_directions_travel_with_the_state(model_graphs_state, tmp_path):
+    """A mix that debiases texts: the state holds their directions and coordinates
+    (not the images'), the loaded replica ranks as the in-memory one, and a state
+    written again without it keeps none."""
+    from culturesim_ray.ops.query_score import QueryMix
+    from culturesim_ray.serving.predictor import QueryRanker, Retriever
+
+    model, graphs, root, _ = model_graphs_state
+    names = [f"c{i}" for i in range(6)]
+    mix = QueryMix(shortlist=12, abtt=("text",))
+    out = str(tmp_path / "serving")
+    manifest = write_serving_state(model, graphs, out, str(root / "model.pt"), cultures=names,
+                                   query_mix=mix.to_dict())
+    assert manifest["modalities"]["text"]["abtt_directions"] >= 1
+    assert manifest["modalities"]["image"]["abtt_directions"] == 0
+    state = load_serving_state(out, str(root / "model.pt"))
+    assert set(state.abtt) == {"text"}
+    assert isinstance(state.abtt["text"][1], np.memmap)
+    loaded = FusionPredictor(model, None, k_graph=5, state=state)
+    built = FusionPredictor(model, graphs, k_graph=5, cultures=names)
+    np.testing.assert_allclose(loaded.abtt["text"][1], built.abtt["text"][1], atol=1e-6)
+    with torch.no_grad():
+        emb = model(graphs, 6)
+    slots = {m: (model.cfg.slot(m).start, model.cfg.slot(m).stop) for m in model.cfg.in_dims}
+    retriever = Retriever([names[i] for i in emb["cultures"].tolist()],
+                          emb["general"].numpy(), slots=slots)
+    q = graphs["text"].x[:5].numpy() + 0.3
+    a = QueryRanker(loaded, retriever).rank(loaded.fuse("text", q), "text", "text", q, 6)
+    b = QueryRanker(built, retriever, mix).rank(built.fuse("text", q), "text", "text", q, 6)
+    assert (a[1] == b[1]).all() and (a[2][0] == b[2][0]).all()
+    np.testing.assert_allclose(a[0], b[0], atol=5e-3)  # float16 corpus states
+    write_serving_state(model, graphs, out, str(root / "model.pt"), cultures=names,
+                        query_mix=QueryMix(abtt=()).to_dict())
+    assert not (tmp_path / "serving" / "text" / "abtt_basis.npy").exists()
+    assert load_serving_state(out, str(root / "model.pt")).abtt == {}
