@@ -143,6 +143,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         m = run_train(args.embed_dir, args.out, cfg, log=st.log)
     _summary(f"{m['counts']['steps']} steps over {m['counts']['cultures']} cultures "
              f"-> {args.out}", st)
+    for note in m.get("notes", []):  # what the user should know about this corpus
+        print(f"train: note: {note}")
     return 0
 
 

@@ -259,8 +259,9 @@ def run_train(embed_dir: str, out: str, cfg: TrainConfig | None = None, log: Any
         f"themes {meta['themes']}, {cfg.model.graph} graph, {cfg.num_workers} workers, "
         f"batches of {cfg.batch.batch_cultures} cultures x {cfg.batch.items_per_culture} "
         f"items, fan-outs {list(cfg.batch.fanouts)}; items: {meta['counts']}")
-    note = imbalance_note(meta["culture_items"]["min"], meta["culture_items"]["max"], cfg.query)
-    if note:
+    notes = [n for n in [imbalance_note(meta["culture_items"]["min"],
+                                        meta["culture_items"]["max"], cfg.query)] if n]
+    for note in notes:
         log(f"train: note: {note}")
     if cfg.model.graph == "hetero":
         log(f"train: cross-modal edge types {[tuple(r) for r in meta['relations']] or 'none'}")
@@ -285,7 +286,7 @@ def run_train(embed_dir: str, out: str, cfg: TrainConfig | None = None, log: Any
                            history=position["history"], resumes=position["resumes"],
                            graph={"recall_at_k": {m: v.get("recall_at_k") for m, v in
                                                   graph.get("modalities", {}).items()}},
-                           gate=exported["gate"])
+                           gate=exported["gate"], notes=notes)
     io.write_json(manifest, layout.manifest)
     log(f"train: {position['step']} steps; culture embeddings -> {layout.culture_embeddings}")
     return manifest

@@ -64,7 +64,8 @@ def test_two_workers_train_through_the_stages_and_export(ray_session, tmp_path):
         emb = read_embeddings(str(tmp_path / "emb"), m)[m]
         assert sorted(ids.to_pylist()) == sorted(emb.column("item_id").to_pylist())
     sizes = manifest["counts"]["culture_items"]
-    assert 6 <= sizes["min"] <= sizes["max"]
+    assert 6 <= sizes["min"] <= sizes["max"] < 10 * sizes["min"]
+    assert manifest["notes"] == []  # cultures of about one size: nothing to note
     # the theme gate fitted on the training items as queries, written into the weights
     # (the serving state's digest follows them) and reported
     assert manifest["gate"] == serving["gate"]
@@ -189,3 +190,27 @@ def test_training_on_a_single_culture_fails_with_a_clear_error(ray_session, tmp_
         run_train(str(tmp_path / "emb"), str(tmp_path / "train"), num_workers=1,
                   log=lambda *_: None)
     assert not (tmp_path / "train" / "model.pt").exists()
+
+
+def test_train_notes_a_corpus_whose_cultures_differ_tenfold(ray_session, tmp_path, capsys):
+    """`culturesim train` on cultures of 1, 3 and 12 items: the closing lines say that
+    the query score favours the big cultures there, and how to turn that off."""
+    from culturesim_ray.cli import main
+
+    base = corpus_rows(with_image=False)
+    rows = [r for r in base if r["culture"] == "Persian"]
+    rows += [{**r, "item_id": f"{r['item_id']}-{i}", "text": f"{r['text']} ({i})"}
+             for r in base if r["culture"] == "Turkish" for i in range(4)]
+    rows.append(next(r for r in base if r["culture"] == "Greek"))
+    corpus = write_jsonl(tmp_path / "c.jsonl", rows)
+    run_embed(str(corpus), str(tmp_path / "emb"), EmbedConfig(batch_size=8),
+              log=lambda *_: None)
+    assert main(["train", str(tmp_path / "emb"), "--out", str(tmp_path / "train"),
+                 "--workers", "1", "--stage-epochs", "1", "1", "1", "--steps-per-epoch", "1",
+                 "--hidden", "16", "--out-dim", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "train: note: cultures hold 1 to 12 items (12x)" in out
+    assert "nearest: 0.0" in out
+    manifest = json.loads((tmp_path / "train" / "manifest.json").read_text())
+    assert manifest["counts"]["culture_items"] == {"min": 1, "max": 12}
+    assert len(manifest["notes"]) == 1
