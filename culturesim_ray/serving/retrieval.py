@@ -208,8 +208,8 @@ class QueryRanker:
              ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
         """`topk` and, per ranked culture, its corpus item nearest to the query among
         the query's shortlist (what the nearest-items score read first): (B, k) item
-        rows of the query's modality (-1: none in the shortlist) and their cosines
-        (`ops.query_score.nearest_items`). The evidence is None for a query ranked
+        rows of the query's modality (-1: none in the shortlist) and their similarities
+        as `shortlist` gives them (`ops.query_score.nearest_items`). The evidence is None for a query ranked
         against another modality (cross-modal) or where the serving state has no item
         cultures."""
         mix = self.mix_for(modality)
