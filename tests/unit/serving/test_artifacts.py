@@ -20,6 +20,17 @@ from culturesim_ray.serving.predictor import FusionPredictor
 from synthetic_data import synthetic
 
 
+def culture_retriever(model, graphs, names):
+    """A Retriever over the model's general culture vectors (raw slots: one-modality views)."""
+    from culturesim_ray.serving.predictor import Retriever
+
+    with torch.no_grad():
+        out = model(graphs, len(names))
+    slots = {m: (model.cfg.slot(m).start, model.cfg.slot(m).stop) for m in model.cfg.in_dims}
+    return Retriever([names[i] for i in out["cultures"].tolist()], out["general"].numpy(),
+                     slots=slots)
+
+
 @pytest.fixture(scope="module")
 def model_graphs_state(tmp_path_factory):
     torch.manual_seed(0)
@@ -106,7 +117,7 @@ def test_item_cultures_and_query_mix_travel_with_the_state(model_graphs_state, t
     """The state written with culture names and a query mix: the loaded replica ranks
     one-item queries (`QueryRanker`, set-level term included) as the in-memory one."""
     from culturesim_ray.ops.query_score import QueryMix
-    from culturesim_ray.serving.predictor import QueryRanker, Retriever
+    from culturesim_ray.serving.predictor import QueryRanker
 
     model, graphs, root, _ = model_graphs_state
     names = [f"c{i}" for i in range(6)]
@@ -121,11 +132,7 @@ def test_item_cultures_and_query_mix_travel_with_the_state(model_graphs_state, t
     loaded = FusionPredictor(model, None, k_graph=5, state=state)
     built = FusionPredictor(model, graphs, k_graph=5, cultures=names)
     assert loaded.query_mix == mix and built.query_mix.plain  # in memory: no mix given
-    with torch.no_grad():
-        out = model(graphs, 6)
-    slots = {m: (model.cfg.slot(m).start, model.cfg.slot(m).stop) for m in model.cfg.in_dims}
-    retriever = Retriever([names[i] for i in out["cultures"].tolist()],
-                          out["general"].numpy(), slots=slots)
+    retriever = culture_retriever(model, graphs, names)
     q = graphs["text"].x[:5].numpy() + 0.3
     a = QueryRanker(loaded, retriever).topk(loaded.fuse("text", q), "text", "text", q, 6)
     b = QueryRanker(built, retriever, mix).topk(built.fuse("text", q), "text", "text", q, 6)
@@ -142,7 +149,7 @@ def test_each_ranked_culture_comes_with_its_nearest_corpus_item(model_graphs_sta
     `FusionPredictor.evidence` names it: checked against a brute-force search (plain
     cosines: a mix that debiases no modality)."""
     from culturesim_ray.ops.query_score import QueryMix
-    from culturesim_ray.serving.predictor import QueryRanker, Retriever
+    from culturesim_ray.serving.predictor import QueryRanker
 
     model, graphs, root, _ = model_graphs_state
     names = [f"c{i}" for i in range(6)]
@@ -156,11 +163,7 @@ def test_each_ranked_culture_comes_with_its_nearest_corpus_item(model_graphs_sta
     state = load_serving_state(str(tmp_path / "serving"), str(root / "model.pt"))
     assert state.item_ids["text"].to_pylist() == ids["text"].to_pylist()
     loaded = FusionPredictor(model, None, k_graph=5, state=state)
-    with torch.no_grad():
-        out = model(graphs, 6)
-    slots = {m: (model.cfg.slot(m).start, model.cfg.slot(m).stop) for m in model.cfg.in_dims}
-    retriever = Retriever([names[i] for i in out["cultures"].tolist()],
-                          out["general"].numpy(), slots=slots)
+    retriever = culture_retriever(model, graphs, names)
     ranker = QueryRanker(loaded, retriever)
     x = graphs["text"].x.numpy().astype(np.float64)
     q = (x[:4] + np.random.default_rng(5).normal(0, 0.4, (4, x.shape[1]))).astype(np.float32)
@@ -195,7 +198,7 @@ def test_the_dominant_directions_travel_with_the_state(model_graphs_state, tmp_p
     (not the images'), the loaded replica ranks as the in-memory one, and a state
     written again without it keeps none."""
     from culturesim_ray.ops.query_score import QueryMix
-    from culturesim_ray.serving.predictor import QueryRanker, Retriever
+    from culturesim_ray.serving.predictor import QueryRanker
 
     model, graphs, root, _ = model_graphs_state
     names = [f"c{i}" for i in range(6)]
@@ -211,11 +214,7 @@ def test_the_dominant_directions_travel_with_the_state(model_graphs_state, tmp_p
     loaded = FusionPredictor(model, None, k_graph=5, state=state)
     built = FusionPredictor(model, graphs, k_graph=5, cultures=names)
     np.testing.assert_allclose(loaded.abtt["text"][1], built.abtt["text"][1], atol=1e-6)
-    with torch.no_grad():
-        emb = model(graphs, 6)
-    slots = {m: (model.cfg.slot(m).start, model.cfg.slot(m).stop) for m in model.cfg.in_dims}
-    retriever = Retriever([names[i] for i in emb["cultures"].tolist()],
-                          emb["general"].numpy(), slots=slots)
+    retriever = culture_retriever(model, graphs, names)
     q = graphs["text"].x[:5].numpy() + 0.3
     a = QueryRanker(loaded, retriever).rank(loaded.fuse("text", q), "text", "text", q, 6)
     b = QueryRanker(built, retriever, mix).rank(built.fuse("text", q), "text", "text", q, 6)
