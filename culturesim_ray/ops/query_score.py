@@ -127,20 +127,24 @@ class QueryMix:
 IMBALANCE = 10  # the spread of culture sizes from which `imbalance_note` speaks
 
 
-def imbalance_note(min_items: int, max_items: int, mix: QueryMix) -> str | None:
-    """What a user training on a corpus whose cultures differ in size by IMBALANCE
-    times or more should know, None otherwise: the nearest-items score is a maximum
-    over a culture's items, so it grows with their number, and a one-item query is
-    then drawn to big cultures (measured: benchmarks/RESULTS.md, the query score on an
-    imbalanced corpus)."""
-    a = max([mix.nearest, *(float(o.get("nearest", mix.nearest))
-                            for o in mix.modalities.values())])
-    if a <= 0 or min_items <= 0 or max_items < IMBALANCE * min_items:
+def imbalance_note(sizes: dict[str, dict[str, int]], mix: QueryMix) -> str | None:
+    """What a user should know when, in a modality whose queries the nearest-items
+    score ranks, the cultures that have items of it hold from n to IMBALANCE x n or
+    more (sizes: modality -> {"min", "max"} over those cultures); None otherwise. The
+    score is a maximum over a culture's items, so it grows with their number, and a
+    one-item query is then drawn to big cultures (measured: benchmarks/RESULTS.md,
+    the query score on an imbalanced corpus). Cultures differing only in which
+    modalities they have are not imbalanced: each modality is ranked on its own."""
+    uneven = [f"{m} items {v['min']} to {v['max']} ({v['max'] / v['min']:.0f}x)"
+              for m, v in sorted(sizes.items())
+              if mix.for_modality(m).nearest > 0 and v["min"] > 0
+              and v["max"] >= IMBALANCE * v["min"]]
+    if not uneven:
         return None
-    return (f"cultures hold {min_items} to {max_items} items ({max_items / min_items:.0f}x): "
-            "the service's query score reads each culture's nearest item, which favours "
-            "cultures with many items; `query: {nearest: 0.0, modalities: {}}` in the train "
-            "config ranks one-item queries by the culture means alone")
+    return (f"cultures hold {'; '.join(uneven)} per culture: the service's query score "
+            "reads each culture's nearest item, which favours cultures with many items; "
+            "`query: {nearest: 0.0, modalities: {}}` in the train config ranks one-item "
+            "queries by the culture means alone")
 
 
 def nearest_item_scores(sims: np.ndarray, item_culture: np.ndarray, n_cultures: int,

@@ -259,8 +259,7 @@ def run_train(embed_dir: str, out: str, cfg: TrainConfig | None = None, log: Any
         f"themes {meta['themes']}, {cfg.model.graph} graph, {cfg.num_workers} workers, "
         f"batches of {cfg.batch.batch_cultures} cultures x {cfg.batch.items_per_culture} "
         f"items, fan-outs {list(cfg.batch.fanouts)}; items: {meta['counts']}")
-    notes = [n for n in [imbalance_note(meta["culture_items"]["min"],
-                                        meta["culture_items"]["max"], cfg.query)] if n]
+    notes = [n for n in [imbalance_note(meta["culture_items"], cfg.query)] if n]
     for note in notes:
         log(f"train: note: {note}")
     if cfg.model.graph == "hetero":

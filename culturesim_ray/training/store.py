@@ -163,11 +163,15 @@ def write_store(graph_root: str, root: str, holdout: float, holdout_seed: int,
             mu, has = culture_means(x, c_m, len(cultures), np.flatnonzero(ok))
             np.save(os.path.join(root, f"means__{h}__{m}.npy"), mu)
             np.save(os.path.join(root, f"has__{h}__{m}.npy"), has)
-    per_culture = np.bincount(culture, minlength=len(cultures))
+    sizes = {}  # per modality, the smallest and largest culture among those having it
+    for m in mods:
+        n_m = np.bincount(culture[offsets[m]:offsets[m] + items[m].num_rows],
+                          minlength=len(cultures))
+        n_m = n_m[n_m > 0]
+        sizes[m] = {"min": int(n_m.min()) if len(n_m) else 0, "max": int(n_m.max(initial=0))}
     meta = {"modalities": mods, "offsets": offsets, "relation_names": names,
             "cultures": cultures, "themes": themes,
-            "culture_items": {"min": int(per_culture.min()) if len(per_culture) else 0,
-                              "max": int(per_culture.max(initial=0))},
+            "culture_items": sizes,
             "in_dims": {m: int(gb.open_x(graph_root, m).shape[1]) for m in mods},
             "relations": [list(t) for t in sorted(cross)], "graph_root": graph_root,
             "counts": {"train": int((split == TRAIN).sum()), "val": int((split == VAL).sum()),

@@ -63,9 +63,10 @@ def test_two_workers_train_through_the_stages_and_export(ray_session, tmp_path):
         assert len(ids) == serving["modalities"][m]["items"]
         emb = read_embeddings(str(tmp_path / "emb"), m)[m]
         assert sorted(ids.to_pylist()) == sorted(emb.column("item_id").to_pylist())
-    sizes = manifest["counts"]["culture_items"]
-    assert 6 <= sizes["min"] <= sizes["max"] < 10 * sizes["min"]
-    assert manifest["notes"] == []  # cultures of about one size: nothing to note
+    # per modality, among the cultures having it: 6 texts each, one flag each
+    assert manifest["counts"]["culture_items"]["text"] == {"min": 6, "max": 6}
+    assert manifest["counts"]["culture_items"]["image"] == {"min": 1, "max": 1}
+    assert manifest["notes"] == []  # 6 texts against 1 flag is not an imbalance
     # the theme gate fitted on the training items as queries, written into the weights
     # (the serving state's digest follows them) and reported
     assert manifest["gate"] == serving["gate"]
@@ -209,8 +210,8 @@ def test_train_notes_a_corpus_whose_cultures_differ_tenfold(ray_session, tmp_pat
                  "--workers", "1", "--stage-epochs", "1", "1", "1", "--steps-per-epoch", "1",
                  "--hidden", "16", "--out-dim", "8"]) == 0
     out = capsys.readouterr().out
-    assert "train: note: cultures hold 1 to 12 items (12x)" in out
+    assert "train: note: cultures hold text items 1 to 12 (12x) per culture" in out
     assert "nearest: 0.0" in out
     manifest = json.loads((tmp_path / "train" / "manifest.json").read_text())
-    assert manifest["counts"]["culture_items"] == {"min": 1, "max": 12}
+    assert manifest["counts"]["culture_items"] == {"text": {"min": 1, "max": 12}}
     assert len(manifest["notes"]) == 1

@@ -163,19 +163,28 @@ def test_nearest_items_shapes_are_checked():
         nearest_items(np.zeros((2, 3)), np.zeros((2, 3)), np.zeros((2, 3)), np.zeros((3, 1)))
 
 
-def test_imbalance_note_speaks_from_a_tenfold_spread_while_the_nearest_term_is_on():
+def test_imbalance_note_speaks_from_a_tenfold_spread_within_a_modality():
     from culturesim_ray.ops.query_score import imbalance_note
 
-    note = imbalance_note(2, 48, QueryMix())
-    assert note and "2 to 48 items (24x)" in note
-    assert imbalance_note(5, 49, QueryMix()) is None  # under 10x
-    assert imbalance_note(5, 50, QueryMix()) is not None
-    assert imbalance_note(0, 50, QueryMix()) is None  # no culture without items
+    def sizes(lo: int, hi: int, **more: tuple[int, int]) -> dict[str, dict[str, int]]:
+        return {"text": {"min": lo, "max": hi},
+                **{m: {"min": a, "max": b} for m, (a, b) in more.items()}}
+
+    note = imbalance_note(sizes(2, 48), QueryMix())
+    assert note and "text items 2 to 48 (24x)" in note
+    assert imbalance_note(sizes(5, 49), QueryMix()) is None  # under 10x
+    assert imbalance_note(sizes(5, 50), QueryMix()) is not None
+    assert imbalance_note(sizes(0, 50), QueryMix()) is None  # no items of it at all
+    # cultures that differ in which modalities they have, each modality even: nothing
+    assert imbalance_note(sizes(20, 20, image=(1, 1), sequence=(20, 20)), QueryMix()) is None
+    both = imbalance_note(sizes(1, 30, sequence=(2, 40)), QueryMix())
+    assert "sequence items 2 to 40 (20x); text items 1 to 30 (30x)" in both
     # the config the note suggests silences it, and is a valid train config
     cfg = merge_train_config({"query": {"nearest": 0.0, "modalities": {}}})
-    assert imbalance_note(1, 48, cfg.query) is None
-    # a modality that keeps its own nearest-items weight keeps the note
-    assert imbalance_note(1, 48, QueryMix(nearest=0.0)) is not None
+    assert imbalance_note(sizes(1, 48), cfg.query) is None
+    # a modality that keeps its own nearest-items weight keeps its note
+    assert imbalance_note(sizes(5, 5, sequence=(1, 48)), QueryMix(nearest=0.0)) is not None
+    assert imbalance_note(sizes(1, 48, sequence=(5, 5)), QueryMix(nearest=0.0)) is None
 
 
 def test_query_mix_abtt_setting():
