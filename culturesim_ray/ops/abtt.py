@@ -78,6 +78,13 @@ def item_coords(x: np.ndarray, abtt: Abtt, block: int = BLOCK) -> np.ndarray:
     return out
 
 
+def fit_items(x: np.ndarray) -> tuple[Abtt, np.ndarray]:
+    """`fit_abtt` with the default number of directions and the rows' `item_coords`:
+    what a replica needs of a modality's items."""
+    abtt = fit_abtt(x)
+    return abtt, item_coords(x, abtt)
+
+
 def rescore(sims: np.ndarray, coords: np.ndarray, queries: np.ndarray, abtt: Abtt
             ) -> np.ndarray:
     """(B, K) cosines of the debiased query and item vectors, from the plain cosines

@@ -45,7 +45,7 @@ import torch
 
 from culturesim_ray import io
 from culturesim_ray.models.culturesim import CultureSim, ModalityGraph
-from culturesim_ray.ops.abtt import Abtt, fit_abtt, item_coords
+from culturesim_ray.ops.abtt import Abtt, fit_items
 
 MANIFEST = "manifest.json"
 ITEM_IDS = "item_ids.arrow"
@@ -136,10 +136,10 @@ def write_abtt(x: np.ndarray, d: str, wanted: bool) -> int:
             if os.path.exists(path):
                 os.remove(path)
         return 0
-    abtt = fit_abtt(x)
+    abtt, coords = fit_items(x)
     np.save(parts["mean"], abtt.mean)
     np.save(parts["basis"], abtt.basis)
-    np.save(parts["coords"], item_coords(x, abtt))
+    np.save(parts["coords"], coords)
     return int(abtt.basis.shape[1])
 
 

@@ -38,7 +38,7 @@ from culturesim_ray import io, runs
 from culturesim_ray.layout import AllPairsLayout, TrainLayout
 from culturesim_ray.models.branch import SELF_RELATION
 from culturesim_ray.models.culturesim import CultureSim, ModalityGraph
-from culturesim_ray.ops.abtt import fit_abtt, item_coords
+from culturesim_ray.ops.abtt import fit_items
 from culturesim_ray.ops.query_score import QueryMix
 from culturesim_ray.serving.artifacts import (
     MANIFEST,
@@ -76,9 +76,8 @@ class FusionPredictor:
                                  {"cultures": cultures},
                                  {m: graphs[m].culture.cpu().numpy() for m in mods}
                                  if cultures is not None else {},
-                                 abtt={m: (a, item_coords(graphs[m].x.cpu().numpy(), a))
-                                       for m in mods if len(graphs[m].x) >= 2
-                                       for a in [fit_abtt(graphs[m].x.cpu().numpy())]})
+                                 abtt={m: fit_items(graphs[m].x.cpu().numpy())
+                                       for m in mods if len(graphs[m].x) >= 2})
         self.modalities = [m for m in model.modalities if m in state.layers]
         self._layers: dict[str, list[Any]] = state.layers
         self._index: dict[str, Any] = state.indexes
