@@ -12,7 +12,9 @@ for every path. Sections:
 (b) FAISS k-means pre-filtering at N_pf: recall@10 against exact, pair
     evaluations saved, wall time (k-means included) vs exact, for several nprobe.
 (c) each similarity's time relative to cosine (and L1 / per-dim relative to
-    torch.cdist(p=1)) on one (2000 x 8000) block.
+    torch.cdist(p=1)) on one (2000 x 8000) block, the metric of `allpairs
+    --metric` (`ops.metric.DimensionMetric`) among them; and that metric's fit (its
+    pair moments over every culture pair, closed form) at N_pf cultures.
 (d) peak RSS of an exact blockwise run at N_pf, in a fresh process, against
     what a dense N x N float32 matrix would take.
 
@@ -116,7 +118,9 @@ def section_b(n: int, nprobes: list[int]) -> dict:
     return {"n": n, "exact_s": t_exact, "runs": rows}
 
 
-def section_c() -> dict:
+def section_c(n_fit: int) -> dict:
+    from culturesim_ray.ops.metric import DimensionMetric
+
     g = torch.Generator().manual_seed(2)
     x, y = torch.randn(2000, D, generator=g), torch.randn(8000, D, generator=g)
     xs, ys = x[:500], y[:2000]  # the slow elementwise ones on a quarter block
@@ -124,10 +128,14 @@ def section_c() -> dict:
     t_cos_small, _ = timed(lambda: S.cosine(xs, ys), 3)
     t_cd, _ = timed(lambda: torch.cdist(xs, ys, p=1), 2)
     out, vs_cdist = {}, {}
-    for name in ("dot", "euclidean", "ndd", "log_scaled", "hybrid", "mahalanobis"):
-        fn = S.get(name)
+    w = torch.randn(D, generator=g).numpy()
+    for name in ("dot", "euclidean", "ndd", "log_scaled", "hybrid", "mahalanobis",
+                 "dimension_metric"):
+        fn = DimensionMetric(w, 0.5) if name == "dimension_metric" else S.get(name)
         if name == "mahalanobis":
             fn.fit(torch.cat([x, y]))
+        if name == "dimension_metric":
+            fn.fit(torch.cat([x, y]).numpy())
         t, _ = timed(lambda fn=fn: fn(x, y), 3)
         out[name] = t / t_cos
     for name in ("l1", "poincare", "per_dim"):
@@ -135,7 +143,10 @@ def section_c() -> dict:
         t, _ = timed(lambda fn=fn: fn(xs, ys), 2)  # after a warm-up call (numba loads)
         out[name] = t / t_cos_small
         vs_cdist[name] = t / t_cd
-    return {"sim_time_vs_cosine": out, "vs_cdist_l1": vs_cdist}
+    means = clustered(n_fit, seed=4).numpy()
+    t_fit, _ = timed(lambda: DimensionMetric(w, 0.5).fit(means))
+    return {"sim_time_vs_cosine": out, "vs_cdist_l1": vs_cdist,
+            "metric_fit": {"cultures": n_fit, "seconds": t_fit}}
 
 
 RSS_CHILD = """
@@ -189,11 +200,13 @@ def main() -> None:
     for r in b["runs"]:
         print(f"{r['nprobe']:>7}{r['nlist']:>7}{r['recall_at_10']:>11.3f}{r['pair_reduction']:>12.1f}x"
               f"{r['seconds']:>9.1f}{r['speedup']:>9.1f}x")
-    c = section_c()
+    c = section_c(n_pf)
     print("\n(c) time relative to cosine (same block); L1-like also vs torch.cdist(p=1)")
     for name, ratio in c["sim_time_vs_cosine"].items():
         extra = f"   vs cdist(p=1): {c['vs_cdist_l1'][name]:.2f}" if name in c["vs_cdist_l1"] else ""
-        print(f"  {name:<12}{ratio:>8.2f}{extra}")
+        print(f"  {name:<16}{ratio:>8.2f}{extra}")
+    print(f"  dimension_metric fit over {c['metric_fit']['cultures']} cultures' pairs: "
+          f"{c['metric_fit']['seconds']:.2f} s")
     d = section_d(n_pf)
     print(f"\n(d) exact blockwise run at N={n_pf}: peak RSS {d['peak_rss_mb']:.0f} MB "
           f"(a dense N x N float32 matrix: {d['dense_matrix_mb']:.0f} MB)")

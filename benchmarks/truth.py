@@ -15,7 +15,8 @@ commands run with default settings, as a user would:
 and one table compares, per set, Spearman with the gold (95% bootstrap interval
 over cultures): the raw culture means (cosine), TF-IDF, the best S1 similarity
 on the raw means, every set-level read-out on the raw items (`ops.setsim`), the
-learned similarity (leave-cultures-out CV: fitted on gold, so not a default),
+learned similarity and the per-dimension metric of `culturesim fit-metric`
+(leave-cultures-out CV: fitted on gold, so not defaults),
 and the trained model's general head (its default read-out: `culturesim
 evaluate`'s model row, the run's culture map: the modality cosine with the learned
 part at `map_learned`), with
@@ -310,8 +311,10 @@ def pick(rows: list[dict[str, Any]], theme: str = "general") -> dict[str, Any]:
     model = [r for r in rows if r["kind"] == "model"]
     raw = [r for r in rows if r["kind"] == "baseline" and "raw baseline" in r["method"]]
     tfidf = [r for r in rows if r["kind"] == "baseline" and r["method"].startswith("TF-IDF")]
-    s1 = [r for r in rows if r["kind"] == "similarity" and r["similarity"] != "learned"]
-    learned = [r for r in rows if r.get("cv") == "cultures"]
+    s1 = [r for r in rows if r["kind"] == "similarity" and not r.get("cv")]  # not fitted on gold
+    learned = [r for r in rows if r.get("cv") == "cultures" and r["similarity"] == "learned"]
+    metric = [r for r in rows
+              if r.get("cv") == "cultures" and r["similarity"] == "dimension_metric"]
     if model:
         out["model"] = cell(model[0])
     if raw:
@@ -322,6 +325,8 @@ def pick(rows: list[dict[str, Any]], theme: str = "general") -> dict[str, Any]:
         out["best_s1"] = cell(max(s1 + raw, key=lambda r: r["spearman"]))
     if learned:
         out["learned_lco"] = cell(learned[0])
+    if metric:
+        out["metric_lco"] = cell(metric[0])
     for r in rows:
         if r["kind"] in ("set", "readout"):
             out[r["similarity"]] = cell(r)
@@ -380,7 +385,7 @@ def print_table(res: dict[str, Any]) -> None:
     names = ["raw_cosine", "tfidf", "best_s1"] + \
         sorted({k for s in sets for k in res["sets"][s]["readouts"]
                 if k.startswith(("set:", "readout:"))}) + \
-        ["learned_lco", "model"]
+        ["learned_lco", "metric_lco", "model"]
     print("\nSpearman with the gold [95% bootstrap CI over cultures]")
     print(f"{'read-out':<28}" + "".join(f"{s:>24}" for s in sets))
     for n in names:

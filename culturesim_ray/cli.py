@@ -80,7 +80,7 @@ def _allpairs_config(args: argparse.Namespace) -> AllPairsConfig:
         "similarity": args.similarity, "k": args.k, "block_rows": args.block_rows,
         "pooling": args.pooling, "modality": args.modality, "dense_limit": args.dense_limit,
         "prefilter": args.prefilter, "nlist": args.nlist, "nprobe": args.nprobe,
-        "set_block": args.set_block,
+        "set_block": args.set_block, "metric": args.metric,
     }
     data.update({k: v for k, v in overrides.items() if v is not None})
     if args.set_option:

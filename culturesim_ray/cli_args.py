@@ -53,6 +53,9 @@ def add_allpairs_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nprobe", type=int)
     p.add_argument("--alpha", nargs="*", metavar="THEME=W", help="weights of S_total")
     p.add_argument("--heads", nargs="*", help="only these heads")
+    p.add_argument("--metric", help="a metric file from `culturesim fit-metric`: the general "
+                   "head compared by its blend with the cosine (input: an embed run of the "
+                   "metric's encoder)")
     p.add_argument("--s3-endpoint")
     p.add_argument("--address")
     p.add_argument("--overwrite", action="store_true", help="replace blocks that an earlier "

@@ -38,7 +38,8 @@ def add_report_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("fit-metric", help="fit a per-dimension metric of the raw culture "
-                                          "means on a run's gold, for `evaluate --metric`")
+                                          "means on a run's gold, for `evaluate --metric` "
+                                          "and `allpairs --metric`")
     p.add_argument("run_dir", help="a run directory with embed/")
     p.add_argument("--gold", required=True, help="as for evaluate ('demo' = the demo gold)")
     p.add_argument("--gold-kind", default="similarity", choices=["similarity", "distance"])

@@ -211,6 +211,11 @@ class AllPairsConfig(_Strict):
     recall_sample: rows on which pre-filtered recall@k is measured against exact.
     alpha: theme -> weight of S_total = sum_i alpha_i S_i (default: equal over themes).
     heads: only these heads (default: all).
+    metric: a metric file written by `culturesim fit-metric` (local path): the
+      general head is compared by its blend z(cosine) + b z(metric), standardised
+      over this input's culture pairs (`ops.metric.DimensionMetric`), so the whole
+      map follows the gold the metric was fitted on; needs an embed run of the
+      metric's encoder and modality as input, similarity cosine and mean pooling.
     """
 
     DEFAULT_K: ClassVar[int] = 10
@@ -232,6 +237,7 @@ class AllPairsConfig(_Strict):
     recall_sample: int = Field(1000, ge=1)
     alpha: dict[str, float] = Field(default_factory=dict)
     heads: list[str] | None = None
+    metric: str | None = None
     num_cpus_per_task: float = Field(1.0, gt=0)
     s3: S3Config = Field(default_factory=S3Config)
 

@@ -165,6 +165,41 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def region_run(root: Path, prefix: str, seed: int, encoder: str = "test",
+               dim: int = 8) -> Path:
+    """An embed run for the metric tests (its vectors written, no encoder run): text
+    items of 12 cultures, 4 items each, whose culture means differ along every
+    dimension, and ROOT/gold.csv, whose distances (along a 'region' axis, dimension
+    0) follow dimension 0 alone; the other dimensions are noise to it."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from culturesim_ray.layout import EmbedLayout
+
+    rng = np.random.default_rng(seed)
+    region = np.linspace(-1, 1, 12)
+    centres = rng.normal(size=(12, dim))
+    centres[:, 0] = 2 * region
+    rows = []
+    for c in range(12):
+        for j in range(4):
+            v = centres[c] + 0.1 * rng.normal(size=dim)
+            rows.append({"item_id": f"{prefix}{c}-{j}", "culture": f"{prefix}{c}",
+                         "modality": "text", "vector": v.astype(np.float32).tolist(),
+                         "themes": ["t"], "error": None})
+    layout = EmbedLayout(str(root / "embed"))
+    d = Path(layout.embeddings("text"))
+    d.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), d / "part-0.parquet")
+    Path(layout.manifest).write_text(json.dumps({"encoders": {"text": {"name": encoder}}}))
+    gold = root / "gold.csv"
+    gold.write_text("culture_a,culture_b,score\n" + "".join(
+        f"{prefix}{a},{prefix}{b},{abs(region[a] - region[b]):.4f}\n"
+        for a in range(12) for b in range(a + 1, 12)))
+    return root
+
+
 @pytest.fixture
 def small_corpus(tmp_path: Path) -> Path:
     return write_jsonl(tmp_path / "corpus.jsonl", corpus_rows())

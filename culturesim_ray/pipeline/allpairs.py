@@ -57,6 +57,7 @@ from culturesim_ray.config import AllPairsConfig, EmbedConfig
 from culturesim_ray.layout import AllPairsLayout
 from culturesim_ray.ops import similarity as S
 from culturesim_ray.ops.allpairs import check_vectors, dense_similarity
+from culturesim_ray.ops.pooling import GENERAL
 from culturesim_ray.ops.set_pairs import (
     aligned_heads,
     combine_matrices,
@@ -69,6 +70,8 @@ from culturesim_ray.ops.set_pairs import (
 from culturesim_ray.pipeline.allpairs_settings import (
     fingerprint_settings,
     head_similarities,
+    metric_similarity,
+    read_job_metric,
     recorded_settings,
     similarity_record,
 )
@@ -189,6 +192,7 @@ def run_allpairs(inp: str, out: str, cfg: AllPairsConfig | None = None, log: Any
     src = resolve_input(inp, cfg.s3)
     if src.note:
         log(src.note)
+    metric = read_job_metric(src, cfg)  # checked before anything is read
     init_ray(address)
     if is_culture_level(src, cfg):  # C rows per head: small, read here (an error if set-level)
         src, heads, _, _ = read_heads(inp, cfg, log, src)
@@ -202,6 +206,13 @@ def run_allpairs(inp: str, out: str, cfg: AllPairsConfig | None = None, log: Any
     for h, sim in sims.items():
         log(f"all-pairs: {h}: {sim.name}: the model's raw part compared over the modalities "
             f"both cultures have (pairs sharing none: raw term {sim.fill:.3f})")
+    metric_sims, metric = metric_similarity(metric, heads, cfg)
+    if metric:
+        sims.update(metric_sims)
+        fit = metric["fitted_on"]
+        log(f"all-pairs: {GENERAL}: the metric of {cfg.metric} (fitted on {fit['pairs']} gold "
+            f"pairs over {len(fit['cultures'])} cultures; z(cosine) + {metric['b']:g} "
+            f"z(metric) over this input's culture pairs)")
     jobs: dict[str, tuple[list[str], np.ndarray, str]] = {}
     for h, (cs, v) in heads.items():
         jobs[h] = (cs, v, sims[h].name if h in sims else cfg.similarity)
@@ -258,7 +269,7 @@ def run_allpairs(inp: str, out: str, cfg: AllPairsConfig | None = None, log: Any
         similarity=similarity_record(cfg),
         head_similarity={h: {"name": m.name, "fill": m.fill, "learned": m.learned}
                          for h, m in sims.items()},
-        skipped_heads=plan.skipped,
+        skipped_heads=plan.skipped, **({"metric": metric} if metric else {}),
         k={"given": cfg.k, "default": cfg.DEFAULT_K, "used": k, "clamped": bool(clamped)},
         fingerprint=settings)
     io.write_json(manifest, AllPairsLayout(out).manifest, cfg.s3)

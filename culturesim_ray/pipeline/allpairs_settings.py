@@ -36,6 +36,62 @@ def head_similarities(src: Source, heads: Heads, cfg: AllPairsConfig) -> dict[st
     return {h: s for h, s in sims.items() if not isinstance(s, str)}
 
 
+def read_job_metric(src: Source, cfg: AllPairsConfig) -> dict[str, Any] | None:
+    """The metric file of a job with `cfg.metric`, checked against the job before
+    anything is read: it weights the raw culture means of one encoder and modality,
+    so the input must be an embed run of them, pooled by mean and compared by cosine
+    (ValueError naming what does not fit); None without a metric."""
+    if not cfg.metric:
+        return None
+    from culturesim_ray.layout import EmbedLayout
+    from culturesim_ray.report.metric_file import read_metric
+
+    metric = read_metric(cfg.metric)
+    what = f"--metric {cfg.metric}"
+    if cfg.similarity != "cosine" or cfg.set_level:
+        raise ValueError(f"{what}: the metric replaces the similarity of the general head; "
+                         f"leave --similarity at cosine (got {cfg.similarity!r})")
+    if src.kind != "embed_run":
+        raise ValueError(f"{what}: it weights the raw culture means of an embed run (a run "
+                         f"directory or its embed/); the input is {src.note or src.path}")
+    if cfg.pooling != "mean":
+        raise ValueError(f"{what}: it was fitted on mean-pooled culture vectors; drop "
+                         f"--pooling {cfg.pooling}")
+    if metric["modality"] != cfg.modality:
+        raise ValueError(f"{what}: it weights {metric['modality']} means; pass --modality "
+                         f"{metric['modality']} (the job reads {cfg.modality})")
+    encoders = io.read_json(EmbedLayout(src.path).manifest, cfg.s3).get("encoders", {})
+    encoder = encoders.get(cfg.modality, {}).get("name")
+    if encoder != metric["encoder"]:
+        raise ValueError(f"{what}: fitted on {metric['encoder']} {metric['modality']} "
+                         f"vectors; this run's are {encoder or 'not embedded'}")
+    return metric
+
+
+def metric_similarity(metric: dict[str, Any] | None, heads: Heads, cfg: AllPairsConfig
+                      ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """({"general": the metric as a fitted `ops.metric.DimensionMetric`}, what the
+    manifest records of it) for the metric of `read_job_metric`; ({}, None) for None."""
+    if metric is None:
+        return {}, None
+    from culturesim_ray.ops.metric import DimensionMetric
+
+    what = f"--metric {cfg.metric}"
+    if GENERAL not in heads:
+        raise ValueError(f"{what}: it compares the general head, which --heads left out")
+    cultures, means = heads[GENERAL]
+    if means.shape[1] != len(metric["weights"]):
+        raise ValueError(f"{what}: fitted on {metric['encoder']} {metric['modality']} "
+                         f"vectors ({len(metric['weights'])} dimensions); this run's are "
+                         f"{metric['encoder']} ({means.shape[1]})")
+    if len(cultures) < 2:
+        raise ValueError(f"{what}: the general head has fewer than 2 cultures")
+    sim = DimensionMetric(metric["weights"], metric["b"]).fit(means)
+    record = {"file": str(cfg.metric), "b": metric["b"], "encoder": metric["encoder"],
+              "modality": metric["modality"], "fitted_on": metric["fitted_on"]}
+    return {GENERAL: sim}, record
+
+
 def similarity_record(cfg: AllPairsConfig) -> dict[str, Any]:
     """The similarity as the manifest records it: name, kind and every option's value."""
     if not cfg.set_level:

@@ -21,11 +21,13 @@ from culturesim_ray.config import AllPairsConfig
 from culturesim_ray.layout import AllPairsLayout
 from culturesim_ray.ops import similarity as S
 from culturesim_ray.ops.allpairs import blockwise_topk
+from culturesim_ray.ops.metric import DimensionMetric
 from culturesim_ray.ops.modality_cosine import ModalityCosine
 from culturesim_ray.ops.set_pairs import PAIRS_SCHEMA, combined_block_topk, pairs_table
 
-# similarities the cluster pre-filter serves (a fitted ModalityCosine by its name)
-PREFILTERED = ("cosine", "dot", ModalityCosine.name)
+# similarities the cluster pre-filter serves (a fitted ModalityCosine or DimensionMetric
+# by its name: the cosine's clusters give the candidates, the similarity scores them)
+PREFILTERED = ("cosine", "dot", ModalityCosine.name, DimensionMetric.name)
 
 
 def block_pairs(x: torch.Tensor, cultures: list[str], i0: int, i1: int, k: int, sim: Any,
@@ -172,8 +174,9 @@ def _prefiltered_head(out: str, head: str, cultures: list[str], x: torch.Tensor,
                       log: Any) -> dict[str, Any]:
     """Cluster pre-filtered top-k for one head: FAISS k-means on the driver (saved, so a
     rerun uses the same clusters), then groups of clusters as Ray tasks. sim: a name
-    in PREFILTERED, or a fitted `ModalityCosine` (clustered as cosine: the candidates
-    are the cosine's neighbourhoods, each scored by the similarity itself)."""
+    in PREFILTERED, or a fitted `ModalityCosine` or `DimensionMetric` (clustered as
+    cosine: the candidates are the cosine's neighbourhoods, each scored by the
+    similarity itself; the recall against its exact top-k is measured as for any)."""
     import ray
 
     from culturesim_ray.ops.prefilter import (

@@ -17,7 +17,8 @@ modalities both cultures have, the learned part at the run's `map_learned`, as
 the all-pairs job does), the TF-IDF baseline (fitted on
 the corpus texts, mean per culture, cosine), the mean of raw embeddings under
 every similarity function of SPEC S1, and methods with precomputed (C, C)
-matrices. The learned similarity is fitted on gold pairs, so it is scored by
+matrices. The learned similarity and the per-dimension metric (`ops.metric`, as
+`culturesim fit-metric` fits it) are fitted on gold pairs, so each is scored by
 cross-validation twice: leave-cultures-out (the headline, `cv="cultures"`: no
 pair touching a scored culture is in its model's training set) and pair-level
 (`cv="pairs"`: a culture's other gold pairs train its model, interpolation).
@@ -32,6 +33,14 @@ from typing import Any
 import numpy as np
 
 from culturesim_ray.report.evaluate_view import format_table, plot_evaluation
+from culturesim_ray.report.fitted_cv import (  # noqa: F401  (re-exported)
+    CV_LABELS,
+    FITTED,
+    culture_folds,
+    cv_matrix,
+    learned_cv_matrix,
+    metric_cv_matrix,
+)
 from culturesim_ray.report.gold_file import (  # noqa: F401  (re-exported)
     GENERAL,
     GoldError,
@@ -65,75 +74,6 @@ def vector_matrix(vectors: Vectors, sim: Callable[[Any, Any], Any]) -> Matrix:
     return list(cultures), sim(t, t).double().numpy()
 
 
-def culture_folds(cultures: Sequence[str], folds: int = 5, seed: int = 0) -> dict[str, int]:
-    """Culture -> fold in [0, min(folds, C)), a seeded shuffle dealt round-robin."""
-    order = np.random.default_rng(seed).permutation(len(cultures))
-    n = max(1, min(folds, len(cultures)))
-    return {cultures[i]: r % n for r, i in enumerate(order)}
-
-
-def learned_cv_matrix(vectors: Vectors, pairs: Sequence[Pair], cv: str = "cultures",
-                      folds: int = 5, seed: int = 0) -> Matrix:
-    """Cross-validated LearnedSimilarity scores for every pair of the gold cultures.
-
-    cv="cultures" (leave-cultures-out): cultures are split into `folds` seeded
-    folds; fold f's model trains only on gold pairs with neither culture in f and
-    scores every pair whose first culture (sorted order, as in the gold pairs) is
-    in f, so a pair joining two folds' cultures is trained on by neither.
-    cv="pairs": the gold pairs are split into folds (each scored by the model of
-    the other folds' pairs); a non-gold pair is scored by fold (index % folds).
-    Labels: the (oriented) gold min-max rescaled over each fold's training pairs.
-    A fold with no training pair scores its pairs 0.5. Returns (cultures, (C, C))."""
-    import torch
-
-    from culturesim_ray.ops.learned import LearnedSimilarity
-
-    if cv not in ("cultures", "pairs"):
-        raise ValueError(f"cv must be 'cultures' or 'pairs', got {cv!r}")
-    names = sorted({c for a, b, _ in pairs for c in (a, b)})
-    pos = {c: i for i, c in enumerate(names)}
-    src = {c: i for i, c in enumerate(vectors[0])}
-    t = torch.from_numpy(np.ascontiguousarray(vectors[1][[src[c] for c in names]],
-                                              dtype=np.float32))  # (n, d)
-    iu, ju = np.triu_indices(len(names), 1)  # every pair i < j
-    gi = np.array([pos[a] for a, _, _ in pairs])
-    gj = np.array([pos[b] for _, b, _ in pairs])
-    if cv == "cultures":
-        fold_of = culture_folds(names, folds, seed)
-        cf = np.array([fold_of[c] for c in names])
-        n_folds = int(cf.max()) + 1
-        test_fold = cf[iu]
-        train = [(cf[gi] != f) & (cf[gj] != f) for f in range(n_folds)]
-    else:
-        n_folds = max(1, min(folds, len(pairs)))
-        pf = np.empty(len(pairs), dtype=int)
-        pf[np.random.default_rng(seed).permutation(len(pairs))] = np.arange(len(pairs)) % n_folds
-        test_fold = np.arange(len(iu)) % n_folds  # non-gold pairs
-        flat = {(i, j): n for n, (i, j) in enumerate(zip(iu, ju, strict=True))}
-        test_fold[[flat[(min(i, j), max(i, j))] for i, j in zip(gi, gj, strict=True)]] = pf
-        train = [pf != f for f in range(n_folds)]
-    y_all = np.array([s for *_, s in pairs], dtype=np.float64)
-    out = np.zeros((len(names), len(names)))
-    for f in range(n_folds):
-        ti, tj = iu[test_fold == f], ju[test_fold == f]
-        if not len(ti):
-            continue
-        tr = np.flatnonzero(train[f])
-        if len(tr):
-            y = y_all[tr]
-            y = (y - y.min()) / ((y.max() - y.min()) or 1.0)
-            model = LearnedSimilarity(seed=seed).fit(t[gi[tr]], t[gj[tr]],
-                                                     torch.tensor(y, dtype=torch.float32))
-            s = model.pairwise(t[ti], t[tj]).double().numpy()
-        else:
-            s = np.full(len(ti), 0.5)
-        out[ti, tj] = out[tj, ti] = s
-    return names, out
-
-
-CV_LABELS = {"cultures": "leave-cultures-out CV", "pairs": "pair-level CV"}
-
-
 def _predictions(m: Method, src: Any, scored: Sequence[Pair], folds: int,
                  seed: int) -> dict[str, tuple[str, Matrix]]:
     """cv label ("" unless fitted on gold) -> (row name, predicted matrix) of one method
@@ -142,8 +82,8 @@ def _predictions(m: Method, src: Any, scored: Sequence[Pair], folds: int,
 
     if m.matrices:
         return {"": (m.name, src)}
-    if m.similarity == "learned":
-        return {cv: (f"{m.name} ({label})", learned_cv_matrix(src, scored, cv, folds, seed))
+    if m.similarity in FITTED:
+        return {cv: (f"{m.name} ({label})", FITTED[m.similarity](src, scored, cv, folds, seed))
                 for cv, label in CV_LABELS.items()}
     return {"": (m.name, vector_matrix(src, S.get(m.similarity)))}
 
@@ -153,7 +93,7 @@ def evaluate(gold: GoldSet, methods: Sequence[Method], k: int = 3,
              n_boot: int = 1000, n_perm: int = 999, folds: int = 5,
              seed: int = 0, reference: str | None = None) -> list[dict[str, Any]]:
     """One row per (method, theme) with `score_matrix`'s fields plus method, kind,
-    similarity, cv ("cultures" / "pairs" for the learned similarity's two rows,
+    similarity, cv ("cultures" / "pairs" for the two rows of a similarity fitted on gold,
     "" otherwise) and theme. Themes a method has no scores for are left out.
     gold_kind: "similarity" / "distance" (default: the GoldSet's kind).
     reference: the name of one of `methods` (e.g. the raw baseline); every row of a
@@ -202,10 +142,13 @@ def evaluate(gold: GoldSet, methods: Sequence[Method], k: int = 3,
 
 
 def similarity_methods(vectors: dict[str, Vectors], label: str) -> list[Method]:
-    """One method per similarity function of SPEC S1 over the same vectors."""
+    """One method per similarity function of SPEC S1 over the same vectors, and the
+    per-dimension metric of `culturesim fit-metric` (fitted on the gold, so scored by
+    cross-validation like the learned similarity)."""
     from culturesim_ray.ops import similarity as S
 
-    return [Method(f"{label} + {name}", "similarity", vectors, name) for name in S.NAMES]
+    return [Method(f"{label} + {name}", "similarity", vectors, name)
+            for name in (*S.NAMES, "dimension_metric")]
 
 
 # ---------------------------------------------------------------- a run

@@ -20,6 +20,7 @@ from culturesim_ray.ops.metric import (
     blended_matrix,
     fit_dimension_weights,
     named_pair_products,
+    unit_rows,
 )
 from culturesim_ray.report.method import Method, Vectors
 
@@ -73,17 +74,40 @@ def fit_metric(run_dir: str | Path, gold_path: str | Path, out: str | Path,
         log(f"fit-metric: skipped {n} gold pair(s): {reason}")
     w = fit_dimension_weights(named_pair_products(names, means, pairs),
                               np.array([p[2] for p in pairs]))
+    lco = leave_cultures_out(names, means, pairs, b)
     content = {"format": FORMAT, "encoder": encoder, "modality": modality,
                "b": b, "weights": [float(v) for v in w],
                "fitted_on": {"run": str(Path(run_dir).absolute()), "gold": str(gold_path),
                              "gold_kind": gold_kind, "pairs": len(pairs),
-                             "cultures": covered}}
+                             "cultures": covered},
+               "leave_cultures_out": lco}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with io.atomic_open(str(out), mode="w") as fh:
         json.dump(content, fh, indent=1)
     log(f"fit-metric: {len(w)} weights from {len(pairs)} gold pairs over {len(covered)} "
         f"cultures ({encoder} {modality} means) -> {out}")
+    log(f"fit-metric: on cultures left out of the fit ({lco['folds']} folds), Spearman with "
+        f"the gold {lco['spearman']:.3f} against the cosine's {lco['cosine_spearman']:.3f} "
+        f"on the same pairs")
     return content
+
+
+def leave_cultures_out(names: list[str], means: np.ndarray, pairs: list[tuple[str, str, float]],
+                       b: float, folds: int = 5, seed: int = 0) -> dict[str, Any]:
+    """How the metric does on cultures it was not fitted on: its leave-cultures-out
+    scores (`report.fitted_cv.metric_cv_matrix`) and the cosine of the same means,
+    Spearman with the (oriented) gold over the gold pairs."""
+    from culturesim_ray.report.fitted_cv import culture_folds, metric_cv_matrix
+    from culturesim_ray.report.stats import pair_scores, rank_correlations
+
+    gold = [p[2] for p in pairs]
+    cv = metric_cv_matrix((names, means), pairs, "cultures", folds, seed, b=b)
+    x = unit_rows(means)
+    cos = (names, x @ x.T)
+    n_folds = len(set(culture_folds(cv[0], folds, seed).values()))
+    return {"folds": n_folds, "seed": seed,
+            "spearman": rank_correlations(gold, pair_scores(pairs, cv))[0],
+            "cosine_spearman": rank_correlations(gold, pair_scores(pairs, cos))[0]}
 
 
 def read_metric(path: str | Path) -> dict[str, Any]:

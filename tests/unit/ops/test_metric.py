@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from scipy.stats import rankdata
 
 from culturesim_ray.ops.metric import (
+    DimensionMetric,
     blend,
     blended_matrix,
     fit_dimension_weights,
+    pair_moments,
     pair_products,
     zscore,
 )
@@ -59,8 +62,46 @@ def test_blend_zero_is_the_cosine_and_the_matrix_is_the_pairs_blend():
     np.testing.assert_allclose(blend(x, w, 0.0), zscore(x.sum(1)))
     s = blended_matrix(m, w, 0.5)
     np.testing.assert_allclose(s, s.T)
-    np.testing.assert_allclose(s[ia, ib], zscore(x.sum(1)) + 0.5 * zscore(x @ w), rtol=1e-12)
+    np.testing.assert_allclose(s[ia, ib], zscore(x.sum(1)) + 0.5 * zscore(x @ w),
+                               rtol=1e-9, atol=1e-9)
     assert (np.diag(s) > s[ia, ib].max()).all()
     np.testing.assert_array_equal(zscore(np.full(4, 2.0)), np.zeros(4))
     with pytest.raises(ValueError, match="5 weights"):
         blended_matrix(rng.normal(size=(7, 6)), w, 0.5)
+
+
+def test_pair_moments_equal_the_pairs_mean_and_sd_in_float64():
+    rng = np.random.default_rng(4)
+    m = rng.normal(size=(23, 6)) + 0.3  # not centred: the mean matters
+    v = rng.normal(size=6)
+    ia, ib = np.triu_indices(23, 1)
+    s = pair_products(m, ia, ib) @ v
+    for rows in (4, 8192):  # in row chunks or at once
+        mean, sd = pair_moments(m.astype(np.float32), v, rows=rows)
+        assert mean == pytest.approx(s.mean(), rel=1e-6) and sd == pytest.approx(s.std(), rel=1e-6)
+    with pytest.raises(ValueError, match="2 cultures"):
+        pair_moments(m[:1], v)
+    with pytest.raises(ValueError, match="6 dimensions"):
+        pair_moments(m, v[:5])
+
+
+def test_dimension_metric_scores_blocks_as_the_blend_of_all_pairs():
+    rng = np.random.default_rng(5)
+    m = rng.normal(size=(15, 8))
+    w = rng.normal(size=8)
+    ia, ib = np.triu_indices(15, 1)
+    want = blend(pair_products(m, ia, ib), w, 0.7)
+    sim = DimensionMetric(w, 0.7).fit(m)
+    x = torch.from_numpy(m.astype(np.float32)) * 3.0  # the length of a row does not count
+    got = torch.cat([sim(x[:6], x), sim(x[6:], x)]).double().numpy()
+    np.testing.assert_allclose(got[ia, ib], want, atol=1e-5)
+    np.testing.assert_allclose(got, got.T, atol=1e-5)
+    # every pair alike in the metric's term (w = 0): the blend is z(cosine) alone
+    flat = DimensionMetric(np.zeros(8), 0.7).fit(m)
+    np.testing.assert_allclose(flat(x, x).double().numpy()[ia, ib],
+                               zscore(pair_products(m, ia, ib).sum(1)), atol=1e-5)
+    with pytest.raises(ValueError, match="fitted"):
+        DimensionMetric(w, 0.7)(x, x)
+    with pytest.raises(ValueError, match="finite"):
+        DimensionMetric(np.array([1.0, np.nan]), 0.5)
+    assert sim.key != DimensionMetric(w, 0.5).key

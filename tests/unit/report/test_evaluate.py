@@ -1,5 +1,6 @@
 """Evaluation metrics against scipy / sklearn on hand-made data, gold validation,
-leave-cultures-out CV of the learned similarity (instrumented), the gold kinds,
+leave-cultures-out CV of the learned similarity (instrumented) and of the fitted
+metric (the gold of a scored culture's pairs changed: its scores do not move), the gold kinds,
 precomputed matrices, and the shipped demo gold set re-derived from its source package."""
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from culturesim_ray.report.evaluate import (
     evaluate,
     format_table,
     learned_cv_matrix,
+    metric_cv_matrix,
     ndcg_at_k,
     plot_evaluation,
     rank_correlations,
@@ -264,6 +266,36 @@ def test_leave_cultures_out_cv_never_trains_on_a_test_culture(monkeypatch, fast_
     learned_cv_matrix((names, vec), pairs, "pairs", folds=4, seed=3)
     assert len(fits) == 4
     assert all(not (rec["train"] & rec["test"]) for rec in fits)
+
+
+def test_metric_cv_never_reads_the_gold_of_the_pairs_it_scores():
+    rng = np.random.default_rng(7)
+    names = [f"c{i:02d}" for i in range(12)]
+    vec = rng.normal(size=(12, 6)) + 0.2
+    vec[:, 0] = np.linspace(-2, 2, 12)  # the gold follows dimension 0
+    pairs = [(names[a], names[b], -abs(vec[a, 0] - vec[b, 0]) + 0.05 * rng.normal())
+             for a in range(12) for b in range(a + 1, 12)]
+    cultures, m = metric_cv_matrix((names, vec), pairs, "cultures", folds=4, seed=3)
+    fold_of = culture_folds(cultures, 4, seed=3)
+    ia, ib = np.triu_indices(12, 1)
+    gold = np.array([s for *_, s in pairs])
+    cos = vector_matrix((names, vec.astype(np.float32)), lambda x, y: (
+        x / x.norm(dim=1, keepdim=True)) @ (y / y.norm(dim=1, keepdim=True)).T)[1]
+    assert np.allclose(m, m.T)
+    # it finds the dimension the gold follows, on cultures whose pairs it never fitted
+    assert (stats.spearmanr(m[ia, ib], gold).statistic
+            > stats.spearmanr(cos[ia, ib], gold).statistic + 0.1)
+    for f in range(4):  # new gold for every pair touching fold f: fold f's scores stay
+        held = {c for c, g in fold_of.items() if g == f}
+        changed = [(a, b, float(rng.normal()) if a in held or b in held else s)
+                   for a, b, s in pairs]
+        m2 = metric_cv_matrix((names, vec), changed, "cultures", folds=4, seed=3)[1]
+        mine = np.array([fold_of[names[i]] == f for i in ia])
+        np.testing.assert_allclose(m2[ia, ib][mine], m[ia, ib][mine], rtol=1e-12)
+        assert not np.allclose(m2[ia, ib][~mine], m[ia, ib][~mine])
+    # pair-level CV: the gold of a pair does not score it
+    _, mp = metric_cv_matrix((names, vec), pairs, "pairs", folds=4, seed=3)
+    assert np.allclose(mp, mp.T) and np.isfinite(mp).all()
 
 
 def test_distance_gold_equals_negated_similarity_gold(fast_learned):

@@ -4,44 +4,12 @@ scored on another run whose cultures it never saw."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import region_run as _run
 from culturesim_ray.cli import main
-
-
-def _run(root: Path, prefix: str, seed: int, encoder: str = "test", dim: int = 8) -> Path:
-    """A run with embedded text items: 12 cultures, 4 items each, whose culture means
-    differ along every dimension, but whose gold (closeness along a 'region' axis,
-    dimension 0) follows dimension 0 alone; the other dimensions are noise to it."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from culturesim_ray.layout import EmbedLayout
-
-    rng = np.random.default_rng(seed)
-    region = np.linspace(-1, 1, 12)
-    centres = rng.normal(size=(12, dim))
-    centres[:, 0] = 2 * region
-    rows = []
-    for c in range(12):
-        for j in range(4):
-            v = centres[c] + 0.1 * rng.normal(size=dim)
-            rows.append({"item_id": f"{prefix}{c}-{j}", "culture": f"{prefix}{c}",
-                         "modality": "text", "vector": v.astype(np.float32).tolist(),
-                         "themes": ["t"], "error": None})
-    layout = EmbedLayout(str(root / "embed"))
-    d = Path(layout.embeddings("text"))
-    d.mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist(rows), d / "part-0.parquet")
-    Path(layout.manifest).write_text(json.dumps({"encoders": {"text": {"name": encoder}}}))
-    gold = root / "gold.csv"
-    gold.write_text("culture_a,culture_b,score\n" + "".join(
-        f"{prefix}{a},{prefix}{b},{abs(region[a] - region[b]):.4f}\n"
-        for a in range(12) for b in range(a + 1, 12)))
-    return root
 
 
 def test_a_metric_fitted_on_one_run_beats_the_cosine_on_another(tmp_path, capsys):
@@ -53,6 +21,10 @@ def test_a_metric_fitted_on_one_run_beats_the_cosine_on_another(tmp_path, capsys
     assert content["encoder"] == "test" and len(content["weights"]) == 8 and content["b"] == 0.5
     assert int(np.argmax(content["weights"])) == 0  # the axis the gold follows
     assert content["fitted_on"]["pairs"] == 66 and len(content["fitted_on"]["cultures"]) == 12
+    # how it does on cultures left out of its fit, said and kept in the file
+    lco = content["leave_cultures_out"]
+    assert lco["folds"] == 5 and lco["spearman"] > lco["cosine_spearman"] + 0.1
+    assert f"Spearman with the gold {lco['spearman']:.3f}" in capsys.readouterr().out
     out = tmp_path / "ev"
     assert main(["evaluate", str(b), "--gold", str(b / "gold.csv"), "--gold-kind", "distance",
                  "--out", str(out), "--metric", str(metric)]) == 0
