@@ -3,7 +3,8 @@
 What it proves (each a row of the printed table; exit code 1 when any row fails):
 
 1. sim.<name>: every S1 similarity (`ops.similarity.NAMES`, plus the critical-dimension
-   share) in float32 on the device vs float64 on the CPU ("learned" fitted on the CPU).
+   share and `allpairs --metric`'s `ops.metric.DimensionMetric`) in float32 on the device
+   vs float64 on the CPU ("learned" and the metric fitted on the CPU).
 2. allpairs.<sim>: `blockwise_topk` on the device vs the float64 dense top-k (same
    scores; same neighbours up to ties); pairs/s vs plain blocked GEMM on the device.
 3. train.*: two mini-batch `moco_step`s (`training.batch`, as the train job's loop) of a
@@ -52,6 +53,7 @@ from torch import Tensor  # noqa: E402
 from culturesim_ray.ops import similarity as S  # noqa: E402
 from culturesim_ray.ops.allpairs import blockwise_topk  # noqa: E402
 from culturesim_ray.ops.learned import LearnedSimilarity  # noqa: E402
+from culturesim_ray.ops.metric import DimensionMetric  # noqa: E402
 
 F64 = torch.float64
 CPU = torch.device("cpu")
@@ -125,8 +127,14 @@ def check_similarities(device: torch.device, quick: bool) -> tuple[list[Row], di
     xd, yd = x.to(device, torch.float32), y.to(device, torch.float32)
     tols = {"poincare": 1e-4, "mahalanobis": 1e-4, "critical_share": 1.0 / d + 1e-6}
     rows = []
-    for name in [*S.NAMES, "critical_share"]:
+    for name in [*S.NAMES, "critical_share", "dimension_metric"]:
         try:
+            if name == "dimension_metric":  # z-scores: the error is read against their scale
+                w = torch.randn(d, generator=gen, dtype=F64).numpy()
+                fn = DimensionMetric(w, 0.5).fit(torch.cat([x, y]).numpy())
+                ref, got = fn(x, y), fn(xd, yd)
+                rows.append(compare(f"sim.{name}", got, ref, 1e-5, scale=float(ref.std())))
+                continue
             if name == "learned":
                 a, b = x[:96], y[:96]
                 labels = ((a - b).norm(dim=1) < (a - b).norm(dim=1).median()).to(F64)
