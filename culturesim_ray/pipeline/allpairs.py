@@ -62,6 +62,7 @@ from culturesim_ray.ops.set_pairs import (
     aligned_heads,
     combine_matrices,
     combined_vectors,
+    culture_table,
     item_groups,
     matrix_table,
     pairs_table,
@@ -275,21 +276,6 @@ def run_allpairs(inp: str, out: str, cfg: AllPairsConfig | None = None, log: Any
     io.write_json(manifest, AllPairsLayout(out).manifest, cfg.s3)
     log(f"all-pairs: {n_pairs} pairs over heads {sorted(counts['heads'])} -> {out}")
     return manifest
-
-
-def culture_table(heads: Heads) -> pa.Table:
-    """culture, head, vector (list<float32>) built from Arrow arrays, never Python lists."""
-    cultures, names, flats, lengths = [], [], [], []
-    for h, (cs, v) in heads.items():
-        cultures += list(cs)
-        names += [h] * len(cs)
-        flats.append(np.ascontiguousarray(v, dtype=np.float32).reshape(-1))
-        lengths += [v.shape[1]] * len(cs)
-    offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int32)
-    flat = np.concatenate(flats) if flats else np.zeros(0, np.float32)
-    vectors = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.float32()))
-    return pa.table({"culture": pa.array(cultures, pa.string()),
-                     "head": pa.array(names, pa.string()), "vector": vectors})
 
 
 def _vector_blocks(out: str, jobs: dict[str, Any], k: int, cfg: AllPairsConfig,
