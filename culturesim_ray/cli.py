@@ -116,6 +116,12 @@ def cmd_allpairs(args: argparse.Namespace) -> int:
                          address=args.address, overwrite=args.overwrite, log=st.log)
     _summary(f"{m['counts']['pairs']} pairs over {len(m['counts']['heads'])} heads "
              f"-> {args.out}", st)
+    if "metric" in m:  # the map follows a fit on gold: say which, and how it carried
+        fit, lco = m["metric"]["fitted_on"], m["metric"].get("leave_cultures_out")
+        carried = (f"; on cultures left out of its fit, Spearman {lco['spearman']:.3f} "
+                   f"against the cosine's {lco['cosine_spearman']:.3f}" if lco else "")
+        print(f"all-pairs: general head by the metric of {args.metric} (fitted on "
+              f"{fit['pairs']} gold pairs over {len(fit['cultures'])} cultures{carried})")
     return 0
 
 

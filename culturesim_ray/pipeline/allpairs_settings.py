@@ -88,7 +88,8 @@ def metric_similarity(metric: dict[str, Any] | None, heads: Heads, cfg: AllPairs
         raise ValueError(f"{what}: the general head has fewer than 2 cultures")
     sim = DimensionMetric(metric["weights"], metric["b"]).fit(means)
     record = {"file": str(cfg.metric), "b": metric["b"], "encoder": metric["encoder"],
-              "modality": metric["modality"], "fitted_on": metric["fitted_on"]}
+              "modality": metric["modality"], "fitted_on": metric["fitted_on"],
+              "leave_cultures_out": metric.get("leave_cultures_out")}
     return {GENERAL: sim}, record
 
 

@@ -60,11 +60,16 @@ def fitted(tmp_path):
     return metric, b
 
 
-def test_the_map_under_a_metric_equals_its_evaluation_matrix(ray_session, fitted, tmp_path):
+def test_the_map_under_a_metric_equals_its_evaluation_matrix(ray_session, fitted, tmp_path,
+                                                             capsys):
     metric, b = fitted
     out = tmp_path / "out"
     assert main(["allpairs", str(b), "--out", str(out), "-k", "3", "--metric", str(metric),
                  "--block-rows", "5"]) == 0
+    lco = json.loads(metric.read_text())["leave_cultures_out"]
+    assert (f"general head by the metric of {metric} (fitted on 66 gold pairs over 12 cultures; "
+            f"on cultures left out of its fit, Spearman {lco['spearman']:.3f}"
+            in capsys.readouterr().out)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["head_similarity"]["general"]["name"] == "dimension_metric"
     assert manifest["metric"]["file"] == str(metric) and manifest["metric"]["b"] == 0.5
