@@ -76,8 +76,9 @@ def format_table(rows: Sequence[dict[str, Any]], k: int) -> str:
         lines.append(f"reference: {vs} (the difference's interval is paired: the same "
                      "culture resamples score both)")
     if any(r["cv"] == "pairs" for r in rows):
-        lines.append("cv pairs: pair-level CV, listed last: a held-out pair's own cultures "
-                     "trained it (interpolation of the gold); cv cultures is the figure")
+        lines.append("cv: fitted on this gold (not a read-out without it): cv cultures is "
+                     "the figure (cultures the fit never saw); cv pairs, listed last, is "
+                     "pair-level CV (a held-out pair's own cultures trained it: interpolation)")
     if any(r.get("degenerate") for r in rows):
         lines.append("* degenerate: a constant side, correlations set to 0")
     return "\n".join(lines)

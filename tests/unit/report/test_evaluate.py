@@ -185,7 +185,8 @@ def test_evaluate_rows_carry_intervals_mantel_and_cv_labels(tmp_path, fast_learn
     assert "leave-cultures-out CV" in table and "mantel p" in table
     lines = [ln for ln in table.splitlines() if ln.startswith("m")]
     assert lines[-1].startswith("m + learned (pair-level CV)")  # last, whatever its score
-    assert "cv pairs: pair-level CV, listed last" in table
+    assert "cv: fitted on this gold (not a read-out without it)" in table
+    assert "cv pairs, listed last, is pair-level CV" in table
     assert plot_evaluation(out, tmp_path / "e.png", 2).read_bytes()[:4] == b"\x89PNG"
     assert not any("delta_spearman" in r for r in out)  # no reference asked for
 
