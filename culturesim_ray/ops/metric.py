@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
+DEFAULT_B = 0.5  # the blend's weight b: benchmarks/transfer.py, the middle of the b measured
+
 
 def unit_rows(m: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length (float64; a zero row stays zero)."""

@@ -99,8 +99,12 @@ def metric_cv_matrix(vectors: Vectors, pairs: Sequence[Pair], cv: str = "culture
     (`ops.metric`): each fold's weights from its training pairs, its test pairs scored
     by the blend z(cosine) + b z(metric) (z over the pairs of the gold's cultures; b:
     fit-metric's default); a fold with fewer than 3 training pairs by z(cosine)."""
-    from culturesim_ray.ops.metric import DimensionMetric, fit_dimension_weights, unit_rows
-    from culturesim_ray.report.metric_file import DEFAULT_B
+    from culturesim_ray.ops.metric import (
+        DEFAULT_B,
+        DimensionMetric,
+        fit_dimension_weights,
+        unit_rows,
+    )
 
     def fit_score(a, b_, y, x, ti, tj):
         # under 3 training pairs there is nothing to fit: the cosine's own z-score

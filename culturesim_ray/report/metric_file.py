@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from culturesim_ray.ops.metric import (
+    DEFAULT_B,
     blended_matrix,
     fit_dimension_weights,
     named_pair_products,
@@ -25,7 +26,6 @@ from culturesim_ray.ops.metric import (
 from culturesim_ray.report.method import Method, Vectors
 
 FORMAT = "culturesim dimension metric v1"
-DEFAULT_B = 0.5  # benchmarks/transfer.py: the middle of the b values measured
 
 
 def raw_means(run_dir: str | Path, modality: str) -> tuple[str, Vectors]:
