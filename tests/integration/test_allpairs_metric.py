@@ -126,3 +126,22 @@ def test_a_metric_refuses_what_it_was_not_fitted_for(ray_session, fitted, tmp_pa
     with pytest.raises(ValueError, match="raw culture means of an embed run"):
         run_allpairs(str(items), str(tmp_path / "op"), AllPairsConfig(metric=str(metric)),
                      log=quiet)
+
+
+def test_a_metric_maps_an_embed_run_on_s3(ray_session, s3_server, fitted):
+    """An embed run and the output on S3 (the metric file local): the same map."""
+    metric, b = fitted
+    fs, bucket = s3_server["fs"], s3_server["bucket"]
+    fs.put(str(b / "embed"), f"{bucket}/runs/b/embed", recursive=True)
+    s3 = {"endpoint_url": s3_server["endpoint_url"], "key": "testing", "secret": "testing"}
+    out = f"s3://{bucket}/maps/b"
+    m = run_allpairs(f"s3://{bucket}/runs/b/embed", out,
+                     AllPairsConfig(k=3, metric=str(metric), s3=s3), log=quiet)
+    assert m["head_similarity"]["general"]["name"] == "dimension_metric"
+    with fs.open(f"{bucket}/maps/b/matrices/general.parquet", "rb") as fh:
+        t = pq.read_table(fh).to_pydict()
+    want_cs, want = metric_method(metric, b).matrices["general"]
+    at = {c: i for i, c in enumerate(want_cs)}
+    got = np.array([want[at[a], at[c]] - s for a, c, s in
+                    zip(t["culture_a"], t["culture_b"], t["score"], strict=True) if a != c])
+    assert np.abs(got).max() < 1e-5
