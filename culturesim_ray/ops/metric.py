@@ -114,8 +114,6 @@ class DimensionMetric:
     alike) contributes 0, as `zscore` does."""
 
     name = "dimension_metric"
-    fill = None
-    learned = None
 
     def __init__(self, w: np.ndarray, b: float) -> None:
         self.w = np.asarray(w, np.float64)
@@ -134,6 +132,10 @@ class DimensionMetric:
 
         return {"name": self.name, "b": self.b,
                 "weights_sha256": hashlib.sha256(self.w.tobytes()).hexdigest()}
+
+    def manifest_record(self) -> dict:
+        """What an all-pairs manifest records of it (`head_similarity`): its key."""
+        return self.key
 
     def fit(self, means: np.ndarray) -> DimensionMetric:
         e, c = np.zeros_like(self.w), 0.0

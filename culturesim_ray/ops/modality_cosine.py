@@ -66,6 +66,10 @@ class ModalityCosine:
         where it is not 1 (outputs written before it existed still resume)."""
         return self.name if self.learned == 1.0 else f"{self.name}(learned={self.learned:g})"
 
+    def manifest_record(self) -> dict:
+        """What an all-pairs manifest records of it (`head_similarity`)."""
+        return {"name": self.name, "fill": self.fill, "learned": self.learned}
+
     def _split(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(raw part, learned part, slot norms (n, M)) of the L2-normalised rows."""
         xn = x / x.norm(dim=1, keepdim=True).clamp_min(EPS)

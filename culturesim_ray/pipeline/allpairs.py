@@ -268,8 +268,7 @@ def run_allpairs(inp: str, out: str, cfg: AllPairsConfig | None = None, log: Any
         "allpairs", cfg.model_dump(mode="json"), counts, started, input=inp,
         input_read=src.path, input_kind=src.kind, alpha=alpha, prefilter_recall=recall,
         similarity=similarity_record(cfg),
-        head_similarity={h: {"name": m.name, "fill": m.fill, "learned": m.learned}
-                         for h, m in sims.items()},
+        head_similarity={h: m.manifest_record() for h, m in sims.items()},
         skipped_heads=plan.skipped, **({"metric": metric} if metric else {}),
         k={"given": cfg.k, "default": cfg.DEFAULT_K, "used": k, "clamped": bool(clamped)},
         fingerprint=settings)

@@ -44,7 +44,7 @@ def read_job_metric(src: Source, cfg: AllPairsConfig) -> dict[str, Any] | None:
     if not cfg.metric:
         return None
     from culturesim_ray.layout import EmbedLayout
-    from culturesim_ray.report.metric_file import read_metric
+    from culturesim_ray.report.metric_file import check_fits, read_metric
 
     metric = read_metric(cfg.metric)
     what = f"--metric {cfg.metric}"
@@ -61,10 +61,7 @@ def read_job_metric(src: Source, cfg: AllPairsConfig) -> dict[str, Any] | None:
         raise ValueError(f"{what}: it weights {metric['modality']} means; pass --modality "
                          f"{metric['modality']} (the job reads {cfg.modality})")
     encoders = io.read_json(EmbedLayout(src.path).manifest, cfg.s3).get("encoders", {})
-    encoder = encoders.get(cfg.modality, {}).get("name")
-    if encoder != metric["encoder"]:
-        raise ValueError(f"{what}: fitted on {metric['encoder']} {metric['modality']} "
-                         f"vectors; this run's are {encoder or 'not embedded'}")
+    check_fits(metric, encoders.get(cfg.modality, {}).get("name"), None, what)
     return metric
 
 
@@ -75,15 +72,13 @@ def metric_similarity(metric: dict[str, Any] | None, heads: Heads, cfg: AllPairs
     if metric is None:
         return {}, None
     from culturesim_ray.ops.metric import DimensionMetric
+    from culturesim_ray.report.metric_file import check_fits
 
     what = f"--metric {cfg.metric}"
     if GENERAL not in heads:
         raise ValueError(f"{what}: it compares the general head, which --heads left out")
     cultures, means = heads[GENERAL]
-    if means.shape[1] != len(metric["weights"]):
-        raise ValueError(f"{what}: fitted on {metric['encoder']} {metric['modality']} "
-                         f"vectors ({len(metric['weights'])} dimensions); this run's are "
-                         f"{metric['encoder']} ({means.shape[1]})")
+    check_fits(metric, metric["encoder"], means.shape[1], what)  # the encoder: checked
     if len(cultures) < 2:
         raise ValueError(f"{what}: the general head has fewer than 2 cultures")
     sim = DimensionMetric(metric["weights"], metric["b"]).fit(means)

@@ -125,16 +125,22 @@ def read_metric(path: str | Path) -> dict[str, Any]:
     return content
 
 
+def check_fits(metric: dict[str, Any], encoder: str | None, dim: int | None, what: str) -> None:
+    """ValueError naming both when a metric (`read_metric`) was fitted on vectors of
+    another encoder or dimension than a run's (`dim` None: not known yet)."""
+    want = len(metric["weights"])
+    if encoder != metric["encoder"] or (dim is not None and dim != want):
+        raise ValueError(f"{what}: fitted on {metric['encoder']} {metric['modality']} "
+                         f"vectors ({want} dimensions); this run's are "
+                         f"{encoder or 'not embedded'}" + (f" ({dim})" if dim is not None else ""))
+
+
 def metric_method(path: str | Path, run_dir: str | Path) -> Method:
     """The evaluation row of the metric in `path` on the run's raw means of the
     metric's modality; refuses another encoder or dimension."""
     metric = read_metric(path)
     encoder, (names, means) = raw_means(run_dir, metric["modality"])
-    dim = len(metric["weights"])
-    if encoder != metric["encoder"] or means.shape[1] != dim:
-        raise ValueError(f"metric file {path}: fitted on {metric['encoder']} "
-                         f"{metric['modality']} vectors ({dim} dimensions); this "
-                         f"run's are {encoder} ({means.shape[1]})")
+    check_fits(metric, encoder, means.shape[1], f"metric file {path}")
     fit = metric["fitted_on"]
     shared = len(set(fit["cultures"]) & set(names))
     note = ("no culture in common" if not shared

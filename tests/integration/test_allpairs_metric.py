@@ -71,7 +71,9 @@ def test_the_map_under_a_metric_equals_its_evaluation_matrix(ray_session, fitted
             f"on cultures left out of its fit, Spearman {lco['spearman']:.3f}"
             in capsys.readouterr().out)
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["head_similarity"]["general"]["name"] == "dimension_metric"
+    record = manifest["head_similarity"]["general"]
+    assert record["name"] == "dimension_metric" and record["b"] == 0.5
+    assert len(record["weights_sha256"]) == 64
     assert manifest["metric"]["file"] == str(metric) and manifest["metric"]["b"] == 0.5
     assert len(manifest["metric"]["fitted_on"]["cultures"]) == 12
     # the dense matrix: the evaluation's blend, standardised over this run's pairs
@@ -114,7 +116,8 @@ def test_a_metric_refuses_what_it_was_not_fitted_for(ray_session, fitted, tmp_pa
             run_allpairs(str(b), str(tmp_path / f"o{i}"), cfg, log=quiet)
     # vectors of another encoder
     e5 = region_run(tmp_path / "e5", "x", 2, encoder="e5")
-    with pytest.raises(ValueError, match=r"fitted on test text vectors; this run's are e5"):
+    with pytest.raises(ValueError, match=r"fitted on test text vectors \(8 dimensions\); "
+                                         r"this run's are e5$"):
         run_allpairs(str(e5), str(tmp_path / "oe"), AllPairsConfig(metric=str(metric)),
                      log=quiet)
     wide = region_run(tmp_path / "wide", "w", 3, dim=10)
