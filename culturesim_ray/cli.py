@@ -71,6 +71,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
                            overwrite=args.overwrite, log=st.log)
     _summary(f"embedded {report.embedded}, quarantined {report.quarantined} of "
              f"{report.rows_in} rows -> {args.out}", st)
+    for note in report.notes:  # what the user should know about this corpus
+        print(f"embed: note: {note}")
     return 0 if report.balanced else 1
 
 

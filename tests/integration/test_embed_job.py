@@ -271,3 +271,25 @@ def test_a_broken_file_in_a_corpus_folder_fails_naming_file_and_line(ray_session
     with pytest.raises(CorpusFormatError, match=r"b.jsonl:2: not valid JSON"):
         run_embed(str(folder), str(tmp_path / "out"), CFG, log=quiet)
     assert not (tmp_path / "out" / "embeddings").exists()  # failed before any vector
+
+
+def test_texts_the_english_encoder_cuts_into_characters_get_a_note(ray_session, small_corpus,
+                                                                   tmp_path):
+    ru = ["Москва — столица России и крупнейший город страны.",
+          "Борщ — суп из свёклы, капусты и других овощей.",
+          "Балалайка — русский народный струнный инструмент."]
+    rows = corpus_rows() + [{"item_id": f"ru-{i}", "culture": "Russian", "modality": "text",
+                             "text": t} for i, t in enumerate(ru * 2)]
+    corpus = write_jsonl(tmp_path / "c.jsonl", rows)
+    out = tmp_path / "out"
+    report = run_embed(str(corpus), str(out), CFG, log=quiet)
+    assert report.quarantined == 0
+    cov = json.loads((out / "manifest.json").read_text())["text_coverage"]
+    assert (cov["encoder"], cov["sampled"], cov["poorly_covered"]) == ("minilm", 15, 6)
+    assert cov["scripts"] == {"CYRILLIC": 6}
+    assert len(report.notes) == 1 and report.notes[0].startswith("40% of 15 sampled texts")
+    # the English texts alone get none
+    report = run_embed(str(small_corpus), str(tmp_path / "en"), CFG, log=quiet)
+    assert report.notes == []
+    assert json.loads((tmp_path / "en" / "manifest.json").read_text())["text_coverage"][
+        "poorly_covered"] == 0

@@ -1,0 +1,113 @@
+"""Does a text encoder's vocabulary cover a corpus's texts? (pure, no Ray)
+
+An encoder with an English word-piece vocabulary (MiniLM, the default) still
+returns a vector for a Russian, Arabic or Thai text, but it has cut the text
+into single characters or unknown tokens first, and such a vector carries
+little of the text's meaning. Nothing fails, so nothing would tell the user.
+This module measures it on a sample: a text is *poorly covered* when its
+tokens are mostly single characters (fewer than `MIN_CHARS_PER_TOKEN`
+non-space characters a token: English about 4, French and Spanish 2.6,
+Vietnamese 1.9; Cyrillic, Arabic, Greek, Devanagari and CJK 1.0-1.2, Hangul
+0.5) or more than `MAX_UNKNOWN` of its tokens are the unknown token (Thai is
+one unknown token per word).
+
+`CoverageCount` sums the per-partition counts of the embed job; its `note`
+is the sentence the job prints when a large share of the sample is poorly
+covered (`NOTE_SHARE`).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+MIN_CHARS_PER_TOKEN = 1.5
+MAX_UNKNOWN = 0.25
+NOTE_SHARE = 0.2
+PREFIX_CHARS = 512  # a text is judged on its first characters (enough for the rule)
+
+
+def script_of(ch: str) -> str | None:
+    """The script of a letter as Unicode names it (LATIN, CYRILLIC, CJK, HANGUL, ...);
+    None for a character that is not a letter."""
+    if not ch.isalpha():
+        return None
+    name = unicodedata.name(ch, "")
+    return name.split(" ", 1)[0] if name else None
+
+
+def main_script(text: str) -> str | None:
+    """The script most of a text's letters are written in (None: no letters)."""
+    counts = Counter(s for s in map(script_of, text[:PREFIX_CHARS]) if s is not None)
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def poorly_covered(texts: Sequence[str], tokenize: Callable[[list[str]], list[list[int]]],
+                   unknown_id: int | None) -> list[bool]:
+    """Per text: True when the vocabulary behind `tokenize` (texts -> token ids, no
+    special tokens, no truncation) splits its first PREFIX_CHARS characters into
+    mostly single characters or unknown tokens. A text without letters or tokens
+    (digits, an empty string) is never poorly covered."""
+    heads = [t[:PREFIX_CHARS] for t in texts]
+    if not heads:
+        return []
+    out = []
+    for head, ids in zip(heads, tokenize(heads), strict=True):
+        chars = sum(not c.isspace() for c in head)
+        if not ids or not any(c.isalpha() for c in head):
+            out.append(False)
+            continue
+        unknown = sum(i == unknown_id for i in ids) if unknown_id is not None else 0
+        out.append(chars / len(ids) < MIN_CHARS_PER_TOKEN or unknown / len(ids) > MAX_UNKNOWN)
+    return out
+
+
+@dataclass
+class CoverageCount:
+    """How many texts were sampled, how many of them are poorly covered, and the
+    main script of those (e.g. {"CYRILLIC": 40, "ARABIC": 12})."""
+
+    encoder: str
+    sampled: int = 0
+    poor: int = 0
+    scripts: Counter[str] = field(default_factory=Counter)
+
+    @classmethod
+    def of(cls, encoder: str, texts: Sequence[str], poor: Sequence[bool]) -> CoverageCount:
+        scripts = Counter(main_script(t) or "none" for t, p in zip(texts, poor, strict=True) if p)
+        return cls(encoder, len(texts), int(sum(poor)), scripts)
+
+    @classmethod
+    def merge(cls, encoder: str, parts: Iterable[CoverageCount]) -> CoverageCount:
+        total = cls(encoder)
+        for p in parts:
+            total.sampled += p.sampled
+            total.poor += p.poor
+            total.scripts.update(p.scripts)
+        return total
+
+    @property
+    def share(self) -> float:
+        return self.poor / self.sampled if self.sampled else 0.0
+
+    def record(self) -> dict[str, Any]:
+        """The manifest's record."""
+        return {"encoder": self.encoder, "sampled": self.sampled, "poorly_covered": self.poor,
+                "share": round(self.share, 4),
+                "scripts": dict(self.scripts.most_common()),
+                "rule": {"min_chars_per_token": MIN_CHARS_PER_TOKEN, "max_unknown": MAX_UNKNOWN}}
+
+    def note(self, alternatives: Sequence[str] = ("e5", "muse")) -> str | None:
+        """What the user should know, when at least NOTE_SHARE of the sample is poorly
+        covered; None otherwise."""
+        if not self.sampled or self.share < NOTE_SHARE:
+            return None
+        scripts = ", ".join(s.lower() for s, _ in self.scripts.most_common(3))
+        flags = " or ".join(f"--text-encoder {a}" for a in alternatives)
+        return (f"{self.share:.0%} of {self.sampled} sampled texts ({scripts} script) are cut "
+                f"by {self.encoder}'s English vocabulary into single characters or unknown "
+                f"tokens, so their vectors carry little of their meaning; {flags} "
+                "(multilingual) reads them")

@@ -1,0 +1,97 @@
+"""A text encoder's vocabulary against a corpus's texts (`encoders.coverage`), with
+the packaged MiniLM tokenizer (no fakes)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from culturesim_ray.encoders import registry
+from culturesim_ray.encoders.coverage import (
+    NOTE_SHARE,
+    CoverageCount,
+    main_script,
+    poorly_covered,
+    script_of,
+)
+from culturesim_ray.encoders.text import minilm_coverage
+
+READ = {  # languages MiniLM's word pieces read (Latin script)
+    "en": "Paris is the capital of France and its largest city.",
+    "fr": "Paris est la capitale de la France et sa plus grande ville.",
+    "es": "Madrid es la capital de España y su ciudad más poblada.",
+    "de": "Berlin ist die Hauptstadt der Bundesrepublik Deutschland und ihre größte Stadt.",
+    "vi": "Hà Nội là thủ đô của nước Cộng hòa Xã hội chủ nghĩa Việt Nam.",
+    # English with names in their own script (a tenth of the tokens unknown)
+    "en-names": "Dōgen Zenji was a Japanese Zen Buddhist monk, writer, poet, philosopher, "
+                "and founder of the Sōtō school of Zen in Japan. He is also known as Dōgen "
+                "Kigen (道元希玄), Eihei Dōgen (永平道元), Kōso Jōyō Daishi (高祖承陽大師), and "
+                "Busshō Dentō Kokushi (仏性伝東国師).",
+}
+CUT = {  # cut into single characters or unknown tokens
+    "ru": ("Москва — столица России, крупнейший по численности населения город страны.",
+           "CYRILLIC"),
+    "ar": ("القاهرة هي عاصمة جمهورية مصر العربية وأكبر مدنها.", "ARABIC"),
+    "zh": ("北京是中华人民共和国的首都，也是全国的政治和文化中心。", "CJK"),
+    "ko": ("서울은 대한민국의 수도이자 최대 도시이다.", "HANGUL"),
+    "th": ("กรุงเทพมหานครเป็นเมืองหลวงของประเทศไทย", "THAI"),
+    "hi": ("नई दिल्ली भारत की राजधानी है और यह दिल्ली राज्य का हिस्सा है।", "DEVANAGARI"),
+    "el": ("Η Αθήνα είναι η πρωτεύουσα της Ελλάδας.", "GREEK"),
+}
+
+
+def test_minilm_reads_latin_script_languages_and_cuts_the_others():
+    assert minilm_coverage(list(READ.values())) == [False] * len(READ)
+    assert minilm_coverage([t for t, _ in CUT.values()]) == [True] * len(CUT)
+
+
+def test_texts_without_letters_are_never_poorly_covered():
+    assert minilm_coverage(["", "1984", "3.14 -- 2.71", "  "]) == [False] * 4
+
+
+def test_the_rule_counts_characters_per_token_and_unknown_tokens():
+    # "abcdef": 6 characters; 3 tokens -> 2 a token (read), 6 tokens -> 1 (cut)
+    assert poorly_covered(["abcdef"], lambda ts: [[1, 2, 3]], 0) == [False]
+    assert poorly_covered(["abcdef"], lambda ts: [[1] * 6], 0) == [True]
+    # 2 a token but one unknown token in 3: cut
+    assert poorly_covered(["abcdef"], lambda ts: [[1, 0, 2]], 0) == [True]
+    assert poorly_covered(["abcdef"], lambda ts: [[1, 0, 2]], None) == [False]
+
+
+def test_scripts_are_named_as_unicode_names_them():
+    assert script_of("a") == "LATIN" and script_of("ж") == "CYRILLIC"
+    assert script_of("1") is None and script_of(" ") is None
+    for text, script in CUT.values():
+        assert main_script(text) == script
+    assert main_script("Moscow city: Москва") == "LATIN"  # 10 Latin letters, 6 Cyrillic
+    assert main_script("123") is None
+
+
+def test_counts_merge_and_the_note_names_the_scripts_and_the_flag():
+    ru, ar = CUT["ru"][0], CUT["ar"][0]
+    a = CoverageCount.of("minilm", [ru, READ["en"], ar], [True, False, True])
+    b = CoverageCount.of("minilm", [ru, READ["fr"]], [True, False])
+    total = CoverageCount.merge("minilm", [a, b])
+    assert (total.sampled, total.poor) == (5, 3)
+    assert total.scripts == Counter({"CYRILLIC": 2, "ARABIC": 1})
+    rec = total.record()
+    assert rec["share"] == pytest.approx(0.6) and rec["scripts"] == {"CYRILLIC": 2, "ARABIC": 1}
+    note = total.note()
+    assert note is not None and note.startswith("60% of 5 sampled texts (cyrillic, arabic")
+    assert "--text-encoder e5" in note and "minilm" in note
+
+
+def test_no_note_below_the_share_or_without_a_sample():
+    n = 100
+    under = int(NOTE_SHARE * n) - 1
+    c = CoverageCount("minilm", n, under, Counter({"CYRILLIC": under}))
+    assert c.note() is None
+    assert CoverageCount("minilm", n, under + 1, Counter({"CYRILLIC": under + 1})).note()
+    assert CoverageCount("minilm").note() is None and CoverageCount("minilm").share == 0.0
+
+
+def test_only_the_english_vocabulary_encoder_has_a_check():
+    assert registry.coverage_check("minilm") is minilm_coverage
+    for name in ("e5", "muse", "tfidf"):
+        assert registry.coverage_check(name) is None
