@@ -6,10 +6,12 @@ into single characters or unknown tokens first, and such a vector carries
 little of the text's meaning. Nothing fails, so nothing would tell the user.
 This module measures it on a sample: a text is *poorly covered* when its
 tokens are mostly single characters (fewer than `MIN_CHARS_PER_TOKEN`
-non-space characters a token: English about 4, French and Spanish 2.6,
-Vietnamese 1.9; Cyrillic, Arabic, Greek, Devanagari and CJK 1.0-1.2, Hangul
-0.5) or more than `MAX_UNKNOWN` of its tokens are the unknown token (Thai is
-one unknown token per word).
+non-space characters a token: Latin-script languages stay above it, scripts
+the vocabulary barely holds fall to about one) or more than `MAX_UNKNOWN` of
+its tokens are the unknown token (Thai becomes one unknown token a word).
+`benchmarks/text_coverage.py` checks that the languages this flags are those
+whose texts MiniLM cannot match to their English counterparts (figures in
+`benchmarks/RESULTS.md`).
 
 `CoverageCount` sums the per-partition counts of the embed job; its `note`
 is the sentence the job prints when a large share of the sample is poorly
