@@ -113,3 +113,10 @@ class CoverageCount:
                 f"by {self.encoder}'s English vocabulary into single characters or unknown "
                 f"tokens, so their vectors carry little of their meaning; {flags} "
                 "(multilingual) reads them")
+
+
+def query_note(encoder: str) -> str:
+    """What a served answer says when its text query is poorly covered."""
+    return (f"the query is cut by {encoder}'s English vocabulary into single characters or "
+            "unknown tokens, so the answer reads little of it (this service's texts were "
+            f"embedded with {encoder}; a run embedded with --text-encoder e5 or muse reads it)")

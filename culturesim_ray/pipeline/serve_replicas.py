@@ -31,7 +31,7 @@ DEFAULT_INGRESS = {"default_k": 5, "max_k": 50, "max_request_bytes": 2_000_000, 
 class Encoder:
     """Query payloads -> base embeddings of the run's encoders, batched per modality.
     Each call carries a list of payloads (an Ingress batch); each payload comes
-    back as (vector or None, error or None)."""
+    back as (vector or None, error or None, note or None: `QueryEncoders.notes`)."""
 
     def __init__(self, embed_dir: str, use_gpu: bool = False, torch_threads: int = 0,
                  precision: str = "auto") -> None:
@@ -59,7 +59,8 @@ class Encoder:
 
     def _run(self, modality: str, payloads: list[Any], fmt: str = "abc") -> list[tuple]:
         res = self.encoders.encode(modality, payloads, fmt)
-        return [(None, e.removeprefix("uri: ")) if e else (res.vectors[i], None)
+        notes = self.encoders.notes(modality, payloads)
+        return [(None, e.removeprefix("uri: "), None) if e else (res.vectors[i], None, notes[i])
                 for i, e in enumerate(res.errors)]
 
     def _encode(self, modality: str, payloads: list[Any]) -> list[tuple]:
@@ -104,17 +105,17 @@ class Fusion:
     @serve.batch(**DEFAULT_BATCH)
     async def search(self, modalities: list[str], encoded: list[list[tuple]],
                      ks: list[list[int]], targets: list[list[str]]) -> list[list[tuple]]:
-        """Per call, per query: the Encoder's (vector, error), k and the modality it is
-        ranked against (itself, or the other one of a cross-modal query) -> (fused,
-        scores, names, error, vector, target, evidence) (vector and target for the
+        """Per call, per query: the Encoder's (vector, error, note), k and the modality it
+        is ranked against (itself, or the other one of a cross-modal query) -> (fused,
+        scores, names, error, vector, target, evidence, note) (vector and target for the
         theme re-rank; evidence: per name its nearest corpus item or None,
         `FusionPredictor.evidence`); an encoding error travels on for Rerank to answer."""
-        out = [[(None, None, None, err, None, None, None) for _, err in e] for e in encoded]
+        out = [[(None, None, None, q[1], None, None, None, None) for q in e] for e in encoded]
         pairs = {(m, t) for m, ts in zip(modalities, targets, strict=True) for t in ts}
         for modality, target in sorted(pairs):
             at = [(c, j) for c, m in enumerate(modalities) if m == modality
-                  for j, (_, err) in enumerate(encoded[c])
-                  if not err and targets[c][j] == target]
+                  for j, q in enumerate(encoded[c])
+                  if not q[1] and targets[c][j] == target]
             if not at:
                 continue
             vectors = np.stack([encoded[c][j][0] for c, j in at])
@@ -129,8 +130,9 @@ class Fusion:
                 evidence = (self.fusion.evidence(modality, found[0][r, :k][keep],
                                                  found[1][r, :k][keep])
                             if found is not None else None)
+                note = encoded[c][j][2] if len(encoded[c][j]) > 2 else None
                 out[c][j] = (fused_np[r], scores[r, :k], [names[p] for p in pos[r, :k][keep]],
-                             None, vectors[r], target, evidence)
+                             None, vectors[r], target, evidence, note)
         return out
 
 
@@ -151,8 +153,8 @@ class Rerank:
         return self.reranker.themes
 
     async def answer(self, found: list[tuple], themes: list[list[str] | None]) -> list[dict]:
-        """Fusion's (fused, scores, names, error, vector, target, evidence) per query ->
-        the two-stage answer, or
+        """Fusion's (fused, scores, names, error, vector, target, evidence, note) per
+        query -> the two-stage answer, or
         {"error": ...}. Candidates go by name (the Fusion replica's culture list need
         not be this replica's, e.g. during a rolling model update): unknown names
         are left out."""
@@ -162,6 +164,7 @@ class Rerank:
         for item, th in zip(found, themes, strict=True):
             fused, scores, names, err, vector, target = item[:6]
             evidence = item[6] if len(item) > 6 else None  # a Fusion replica of older code
+            note = item[7] if len(item) > 7 else None
             if err:
                 out.append({"error": err})
                 continue
@@ -169,5 +172,5 @@ class Rerank:
             x = torch.as_tensor(fused, device=self.device).unsqueeze(0)
             reranked = named(self.reranker.rerank(x, pos[None, :], th, target,
                                                   np.asarray(vector)[None, :])[0], self.cultures)
-            out.append(format_answer(names, scores, reranked, evidence))
+            out.append(format_answer(names, scores, reranked, evidence, note))
         return out

@@ -80,6 +80,10 @@ class SimilarResponse(BaseModel):
     k: int
     general: list[GeneralRanked]
     themes: dict[str, ThemeAnswer]
+    note: str | None = Field(
+        None, description="what to know before trusting this answer, e.g. a text query "
+        "the run's English text encoder cuts into single characters (Cyrillic, Arabic, "
+        "CJK...); null when there is nothing to say")
 
 
 class CulturesResponse(BaseModel):

@@ -337,11 +337,13 @@ def named(reranked: dict[str, Any], cultures: list[str]) -> dict[str, Any]:
 
 
 def format_answer(names: list[str], scores: np.ndarray, reranked: dict[str, Any],
-                  evidence: list[dict[str, Any] | None] | None = None) -> dict[str, Any]:
+                  evidence: list[dict[str, Any] | None] | None = None,
+                  note: str | None = None) -> dict[str, Any]:
     """One query's two-stage answer: the general ranking (candidate names, best
     first, with their scores and, given `evidence` aligned with names, each one's
     nearest corpus item: `FusionPredictor.evidence`) and each theme's re-ranking of
-    them (`named`)."""
+    them (`named`); `note`: what the user should know about the query
+    (`QueryEncoders.notes`), else None."""
     ev = list(evidence) if evidence is not None else [None] * len(names)
     general = [{"culture": c, "score": float(s), "rank": r + 1, "evidence": e}
                for r, (c, s, e) in enumerate(zip(names, scores, ev, strict=False))]
@@ -351,7 +353,7 @@ def format_answer(names: list[str], scores: np.ndarray, reranked: dict[str, Any]
         themes[theme] = {"gate": ans["gate"], "ranking": [
             {"culture": c, "score": s, "rank": r + 1, "general_rank": general_rank[c]}
             for r, (c, s) in enumerate(ans["ranking"]) if c in general_rank]}
-    return {"general": general, "themes": themes}
+    return {"general": general, "themes": themes, "note": note}
 
 
 class SimilarityService:
@@ -387,4 +389,4 @@ class SimilarityService:
         evidence = (self.fusion.evidence(modality, found[0][0][keep], found[1][0][keep])
                     if found is not None else None)
         return format_answer([self.cultures[p] for p in pos[0][keep]], scores[0], reranked,
-                             evidence)
+                             evidence, self.encoders.notes(modality, [payload])[0])

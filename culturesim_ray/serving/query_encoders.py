@@ -4,12 +4,14 @@ space as the corpus items). Pure: no ray."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 from culturesim_ray import runs
 from culturesim_ray.encoders import build_encoder, registry
 from culturesim_ray.encoders.base import EncodeResult
+from culturesim_ray.encoders.coverage import query_note
 from culturesim_ray.serving.errors import QueryError
 
 MODALITY_FIELDS = {"text": "text", "image": "image", "sequence": "sequence"}
@@ -27,6 +29,7 @@ class QueryEncoders:
         manifest = runs.embed_manifest(embed_dir)
         self.modalities = sorted(modalities or manifest.get("encoders", {}))
         self._encoders: dict[str, Any] = {}
+        self._coverage: tuple[Any, str | None] | None = None  # (check or None, its note)
 
     def encoder(self, modality: str) -> Any:
         if modality not in self.modalities:
@@ -49,3 +52,19 @@ class QueryEncoders:
         if modality == "sequence":
             return enc.encode_sources(list(payloads), sequence_format)
         return enc.encode(list(payloads))
+
+    def notes(self, modality: str, payloads: Sequence[Any]) -> list[str | None]:
+        """Per text payload: a note when the run's text encoder cannot read it (its
+        vocabulary check, `encoders.coverage`), else None; None for other modalities
+        and for encoders without a check."""
+        if modality != "text" or modality not in self.modalities:
+            return [None] * len(payloads)
+        if self._coverage is None:
+            name, kwargs = runs.run_encoder_kwargs(self.embed_dir, modality)
+            check = registry.coverage_check(name)
+            self._coverage = ((functools.partial(check, **kwargs), query_note(name))
+                              if check is not None else (None, None))
+        poorly_covered, note = self._coverage
+        if poorly_covered is None:
+            return [None] * len(payloads)
+        return [note if poor else None for poor in poorly_covered([str(p) for p in payloads])]

@@ -79,6 +79,7 @@ def test_similar_text_matches_the_in_process_predictor(service, run_dir):
             assert culture_of[g["evidence"]["item_id"]] == g["culture"]
     assert all(-1.0 <= e["similarity"] <= 1.0 for e in shown)
     assert set(got["themes"]) == {"history", "symbols", "music"}
+    assert got["note"] is None and ref["note"] is None  # MiniLM reads English
     # no themes named: every theme, the query's likeliest first, over HTTP and in process
     gates = [a["gate"] for a in got["themes"].values()]
     assert gates == sorted(gates, reverse=True) and sum(gates) == pytest.approx(1.0, abs=1e-5)
@@ -92,6 +93,20 @@ def test_similar_text_matches_the_in_process_predictor(service, run_dir):
         assert [r["score"] for r in ref["themes"][theme]["ranking"]] == pytest.approx(
             scores, abs=1e-5)
         assert 0 < ans["gate"] < 1
+
+
+def test_a_query_the_english_encoder_cannot_read_is_answered_with_a_note(service, run_dir):
+    from culturesim_ray.serving.predictor import RunPaths, SimilarityService
+
+    text = "Изразцы Изника и османские мечети Стамбула."
+    got = post(service, {"text": text, "k": 2})
+    assert got.status_code == 200, got.text
+    note = got.json()["note"]
+    assert note and note.startswith("the query is cut by minilm's English vocabulary")
+    assert SimilarityService(RunPaths.of(str(run_dir))).similar("text", text, k=2)["note"] == note
+    # an image query has nothing to say
+    image = base64.b64encode((FLAGS / "greece.png").read_bytes()).decode()
+    assert post(service, {"image": image, "k": 2}).json()["note"] is None
 
 
 def test_similar_image_and_sequence_and_theme_subset(service):

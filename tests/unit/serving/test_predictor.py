@@ -173,6 +173,8 @@ def test_rerank_orders_candidates_by_each_theme_head(model_and_graphs):
     assert [g["culture"] for g in out["general"]] == ["c4", "c1", "c3"]
     assert {r["culture"]: r["general_rank"] for r in out["themes"]["music"]["ranking"]} == {
         "c4": 1, "c1": 2, "c3": 3}
+    assert out["note"] is None
+    assert format_answer(["c4"], np.array([0.9]), {}, note="read little")["note"] == "read little"
 
 
 def test_neighbor_table(tmp_path):
