@@ -53,6 +53,16 @@ def read_attributes(path: str | Path | None) -> dict[str, dict[str, str]]:
     return {r["culture"]: r for r in rows}
 
 
+def alpha_line(manifest: Path) -> str:
+    """How the run weighted the themes in S_total: the weights it used (the manifest's
+    `alpha`) and whether they were given (`--alpha`) or equal by default."""
+    m = json.loads(manifest.read_text()) if manifest.exists() else {}
+    used, given = m.get("alpha") or {}, m.get("config", {}).get("alpha")
+    weights = ", ".join(f"{t} {w:.3g}" for t, w in sorted(used.items())) or "not recorded"
+    how = "given with --alpha" if given else "equal: no --alpha given"
+    return f"S_total = sum over themes of alpha_t * S_t; alpha ({how}): {weights}"
+
+
 def _img(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}">'
@@ -62,7 +72,9 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in r) + "</tr>"
                    for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    # a wide table (the evaluation's 20 columns) scrolls inside the page, not past it
+    return (f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
+            "</table></div>")
 
 
 def _fmt(v: Any) -> str:
@@ -174,10 +186,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, color_by: s
     combined = sorted((r for r in pairs if r["theme"] == "combined" and r["rank"] <= k),
                       key=lambda r: (r["culture_a"], r["rank"]))
     manifest = Path(layout.manifest)
-    alpha = json.loads(manifest.read_text()).get("config", {}).get("alpha") \
-        if manifest.exists() else None
-    sections["combined"] = (f"<p>S_total = sum over themes of alpha_t * S_t; alpha: "
-                            f"{html.escape(json.dumps(alpha))}</p>" + _table(
+    sections["combined"] = (f"<p>{html.escape(alpha_line(manifest))}</p>" + _table(
                                 ["culture", "rank", "neighbour", "S_total"],
                                 [[r["culture_a"], r["rank"], r["culture_b"], float(r["score"])]
                                  for r in combined])) if combined else \

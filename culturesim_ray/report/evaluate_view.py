@@ -21,11 +21,12 @@ def plot_evaluation(rows: Sequence[dict[str, Any]], path: str | Path, k: int,
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
     sel = sorted((r for r in rows if r["theme"] == theme),
                  key=lambda r: (r["cv"] != "pairs", r["spearman"]))
-    fig, ax = plt.subplots(figsize=(8, 0.35 * len(sel) + 1.5))
+    fig, ax = plt.subplots(figsize=(10, 0.35 * len(sel) + 1.5))
     y = np.arange(len(sel))
     colors = {"model": "#c0392b", "baseline": "#7f8c8d", "similarity": "#2980b9", "set": "#27ae60",
               "readout": "#8e44ad"}
@@ -37,16 +38,27 @@ def plot_evaluation(rows: Sequence[dict[str, Any]], path: str | Path, k: int,
     ax.barh(y + 0.2, [r[f"ndcg@{k}"] for r in sel], height=0.4, color="#f1c40f")
     ax.set_yticks(y, [r["method"] for r in sel], fontsize=8)
     ax.axvline(0, color="black", lw=0.5)
-    ax.set_xlabel("agreement with the gold pairs (Spearman: 95% bootstrap interval over cultures)")
-    ax.set_title(f"Which similarity agrees best with the experts? (theme: {theme})")
+    n_pairs = sum(r["cv"] == "pairs" for r in sel)  # at the bottom (sorted first)
+    if 0 < n_pairs < len(sel):
+        ax.axhline(n_pairs - 0.5, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("agreement with the gold pairs\n(Spearman: 95% bootstrap interval over "
+                  "cultures)", fontsize=9)
+    ax.set_title(f"Which similarity agrees best with the experts?\n(theme: {theme})",
+                 fontsize=10)
     handles = [Patch(color=colors[kind], label=f"Spearman ({kind})")
                for kind in ("model", "baseline", "similarity", "set", "readout")
                if any(r["kind"] == kind for r in sel)]
     handles.append(Patch(color="#f1c40f", label=f"nDCG@{k}"))
-    ax.legend(handles=handles, loc="lower right", fontsize=8)
+    if 0 < n_pairs < len(sel):
+        handles.append(Line2D([], [], color="grey", lw=0.8, ls="--",
+                              label="below: pair-level CV, fitted on\nthe pairs it scores "
+                              "(interpolation)"))
+    # outside the axes: inside, it hid the bottom rows' bars
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
+              frameon=False)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # long method names and the legend whole
     plt.close(fig)
     return path
 

@@ -144,7 +144,7 @@ PAGE = """<!doctype html>
 img{{max-width:100%}} table{{border-collapse:collapse;font-size:13px;margin:.5em 0 1.5em}}
 td,th{{border:1px solid #ccc;padding:2px 8px}} figure{{display:inline-block;margin:0 1em 1em 0;
 max-width:520px}} #bar{{position:sticky;top:0;background:#fff;padding:.5em 0;z-index:10;
-border-bottom:1px solid #ddd}} .note{{color:#666}}</style>
+border-bottom:1px solid #ddd}} .note{{color:#666}} .scroll{{overflow-x:auto}}</style>
 <script>{plotly_js}</script></head>
 <body><h1>culturesim report</h1>
 <p>{intro}</p>

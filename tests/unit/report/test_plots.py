@@ -150,3 +150,16 @@ def test_interactive_views_switch_with_the_head_and_hover_names_the_culture(tmp_
                                                   "general.parquet").to_pylist())
     assert g["matrix"]["data"][0]["y"] == plots.leaf_order(plots.similarity_linkage(m), m_names)
     assert "<td>" in a["table"]
+
+
+def test_the_combined_score_names_the_weights_the_run_used(tmp_path):
+    from culturesim_ray.report.build import alpha_line
+
+    m = tmp_path / "manifest.json"
+    m.write_text(json.dumps({"alpha": {"food": 0.5, "arts": 0.5}, "config": {"alpha": {}}}))
+    assert alpha_line(m) == ("S_total = sum over themes of alpha_t * S_t; alpha (equal: no "
+                             "--alpha given): arts 0.5, food 0.5")
+    m.write_text(json.dumps({"alpha": {"food": 0.75, "arts": 0.25},
+                             "config": {"alpha": {"food": 3, "arts": 1}}}))
+    assert alpha_line(m).endswith("alpha (given with --alpha): arts 0.25, food 0.75")
+    assert alpha_line(tmp_path / "none.json").endswith("not recorded")
