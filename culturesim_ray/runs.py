@@ -83,6 +83,12 @@ def embed_manifest(embed_dir: str) -> dict[str, Any]:
     return io.read_json(path)
 
 
+def embed_notes(embed_dir: str) -> list[str]:
+    """What the embed run told its user (its manifest's notes, e.g. texts its encoder
+    cannot read), for the jobs that read the run to say again."""
+    return [f"the embed run {embed_dir}: {n}" for n in embed_manifest(embed_dir).get("notes", [])]
+
+
 def run_encoder_kwargs(embed_dir: str, modality: str) -> tuple[str, dict[str, Any]]:
     """(encoder name, constructor kwargs) that rebuild the encoder `modality` was
     embedded with in this run, so a query lands in the same space as the corpus."""

@@ -95,3 +95,14 @@ def test_only_the_english_vocabulary_encoder_has_a_check():
     assert registry.coverage_check("minilm") is minilm_coverage
     for name in ("e5", "muse", "tfidf"):
         assert registry.coverage_check(name) is None
+
+
+def test_jobs_that_read_an_embed_run_repeat_its_notes(tmp_path):
+    import json
+
+    from culturesim_ray.runs import embed_notes
+
+    (tmp_path / "manifest.json").write_text(json.dumps({"job": "embed", "notes": ["cut"]}))
+    assert embed_notes(str(tmp_path)) == [f"the embed run {tmp_path}: cut"]
+    (tmp_path / "manifest.json").write_text(json.dumps({"job": "embed"}))  # an older run
+    assert embed_notes(str(tmp_path)) == []
