@@ -117,20 +117,20 @@ def mix_ranks(fusion: Any, retriever: Any, modality: str, q: np.ndarray, truth: 
 def run_set(run: Path, mixes: list[QueryMix]) -> dict[str, dict[str, np.ndarray]]:
     """{query kind: {method: ranks}} of one truth run: held-out items per modality
     ("items:text", "items:sequence", ...) and "titles"."""
-    import truth as truth_bench
+    import held_out
 
-    tables, held, model, data, _ = truth_bench._held_out(run)
-    fusion, retriever = truth_bench.model_query_path(model, data)
+    tables, held, model, data, _ = held_out.load_held_out(run)
+    fusion, retriever = held_out.model_query_path(model, data)
     kinds: dict[str, tuple[str, tuple[np.ndarray, np.ndarray] | None]] = {
-        f"items:{m}": (m, truth_bench.held_out_items(tables, held, data, m))
+        f"items:{m}": (m, held_out.held_out_items(tables, held, data, m))
         for m in sorted(data.graphs)}
-    kinds["titles"] = ("text", truth_bench.title_queries(run, tables, held, data))
+    kinds["titles"] = ("text", held_out.title_queries(run, tables, held, data))
     out: dict[str, dict[str, np.ndarray]] = {}
     for kind, (modality, queries) in kinds.items():
         if queries is None:
             continue
         q, t = queries
-        out[kind] = {RAW: truth_ranks(truth_bench.raw_scores(data, modality, q), t),
+        out[kind] = {RAW: truth_ranks(held_out.raw_scores(data, modality, q), t),
                      **mix_ranks(fusion, retriever, modality, q, t, mixes)}
     return out
 

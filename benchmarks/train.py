@@ -11,7 +11,7 @@ On the demo corpus (built and embedded here unless --embed-dir is given):
   split (20% of each culture's items, `training.data.split_holdout`) is held out
   of everything the plain loop trains on (graph, views, culture vectors); each
   held-out text item is a query through the model's query path, as the service
-  answers it (`truth.query_retrieval`); baseline = nearest mean of the training
+  answers it (`held_out.query_retrieval`); baseline = nearest mean of the training
   items' raw embeddings.
 
 Full run: hidden 256, 300 steps (stages 12/9/9 epochs of 10 steps); --quick:
@@ -38,7 +38,7 @@ import torch  # noqa: E402
 from culturesim_ray.pipeline.ray_env import set_safe_env  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from truth import query_retrieval, table_queries  # noqa: E402
+from held_out import query_retrieval, table_queries  # noqa: E402
 
 set_safe_env()
 

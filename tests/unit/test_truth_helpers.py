@@ -1,4 +1,4 @@
-"""The pure helpers of benchmarks/truth.py: page titles from `source`, hit rates,
+"""The pure helpers of benchmarks/truth.py and benchmarks/held_out.py: page titles from `source`, hit rates,
 the table's read-outs picked from evaluation rows."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.truth import hit_rates, pick, source_title  # noqa: E402
+from benchmarks.held_out import hit_rates, source_title  # noqa: E402
+from benchmarks.truth import pick  # noqa: E402
 
 
 @pytest.mark.parametrize("source,title", [
