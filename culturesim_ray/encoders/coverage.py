@@ -67,6 +67,16 @@ def poorly_covered(texts: Sequence[str], tokenize: Callable[[list[str]], list[li
     return out
 
 
+def spread(n: int, k: int) -> list[int]:
+    """Up to k of the positions 0..n-1, evenly spaced, first and last included (the
+    partitions a sample is drawn from: a bounded number at any corpus size)."""
+    if n <= 0 or k <= 0:
+        return []
+    if n <= k:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)}) if k > 1 else [0]
+
+
 @dataclass
 class CoverageCount:
     """How many texts were sampled, how many of them are poorly covered, and the

@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 from culturesim_ray import ingest, io, progress
 from culturesim_ray.config import EmbedConfig
 from culturesim_ray.encoders import build_encoder, registry
-from culturesim_ray.encoders.coverage import CoverageCount
+from culturesim_ray.encoders.coverage import CoverageCount, spread
 from culturesim_ray.layout import EmbedLayout
 from culturesim_ray.pipeline.embed_stage import (
     _complete_files,
@@ -65,6 +65,7 @@ from culturesim_ray.runs import read_embeddings, read_quarantine  # noqa: F401  
 from culturesim_ray.schema import MODALITIES, QUARANTINE_SCHEMA, UriRoots
 
 COVERAGE_SAMPLE = 2000  # texts checked against a text encoder's vocabulary (encoders.coverage)
+COVERAGE_PARTS = 16  # from at most this many partitions, evenly spaced (a bounded cost at any N)
 
 ENCODED_COLUMNS = ("item_id", "culture", "modality", "encoder", "vector", "themes", "error",
                    "source_row", "row_json")
@@ -187,15 +188,16 @@ def _coverage_part(part: pa.Table, encoder: str, kwargs: dict[str, Any],
 
 
 def text_coverage(todo: list[Any], cfg: EmbedConfig) -> CoverageCount | None:
-    """Up to COVERAGE_SAMPLE of the texts to embed, spread over the partitions, checked
-    against the text encoder's vocabulary in Ray tasks; None when the encoder has no
-    check (a multilingual or corpus-fitted encoder)."""
+    """Up to COVERAGE_SAMPLE of the texts to embed, from up to COVERAGE_PARTS partitions
+    spread over the corpus, checked against the text encoder's vocabulary in Ray tasks;
+    None when the encoder has no check (a multilingual or corpus-fitted encoder)."""
     encoder = _encoder_for("text", cfg)
     if registry.coverage_check(encoder) is None or not todo:
         return None
     kwargs = registry.encoder_kwargs(encoder, cfg)
-    limit = math.ceil(COVERAGE_SAMPLE / len(todo))
-    return CoverageCount.merge(encoder, _map(_coverage_part, todo, encoder, kwargs, limit))
+    parts = [todo[i] for i in spread(len(todo), COVERAGE_PARTS)]
+    limit = math.ceil(COVERAGE_SAMPLE / len(parts))
+    return CoverageCount.merge(encoder, _map(_coverage_part, parts, encoder, kwargs, limit))
 
 
 # ---------------------------------------------------------------- the job

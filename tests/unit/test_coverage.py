@@ -14,6 +14,7 @@ from culturesim_ray.encoders.coverage import (
     main_script,
     poorly_covered,
     script_of,
+    spread,
 )
 from culturesim_ray.encoders.text import minilm_coverage
 
@@ -106,3 +107,11 @@ def test_jobs_that_read_an_embed_run_repeat_its_notes(tmp_path):
     assert embed_notes(str(tmp_path)) == [f"the embed run {tmp_path}: cut"]
     (tmp_path / "manifest.json").write_text(json.dumps({"job": "embed"}))  # an older run
     assert embed_notes(str(tmp_path)) == []
+
+
+def test_the_sample_comes_from_a_bounded_number_of_partitions_spread_over_the_corpus():
+    assert spread(3, 16) == [0, 1, 2] and spread(0, 16) == [] and spread(5, 1) == [0]
+    big = spread(500, 16)
+    assert len(big) == 16 and big[0] == 0 and big[-1] == 499
+    gaps = {b - a for a, b in zip(big, big[1:], strict=False)}
+    assert gaps <= {33, 34}
