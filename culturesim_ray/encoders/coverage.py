@@ -112,21 +112,24 @@ class CoverageCount:
                 "scripts": dict(self.scripts.most_common()),
                 "rule": {"min_chars_per_token": MIN_CHARS_PER_TOKEN, "max_unknown": MAX_UNKNOWN}}
 
-    def note(self, alternatives: Sequence[str] = ("e5", "muse")) -> str | None:
+    def note(self, alternatives: Sequence[str]) -> str | None:
         """What the user should know, when at least NOTE_SHARE of the sample is poorly
-        covered; None otherwise."""
+        covered (`alternatives`: the encoders that read these texts); None otherwise."""
         if not self.sampled or self.share < NOTE_SHARE:
             return None
         scripts = ", ".join(s.lower() for s, _ in self.scripts.most_common(3))
-        flags = " or ".join(f"--text-encoder {a}" for a in alternatives)
         return (f"{self.share:.0%} of {self.sampled} sampled texts ({scripts} script) are cut "
-                f"by {self.encoder}'s English vocabulary into single characters or unknown "
-                f"tokens, so their vectors carry little of their meaning; {flags} "
-                "(multilingual) reads them")
+                f"by {self.encoder}'s vocabulary into single characters or unknown tokens, so "
+                f"their vectors carry little of their meaning; {_flags(alternatives)} "
+                "reads them")
 
 
-def query_note(encoder: str) -> str:
+def query_note(encoder: str, alternatives: Sequence[str]) -> str:
     """What a served answer says when its text query is poorly covered."""
-    return (f"the query is cut by {encoder}'s English vocabulary into single characters or "
-            "unknown tokens, so the answer reads little of it (this service's texts were "
-            f"embedded with {encoder}; a run embedded with --text-encoder e5 or muse reads it)")
+    return (f"the query is cut by {encoder}'s vocabulary into single characters or unknown "
+            f"tokens, so the answer reads little of it (this service's texts were embedded "
+            f"with {encoder}; a run embedded with {_flags(alternatives)} reads it)")
+
+
+def _flags(alternatives: Sequence[str]) -> str:
+    return " or ".join(f"--text-encoder {a}" for a in alternatives) or "another text encoder"

@@ -131,6 +131,13 @@ def coverage_check(name: str) -> Any:
     return None if spec.coverage is None else _resolve(spec.coverage)
 
 
+def any_script_text_encoders() -> tuple[str, ...]:
+    """The text encoders a vocabulary note can point to: packaged weights, no
+    vocabulary check (multilingual: e5, muse), not fitted on the corpus."""
+    return tuple(n for n in names("text")
+                 if REGISTRY[n].coverage is None and not REGISTRY[n].fitted)
+
+
 def build_encoder(name: str, **kwargs: Any) -> Any:
     """Build the encoder `name` with its keyword arguments (see `encoder_kwargs`)."""
     return _resolve(get(name).factory)(**kwargs)

@@ -264,7 +264,8 @@ def run_embed(corpus: str, out: str, cfg: EmbedConfig | None = None,
         todo = _map_refs(ingest.select, staged, "todo", modality)
         if modality == "text":
             coverage = text_coverage(todo, cfg)
-            note = coverage.note() if coverage is not None else None
+            note = (coverage.note(registry.any_script_text_encoders())
+                    if coverage is not None else None)
             if note:
                 notes.append(note)
                 log(f"note: {note}")

@@ -62,7 +62,8 @@ class QueryEncoders:
         if self._coverage is None:
             name, kwargs = runs.run_encoder_kwargs(self.embed_dir, modality)
             check = registry.coverage_check(name)
-            self._coverage = ((functools.partial(check, **kwargs), query_note(name))
+            self._coverage = ((functools.partial(check, **kwargs),
+                               query_note(name, registry.any_script_text_encoders()))
                               if check is not None else (None, None))
         poorly_covered, note = self._coverage
         if poorly_covered is None:
