@@ -201,6 +201,22 @@ def region_run(root: Path, prefix: str, seed: int, encoder: str = "test",
 
 
 @pytest.fixture
+def fast_learned(monkeypatch):
+    """A short LearnedSimilarity fit on one thread: the CV bookkeeping, not the fit, is tested."""
+    import torch
+
+    from culturesim_ray.ops.learned import LearnedSimilarity
+
+    init = LearnedSimilarity.__init__
+    monkeypatch.setattr(LearnedSimilarity, "__init__",
+                        lambda self, **kw: init(self, **{"epochs": 20, **kw}))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def small_corpus(tmp_path: Path) -> Path:
     return write_jsonl(tmp_path / "corpus.jsonl", corpus_rows())
 

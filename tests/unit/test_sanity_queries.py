@@ -1,4 +1,4 @@
-"""The sanity queries of benchmarks/sanity.py are a fair fixed test set: every demo
+"""The sanity queries (benchmarks/sanity_queries.py) are a fair fixed test set: every demo
 culture has several, and no query gives its answer away by keyword (its culture's
 name, its country or the demo corpus's English tagging stems for it). Also the
 scoring on hand-made answers. No Ray, no model."""

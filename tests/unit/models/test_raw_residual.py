@@ -14,93 +14,23 @@ import pytest
 import torch
 
 from culturesim_ray import runs
-from culturesim_ray.graph.knn import knn_edges
-from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig, ModalityGraph
+from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig
 from culturesim_ray.models.queue import MoCoQueue
 from culturesim_ray.serving.predictor import FusionPredictor
 from culturesim_ray.serving.retrieval import Retriever, modality_view
 from culturesim_ray.training.step import StepConfig, moco_step
+from raw_residual_data import (
+    DIMS,
+    N_CULTURES,
+    learned,
+    make_model,
+    raw_dot_ref,
+    raw_means,
+    raw_slots_ref,
+    slots_of,
+    small_graphs,
+)
 from synthetic_data import synthetic
-
-DIMS = {"text": 5, "image": 3}
-# items per culture; culture 4 has no text, culture 0 no image
-ITEMS = {"text": [3, 2, 4, 1, 0], "image": [0, 2, 1, 3, 2]}
-N_CULTURES = 5
-
-
-def small_graphs(seed: int = 0) -> dict[str, ModalityGraph]:
-    """Random non-zero item vectors of very different norms (so normalising each item
-    before the culture mean matters), two modalities, some cultures lacking one."""
-    g = torch.Generator().manual_seed(seed)
-    graphs = {}
-    for m, d in DIMS.items():
-        culture = torch.repeat_interleave(torch.arange(N_CULTURES), torch.tensor(ITEMS[m]))
-        n = len(culture)
-        scale = torch.exp(2 * torch.randn(n, 1, generator=g))  # norms ~ 0.02 .. 50
-        x = torch.randn(n, d, generator=g) * scale + 0.01  # (n, d), no zero row
-        ei, _ = knn_edges(x, 2)
-        graphs[m] = ModalityGraph(x, ei, culture, torch.zeros(n, 0, dtype=torch.bool))
-    return graphs
-
-
-def make_model(raw_weight: float, seed: int = 0) -> CultureSim:
-    torch.manual_seed(seed)
-    model = CultureSim(CultureSimConfig(dict(DIMS), hidden=8, out=4, raw_weight=raw_weight))
-    with torch.no_grad():  # away from the init, so no identity hides a bug
-        for p in model.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    return model.eval()
-
-
-def raw_means(graphs, keep=None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """float64 by hand: modality -> ((C, d) normalised mean of the culture's
-    L2-normalised kept items (0 where it has none), (C,) items of the modality)."""
-    out = {}
-    for m, gr in graphs.items():
-        x = gr.x.double().numpy()
-        c = gr.culture.numpy()
-        kept = np.ones(len(c), bool) if keep is None or m not in keep else keep[m].numpy()
-        means = np.zeros((N_CULTURES, x.shape[1]))
-        n = np.zeros(N_CULTURES)
-        for ci in range(N_CULTURES):
-            rows = x[(c == ci) & kept]
-            if len(rows):
-                s = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).sum(0)
-                means[ci], n[ci] = s / np.linalg.norm(s), len(rows)
-        out[m] = (means, n)
-    return out
-
-
-def raw_slots_ref(graphs, keep=None) -> np.ndarray:
-    """(C, raw_dim) float64: the means in sorted modality order, each scaled by
-    sqrt(share of the culture's items in that modality)."""
-    means = raw_means(graphs, keep)
-    total = np.maximum(sum(n for _, n in means.values()), 1)
-    return np.concatenate([means[m][0] * np.sqrt(means[m][1] / total)[:, None]
-                           for m in sorted(means)], axis=1)
-
-
-def raw_dot_ref(graphs) -> np.ndarray:
-    """(C, C) float64: sum over the modalities both cultures have of the raw means'
-    cosine, weighted by sqrt(share_a * share_b) of each side's items in it."""
-    means = raw_means(graphs)
-    total_n = np.maximum(sum(n for _, n in means.values()), 1)
-    total = np.zeros((N_CULTURES, N_CULTURES))
-    for mu, n in means.values():
-        share = np.sqrt(n / total_n)
-        total += (mu @ mu.T) * np.outer(share, share)
-    return total
-
-
-@torch.no_grad()
-def learned(model, graphs) -> np.ndarray:
-    """(C, out) float64: the projection head's output over the fused culture tokens."""
-    tokens, mask = model.culture_tokens(model.item_states(graphs), graphs, N_CULTURES)
-    return model.projection(model.fusion(tokens, mask)).double().numpy()
-
-
-def slots_of(cfg: CultureSimConfig) -> dict[str, tuple[int, int]]:
-    return {m: (cfg.slot(m).start, cfg.slot(m).stop) for m in sorted(cfg.in_dims)}
 
 
 @pytest.mark.parametrize("w", [0.3, 0.9])
@@ -372,154 +302,3 @@ def test_query_ranker_mixes_raw_nearest_items_and_learned(modality):
     np.testing.assert_allclose(got_p[0], want[0], atol=1e-6)
     other = "image" if modality == "text" else "text"
     assert ranker.mixed(modality, modality) and not ranker.mixed(modality, other)
-
-
-def modality_normalised_ref(graphs, w: float) -> tuple[np.ndarray, np.ndarray]:
-    """float64 by hand: (C, C) raw term w * sum_m sqrt(s_a s_b) cos_m / sum_m sqrt(s_a s_b)
-    over the modalities both cultures have (nan where they share none), and the
-    (C, C) bool of the pairs that share one."""
-    means = raw_means(graphs)
-    total_n = np.maximum(sum(n for _, n in means.values()), 1)
-    num = np.zeros((N_CULTURES, N_CULTURES))
-    den = np.zeros((N_CULTURES, N_CULTURES))
-    for mu, n in means.values():
-        share = np.sqrt(n / total_n)
-        both = np.outer(n > 0, n > 0)
-        num += np.where(both, (mu @ mu.T) * np.outer(share, share), 0.0)
-        den += np.where(both, np.outer(share, share), 0.0)
-    shared = den > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(shared, w * num / den, np.nan), shared
-
-
-@pytest.mark.parametrize("w", [0.3, 0.9])
-def test_modality_cosine_compares_the_raw_part_over_shared_modalities(w):
-    from culturesim_ray.ops.allpairs import blockwise_topk
-    from culturesim_ray.ops.modality_cosine import ModalityCosine
-
-    graphs = small_graphs()
-    model = make_model(w)
-    with torch.no_grad():
-        general = model(graphs, N_CULTURES)["general"]
-    term, shared = modality_normalised_ref(graphs, w)
-    assert not shared[0, 4] and shared.sum() > N_CULTURES  # 0: text only, 4: image only
-    iu = np.triu_indices(N_CULTURES, 1)
-    fill = float(np.mean(term[iu][shared[iu]]))
-    p = learned(model, graphs)
-    p /= np.linalg.norm(p, axis=1, keepdims=True)
-    ref = np.where(shared, term, fill) + (1 - w) * (p @ p.T)
-    slots = list(slots_of(model.cfg).values())
-    sim = ModalityCosine(slots).fit(general * 3.0)  # any row norms: it normalises them
-    assert sim.fill == pytest.approx(fill, abs=1e-6)
-    got = sim(general.double(), general.double()).numpy()
-    np.testing.assert_allclose(got, ref, atol=1e-6)
-    # it differs from the plain cosine exactly where a culture's modalities differ
-    plain = (general @ general.T).double().numpy()
-    assert np.abs(got - plain).max() > 1e-2
-    # row blocks against all rows (the all-pairs kernel) give the dense top-k
-    v, idx = blockwise_topk(general, general, k=3, sim=sim, block_rows=2, block_cols=3,
-                            exclude_self=True)
-    dense = torch.from_numpy(got).float().fill_diagonal_(float("-inf"))
-    np.testing.assert_allclose(v.numpy(), torch.topk(dense, 3, dim=1).values.numpy(), atol=1e-5)
-    with pytest.raises(RuntimeError, match="fit"):
-        ModalityCosine(slots)(general, general)
-
-
-@pytest.mark.parametrize("lam", [0.0, 0.1, 2.5])
-def test_modality_cosine_weighs_the_learned_part_of_the_culture_map(lam):
-    from culturesim_ray.ops.allpairs import blockwise_topk
-    from culturesim_ray.ops.modality_cosine import ModalityCosine
-
-    w = 0.9
-    graphs = small_graphs()
-    model = make_model(w)
-    with torch.no_grad():
-        general = model(graphs, N_CULTURES)["general"]
-    term, shared = modality_normalised_ref(graphs, w)
-    iu = np.triu_indices(N_CULTURES, 1)
-    fill = float(np.mean(term[iu][shared[iu]]))
-    p = learned(model, graphs)
-    p /= np.linalg.norm(p, axis=1, keepdims=True)
-    # float64 by hand: (raw term + lam (1 - w) p.p) / (w + lam (1 - w))
-    ref = (np.where(shared, term, fill) + lam * (1 - w) * (p @ p.T)) / (w + lam * (1 - w))
-    slots = list(slots_of(model.cfg).values())
-    sim = ModalityCosine(slots, learned=lam).fit(general * 0.5)
-    got = sim(general.double(), general.double()).numpy()
-    np.testing.assert_allclose(got, ref, atol=1e-6)
-    assert sim.key == f"modality_cosine(learned={lam:g})"
-    # a culture with every modality at the model's shares still scores 1 with itself
-    full = [i for i in range(N_CULTURES) if shared[i].all()]
-    assert full and np.allclose(np.diag(got)[full], 1.0, atol=1e-6)
-    # not the lam = 1 read-out rescaled: the pairs' scores are no affine map of its
-    one = ModalityCosine(slots).fit(general)(general.double(), general.double()).numpy()
-    assert ModalityCosine(slots).key == "modality_cosine"
-    assert np.corrcoef(got[iu], one[iu])[0, 1] < 1 - 1e-4
-    v, _ = blockwise_topk(general, general, k=3, sim=sim, block_rows=2, block_cols=3,
-                          exclude_self=True)
-    dense = torch.from_numpy(got).float().fill_diagonal_(float("-inf"))
-    np.testing.assert_allclose(v.numpy(), torch.topk(dense, 3, dim=1).values.numpy(), atol=1e-5)
-
-
-@pytest.mark.parametrize("lam", [-0.1, float("nan"), float("inf")])
-def test_modality_cosine_refuses_a_bad_learned_weight(lam):
-    from culturesim_ray.ops.modality_cosine import ModalityCosine
-
-    with pytest.raises(ValueError, match="learned must be a finite weight >= 0"):
-        ModalityCosine([(0, 3)], learned=lam)
-    with pytest.raises(ValueError, match="map_learned must be a finite weight >= 0"):
-        CultureSim(CultureSimConfig(dict(DIMS), hidden=8, out=4, raw_weight=0.9,
-                                    map_learned=lam))
-
-
-def test_modality_cosine_is_the_cosine_when_every_culture_has_the_same_modalities():
-    from culturesim_ray.ops.modality_cosine import ModalityCosine
-    from culturesim_ray.ops.similarity import cosine
-
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(6, 8, generator=g, dtype=torch.float64)
-    one = ModalityCosine([(0, 5)]).fit(x)  # one modality: the raw part of every pair shares it
-    np.testing.assert_allclose(one(x, x).numpy(), cosine(x, x).numpy(), atol=1e-12)
-    # two modalities at the same shares in every culture
-    x[:, 0:3] *= 0.6 / x[:, 0:3].norm(dim=1, keepdim=True)
-    x[:, 3:5] *= 0.8 / x[:, 3:5].norm(dim=1, keepdim=True)
-    x[:, 5:] *= 1.0 / x[:, 5:].norm(dim=1, keepdim=True)
-    two = ModalityCosine([(0, 3), (3, 5)]).fit(x)
-    np.testing.assert_allclose(two(x, x).numpy(), cosine(x, x).numpy(), atol=1e-12)
-
-
-def test_general_similarity_of_a_train_run_config():
-    cfg = CultureSimConfig(dict(DIMS), hidden=8, out=4, raw_weight=0.9)
-    x = np.random.default_rng(0).normal(size=(4, cfg.head_dim("general")))
-    sim = runs.general_similarity(asdict(cfg), x)
-    assert sim.name == "modality_cosine" and sim.slots == [(0, 3), (3, 8)]
-    one = CultureSimConfig({"text": 5}, hidden=8, out=4, raw_weight=0.9)
-    assert runs.general_similarity(asdict(one), x[:, :9]) == "cosine"
-    assert runs.general_similarity(asdict(CultureSimConfig(dict(DIMS), hidden=8, out=4)),
-                                   x[:, :4]) == "cosine"
-    # a reweighted learned part: the read-out even with one modality
-    one_map = CultureSimConfig({"text": 5}, hidden=8, out=4, raw_weight=0.9, map_learned=0.1)
-    sim = runs.general_similarity(asdict(one_map), x[:, :9])
-    assert sim.name == "modality_cosine" and sim.learned == 0.1 and sim.slots == [(0, 5)]
-    # with one modality it is the cosine of [sqrt(w) r, sqrt(lam (1 - w)) p], renormalised
-    xr = torch.from_numpy(x[:, :9].copy())
-    xr[:, :5] *= 0.9 ** 0.5 / xr[:, :5].norm(dim=1, keepdim=True)  # a model's slot norms
-    xr[:, 5:] *= 0.1 ** 0.5 / xr[:, 5:].norm(dim=1, keepdim=True)
-    scaled = torch.cat([xr[:, :5], 0.1 ** 0.5 * xr[:, 5:]], dim=1)
-    scaled = scaled / scaled.norm(dim=1, keepdim=True)
-    np.testing.assert_allclose(sim.fit(xr)(xr, xr).numpy(), (scaled @ scaled.T).numpy(),
-                               atol=1e-12)
-    assert runs.general_similarity(asdict(CultureSimConfig({"text": 5}, hidden=8, out=4,
-                                                           raw_weight=0.0, map_learned=0.1)),
-                                   x[:, :4]) == "cosine"  # no raw residual: no split
-
-
-def test_general_similarity_is_the_cosine_when_the_shares_agree():
-    cfg = CultureSimConfig(dict(DIMS), hidden=8, out=4, raw_weight=0.9)
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(4, cfg.head_dim("general")))
-    x[:, 0:3] *= 0.3 / np.linalg.norm(x[:, 0:3], axis=1, keepdims=True)  # image, every row
-    x[:, 3:8] *= 0.9 / np.linalg.norm(x[:, 3:8], axis=1, keepdims=True)
-    x[:, 8:] *= 0.3 / np.linalg.norm(x[:, 8:], axis=1, keepdims=True)
-    assert runs.general_similarity(asdict(cfg), x) == "cosine"
-    x[0, 0:3] *= 0.5  # one culture with fewer images
-    assert runs.general_similarity(asdict(cfg), x).name == "modality_cosine"

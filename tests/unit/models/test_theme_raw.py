@@ -10,13 +10,13 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 import torch
-from test_raw_residual import N_CULTURES, raw_means
 
 from culturesim_ray import runs
 from culturesim_ray.graph.knn import knn_edges
 from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig, ModalityGraph
 from culturesim_ray.ops.modality_cosine import ModalityCosine
 from culturesim_ray.serving.predictor import FusionPredictor, ThemeReranker
+from raw_residual_data import N_CULTURES, raw_means
 
 DIMS = {"text": 5, "image": 3}
 ITEMS = {"text": [3, 2, 4, 1, 0], "image": [0, 2, 1, 3, 2]}  # per culture

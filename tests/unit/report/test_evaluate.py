@@ -1,12 +1,12 @@
 """Evaluation metrics against scipy / sklearn on hand-made data, gold validation,
 leave-cultures-out CV of the learned similarity (instrumented) and of the fitted
-metric (the gold of a scored culture's pairs changed: its scores do not move), the gold kinds,
-precomputed matrices, and the shipped demo gold set re-derived from its source package."""
+metric (the gold of a scored culture's pairs changed: its scores do not move), the gold kinds
+and precomputed matrices (the demo gold set: test_gold.py; run directories:
+test_evaluate_run.py)."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,12 +27,6 @@ from culturesim_ray.report.evaluate import (
     recall_at_k,
     validate_gold,
     vector_matrix,
-)
-from culturesim_ray.report.gold import (
-    build_demo_gold,
-    demo_gold_path,
-    derive_gold,
-    haversine_km,
 )
 
 # hand-made: 4 cultures, 6 pairs, gold and predicted scores
@@ -151,20 +145,6 @@ def _planar(n: int = 10, seed: int = 0, keep: float = 1.0):
 
 def _finite_row(r):
     return all(math.isfinite(v) for v in r.values() if isinstance(v, float | int))
-
-
-@pytest.fixture
-def fast_learned(monkeypatch):
-    """A short LearnedSimilarity fit on one thread: the CV bookkeeping, not the fit, is tested."""
-    from culturesim_ray.ops.learned import LearnedSimilarity
-
-    init = LearnedSimilarity.__init__
-    monkeypatch.setattr(LearnedSimilarity, "__init__",
-                        lambda self, **kw: init(self, **{"epochs": 20, **kw}))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_evaluate_rows_carry_intervals_mantel_and_cv_labels(tmp_path, fast_learned):
@@ -348,79 +328,3 @@ def test_cli_gold_kind_flag():
                                       "--gold-kind", "distance"])
     assert args.gold_kind == "distance"
     assert build_parser().parse_args(["evaluate", "run", "--gold", "g"]).gold_kind == "similarity"
-
-
-def test_haversine_known_distance():
-    # Paris - London ~ 344 km
-    assert haversine_km((48.8566, 2.3522), (51.5074, -0.1278)) == pytest.approx(344, abs=3)
-
-
-def test_demo_gold_is_rederived_exactly_from_countryinfo(tmp_path):
-    rebuilt = build_demo_gold(tmp_path / "gold.csv").read_text()
-    assert rebuilt == demo_gold_path().read_text()
-    rows = {(r["culture_a"], r["culture_b"]): r for r in derive_gold()}
-    assert len(rows) == 66
-    assert rows[("French", "German")]["shared_border"] == 1
-    assert rows[("French", "German")]["same_subregion"] == 1
-    assert rows[("Japanese", "Spanish")]["score"] < 0.01
-    assert all(0 <= r["score"] <= 1 for r in rows.values())
-
-
-def _write_items(embed: Path, modality: str, n: int, cultures: int, seed: int) -> None:
-    """n embedded rows of `modality` over `cultures` cultures as the embed job writes
-    them, plus one failed row (error set) of another culture, which counts for nothing."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from culturesim_ray.layout import EmbedLayout
-
-    x = np.random.default_rng(seed).normal(size=(n + 1, 8)).astype(np.float32)
-    rows = [{"item_id": f"{modality}-{j}", "culture": f"c{j % cultures}", "modality": modality,
-             "vector": x[j].tolist(), "themes": ["t"], "error": None} for j in range(n)]
-    rows.append({"item_id": f"{modality}-bad", "culture": "c-failed", "modality": modality,
-                 "vector": None, "themes": [], "error": "unreadable"})
-    d = Path(EmbedLayout(str(embed)).embeddings(modality))
-    d.mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist(rows), d / "part-0.parquet")
-
-
-def test_the_default_modality_covers_the_most_cultures(tmp_path):
-    from culturesim_ray.report.evaluate import default_modality
-
-    embed = tmp_path / "embed"
-    with pytest.raises(FileNotFoundError, match="no embedded items"):
-        default_modality(str(embed))
-    _write_items(embed, "sequence", 60, 3, 1)
-    _write_items(embed, "image", 6, 6, 0)
-    assert default_modality(str(embed)) == "image"  # 6 cultures (one image each) over 3
-    _write_items(embed, "text", 6, 6, 2)
-    assert default_modality(str(embed)) == "text"  # as many cultures: text
-    from culturesim_ray.runs import read_embeddings
-
-    cols = read_embeddings(str(embed), "image", columns=["culture"])["image"]
-    assert cols.column_names == ["item_id", "culture"] and cols.num_rows == 6  # no vectors
-
-
-def test_evaluate_needs_three_cultures_in_the_run_and_in_the_gold(tmp_path, fast_learned):
-    """A rank correlation over culture pairs needs at least 3 cultures (3 pairs): fewer,
-    in the run or among the usable gold pairs, is a clear error, not an empty table."""
-    import json
-
-    from culturesim_ray.layout import EmbedLayout
-    from culturesim_ray.report.evaluate import run_evaluation
-
-    two, three = tmp_path / "two", tmp_path / "three"
-    _write_items(two / "embed", "text", 8, 2, 0)
-    with pytest.raises(ValueError, match=r"text items are of 2 culture\(s\) \['c0', 'c1'\]; "
-                                         r"agreement with gold over culture pairs needs at least 3"):
-        run_evaluation(str(two), tmp_path / "gold.csv")
-    _write_items(three / "embed", "text", 12, 3, 1)
-    Path(EmbedLayout(str(three / "embed")).manifest).write_text(
-        json.dumps({"encoders": {"text": {"name": "test"}}}))
-    gold = tmp_path / "gold.csv"
-    gold.write_text("culture_a,culture_b,score\nc0,c1,0.5\nc0,c9,0.1\n")
-    with pytest.raises(GoldError, match=r"name 2 of the run's cultures \['c0', 'c1'\]"):
-        run_evaluation(str(three), gold, n_boot=20, n_perm=9)
-    gold.write_text("culture_a,culture_b,score\nc0,c1,0.5\nc0,c2,0.1\nc1,c2,0.3\n")
-    res = run_evaluation(str(three), gold, n_boot=20, n_perm=9, log=lambda _m: None)
-    assert res["rows"] and all(r["pairs"] == 3 for r in res["rows"])

@@ -1,0 +1,71 @@
+"""`culturesim evaluate` on a run directory: which modality it reads by default, and the
+clear errors for runs or gold with fewer than three cultures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from culturesim_ray.report.evaluate import GoldError
+
+
+def _write_items(embed: Path, modality: str, n: int, cultures: int, seed: int) -> None:
+    """n embedded rows of `modality` over `cultures` cultures as the embed job writes
+    them, plus one failed row (error set) of another culture, which counts for nothing."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from culturesim_ray.layout import EmbedLayout
+
+    x = np.random.default_rng(seed).normal(size=(n + 1, 8)).astype(np.float32)
+    rows = [{"item_id": f"{modality}-{j}", "culture": f"c{j % cultures}", "modality": modality,
+             "vector": x[j].tolist(), "themes": ["t"], "error": None} for j in range(n)]
+    rows.append({"item_id": f"{modality}-bad", "culture": "c-failed", "modality": modality,
+                 "vector": None, "themes": [], "error": "unreadable"})
+    d = Path(EmbedLayout(str(embed)).embeddings(modality))
+    d.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), d / "part-0.parquet")
+
+
+def test_the_default_modality_covers_the_most_cultures(tmp_path):
+    from culturesim_ray.report.evaluate import default_modality
+
+    embed = tmp_path / "embed"
+    with pytest.raises(FileNotFoundError, match="no embedded items"):
+        default_modality(str(embed))
+    _write_items(embed, "sequence", 60, 3, 1)
+    _write_items(embed, "image", 6, 6, 0)
+    assert default_modality(str(embed)) == "image"  # 6 cultures (one image each) over 3
+    _write_items(embed, "text", 6, 6, 2)
+    assert default_modality(str(embed)) == "text"  # as many cultures: text
+    from culturesim_ray.runs import read_embeddings
+
+    cols = read_embeddings(str(embed), "image", columns=["culture"])["image"]
+    assert cols.column_names == ["item_id", "culture"] and cols.num_rows == 6  # no vectors
+
+
+def test_evaluate_needs_three_cultures_in_the_run_and_in_the_gold(tmp_path, fast_learned):
+    """A rank correlation over culture pairs needs at least 3 cultures (3 pairs): fewer,
+    in the run or among the usable gold pairs, is a clear error, not an empty table."""
+    import json
+
+    from culturesim_ray.layout import EmbedLayout
+    from culturesim_ray.report.evaluate import run_evaluation
+
+    two, three = tmp_path / "two", tmp_path / "three"
+    _write_items(two / "embed", "text", 8, 2, 0)
+    with pytest.raises(ValueError, match=r"text items are of 2 culture\(s\) \['c0', 'c1'\]; "
+                                         r"agreement with gold over culture pairs needs at least 3"):
+        run_evaluation(str(two), tmp_path / "gold.csv")
+    _write_items(three / "embed", "text", 12, 3, 1)
+    Path(EmbedLayout(str(three / "embed")).manifest).write_text(
+        json.dumps({"encoders": {"text": {"name": "test"}}}))
+    gold = tmp_path / "gold.csv"
+    gold.write_text("culture_a,culture_b,score\nc0,c1,0.5\nc0,c9,0.1\n")
+    with pytest.raises(GoldError, match=r"name 2 of the run's cultures \['c0', 'c1'\]"):
+        run_evaluation(str(three), gold, n_boot=20, n_perm=9)
+    gold.write_text("culture_a,culture_b,score\nc0,c1,0.5\nc0,c2,0.1\nc1,c2,0.3\n")
+    res = run_evaluation(str(three), gold, n_boot=20, n_perm=9, log=lambda _m: None)
+    assert res["rows"] and all(r["pairs"] == 3 for r in res["rows"])
