@@ -69,8 +69,12 @@ def cmd_embed(args: argparse.Namespace) -> int:
     with Stage("embed", unit="rows") as st:
         report = run_embed(args.corpus, args.out, cfg, address=args.address,
                            overwrite=args.overwrite, log=st.log)
-    _summary(f"embedded {report.embedded}, quarantined {report.quarantined} of "
-             f"{report.rows_in} rows -> {args.out}", st)
+    _summary(f"{report.counts_line()} -> {args.out}", st)
+    if report.quarantined:
+        from culturesim_ray.layout import EmbedLayout
+
+        print(f"embed: each quarantined row, with its field, reason and source row: "
+              f"{EmbedLayout(args.out).quarantine} (culturesim_ray.runs.read_quarantine)")
     for note in report.notes:  # what the user should know about this corpus
         print(f"embed: note: {note}")
     return 0 if report.balanced else 1

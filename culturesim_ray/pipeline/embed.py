@@ -170,6 +170,12 @@ class EmbedReport:
     def balanced(self) -> bool:
         return self.rows_in == self.embedded + self.quarantined
 
+    def counts_line(self) -> str:
+        """'embedded E, quarantined Q of N rows', with the quarantine's count per field."""
+        why = ", ".join(f"{k}: {v}" for k, v in self.reasons.items())
+        return (f"embedded {self.embedded}, quarantined {self.quarantined} of {self.rows_in} "
+                f"rows" + (f" ({why})" if why else ""))
+
 
 # ---------------------------------------------------------------- encoder state
 
@@ -293,9 +299,7 @@ def run_embed(corpus: str, out: str, cfg: EmbedConfig | None = None,
                               files=len(files), notes=notes,
                               **({"text_coverage": coverage.record()} if coverage else {})),
                   layout.manifest, cfg.s3)
-    log(f"embedded {report.embedded}, quarantined {report.quarantined} of {report.rows_in} rows"
-        + (f" ({', '.join(f'{k}: {v}' for k, v in report.reasons.items())})"
-           if report.reasons else ""))
+    log(report.counts_line())
     log(f"outputs in {out} (embeddings/, quarantine/, manifest.json)")
     return report
 

@@ -74,6 +74,9 @@ def test_bad_rows_are_quarantined_and_counted(ray_session, tmp_path):
     report = run_embed(str(corpus), str(out), CFG, log=quiet)
     assert report.rows_in == len(rows) == report.embedded + report.quarantined
     assert report.embedded == 12
+    assert report.counts_line() == (  # what `culturesim embed` prints, counts by field
+        f"embedded 12, quarantined 8 of {len(rows)} rows (culture: 1, era_start: 1, "
+        "item_id: 1, modality: 1, text: 1, uri: 3)")
     q = read_quarantine(str(out)).to_pylist()
     reasons = {r["item_id"]: r["reason"] for r in q}
     assert set(reasons) == {"x1", "x2", "x3", "x4", "x5", "turkish-0", "x6", "x7"}
