@@ -160,6 +160,30 @@ def _pooled(vectors: np.ndarray, cultures: Sequence[str],
     return pool(vectors, cultures, themes, "mean")
 
 
+def embedded_texts(rows: Sequence[dict[str, Any]], item_ids: Sequence[str]
+                   ) -> tuple[list[int], list[str]]:
+    """The corpus texts of the embedded text items `item_ids`, in corpus order:
+    (each text's position in item_ids, the texts), so the TF-IDF baseline scores the
+    same items, cultures and themes as the raw baseline. Rows the embed job
+    quarantined are left out: their ids are not embedded, and of rows sharing an id
+    the first with a culture and a text is taken, as ingest keeps the first good one
+    (a first row bad for another reason, say a wrong era type, is not detected here).
+    Corpus order, because the LSA fit depends on the order of its rows."""
+    where = {i: j for j, i in enumerate(item_ids)}
+    keep: list[int] = []
+    texts: list[str] = []
+    for r in rows:
+        text, culture, item_id = r.get("text"), r.get("culture"), r.get("item_id")
+        j = where.pop(str(item_id), None) if (
+            r.get("modality") == "text" and item_id is not None
+            and isinstance(text, str) and text.strip()
+            and isinstance(culture, str) and culture.strip()) else None
+        if j is not None:
+            keep.append(j)
+            texts.append(text)
+    return keep, texts
+
+
 MIN_CULTURES = 3  # 3 cultures, 3 pairs: the fewest a rank correlation over pairs can use
 
 
@@ -229,12 +253,13 @@ def run_methods(run_dir: str | Path, modality: str | None = None, tfidf_dim: int
         if corpus and io.exists(corpus):
             from culturesim_ray.encoders.tfidf import TfidfEncoder
 
-            rows = [r for r in io.read_corpus_rows(corpus)
-                    if r.get("modality") == "text" and r.get("text")]
-            enc = TfidfEncoder.fit([r["text"] for r in rows], dim=tfidf_dim)
-            vec = enc.encode([r["text"] for r in rows]).vectors
+            keep, texts = embedded_texts(io.read_corpus_rows(corpus),
+                                         t.column("item_id").to_pylist())
+            enc = TfidfEncoder.fit(texts, dim=tfidf_dim)
+            vec = enc.encode(texts).vectors
             methods.append(Method("TF-IDF (LSA) mean, cosine", "baseline", _pooled(
-                vec, [r["culture"] for r in rows], [r.get("themes") for r in rows])))
+                vec, [item_cultures[j] for j in keep],
+                [themes[j] for j in keep] if themes is not None else None)))
         else:
             log(f"evaluate: corpus {corpus} not found; TF-IDF baseline left out")
     methods.append(Method(f"{label} (raw baseline), cosine", "baseline", raw, "cosine"))
@@ -276,13 +301,14 @@ def run_evaluation(run_dir: str | Path, gold_path: str | Path, k: int = 3,
     io.require_local(run_dir, "evaluate: run directory", "it reads the run's train/ files")
     if out is not None:
         io.require_local(out, "evaluate --out", "it writes the CSV, JSON and chart there")
+    gold_rows = read_gold_rows(gold_path)  # a missing or broken gold file fails first
     methods = run_methods(run_dir, modality, log=log)
     if metrics:
         from culturesim_ray.report.metric_file import metric_method
 
         methods += [metric_method(path, run_dir) for path in metrics]
     cultures = sorted({c for m in methods for c in m.cultures()})
-    gold = validate_gold(read_gold_rows(gold_path), cultures, strict, str(gold_path), gold_kind)
+    gold = validate_gold(gold_rows, cultures, strict, str(gold_path), gold_kind)
     covered = sorted({c for a, b, _, _ in gold.pairs for c in (a, b)})
     if len(covered) < MIN_CULTURES:
         raise GoldError(f"{gold_path}: the usable gold pairs name {len(covered)} of the run's "

@@ -41,7 +41,9 @@ def read_gold_rows(path: str | Path) -> list[dict[str, Any]]:
     try:
         return io.read_corpus_rows(str(path))
     except io.CorpusFormatError as exc:
-        raise GoldError(f"gold file {exc}") from exc
+        raise GoldError(f"gold file {exc}") from None  # the one line the CLI prints
+    except FileNotFoundError:
+        raise GoldError(f"gold file not found: {path}") from None
 
 
 def _did_you_mean(name: str, known: set[str]) -> str:

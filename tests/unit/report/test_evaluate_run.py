@@ -56,16 +56,51 @@ def test_evaluate_needs_three_cultures_in_the_run_and_in_the_gold(tmp_path, fast
 
     two, three = tmp_path / "two", tmp_path / "three"
     _write_items(two / "embed", "text", 8, 2, 0)
+    gold = tmp_path / "gold.csv"
+    gold.write_text("culture_a,culture_b,score\nc0,c1,0.5\n")
     with pytest.raises(ValueError, match=r"text items are of 2 culture\(s\) \['c0', 'c1'\]; "
                                          r"agreement with gold over culture pairs needs at least 3"):
         run_evaluation(str(two), tmp_path / "gold.csv")
     _write_items(three / "embed", "text", 12, 3, 1)
     Path(EmbedLayout(str(three / "embed")).manifest).write_text(
         json.dumps({"encoders": {"text": {"name": "test"}}}))
-    gold = tmp_path / "gold.csv"
     gold.write_text("culture_a,culture_b,score\nc0,c1,0.5\nc0,c9,0.1\n")
     with pytest.raises(GoldError, match=r"name 2 of the run's cultures \['c0', 'c1'\]"):
         run_evaluation(str(three), gold, n_boot=20, n_perm=9)
     gold.write_text("culture_a,culture_b,score\nc0,c1,0.5\nc0,c2,0.1\nc1,c2,0.3\n")
     res = run_evaluation(str(three), gold, n_boot=20, n_perm=9, log=lambda _m: None)
     assert res["rows"] and all(r["pairs"] == 3 for r in res["rows"])
+
+
+def test_the_tfidf_baseline_reads_the_embedded_items_only():
+    """Rows the embed job quarantined (no culture, a blank text, a duplicate id) are not
+    among the embedded ids; of rows sharing an id the first good one gives the text, as
+    ingest keeps it. Texts in corpus order, with their positions in the embeddings."""
+    from culturesim_ray.report.evaluate import embedded_texts
+
+    rows = [
+        {"item_id": "a", "culture": None, "modality": "text", "text": "no culture"},
+        {"item_id": "a", "culture": "X", "modality": "text", "text": "alpha"},
+        {"item_id": "a", "culture": "Y", "modality": "text", "text": "a duplicate"},
+        {"item_id": 7, "culture": "Y", "modality": "text", "text": "seven"},
+        {"item_id": "b", "culture": "Y", "modality": "text", "text": "   "},
+        {"item_id": "c", "culture": "Z", "modality": "image", "uri": "c.png"},
+        {"item_id": "d", "culture": "Z", "modality": "text", "text": "delta"},
+    ]
+    keep, texts = embedded_texts(rows, ["7", "a", "c", "d", "e"])
+    assert keep == [1, 0, 3] and texts == ["alpha", "seven", "delta"]
+
+
+def test_a_missing_gold_file_fails_before_any_method_runs(tmp_path):
+    from culturesim_ray.report.evaluate import run_evaluation
+    from culturesim_ray.report.gold_file import read_gold_rows
+
+    with pytest.raises(GoldError, match=r"^gold file not found: .*nope\.csv$"):
+        read_gold_rows(tmp_path / "nope.csv")
+    bad = tmp_path / "gold.jsonl"
+    bad.write_text("{oops\n")
+    with pytest.raises(GoldError, match=r"^gold file .*gold\.jsonl:1: not valid JSON"):
+        read_gold_rows(bad)
+    # no run here at all: the gold file is what the error names
+    with pytest.raises(GoldError, match="gold file not found"):
+        run_evaluation(str(tmp_path / "no-run"), tmp_path / "nope.csv")
