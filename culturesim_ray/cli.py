@@ -77,7 +77,10 @@ def cmd_embed(args: argparse.Namespace) -> int:
               f"{EmbedLayout(args.out).quarantine} (culturesim_ray.runs.read_quarantine)")
     for note in report.notes:  # what the user should know about this corpus
         print(f"embed: note: {note}")
-    return 0 if report.balanced else 1
+    empty = report.nothing_embedded()
+    if empty:
+        print(f"embed: error: {empty}")
+    return 0 if report.balanced and not empty else 1
 
 
 def _allpairs_config(args: argparse.Namespace) -> AllPairsConfig:

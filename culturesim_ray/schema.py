@@ -129,6 +129,17 @@ def _check_str(row: dict[str, Any], name: str, required: bool) -> tuple[str | No
     return v, None
 
 
+def id_text(v: Any) -> Any:
+    """An item id as the corpus contract keeps it: an integer (an int64 Parquet column,
+    a JSON number) as its decimal string; anything else unchanged (a float or a bool
+    stays a wrong type: is 12.0 "12" or "12.0"?)."""
+    return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
+def _check_id(row: dict[str, Any]) -> tuple[str | None, str | None]:
+    return _check_str({"item_id": id_text(row.get("item_id"))}, "item_id", required=True)
+
+
 def _check_int(row: dict[str, Any], name: str) -> tuple[int | None, str | None]:
     v = row.get(name)
     if _is_missing(v) or v == "":
@@ -276,7 +287,8 @@ def check_row(row: dict[str, Any], idx: int,
         return BadRow(given, fld, reason)
 
     for name in ("item_id", "culture", "modality"):
-        val, problem = _check_str(row, name, required=True)
+        val, problem = (_check_id(row) if name == "item_id"
+                        else _check_str(row, name, required=True))
         if problem:
             return reject(name, problem)
         clean[name] = val.strip()

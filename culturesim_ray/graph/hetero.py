@@ -28,6 +28,7 @@ from torch import Tensor
 
 from culturesim_ray import io
 from culturesim_ray.models.branch import SELF_RELATION
+from culturesim_ray.schema import id_text
 
 RELATION_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 DEFAULT_RELATION = "related"
@@ -114,11 +115,13 @@ def read_relations(path: str, items: dict[str, tuple[str, int]],
             raise RelationsError(f"relations file {path}: no {' / '.join(missing)} column "
                                  f"(columns: src_item, dst_item, optional relation)")
     rel = into if into is not None else Relations()
-    for row in rows:
+    for given in rows:
+        row = {**given, "src_item": id_text(given.get("src_item")),
+               "dst_item": id_text(given.get("dst_item"))}  # integer ids as the corpus reads them
         reason = _check_row(row, items)
-        if reason:
-            rel.quarantined.append({"source_row": row.get("_source_row"), "reason": reason,
-                                    "row": {k: v for k, v in row.items() if k != "_source_row"}})
+        if reason:  # the row as given
+            rel.quarantined.append({"source_row": given.get("_source_row"), "reason": reason,
+                                    "row": {k: v for k, v in given.items() if k != "_source_row"}})
             continue
         rel.add(items[row["src_item"]], items[row["dst_item"]],
                 row.get("relation") or DEFAULT_RELATION)

@@ -170,6 +170,18 @@ class EmbedReport:
     def balanced(self) -> bool:
         return self.rows_in == self.embedded + self.quarantined
 
+    def nothing_embedded(self) -> str | None:
+        """Why a run with rows embedded none of them, or None: the quarantine's counts,
+        and the field when every row failed on the same one (a column the corpus lacks
+        or spells otherwise, a type its writer gave every row)."""
+        if self.embedded or not self.rows_in:
+            return None
+        why = ", ".join(f"{k}: {v}" for k, v in self.reasons.items())
+        one = (f"; every row failed on {next(iter(self.reasons))!r}: is that column missing, "
+               f"misnamed or of another type in the corpus? (README: the corpus contract)"
+               if len(self.reasons) == 1 else "")
+        return f"nothing was embedded: all {self.rows_in} rows are in the quarantine ({why}){one}"
+
     def counts_line(self) -> str:
         """'embedded E, quarantined Q of N rows', with the quarantine's count per field."""
         why = ", ".join(f"{k}: {v}" for k, v in self.reasons.items())

@@ -296,3 +296,30 @@ def test_texts_the_english_encoder_cuts_into_characters_get_a_note(ray_session, 
     assert report.notes == []
     assert json.loads((tmp_path / "en" / "manifest.json").read_text())["text_coverage"][
         "poorly_covered"] == 0
+
+
+def test_integer_ids_are_embedded_and_a_corpus_nothing_survives_exits_1(ray_session, tmp_path,
+                                                                          capsys):
+    """An int64 item_id column is read as strings; a corpus whose every row fails on one
+    field (here a CSV without a modality column) exits 1 and names that field."""
+    import pyarrow as pa
+
+    from culturesim_ray.cli import main
+
+    pq.write_table(pa.table({"item_id": [3, 1, 2], "culture": ["A", "B", "C"],
+                             "modality": ["text"] * 3,
+                             "text": ["olive oil", "rye bread", "rice wine"]}),
+                   tmp_path / "ids.parquet")
+    report = run_embed(str(tmp_path / "ids.parquet"), str(tmp_path / "ids"),
+                       CFG.model_copy(update={"text_encoder": "tfidf"}), log=quiet)
+    assert (report.embedded, report.quarantined) == (3, 0)
+    assert sorted(read_embeddings(str(tmp_path / "ids"))["text"].column("item_id").to_pylist()) \
+        == ["1", "2", "3"]
+    (tmp_path / "nomod.csv").write_text("item_id,culture,text\n1,A,olive oil\n2,B,rye bread\n")
+    capsys.readouterr()
+    assert main(["embed", str(tmp_path / "nomod.csv"), "--out", str(tmp_path / "nomod"),
+                 "--text-encoder", "tfidf"]) == 1
+    out = capsys.readouterr().out
+    assert "embedded 0, quarantined 2 of 2 rows (modality: 2)" in out
+    assert ("embed: error: nothing was embedded: all 2 rows are in the quarantine (modality: 2); "
+            "every row failed on 'modality'") in out

@@ -33,3 +33,23 @@ def test_every_command_has_help():
         with pytest.raises(SystemExit) as exc:
             parser.parse_args([cmd, "--help"])
         assert exc.value.code == 0
+
+
+def test_the_embed_reports_lines():
+    from culturesim_ray.pipeline.embed import EmbedReport
+
+    def report(embedded: int, reasons: dict[str, int]) -> EmbedReport:
+        q = sum(reasons.values())
+        return EmbedReport(rows_in=embedded + q, embedded=embedded, quarantined=q,
+                           skipped_done=0, reasons=reasons, out="o", seconds=1.0)
+
+    ok = report(5, {"culture": 1, "uri": 2})
+    assert ok.counts_line() == "embedded 5, quarantined 3 of 8 rows (culture: 1, uri: 2)"
+    assert ok.nothing_embedded() is None
+    assert report(2, {}).counts_line() == "embedded 2, quarantined 0 of 2 rows"
+    assert report(0, {}).nothing_embedded() is None  # an empty corpus: nothing to say here
+    two = report(0, {"culture": 1, "text": 3}).nothing_embedded()
+    assert two == "nothing was embedded: all 4 rows are in the quarantine (culture: 1, text: 3)"
+    one = report(0, {"item_id": 4}).nothing_embedded()
+    assert one.startswith("nothing was embedded: all 4 rows are in the quarantine (item_id: 4); "
+                          "every row failed on 'item_id': is that column missing")

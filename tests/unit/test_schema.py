@@ -20,7 +20,8 @@ CASES = [
     (row(culture=7), "culture", "wrong type"),
     ({"item_id": "a", "modality": "text", "text": "x"}, "culture", "missing"),
     (row(item_id=None), "item_id", "missing"),
-    (row(item_id=12), "item_id", "wrong type"),
+    (row(item_id=12.0), "item_id", "wrong type"),
+    (row(item_id=True), "item_id", "wrong type"),
     (row(modality="video"), "modality", "unknown value 'video'"),
     (row(text=""), "text", "empty"),
     (row(text="   \n"), "text", "empty"),
@@ -51,6 +52,16 @@ def test_each_rule_quarantines_with_field_and_reason(bad, field, words):
     assert rec["source_row"] in ("c.jsonl:1", "row 1")
     # the row as given survives in the quarantine
     assert rec["row_json"]
+
+
+def test_an_integer_item_id_is_its_decimal_string():
+    """An int64 Parquet column or a JSON number: the id as a string, and an integer
+    and the same digits as a string are one id (a duplicate)."""
+    out = validate_rows([row(item_id=12, _source_row="f:1"), row(item_id=-3, _source_row="f:2"),
+                         row(item_id="12", _source_row="f:3"), row(item_id=2**70, _source_row="f:4")])
+    assert [r["item_id"] for r in out.good] == ["12", "-3", str(2**70)]
+    (dup,) = out.bad
+    assert "duplicate '12', first seen at f:1" in dup.record()["reason"]
 
 
 def test_duplicate_item_id_keeps_first_and_names_it():

@@ -129,6 +129,27 @@ def test_relations_file_rows_become_symmetric_edges_and_bad_rows_are_quarantined
     assert {(0, 3), (3, 0), (2, 3), (3, 2)} <= pairs
 
 
+def test_relations_with_integer_ids_name_the_items_as_the_corpus_reads_them(tmp_path):
+    """An int64 id column (as in the corpus: `schema.id_text`) names the item whose id
+    is its decimal string; a float id is quarantined as given."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    items = {"5": ("text", 0), "6": ("text", 1), "70": ("image", 0)}
+    pq.write_table(pa.table({"src_item": [5, 6], "dst_item": [70, 5]}), tmp_path / "r.parquet")
+    rel = read_relations(str(tmp_path / "r.parquet"), items)
+    assert not rel.quarantined
+    (tmp_path / "r.jsonl").write_text('{"src_item": 5.0, "dst_item": 6}\n')
+    bad = read_relations(str(tmp_path / "r.jsonl"), items).quarantined
+    assert [q["row"] for q in bad] == [{"src_item": 5.0, "dst_item": 6}]
+    assert "src_item: missing or not a string (5.0)" in bad[0]["reason"]
+    rows = [{"src_item": "5", "dst_item": "70"}, {"src_item": "6", "dst_item": "5"}]
+    (tmp_path / "s.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    same = read_relations(str(tmp_path / "s.jsonl"), items)
+    assert same.pairs.keys() == rel.pairs.keys()
+    assert {k: sorted(v) for k, v in same.pairs.items()} == {k: sorted(v) for k, v in rel.pairs.items()}
+
+
 def test_relations_file_without_its_columns_is_an_error(tmp_path):
     path = tmp_path / "rel.csv"
     path.write_text("from,to\nt0,t1\n")
