@@ -32,7 +32,6 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -44,6 +43,7 @@ from culturesim_ray.config import EmbedConfig
 from culturesim_ray.encoders import build_encoder, registry
 from culturesim_ray.encoders.coverage import CoverageCount, spread
 from culturesim_ray.layout import EmbedLayout
+from culturesim_ray.pipeline.embed_report import EmbedReport
 from culturesim_ray.pipeline.embed_stage import (
     _complete_files,
     _map,
@@ -153,47 +153,6 @@ def _auto_cpus_per_actor(cfg: EmbedConfig) -> float:
     total = float(ray.cluster_resources().get("CPU", 1.0))
     share = (total - 1.0) / cfg.num_actors if total > 1.0 else total / (cfg.num_actors + 1)
     return max(0.1, min(cfg.num_cpus_per_actor, round(share, 2)))
-
-
-@dataclass
-class EmbedReport:
-    rows_in: int
-    embedded: int
-    quarantined: int
-    skipped_done: int
-    reasons: dict[str, int]
-    out: str
-    seconds: float
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def balanced(self) -> bool:
-        return self.rows_in == self.embedded + self.quarantined
-
-    def nothing_embedded(self) -> str | None:
-        """Why a run with rows embedded none of them, or None: the quarantine's counts,
-        and the field when every row failed on the same one (a column the corpus lacks
-        or spells otherwise, a type its writer gave every row)."""
-        if self.embedded or not self.rows_in:
-            return None
-        why = ", ".join(f"{k}: {v}" for k, v in self.reasons.items())
-        one = (f"; every row failed on {next(iter(self.reasons))!r}: is that column missing, "
-               f"misnamed or of another type in the corpus? (README: the corpus contract)"
-               if len(self.reasons) == 1 else "")
-        return f"nothing was embedded: all {self.rows_in} rows are in the quarantine ({why}){one}"
-
-    def counts_line(self) -> str:
-        """'embedded E, quarantined Q of N rows', with the quarantine's count per field."""
-        why = ", ".join(f"{k}: {v}" for k, v in self.reasons.items())
-        return (f"embedded {self.embedded}, quarantined {self.quarantined} of {self.rows_in} "
-                f"rows" + (f" ({why})" if why else ""))
-
-
-# ---------------------------------------------------------------- encoder state
-
-
-# ---------------------------------------------------------------- fingerprints
-
 
 
 
