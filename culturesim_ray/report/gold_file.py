@@ -68,6 +68,13 @@ def validate_gold(rows: Sequence[dict[str, Any]], cultures: Sequence[str],
     gold_kind ("similarity" or "distance") is recorded; the scores are kept as read."""
     if gold_kind not in GOLD_KINDS:
         raise GoldError(f"{source}: gold kind must be one of {GOLD_KINDS}, got {gold_kind!r}")
+    columns = list(dict.fromkeys(k for r in rows for k in r if k != "_source_row"))
+    absent = [f for f in ("culture_a", "culture_b", "score") if f not in columns]
+    if rows and absent:  # a whole column, not one row: say what the file has
+        plural = "s" if len(absent) > 1 else ""
+        raise GoldError(f"{source}: no {', '.join(absent)} column{plural} (the file has "
+                        f"{', '.join(columns)}; a gold file has culture_a, culture_b, score "
+                        f"and optionally theme)")
     known = set(cultures)
     seen: dict[tuple[str, str, str], tuple[int, float]] = {}
     pairs, skipped = [], defaultdict(int)

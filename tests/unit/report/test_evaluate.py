@@ -95,8 +95,14 @@ def test_validate_gold_errors_and_skips():
         "unknown culture 'Atlantis'": 1}
     with pytest.raises(GoldError, match=r"row 1: .* cultures\) \(did you mean 'Chinese'\?\)"):
         validate_gold(near, known, strict=True)
-    with pytest.raises(GoldError, match="row 1: field 'culture_b' is missing"):
-        validate_gold([{"culture_a": "A", "score": 1}], ["A"])
+    with pytest.raises(GoldError, match="row 2: field 'culture_b' is missing"):
+        validate_gold([rows[0], {"culture_a": "A", "culture_b": "", "score": 1}], ["A", "B"])
+    # a column no row has: the file's own columns are named (a CSV with other headers)
+    with pytest.raises(GoldError, match=r"^g.csv: no culture_a, score columns \(the file has "
+                                        r"a, culture_b, similarity; a gold file has culture_a, "
+                                        r"culture_b, score and optionally theme\)$"):
+        validate_gold([{"a": "A", "culture_b": "B", "similarity": 1, "_source_row": "g.csv:2"}],
+                      ["A", "B"], source="g.csv")
     square = [{"culture_a": x, "culture_b": y, "score": 1.0 if x == y else 0.25 + ({x, y} == {"A", "C"})}
               for x in "ABC" for y in "ABC"]  # a square matrix: diagonal, both orders
     gold = validate_gold(square, ["A", "B", "C"])
