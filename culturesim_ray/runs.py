@@ -74,6 +74,25 @@ def read_quarantine(out: str, cfg: EmbedConfig | None = None) -> pa.Table:
     return QUARANTINE_SCHEMA.empty_table()
 
 
+def quarantine_example(out: str, cfg: EmbedConfig | None = None) -> str | None:
+    """'SOURCE_ROW: REASON' of one quarantined row of an embed run (the first of the
+    first quarantine file: one row read, however large the quarantine), or None."""
+    from culturesim_ray.layout import EmbedLayout
+
+    cfg = cfg or EmbedConfig()
+    fs, p = io.filesystem_for(EmbedLayout(out).quarantine, cfg.s3)
+    if not fs.exists(p):
+        return None
+    for f in sorted(f for f in fs.find(p) if f.endswith(".parquet")):
+        with fs.open(f, "rb") as fh:
+            for batch in pq.ParquetFile(fh).iter_batches(batch_size=1,
+                                                         columns=["source_row", "reason"]):
+                if batch.num_rows:
+                    row = batch.to_pylist()[0]
+                    return f"{row['source_row']}: {row['reason']}"
+    return None
+
+
 def embed_manifest(embed_dir: str) -> dict[str, Any]:
     from culturesim_ray.layout import EmbedLayout
 

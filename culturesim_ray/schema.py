@@ -271,7 +271,7 @@ class UriRoots:
             "s3://" + target[1] if target[0] == "s3" else target[1])
         where = f" (resolves to {shown})" if shown and shown != uri else ""
         return (f"{uri}{where} is outside the allowed roots (corpus folder {self.corpus}; "
-                f"uri_roots [{', '.join(self.extra)}])")
+                f"uri_roots [{', '.join(self.extra)}]; --uri-root DIR adds one)")
 
 
 def check_row(row: dict[str, Any], idx: int,

@@ -23,17 +23,20 @@ class EmbedReport:
     def balanced(self) -> bool:
         return self.rows_in == self.embedded + self.quarantined
 
-    def nothing_embedded(self) -> str | None:
-        """Why a run with rows embedded none of them, or None: the quarantine's counts,
-        and the field when every row failed on the same one (a column the corpus lacks
-        or spells otherwise, a type its writer gave every row)."""
+    def nothing_embedded(self, example: str | None = None) -> str | None:
+        """Why a run with rows embedded none of them, or None: the quarantine's counts
+        and `example`, one quarantined row's 'SOURCE_ROW: REASON'; when every row is
+        missing the same field, a column the corpus lacks or spells otherwise."""
         if self.embedded or not self.rows_in:
             return None
-        one = (f"; every row failed on {next(iter(self.reasons))!r}: is that column missing, "
-               f"misnamed or of another type in the corpus? (README: the corpus contract)"
-               if len(self.reasons) == 1 else "")
-        return (f"nothing was embedded: all {self.rows_in} rows are in the quarantine "
-                f"({self._by_field()}){one}")
+        msg = (f"nothing was embedded: all {self.rows_in} rows are in the quarantine "
+               f"({self._by_field()})")
+        if example:
+            msg += f"; for example {example}"
+            if len(self.reasons) == 1 and example.endswith(": missing"):
+                msg += (f" (in every row: does the corpus lack a {next(iter(self.reasons))!r} "
+                        f"column, or spell it otherwise? README: the corpus contract)")
+        return msg
 
     def counts_line(self) -> str:
         """'embedded E, quarantined Q of N rows', with the quarantine's count per field."""

@@ -322,4 +322,5 @@ def test_integer_ids_are_embedded_and_a_corpus_nothing_survives_exits_1(ray_sess
     out = capsys.readouterr().out
     assert "embedded 0, quarantined 2 of 2 rows (modality: 2)" in out
     assert ("embed: error: nothing was embedded: all 2 rows are in the quarantine (modality: 2); "
-            "every row failed on 'modality'") in out
+            f"for example {tmp_path / 'nomod.csv'}:2: modality: missing (in every row: does the "
+            "corpus lack a 'modality' column") in out

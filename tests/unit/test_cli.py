@@ -48,8 +48,16 @@ def test_the_embed_reports_lines():
     assert ok.nothing_embedded() is None
     assert report(2, {}).counts_line() == "embedded 2, quarantined 0 of 2 rows"
     assert report(0, {}).nothing_embedded() is None  # an empty corpus: nothing to say here
-    two = report(0, {"culture": 1, "text": 3}).nothing_embedded()
-    assert two == "nothing was embedded: all 4 rows are in the quarantine (culture: 1, text: 3)"
-    one = report(0, {"item_id": 4}).nothing_embedded()
-    assert one.startswith("nothing was embedded: all 4 rows are in the quarantine (item_id: 4); "
-                          "every row failed on 'item_id': is that column missing")
+    two = report(0, {"culture": 1, "text": 3})
+    assert two.nothing_embedded() == ("nothing was embedded: all 4 rows are in the quarantine "
+                                      "(culture: 1, text: 3)")
+    assert two.nothing_embedded("c.csv:2: text: empty for a text item") == (
+        "nothing was embedded: all 4 rows are in the quarantine (culture: 1, text: 3); "
+        "for example c.csv:2: text: empty for a text item")
+    # every row missing one field: the column, most likely
+    one = report(0, {"modality": 4}).nothing_embedded("c.csv:2: modality: missing")
+    assert one.endswith("for example c.csv:2: modality: missing (in every row: does the corpus "
+                        "lack a 'modality' column, or spell it otherwise? README: the corpus "
+                        "contract)")
+    uri = report(0, {"uri": 4}).nothing_embedded("c.csv:2: uri: x.png is outside the allowed roots")
+    assert uri.endswith("for example c.csv:2: uri: x.png is outside the allowed roots")

@@ -84,7 +84,8 @@ def test_uris_outside_the_corpus_folder_are_quarantined(tree):
     for rec in reasons.values():
         assert rec["field"] == "uri"
         assert rec["reason"].endswith(
-            f"is outside the allowed roots (corpus folder {root}; uri_roots [])"), rec
+            f"is outside the allowed roots (corpus folder {root}; uri_roots []; "
+            "--uri-root DIR adds one)"), rec
     secret = os.path.realpath(tree / "secret.txt")
     assert f"(resolves to {secret})" in reasons["link-abs"]["reason"]
 
@@ -98,7 +99,7 @@ def test_an_extra_root_admits_its_files_only(tree):
     assert [r["item_id"] for r in out.good] == ["shared"]
     (bad,) = out.bad
     assert bad.row["item_id"] == "elsewhere"
-    assert bad.record()["reason"].endswith(f"uri_roots [{shared}])")
+    assert bad.record()["reason"].endswith(f"uri_roots [{shared}]; --uri-root DIR adds one)")
 
 
 def test_other_uri_messages_are_unchanged(tree):
