@@ -181,8 +181,11 @@ def cmd_continue_melody(args: argparse.Namespace) -> int:
 
     from culturesim_ray.encoders.music import detokenize, parse_events
     from culturesim_ray.encoders.sequence import load_model, read_tokens, sample_continuation
+    from culturesim_ray.layout import melody_model_dir
 
-    model, vocab = load_model(args.model)
+    if "://" not in args.seed_file and not Path(args.seed_file).is_file():
+        raise FileNotFoundError(f"seed file not found: {args.seed_file}")
+    model, vocab = load_model(melody_model_dir(args.model))
     seed_tokens = read_tokens(args.seed_file)
     cont = sample_continuation(model, vocab, seed_tokens, steps=args.steps,
                                temperature=args.temperature, seed=args.seed)
@@ -311,7 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("continue-melody", help="continue a melody with a trained melody LSTM")
     p.add_argument("seed_file", help="the melody to continue (.abc, .mid, .musicxml)")
-    p.add_argument("--model", required=True, help="model dir (an embed run's models/lstm)")
+    p.add_argument("--model", required=True, help="the melody model: an embed run's "
+                   "models/lstm, the embed run, or its run directory")
     p.add_argument("--out", required=True, help=".mid (MIDI) or .musicxml")
     p.add_argument("--steps", type=int, default=32)
     p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")

@@ -180,3 +180,18 @@ class RunLayout:
     @property
     def allpairs_model(self) -> AllPairsLayout:
         return AllPairsLayout(io.join(self.root, "allpairs-model"))
+
+
+def melody_model_dir(path: str) -> str:
+    """The melody LSTM folder `path` names: the folder itself (lstm.pt, vocab.json,
+    config.json), an embed run (its models/lstm) or a run directory (embed/models/lstm).
+    s3:// paths are taken as the folder itself."""
+    if io.is_s3(path):
+        return path
+    for candidate in (path, EmbedLayout(path).lstm, RunLayout(path).embed.lstm):
+        if io.exists(io.join(candidate, "config.json")):
+            return candidate
+    raise FileNotFoundError(
+        f"{path}: no melody model here (a folder with lstm.pt, vocab.json and config.json; "
+        f"an embed run of a corpus with tunes writes one to EMBED/models/lstm: pass that "
+        f"folder, the embed run or its run directory)")

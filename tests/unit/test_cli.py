@@ -61,3 +61,25 @@ def test_the_embed_reports_lines():
                         "contract)")
     uri = report(0, {"uri": 4}).nothing_embedded("c.csv:2: uri: x.png is outside the allowed roots")
     assert uri.endswith("for example c.csv:2: uri: x.png is outside the allowed roots")
+
+
+def test_continue_melody_finds_the_model_of_a_run_and_names_what_is_missing(tmp_path, capsys):
+    from culturesim_ray.layout import melody_model_dir
+
+    lstm = tmp_path / "run" / "embed" / "models" / "lstm"
+    lstm.mkdir(parents=True)
+    (lstm / "config.json").write_text("{}")
+    for given in (lstm, tmp_path / "run" / "embed", tmp_path / "run"):
+        assert melody_model_dir(str(given)) == str(lstm)
+    assert melody_model_dir("s3://bucket/models/lstm") == "s3://bucket/models/lstm"
+    with pytest.raises(FileNotFoundError, match=r"train: no melody model here \(a folder with "
+                                                r"lstm.pt, vocab.json and config.json"):
+        melody_model_dir(str(tmp_path / "run" / "train"))
+    seed = tmp_path / "tune.abc"
+    assert main(["continue-melody", str(seed), "--model", str(tmp_path / "run"),
+                 "--out", str(tmp_path / "x.mid")]) == 2
+    assert f"seed file not found: {seed}" in capsys.readouterr().err
+    seed.write_text("X:1\nK:C\nCDEF|\n")
+    assert main(["continue-melody", str(seed), "--model", str(tmp_path / "run" / "train"),
+                 "--out", str(tmp_path / "x.mid")]) == 2
+    assert "no melody model here" in capsys.readouterr().err
