@@ -299,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="serve a run's model over HTTP (Ray Serve, local)")
     p.add_argument("run_dir", nargs="?", default="runs/demo",
-                   help="a run with embed/, train/ and allpairs/ (default runs/demo)")
+                   help="a run with embed/, train/ and allpairs/, or a train run's "
+                        "directory (default runs/demo)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)

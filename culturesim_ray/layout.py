@@ -158,6 +158,15 @@ class TrainLayout(_StageLayout):
         """TRAIN/graph/: the item graph the graph stage writes for this run."""
         return GraphLayout(io.join(self.root, "graph"))
 
+    def embed_input(self) -> str | None:
+        """The embed run this train run read: its manifest's `input` (the graph
+        stage's for runs written before the train manifest kept it), or None."""
+        for manifest in (self.manifest, self.graph.manifest):
+            found = io.read_json(manifest).get("input") if io.exists(manifest) else None
+            if found:
+                return str(found)
+        return None
+
 
 @dataclass(frozen=True)
 class RunLayout:

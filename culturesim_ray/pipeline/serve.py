@@ -305,8 +305,10 @@ def app_builder(args: dict[str, Any]) -> Any:
 
     for p in (EmbedLayout(paths.embed).manifest, TrainLayout(paths.train).model):
         if not io.exists(p):
-            raise FileNotFoundError(f"{p}: run the embed and train jobs first "
-                                    f"(culturesim demo --out RUN writes both)")
+            raise FileNotFoundError(
+                f"{p}: not found. Serve a run directory holding embed/ and train/ "
+                f"(culturesim demo --out RUN writes both) or a train run's own directory "
+                f"(culturesim train EMBED --out TRAIN)")
 
     def where(p: str) -> str:  # replicas may start elsewhere: absolute local paths
         return p if io.is_s3(p) else str(Path(p).absolute())

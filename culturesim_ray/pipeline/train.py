@@ -276,6 +276,7 @@ def run_train(embed_dir: str, out: str, cfg: TrainConfig | None = None, log: Any
     exported = ray.get(ray.remote(num_cpus=1)(_export_task).remote(store_root, str(outp),
                                                                     cfg.query.to_dict()))
     position = json.loads(st["position"])
+    embed_input = embed_dir if io.is_s3(embed_dir) else str(Path(embed_dir).absolute())
     manifest = io.manifest("train", {**cfg.to_dict(), "relations": relations,
                                      "model_config": asdict(mcfg)},
                            {"cultures": len(meta["cultures"]), "steps": position["step"],
@@ -287,7 +288,7 @@ def run_train(embed_dir: str, out: str, cfg: TrainConfig | None = None, log: Any
                            history=position["history"], resumes=position["resumes"],
                            graph={"recall_at_k": {m: v.get("recall_at_k") for m, v in
                                                   graph.get("modalities", {}).items()}},
-                           gate=exported["gate"], notes=notes)
+                           gate=exported["gate"], notes=notes, input=embed_input)
     io.write_json(manifest, layout.manifest)
     log(f"train: {position['step']} steps; culture embeddings -> {layout.culture_embeddings}")
     return manifest

@@ -322,10 +322,13 @@ class RunPaths:
 
     @classmethod
     def of(cls, run_dir: str) -> RunPaths:
-        """The demo layout: RUN/embed, RUN/train, RUN/allpairs (the last optional)."""
-        from culturesim_ray.layout import RunLayout
+        """The demo layout: RUN/embed, RUN/train, RUN/allpairs (the last optional); or
+        a train run's own directory, with the embed run its manifest names."""
+        from culturesim_ray.layout import RunLayout, TrainLayout
 
-        run = RunLayout(str(run_dir))
+        run, train = RunLayout(str(run_dir)), TrainLayout(str(run_dir))
+        if not io.exists(run.train.model) and io.exists(train.model) and train.embed_input():
+            return cls(str(train.embed_input()), train.root)
         return cls(run.embed.root, run.train.root,
                    run.allpairs.root if io.exists(run.allpairs.pairs) else None)
 

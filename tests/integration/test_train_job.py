@@ -30,6 +30,7 @@ def test_two_workers_train_through_the_stages_and_export(ray_session, tmp_path):
                          stages=((1, 2), (2, 2), (3, 2)), steps_per_epoch=4, hidden=32,
                          out_dim=16, queue_size=32, log=lambda *_: None)
     hist = manifest["history"]
+    assert manifest["input"] == str((tmp_path / "emb").absolute())  # serve TRAIN finds it
     assert [h["stage"] for h in hist][:4] == [1, 1, 2, 2]
     assert manifest["counts"]["steps"] == 4 * len(hist)
     table = pq.read_table(tmp_path / "train" / "culture_embeddings.parquet")
