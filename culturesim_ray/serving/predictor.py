@@ -327,8 +327,10 @@ class RunPaths:
         from culturesim_ray.layout import RunLayout, TrainLayout
 
         run, train = RunLayout(str(run_dir)), TrainLayout(str(run_dir))
-        if not io.exists(run.train.model) and io.exists(train.model) and train.embed_input():
-            return cls(str(train.embed_input()), train.root)
+        embed = (train.embed_input()
+                 if not io.exists(run.train.model) and io.exists(train.model) else None)
+        if embed:
+            return cls(embed, train.root)
         return cls(run.embed.root, run.train.root,
                    run.allpairs.root if io.exists(run.allpairs.pairs) else None)
 
