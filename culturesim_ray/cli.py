@@ -77,14 +77,11 @@ def cmd_embed(args: argparse.Namespace) -> int:
               f"{EmbedLayout(args.out).quarantine} (culturesim_ray.runs.read_quarantine)")
     for note in report.notes:  # what the user should know about this corpus
         print(f"embed: note: {note}")
-    empty = None
-    if report.rows_in and not report.embedded:
+    if report.empty:  # why, with one quarantined row (read only here)
         from culturesim_ray.runs import quarantine_example
 
-        empty = report.nothing_embedded(quarantine_example(args.out, cfg))
-    if empty:
-        print(f"embed: error: {empty}")
-    return 0 if report.balanced and not empty else 1
+        print(f"embed: error: {report.nothing_embedded(quarantine_example(args.out, cfg))}")
+    return 0 if report.balanced and not report.empty else 1
 
 
 def _allpairs_config(args: argparse.Namespace) -> AllPairsConfig:

@@ -30,7 +30,8 @@ def read_embeddings(out: str, modality: str | None = None,
                     cfg: EmbedConfig | None = None,
                     columns: list[str] | None = None) -> dict[str, pa.Table]:
     """The embedded rows of an embed run, per modality (rows with an error left out);
-    columns: only these (and item_id, the sort key), e.g. ["culture"] without the vectors."""
+    columns: only these (and item_id, the sort key), e.g. ["culture"] without the vectors
+    (source_row, the corpus row an item came from, only when named here)."""
     cfg = cfg or EmbedConfig()
     result = {}
     from culturesim_ray.layout import EmbedLayout
@@ -43,7 +44,7 @@ def read_embeddings(out: str, modality: str | None = None,
             list(dict.fromkeys(["item_id", *columns, "error"])) if columns else None))
         table = table.filter(pc.is_null(table.column("error")))
         table = table.drop_columns([c for c in ("error", "source_row", "row_json")
-                                    if c in table.column_names])
+                                    if c in table.column_names and c not in (columns or ())])
         result[m] = table.sort_by("item_id")
     return result
 

@@ -23,11 +23,16 @@ class EmbedReport:
     def balanced(self) -> bool:
         return self.rows_in == self.embedded + self.quarantined
 
+    @property
+    def empty(self) -> bool:
+        """Rows came in and none of them was embedded."""
+        return bool(self.rows_in) and not self.embedded
+
     def nothing_embedded(self, example: str | None = None) -> str | None:
         """Why a run with rows embedded none of them, or None: the quarantine's counts
         and `example`, one quarantined row's 'SOURCE_ROW: REASON'; when every row is
         missing the same field, a column the corpus lacks or spells otherwise."""
-        if self.embedded or not self.rows_in:
+        if not self.empty:
             return None
         msg = (f"nothing was embedded: all {self.rows_in} rows are in the quarantine "
                f"({self._by_field()})")

@@ -160,27 +160,21 @@ def _pooled(vectors: np.ndarray, cultures: Sequence[str],
     return pool(vectors, cultures, themes, "mean")
 
 
-def embedded_texts(rows: Sequence[dict[str, Any]], item_ids: Sequence[str]
+def embedded_texts(rows: Sequence[dict[str, Any]], source_rows: Sequence[str]
                    ) -> tuple[list[int], list[str]]:
-    """The corpus texts of the embedded text items `item_ids`, in corpus order:
-    (each text's position in item_ids, the texts), so the TF-IDF baseline scores the
-    same items, cultures and themes as the raw baseline. Rows the embed job
-    quarantined are left out: their ids are not embedded, and of rows sharing an id
-    the first with a culture and a text is taken, as ingest keeps the first good one
-    (a first row bad for another reason, say a wrong era type, is not detected here).
-    Corpus order, because the LSA fit depends on the order of its rows."""
-    where = {i: j for j, i in enumerate(item_ids)}
+    """The corpus texts of the embedded text items, whose corpus rows are
+    `source_rows` (the embeddings' `source_row`), in corpus order: (each text's
+    position in source_rows, the texts). Rows the embed job quarantined have no
+    embedded item, so the TF-IDF baseline scores the raw baseline's items. Corpus
+    order, because the LSA fit depends on the order of its rows."""
+    where = {r: j for j, r in enumerate(source_rows)}
     keep: list[int] = []
     texts: list[str] = []
     for r in rows:
-        text, culture, item_id = r.get("text"), r.get("culture"), r.get("item_id")
-        j = where.pop(str(item_id), None) if (
-            r.get("modality") == "text" and item_id is not None
-            and isinstance(text, str) and text.strip()
-            and isinstance(culture, str) and culture.strip()) else None
+        j = where.get(r.get("_source_row"))
         if j is not None:
             keep.append(j)
-            texts.append(text)
+            texts.append(r["text"])
     return keep, texts
 
 
@@ -253,8 +247,9 @@ def run_methods(run_dir: str | Path, modality: str | None = None, tfidf_dim: int
         if corpus and io.exists(corpus):
             from culturesim_ray.encoders.tfidf import TfidfEncoder
 
+            source = runs.read_embeddings(embed, modality, columns=["source_row"])[modality]
             keep, texts = embedded_texts(io.read_corpus_rows(corpus),
-                                         t.column("item_id").to_pylist())
+                                         source.column("source_row").to_pylist())
             enc = TfidfEncoder.fit(texts, dim=tfidf_dim)
             vec = enc.encode(texts).vectors
             methods.append(Method("TF-IDF (LSA) mean, cosine", "baseline", _pooled(

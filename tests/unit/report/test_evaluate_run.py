@@ -73,22 +73,20 @@ def test_evaluate_needs_three_cultures_in_the_run_and_in_the_gold(tmp_path, fast
 
 
 def test_the_tfidf_baseline_reads_the_embedded_items_only():
-    """Rows the embed job quarantined (no culture, a blank text, a duplicate id) are not
-    among the embedded ids; of rows sharing an id the first good one gives the text, as
-    ingest keeps it. Texts in corpus order, with their positions in the embeddings."""
+    """The corpus rows of the embedded items, found by their source row: quarantined
+    rows (no culture, a duplicate id) have no embedded item. Texts in corpus order,
+    with their positions in the embeddings."""
     from culturesim_ray.report.evaluate import embedded_texts
 
     rows = [
-        {"item_id": "a", "culture": None, "modality": "text", "text": "no culture"},
-        {"item_id": "a", "culture": "X", "modality": "text", "text": "alpha"},
-        {"item_id": "a", "culture": "Y", "modality": "text", "text": "a duplicate"},
-        {"item_id": 7, "culture": "Y", "modality": "text", "text": "seven"},
-        {"item_id": "b", "culture": "Y", "modality": "text", "text": "   "},
-        {"item_id": "c", "culture": "Z", "modality": "image", "uri": "c.png"},
-        {"item_id": "d", "culture": "Z", "modality": "text", "text": "delta"},
+        {"item_id": "a", "culture": None, "text": "no culture", "_source_row": "c.jsonl:1"},
+        {"item_id": "a", "culture": "X", "text": "alpha", "_source_row": "c.jsonl:2"},
+        {"item_id": "a", "culture": "Y", "text": "a duplicate", "_source_row": "c.jsonl:3"},
+        {"item_id": 7, "culture": "Y", "text": "seven", "_source_row": "c.jsonl:4"},
+        {"item_id": "d", "culture": "Z", "text": "delta", "_source_row": "c.jsonl:5"},
     ]
-    keep, texts = embedded_texts(rows, ["7", "a", "c", "d", "e"])
-    assert keep == [1, 0, 3] and texts == ["alpha", "seven", "delta"]
+    keep, texts = embedded_texts(rows, ["c.jsonl:4", "c.jsonl:2", "c.jsonl:5", "other:1"])
+    assert keep == [1, 0, 2] and texts == ["alpha", "seven", "delta"]
 
 
 def test_a_missing_gold_file_fails_before_any_method_runs(tmp_path):
