@@ -178,6 +178,20 @@ def embedded_texts(rows: Sequence[dict[str, Any]], source_rows: Sequence[str]
     return keep, texts
 
 
+def _source_rows(embed: str, modality: str) -> list[str] | None:
+    """Each embedded item's corpus row (the embeddings' order), or None for an older
+    embed run whose files do not record it."""
+    import pyarrow as pa
+
+    from culturesim_ray import runs
+
+    try:
+        table = runs.read_embeddings(embed, modality, columns=["source_row"])[modality]
+    except (pa.ArrowInvalid, KeyError):
+        return None
+    return table.column("source_row").to_pylist()
+
+
 MIN_CULTURES = 3  # 3 cultures, 3 pairs: the fewest a rank correlation over pairs can use
 
 
@@ -244,12 +258,15 @@ def run_methods(run_dir: str | Path, modality: str | None = None, tfidf_dim: int
     label = f"mean {runs.embed_manifest(embed)['encoders'][modality]['name']}"
     if modality == "text":
         corpus = runs.embed_manifest(embed).get("corpus")
-        if corpus and io.exists(corpus):
+        found = bool(corpus) and io.exists(corpus)
+        source = _source_rows(embed, modality) if found else None
+        if found and source is None:
+            log(f"evaluate: {embed} records no source rows (an older embed run); "
+                "TF-IDF baseline left out")
+        elif source is not None:
             from culturesim_ray.encoders.tfidf import TfidfEncoder
 
-            source = runs.read_embeddings(embed, modality, columns=["source_row"])[modality]
-            keep, texts = embedded_texts(io.read_corpus_rows(corpus),
-                                         source.column("source_row").to_pylist())
+            keep, texts = embedded_texts(io.read_corpus_rows(corpus), source)
             enc = TfidfEncoder.fit(texts, dim=tfidf_dim)
             vec = enc.encode(texts).vectors
             methods.append(Method("TF-IDF (LSA) mean, cosine", "baseline", _pooled(

@@ -102,3 +102,28 @@ def test_a_missing_gold_file_fails_before_any_method_runs(tmp_path):
     # no run here at all: the gold file is what the error names
     with pytest.raises(GoldError, match="gold file not found"):
         run_evaluation(str(tmp_path / "no-run"), tmp_path / "nope.csv")
+
+
+def test_an_embed_run_without_source_rows_leaves_the_tfidf_row_out(tmp_path, fast_learned):
+    """Embeddings written before each item kept its corpus row: the TF-IDF baseline
+    cannot tell the embedded rows, so it is left out with a line; the rest evaluates."""
+    import json
+
+    from culturesim_ray.layout import EmbedLayout
+    from culturesim_ray.report.evaluate import run_evaluation
+
+    run = tmp_path / "run"
+    _write_items(run / "embed", "text", 12, 3, 1)  # no source_row column
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text(json.dumps({"item_id": "text-0", "culture": "c0", "modality": "text",
+                                  "text": "x"}) + "\n")
+    Path(EmbedLayout(str(run / "embed")).manifest).write_text(
+        json.dumps({"encoders": {"text": {"name": "test"}}, "corpus": str(corpus)}))
+    gold = tmp_path / "gold.csv"
+    gold.write_text("culture_a,culture_b,score\nc0,c1,0.5\nc0,c2,0.1\nc1,c2,0.3\n")
+    logs: list[str] = []
+    res = run_evaluation(str(run), gold, n_boot=20, n_perm=9, log=logs.append)
+    assert any("records no source rows (an older embed run); TF-IDF baseline left out" in m
+               for m in logs)
+    assert res["rows"] and not any("TF-IDF" in r["method"] for r in res["rows"])
+
