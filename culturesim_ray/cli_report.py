@@ -6,6 +6,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+GOLD_KIND_HELP = ("distance: bigger gold score = less similar (negated before scoring); "
+                  "default: distance when the score column is named 'distance' or a square "
+                  "matrix has a zero diagonal, else similarity")
+
 
 def add_report_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="PNG figures and an HTML report of a run")
@@ -30,8 +34,7 @@ def add_report_parsers(sub: argparse._SubParsersAction) -> None:
                         "modality that covers the most cultures, text on a tie)")
     p.add_argument("--strict", action="store_true",
                    help="gold pairs naming unknown cultures are an error, not skipped")
-    p.add_argument("--gold-kind", default="similarity", choices=["similarity", "distance"],
-                   help="distance: bigger gold score = less similar (negated before scoring)")
+    p.add_argument("--gold-kind", choices=["similarity", "distance"], help=GOLD_KIND_HELP)
     p.add_argument("--metric", action="append", default=[], metavar="FILE",
                    help="a metric of `culturesim fit-metric` (fitted on another run's gold), "
                         "scored as one more row; repeatable")
@@ -42,7 +45,7 @@ def add_report_parsers(sub: argparse._SubParsersAction) -> None:
                                           "and `allpairs --metric`")
     p.add_argument("run_dir", help="a run directory with embed/")
     p.add_argument("--gold", required=True, help="as for evaluate ('demo' = the demo gold)")
-    p.add_argument("--gold-kind", default="similarity", choices=["similarity", "distance"])
+    p.add_argument("--gold-kind", choices=["similarity", "distance"], help=GOLD_KIND_HELP)
     p.add_argument("--modality", default="text", choices=["text", "image", "sequence"],
                    help="the items whose culture means it weights (default text)")
     p.add_argument("--b", type=float, default=0.5,
@@ -81,6 +84,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for reason, n in res["skipped"].items():  # the answer, not progress: always shown
         print(f"evaluate: skipped {n} gold pair(s): {reason}")
     print(res["table"])
+    for line in res["notes"]:
+        print(line)
     summary(f"evaluation in {args.out or Path(args.run_dir) / 'evaluation'}", st)
     return 0
 

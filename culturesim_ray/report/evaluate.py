@@ -299,13 +299,16 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
 def run_evaluation(run_dir: str | Path, gold_path: str | Path, k: int = 3,
                    out: str | Path | None = None, modality: str | None = None,
                    strict: bool = False, log: Callable[[str], None] = print,
-                   gold_kind: str = "similarity", n_boot: int = 1000, n_perm: int = 999,
+                   gold_kind: str | None = None, n_boot: int = 1000, n_perm: int = 999,
                    folds: int = 5, seed: int = 0,
                    metrics: Sequence[str | Path] = ()) -> dict[str, Any]:
     """Evaluate every method of the run against the gold file; writes
     OUT/evaluation.csv, evaluation.json (with the gold kind and the resampling
     settings) and evaluation.png (default OUT = RUN/evaluation). metrics: files of
-    `culturesim fit-metric` (fitted on other runs), each scored as one more row."""
+    `culturesim fit-metric` (fitted on other runs), each scored as one more row.
+    gold_kind None: what the gold file says (`gold_file.validate_gold`). The result's
+    `notes` are lines for the user beside the table (a gold kind read from the
+    file; a raw baseline that runs clearly against the gold)."""
     import json
 
     from culturesim_ray import io
@@ -326,6 +329,8 @@ def run_evaluation(run_dir: str | Path, gold_path: str | Path, k: int = 3,
         raise GoldError(f"{gold_path}: the usable gold pairs name {len(covered)} of the run's "
                         f"cultures {covered}; a rank correlation over culture pairs needs pairs "
                         f"over at least {MIN_CULTURES}")
+    gold_kind = gold.kind
+    notes = [f"evaluate: gold kind {gold_kind} ({gold.kind_from})"] if gold.kind_from else []
     for reason, n in gold.skipped.items():
         log(f"evaluate: skipped {n} gold pair(s): {reason}")
     log(f"evaluate: {len(gold.pairs)} gold pairs ({gold_kind}), {len(methods)} methods, k={k}")
@@ -338,6 +343,7 @@ def run_evaluation(run_dir: str | Path, gold_path: str | Path, k: int = 3,
     raw = [m.name for m in methods if m.kind == "baseline" and "(raw baseline)" in m.name]
     rows = evaluate(gold, methods, k, progress, gold_kind, n_boot, n_perm, folds, seed,
                     reference=raw[0] if raw else None)
+    notes += kind_warning(rows, raw[0] if raw else None, gold_kind)
     out = Path(out) if out else Path(run_dir) / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out / "evaluation.csv")
@@ -348,4 +354,20 @@ def run_evaluation(run_dir: str | Path, gold_path: str | Path, k: int = 3,
     plot_evaluation(rows, out / "evaluation.png", k)
     table = format_table(rows, k)
     log(table)
-    return {"rows": rows, "table": table, "out": str(out), "skipped": gold.skipped}
+    return {"rows": rows, "table": table, "out": str(out), "skipped": gold.skipped,
+            "notes": notes}
+
+
+def kind_warning(rows: Sequence[dict[str, Any]], reference: str | None,
+                 gold_kind: str) -> list[str]:
+    """A line when the reference (raw baseline) row of the general theme agrees with
+    the gold significantly the wrong way round (Spearman < 0, Mantel p >= 0.99: the
+    gold's orientation looks flipped, e.g. distances read as similarities)."""
+    general = [r for r in rows if r["method"] == reference and r["theme"] == GENERAL]
+    if not general or not (general[0]["spearman"] < 0 and general[0]["mantel_p"] >= 0.99):
+        return []
+    other = "distance" if gold_kind == "similarity" else "similarity"
+    return [f"evaluate: the raw baseline runs against the gold (Spearman "
+            f"{general[0]['spearman']:.3f}, Mantel p {general[0]['mantel_p']:.3f}): if a "
+            f"bigger gold score means {'less' if other == 'distance' else 'more'} similar, "
+            f"rerun with --gold-kind {other}"]

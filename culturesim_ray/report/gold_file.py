@@ -1,11 +1,18 @@
 """Gold files for `culturesim evaluate`: read (CSV, JSONL or Parquet) and checked
 row by row (`validate_gold`), into a `GoldSet` of (culture_a, culture_b, score,
-theme) pairs; `culturesim_ray.report.evaluate` scores methods against it."""
+theme) pairs; `culturesim_ray.report.evaluate` scores methods against it.
+
+Two layouts are read: pairs (one row per pair: culture_a, culture_b, score
+[, theme]; the score column may instead be named `distance` or `similarity`,
+which then says the gold's kind) and a square culture x culture matrix (a
+first column of culture names and one column per culture, as published
+cultural-distance tables come; blank cells, e.g. of a triangular matrix, are
+skipped; a zero diagonal says the matrix holds distances)."""
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +28,7 @@ class GoldSet:
     pairs: list[tuple[str, str, float, str]]  # (a, b, score, theme), a < b
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
     kind: str = "similarity"  # or "distance": bigger = less similar
+    kind_from: str = ""  # why the kind is what it is, when the file said it
 
     def by_theme(self) -> dict[str, list[tuple[str, str, float]]]:
         out: dict[str, list[tuple[str, str, float]]] = defaultdict(list)
@@ -57,29 +65,120 @@ def _did_you_mean(name: str, known: set[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+SCORE_NAMES = {"score": None, "distance": "distance", "similarity": "similarity"}
+
+
+def _score_column(columns: Sequence[str]) -> str | None:
+    """The column holding the score: `score`, else one named `distance` or
+    `similarity` (which names the gold's kind)."""
+    named = [c for c in SCORE_NAMES if c in columns]
+    if len(named) > 1 and "score" not in named:
+        raise GoldError(f"both {' and '.join(named)} columns: name the one to use `score`")
+    return named[0] if named else None
+
+
+def _matrix_pairs(rows: Sequence[dict[str, Any]], columns: list[str],
+                  source: str) -> tuple[list[dict[str, Any]], bool] | None:
+    """A square culture x culture matrix (a first column of names, then one
+    column per culture) as pair rows, one per pair, each naming its cell (the
+    diagonal left out; two cells of a pair that differ are an error); with
+    whether its diagonal is all zero beside positive cells (a distance matrix).
+    None when the rows are not such a matrix."""
+    if len(columns) < 3 or not rows:
+        return None
+    label, names = columns[0], [c.strip() for c in columns[1:]]
+    labels = [str(r.get(label) if r.get(label) is not None else "").strip() for r in rows]
+    overlap = set(names) & set(labels)
+    if len(overlap) < max(2, len(names) // 2):
+        return None  # not a matrix: the caller names the columns a gold file needs
+    if set(names) != set(labels) or len(set(labels)) != len(labels):
+        rows_only = sorted(set(labels) - set(names))
+        cols_only = sorted(set(names) - set(labels))
+        again = sorted(x for x, n in Counter(labels).items() if n > 1)
+        raise GoldError(f"{source}: read as a culture x culture matrix (first column "
+                        f"{label!r}), but its rows and columns name different cultures: "
+                        f"rows only {rows_only}, columns only {cols_only}"
+                        + (f", rows named twice {again}" if again else ""))
+    cells: dict[tuple[str, str], Any] = {}
+    for row, a in zip(rows, labels, strict=True):
+        for col, b in zip(columns[1:], names, strict=True):
+            value = row.get(col)
+            if value is not None and not (isinstance(value, str) and not value.strip()):
+                cells[(a, b)] = value  # blank: a triangular matrix leaves one half so
+    diagonal = [_number(v) for (a, b), v in cells.items() if a == b]
+    out = []
+    for (a, b), value in cells.items():
+        if a == b or ((b, a) in cells and b < a):
+            continue  # the diagonal, and a pair's second cell (checked against its first)
+        twin = cells.get((b, a))
+        x, y = _number(value), _number(twin)
+        if twin is not None and x is not None and y is not None and not math.isclose(
+                x, y, rel_tol=1e-9, abs_tol=1e-12):
+            raise GoldError(f"{source}: the matrix is not symmetric: row {a!r}, column {b!r} "
+                            f"is {value!r} but row {b!r}, column {a!r} is {twin!r}")
+        if twin is not None and y is None:  # the unreadable one, for validate_gold to name
+            a, b, value = b, a, twin
+        out.append({"culture_a": a, "culture_b": b, "score": value,
+                    "_where": f"row {a!r}, column {b!r}"})
+    zero = (bool(diagonal) and all(v == 0 for v in diagonal)
+            and any((_number(r["score"]) or 0) > 0 for r in out))
+    return out, zero
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def validate_gold(rows: Sequence[dict[str, Any]], cultures: Sequence[str],
                   strict: bool = False, source: str = "gold",
-                  gold_kind: str = "similarity") -> GoldSet:
+                  gold_kind: str | None = None) -> GoldSet:
     """Check every row; rows naming a culture the run does not have are skipped
     and counted (an error with `strict`), as are self-pairs and a pair given again
     with the same score (in either order: a square gold matrix written out row by
     row). Missing fields, non-numeric or non-finite scores and a pair given again
-    with another score are errors naming the row.
-    gold_kind ("similarity" or "distance") is recorded; the scores are kept as read."""
-    if gold_kind not in GOLD_KINDS:
+    with another score are errors naming the row (or the matrix cell).
+    gold_kind ("similarity" or "distance"; None: what the file says, a `distance`
+    column or a matrix with a zero diagonal, else similarity) is recorded; the
+    scores are kept as read."""
+    if gold_kind is not None and gold_kind not in GOLD_KINDS:
         raise GoldError(f"{source}: gold kind must be one of {GOLD_KINDS}, got {gold_kind!r}")
     columns = list(dict.fromkeys(k for r in rows for k in r if k != "_source_row"))
+    in_file, said, kind_from = columns, None, ""
+    matrix = (_matrix_pairs(rows, columns, source)
+              if "culture_a" not in columns and "culture_b" not in columns else None)
+    if matrix is not None:
+        rows, zero_diagonal = matrix
+        if zero_diagonal:
+            said, kind_from = "distance", "a matrix with a zero diagonal"
+    elif rows:
+        try:
+            score = _score_column(columns)
+        except GoldError as exc:
+            raise GoldError(f"{source}: {exc}") from None
+        if score is not None and score != "score":
+            said, kind_from = SCORE_NAMES[score], f"its score column is named {score!r}"
+            if gold_kind is not None and gold_kind != said:
+                raise GoldError(f"{source}: the score column is named {score!r} but the gold "
+                                f"kind given is {gold_kind!r}")
+            rows = [{**r, "score": r.get(score)} for r in rows]
+            columns = [("score" if c == score else c) for c in columns]
     absent = [f for f in ("culture_a", "culture_b", "score") if f not in columns]
-    if rows and absent:  # a whole column, not one row: say what the file has
+    if rows and absent and matrix is None:  # a whole column, not one row: say what the file has
         plural = "s" if len(absent) > 1 else ""
         raise GoldError(f"{source}: no {', '.join(absent)} column{plural} (the file has "
-                        f"{', '.join(columns)}; a gold file has culture_a, culture_b, score "
-                        f"and optionally theme)")
+                        f"{', '.join(in_file)}; a gold file has culture_a, culture_b, score "
+                        f"and optionally theme, or is a square culture x culture matrix)")
+    kind = gold_kind or said or "similarity"
+    if gold_kind is not None:
+        kind_from = ""  # given, not read from the file
     known = set(cultures)
-    seen: dict[tuple[str, str, str], tuple[int, float]] = {}
+    seen: dict[tuple[str, str, str], tuple[str, float]] = {}
     pairs, skipped = [], defaultdict(int)
     for i, row in enumerate(rows):
-        where = f"{source}: row {i + 1}"
+        where = f"{source}: {row.get('_where') or f'row {i + 1}'}"
         for f in ("culture_a", "culture_b", "score"):
             if row.get(f) in (None, ""):
                 raise GoldError(f"{where}: field {f!r} is missing or empty")
@@ -112,9 +211,9 @@ def validate_gold(rows: Sequence[dict[str, Any]], cultures: Sequence[str],
                 skipped["the same pair again, with the same score"] += 1
                 continue  # a square matrix names every pair twice: (A, B) and (B, A)
             raise GoldError(f"{where}: duplicate pair ({a}, {b}, theme {theme}) with score "
-                            f"{score!r} (first at row {first}, score {first_score!r})")
-        seen[key] = (i + 1, score)
+                            f"{score!r} (first at {first}, score {first_score!r})")
+        seen[key] = (where.removeprefix(f"{source}: "), score)
         pairs.append((a, b, score, theme))
     if not pairs:
         raise GoldError(f"{source}: no usable gold pairs (skipped: {dict(skipped) or 'none'})")
-    return GoldSet(pairs, dict(skipped), gold_kind)
+    return GoldSet(pairs, dict(skipped), kind, kind_from)

@@ -47,7 +47,7 @@ def raw_means(run_dir: str | Path, modality: str) -> tuple[str, Vectors]:
 
 
 def fit_metric(run_dir: str | Path, gold_path: str | Path, out: str | Path,
-               gold_kind: str = "similarity", modality: str = "text", b: float = DEFAULT_B,
+               gold_kind: str | None = None, modality: str = "text", b: float = DEFAULT_B,
                log: Callable[[str], None] = print) -> dict[str, Any]:
     """Fit the weights on the run's raw `modality` means and the gold's general pairs;
     write the metric file to `out`; return its content."""
@@ -64,6 +64,9 @@ def fit_metric(run_dir: str | Path, gold_path: str | Path, out: str | Path,
     encoder, (names, means) = raw_means(run_dir, modality)
     gold = validate_gold(read_gold_rows(gold_path), names, source=str(gold_path),
                          gold_kind=gold_kind)
+    gold_kind = gold.kind  # as given, or as the file says (None)
+    if gold.kind_from:
+        log(f"fit-metric: gold kind {gold_kind} ({gold.kind_from})")
     pairs = orient([(a, c, s) for a, c, s, theme in gold.pairs if theme == GENERAL],
                    gold_kind)
     covered = sorted({c for p in pairs for c in p[:2]})

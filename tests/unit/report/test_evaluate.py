@@ -99,9 +99,10 @@ def test_validate_gold_errors_and_skips():
         validate_gold([rows[0], {"culture_a": "A", "culture_b": "", "score": 1}], ["A", "B"])
     # a column no row has: the file's own columns are named (a CSV with other headers)
     with pytest.raises(GoldError, match=r"^g.csv: no culture_a, score columns \(the file has "
-                                        r"a, culture_b, similarity; a gold file has culture_a, "
-                                        r"culture_b, score and optionally theme\)$"):
-        validate_gold([{"a": "A", "culture_b": "B", "similarity": 1, "_source_row": "g.csv:2"}],
+                                        r"a, culture_b, value; a gold file has culture_a, "
+                                        r"culture_b, score and optionally theme, or is a "
+                                        r"square culture x culture matrix\)$"):
+        validate_gold([{"a": "A", "culture_b": "B", "value": 1, "_source_row": "g.csv:2"}],
                       ["A", "B"], source="g.csv")
     square = [{"culture_a": x, "culture_b": y, "score": 1.0 if x == y else 0.25 + ({x, y} == {"A", "C"})}
               for x in "ABC" for y in "ABC"]  # a square matrix: diagonal, both orders
@@ -333,4 +334,4 @@ def test_cli_gold_kind_flag():
     args = build_parser().parse_args(["evaluate", "run", "--gold", "g.csv",
                                       "--gold-kind", "distance"])
     assert args.gold_kind == "distance"
-    assert build_parser().parse_args(["evaluate", "run", "--gold", "g"]).gold_kind == "similarity"
+    assert build_parser().parse_args(["evaluate", "run", "--gold", "g"]).gold_kind is None

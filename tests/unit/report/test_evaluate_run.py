@@ -70,6 +70,14 @@ def test_evaluate_needs_three_cultures_in_the_run_and_in_the_gold(tmp_path, fast
     gold.write_text("culture_a,culture_b,score\nc0,c1,0.5\nc0,c2,0.1\nc1,c2,0.3\n")
     res = run_evaluation(str(three), gold, n_boot=20, n_perm=9, log=lambda _m: None)
     assert res["rows"] and all(r["pairs"] == 3 for r in res["rows"])
+    # the same pairs as a distance matrix (blank corner, one half blank): same pairs, and
+    # the kind read from its zero diagonal is said and recorded
+    gold.write_text(",c0,c1,c2\nc0,0,,\nc1,0.5,0,\nc2,0.9,0.7,0\n")
+    res = run_evaluation(str(three), gold, n_boot=20, n_perm=9, log=lambda _m: None)
+    assert res["notes"][0] == "evaluate: gold kind distance (a matrix with a zero diagonal)"
+    assert res["rows"] and all(r["pairs"] == 3 for r in res["rows"]) and not res["skipped"]
+    saved = json.loads((three / "evaluation" / "evaluation.json").read_text())
+    assert saved["gold_kind"] == "distance"
 
 
 def test_the_tfidf_baseline_reads_the_embedded_items_only():

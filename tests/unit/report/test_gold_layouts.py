@@ -1,0 +1,111 @@
+"""Gold files as people have them: a square culture x culture matrix (full or
+triangular, as published cultural-distance tables come), a score column named
+`distance` or `similarity`, and the line `culturesim evaluate` prints when the gold
+looks the wrong way round."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from culturesim_ray.report.evaluate import Method, evaluate, kind_warning
+from culturesim_ray.report.gold_file import GoldError, read_gold_rows, validate_gold
+
+NAMES = ["Aa", "Bb", "Cc", "Dd"]
+DIST = np.array([[0, 1.5, 4.0, 7.25],
+                 [1.5, 0, 2.0, 5.0],
+                 [4.0, 2.0, 0, 3.5],
+                 [7.25, 5.0, 3.5, 0]])
+PAIRS = [(NAMES[i], NAMES[j], float(DIST[i, j]), "general")
+         for i in range(4) for j in range(i + 1, 4)]
+
+
+def _write(path: Path, header: list[str], rows: list[list[object]]) -> Path:
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
+    return path
+
+
+def _matrix(path: Path, cells=None, corner: str = "culture", order=(0, 1, 2, 3)) -> Path:
+    """The matrix as a CSV, rows in `order`; cells(i, j) gives each cell's text."""
+    cells = cells or (lambda i, j: DIST[i, j])
+    return _write(path, [corner, *NAMES], [[NAMES[i], *(cells(i, j) for j in range(4))]
+                                            for i in order])
+
+
+def test_a_square_matrix_reads_as_its_pairs_with_the_kind_from_its_diagonal(tmp_path):
+    gold = validate_gold(read_gold_rows(_matrix(tmp_path / "m.csv")), NAMES)
+    assert sorted(gold.pairs) == PAIRS
+    assert (gold.kind, gold.kind_from) == ("distance", "a matrix with a zero diagonal")
+    assert gold.skipped == {}  # the diagonal and the mirrored cells are the layout, not skips
+    # rows in another order, a blank corner and the upper half blank (triangular)
+    tri = _matrix(tmp_path / "t.csv", lambda i, j: DIST[i, j] if j <= i else "", "",
+                  order=(2, 0, 3, 1))
+    assert sorted(validate_gold(read_gold_rows(tri), NAMES).pairs) == PAIRS
+    # a given kind wins over the diagonal, and is not reported as read from the file
+    given = validate_gold(read_gold_rows(tri), NAMES, gold_kind="similarity")
+    assert (given.kind, given.kind_from) == ("similarity", "")
+    # a similarity matrix (ones on the diagonal) stays a similarity
+    sim = _matrix(tmp_path / "s.csv", lambda i, j: 1.0 if i == j else 1 / (1 + DIST[i, j]))
+    gold = validate_gold(read_gold_rows(sim), NAMES)
+    assert (gold.kind, len(gold.pairs)) == ("similarity", 6)
+    # cultures the run lacks are skipped as in the pairs layout
+    gold = validate_gold(read_gold_rows(_matrix(tmp_path / "m.csv")), NAMES[:3])
+    assert len(gold.pairs) == 3 and gold.skipped == {"unknown culture 'Dd'": 3}
+
+
+def test_matrix_errors_name_the_cell_or_the_names(tmp_path):
+    bad = _matrix(tmp_path / "b.csv", lambda i, j: "far" if (i, j) == (2, 1) else DIST[i, j])
+    with pytest.raises(GoldError, match=r"b.csv: row 'Cc', column 'Bb': field 'score' is not "
+                                        r"a number: 'far'"):
+        validate_gold(read_gold_rows(bad), NAMES, source=str(bad))
+    asym = _matrix(tmp_path / "a.csv", lambda i, j: 9 if (i, j) == (0, 3) else DIST[i, j])
+    with pytest.raises(GoldError, match=r"not symmetric: row 'Aa', column 'Dd' is '9' but row "
+                                        r"'Dd', column 'Aa' is '7.25'"):
+        validate_gold(read_gold_rows(asym), NAMES, source=str(asym))
+    other = _write(tmp_path / "o.csv", ["culture", *NAMES],
+                   [[n if n != "Bb" else "Bee", *DIST[i]] for i, n in enumerate(NAMES)])
+    with pytest.raises(GoldError, match=r"rows and columns name different cultures: rows only "
+                                        r"\['Bee'\], columns only \['Bb'\]"):
+        validate_gold(read_gold_rows(other), NAMES, source=str(other))
+
+
+def test_a_score_column_named_distance_or_similarity_says_the_kind(tmp_path):
+    rows = [{"culture_a": a, "culture_b": b, "distance": s} for a, b, s, _ in PAIRS]
+    gold = validate_gold(rows, NAMES)
+    assert sorted(gold.pairs) == PAIRS
+    assert (gold.kind, gold.kind_from) == ("distance", "its score column is named 'distance'")
+    with pytest.raises(GoldError, match="named 'distance' but the gold kind given is "
+                                        "'similarity'"):
+        validate_gold(rows, NAMES, gold_kind="similarity")
+    sim = [{"culture_a": a, "culture_b": b, "similarity": -s} for a, b, s, _ in PAIRS]
+    assert validate_gold(sim, NAMES).kind == "similarity"
+    both = [{**r, "similarity": 1} for r in rows]
+    with pytest.raises(GoldError, match="both distance and similarity columns"):
+        validate_gold(both, NAMES)
+    # a score column wins; the others are extra columns, as in the shipped demo gold
+    scored = [{**r, "score": 1.0 - r["distance"]} for r in rows]
+    assert validate_gold(scored, NAMES).kind == "similarity"
+
+
+def test_the_kind_warning_fires_only_on_a_clearly_flipped_gold():
+    rng = np.random.default_rng(3)
+    names = [f"c{i}" for i in range(10)]
+    pos = rng.normal(size=(10, 2))
+    vec = np.hstack([pos, np.ones((10, 1)) * 3]).astype(np.float64)
+    dist = [{"culture_a": names[i], "culture_b": names[j],
+             "score": float(np.linalg.norm(pos[i] - pos[j]))}
+            for i in range(10) for j in range(i + 1, 10)]
+    raw = Method("raw", "baseline", {"general": (names, vec)}, "cosine")
+    for kind, warn in (("similarity", True), ("distance", False)):
+        rows = evaluate(validate_gold(dist, names, gold_kind=kind), [raw], k=2, n_boot=50,
+                        n_perm=199)
+        lines = kind_warning(rows, "raw", kind)
+        assert bool(lines) == warn, (kind, rows[0]["spearman"], rows[0]["mantel_p"])
+    assert "rerun with --gold-kind distance" in kind_warning(
+        evaluate(validate_gold(dist, names), [raw], k=2, n_boot=50, n_perm=199), "raw",
+        "similarity")[0]
+    assert kind_warning([], None, "similarity") == []
