@@ -1,17 +1,19 @@
 """`culturesim` command line: thin wrappers over pipeline functions.
 
-    culturesim demo --out runs/demo           build the demo corpus and run every job on it
-    culturesim demo-corpus --out DIR          only write the demo corpus
-    culturesim embed CORPUS --out DIR         the Ray Data embedding job
-    culturesim allpairs EMBEDDINGS --out DIR  culture-by-culture similarity per theme
-    culturesim train EMBED_DIR --out DIR      staged MoCo training of the fusion model (Ray Train)
-    culturesim report RUN_DIR                  maps, dendrogram, network, tables -> PNG + report.html
-    culturesim evaluate RUN_DIR --gold GOLD    agreement of every similarity with expert pairs
-    culturesim serve RUN_DIR [--port 8000]   the similarity service (Ray Serve) on a run's model
-    culturesim continue-melody SEED --model DIR --out FILE.mid   continue a melody
-    culturesim doctor [--config YAML] [--bucket B]   is everything the config needs here?
-    culturesim adapt CORPUS --out DIR         MLM-adapt the MiniLM text encoder (Ray Train)
-    culturesim align --out DIR [--pairs P]    project image features into the text space
+    culturesim demo --out runs/demo                 build the demo corpus and run every job on it
+    culturesim demo-corpus --out DIR                only write the demo corpus
+    culturesim embed CORPUS --out DIR               the Ray Data embedding job
+    culturesim train EMBED_DIR --out DIR            staged MoCo training (Ray Train)
+    culturesim allpairs EMBEDDINGS --out DIR        culture-by-culture similarity per theme
+    culturesim evaluate RUN_DIR --gold GOLD         agreement of every similarity with expert pairs
+    culturesim fit-metric RUN_DIR --gold G --out F  a metric of the raw means fitted on gold
+    culturesim report RUN_DIR                       maps, dendrogram, network, tables, report.html
+    culturesim serve RUN_DIR [--port 8000]          the similarity service (Ray Serve)
+    culturesim continue-melody SEED --model DIR     continue a melody (--out F.mid)
+    culturesim add-theme RUN_DIR --theme T          one new theme head on a finished run
+    culturesim doctor [--config YAML]               is everything the config needs here?
+    culturesim adapt CORPUS --out DIR               MLM-adapt the MiniLM text encoder (Ray Train)
+    culturesim align --out DIR [--pairs P]          project image features into the text space
 """
 
 from __future__ import annotations
