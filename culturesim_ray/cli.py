@@ -46,6 +46,7 @@ def _embed_config(args: argparse.Namespace) -> EmbedConfig:
         "num_actors": args.actors, "batch_size": args.batch_size,
         "num_cpus_per_actor": args.cpus_per_actor, "num_gpus_per_actor": args.gpus_per_actor,
         "blocks": args.blocks, "max_length": args.max_length,
+        "max_windows": args.max_windows,
     }
     data.update({k: v for k, v in overrides.items() if v is not None})
     if getattr(args, "text_model", None):  # absolute: serving reads it from the manifest

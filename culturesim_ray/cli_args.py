@@ -18,7 +18,10 @@ def add_embed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpus-per-actor", type=float)
     p.add_argument("--gpus-per-actor", type=float, help="1 on GPU workers (default 0)")
     p.add_argument("--blocks", type=int, help="input blocks (default 4 per actor)")
-    p.add_argument("--max-length", type=int, help="token limit of transformer text encoders")
+    p.add_argument("--max-length", type=int, help="tokens per window of transformer text "
+                   "encoders (default 256)")
+    p.add_argument("--max-windows", type=int, help="windows MiniLM reads of a longer text, "
+                   "pooled (default 16; 1 = cut at --max-length)")
     p.add_argument("--text-model", metavar="DIR", help="adapted MiniLM weights (culturesim adapt)")
     p.add_argument("--image-align", metavar="DIR", help="image -> text alignment (culturesim "
                    "align): image vectors in the text encoder's space")

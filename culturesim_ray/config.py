@@ -79,7 +79,9 @@ class EmbedConfig(_Strict):
     blocks: input blocks the corpus is split into (default 0 = 4 per actor).
     strict: any bad row is an error instead of a quarantined row.
     tfidf_dim: dense TF-IDF dimension after the LSA projection (default 256).
-    max_length: token limit for transformer text encoders (default 256).
+    max_length: tokens per forward window of transformer text encoders (default 256).
+    max_windows: windows of max_length tokens MiniLM reads of a longer text, pooled
+      over all their tokens (default 16, about 4,000 tokens; 1 = cut at max_length).
     text_model: a directory of adapted MiniLM weights (`culturesim adapt --out
       DIR`) the minilm encoder loads instead of the packaged ones (default
       unset). Recorded with the run, so serving loads the same weights.
@@ -116,6 +118,7 @@ class EmbedConfig(_Strict):
     strict: bool = False
     tfidf_dim: int = Field(256, ge=2)
     max_length: int = Field(256, ge=8)
+    max_windows: int = Field(16, ge=1)
     text_model: str | None = None
     image_align: str | None = None
     rows_per_file: int = Field(5000, ge=1)

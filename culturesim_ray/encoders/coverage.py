@@ -80,17 +80,30 @@ def spread(n: int, k: int) -> list[int]:
 @dataclass
 class CoverageCount:
     """How many texts were sampled, how many of them are poorly covered, and the
-    main script of those (e.g. {"CYRILLIC": 40, "ARABIC": 12})."""
+    main script of those (e.g. {"CYRILLIC": 40, "ARABIC": 12}); for an encoder that
+    reads a text in windows (`lengths`, e.g. MiniLM's 254 tokens of text a window,
+    16 windows at most), how many sampled texts need more than one window (`long`)
+    and how many are longer than it reads (`cut`: their end is not read)."""
 
     encoder: str
     sampled: int = 0
     poor: int = 0
     scripts: Counter[str] = field(default_factory=Counter)
+    long: int = 0
+    cut: int = 0
+    window: int = 0  # tokens of text per window (0: no length check)
+    max_windows: int = 0
 
     @classmethod
-    def of(cls, encoder: str, texts: Sequence[str], poor: Sequence[bool]) -> CoverageCount:
+    def of(cls, encoder: str, texts: Sequence[str], poor: Sequence[bool],
+           lengths: tuple[Sequence[int], int, int] | None = None) -> CoverageCount:
         scripts = Counter(main_script(t) or "none" for t, p in zip(texts, poor, strict=True) if p)
-        return cls(encoder, len(texts), int(sum(poor)), scripts)
+        out = cls(encoder, len(texts), int(sum(poor)), scripts)
+        if lengths is not None:
+            tokens, out.window, out.max_windows = lengths
+            out.long = sum(n > out.window for n in tokens)
+            out.cut = sum(n > out.window * out.max_windows for n in tokens)
+        return out
 
     @classmethod
     def merge(cls, encoder: str, parts: Iterable[CoverageCount]) -> CoverageCount:
@@ -99,6 +112,10 @@ class CoverageCount:
             total.sampled += p.sampled
             total.poor += p.poor
             total.scripts.update(p.scripts)
+            total.long += p.long
+            total.cut += p.cut
+            total.window, total.max_windows = (max(total.window, p.window),
+                                               max(total.max_windows, p.max_windows))
         return total
 
     @property
@@ -107,10 +124,26 @@ class CoverageCount:
 
     def record(self) -> dict[str, Any]:
         """The manifest's record."""
-        return {"encoder": self.encoder, "sampled": self.sampled, "poorly_covered": self.poor,
-                "share": round(self.share, 4),
-                "scripts": dict(self.scripts.most_common()),
-                "rule": {"min_chars_per_token": MIN_CHARS_PER_TOKEN, "max_unknown": MAX_UNKNOWN}}
+        out = {"encoder": self.encoder, "sampled": self.sampled, "poorly_covered": self.poor,
+               "share": round(self.share, 4),
+               "scripts": dict(self.scripts.most_common()),
+               "rule": {"min_chars_per_token": MIN_CHARS_PER_TOKEN, "max_unknown": MAX_UNKNOWN}}
+        if self.window:
+            out["length"] = {"tokens_per_window": self.window, "max_windows": self.max_windows,
+                             "longer_than_one_window": self.long,
+                             "longer_than_read": self.cut}
+        return out
+
+    def length_note(self) -> str | None:
+        """What the user should know when sampled texts are longer than the encoder
+        reads (their ends are left out); None otherwise."""
+        if not self.cut:
+            return None
+        read = self.window * self.max_windows
+        return (f"{self.cut} of {self.sampled} sampled texts ({self.cut / self.sampled:.0%}) "
+                f"are longer than the {read:,} tokens {self.encoder} reads of a text "
+                f"({self.max_windows} windows of {self.window}); the rest of each is not read "
+                f"(--max-windows N reads more, at a cost growing with N)")
 
     def note(self, alternatives: Sequence[str]) -> str | None:
         """What the user should know, when at least NOTE_SHARE of the sample is poorly

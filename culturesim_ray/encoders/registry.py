@@ -35,7 +35,9 @@ class EncoderSpec:
     summary: one line for the README and `--help`; coverage: for a text encoder
     whose vocabulary covers few languages, "module:function" that takes (texts,
     **settings) and tells per text whether it is poorly covered
-    (`encoders.coverage`); None: no check."""
+    (`encoders.coverage`); None: no check. lengths: for a text encoder that
+    reads a text in windows, "module:function" that takes (texts, **settings)
+    and gives each text's (tokens, tokens per window, windows read at most)."""
 
     name: str
     modality: str
@@ -49,13 +51,15 @@ class EncoderSpec:
     precision: bool = False
     summary: str = ""
     coverage: str | None = None
+    lengths: str | None = None
 
 
 _SPECS = (
     EncoderSpec("minilm", "text", "culturesim_ray.encoders.text:MiniLMEncoder", 384,
-                settings=("max_length", "text_model"), precision=True,
+                settings=("max_length", "max_windows", "text_model"), precision=True,
                 weights="culturesim_ray.encoders.text:minilm_path",
                 coverage="culturesim_ray.encoders.text:minilm_coverage",
+                lengths="culturesim_ray.encoders.text:minilm_lengths",
                 summary="all-MiniLM-L6-v2 (packaged)"),
     EncoderSpec("e5", "text", "culturesim_ray.encoders.text:E5Encoder", 384,
                 weights="culturesim_ray.encoders.text:e5_path",
@@ -129,6 +133,12 @@ def coverage_check(name: str) -> Any:
     """The vocabulary check of `name` (see EncoderSpec.coverage); None when it has none."""
     spec = get(name)
     return None if spec.coverage is None else _resolve(spec.coverage)
+
+
+def length_check(name: str) -> Any:
+    """The text-length function of `name` (see EncoderSpec.lengths); None when it has none."""
+    spec = get(name)
+    return None if spec.lengths is None else _resolve(spec.lengths)
 
 
 def any_script_text_encoders() -> tuple[str, ...]:

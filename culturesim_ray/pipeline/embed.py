@@ -160,8 +160,9 @@ def _coverage_part(part: pa.Table, encoder: str, kwargs: dict[str, Any],
                    limit: int) -> CoverageCount:
     """The vocabulary check of `encoder` on the first `limit` texts of one partition."""
     texts = [t for t in part.column("text").slice(0, limit).to_pylist() if isinstance(t, str)]
-    check = registry.coverage_check(encoder)
-    return CoverageCount.of(encoder, texts, check(texts, **kwargs))
+    check, lengths = registry.coverage_check(encoder), registry.length_check(encoder)
+    return CoverageCount.of(encoder, texts, check(texts, **kwargs),
+                            lengths(texts, **kwargs) if lengths is not None else None)
 
 
 def text_coverage(todo: list[Any], cfg: EmbedConfig) -> CoverageCount | None:
@@ -241,11 +242,11 @@ def run_embed(corpus: str, out: str, cfg: EmbedConfig | None = None,
         todo = _map_refs(ingest.select, staged, "todo", modality)
         if modality == "text":
             coverage = text_coverage(todo, cfg)
-            note = (coverage.note(registry.any_script_text_encoders())
-                    if coverage is not None else None)
-            if note:
-                notes.append(note)
-                log(f"note: {note}")
+            for note in ((coverage.note(registry.any_script_text_encoders()),
+                          coverage.length_note()) if coverage is not None else ()):
+                if note:
+                    notes.append(note)
+                    log(f"note: {note}")
         with user_error():
             new_ok, new_bad = _embed_modality(todo, todo_n, modality, staged, layout, cfg,
                                               cpus, gpus, log)

@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from culturesim_ray.encoders.text import collate_windows
+
 
 @dataclass(frozen=True)
 class AdaptConfig:
@@ -107,21 +109,7 @@ def token_windows(tokenizer: Any, texts: Iterable[str], max_length: int) -> list
     return out
 
 
-def collate(windows: Sequence[Sequence[int]], tokenizer: Any,
-            device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-    """[CLS] w [SEP] + padding -> input_ids (b, t), attention_mask (b, t), special (b, t)."""
-    cls, sep, pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
-    t = max(len(w) for w in windows) + 2
-    ids = torch.full((len(windows), t), pad, dtype=torch.long)
-    special = torch.ones((len(windows), t), dtype=torch.bool)
-    attn = torch.zeros((len(windows), t), dtype=torch.long)
-    for i, w in enumerate(windows):
-        row = [cls, *w, sep]
-        ids[i, :len(row)] = torch.tensor(row)
-        attn[i, :len(row)] = 1
-        special[i, 1:len(row) - 1] = False
-    return {"input_ids": ids.to(device), "attention_mask": attn.to(device),
-            "special": special.to(device)}
+collate = collate_windows  # [CLS] w [SEP] + padding, as the encoder reads windows
 
 
 class MaskedLM(torch.nn.Module):

@@ -324,3 +324,22 @@ def test_integer_ids_are_embedded_and_a_corpus_nothing_survives_exits_1(ray_sess
     assert ("embed: error: nothing was embedded: all 2 rows are in the quarantine (modality: 2); "
             f"for example {tmp_path / 'nomod.csv'}:2: modality: missing (in every row: does the "
             "corpus lack a 'modality' column") in out
+
+
+def test_texts_longer_than_the_encoder_reads_get_a_note(ray_session, tmp_path):
+    """A text past max_windows windows: the job says its end is not read, records the
+    counts in the manifest and the window settings in the fingerprint."""
+    long = " ".join(["The Ottoman Empire ruled Anatolia and the Balkans from Istanbul."] * 40)
+    rows = corpus_rows(with_image=False) + [
+        {"item_id": "long-1", "culture": "Turkish", "modality": "text", "text": long}]
+    corpus = write_jsonl(tmp_path / "c.jsonl", rows)
+    cfg = CFG.model_copy(update={"max_windows": 1})
+    report = run_embed(str(corpus), str(tmp_path / "out"), cfg, log=quiet)
+    assert report.quarantined == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    length = manifest["text_coverage"]["length"]
+    assert length == {"tokens_per_window": 254, "max_windows": 1, "longer_than_one_window": 1,
+                      "longer_than_read": 1}
+    assert [n for n in report.notes if "longer than the 254 tokens minilm reads" in n]
+    fp = json.loads((tmp_path / "out" / "fingerprint.json").read_text())
+    assert fp["text"]["max_windows"] == 1

@@ -16,7 +16,7 @@ from culturesim_ray.encoders.coverage import (
     script_of,
     spread,
 )
-from culturesim_ray.encoders.text import minilm_coverage
+from culturesim_ray.encoders.text import MiniLMEncoder, minilm_coverage, minilm_lengths
 
 READ = {  # languages MiniLM's word pieces read (Latin script)
     "en": "Paris is the capital of France and its largest city.",
@@ -81,6 +81,34 @@ def test_counts_merge_and_the_note_names_the_scripts_and_the_flag():
     note = total.note(registry.any_script_text_encoders())
     assert note is not None and note.startswith("60% of 5 sampled texts (cyrillic, arabic")
     assert "--text-encoder e5 or --text-encoder muse" in note and "minilm" in note
+
+
+def test_long_texts_are_counted_against_the_windows_the_encoder_reads():
+    texts = [READ["en"], " ".join([READ["en"]] * 10), " ".join([READ["fr"]] * 30)]
+    tokens, window, most = minilm_lengths(texts, max_length=64, max_windows=3)
+    assert (window, most) == (62, 3)
+    # the same counts and windows as the encoder's own cut
+    pieces, owner = MiniLMEncoder(max_length=64, max_windows=3).windows(texts)
+    assert [owner.count(i) for i in range(3)] == [min(-(-n // 62), 3) for n in tokens]
+    assert sum(map(len, pieces)) == sum(min(n, 62 * 3) for n in tokens)
+    assert tokens[0] < 62 < tokens[1] <= 3 * 62 < tokens[2]
+    a = CoverageCount.of("minilm", texts, [False] * 3, (tokens, window, most))
+    b = CoverageCount.of("minilm", texts[2:], [False], ([tokens[2]], window, most))
+    total = CoverageCount.merge("minilm", [a, b])
+    assert (total.sampled, total.long, total.cut, total.window, total.max_windows) == (
+        4, 3, 2, 62, 3)
+    assert total.record()["length"] == {"tokens_per_window": 62, "max_windows": 3,
+                                        "longer_than_one_window": 3, "longer_than_read": 2}
+    note = total.length_note()
+    assert note is not None and note.startswith("2 of 4 sampled texts (50%) are longer than "
+                                                "the 186 tokens minilm reads")
+    assert "--max-windows" in note
+    # nothing cut: no note, and an encoder without windows records no length
+    assert CoverageCount.of("minilm", texts[:2], [False] * 2,
+                            (tokens[:2], window, most)).length_note() is None
+    assert "length" not in CoverageCount.of("minilm", texts, [False] * 3).record()
+    assert registry.length_check("minilm") is minilm_lengths
+    assert registry.length_check("e5") is None
 
 
 def test_no_note_below_the_share_or_without_a_sample():

@@ -67,6 +67,69 @@ def test_minilm_bfloat16_stays_in_the_float32_space(minilm):
     np.testing.assert_array_equal(np.argsort(-(got @ want.T), 1)[:, 0], np.arange(len(texts)))
 
 
+LONG = " ".join(TEXTS[i % 4] for i in range(50))  # ~612 tokens: three windows of 256
+
+
+def _window_reference(encoder, ids: list[int]) -> np.ndarray:
+    """Pooled over every token of every 254-token window, each window run alone (no
+    batch, no padding), in the model's precision; normalised."""
+    tok, total, count = encoder.tokenizer, 0.0, 0
+    for start in range(0, len(ids), 254):
+        w = torch.tensor([[tok.cls_token_id, *ids[start:start + 254], tok.sep_token_id]])
+        with torch.inference_mode():
+            h = encoder.model(input_ids=w, attention_mask=torch.ones_like(w),
+                              token_type_ids=torch.zeros_like(w)).last_hidden_state[0]
+        total, count = total + h.double().sum(0).numpy(), count + w.shape[1]
+    v = total / count
+    return v / np.linalg.norm(v)
+
+
+def test_minilm_reads_a_long_text_whole_in_windows():
+    ref = build_encoder("minilm")
+    ref.model = ref.model.double()
+    ids = ref.tokenizer(LONG, add_special_tokens=False)["input_ids"]
+    assert 2 * 254 < len(ids) <= 3 * 254
+    want = _window_reference(ref, ids)
+    enc = build_encoder("minilm")
+    got = enc.encode([TEXTS[0], LONG, ""]).vectors  # batched with a short and an empty text
+    np.testing.assert_allclose(got[1], want, atol=2e-5)
+    np.testing.assert_allclose(enc.encode([LONG]).vectors[0], got[1], atol=1e-5)
+    pieces, owner = enc.windows([TEXTS[0], LONG, ""])
+    assert owner == [0, 1, 1, 1, 2] and [len(p) for p in pieces][1:4] == [254, 254, len(ids) - 508]
+    # the first window alone is not the whole text: the rest is read
+    assert float(got[1] @ enc.encode([LONG[:len(LONG) // 3]]).vectors[0]) < 0.9999
+
+
+def test_minilm_windows_cap_and_truncation():
+    from culturesim_ray.encoders.text import MiniLMEncoder
+
+    enc = build_encoder("minilm")
+    # a text that fits: the tokenizer's own truncating encoding, pooled as before
+    batch = enc.tokenizer(TEXTS, padding=True, truncation=True, max_length=256,
+                          return_tensors="pt")
+    with torch.inference_mode():
+        h = enc.model(**batch).last_hidden_state
+    m = batch["attention_mask"].unsqueeze(-1).float()
+    before = torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1).numpy()
+    np.testing.assert_allclose(enc.encode(TEXTS).vectors, before, atol=1e-5)
+    # max_windows=1: plain truncation at 256 tokens, as the tokenizer would cut it
+    cut = enc.tokenizer([LONG], truncation=True, max_length=256, return_tensors="pt")
+    with torch.inference_mode():
+        h1 = enc.model(**cut).last_hidden_state.mean(1)
+    first = torch.nn.functional.normalize(h1, dim=-1).numpy()[0]
+    np.testing.assert_allclose(MiniLMEncoder(max_windows=1).encode([LONG]).vectors[0], first,
+                               atol=1e-5)
+    # max_windows=2: the first 2 x 254 tokens read whole, the rest unread
+    two = MiniLMEncoder(max_windows=2)
+    ids = enc.tokenizer(LONG, add_special_tokens=False)["input_ids"]
+    ref = build_encoder("minilm")
+    ref.model = ref.model.double()
+    np.testing.assert_allclose(two.encode([LONG]).vectors[0],
+                               _window_reference(ref, ids[:508]), atol=2e-5)
+    with pytest.raises(ValueError, match="max_windows"):
+        MiniLMEncoder(max_windows=0)
+
+
 def test_precision_resolution():
     from culturesim_ray.encoders import resolve_precision
 

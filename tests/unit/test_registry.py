@@ -55,7 +55,7 @@ def test_settings_are_config_fields_and_factories_resolve():
 
 def test_encoder_kwargs_from_config():
     cfg = EmbedConfig(max_length=77)
-    assert registry.encoder_kwargs("minilm", cfg) == {"max_length": 77}
+    assert registry.encoder_kwargs("minilm", cfg) == {"max_length": 77, "max_windows": 16}
     assert registry.encoder_kwargs("tfidf", cfg, "/runs/x/models/tfidf.npz") == {
         "path": "/runs/x/models/tfidf.npz"}
     assert registry.encoder_kwargs("efficientnet", cfg) == {}
