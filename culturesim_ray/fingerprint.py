@@ -60,16 +60,25 @@ def differing(recorded: Mapping[str, Any], current: Mapping[str, Any],
 
 
 def describe(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> str:
-    """'field: old -> new' for each differing field, joined by '; '."""
+    """'field: old -> new' for each differing field, joined by '; ' (a field one side
+    lacks: 'not recorded', e.g. a setting an earlier version did not have)."""
     parts = []
     for name in differing(recorded, current):
         a: Any = recorded
         b: Any = current
         for key in name.split("."):
-            a = a.get(key) if isinstance(a, Mapping) else None
-            b = b.get(key) if isinstance(b, Mapping) else None
-        parts.append(f"{name}: {a!r} -> {b!r}")
+            a = a.get(key, _ABSENT) if isinstance(a, Mapping) else _ABSENT
+            b = b.get(key, _ABSENT) if isinstance(b, Mapping) else _ABSENT
+        parts.append(f"{name}: {_shown(a, 'not recorded (an earlier version)')} -> "
+                     f"{_shown(b, 'none')}")
     return "; ".join(parts)
+
+
+_ABSENT = object()
+
+
+def _shown(value: Any, absent: str) -> str:
+    return absent if value is _ABSENT else repr(value)
 
 
 def check(recorded: Mapping[str, Any] | None, current: Mapping[str, Any], where: str,

@@ -132,6 +132,10 @@ def test_fingerprint_names_the_fields_that_differ():
     new = {"text": {"encoder": "tfidf", "tfidf_dim": 8}, "k": 5}
     assert fingerprint.differing(old, new) == ["text.encoder", "text.max_length", "text.tfidf_dim"]
     assert "text.encoder: 'minilm' -> 'tfidf'" in fingerprint.describe(old, new)
+    # a field one side lacks (a setting an earlier version did not record) is named so
+    assert fingerprint.describe(old, new).endswith(
+        "text.max_length: 256 -> none; "
+        "text.tfidf_dim: not recorded (an earlier version) -> 8")
     assert fingerprint.check(None, new, "x") is False
     assert fingerprint.check(new, dict(new), "x") is False
     with pytest.raises(fingerprint.SettingsMismatchError, match=r"OUT was written with other "
