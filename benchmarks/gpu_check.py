@@ -539,6 +539,8 @@ SAMPLE_TEXTS = [
     "Der Kölner Dom ist eine römisch-katholische Kirche im gotischen Baustil.",
     "A raga is a melodic framework for improvisation in Indian classical music. " * 12,
     "Nowruz", "The Great Wall stretches along the northern frontier.",
+    # past 256 tokens: read in windows pooled over all their tokens (MiniLMEncoder.windows)
+    "The Silk Road carried silk, spices and ideas between China and the Mediterranean. " * 30,
 ]
 
 
