@@ -11,7 +11,9 @@ from culturesim_ray.encoders import registry
 
 def add_embed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file with EmbedConfig fields (flags override it)")
-    p.add_argument("--text-encoder", choices=registry.names("text"))
+    p.add_argument("--text-encoder", choices=[registry.AUTO, *registry.names("text")],
+                   help="auto (default): minilm, or e5 when a fifth or more of a sample of "
+                        "the texts is cut by minilm's English vocabulary into characters")
     p.add_argument("--image-encoder", choices=registry.names("image"))
     p.add_argument("--actors", type=int, help="encoder actors in the pool (default 2)")
     p.add_argument("--batch-size", type=int, help="rows per batch (default 64)")

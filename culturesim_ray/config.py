@@ -54,7 +54,12 @@ class S3Config(_Strict):
 class EmbedConfig(_Strict):
     """The Ray Data embedding job (SPEC J1, E1).
 
-    text_encoder: one of minilm (default), e5, tfidf.
+    text_encoder: auto (default), minilm, e5, muse or tfidf. auto: the embed job
+      checks a sample of the texts against MiniLM's English vocabulary
+      (`encoders.coverage`) and embeds with minilm, or with e5 (multilingual)
+      when at least a fifth of the sample is poorly covered; a run keeps the
+      encoder it chose (recorded in its fingerprint and manifest), and
+      text_model (adapted MiniLM weights) or image_align mean minilm.
     image_encoder: efficientnet (EfficientNet-Lite0 pooled features).
     sequence_encoder: lstm (melody LSTM, mean hidden state). sequence_model: a
       saved model directory; when unset, one is trained on the corpus's own
@@ -100,7 +105,7 @@ class EmbedConfig(_Strict):
       paths) is quarantined unread.
     """
 
-    text_encoder: str = registry.DEFAULTS["text"]
+    text_encoder: str = registry.AUTO
     image_encoder: str = registry.DEFAULTS["image"]
     sequence_encoder: str = registry.DEFAULTS["sequence"]
     sequence_model: str | None = None
@@ -129,15 +134,36 @@ class EmbedConfig(_Strict):
     @field_validator("text_encoder", "image_encoder", "sequence_encoder")
     @classmethod
     def _registered(cls, v: str, info: Any) -> str:
+        if v == registry.AUTO and info.field_name == "text_encoder":
+            return v
         registry.get(v, info.field_name.removesuffix("_encoder"))  # ValueError names the known
         return v
 
     def encoder(self, modality: str) -> str:
-        """The encoder name this config uses for `modality`."""
-        return getattr(self, f"{modality}_encoder")
+        """The encoder name this config uses for `modality` (a text encoder `auto`
+        is an error here: the embed job resolves it first, `with_text_encoder`)."""
+        name = getattr(self, f"{modality}_encoder")
+        if name == registry.AUTO:
+            raise ValueError("text_encoder 'auto' is resolved by the embed job before use")
+        return name
+
+    def with_text_encoder(self, name: str) -> EmbedConfig:
+        """This config with text_encoder set to `name` (what `auto` resolved to)."""
+        return self.model_copy(update={"text_encoder": registry.get(name, "text").name})
+
+    @property
+    def auto_text_encoder_fixed(self) -> str | None:
+        """What `auto` must be without looking at the texts: minilm when adapted MiniLM
+        weights (text_model) or an image -> text alignment (built on MiniLM's space)
+        are set; None otherwise (or when the encoder is given)."""
+        if self.text_encoder != registry.AUTO:
+            return None
+        return registry.DEFAULTS["text"] if (self.text_model or self.image_align) else None
 
     @model_validator(mode="after")
     def _text_model_needs_minilm(self) -> EmbedConfig:
+        if self.text_encoder == registry.AUTO:
+            return self
         if self.text_model and "text_model" not in registry.get(self.text_encoder).settings:
             raise ValueError(f"text_model applies to encoders built from BERT weights "
                              f"(minilm), not {self.text_encoder!r}")

@@ -86,6 +86,11 @@ _SPECS = (
 
 REGISTRY: Mapping[str, EncoderSpec] = {s.name: s for s in _SPECS}
 DEFAULTS: Mapping[str, str] = {"text": "minilm", "image": "efficientnet", "sequence": "lstm"}
+# the text encoder `auto` (the embed job's default) stands for: DEFAULTS["text"], or
+# AUTO_FALLBACK when a sample of the corpus's texts is mostly poorly covered by its
+# vocabulary (`encoders.coverage`); the job records which it chose
+AUTO = "auto"
+AUTO_FALLBACK = "e5"
 # an image encoder -> its counterpart in a text space (`EmbedConfig.image_align` set)
 ALIGNED: Mapping[str, str] = {"efficientnet": "efficientnet-aligned"}
 

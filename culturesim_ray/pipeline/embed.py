@@ -41,8 +41,9 @@ import pyarrow.parquet as pq
 from culturesim_ray import ingest, io, progress
 from culturesim_ray.config import EmbedConfig
 from culturesim_ray.encoders import build_encoder, registry
-from culturesim_ray.encoders.coverage import CoverageCount, spread
+from culturesim_ray.encoders.coverage import CoverageCount
 from culturesim_ray.layout import EmbedLayout
+from culturesim_ray.pipeline.embed_choice import resolve_text_encoder, text_coverage
 from culturesim_ray.pipeline.embed_report import EmbedReport
 from culturesim_ray.pipeline.embed_stage import (
     _complete_files,
@@ -63,9 +64,6 @@ from culturesim_ray.pipeline.embed_state import (
 )
 from culturesim_ray.runs import read_embeddings, read_quarantine  # noqa: F401  (re-exported)
 from culturesim_ray.schema import MODALITIES, QUARANTINE_SCHEMA, UriRoots
-
-COVERAGE_SAMPLE = 2000  # texts checked against a text encoder's vocabulary (encoders.coverage)
-COVERAGE_PARTS = 16  # from at most this many partitions, evenly spaced (a bounded cost at any N)
 
 ENCODED_COLUMNS = ("item_id", "culture", "modality", "encoder", "vector", "themes", "error",
                    "source_row", "row_json")
@@ -156,28 +154,6 @@ def _auto_cpus_per_actor(cfg: EmbedConfig) -> float:
 
 
 
-def _coverage_part(part: pa.Table, encoder: str, kwargs: dict[str, Any],
-                   limit: int) -> CoverageCount:
-    """The vocabulary check of `encoder` on the first `limit` texts of one partition."""
-    texts = [t for t in part.column("text").slice(0, limit).to_pylist() if isinstance(t, str)]
-    check, lengths = registry.coverage_check(encoder), registry.length_check(encoder)
-    return CoverageCount.of(encoder, texts, check(texts, **kwargs),
-                            lengths(texts, **kwargs) if lengths is not None else None)
-
-
-def text_coverage(todo: list[Any], cfg: EmbedConfig) -> CoverageCount | None:
-    """Up to COVERAGE_SAMPLE of the texts to embed, from up to COVERAGE_PARTS partitions
-    spread over the corpus, checked against the text encoder's vocabulary in Ray tasks;
-    None when the encoder has no check (a multilingual or corpus-fitted encoder)."""
-    encoder = _encoder_for("text", cfg)
-    if registry.coverage_check(encoder) is None or not todo:
-        return None
-    kwargs = registry.encoder_kwargs(encoder, cfg)
-    parts = [todo[i] for i in spread(len(todo), COVERAGE_PARTS)]
-    limit = math.ceil(COVERAGE_SAMPLE / len(parts))
-    return CoverageCount.merge(encoder, _map(_coverage_part, parts, encoder, kwargs, limit))
-
-
 # ---------------------------------------------------------------- the job
 
 
@@ -198,7 +174,11 @@ def run_embed(corpus: str, out: str, cfg: EmbedConfig | None = None,
     files = io.list_corpus_files(corpus, cfg.s3)
     roots = UriRoots.of(corpus, cfg.uri_roots)
     init_ray(address)
-    settings = _check_fingerprint(layout, cfg, overwrite, log)
+    # text encoder `auto`: the run's recorded one, else chosen on a sample of the texts
+    # once they are staged (a run with no fingerprint has nothing written to clear)
+    cfg, choice, sampled = resolve_text_encoder(cfg, layout, None)
+    settings = (_check_fingerprint(layout, cfg, overwrite, log)
+                if cfg.text_encoder != registry.AUTO else None)
     with user_error():
         staged = _stage(files, roots, layout, cfg)
         counts: Counter[tuple[Any, ...]] = Counter()
@@ -207,6 +187,11 @@ def run_embed(corpus: str, out: str, cfg: EmbedConfig | None = None,
                 counts[(status, modality, field)] += n
     rows_in = sum(counts.values())
     log(f"read {rows_in} rows from {corpus} ({len(files)} file(s))")
+    if settings is None:
+        cfg, choice, sampled = resolve_text_encoder(cfg, layout, staged)
+        settings = _check_fingerprint(layout, cfg, overwrite, log)
+    if choice is not None:
+        log(f"text encoder {choice['chosen']} (auto: {choice['why']})")
     if cfg.strict:
         _strict_checks(staged, cfg)
     io.write_json(settings, layout.fingerprint, cfg.s3)
@@ -240,8 +225,9 @@ def run_embed(corpus: str, out: str, cfg: EmbedConfig | None = None,
                 log(f"{modality}: all {embedded[modality]} rows already embedded, skipping")
             continue
         todo = _map_refs(ingest.select, staged, "todo", modality)
-        if modality == "text":
-            coverage = text_coverage(todo, cfg)
+        if modality == "text":  # the sample `auto` looked at, when it is this encoder's
+            coverage = (sampled if sampled is not None and sampled.encoder == cfg.text_encoder
+                        else text_coverage(todo, cfg))
             for note in ((coverage.note(registry.any_script_text_encoders()),
                           coverage.length_note()) if coverage is not None else ()):
                 if note:
@@ -269,7 +255,8 @@ def run_embed(corpus: str, out: str, cfg: EmbedConfig | None = None,
     io.write_json(io.manifest("embed", cfg.model_dump(mode="json"), manifest_counts, started,
                               corpus=corpus, encoders=encoders, fingerprint=settings,
                               files=len(files), notes=notes,
-                              **({"text_coverage": coverage.record()} if coverage else {})),
+                              **({"text_coverage": coverage.record()} if coverage else {}),
+                              **({"text_encoder_choice": choice} if choice else {})),
                   layout.manifest, cfg.s3)
     log(report.counts_line())
     log(f"outputs in {out} (embeddings/, quarantine/, manifest.json)")

@@ -252,7 +252,8 @@ def test_rerun_with_other_settings_is_refused_naming_the_field(ray_session, smal
     out = tmp_path / "out"
     run_embed(str(small_corpus), str(out), cfg, log=quiet)
     with pytest.raises(SettingsMismatchError, match=r"embeddings/text was written with other settings \(encoder: 'tfidf' -> 'minilm'"):
-        run_embed(str(small_corpus), str(out), CFG, log=quiet)
+        run_embed(str(small_corpus), str(out), CFG.model_copy(update={"text_encoder": "minilm"}),
+                  log=quiet)
     with pytest.raises(SettingsMismatchError, match=r"tfidf_dim: 4 -> 6"):
         run_embed(str(small_corpus), str(out), cfg.model_copy(update={"tfidf_dim": 6}), log=quiet)
     # nothing was mixed: the vectors are still the 4-d ones
@@ -285,7 +286,8 @@ def test_texts_the_english_encoder_cuts_into_characters_get_a_note(ray_session, 
                              "text": t} for i, t in enumerate(ru * 2)]
     corpus = write_jsonl(tmp_path / "c.jsonl", rows)
     out = tmp_path / "out"
-    report = run_embed(str(corpus), str(out), CFG, log=quiet)
+    minilm = CFG.model_copy(update={"text_encoder": "minilm"})  # given: `auto` would pick e5
+    report = run_embed(str(corpus), str(out), minilm, log=quiet)
     assert report.quarantined == 0
     cov = json.loads((out / "manifest.json").read_text())["text_coverage"]
     assert (cov["encoder"], cov["sampled"], cov["poorly_covered"]) == ("minilm", 15, 6)

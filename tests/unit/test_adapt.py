@@ -119,9 +119,10 @@ def test_mlm_steps_lower_the_loss_and_the_saved_encoder_embeds(tokenizer, tmp_pa
     a, b = adapted.encode(TEXTS).vectors, base.encode(TEXTS).vectors
     assert a.shape == (4, 384) and np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-5)
     assert float(np.min(np.sum(a * b, axis=1))) < 0.9999  # other weights, other vectors
-    ecfg = EmbedConfig(text_model=str(out))
+    ecfg = EmbedConfig(text_model=str(out), text_encoder="minilm")
     settings = vector_settings(ecfg)["text"]
     assert settings["text_model"] == str(out)
-    assert settings["model_files"] != vector_settings(EmbedConfig())["text"]["model_files"]
+    packaged = vector_settings(EmbedConfig(text_encoder="minilm"))["text"]["model_files"]
+    assert settings["model_files"] != packaged
     with pytest.raises(ValueError, match="text_model"):
         EmbedConfig(text_model=str(out), text_encoder="e5")

@@ -21,7 +21,11 @@ def test_every_modality_has_a_registered_default():
     assert set(registry.MODALITIES) == set(MODALITIES)
     for m in MODALITIES:
         assert registry.DEFAULTS[m] in registry.names(m)
-        assert EmbedConfig().encoder(m) == registry.DEFAULTS[m]
+        # the text default is `auto` (DEFAULTS["text"] unless the texts need AUTO_FALLBACK)
+        cfg = EmbedConfig()
+        assert (cfg.text_encoder if m == "text" else cfg.encoder(m)) == (
+            registry.AUTO if m == "text" else registry.DEFAULTS[m])
+    assert registry.AUTO_FALLBACK in registry.names("text")
 
 
 def test_config_accepts_registered_names_and_names_the_known_ones():
@@ -39,7 +43,7 @@ def test_cli_choices_are_the_registry():
     p = argparse.ArgumentParser()
     add_embed_args(p)
     choices = {a.dest: tuple(a.choices) for a in p._actions if a.choices}
-    assert choices["text_encoder"] == registry.names("text")
+    assert choices["text_encoder"] == (registry.AUTO, *registry.names("text"))
     assert choices["image_encoder"] == registry.names("image")
 
 
