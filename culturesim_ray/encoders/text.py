@@ -20,6 +20,14 @@ import torch
 from culturesim_ray.encoders.base import EncodeResult, l2_normalize, resolve_precision
 
 MAX_WINDOWS = 16  # windows of max_length tokens read per text (EmbedConfig.max_windows)
+CHARS_PER_TOKEN_BOUND = 16  # a text is tokenized up to this many characters per token read
+
+
+def read_prefix(text: str, tokens: int) -> str:
+    """The part of `text` tokenized when at most `tokens` word pieces are read:
+    CHARS_PER_TOKEN_BOUND characters a token (English runs at ~4.5), so a
+    book-length text costs the tokenizer what the windows read, not its length."""
+    return text[:tokens * CHARS_PER_TOKEN_BOUND]
 
 
 def minilm_path() -> str:
@@ -54,8 +62,12 @@ def minilm_lengths(texts: Sequence[str], text_model: str | None = None,
     (max_length - 2) and the windows it reads at most (`MiniLMEncoder.windows`):
     what the embed job's note on long texts counts. Loads the tokenizer only."""
     tok = _tokenizer(text_model or minilm_path())
-    ids = tok(list(texts), add_special_tokens=False, verbose=False)["input_ids"] if texts else []
-    return [len(i) for i in ids], max_length - 2, max_windows
+    read = (max_length - 2) * max_windows
+    heads = [read_prefix(t, read) for t in texts]
+    ids = tok(heads, add_special_tokens=False, verbose=False)["input_ids"] if texts else []
+    # a text longer than its tokenized prefix is longer than what is read
+    return ([len(i) if len(h) == len(t) else max(len(i), read + 1)
+             for i, h, t in zip(ids, heads, texts, strict=True)], max_length - 2, max_windows)
 
 
 def e5_path() -> str:
@@ -114,8 +126,9 @@ class MiniLMEncoder:
         (room for [CLS] and [SEP]; a text that fits is one window: what the tokenizer
         gives with truncation), at most max_windows per text; with the text each
         window is of."""
-        ids = self.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
         body = self.max_length - 2
+        heads = [read_prefix(t, body * self.max_windows) for t in texts]
+        ids = self.tokenizer(heads, add_special_tokens=False, verbose=False)["input_ids"]
         pieces, owner = [], []
         for i, t in enumerate(ids):
             for start in range(0, max(len(t), 1), body)[:self.max_windows]:

@@ -108,6 +108,12 @@ def test_long_texts_are_counted_against_the_windows_the_encoder_reads():
                             (tokens[:2], window, most)).length_note() is None
     assert "length" not in CoverageCount.of("minilm", texts, [False] * 3).record()
     assert registry.length_check("minilm") is minilm_lengths
+    # a book-length text: only a bounded prefix is tokenized, and it counts as cut
+    book = "word " * 200_000
+    (n,), _, _ = minilm_lengths([book], max_length=64, max_windows=3)
+    assert n > 62 * 3
+    enc = MiniLMEncoder(max_length=64, max_windows=3)
+    assert [len(p) for p in enc.windows([book])[0]] == [62, 62, 62]
     assert registry.length_check("e5") is None
 
 
