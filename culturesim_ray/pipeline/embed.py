@@ -187,8 +187,10 @@ def run_embed(corpus: str, out: str, cfg: EmbedConfig | None = None,
                 counts[(status, modality, field)] += n
     rows_in = sum(counts.values())
     log(f"read {rows_in} rows from {corpus} ({len(files)} file(s))")
+    text_todo = None  # the text rows to embed, selected once for the sample and the job
     if settings is None:
-        cfg, choice, sampled = resolve_text_encoder(cfg, layout, staged)
+        text_todo = _map_refs(ingest.select, staged, "todo", "text")
+        cfg, choice, sampled = resolve_text_encoder(cfg, layout, text_todo)
         settings = _check_fingerprint(layout, cfg, overwrite, log)
     if choice is not None:
         log(f"text encoder {choice['chosen']} (auto: {choice['why']})")
@@ -224,7 +226,8 @@ def run_embed(corpus: str, out: str, cfg: EmbedConfig | None = None,
             if embedded[modality]:
                 log(f"{modality}: all {embedded[modality]} rows already embedded, skipping")
             continue
-        todo = _map_refs(ingest.select, staged, "todo", modality)
+        todo = (text_todo if modality == "text" and text_todo is not None
+                else _map_refs(ingest.select, staged, "todo", modality))
         if modality == "text":  # the sample `auto` looked at, when it is this encoder's
             coverage = (sampled if sampled is not None and sampled.encoder == cfg.text_encoder
                         else text_coverage(todo, cfg))

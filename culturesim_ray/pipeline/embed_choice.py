@@ -18,12 +18,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from culturesim_ray import ingest, io
+from culturesim_ray import io
 from culturesim_ray.config import EmbedConfig
 from culturesim_ray.encoders import registry
 from culturesim_ray.encoders.coverage import NOTE_SHARE, CoverageCount, spread
 from culturesim_ray.layout import EmbedLayout
-from culturesim_ray.pipeline.embed_stage import _map, _map_refs
+from culturesim_ray.pipeline.embed_stage import _map
 
 COVERAGE_SAMPLE = 2000  # texts checked against a text encoder's vocabulary (encoders.coverage)
 COVERAGE_PARTS = 16  # from at most this many partitions, evenly spaced (a bounded cost at any N)
@@ -72,13 +72,14 @@ def recorded_text_encoder(layout: EmbedLayout, cfg: EmbedConfig) -> str | None:
 
 
 def resolve_text_encoder(cfg: EmbedConfig, layout: EmbedLayout,
-                         staged: list[Any] | None) -> tuple[EmbedConfig, dict[str, Any] | None,
-                                                            CoverageCount | None]:
+                         todo: list[Any] | None) -> tuple[EmbedConfig, dict[str, Any] | None,
+                                                          CoverageCount | None]:
     """cfg with `auto` resolved, the choice's record for the manifest (None: the
-    encoder was given) and the sample it looked at (None: none taken). Without
-    `staged` (before the corpus is read) only what needs no sample is resolved:
-    the run's recorded encoder, or minilm for text_model / image_align; cfg keeps
-    `auto` otherwise."""
+    encoder was given) and the sample it looked at (None: none taken). `todo`: the
+    staged partitions' text rows to embed (`ingest.select`); without them (before
+    the corpus is read) only what needs no sample is resolved: minilm for
+    text_model / image_align, or the run's recorded encoder; cfg keeps `auto`
+    otherwise."""
     if cfg.text_encoder != registry.AUTO:
         return cfg, None, None
     fixed = cfg.auto_text_encoder_fixed  # first: a run of another encoder is then refused
@@ -91,10 +92,9 @@ def resolve_text_encoder(cfg: EmbedConfig, layout: EmbedLayout,
         return (cfg.with_text_encoder(recorded),
                 {"given": registry.AUTO, "chosen": recorded,
                  "why": "the encoder this run was embedded with"}, None)
-    if staged is None:
+    if todo is None:
         return cfg, None, None
-    sample_cfg = cfg.with_text_encoder(registry.DEFAULTS["text"])
-    coverage = text_coverage(_map_refs(ingest.select, staged, "todo", "text"), sample_cfg)
+    coverage = text_coverage(todo, cfg.with_text_encoder(registry.DEFAULTS["text"]))
     chosen, why = choose(coverage)
     record = {"given": registry.AUTO, "chosen": chosen, "why": why}
     return cfg.with_text_encoder(chosen), record, coverage
