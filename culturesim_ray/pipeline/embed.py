@@ -189,7 +189,8 @@ def run_embed(corpus: str, out: str, cfg: EmbedConfig | None = None,
     log(f"read {rows_in} rows from {corpus} ({len(files)} file(s))")
     text_todo = None  # the text rows to embed, selected once for the sample and the job
     if settings is None:
-        text_todo = _map_refs(ingest.select, staged, "todo", "text")
+        text_todo = (_map_refs(ingest.select, staged, "todo", "text")
+                     if counts.get(("todo", "text", None), 0) else [])
         cfg, choice, sampled = resolve_text_encoder(cfg, layout, text_todo)
         settings = _check_fingerprint(layout, cfg, overwrite, log)
     if choice is not None:
@@ -226,7 +227,7 @@ def run_embed(corpus: str, out: str, cfg: EmbedConfig | None = None,
             if embedded[modality]:
                 log(f"{modality}: all {embedded[modality]} rows already embedded, skipping")
             continue
-        todo = (text_todo if modality == "text" and text_todo is not None
+        todo = (text_todo if modality == "text" and text_todo
                 else _map_refs(ingest.select, staged, "todo", modality))
         if modality == "text":  # the sample `auto` looked at, when it is this encoder's
             coverage = (sampled if sampled is not None and sampled.encoder == cfg.text_encoder

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import corpus_rows, write_jsonl
+from conftest import FLAGS, corpus_rows, write_jsonl
 from culturesim_ray.config import EmbedConfig
 from culturesim_ray.pipeline.embed import run_embed
 
@@ -51,3 +51,15 @@ def test_auto_reads_english_with_minilm_and_cyrillic_with_e5(ray_session, tmp_pa
     again = run_embed(str(corpus), str(tmp_path / "ru"), CFG, log=lines.append)
     assert again.skipped_done == report.embedded and again.embedded == report.embedded
     assert "text encoder e5 (auto: the encoder this run was embedded with)" in lines
+
+
+def test_auto_on_a_corpus_without_texts(ray_session, tmp_path):
+    rows = [r for r in corpus_rows(with_image=True) if r["modality"] == "image"]
+    cfg = CFG.model_copy(update={"uri_roots": [str(FLAGS)]})
+    report = run_embed(str(write_jsonl(tmp_path / "img.jsonl", rows)), str(tmp_path / "out"),
+                       cfg, log=lambda _m: None)
+    assert report.embedded == 3
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["text_encoder_choice"] == {"given": "auto", "chosen": "minilm",
+                                              "why": "no texts to sample"}
+    assert set(manifest["encoders"]) == {"image"}
