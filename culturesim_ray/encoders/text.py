@@ -23,11 +23,17 @@ MAX_WINDOWS = 16  # windows of max_length tokens read per text (EmbedConfig.max_
 CHARS_PER_TOKEN_BOUND = 16  # a text is tokenized up to this many characters per token read
 
 
-def read_prefix(text: str, tokens: int) -> str:
-    """The part of `text` tokenized when at most `tokens` word pieces are read:
-    CHARS_PER_TOKEN_BOUND characters a token (English runs at ~4.5), so a
-    book-length text costs the tokenizer what the windows read, not its length."""
-    return text[:tokens * CHARS_PER_TOKEN_BOUND]
+def prefix_ids(tokenizer: Any, texts: Sequence[str], tokens: int) -> tuple[list[list[int]],
+                                                                            list[bool]]:
+    """Each text's word-piece ids (no special tokens) over the part of it that holds
+    the `tokens` read at most: CHARS_PER_TOKEN_BOUND characters a token (English runs
+    at ~4.5), so a book-length text costs the tokenizer what the windows read, not
+    its length; with whether the text went on past that part."""
+    if not texts:
+        return [], []
+    heads = [t[:tokens * CHARS_PER_TOKEN_BOUND] for t in texts]
+    ids = tokenizer(heads, add_special_tokens=False, verbose=False)["input_ids"]
+    return ids, [len(h) < len(t) for h, t in zip(heads, texts, strict=True)]
 
 
 def minilm_path() -> str:
@@ -61,13 +67,12 @@ def minilm_lengths(texts: Sequence[str], text_model: str | None = None,
     """Each text's word-piece count, the tokens of text a MiniLM window holds
     (max_length - 2) and the windows it reads at most (`MiniLMEncoder.windows`):
     what the embed job's note on long texts counts. Loads the tokenizer only."""
-    tok = _tokenizer(text_model or minilm_path())
     read = (max_length - 2) * max_windows
-    heads = [read_prefix(t, read) for t in texts]
-    ids = tok(heads, add_special_tokens=False, verbose=False)["input_ids"] if texts else []
-    # a text longer than its tokenized prefix is longer than what is read
-    return ([len(i) if len(h) == len(t) else max(len(i), read + 1)
-             for i, h, t in zip(ids, heads, texts, strict=True)], max_length - 2, max_windows)
+    ids, went_on = prefix_ids(_tokenizer(text_model or minilm_path()), texts, read)
+    # a text that goes on past its tokenized prefix is longer than what is read
+    return ([max(len(i), read + 1) if more else len(i) for i, more in zip(ids, went_on,
+                                                                           strict=True)],
+            max_length - 2, max_windows)
 
 
 def e5_path() -> str:
@@ -127,8 +132,7 @@ class MiniLMEncoder:
         gives with truncation), at most max_windows per text; with the text each
         window is of."""
         body = self.max_length - 2
-        heads = [read_prefix(t, body * self.max_windows) for t in texts]
-        ids = self.tokenizer(heads, add_special_tokens=False, verbose=False)["input_ids"]
+        ids, _ = prefix_ids(self.tokenizer, texts, body * self.max_windows)
         pieces, owner = [], []
         for i, t in enumerate(ids):
             for start in range(0, max(len(t), 1), body)[:self.max_windows]:
@@ -156,7 +160,8 @@ class MiniLMEncoder:
             sums.index_add_(0, at, (hidden * m).sum(1))
             counts.index_add_(0, at, m.sum(1))
         pooled = torch.nn.functional.normalize(sums / counts.clamp_min(1e-9), dim=-1)
-        return EncodeResult(pooled.cpu().numpy().astype(np.float32), [None] * len(texts))
+        return EncodeResult(pooled.cpu().numpy().astype(np.float32, copy=False),
+                            [None] * len(texts))
 
 
 def collate_windows(windows: Sequence[Sequence[int]], tokenizer: Any,
