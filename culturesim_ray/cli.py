@@ -314,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("continue-melody", help="continue a melody with a trained melody LSTM")
-    p.add_argument("seed_file", help="the melody to continue (.abc, .mid, .musicxml)")
+    p.add_argument("seed_file", help="the melody to continue (.abc, .mid, .musicxml, .mxl, .krn)")
     p.add_argument("--model", required=True, help="the melody model: an embed run's "
                    "models/lstm, the embed run, or its run directory")
     p.add_argument("--out", required=True, help=".mid (MIDI) or .musicxml")

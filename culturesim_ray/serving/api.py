@@ -22,7 +22,7 @@ class SimilarRequest(BaseModel):
     text: str | None = Field(None, description="a text in any language the encoder reads")
     image: str | None = Field(None, description="an image file (PNG/JPEG), base64")
     sequence: str | None = Field(None, description="a melody file's contents (ABC by default)")
-    sequence_format: Literal["abc", "musicxml"] = "abc"
+    sequence_format: Literal["abc", "musicxml", "krn"] = "abc"
     k: int | None = Field(None, description="cultures in the general top-k (default from config)")
     themes: list[str] | None = Field(None, description="themes to re-rank on (default: all)")
     cross_modal: bool = Field(False, description="rank the cultures by their other modality: "

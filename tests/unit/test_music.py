@@ -170,3 +170,76 @@ def test_the_lstm_sample_is_the_first_melodies_of_the_partitions_in_order(tmp_pa
     assert _sample_tokens(part, 2, {}) == [first, second]
     assert _sample_tokens(part, 3, {}) == _sample_tokens(part, 2, {})  # the bad file left out
     assert _sample_tokens(part, 0, {}) == []
+
+
+def _band(tmp_path):
+    """A three-part piece: a violin melody, piano chords below it, a drum track."""
+    from music21 import chord, instrument, note, stream
+
+    melody = ["E5", "D5", "C5", "D5", "E5", "E5", "E5"]
+    score = stream.Score()
+    for inst, notes in ((instrument.Violin(), [note.Note(p, quarterLength=1) for p in melody]),
+                        (instrument.Piano(), [chord.Chord(c, quarterLength=1)
+                                              for c in [["C3", "E3", "G3"], ["G2", "B2", "D3"]] * 3
+                                              + [["C3", "E3", "G3"]]]),
+                        (instrument.BassDrum(), [note.Unpitched(quarterLength=1) for _ in range(7)])):
+        part = stream.Part()
+        part.insert(0, inst)
+        for n in notes:
+            part.append(n)
+        score.insert(0, part)
+    return score, [(note.Note(p).pitch.midi, 1.0) for p in melody]
+
+
+def test_the_melody_of_a_piece_in_several_parts(tmp_path):
+    """The violin line, not the three parts interleaved; the drum track (unpitched
+    notes) is never melody and is no error (it raised AttributeError before)."""
+    score, melody = _band(tmp_path)
+    for fmt, name in (("midi", "band.mid"), ("musicxml", "band.musicxml")):
+        path = tmp_path / name
+        score.write(fmt, fp=str(path))
+        events = [e for e in parse_events(path.read_bytes(), name) if e[0] is not None]
+        assert events == melody, name
+
+
+def test_an_inner_voice_under_a_held_note_is_not_melody():
+    """Two voices in one part: the held E5 stays the line while the lower voice moves."""
+    from music21 import note, stream
+
+    part, top, low = stream.Part(), stream.Voice(), stream.Voice()
+    top.append(note.Note("E5", quarterLength=2))
+    top.append(note.Note("F5", quarterLength=1))
+    for p in ("C5", "D5", "A4"):
+        low.append(note.Note(p, quarterLength=1))
+    part.insert(0, top)
+    part.insert(0, low)
+    from culturesim_ray.encoders.music import melody_events
+
+    assert melody_events(part) == [(76, 2.0), (77, 1.0)]
+
+
+def test_compressed_musicxml_and_kern(tmp_path):
+    """.mxl (a zip naming its score in META-INF/container.xml) reads as the same
+    piece as the plain file; Humdrum **kern reads as kern."""
+    import zipfile
+
+    score, melody = _band(tmp_path)
+    plain = tmp_path / "band.musicxml"
+    score.write("musicxml", fp=str(plain))
+    mxl = tmp_path / "band.mxl"
+    with zipfile.ZipFile(mxl, "w") as zf:
+        zf.writestr("META-INF/container.xml",
+                    '<?xml version="1.0"?><container><rootfiles>'
+                    '<rootfile full-path="score/band.xml"/></rootfiles></container>')
+        zf.writestr("score/band.xml", plain.read_bytes())
+    assert parse_events(mxl.read_bytes(), "band.mxl") == parse_events(plain.read_bytes(),
+                                                                        "band.musicxml")
+    kern = "**kern\n*M2/4\n4c\n8d\n8e\n4r\n4g\n*-\n"
+    assert parse_events(kern, "tune.krn") == [(60, 1.0), (62, 0.5), (64, 0.5), (None, 1.0),
+                                              (67, 1.0)]
+
+
+def test_an_abc_file_of_several_tunes_reads_them_in_order():
+    """A tune book (several X: tunes in one file) gives its tunes one after another."""
+    two = "X:1\nL:1/4\nK:C\nC D E F\n\nX:2\nL:1/4\nK:C\nG A B c\n"
+    assert [p for p, _ in parse_events(two, "book.abc")] == [60, 62, 64, 65, 67, 69, 71, 72]
