@@ -331,6 +331,7 @@ def run_evaluation(run_dir: str | Path, gold_path: str | Path, k: int = 3,
                         f"over at least {MIN_CULTURES}")
     gold_kind = gold.kind
     notes = [f"evaluate: gold kind {gold_kind} ({gold.kind_from})"] if gold.kind_from else []
+    notes += [f"evaluate: {gold.renamed_note()}"] if gold.renamed else []
     for reason, n in gold.skipped.items():
         log(f"evaluate: skipped {n} gold pair(s): {reason}")
     log(f"evaluate: {len(gold.pairs)} gold pairs ({gold_kind}), {len(methods)} methods, k={k}")
@@ -349,7 +350,7 @@ def run_evaluation(run_dir: str | Path, gold_path: str | Path, k: int = 3,
     write_csv(rows, out / "evaluation.csv")
     (out / "evaluation.json").write_text(json.dumps(
         {"gold": str(gold_path), "gold_kind": gold_kind, "k": k, "pairs": len(gold.pairs),
-         "skipped": gold.skipped, "n_boot": n_boot, "n_perm": n_perm, "folds": folds,
+         "skipped": gold.skipped, "renamed": gold.renamed, "n_boot": n_boot, "n_perm": n_perm, "folds": folds,
          "seed": seed, "rows": rows}, indent=2, default=float, allow_nan=False))
     plot_evaluation(rows, out / "evaluation.png", k)
     table = format_table(rows, k)

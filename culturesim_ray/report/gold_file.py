@@ -12,6 +12,7 @@ skipped; a zero diagonal says the matrix holds distances)."""
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,16 @@ class GoldSet:
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
     kind: str = "similarity"  # or "distance": bigger = less similar
     kind_from: str = ""  # why the kind is what it is, when the file said it
+    renamed: dict[str, str] = field(default_factory=dict)  # gold name -> the run's
+
+    def renamed_note(self, shown: int = 4) -> str:
+        """'' or one line naming the gold's culture names read as the run's."""
+        if not self.renamed:
+            return ""
+        some = ", ".join(f"{a!r} -> {b!r}" for a, b in list(self.renamed.items())[:shown])
+        more = f", and {len(self.renamed) - shown} more" if len(self.renamed) > shown else ""
+        return (f"{len(self.renamed)} gold culture name(s) read as the run's, ignoring case "
+                f"and spacing: {some}{more}")
 
     def by_theme(self) -> dict[str, list[tuple[str, str, float]]]:
         out: dict[str, list[tuple[str, str, float]]] = defaultdict(list)
@@ -56,13 +67,18 @@ def read_gold_rows(path: str | Path) -> list[dict[str, Any]]:
 
 def _did_you_mean(name: str, known: set[str]) -> str:
     """' (did you mean 'X'?)' for the run's culture closest to a gold name it lacks
-    (the same name in other case, or a close spelling), else ''."""
+    (the same name in other case or spacing, every one when several, or a close
+    spelling), else ''."""
     import difflib
 
-    folded = {k.casefold(): k for k in known}
-    close = ([folded[name.casefold()]] if name.casefold() in folded
-             else difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8))
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    close = sorted(k for k in known if name_key(k) == name_key(name))
+    close = close or difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def name_key(name: str) -> str:
+    """A culture name compared without case, Unicode form or spacing."""
+    return " ".join(unicodedata.normalize("NFC", name).casefold().split())
 
 
 SCORE_NAMES = {"score": None, "distance": "distance", "similarity": "similarity"}
@@ -175,6 +191,19 @@ def validate_gold(rows: Sequence[dict[str, Any]], cultures: Sequence[str],
     if gold_kind is not None:
         kind_from = ""  # given, not read from the file
     known = set(cultures)
+    keyed: dict[str, list[str]] = defaultdict(list)
+    for c in sorted(known):
+        keyed[name_key(c)].append(c)
+    renamed: dict[str, str] = {}
+
+    def resolve(name: str) -> str:
+        """The run's culture a gold name means: itself, else the one culture whose
+        name differs from it only in case, Unicode form or spacing."""
+        hits = keyed.get(name_key(name), []) if name not in known else [name]
+        if len(hits) == 1 and hits[0] != name:
+            renamed[name] = hits[0]
+        return hits[0] if len(hits) == 1 else name
+
     seen: dict[tuple[str, str, str], tuple[str, float]] = {}
     pairs, skipped = [], defaultdict(int)
     for i, row in enumerate(rows):
@@ -182,7 +211,7 @@ def validate_gold(rows: Sequence[dict[str, Any]], cultures: Sequence[str],
         for f in ("culture_a", "culture_b", "score"):
             if row.get(f) in (None, ""):
                 raise GoldError(f"{where}: field {f!r} is missing or empty")
-        a, b = str(row["culture_a"]).strip(), str(row["culture_b"]).strip()
+        a, b = resolve(str(row["culture_a"]).strip()), resolve(str(row["culture_b"]).strip())
         try:
             score = float(row["score"])
         except (TypeError, ValueError, OverflowError):
@@ -216,4 +245,4 @@ def validate_gold(rows: Sequence[dict[str, Any]], cultures: Sequence[str],
         pairs.append((a, b, score, theme))
     if not pairs:
         raise GoldError(f"{source}: no usable gold pairs (skipped: {dict(skipped) or 'none'})")
-    return GoldSet(pairs, dict(skipped), kind, kind_from)
+    return GoldSet(pairs, dict(skipped), kind, kind_from, renamed)

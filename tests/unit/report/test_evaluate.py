@@ -84,13 +84,13 @@ def test_validate_gold_errors_and_skips():
     with pytest.raises(GoldError, match=r"row 2: duplicate pair \(A, B, theme general\) with "
                                         r"score 1.0 \(first at row 1, score 0.5\)"):
         validate_gold([rows[0], {"culture_a": "B", "culture_b": "A", "score": 1}], ["A", "B"])
-    near = [{"culture_a": "chinese", "culture_b": "Greek", "score": 1},
+    near = [{"culture_a": "Chinesse", "culture_b": "Greek", "score": 1},
             {"culture_a": "Greek", "culture_b": "Persain", "score": 1},
             {"culture_a": "Greek", "culture_b": "Atlantis", "score": 1}]
     known = ["Chinese", "Greek", "Persian"]
     assert validate_gold([*near, {"culture_a": "Greek", "culture_b": "Persian", "score": 1}],
                          known).skipped == {
-        "unknown culture 'chinese' (did you mean 'Chinese'?)": 1,
+        "unknown culture 'Chinesse' (did you mean 'Chinese'?)": 1,
         "unknown culture 'Persain' (did you mean 'Persian'?)": 1,
         "unknown culture 'Atlantis'": 1}
     with pytest.raises(GoldError, match=r"row 1: .* cultures\) \(did you mean 'Chinese'\?\)"):

@@ -109,3 +109,23 @@ def test_the_kind_warning_fires_only_on_a_clearly_flipped_gold():
         evaluate(validate_gold(dist, names), [raw], k=2, n_boot=50, n_perm=199), "raw",
         "similarity")[0]
     assert kind_warning([], None, "similarity") == []
+
+
+def test_gold_names_differing_only_in_case_or_spacing_are_the_run_cultures(tmp_path):
+    """'aa', ' BB ' and 'Cc  x' mean the run's 'Aa', 'Bb' and 'Cc x', and the note
+    names them; a name two run cultures fold to alike stays unknown (skipped)."""
+    rows = [["aa", " BB ", "1.5"], ["AA", "Cc  x", "4"], ["bb", "cc x", "2"],
+            ["aa", "Dd", "7.25"], ["Bb", "Dd", "5"], ["Cc x", "dd", "3.5"], ["aa", "ee", "1"]]
+    path = _write(tmp_path / "g.csv", ["culture_a", "culture_b", "distance"], rows)
+    cultures = ["Aa", "Bb", "Cc x", "Dd", "Ee", "EE"]
+    gold = validate_gold(read_gold_rows(path), cultures)
+    assert [(a, b, s) for a, b, s, _ in gold.pairs] == [
+        ("Aa", "Bb", 1.5), ("Aa", "Cc x", 4.0), ("Bb", "Cc x", 2.0), ("Aa", "Dd", 7.25),
+        ("Bb", "Dd", 5.0), ("Cc x", "Dd", 3.5)]
+    assert gold.renamed == {"aa": "Aa", "BB": "Bb", "AA": "Aa", "Cc  x": "Cc x", "bb": "Bb",
+                            "cc x": "Cc x", "dd": "Dd"}
+    assert gold.renamed_note(2).startswith("7 gold culture name(s) read as the run's")
+    assert gold.renamed_note(2).endswith("'aa' -> 'Aa', 'BB' -> 'Bb', and 5 more")
+    assert list(gold.skipped) == ["unknown culture 'ee' (did you mean 'EE' or 'Ee'?)"]
+    assert validate_gold(read_gold_rows(path), ["aa", "BB", "Cc  x", "dd"]).renamed == {
+        "AA": "aa", "bb": "BB", "cc x": "Cc  x", "Dd": "dd", "Bb": "BB", "Cc x": "Cc  x"}
