@@ -32,6 +32,7 @@ import torch
 from culturesim_ray import io
 from culturesim_ray.layout import GraphLayout, TrainLayout
 from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig
+from culturesim_ray.names import alike_note
 from culturesim_ray.ops.query_score import imbalance_note
 from culturesim_ray.runs import embed_notes
 from culturesim_ray.training.config import TrainConfig, merge_train_config
@@ -261,7 +262,8 @@ def run_train(embed_dir: str, out: str, cfg: TrainConfig | None = None, log: Any
         f"batches of {cfg.batch.batch_cultures} cultures x {cfg.batch.items_per_culture} "
         f"items, fan-outs {list(cfg.batch.fanouts)}; items: {meta['counts']}")
     notes = [*embed_notes(embed_dir),
-             *[n for n in [imbalance_note(meta["culture_items"], cfg.query)] if n]]
+             *[n for n in [imbalance_note(meta["culture_items"], cfg.query),
+                           alike_note(meta["cultures"])] if n]]
     for note in notes:
         log(f"train: note: {note}")
     if cfg.model.graph == "hetero":

@@ -12,13 +12,13 @@ skipped; a zero diagonal says the matrix holds distances)."""
 from __future__ import annotations
 
 import math
-import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from culturesim_ray.names import name_key
 from culturesim_ray.report.stats import GOLD_KINDS
 
 GENERAL = "general"  # the theme of a pair that names none
@@ -74,11 +74,6 @@ def _did_you_mean(name: str, known: set[str]) -> str:
     close = sorted(k for k in known if name_key(k) == name_key(name))
     close = close or difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
     return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
-
-
-def name_key(name: str) -> str:
-    """A culture name compared without case, Unicode form or spacing."""
-    return " ".join(unicodedata.normalize("NFC", name).casefold().split())
 
 
 SCORE_NAMES = {"score": None, "distance": "distance", "similarity": "similarity"}

@@ -1,0 +1,35 @@
+"""Culture names compared as people write them: without case, Unicode form or
+spacing (`Chinese`, `chinese`, ` CHINESE `). Pure."""
+
+from __future__ import annotations
+
+import unicodedata
+from collections import defaultdict
+from collections.abc import Iterable
+
+
+def name_key(name: str) -> str:
+    """A culture name compared without case, Unicode form or spacing."""
+    return " ".join(unicodedata.normalize("NFC", name).casefold().split())
+
+
+def alike(names: Iterable[str]) -> list[list[str]]:
+    """The groups of distinct names that differ only in case, Unicode form or
+    spacing (each group sorted, groups by their first name)."""
+    groups: dict[str, set[str]] = defaultdict(set)
+    for n in names:
+        groups[name_key(n)].add(n)
+    return sorted(sorted(g) for g in groups.values() if len(g) > 1)
+
+
+def alike_note(names: Iterable[str], shown: int = 3) -> str | None:
+    """What a user should know when the corpus names one culture several ways (None:
+    it does not): each spelling is a culture of its own everywhere downstream."""
+    groups = alike(names)
+    if not groups:
+        return None
+    some = "; ".join(" and ".join(repr(n) for n in g) for g in groups[:shown])
+    more = f"; and {len(groups) - shown} more" if len(groups) > shown else ""
+    return (f"{len(groups)} culture name(s) are written several ways, differing only in case "
+            f"or spacing: {some}{more}. Each spelling is a culture of its own here; if they "
+            "are one culture, give it one name in the corpus and embed again")

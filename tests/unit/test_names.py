@@ -1,0 +1,20 @@
+"""Culture names written several ways: found without case, Unicode form or spacing."""
+
+from __future__ import annotations
+
+import unicodedata
+
+from culturesim_ray.names import alike, alike_note, name_key
+
+
+def test_names_alike_without_case_unicode_form_or_spacing():
+    composed, decomposed = "Québécois", unicodedata.normalize("NFD", "québécois")
+    assert composed != decomposed and name_key(composed) == name_key(decomposed)
+    names = ["Chinese", "chinese", "Greek", "GREEK", "Cc  x", "Cc x", composed, decomposed,
+             "Persian", "Persians"]
+    assert alike(names) == [["Cc  x", "Cc x"], ["Chinese", "chinese"], ["GREEK", "Greek"],
+                            sorted([composed, decomposed])]
+    note = alike_note(names, shown=2)
+    assert note.startswith("4 culture name(s) are written several ways")
+    assert "'Cc  x' and 'Cc x'; 'Chinese' and 'chinese'; and 2 more." in note
+    assert alike_note(["Persian", "Persians", "Greek"]) is None
