@@ -233,7 +233,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="culturesim", description=__doc__,
+    parser = argparse.ArgumentParser(prog="culturesim", description=__doc__, allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -341,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     for p in sub.choices.values():
         p.add_argument("-v", "--verbose", action="store_true", help="print Ray's own logs "
                        "and full tracebacks (else they go to the log file)")
+        # an option is named in full: `train --steps 10` is an error, not --steps-per-epoch
+        p.allow_abbrev = False
     return parser
 
 

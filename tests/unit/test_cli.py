@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 from culturesim_ray.cli import build_parser, main
@@ -25,6 +27,18 @@ def test_unknown_config_key(tmp_path, capsys):
     cfg.write_text("batch_sise: 3\n")
     assert main(["embed", str(tmp_path), "--out", "o", "--config", str(cfg)]) == 2
     assert "batch_sise" in capsys.readouterr().err
+
+
+def test_an_option_is_named_in_full(capsys):
+    """`train --steps 10` (a user's guess at the step count) is an error, not silently
+    --steps-per-epoch 10; every command parses its options so."""
+    parser = build_parser()
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(["train", "emb", "--out", "o", "--steps", "10"])
+    assert exc.value.code == 2 and "unrecognized arguments: --steps 10" in capsys.readouterr().err
+    assert parser.parse_args(["train", "emb", "--out", "o", "--steps-per-epoch", "10"])
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert all(not p.allow_abbrev for p in sub.choices.values())
 
 
 def test_every_command_has_help():
