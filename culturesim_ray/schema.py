@@ -165,7 +165,7 @@ def _check_themes(row: dict[str, Any]) -> tuple[list[str], str | None]:
     if _is_missing(v) or v == "":
         return [], None
     if isinstance(v, str):
-        # CSV carries themes as a JSON list or "a;b;c"
+        # CSV carries themes as a JSON list or "a;b;c" ("a, b" and "a|b" as people write them)
         s = v.strip()
         if s.startswith("["):
             try:
@@ -173,7 +173,7 @@ def _check_themes(row: dict[str, Any]) -> tuple[list[str], str | None]:
             except (ValueError, RecursionError):  # JSONDecodeError, huge ints, deep nesting
                 return [], f"not a JSON list: {s[:200]!r}"
         else:
-            v = [t for t in (p.strip() for p in s.split(";")) if t]
+            v = [t for t in (p.strip() for p in re.split(r"[;,|]", s)) if t]
     if hasattr(v, "tolist"):
         v = v.tolist()
     if not isinstance(v, (list, tuple)):

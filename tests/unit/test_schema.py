@@ -86,6 +86,10 @@ def test_types_are_normalised():
     table = out.good_table()
     assert table.schema == CORPUS_SCHEMA
     assert out.bad_table().num_rows == 0
+    # themes as people write them in a CSV cell: commas and bars separate them too
+    for cell in ("Music, Dance", "music|dance", " music ;dance; ", '["Music", "dance"]'):
+        (g,) = validate_rows([row(themes=cell)]).good
+        assert g["themes"] == ["music", "dance"], cell
 
 
 def test_good_rows_keep_corpus_order_with_uri_checks():
