@@ -266,6 +266,10 @@ class UriRoots:
 
     def outside(self, uri: str) -> str:
         """The quarantine reason of a uri that `allows` refuses."""
+        m = _SCHEME.match(uri)
+        if m is not None and m.group(1).lower() not in ("file", "s3", "s3a"):
+            return (f"{uri}: {m.group(1).lower()}:// is not read (only local paths and s3://; "
+                    "fetch the files first and point the uris at the copies)")
         target = self.resolve(uri)
         shown = None if target is None else (
             "s3://" + target[1] if target[0] == "s3" else target[1])

@@ -81,6 +81,10 @@ def test_uris_outside_the_corpus_folder_are_quarantined(tree):
                             "other-scheme", "fsspec-chain"}
     assert [r["item_id"] for r in out.good] == ["normal", "dotdot-inside"]
     root = os.path.realpath(tree / "corpus")
+    other = reasons.pop("other-scheme")  # no root admits a web address: said so
+    assert other["field"] == "uri" and other["reason"].endswith(
+        "http:// is not read (only local paths and s3://; fetch the files first and point the "
+        "uris at the copies)"), other
     for rec in reasons.values():
         assert rec["field"] == "uri"
         assert rec["reason"].endswith(
