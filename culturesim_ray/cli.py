@@ -69,6 +69,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from culturesim_ray.pipeline.embed import run_embed
 
     cfg = _embed_config(args)
+    if args.check:
+        return _check_corpus(args, cfg)
     with Stage("embed", unit="rows") as st:
         report = run_embed(args.corpus, args.out, cfg, address=args.address,
                            overwrite=args.overwrite, log=st.log)
@@ -85,6 +87,17 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
         print(f"embed: error: {report.nothing_embedded(quarantine_example(args.out, cfg))}")
     return 0 if report.balanced and not report.empty else 1
+
+
+def _check_corpus(args: argparse.Namespace, cfg: EmbedConfig) -> int:
+    """`embed --check`: exit 0 when a run would embed something and not be refused."""
+    from culturesim_ray.pipeline.embed_check import run_check
+
+    with Stage("check", unit="rows") as st:
+        report = run_check(args.corpus, args.out, cfg, address=args.address, log=st.log)
+    for line in report.lines():
+        print(f"embed --check: {line}")
+    return 0 if sum(report.usable.values()) and not report.refused else 1
 
 
 def _allpairs_config(args: argparse.Namespace) -> AllPairsConfig:
@@ -241,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("corpus", help="Parquet/JSONL/CSV file or directory, local or s3://")
     p.add_argument("--out", required=True, help="output directory, local or s3://")
     add_embed_args(p)
+    p.add_argument("--check", action="store_true",
+                   help="read and validate the corpus and say what a run would embed, "
+                        "quarantine and note (items per culture, the text encoder); embed "
+                        "and write nothing")
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("allpairs", help="culture-by-culture top-k similarity per theme")

@@ -193,6 +193,10 @@ def quarantine_of_encoded(table: pa.Table) -> pa.Table:
     }, schema=QUARANTINE_SCHEMA)
 
 
+def missing_reason(uri: str) -> str:
+    return f"uri: file not found or not readable: {uri}"
+
+
 def fetch_uris(table: pa.Table, read: Any, check_uris: bool = True) -> pa.Table:
     """The bytes of every row's file in a `data` column, and an `error` column:
     a missing file is the row's error ("uri: file not found or not readable"),
@@ -206,7 +210,7 @@ def fetch_uris(table: pa.Table, read: Any, check_uris: bool = True) -> pa.Table:
             errors.append(None)
         except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
             datas.append(None)
-            errors.append(f"uri: file not found or not readable: {uri}" if check_uris
+            errors.append(missing_reason(uri) if check_uris
                           else f"uri: cannot read {uri}: {type(exc).__name__}: {exc}")
     return table.append_column("data", pa.array(datas, pa.binary())).append_column(
         "error", pa.array(errors, pa.string()))
@@ -249,3 +253,45 @@ def first_row(table: pa.Table) -> dict[str, Any] | None:
         return None
     i = int(pc.index(table.column("_order"), pc.min(table.column("_order"))).as_py())
     return table.slice(i, 1).to_pylist()[0]
+
+
+def culture_counts(table: pa.Table) -> list[tuple[str, str, int]]:
+    """(culture, modality, rows) of the usable rows (status todo or done) of `table`."""
+    from collections import Counter
+
+    usable = select(table, ["todo", "done"])
+    c = Counter(zip(usable.column("culture").to_pylist(), usable.column("modality").to_pylist(),
+                    strict=True))
+    return [(*key, n) for key, n in c.items()]
+
+
+def first_bad(table: pa.Table, n: int) -> list[tuple[int, str]]:
+    """(order, 'SOURCE_ROW: REASON') of the first `n` bad rows of `table`."""
+    bad = select(table, "bad")
+    if bad.num_rows == 0:
+        return []
+    idx = pc.sort_indices(bad.column("_order")).slice(0, n)
+    first = bad.take(idx)
+    return [(o, f"{s}: {r}") for o, s, r in zip(first.column("_order").to_pylist(),
+                                                 first.column("_source_row").to_pylist(),
+                                                 first.column("_reason").to_pylist(), strict=True)]
+
+
+def missing_files(table: pa.Table, existing: Any,
+                  n: int) -> tuple[list[tuple[str, str, int]], list[tuple[int, str]]]:
+    """The rows to embed whose file is missing, found without reading the files:
+    ([(modality, culture, rows)], the first `n` as (order, 'SOURCE_ROW: REASON')), with
+    `existing(uris)` the subset of uris that name readable files (`io.existing_uris`)."""
+    from collections import Counter
+
+    files = table.filter(pc.and_(pc.equal(table.column("_status"), "todo"),
+                                 pc.is_valid(table.column("uri"))))
+    found = existing(files.column("uri").to_pylist())
+    missing = [i for i, u in enumerate(files.column("uri").to_pylist()) if u not in found]
+    gone = files.take(pa.array(missing, pa.int64()))
+    per = Counter(zip(gone.column("modality").to_pylist(), gone.column("culture").to_pylist(),
+                      strict=True))
+    first = sorted(zip(gone.column("_order").to_pylist(), gone.column("_source_row").to_pylist(),
+                       gone.column("uri").to_pylist(), strict=True))[:n]
+    return [(*k, c) for k, c in per.items()], [(o, f"{s}: {missing_reason(u)}")
+                                                for o, s, u in first]

@@ -49,6 +49,29 @@ def test_every_command_has_help():
         assert exc.value.code == 0
 
 
+def test_the_check_reports_lines():
+    from culturesim_ray.pipeline.embed_report import CheckReport
+
+    items = {"text": {f"c{i}": 10 + i for i in range(8)} | {"tiny": 1, "two": 2},
+             "image": {"c0": 3}}
+    check = CheckReport(corpus="c.csv", files=1, rows_in=1_200, usable={"text": 1_100,
+                        "image": 3, "sequence": 0}, done=0, reasons={"uri": 97},
+                        examples=["c.csv:5: uri: file not found or not readable: x.png"],
+                        items=items, encoder="minilm (auto: ...)", notes=["a note"])
+    assert check.lines() == [
+        "1,200 rows in 1 file(s): 1,103 usable (text 1,100, image 3), 97 would be "
+        "quarantined (uri: 97)",
+        "  e.g. c.csv:5: uri: file not found or not readable: x.png",
+        "10 culture(s)",
+        "  text: 10 culture(s), items per culture 1 to 17 (median 13); fewer than 3: "
+        "'tiny' (1), 'two' (2)",
+        "  image: 1 culture(s), items per culture 3 to 3 (median 3)",
+        "text encoder minilm (auto: ...)", "note: a note", "nothing was embedded or written"]
+    check.refused = "text: encoder: 'minilm' -> 'e5'"
+    assert check.lines()[-2] == "a run into this --out would be refused: text: encoder: " \
+                                "'minilm' -> 'e5'"
+
+
 def test_the_embed_reports_lines():
     from culturesim_ray.pipeline.embed import EmbedReport
 
