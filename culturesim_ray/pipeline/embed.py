@@ -47,13 +47,12 @@ from culturesim_ray.pipeline.embed_choice import resolve_text_encoder, text_cove
 from culturesim_ray.pipeline.embed_report import EmbedReport
 from culturesim_ray.pipeline.embed_stage import (
     _complete_files,
-    _map,
     _map_each,
     _map_refs,
     _parquet_files,
-    _stage,
     _strict_checks,
     _write_quarantine_part,
+    stage_counted,
 )
 from culturesim_ray.pipeline.embed_state import (
     _check_fingerprint,
@@ -179,12 +178,7 @@ def run_embed(corpus: str, out: str, cfg: EmbedConfig | None = None,
     cfg, choice, sampled = resolve_text_encoder(cfg, layout, None)
     settings = (_check_fingerprint(layout, cfg, overwrite, log)
                 if cfg.text_encoder != registry.AUTO else None)
-    with user_error():
-        staged = _stage(files, roots, layout, cfg)
-        counts: Counter[tuple[Any, ...]] = Counter()
-        for part in _map(ingest.status_counts, staged):
-            for status, modality, field, n in part:
-                counts[(status, modality, field)] += n
+    staged, counts = stage_counted(files, roots, layout, cfg)
     rows_in = sum(counts.values())
     log(f"read {rows_in} rows from {corpus} ({len(files)} file(s))")
     text_todo = None  # the text rows to embed, selected once for the sample and the job

@@ -25,7 +25,7 @@ from culturesim_ray.layout import EmbedLayout
 from culturesim_ray.names import alike_note
 from culturesim_ray.pipeline.embed_choice import resolve_text_encoder, text_coverage
 from culturesim_ray.pipeline.embed_report import CheckReport
-from culturesim_ray.pipeline.embed_stage import _map, _map_refs, _stage
+from culturesim_ray.pipeline.embed_stage import _map, _map_refs, stage_counted
 from culturesim_ray.pipeline.embed_state import vector_settings
 from culturesim_ray.schema import MODALITIES, UriRoots
 
@@ -35,19 +35,14 @@ EXAMPLES = 3  # bad rows quoted
 def run_check(corpus: str, out: str, cfg: EmbedConfig | None = None, log: Any = print,
               address: str | None = None) -> CheckReport:
     """What `run_embed(corpus, out, cfg)` would embed, quarantine and note."""
-    from culturesim_ray.pipeline.ray_env import init_ray, user_error
+    from culturesim_ray.pipeline.ray_env import init_ray
 
     cfg = cfg or EmbedConfig()
     layout = EmbedLayout(out)
     files = io.list_corpus_files(corpus, cfg.s3)
     roots = UriRoots.of(corpus, cfg.uri_roots)
     init_ray(address)
-    with user_error():
-        staged = _stage(files, roots, layout, cfg)
-        counts: Counter[tuple[Any, ...]] = Counter()
-        for part in _map(ingest.status_counts, staged):
-            for status, modality, field, n in part:
-                counts[(status, modality, field)] += n
+    staged, counts = stage_counted(files, roots, layout, cfg)
     log(f"read {sum(counts.values())} rows from {corpus} ({len(files)} file(s))")
     usable = {m: counts[("todo", m, None)] + counts[("done", m, None)] for m in MODALITIES}
     reasons: Counter[str] = Counter()

@@ -7,6 +7,7 @@ held in the object store, and the small tasks mapped over those partitions
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Any
 
 import pyarrow as pa
@@ -108,6 +109,21 @@ def _stage(files: list[str], roots: UriRoots, layout: EmbedLayout, cfg: EmbedCon
     staged = [resolve.remote(*refs) for refs in by_part]
     ray.wait(staged, num_returns=len(staged), fetch_local=False)
     return staged
+
+
+def stage_counted(files: list[str], roots: UriRoots, layout: EmbedLayout,
+                  cfg: EmbedConfig) -> tuple[list[Any], Counter[tuple[Any, ...]]]:
+    """`_stage`, and the rows per (status, modality, field): the counts alone reach
+    the driver. A corpus that cannot be read is a user error (one line)."""
+    from culturesim_ray.pipeline.ray_env import user_error
+
+    counts: Counter[tuple[Any, ...]] = Counter()
+    with user_error():
+        staged = _stage(files, roots, layout, cfg)
+        for part in _map(ingest.status_counts, staged):
+            for status, modality, field, n in part:
+                counts[(status, modality, field)] += n
+    return staged, counts
 
 
 def _file_size(file: str, cfg: EmbedConfig) -> int:
