@@ -285,7 +285,8 @@ def missing_files(table: pa.Table, existing: Any,
     from collections import Counter
 
     files = table.filter(pc.and_(pc.equal(table.column("_status"), "todo"),
-                                 pc.is_valid(table.column("uri"))))
+                                 pc.is_in(table.column("modality"),
+                                          pa.array(["image", "sequence"], pa.string()))))
     found = existing(files.column("uri").to_pylist())
     missing = [i for i, u in enumerate(files.column("uri").to_pylist()) if u not in found]
     gone = files.take(pa.array(missing, pa.int64()))

@@ -55,6 +55,28 @@ def test_distributed_validation_matches_the_in_memory_rules(chunking):
     assert bad.column("source_row").to_pylist() == ["f:2", "f:3"]
 
 
+def test_what_the_check_counts_from_the_staged_rows(tmp_path):
+    """embed --check's partition functions: usable rows per culture and modality, the
+    first bad rows in corpus order, and the image/melody files that are not there
+    (a text row's uri, e.g. its source page, is no file to fetch)."""
+    (tmp_path / "here.png").write_bytes(b"x")
+    rows = [*ROWS,
+            {"item_id": "i1", "culture": "Greek", "modality": "image",
+             "uri": str(tmp_path / "here.png"), "_source_row": "f:6"},
+            {"item_id": "i2", "culture": "Greek", "modality": "image",
+             "uri": str(tmp_path / "gone.png"), "_source_row": "f:7"},
+            {"item_id": "t9", "culture": "Greek", "modality": "text", "text": "nine",
+             "uri": "https://example.org/page", "_source_row": "f:8"}]
+    staged = _resolved([rows])
+    assert sorted(ingest.culture_counts(staged)) == [("Greek", "image", 2), ("Greek", "text", 2),
+                                                     ("Turkish", "text", 2)]
+    assert ingest.first_bad(staged, 1) == [(1, "f:2: culture: empty")]
+    per, first = ingest.missing_files(
+        staged, lambda uris: {u for u in uris if u.endswith("here.png")}, 3)
+    assert per == [("image", "Greek", 1)]
+    assert first == [(6, f"f:7: uri: file not found or not readable: {tmp_path / 'gone.png'}")]
+
+
 def test_resume_marks_written_rows_done_and_quarantines_earlier_failures():
     written = ingest.written_rows(pa.array(["a", "c", "d"]), pa.array(["text", "text", "image"]),
                                   pa.array([None, "text: could not encode", None]))
