@@ -22,14 +22,19 @@ def alike(names: Iterable[str]) -> list[list[str]]:
     return sorted(sorted(g) for g in groups.values() if len(g) > 1)
 
 
+def listed(parts: list[str], shown: int, sep: str = ", ") -> str:
+    """The first `shown` of `parts` joined, and how many more there are."""
+    more = f"{sep}and {len(parts) - shown} more" if len(parts) > shown else ""
+    return sep.join(parts[:shown]) + more
+
+
 def alike_note(names: Iterable[str], shown: int = 3) -> str | None:
     """What a user should know when the corpus names one culture several ways (None:
     it does not): each spelling is a culture of its own everywhere downstream."""
     groups = alike(names)
     if not groups:
         return None
-    some = "; ".join(" and ".join(repr(n) for n in g) for g in groups[:shown])
-    more = f"; and {len(groups) - shown} more" if len(groups) > shown else ""
+    some = listed([" and ".join(repr(n) for n in g) for g in groups], shown, "; ")
     return (f"{len(groups)} culture name(s) are written several ways, differing only in case "
-            f"or spacing: {some}{more}. Each spelling is a culture of its own here; if they "
+            f"or spacing: {some}. Each spelling is a culture of its own here; if they "
             "are one culture, give it one name in the corpus and embed again")

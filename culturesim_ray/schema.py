@@ -187,6 +187,9 @@ def _check_themes(row: dict[str, Any]) -> tuple[list[str], str | None]:
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.DOTALL)
 
 
+READ_SCHEMES = {"file": "local", "s3": "s3", "s3a": "s3"}  # uri scheme -> where it reads
+
+
 def _split_uri(uri: str) -> tuple[str, str] | None:
     """(kind, canonical path) of a uri: ("local", realpath) or ("s3", "bucket/key"
     normalised); None for anything else (other schemes, fsspec "a::b" chains), which
@@ -199,9 +202,9 @@ def _split_uri(uri: str) -> tuple[str, str] | None:
             return None
         return "local", os.path.realpath(uri)
     scheme, rest = m.group(1).lower(), m.group(2)
-    if scheme == "file":
+    if READ_SCHEMES.get(scheme) == "local":
         return "local", os.path.realpath(rest)
-    if scheme in ("s3", "s3a"):
+    if READ_SCHEMES.get(scheme) == "s3":
         return "s3", posixpath.normpath(rest).strip("/")
     return None
 
@@ -267,7 +270,7 @@ class UriRoots:
     def outside(self, uri: str) -> str:
         """The quarantine reason of a uri that `allows` refuses."""
         m = _SCHEME.match(uri)
-        if m is not None and m.group(1).lower() not in ("file", "s3", "s3a"):
+        if m is not None and m.group(1).lower() not in READ_SCHEMES:
             return (f"{uri}: {m.group(1).lower()}:// is not read (only local paths and s3://; "
                     "fetch the files first and point the uris at the copies)")
         target = self.resolve(uri)

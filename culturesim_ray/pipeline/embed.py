@@ -43,7 +43,11 @@ from culturesim_ray.config import EmbedConfig
 from culturesim_ray.encoders import build_encoder, registry
 from culturesim_ray.encoders.coverage import CoverageCount
 from culturesim_ray.layout import EmbedLayout
-from culturesim_ray.pipeline.embed_choice import resolve_text_encoder, text_coverage
+from culturesim_ray.pipeline.embed_choice import (
+    choice_line,
+    coverage_notes,
+    resolve_text_encoder,
+)
 from culturesim_ray.pipeline.embed_report import EmbedReport
 from culturesim_ray.pipeline.embed_stage import (
     _complete_files,
@@ -188,7 +192,7 @@ def run_embed(corpus: str, out: str, cfg: EmbedConfig | None = None,
         cfg, choice, sampled = resolve_text_encoder(cfg, layout, text_todo)
         settings = _check_fingerprint(layout, cfg, overwrite, log)
     if choice is not None:
-        log(f"text encoder {choice['chosen']} (auto: {choice['why']})")
+        log(f"text encoder {choice_line(choice)}")
     if cfg.strict:
         _strict_checks(staged, cfg)
     io.write_json(settings, layout.fingerprint, cfg.s3)
@@ -223,14 +227,11 @@ def run_embed(corpus: str, out: str, cfg: EmbedConfig | None = None,
             continue
         todo = (text_todo if modality == "text" and text_todo
                 else _map_refs(ingest.select, staged, "todo", modality))
-        if modality == "text":  # the sample `auto` looked at, when it is this encoder's
-            coverage = (sampled if sampled is not None and sampled.encoder == cfg.text_encoder
-                        else text_coverage(todo, cfg))
-            for note in ((coverage.note(registry.any_script_text_encoders()),
-                          coverage.length_note()) if coverage is not None else ()):
-                if note:
-                    notes.append(note)
-                    log(f"note: {note}")
+        if modality == "text":
+            coverage, text_notes = coverage_notes(sampled, todo, cfg)
+            for note in text_notes:
+                notes.append(note)
+                log(f"note: {note}")
         with user_error():
             new_ok, new_bad = _embed_modality(todo, todo_n, modality, staged, layout, cfg,
                                               cpus, gpus, log)

@@ -23,7 +23,11 @@ from culturesim_ray.config import EmbedConfig
 from culturesim_ray.encoders import registry
 from culturesim_ray.layout import EmbedLayout
 from culturesim_ray.names import alike_note
-from culturesim_ray.pipeline.embed_choice import resolve_text_encoder, text_coverage
+from culturesim_ray.pipeline.embed_choice import (
+    choice_line,
+    coverage_notes,
+    resolve_text_encoder,
+)
 from culturesim_ray.pipeline.embed_report import CheckReport
 from culturesim_ray.pipeline.embed_stage import _map, _map_refs, stage_counted
 from culturesim_ray.pipeline.embed_state import vector_settings
@@ -68,12 +72,8 @@ def run_check(corpus: str, out: str, cfg: EmbedConfig | None = None, log: Any = 
     resolved, choice, sampled = resolve_text_encoder(cfg, layout, text_todo)
     encoder, notes = None, []
     if usable["text"]:
-        encoder = (f"{choice['chosen']} (auto: {choice['why']})" if choice
-                   else resolved.text_encoder)
-        coverage = sampled if sampled is not None else text_coverage(text_todo, resolved)
-        if coverage is not None:
-            notes += [n for n in (coverage.note(registry.any_script_text_encoders()),
-                                  coverage.length_note()) if n]
+        encoder = choice_line(choice) if choice else resolved.text_encoder
+        notes += coverage_notes(sampled, text_todo, resolved)[1]
     names = alike_note({c for per in items.values() for c in per})
     notes += [names] if names else []
     return CheckReport(corpus=corpus, files=len(files), rows_in=sum(counts.values()),
@@ -83,16 +83,15 @@ def run_check(corpus: str, out: str, cfg: EmbedConfig | None = None, log: Any = 
                        items={m: {c: n for c, n in sorted(items[m].items()) if n}
                               for m in MODALITIES if any(items[m].values())},
                        encoder=encoder, notes=notes,
-                       refused=_refused(layout, resolved, usable, cfg))
+                       refused=_refused(layout, resolved, usable))
 
 
-def _refused(layout: EmbedLayout, cfg: EmbedConfig, usable: dict[str, int],
-             given: EmbedConfig) -> str | None:
+def _refused(layout: EmbedLayout, cfg: EmbedConfig, usable: dict[str, int]) -> str | None:
     """Why a run with cfg into `layout` would be refused (vectors of other settings
     there, in a modality the corpus has rows of), or None."""
-    if not io.exists(layout.fingerprint, given.s3):
+    if not io.exists(layout.fingerprint, cfg.s3):
         return None
-    recorded = io.read_json(layout.fingerprint, given.s3)
+    recorded = io.read_json(layout.fingerprint, cfg.s3)
     if cfg.text_encoder == registry.AUTO:  # no texts to choose for: what a run records
         cfg = cfg.with_text_encoder(registry.DEFAULTS["text"])
     current = vector_settings(cfg)

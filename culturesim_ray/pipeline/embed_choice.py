@@ -98,3 +98,21 @@ def resolve_text_encoder(cfg: EmbedConfig, layout: EmbedLayout,
     chosen, why = choose(coverage)
     record = {"given": registry.AUTO, "chosen": chosen, "why": why}
     return cfg.with_text_encoder(chosen), record, coverage
+
+
+def choice_line(choice: dict[str, Any]) -> str:
+    """'ENCODER (auto: WHY)': what `auto` resolved to, as the job and the check say it."""
+    return f"{choice['chosen']} (auto: {choice['why']})"
+
+
+def coverage_notes(sampled: CoverageCount | None, todo: list[Any],
+                   cfg: EmbedConfig) -> tuple[CoverageCount | None, list[str]]:
+    """The vocabulary sample of cfg's (resolved) text encoder, `sampled` reused when it
+    is that encoder's (the sample `auto` looked at), and the notes it gives: texts the
+    vocabulary cuts into characters, texts longer than the encoder reads."""
+    coverage = (sampled if sampled is not None and sampled.encoder == cfg.text_encoder
+                else text_coverage(todo, cfg))
+    if coverage is None:
+        return None, []
+    return coverage, [n for n in (coverage.note(registry.any_script_text_encoders()),
+                                  coverage.length_note()) if n]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from culturesim_ray.names import name_key
+from culturesim_ray.names import listed, name_key
 from culturesim_ray.report.stats import GOLD_KINDS
 
 GENERAL = "general"  # the theme of a pair that names none
@@ -36,10 +36,9 @@ class GoldSet:
         """'' or one line naming the gold's culture names read as the run's."""
         if not self.renamed:
             return ""
-        some = ", ".join(f"{a!r} -> {b!r}" for a, b in list(self.renamed.items())[:shown])
-        more = f", and {len(self.renamed) - shown} more" if len(self.renamed) > shown else ""
+        some = listed([f"{a!r} -> {b!r}" for a, b in self.renamed.items()], shown)
         return (f"{len(self.renamed)} gold culture name(s) read as the run's, ignoring case "
-                f"and spacing: {some}{more}")
+                f"and spacing: {some}")
 
     def by_theme(self) -> dict[str, list[tuple[str, str, float]]]:
         out: dict[str, list[tuple[str, str, float]]] = defaultdict(list)

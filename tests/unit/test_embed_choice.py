@@ -66,3 +66,17 @@ def test_what_auto_resolves_to_without_a_sample(tmp_path):
     # adapted weights mean minilm, even over a run of e5 (its fingerprint then refuses)
     cfg, choice, _ = resolve_text_encoder(EmbedConfig(text_model="/w"), layout, None)
     assert cfg.text_encoder == "minilm" and choice["chosen"] == "minilm"
+
+
+def test_the_notes_come_from_the_chosen_encoders_sample():
+    """The sample `auto` took with minilm gives the job's (and the check's) notes
+    when minilm is chosen; when e5 is chosen, minilm's 'cut into characters' note is
+    not the run's (e5 has no vocabulary check: no sample, no note)."""
+    from culturesim_ray.pipeline.embed_choice import choice_line, coverage_notes
+
+    sample = CoverageCount("minilm", 100, 60, Counter({"CYRILLIC": 60}))
+    minilm = EmbedConfig(text_encoder="minilm")
+    coverage, notes = coverage_notes(sample, [], minilm)
+    assert coverage is sample and len(notes) == 1 and "CYRILLIC".lower() in notes[0].lower()
+    assert coverage_notes(sample, [], EmbedConfig(text_encoder="e5")) == (None, [])
+    assert choice_line({"chosen": "e5", "why": "60 of 100"}) == "e5 (auto: 60 of 100)"
