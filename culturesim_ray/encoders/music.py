@@ -226,4 +226,9 @@ class Vocabulary:
 
     @classmethod
     def load(cls, path: str | Path) -> Vocabulary:
-        return cls(json.loads(Path(path).read_text())["tokens"])
+        return cls.parse(Path(path).read_bytes())
+
+    @classmethod
+    def parse(cls, text: str | bytes) -> Vocabulary:
+        """The vocabulary `save` wrote, from its file's contents."""
+        return cls(json.loads(text)["tokens"])

@@ -120,6 +120,9 @@ def train_melody_lstm(sequences: Sequence[Sequence[int]], cfg: LSTMConfig, epoch
     return model.cpu().eval(), losses
 
 
+MODEL_FILES = ("vocab.json", "config.json", "lstm.pt")  # a model folder's, the weights last
+
+
 def save_model(model: MelodyLSTM, vocab: Vocabulary, path: str | Path) -> Path:
     """The model folder (lstm.pt, vocab.json, config.json), published whole
     (`io.publish_dir`): a process killed while saving leaves the folder as it was."""
@@ -133,22 +136,16 @@ def save_model(model: MelodyLSTM, vocab: Vocabulary, path: str | Path) -> Path:
 
 
 def load_model(path: str | Path, storage_options: dict | None = None) -> tuple[MelodyLSTM, Vocabulary]:
-    """Load a saved model directory (local, or s3:// copied to a temporary folder first)."""
-    if str(path).startswith("s3://"):
-        import tempfile
+    """Load a saved model directory, local or s3://, read straight into memory
+    (nothing is left behind on a worker's disk)."""
+    import io
 
-        import fsspec
-
-        fs = fsspec.filesystem("s3", **(storage_options or {}))
-        tmp = tempfile.mkdtemp(prefix="culturesim-lstm-")
-        for name in ("lstm.pt", "vocab.json", "config.json"):
-            fs.get(f"{str(path).rstrip('/')}/{name}", f"{tmp}/{name}")
-        path = tmp
-    d = Path(path)
-    cfg = LSTMConfig(**json.loads((d / "config.json").read_text()))
+    root = str(path).rstrip("/")
+    cfg = LSTMConfig(**json.loads(read_uri(f"{root}/config.json", storage_options)))
     model = MelodyLSTM(cfg)
-    model.load_state_dict(torch.load(d / "lstm.pt", map_location="cpu", weights_only=True))
-    return model.eval(), Vocabulary.load(d / "vocab.json")
+    model.load_state_dict(torch.load(io.BytesIO(read_uri(f"{root}/lstm.pt", storage_options)),
+                                     map_location="cpu", weights_only=True))
+    return model.eval(), Vocabulary.parse(read_uri(f"{root}/vocab.json", storage_options))
 
 
 def read_tokens(uri: str, storage_options: dict | None = None) -> list[str]:

@@ -129,14 +129,15 @@ def _fit_lstm(layout: EmbedLayout, todo: list[Any], cfg: EmbedConfig, log: Any) 
     if cfg.lstm_workers > 0:
         from culturesim_ray.pipeline.train_lstm import train_lstm_distributed
 
-        local = path if not io.is_s3(path) else tempfile.mkdtemp(prefix="culturesim-lstm-")
-        metrics = train_lstm_distributed(sample, vocab, LSTMConfig(len(vocab)), local,
-                                         num_workers=cfg.lstm_workers, epochs=cfg.lstm_epochs,
-                                         use_gpu=gpus > 0, s3=cfg.s3)
+        with tempfile.TemporaryDirectory(prefix="culturesim-lstm-") as tmp:
+            local = tmp if io.is_s3(path) else path
+            metrics = train_lstm_distributed(sample, vocab, LSTMConfig(len(vocab)), local,
+                                             num_workers=cfg.lstm_workers,
+                                             epochs=cfg.lstm_epochs, use_gpu=gpus > 0, s3=cfg.s3)
+            if io.is_s3(path):
+                _upload_model(local, path, cfg.s3)
         log(f"sequence: trained the melody LSTM with Ray Train on {n_melodies} melodies "
             f"(loss {metrics['history'][0]:.3f} -> {metrics['loss']:.3f})")
-        if io.is_s3(path):
-            fs.put(local + "/", p, recursive=True)
         return path
     import ray
 
@@ -196,12 +197,23 @@ def _train_lstm_task(sample: str, itos: list[str], epochs: int, path: str, s3: A
     model, losses = train_melody_lstm(ids, LSTMConfig(len(vocab)), epochs=epochs,
                                       device=pick_device(use_gpu))
     if io.is_s3(path):
-        fs, p = io.filesystem_for(path, s3)
-        tmp = save_model(model, vocab, tempfile.mkdtemp(prefix="culturesim-lstm-"))
-        fs.put(str(tmp) + "/", p, recursive=True)
+        with tempfile.TemporaryDirectory(prefix="culturesim-lstm-") as tmp:
+            save_model(model, vocab, tmp)
+            _upload_model(tmp, path, s3)
     else:
         save_model(model, vocab, path)
     return losses
+
+
+def _upload_model(local: str, path: str, s3: Any) -> None:
+    """The melody model's files in the folder `local` copied to `path` on S3, the
+    weights last: their presence is what tells a rerun the model is complete (the
+    local folder's other contents, Ray Train's checkpoints, stay behind)."""
+    from culturesim_ray.encoders.sequence import MODEL_FILES
+
+    fs, p = io.filesystem_for(path, s3)
+    for name in MODEL_FILES:
+        fs.put(f"{local}/{name}", f"{p}/{name}")
 
 
 def _sequence_error(uri: str, cfg: EmbedConfig) -> str:

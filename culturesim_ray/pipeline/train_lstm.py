@@ -26,6 +26,7 @@ import torch
 from culturesim_ray import io
 from culturesim_ray.encoders.music import Vocabulary
 from culturesim_ray.encoders.sequence import (
+    MODEL_FILES,
     LSTMConfig,
     MelodyLSTM,
     pad_batch,
@@ -171,7 +172,7 @@ def train_lstm_distributed(sample: str, vocab: Vocabulary, cfg: LSTMConfig,
     # the folder also holds Ray Train's checkpoints (out/ray_train), so each file is
     # replaced whole (never torn), the weights last
     with checkpoint.as_directory() as d:
-        for name in ("vocab.json", "config.json", "metrics.json", "lstm.pt"):
+        for name in ("metrics.json", *MODEL_FILES):
             with io.atomic_open(str(out / name)) as fh:
                 fh.write((Path(d) / name).read_bytes())
     return json.loads((out / "metrics.json").read_text())

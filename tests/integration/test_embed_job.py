@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +154,7 @@ def test_s3_corpus_and_output(ray_session, s3_server, tmp_path):
                                  "lstm_epochs": 2})
     cfg = type(CFG).model_validate(cfg.model_dump())
     out = f"s3://{bucket}/runs/emb"
+    temps = _lstm_temps()
     report = run_embed(f"s3://{bucket}/corpora/demo/c.jsonl", out, cfg, log=quiet)
     assert (report.rows_in, report.embedded, report.quarantined) == (13, 12, 1)
     emb = read_embeddings(out, cfg=cfg)
@@ -165,6 +167,8 @@ def test_s3_corpus_and_output(ray_session, s3_server, tmp_path):
     # resume on S3 too
     again = run_embed(f"s3://{bucket}/corpora/demo/c.jsonl", out, cfg, log=quiet)
     assert again.skipped_done == 12 and again.embedded == 12
+    # the model was saved to and loaded from the bucket without local copies left behind
+    assert _lstm_temps() == temps
 
 
 def test_s3_melody_lstm_with_ray_train_workers(ray_session, s3_server, tmp_path):
@@ -186,6 +190,7 @@ def test_s3_melody_lstm_with_ray_train_workers(ray_session, s3_server, tmp_path)
                                  "lstm_epochs": 2, "lstm_workers": 2})
     cfg = type(CFG).model_validate(cfg.model_dump())
     out = f"s3://{bucket}/runs/tunes"
+    temps = _lstm_temps()
     report = run_embed(f"s3://{bucket}/tunes/c.jsonl", out, cfg, log=quiet)
     assert (report.embedded, report.quarantined) == (6, 0)
     sample = sorted(f for f in fs.find(f"{bucket}/runs/tunes/models/lstm-sample")
@@ -195,6 +200,12 @@ def test_s3_melody_lstm_with_ray_train_workers(ray_session, s3_server, tmp_path)
     assert fs.exists(f"{bucket}/runs/tunes/models/lstm/lstm.pt")
     seq = read_embeddings(out, "sequence", cfg=cfg)["sequence"]
     assert seq.num_rows == 6 and set(seq.column("encoder").to_pylist()) == {"lstm"}
+    assert _lstm_temps() == temps  # Ray Train's local folder (and checkpoints) removed
+
+
+def _lstm_temps() -> set[str]:
+    """The melody model's temporary folders on this machine (Ray's workers share it)."""
+    return {p.name for p in Path(tempfile.gettempdir()).glob("culturesim-lstm-*")}
 
 
 def test_demo_corpus_runs_through_the_job(ray_session, tmp_path):
