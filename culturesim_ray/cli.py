@@ -251,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("embed", help="embed a corpus with Ray Data")
-    p.add_argument("corpus", help="Parquet/JSONL/CSV file or directory, local or s3://")
+    p.add_argument("corpus", help="Parquet/JSONL/CSV/TSV file or directory, local or s3://")
     p.add_argument("--out", required=True, help="output directory, local or s3://")
     add_embed_args(p)
     p.add_argument("--check", action="store_true",

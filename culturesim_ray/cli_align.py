@@ -21,7 +21,7 @@ def add_align_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("align", help="train a projection of image features into the text "
                        "encoder's space (contrastive, CLIP-like); embed with --image-align DIR")
     p.add_argument("--out", required=True, help="directory for align.pt + align.json")
-    p.add_argument("--pairs", help="Parquet/CSV of uri,caption (default: the packaged "
+    p.add_argument("--pairs", help="Parquet/JSONL/CSV/TSV of uri,caption (default: the packaged "
                    "Twemoji images with their Unicode names, plus the project's flags)")
     p.add_argument("--steps", type=int, default=200, help="optimiser steps")
     p.add_argument("--lr", type=float, default=1e-3, help="AdamW peak learning rate")

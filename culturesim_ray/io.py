@@ -8,6 +8,7 @@ through it, so a job never cares where its data lives.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import posixpath
@@ -25,7 +26,7 @@ import pyarrow.parquet as pq
 
 from culturesim_ray.config import S3Config
 
-CORPUS_SUFFIXES = (".parquet", ".pq", ".jsonl", ".json", ".ndjson", ".csv")
+CORPUS_SUFFIXES = (".parquet", ".pq", ".jsonl", ".json", ".ndjson", ".csv", ".tsv")
 
 
 _SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")  # a JSON escape of a UTF-16 surrogate
@@ -95,13 +96,32 @@ def list_corpus_files(path: str, s3: S3Config | None = None) -> list[str]:
     return [path]
 
 
-def _decoded_lines(fh: Iterable[bytes], name: str) -> Iterator[str]:
-    """UTF-8 lines of a binary stream; a line that does not decode names its number."""
+def _decoded_lines(fh: Any, name: str) -> Iterator[str]:
+    """Text lines of a binary stream: UTF-8 (with or without a byte-order mark), or
+    UTF-16 with its mark (what Excel's "Unicode Text" writes). A line that does not
+    decode names its number, the byte at fault and the cure."""
+    head = fh.read(2)
+    fh.seek(0)
+    if head in (b"\xff\xfe", b"\xfe\xff"):
+        import io as _io
+
+        lines: Iterable[Any] = _io.TextIOWrapper(fh, encoding="utf-16", newline="")
+        lineno = 0
+        try:
+            for lineno, line in enumerate(lines, start=1):  # noqa: B007 (named on error)
+                yield line
+        except UnicodeDecodeError as exc:
+            raise CorpusFormatError(f"{name}:{lineno + 1}: not UTF-16 text after its "
+                                    f"byte-order mark ({exc.reason})") from exc
+        return
     for lineno, raw in enumerate(fh, start=1):
         try:
             yield raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
         except UnicodeDecodeError as exc:
-            raise CorpusFormatError(f"{name}:{lineno}: not UTF-8 text") from exc
+            byte = raw[exc.start:exc.start + 1].hex()
+            raise CorpusFormatError(
+                f"{name}:{lineno}: not UTF-8 text (byte 0x{byte} at position {exc.start + 1} "
+                "of the line); save the file as UTF-8 (Excel: \"CSV UTF-8\")") from exc
 
 
 def _iter_jsonl(fh: Iterable[bytes], name: str) -> Iterator[dict[str, Any]]:
@@ -129,10 +149,25 @@ def _iter_jsonl(fh: Iterable[bytes], name: str) -> Iterator[dict[str, Any]]:
         yield obj
 
 
-def _iter_csv(fh: Iterable[bytes], name: str) -> Iterator[dict[str, Any]]:
-    reader = csv.DictReader(_decoded_lines(fh, name))
-    if not reader.fieldnames:
+CSV_DELIMITERS = (",", ";", "\t", "|")  # the comma wins a tie
+
+
+def csv_delimiter(header: str) -> str:
+    """The delimiter of a CSV file from its header line: of `CSV_DELIMITERS`, the one
+    that splits it into the most columns (Excel writes `;` where the comma is the
+    decimal mark, and tab in "Unicode Text"); a one-column header keeps the comma."""
+    def columns(delimiter: str) -> int:
+        return len(next(csv.reader([header], delimiter=delimiter), []))
+
+    return max(CSV_DELIMITERS, key=lambda d: (columns(d), -CSV_DELIMITERS.index(d)))
+
+
+def _iter_csv(fh: Any, name: str) -> Iterator[dict[str, Any]]:
+    lines = _decoded_lines(fh, name)
+    header = next(lines, None)
+    if header is None or not header.strip():
         raise CorpusFormatError(f"{name}:1: CSV file has no header row")
+    reader = csv.DictReader(itertools.chain([header], lines), delimiter=csv_delimiter(header))
     try:
         for rec in reader:
             # line_num is the physical line just read (header is line 1)
@@ -173,7 +208,7 @@ def iter_corpus_file(file: str, s3: S3Config | None = None,
     with fs.open(p, "rb") as fh:
         if lower.endswith((".parquet", ".pq")):
             rows = _iter_parquet(fh, file, chunk_rows)
-        elif lower.endswith(".csv"):
+        elif lower.endswith((".csv", ".tsv")):
             rows = _iter_csv(fh, file)
         else:
             rows = _iter_jsonl(fh, file)

@@ -10,7 +10,6 @@ Nothing is downloaded.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,28 +43,24 @@ def packaged_pairs() -> list[tuple[str, str]]:
 
 
 def read_pairs(path: str) -> list[tuple[str, str]]:
-    """(uri, caption) rows of a Parquet or CSV file with columns uri, caption;
-    a relative local uri is taken from the file's folder. Rows with an empty
-    uri or caption are a ValueError naming the first."""
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
+    """(uri, caption) rows of a table with columns uri, caption, read as the corpus
+    reader reads tables (Parquet, JSONL, or CSV/TSV with any of its delimiters); a
+    relative local uri is taken from the file's folder. Rows with an empty uri or
+    caption are a ValueError naming the first."""
+    from culturesim_ray import io
 
-    table = (pq.read_table(path) if path.endswith(".parquet")
-             else pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
-                 column_types={"uri": "string", "caption": "string"})))
-    missing = {"uri", "caption"} - set(table.column_names)
+    rows = io.read_corpus_rows(path)
+    columns = {c for r in rows for c in r}
+    missing = {"uri", "caption"} - columns
     if missing:
         raise ValueError(f"{path}: pairs need the columns uri, caption (missing "
                          f"{', '.join(sorted(missing))})")
-    base = os.path.dirname(os.path.abspath(path))
     out = []
-    for i, (uri, cap) in enumerate(zip(table.column("uri").to_pylist(),
-                                       table.column("caption").to_pylist(), strict=True)):
-        if not uri or not cap or not str(cap).strip():
-            raise ValueError(f"{path}: row {i}: empty uri or caption")
-        if "://" not in uri and not os.path.isabs(uri):
-            uri = os.path.join(base, uri)
-        out.append((uri, str(cap).strip()))
+    for row in rows:
+        uri, cap = row.get("uri"), row.get("caption")
+        if not uri or cap is None or not str(cap).strip():
+            raise ValueError(f"{row['_source_row']}: empty uri or caption")
+        out.append((str(uri), str(cap).strip()))
     if len(out) < 2:
         raise ValueError(f"{path}: {len(out)} pair(s); an alignment needs at least 2")
     return out

@@ -28,20 +28,16 @@ from culturesim_ray.layout import TrainLayout
 
 def read_item_ids(path: str) -> list[str]:
     """Item ids from a text file (one per line; '#' comments), or the `item_id`
-    column of a CSV or Parquet file."""
-    if path.endswith((".parquet", ".csv")):
-        table = io.read_table(path) if path.endswith(".parquet") else _read_csv(path)
-        if "item_id" not in table.column_names:
-            raise ValueError(f"{path}: no item_id column (columns: {table.column_names})")
-        return [str(v) for v in table.column("item_id").to_pylist() if v is not None]
+    column of a table the corpus reader takes (CSV or TSV with any of its
+    delimiters, JSONL, Parquet)."""
+    if path.lower().endswith(io.CORPUS_SUFFIXES):
+        rows = io.read_corpus_rows(path)
+        if rows and all("item_id" not in r for r in rows):
+            columns = [c for c in rows[0] if c != "_source_row"]
+            raise ValueError(f"{path}: no item_id column (columns: {columns})")
+        return [str(r["item_id"]) for r in rows if r.get("item_id") is not None]
     with open(path, encoding="utf-8") as fh:
         return [s for line in fh if (s := line.strip()) and not s.startswith("#")]
-
-
-def _read_csv(path: str) -> Any:
-    import pyarrow.csv as pcsv
-
-    return pcsv.read_csv(path)
 
 
 def _task(train_root: str, theme: str, item_ids: list[str] | None, steps: int, seed: int,

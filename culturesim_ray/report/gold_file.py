@@ -12,6 +12,7 @@ skipped; a zero diagonal says the matrix holds distances)."""
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -209,7 +210,11 @@ def validate_gold(rows: Sequence[dict[str, Any]], cultures: Sequence[str],
         try:
             score = float(row["score"])
         except (TypeError, ValueError, OverflowError):
-            raise GoldError(f"{where}: field 'score' is not a number: {row['score']!r}") from None
+            comma = re.fullmatch(r"[+-]?\d*,\d+", str(row["score"]).strip())
+            hint = (f" (a decimal comma? write {str(row['score']).strip().replace(',', '.')})"
+                    if comma else "")
+            raise GoldError(f"{where}: field 'score' is not a number: {row['score']!r}"
+                            f"{hint}") from None
         if not math.isfinite(score):
             raise GoldError(f"{where}: field 'score' is not finite: {row['score']!r}")
         theme = str(row.get("theme") or GENERAL).strip() or GENERAL

@@ -142,3 +142,17 @@ def test_aligned_encoder_gives_the_projected_features(tmp_path, features):
     assert np.allclose(res.vectors[:3], _project(model, base), atol=1e-6)
     assert np.allclose(np.linalg.norm(res.vectors[:3], axis=1), 1.0, atol=1e-5)
     assert res.errors[3] and np.isnan(res.vectors[3]).all() and res.errors[:3] == [None] * 3
+
+
+def test_pairs_files_read_as_the_corpus_reader_reads_tables(tmp_path):
+    from culturesim_ray.encoders.align_data import read_pairs
+
+    (tmp_path / "p.csv").write_text("uri;caption\nimg/a.png;A red flag\n/abs/b.png; Blue \n")
+    assert read_pairs(str(tmp_path / "p.csv")) == [(str(tmp_path / "img" / "a.png"), "A red flag"),
+                                                   ("/abs/b.png", "Blue")]
+    (tmp_path / "q.tsv").write_text("uri\tcaption\ns3://b/a.png\tA\nx.png\t \n")
+    with pytest.raises(ValueError, match=r"q.tsv:3: empty uri or caption"):
+        read_pairs(str(tmp_path / "q.tsv"))
+    (tmp_path / "r.csv").write_text("uri,text\na.png,A\n")
+    with pytest.raises(ValueError, match=r"pairs need the columns uri, caption \(missing caption\)"):
+        read_pairs(str(tmp_path / "r.csv"))

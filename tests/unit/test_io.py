@@ -30,6 +30,53 @@ def test_jsonl_csv_parquet_read_the_same_rows(tmp_path):
         assert got[1]["uri"] == str(tmp_path / "img" / "b.png")
 
 
+def test_spreadsheet_exports_read_the_same_rows_as_a_comma_csv(tmp_path):
+    """What spreadsheets write: `;` where the comma is the decimal mark, tab-separated
+    `.tsv`, Excel's "Unicode Text" (UTF-16 with its mark, tabs, CRLF), UTF-8 with a mark."""
+    header = ["item_id", "culture", "modality", "text"]
+    rows = [["a", "Greek", "text", "Athens, city; \"the\" capital"],
+            ["b", "Café culture", "text", "Wien | Kaffeehaus"]]
+
+    def write(delimiter: str) -> str:
+        import csv
+        import io as _io
+
+        buf = _io.StringIO()
+        w = csv.writer(buf, delimiter=delimiter, lineterminator="\r\n")
+        w.writerows([header, *rows])
+        return buf.getvalue()
+
+    files = {"comma.csv": write(",").encode("utf-8"),
+             "semicolon.csv": write(";").encode("utf-8"),
+             "bar.csv": write("|").encode("utf-8"),
+             "tabs.tsv": write("\t").encode("utf-8"),
+             "unicode.tsv": write("\t").encode("utf-16"),
+             "bom.csv": write(";").encode("utf-8-sig")}
+    assert files["unicode.tsv"][:2] in (b"\xff\xfe", b"\xfe\xff")
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        got = io.read_corpus_rows(str(tmp_path / name))
+        assert [[r[h] for h in header] for r in got] == rows, name
+        assert got[1]["_source_row"].endswith(f"{name}:3")
+
+
+@pytest.mark.parametrize(("header", "delimiter"), [
+    ("item_id,culture,text", ","), ("item_id;culture;text", ";"), ("item_id\tculture", "\t"),
+    ("item_id|culture", "|"), ("text", ","), ('"id;x",culture,text', ","),
+    ('"name, full";culture', ";"), ("a;b,c;d", ";"), ("a,b;c", ","),
+])
+def test_csv_delimiter_is_the_one_giving_the_most_header_columns(header, delimiter):
+    assert io.csv_delimiter(header) == delimiter
+
+
+def test_a_file_in_a_legacy_encoding_names_the_byte_and_the_cure(tmp_path):
+    p = tmp_path / "c.csv"
+    p.write_bytes("item_id,culture,text\na,French,Caf\u00e9\n".encode("cp1252"))
+    with pytest.raises(CorpusFormatError, match=r'c.csv:2: not UTF-8 text \(byte 0xe9 at '
+                       r'position 13 of the line\); save the file as UTF-8 \(Excel: "CSV UTF-8"\)'):
+        io.read_corpus_rows(str(p))
+
+
 @pytest.mark.parametrize(("name", "content", "message"), [
     ("bad.jsonl", b'{"item_id": "a"}\n{"item_id": "b",\n', r"bad.jsonl:2: not valid JSON"),
     ("list.jsonl", b'{"item_id": "a"}\n[1, 2]\n', r"list.jsonl:2: expected a JSON object"),
@@ -146,3 +193,19 @@ def test_jobs_that_need_local_run_directories_refuse_s3_before_doing_anything(tm
     assert main(["demo", "--out", "s3://b/d"]) == 2
     assert "demo --out s3://b/d: must be a local" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []  # nothing written, no 's3:' directory
+
+
+def test_add_theme_item_lists_read_as_the_corpus_reader_reads_tables(tmp_path):
+    from culturesim_ray.pipeline.add_theme import read_item_ids
+
+    (tmp_path / "ids.txt").write_text("# chosen\nx-1\n\nx-2\n")
+    (tmp_path / "ids.csv").write_text("culture;item_id\nGreek;x-1\nGreek;x-2\n")
+    (tmp_path / "ids.tsv").write_text("item_id\tculture\nx-1\tGreek\nx-2\tGreek\n")
+    pq.write_table(pa.table({"item_id": [1, 2]}), tmp_path / "ids.parquet")
+    for name in ("ids.txt", "ids.csv", "ids.tsv"):
+        assert read_item_ids(str(tmp_path / name)) == ["x-1", "x-2"], name
+    assert read_item_ids(str(tmp_path / "ids.parquet")) == ["1", "2"]
+    (tmp_path / "bad.csv").write_text("id;culture\nx-1;Greek\n")
+    with pytest.raises(ValueError, match=r"bad.csv: no item_id column \(columns: \['id', "
+                                         r"'culture'\]\)"):
+        read_item_ids(str(tmp_path / "bad.csv"))

@@ -73,6 +73,24 @@ def test_matrix_errors_name_the_cell_or_the_names(tmp_path):
         validate_gold(read_gold_rows(other), NAMES, source=str(other))
 
 
+def test_a_matrix_from_a_spreadsheet_in_a_decimal_comma_locale(tmp_path):
+    """`;`-separated (the corpus reader's delimiter detection) reads as the comma CSV;
+    its decimal commas are refused with the fix named, never read as something else."""
+    path = tmp_path / "eu.csv"
+    with open(path, "w", newline="") as f:
+        csv.writer(f, delimiter=";").writerows(
+            [["culture", *NAMES], *([NAMES[i], *DIST[i]] for i in range(4))])
+    assert sorted(validate_gold(read_gold_rows(path), NAMES).pairs) == PAIRS
+    comma = tmp_path / "comma.csv"
+    with open(comma, "w", newline="") as f:
+        csv.writer(f, delimiter=";").writerows(
+            [["culture", *NAMES], *([NAMES[i], *(str(v).replace(".", ",") for v in DIST[i])]
+                                    for i in range(4))])
+    with pytest.raises(GoldError, match=r"row 'Bb', column 'Aa': field 'score' is not a "
+                                        r"number: '1,5' \(a decimal comma\? write 1.5\)"):
+        validate_gold(read_gold_rows(comma), NAMES, source=str(comma))
+
+
 def test_a_score_column_named_distance_or_similarity_says_the_kind(tmp_path):
     rows = [{"culture_a": a, "culture_b": b, "distance": s} for a, b, s, _ in PAIRS]
     gold = validate_gold(rows, NAMES)
