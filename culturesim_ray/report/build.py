@@ -43,14 +43,16 @@ def find_allpairs(run_dir: str | Path) -> Path:
                             f"culture_embeddings.parquet) here or in allpairs-model/, allpairs/")
 
 
-def read_attributes(path: str | Path | None) -> dict[str, dict[str, str]]:
+def read_attributes(path: str | Path | None) -> dict[str, dict[str, Any]]:
     if path is None or not Path(path).exists():
         return {}
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+    from culturesim_ray import io
+
+    rows = [{k: v for k, v in r.items() if k != "_source_row"}  # as the corpus reader reads
+            for r in io.read_corpus_rows(str(path))]            # tables: ; or tab, UTF-16
     if rows and "culture" not in rows[0]:
         raise ValueError(f"{path}: needs a 'culture' column (has {list(rows[0])})")
-    return {r["culture"]: r for r in rows}
+    return {str(r["culture"]): r for r in rows if r["culture"] is not None}
 
 
 def alpha_line(manifest: Path) -> str:

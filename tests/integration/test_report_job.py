@@ -66,7 +66,8 @@ def test_evaluate_bad_gold_is_a_clear_error(trained_run, tmp_path, capsys):
 def test_report_over_the_run(trained_run, gold, tmp_path):
     main(["evaluate", str(trained_run), "--gold", str(gold), "-k", "1"])
     attrs = tmp_path / "attrs.csv"
-    attrs.write_text("culture,region\nTurkish,Asia\nGreek,Europe\nPersian,Asia\n")
+    # as a spreadsheet saves it where the comma is the decimal mark
+    attrs.write_text("culture;region\nTurkish;Asia\nGreek;Europe\nPersian;Asia\n")
     assert main(["report", str(trained_run), "--attributes", str(attrs), "-k", "1",
                  "--out", str(tmp_path / "rep")]) == 0
     page = (tmp_path / "rep" / "report.html").read_text()
