@@ -149,10 +149,9 @@ def _check_int(row: dict[str, Any], name: str) -> tuple[int | None, str | None]:
     if isinstance(v, float) and v.is_integer():
         v = int(v)
     elif isinstance(v, str):
-        try:
-            v = int(v.strip())
-        except ValueError:
-            pass
+        # "1800", and "1800.0" as pandas writes an integer column that has gaps
+        whole = re.fullmatch(r"\s*([+-]?\d+)(?:\.0*)?\s*", v)
+        v = int(whole.group(1)) if whole else v
     if isinstance(v, int):
         if abs(v) >= 2 ** 63:  # what an int64 column holds
             return None, f"out of range: {str(v)[:40]} is no year"
@@ -299,6 +298,7 @@ def check_row(row: dict[str, Any], idx: int,
         if problem:
             return reject(name, problem)
         clean[name] = val.strip()
+    clean["modality"] = clean["modality"].lower()  # `Text`, `IMAGE` as spreadsheets write them
     if clean["modality"] not in MODALITIES:
         return reject("modality", f"unknown value {clean['modality']!r} "
                       f"(expected one of {', '.join(MODALITIES)})")

@@ -29,6 +29,8 @@ CASES = [
     (row(text=["a"]), "text", "wrong type"),
     (row(modality="image", text=None, uri=None), "uri", "missing"),
     (row(era_start="long ago"), "era_start", "integer"),
+    (row(era_start="1800.5"), "era_start", "integer"),
+    (row(era_start="c. 1800"), "era_start", "integer"),
     (row(era_start=True), "era_start", "bool"),
     (row(era_start=1500, era_end=1400), "era_end", "before era_start"),
     (row(themes="[broken"), "themes", "JSON list"),
@@ -106,3 +108,15 @@ def test_strict_raises_naming_row_and_field():
 def test_reasons_counts():
     out = validate_rows([row(culture=None), row(item_id="b", text=""), row(item_id="c", text="")])
     assert out.reasons() == {"culture": 1, "text": 2}
+
+
+def test_a_modality_in_any_case_or_spacing_is_the_contract_s():
+    out = validate_rows([row(item_id="a", modality="Text"), row(item_id="b", modality=" TEXT "),
+                         row(item_id="c", modality="Image", text=None, uri="/x.png")])
+    assert [r["modality"] for r in out.good] == ["text", "text", "image"] and not out.bad
+
+
+def test_a_year_written_as_pandas_writes_an_integer_column_with_gaps():
+    out = validate_rows([row(item_id="a", era_start="-100.0", era_end=" -44 "),
+                         row(item_id="b", era_start="+1900.00", era_end="1950")])
+    assert [(r["era_start"], r["era_end"]) for r in out.good] == [(-100, -44), (1900, 1950)]
