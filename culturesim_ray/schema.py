@@ -170,7 +170,9 @@ def _check_themes(row: dict[str, Any]) -> tuple[list[str], str | None]:
             try:
                 v = json.loads(s)
             except (ValueError, RecursionError):  # JSONDecodeError, huge ints, deep nesting
-                return [], f"not a JSON list: {s[:200]!r}"
+                v = _python_list(s)  # ['food', 'art']: pandas' to_csv of a list column
+                if v is None:
+                    return [], f"not a JSON list: {s[:200]!r}"
         else:
             v = [t for t in (p.strip() for p in re.split(r"[;,|]", s)) if t]
     if hasattr(v, "tolist"):
@@ -181,6 +183,20 @@ def _check_themes(row: dict[str, Any]) -> tuple[list[str], str | None]:
     if bad:
         return [], f"every theme must be a non-empty string, got {bad[0]!r}"
     return [t.strip().lower() for t in v], None
+
+
+def _python_list(s: str) -> list[str] | None:
+    """A list of strings written as Python writes one (`['a', "b's"]`, what pandas'
+    `to_csv` gives a list column), read as a literal (no code runs); None otherwise."""
+    import ast
+
+    if len(s) > 100_000:
+        return None
+    try:
+        v = ast.literal_eval(s)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
+    return v if isinstance(v, list) and all(isinstance(t, str) for t in v) else None
 
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.DOTALL)

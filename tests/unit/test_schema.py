@@ -34,6 +34,8 @@ CASES = [
     (row(era_start=True), "era_start", "bool"),
     (row(era_start=1500, era_end=1400), "era_end", "before era_start"),
     (row(themes="[broken"), "themes", "JSON list"),
+    (row(themes="[__import__('os')]"), "themes", "JSON list"),
+    (row(themes="['art', 3]"), "themes", "JSON list"),
     (row(themes=[1, "art"]), "themes", "non-empty string"),
     (row(themes={"a": 1}), "themes", "wrong type"),
     (row(lang=3), "lang", "wrong type"),
@@ -120,3 +122,9 @@ def test_a_year_written_as_pandas_writes_an_integer_column_with_gaps():
     out = validate_rows([row(item_id="a", era_start="-100.0", era_end=" -44 "),
                          row(item_id="b", era_start="+1900.00", era_end="1950")])
     assert [(r["era_start"], r["era_end"]) for r in out.good] == [(-100, -44), (1900, 1950)]
+
+
+def test_themes_as_pandas_writes_a_list_column_to_csv():
+    out = validate_rows([row(item_id="a", themes="['Food', \"Kings' crowns\"]"),
+                         row(item_id="b", themes="[]")])
+    assert [r["themes"] for r in out.good] == [["food", "kings' crowns"], []]
