@@ -34,6 +34,7 @@ from culturesim_ray.schema import (
     UriRoots,
     check_row,
     duplicate_reason,
+    missing_file,
 )
 
 ROWS_PER_FILE_BITS = 40  # _order = file index << 40 | row position in the file
@@ -194,7 +195,7 @@ def quarantine_of_encoded(table: pa.Table) -> pa.Table:
 
 
 def missing_reason(uri: str) -> str:
-    return f"uri: file not found or not readable: {uri}"
+    return f"uri: {missing_file(uri)}"
 
 
 def fetch_uris(table: pa.Table, read: Any, check_uris: bool = True) -> pa.Table:

@@ -29,6 +29,7 @@ from culturesim_ray.config import S3Config
 CORPUS_SUFFIXES = (".parquet", ".pq", ".jsonl", ".json", ".ndjson", ".csv", ".tsv")
 
 
+WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")  # C:\data\x.png, D:/x.png: no path here
 _SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")  # a JSON escape of a UTF-16 surrogate
 
 
@@ -236,9 +237,15 @@ def read_corpus_rows(path: str, s3: S3Config | None = None) -> list[dict[str, An
 
 
 def resolve_uri(uri: str, base_dir: str) -> str:
-    """A relative uri is taken relative to the directory of the corpus file naming it."""
+    """A relative uri is taken relative to the directory of the corpus file naming it;
+    one written with Windows separators only (`images\\a.png`) reads as `images/a.png`.
+    A Windows drive path (`C:\\...`) is kept as given (no such path exists here)."""
     if "://" in uri or uri.startswith("/") or "\x00" in uri:  # NUL: no path (quarantined)
         return uri
+    if WINDOWS_DRIVE.match(uri):
+        return uri
+    if "\\" in uri and "/" not in uri:
+        uri = uri.replace("\\", "/")
     if is_s3(base_dir):
         scheme, rest = base_dir.split("://", 1)
         return f"{scheme}://" + posixpath.normpath(posixpath.join(rest, uri))

@@ -345,6 +345,16 @@ def check_row(row: dict[str, Any], idx: int,
     return clean
 
 
+def missing_file(uri: str) -> str:
+    """Why a row's file is missing (without the field's name), with the cure when
+    the uri is a Windows drive path (no such path exists where the job runs)."""
+    from culturesim_ray.io import WINDOWS_DRIVE
+
+    hint = (" (a Windows drive path: write it relative to the corpus file, or copy the "
+            "files where the job runs)" if WINDOWS_DRIVE.match(uri) else "")
+    return f"file not found or not readable: {uri}{hint}"
+
+
 def duplicate_reason(item_id: str, first_source: str) -> str:
     return f"duplicate {item_id!r}, first seen at {first_source}"
 
@@ -396,6 +406,6 @@ def validate_rows(
             if clean["uri"] in found:
                 out.good.append(clean)
             else:
-                keep_bad(BadRow(clean, "uri", f"file not found or not readable: {clean['uri']}"))
+                keep_bad(BadRow(clean, "uri", missing_file(clean["uri"])))
     out.good.sort(key=lambda r: r["_idx"])  # corpus order
     return out

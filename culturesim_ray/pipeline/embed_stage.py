@@ -184,5 +184,5 @@ def _strict_checks(staged: list[Any], cfg: EmbedConfig) -> None:
     missing = [r for r in _map(first_missing, staged) if r]
     if missing:
         row = min(missing, key=lambda r: r["_order"])
-        raise StrictModeError(f"row {row['_source_row']}: uri: file not found or not readable: "
-                              f"{row['uri']} (--strict: no output written)")
+        raise StrictModeError(f"row {row['_source_row']}: {ingest.missing_reason(row['uri'])} "
+                              "(--strict: no output written)")

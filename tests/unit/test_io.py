@@ -209,3 +209,21 @@ def test_add_theme_item_lists_read_as_the_corpus_reader_reads_tables(tmp_path):
     with pytest.raises(ValueError, match=r"bad.csv: no item_id column \(columns: \['id', "
                                          r"'culture'\]\)"):
         read_item_ids(str(tmp_path / "bad.csv"))
+
+
+def test_uris_written_on_windows(tmp_path):
+    """A relative path with backslashes only reads as the same path with slashes; a
+    drive path is kept and its quarantine reason names the cure."""
+    from culturesim_ray.ingest import missing_reason
+
+    base = str(tmp_path)
+    assert io.resolve_uri("images\\a.png", base) == str(tmp_path / "images" / "a.png")
+    assert io.resolve_uri(".\\images\\a.png", base) == str(tmp_path / "images" / "a.png")
+    assert io.resolve_uri("images\\a.png", "s3://b/corpus") == "s3://b/corpus/images/a.png"
+    assert io.resolve_uri("odd/na\\me.png", base) == str(tmp_path / "odd" / "na\\me.png")
+    for drive in ("C:\\Users\\me\\a.png", "d:/data/a.png"):
+        assert io.resolve_uri(drive, base) == drive
+        assert missing_reason(drive).endswith("(a Windows drive path: write it relative to "
+                                              "the corpus file, or copy the files where the "
+                                              "job runs)")
+    assert missing_reason("/data/a.png") == "uri: file not found or not readable: /data/a.png"
