@@ -137,11 +137,7 @@ def _iter_jsonl(fh: Iterable[bytes], name: str) -> Iterator[dict[str, Any]]:
             raise CorpusFormatError(f"{name}:{lineno}: not JSON this reader takes "
                                     f"({str(exc)[:120] or 'nested too deeply'})") from exc
         if _SURROGATE.search(line):
-            try:
-                json.dumps(obj, ensure_ascii=False).encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise CorpusFormatError(f"{name}:{lineno}: not valid JSON text (a lone "
-                                        f"surrogate escape, {exc.reason})") from exc
+            _check_encodable(obj, f"{name}:{lineno}")
         if not isinstance(obj, dict):
             raise CorpusFormatError(
                 f"{name}:{lineno}: expected a JSON object, got {type(obj).__name__}"
@@ -161,6 +157,47 @@ def csv_delimiter(header: str) -> str:
         return len(next(csv.reader([header], delimiter=delimiter), []))
 
     return max(CSV_DELIMITERS, key=lambda d: (columns(d), -CSV_DELIMITERS.index(d)))
+
+
+def _starts_with_bracket(fh: Any) -> bool:
+    """Whether a JSON file holds one array (`[{...}, ...]`, as `json.dump` and pandas'
+    `to_json(orient="records")` write) rather than one object per line."""
+    head = fh.read(4096)
+    fh.seek(0)
+    utf16 = head[:2] in (b"\xff\xfe", b"\xfe\xff")
+    return head.decode("utf-16" if utf16 else "utf-8-sig", errors="ignore").lstrip()[:1] == "["
+
+
+def _iter_json_array(fh: Any, name: str) -> Iterator[dict[str, Any]]:
+    """The objects of a file holding one JSON array, each named `file#index` (the
+    whole file is parsed at once: a large corpus streams as JSONL, one per line)."""
+    text = "".join(_decoded_lines(fh, name))
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CorpusFormatError(f"{name}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
+    except (ValueError, RecursionError) as exc:
+        raise CorpusFormatError(f"{name}: not JSON this reader takes ({str(exc)[:120]})") from exc
+    if not isinstance(items, list):
+        raise CorpusFormatError(f"{name}: expected a JSON array of objects")
+    surrogates = _SURROGATE.search(text) is not None
+    for i, obj in enumerate(items):
+        if not isinstance(obj, dict):
+            raise CorpusFormatError(f"{name}#{i}: expected a JSON object, got {type(obj).__name__}")
+        if surrogates:
+            _check_encodable(obj, f"{name}#{i}")
+        obj["_source_row"] = f"{name}#{i}"
+        yield obj
+
+
+def _check_encodable(obj: dict[str, Any], where: str) -> None:
+    """A JSON object whose strings hold a lone UTF-16 surrogate escape (valid JSON,
+    but no text) is a CorpusFormatError naming where it is."""
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise CorpusFormatError(f"{where}: not valid JSON text (a lone surrogate escape, "
+                                f"{exc.reason})") from exc
 
 
 def _iter_csv(fh: Any, name: str) -> Iterator[dict[str, Any]]:
@@ -211,6 +248,8 @@ def iter_corpus_file(file: str, s3: S3Config | None = None,
             rows = _iter_parquet(fh, file, chunk_rows)
         elif lower.endswith((".csv", ".tsv")):
             rows = _iter_csv(fh, file)
+        elif _starts_with_bracket(fh):
+            rows = _iter_json_array(fh, file)
         else:
             rows = _iter_jsonl(fh, file)
         chunk: list[dict[str, Any]] = []

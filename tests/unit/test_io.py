@@ -227,3 +227,26 @@ def test_uris_written_on_windows(tmp_path):
                                               "the corpus file, or copy the files where the "
                                               "job runs)")
     assert missing_reason("/data/a.png") == "uri: file not found or not readable: /data/a.png"
+
+
+def test_a_json_file_holding_one_array_reads_as_its_objects(tmp_path):
+    """`json.dump(rows)` and pandas' `to_json(orient="records")`, pretty-printed or not,
+    UTF-8 or UTF-16: the same rows as JSONL, each named file#index."""
+    import json
+
+    rows = [{"item_id": "a", "culture": "Greek", "modality": "text", "text": "Athens"},
+            {"item_id": "b", "culture": "Persian", "modality": "image", "uri": "img/b.png"}]
+    (tmp_path / "flat.json").write_text(json.dumps(rows))
+    (tmp_path / "pretty.json").write_text("\n  " + json.dumps(rows, indent=2))
+    (tmp_path / "wide.json").write_bytes(json.dumps(rows).encode("utf-16"))
+    for name in ("flat.json", "pretty.json", "wide.json"):
+        got = io.read_corpus_rows(str(tmp_path / name))
+        assert [r["item_id"] for r in got] == ["a", "b"], name
+        assert got[1]["_source_row"] == f"{tmp_path / name}#1"
+        assert got[1]["uri"] == str(tmp_path / "img" / "b.png")
+    for content, message in (('[{"item_id": "a"}, 3]', r"bad.json#1: expected a JSON object"),
+                             ('[{"item_id": "a"},\n {"item_id": }]', r"bad.json:2: not valid JSON"),
+                             ('[{"text": "\\ud800"}]', r"bad.json#0: not valid JSON text")):
+        (tmp_path / "bad.json").write_text(content)
+        with pytest.raises(CorpusFormatError, match=message):
+            io.read_corpus_rows(str(tmp_path / "bad.json"))
