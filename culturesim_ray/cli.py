@@ -251,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("embed", help="embed a corpus with Ray Data")
-    p.add_argument("corpus", help="Parquet/JSONL/CSV/TSV file or directory, local or s3://")
+    p.add_argument("corpus", help="Parquet/JSONL/CSV/TSV/XLSX file or directory, local or s3://")
     p.add_argument("--out", required=True, help="output directory, local or s3://")
     add_embed_args(p)
     p.add_argument("--check", action="store_true",
@@ -300,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--graph", choices=["homo", "hetero"],
                    help="homo (default): one GNN per modality; hetero: one graph with a node "
                         "type per modality and cross-modal edges (artifact_id, --relations)")
-    p.add_argument("--relations", help="relations file (CSV/JSONL/Parquet: src_item, dst_item"
+    p.add_argument("--relations", help="relations table (CSV/TSV/XLSX/JSONL/Parquet: src_item, dst_item"
                                        "[, relation]); bad rows go to relations_quarantine.jsonl")
     p.add_argument("--raw-weight", type=float,
                    help="weight of the raw culture means in the general embedding "
@@ -365,11 +365,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from culturesim_ray.fingerprint import SettingsMismatchError
-    from culturesim_ray.io import CorpusFormatError
     from culturesim_ray.pipeline.ray_env import configure_output, set_safe_env
     from culturesim_ray.progress import error_line, failed_stage, innermost, log_path
     from culturesim_ray.report.evaluate import GoldError
     from culturesim_ray.schema import StrictModeError
+    from culturesim_ray.tables import CorpusFormatError
 
     set_safe_env()
     args = build_parser().parse_args(argv)

@@ -11,7 +11,7 @@ from culturesim_ray.progress import Stage, summary
 def add_adapt_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("adapt", help="continued masked-LM pretraining of the MiniLM text "
                        "encoder on a corpus's texts (Ray Train); embed with --text-model DIR")
-    p.add_argument("corpus", help="Parquet/JSONL/CSV/TSV file or directory, local or s3://")
+    p.add_argument("corpus", help="Parquet/JSONL/CSV/TSV/XLSX file or directory, local or s3://")
     p.add_argument("--out", required=True, help="directory of the adapted encoder (a rerun resumes)")
     p.add_argument("--max-steps", type=int, default=200, help="optimiser steps per worker")
     p.add_argument("--mask-rate", type=float, default=0.15, help="share of tokens masked")

@@ -16,12 +16,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from culturesim_ray import tables
+
 
 def add_align_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("align", help="train a projection of image features into the text "
                        "encoder's space (contrastive, CLIP-like); embed with --image-align DIR")
     p.add_argument("--out", required=True, help="directory for align.pt + align.json")
-    p.add_argument("--pairs", help="Parquet/JSONL/CSV/TSV of uri,caption (default: the packaged "
+    p.add_argument("--pairs", help="table (CSV/TSV/XLSX/JSONL/Parquet) of uri,caption (default: the packaged "
                    "Twemoji images with their Unicode names, plus the project's flags)")
     p.add_argument("--steps", type=int, default=200, help="optimiser steps")
     p.add_argument("--lr", type=float, default=1e-3, help="AdamW peak learning rate")
@@ -30,6 +32,28 @@ def add_align_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--gpu", action="store_true", help="encode the pairs on a GPU when present")
     p.set_defaults(func=cmd_align)
+
+
+def read_pairs(path: str) -> list[tuple[str, str]]:
+    """(uri, caption) rows of a table with columns uri, caption, read as the corpus
+    reader reads tables (Parquet, JSONL, or CSV/TSV with any of its delimiters); a
+    relative local uri is taken from the file's folder. Rows with an empty uri or
+    caption are a ValueError naming the first."""
+    rows = tables.read_corpus_rows(path)
+    columns = {c for r in rows for c in r}
+    missing = {"uri", "caption"} - columns
+    if missing:
+        raise ValueError(f"{path}: pairs need the columns uri, caption (missing "
+                         f"{', '.join(sorted(missing))})")
+    out = []
+    for row in rows:
+        uri, cap = row.get("uri"), row.get("caption")
+        if not uri or cap is None or not str(cap).strip():
+            raise ValueError(f"{row['_source_row']}: empty uri or caption")
+        out.append((str(uri), str(cap).strip()))
+    if len(out) < 2:
+        raise ValueError(f"{path}: {len(out)} pair(s); an alignment needs at least 2")
+    return out
 
 
 def run_align(out: str, pairs_path: str | None = None, cfg: Any = None, use_gpu: bool = False,
@@ -43,7 +67,6 @@ def run_align(out: str, pairs_path: str | None = None, cfg: Any = None, use_gpu:
         PACKAGED,
         packaged_pairs,
         pair_features,
-        read_pairs,
     )
 
     io.require_local(out, "align --out", "`embed --image-align` loads the projection from there")

@@ -16,7 +16,7 @@ def add_report_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir", help="a run directory (or an all-pairs output directory)")
     p.add_argument("--out", help="default RUN_DIR/report")
     p.add_argument("--color-by", default="region", help="attribute column to colour maps by")
-    p.add_argument("--attributes", help="table (CSV/TSV/JSONL/Parquet): culture + attribute columns "
+    p.add_argument("--attributes", help="table (CSV/TSV/XLSX/JSONL/Parquet): culture + attribute columns "
                                         "(default RUN_DIR/culture_attributes.csv)")
     p.add_argument("-k", type=int, default=3, help="neighbours per culture in network/tables")
     p.set_defaults(func=cmd_report)
@@ -25,7 +25,7 @@ def add_report_parsers(sub: argparse._SubParsersAction) -> None:
                                         "similarity function with gold pairs")
     p.add_argument("run_dir", help="a run directory with embed/ (and train/)")
     p.add_argument("--gold", required=True,
-                   help="CSV/JSONL/Parquet of culture_a, culture_b, score[, theme]; "
+                   help="table (CSV/TSV/XLSX/JSONL/Parquet) of culture_a, culture_b, score[, theme]; "
                         "'demo' = the shipped demo gold set")
     p.add_argument("-k", type=int, default=3)
     p.add_argument("--out", help="default RUN_DIR/evaluation")

@@ -12,7 +12,7 @@ def add_theme_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="a run directory (RUN/train inside) or a train directory")
     p.add_argument("--theme", required=True, help="the new theme's name")
     p.add_argument("--items", help="file of the theme's item ids (one per line, or the item_id "
-                   "column of a CSV/TSV/JSONL/Parquet table); default: the items tagged THEME in the corpus")
+                   "column of a CSV/TSV/XLSX/JSONL/Parquet table); default: the items tagged THEME in the corpus")
     p.add_argument("--steps", type=int, default=100, help="training steps of the new head")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--gpu", action="store_true")

@@ -31,11 +31,10 @@ from culturesim_ray.schema import (
     CORPUS_SCHEMA,
     QUARANTINE_SCHEMA,
     BadRow,
-    UriRoots,
     check_row,
     duplicate_reason,
-    missing_file,
 )
+from culturesim_ray.uris import UriRoots, missing_file
 
 ROWS_PER_FILE_BITS = 40  # _order = file index << 40 | row position in the file
 

@@ -287,8 +287,8 @@ class KillWhen:
 def checked_corpus(corpus: str | Path) -> list[dict]:
     """A built corpus's rows, each checked against the corpus contract with its image
     and tune files looked up beside the corpus file (a row at fault fails the test)."""
-    from culturesim_ray.io import read_corpus_rows
     from culturesim_ray.schema import validate_rows
+    from culturesim_ray.tables import read_corpus_rows
 
     rows = read_corpus_rows(str(corpus))
     root = Path(corpus).parent

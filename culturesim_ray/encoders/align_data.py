@@ -42,30 +42,6 @@ def packaged_pairs() -> list[tuple[str, str]]:
     return sorted(pairs.items()) + sorted(flags.items())
 
 
-def read_pairs(path: str) -> list[tuple[str, str]]:
-    """(uri, caption) rows of a table with columns uri, caption, read as the corpus
-    reader reads tables (Parquet, JSONL, or CSV/TSV with any of its delimiters); a
-    relative local uri is taken from the file's folder. Rows with an empty uri or
-    caption are a ValueError naming the first."""
-    from culturesim_ray import io
-
-    rows = io.read_corpus_rows(path)
-    columns = {c for r in rows for c in r}
-    missing = {"uri", "caption"} - columns
-    if missing:
-        raise ValueError(f"{path}: pairs need the columns uri, caption (missing "
-                         f"{', '.join(sorted(missing))})")
-    out = []
-    for row in rows:
-        uri, cap = row.get("uri"), row.get("caption")
-        if not uri or cap is None or not str(cap).strip():
-            raise ValueError(f"{row['_source_row']}: empty uri or caption")
-        out.append((str(uri), str(cap).strip()))
-    if len(out) < 2:
-        raise ValueError(f"{path}: {len(out)} pair(s); an alignment needs at least 2")
-    return out
-
-
 def pair_features(pairs: Sequence[tuple[str, str]], image_encoder: Any, text_encoder: Any,
                   chunk: int = 32, log: Callable[[str], None] = lambda _: None
                   ) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:

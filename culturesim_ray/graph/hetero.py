@@ -26,7 +26,7 @@ import pyarrow as pa
 import torch
 from torch import Tensor
 
-from culturesim_ray import io
+from culturesim_ray import tables
 from culturesim_ray.models.branch import SELF_RELATION
 from culturesim_ray.schema import id_text
 
@@ -106,8 +106,8 @@ def read_relations(path: str, items: dict[str, tuple[str, int]],
                    into: Relations | None = None, s3: Any = None) -> Relations:
     """The relations file at `path` over the items of `item_index(tables)`."""
     try:
-        rows = io.read_corpus_rows(path, s3)
-    except (io.CorpusFormatError, FileNotFoundError) as exc:
+        rows = tables.read_corpus_rows(path, s3)
+    except (tables.CorpusFormatError, FileNotFoundError) as exc:
         raise RelationsError(f"relations file {path}: {exc}") from exc
     if rows:
         missing = [c for c in ("src_item", "dst_item") if all(c not in r for r in rows)]

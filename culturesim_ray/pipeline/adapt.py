@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from culturesim_ray import io
+from culturesim_ray import io, tables
 from culturesim_ray.config import S3Config
 from culturesim_ray.training.adapt import (
     AdaptConfig,
@@ -46,7 +46,7 @@ CHECKPOINTS = "checkpoints"
 
 def _texts_of_file(row: dict[str, Any], s3: S3Config | None) -> Iterator[dict[str, str]]:
     """Ray Data flat_map: the usable texts of one corpus file."""
-    for chunk in io.iter_corpus_file(row["file"], s3):
+    for chunk in tables.iter_corpus_file(row["file"], s3):
         for r in chunk:
             text = r.get("text")
             if r.get("modality") == "text" and isinstance(text, str) and text.strip():
@@ -149,7 +149,7 @@ def run_adapt(corpus: str, out: str, cfg: AdaptConfig | None = None,
         log(f"adapt: {outp} already holds this adaptation; nothing to do")
         return json.loads(done.read_text())
     started = time.time()
-    files = io.list_corpus_files(corpus, s3)
+    files = tables.list_corpus_files(corpus, s3)
     outp.mkdir(parents=True, exist_ok=True)
     recorded.write_text(json.dumps(settings, indent=2) + "\n")
     init_ray(address)

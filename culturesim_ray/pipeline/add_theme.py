@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from culturesim_ray import io
+from culturesim_ray import io, tables
 from culturesim_ray.layout import TrainLayout
 
 
@@ -31,7 +31,7 @@ def read_item_ids(path: str) -> list[str]:
     column of a table the corpus reader takes (CSV or TSV with any of its
     delimiters, JSONL, Parquet)."""
     if path.lower().endswith(io.CORPUS_SUFFIXES):
-        rows = io.read_corpus_rows(path)
+        rows = tables.read_corpus_rows(path)
         if rows and all("item_id" not in r for r in rows):
             columns = [c for c in rows[0] if c != "_source_row"]
             raise ValueError(f"{path}: no item_id column (columns: {columns})")

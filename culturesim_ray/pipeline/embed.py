@@ -38,7 +38,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from culturesim_ray import ingest, io, progress
+from culturesim_ray import ingest, io, progress, tables
 from culturesim_ray.config import EmbedConfig
 from culturesim_ray.encoders import build_encoder, registry
 from culturesim_ray.encoders.coverage import CoverageCount
@@ -66,7 +66,8 @@ from culturesim_ray.pipeline.embed_state import (
     _sequence_error,
 )
 from culturesim_ray.runs import read_embeddings, read_quarantine  # noqa: F401  (re-exported)
-from culturesim_ray.schema import MODALITIES, QUARANTINE_SCHEMA, UriRoots
+from culturesim_ray.schema import MODALITIES, QUARANTINE_SCHEMA
+from culturesim_ray.uris import UriRoots
 
 ENCODED_COLUMNS = ("item_id", "culture", "modality", "encoder", "vector", "themes", "error",
                    "source_row", "row_json")
@@ -134,13 +135,13 @@ def scan_written(out: str, modality: str, cfg: EmbedConfig) -> pa.Table:
     """item_id and error of every row already written for `modality` (in memory:
     for tests and tools; the job joins the written ids in a shuffle instead)."""
     fs, _ = io.filesystem_for(out, cfg.s3)
-    tables = []
+    parts = []
     for f in _complete_files(out, modality, cfg):
         with fs.open(f, "rb") as fh:
-            tables.append(pq.read_table(fh, columns=["item_id", "error"]))
-    if not tables:
+            parts.append(pq.read_table(fh, columns=["item_id", "error"]))
+    if not parts:
         return pa.table({"item_id": pa.array([], pa.string()), "error": pa.array([], pa.string())})
-    return pa.concat_tables(tables)
+    return pa.concat_tables(parts)
 
 
 def _encoder_for(modality: str, cfg: EmbedConfig) -> str:
@@ -174,7 +175,7 @@ def run_embed(corpus: str, out: str, cfg: EmbedConfig | None = None,
     cfg = cfg or EmbedConfig()
     started = time.time()
     layout = EmbedLayout(out)
-    files = io.list_corpus_files(corpus, cfg.s3)
+    files = tables.list_corpus_files(corpus, cfg.s3)
     roots = UriRoots.of(corpus, cfg.uri_roots)
     init_ray(address)
     # text encoder `auto`: the run's recorded one, else chosen on a sample of the texts

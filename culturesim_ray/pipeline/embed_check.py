@@ -18,7 +18,7 @@ from collections import Counter, defaultdict
 from functools import partial
 from typing import Any
 
-from culturesim_ray import fingerprint, ingest, io
+from culturesim_ray import fingerprint, ingest, io, tables
 from culturesim_ray.config import EmbedConfig
 from culturesim_ray.encoders import registry
 from culturesim_ray.layout import EmbedLayout
@@ -31,7 +31,8 @@ from culturesim_ray.pipeline.embed_choice import (
 from culturesim_ray.pipeline.embed_report import CheckReport
 from culturesim_ray.pipeline.embed_stage import _map, _map_refs, stage_counted
 from culturesim_ray.pipeline.embed_state import vector_settings
-from culturesim_ray.schema import MODALITIES, UriRoots
+from culturesim_ray.schema import MODALITIES
+from culturesim_ray.uris import UriRoots
 
 EXAMPLES = 3  # bad rows quoted
 
@@ -43,7 +44,7 @@ def run_check(corpus: str, out: str, cfg: EmbedConfig | None = None, log: Any = 
 
     cfg = cfg or EmbedConfig()
     layout = EmbedLayout(out)
-    files = io.list_corpus_files(corpus, cfg.s3)
+    files = tables.list_corpus_files(corpus, cfg.s3)
     roots = UriRoots.of(corpus, cfg.uri_roots)
     init_ray(address)
     staged, counts = stage_counted(files, roots, layout, cfg)

@@ -13,10 +13,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from culturesim_ray import ingest, io
+from culturesim_ray import ingest, io, tables
 from culturesim_ray.config import EmbedConfig
 from culturesim_ray.layout import EmbedLayout
-from culturesim_ray.schema import MODALITIES, StrictModeError, UriRoots
+from culturesim_ray.schema import MODALITIES, StrictModeError
+from culturesim_ray.uris import UriRoots
 
 PARTITION_BYTES = 64 << 20  # corpus bytes per hash partition of the duplicate/resume shuffle
 
@@ -54,7 +55,7 @@ def _read_file(file: str, index: int, roots: UriRoots, s3: Any, chunk: int, part
     """Ray task (streaming): one corpus file, chunk by chunk, each chunk validated
     and split into `parts` by item_id (exactly `parts` objects per chunk)."""
     pos = 0
-    for rows in io.iter_corpus_file(file, s3, chunk):
+    for rows in tables.iter_corpus_file(file, s3, chunk):
         # not `yield from`: Ray drives the generator with send(), which a list iterator lacks
         for part in ingest.split_by_key(ingest.read_validated(rows, index, pos, roots), parts):  # noqa: UP028
             yield part
@@ -71,12 +72,12 @@ def _read_written(file: str, s3: Any, parts: int) -> Any:
     return parts_out if parts > 1 else parts_out[0]
 
 
-def _resolve(*tables: pa.Table) -> pa.Table:
+def _resolve(*parts: pa.Table) -> pa.Table:
     """Ray task: one partition's rows from every reader, resolved."""
-    tables = tuple(t for t in tables if t.num_rows)
-    if not tables:
+    parts = tuple(t for t in parts if t.num_rows)
+    if not parts:
         return ingest.STAGED_SCHEMA.empty_table()
-    return ingest.resolve_partition(pa.concat_tables(tables))
+    return ingest.resolve_partition(pa.concat_tables(parts))
 
 
 def _stage(files: list[str], roots: UriRoots, layout: EmbedLayout, cfg: EmbedConfig) -> list[Any]:

@@ -214,8 +214,8 @@ def user_error() -> Iterator[None]:
     """Re-raise a bad corpus file, a --strict failure or a storage error raised
     inside a Ray Data stage as itself, with its own message (naming the file and
     line, or the uri), instead of Ray's wrapper and a worker traceback."""
-    from culturesim_ray.io import CorpusFormatError
     from culturesim_ray.schema import StrictModeError
+    from culturesim_ray.tables import CorpusFormatError
 
     try:
         yield

@@ -46,10 +46,10 @@ def find_allpairs(run_dir: str | Path) -> Path:
 def read_attributes(path: str | Path | None) -> dict[str, dict[str, Any]]:
     if path is None or not Path(path).exists():
         return {}
-    from culturesim_ray import io
+    from culturesim_ray import tables
 
     rows = [{k: v for k, v in r.items() if k != "_source_row"}  # as the corpus reader reads
-            for r in io.read_corpus_rows(str(path))]            # tables: ; or tab, UTF-16
+            for r in tables.read_corpus_rows(str(path))]            # tables: ; or tab, UTF-16
     if rows and "culture" not in rows[0]:
         raise ValueError(f"{path}: needs a 'culture' column (has {list(rows[0])})")
     return {str(r["culture"]): r for r in rows if r["culture"] is not None}

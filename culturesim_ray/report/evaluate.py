@@ -214,7 +214,7 @@ def run_methods(run_dir: str | Path, modality: str | None = None, tfidf_dim: int
                 log: Callable[[str], None] = print) -> list[Method]:
     """The trained model (RUN/train), the TF-IDF baseline and the raw-embedding
     methods (RUN/embed, `modality`; None: `default_modality`) of a run directory."""
-    from culturesim_ray import io, runs
+    from culturesim_ray import io, runs, tables
     from culturesim_ray.layout import RunLayout
     from culturesim_ray.ops import similarity as S
 
@@ -242,10 +242,10 @@ def run_methods(run_dir: str | Path, modality: str | None = None, tfidf_dim: int
     if modality is None:
         modality = default_modality(embed)
         log(f"evaluate: raw baselines over the {modality} items (--modality to choose)")
-    tables = runs.read_embeddings(embed, modality)
-    if modality not in tables:
+    embedded = runs.read_embeddings(embed, modality)
+    if modality not in embedded:
         raise FileNotFoundError(f"{embed}: no {modality} embeddings to evaluate")
-    t = tables[modality]
+    t = embedded[modality]
     col = t.column("vector").combine_chunks()
     x = np.asarray(col.flatten().to_numpy(zero_copy_only=False), np.float32).reshape(len(col), -1)
     themes = t.column("themes").to_pylist() if "themes" in t.column_names else None
@@ -266,7 +266,7 @@ def run_methods(run_dir: str | Path, modality: str | None = None, tfidf_dim: int
         elif source is not None:
             from culturesim_ray.encoders.tfidf import TfidfEncoder
 
-            keep, texts = embedded_texts(io.read_corpus_rows(corpus), source)
+            keep, texts = embedded_texts(tables.read_corpus_rows(corpus), source)
             enc = TfidfEncoder.fit(texts, dim=tfidf_dim)
             vec = enc.encode(texts).vectors
             methods.append(Method("TF-IDF (LSA) mean, cosine", "baseline", _pooled(

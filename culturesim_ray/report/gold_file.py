@@ -55,11 +55,11 @@ class GoldError(ValueError):
 def read_gold_rows(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a CSV, JSONL or Parquet gold file (the corpus reader's: a file it
     cannot parse is a GoldError naming the file and line)."""
-    from culturesim_ray import io
+    from culturesim_ray import tables
 
     try:
-        return io.read_corpus_rows(str(path))
-    except io.CorpusFormatError as exc:
+        return tables.read_corpus_rows(str(path))
+    except tables.CorpusFormatError as exc:
         raise GoldError(f"gold file {exc}") from None  # the one line the CLI prints
     except FileNotFoundError:
         raise GoldError(f"gold file not found: {path}") from None

@@ -277,7 +277,7 @@ def test_rerun_with_other_settings_is_refused_naming_the_field(ray_session, smal
 
 
 def test_a_broken_file_in_a_corpus_folder_fails_naming_file_and_line(ray_session, tmp_path):
-    from culturesim_ray.io import CorpusFormatError
+    from culturesim_ray.tables import CorpusFormatError
 
     folder = tmp_path / "corpus"
     folder.mkdir()

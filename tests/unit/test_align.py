@@ -145,7 +145,7 @@ def test_aligned_encoder_gives_the_projected_features(tmp_path, features):
 
 
 def test_pairs_files_read_as_the_corpus_reader_reads_tables(tmp_path):
-    from culturesim_ray.encoders.align_data import read_pairs
+    from culturesim_ray.cli_align import read_pairs
 
     (tmp_path / "p.csv").write_text("uri;caption\nimg/a.png;A red flag\n/abs/b.png; Blue \n")
     assert read_pairs(str(tmp_path / "p.csv")) == [(str(tmp_path / "img" / "a.png"), "A red flag"),

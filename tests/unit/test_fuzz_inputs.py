@@ -22,12 +22,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from culturesim_ray import ingest, io
+from culturesim_ray import ingest, tables
 from culturesim_ray.config import AllPairsConfig, EmbedConfig, load_yaml
 from culturesim_ray.graph.hetero import RelationsError, read_relations
 from culturesim_ray.report.evaluate import GoldError, read_gold_rows, validate_gold
-from culturesim_ray.schema import UriRoots
 from culturesim_ray.serving.api import SimilarRequest, parse_similar
+from culturesim_ray.uris import UriRoots
 
 FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -83,19 +83,19 @@ def ingest_folder(folder: Path) -> tuple[int, pa.Table] | str:
     and validated, then duplicates resolved. (rows read, staged rows), or the
     CorpusFormatError message of an unreadable file."""
     roots = UriRoots.of(str(folder))
-    rows_in, tables = 0, []
+    rows_in, parts = 0, []
     try:
-        for index, file in enumerate(io.list_corpus_files(str(folder))):
+        for index, file in enumerate(tables.list_corpus_files(str(folder))):
             pos = 0
-            for chunk in io.iter_corpus_file(file, chunk_rows=3):
-                tables.append(ingest.read_validated(chunk, index, pos, roots))
+            for chunk in tables.iter_corpus_file(file, chunk_rows=3):
+                parts.append(ingest.read_validated(chunk, index, pos, roots))
                 pos += len(chunk)
                 rows_in += len(chunk)
-    except io.CorpusFormatError as exc:
+    except tables.CorpusFormatError as exc:
         return str(exc)
-    if not tables:
+    if not parts:
         return rows_in, ingest.STAGED_SCHEMA.empty_table()
-    return rows_in, ingest.resolve_partition(pa.concat_tables(tables))
+    return rows_in, ingest.resolve_partition(pa.concat_tables(parts))
 
 
 def check_balanced(folder: Path) -> None:

@@ -15,16 +15,17 @@ import pytest
 import torch
 import yaml
 
-from culturesim_ray import io
+from culturesim_ray import io, tables
 from culturesim_ray.cli import _embed_config, build_parser
 from culturesim_ray.config import EmbedConfig
-from culturesim_ray.schema import UriRoots, validate_rows
+from culturesim_ray.schema import validate_rows
 from culturesim_ray.serving.api import (
     AUTH_TOKEN_ENV,
     check_bearer,
     needs_token,
     token_from_env,
 )
+from culturesim_ray.uris import UriRoots
 
 ROOT = Path(__file__).resolve().parents[2]
 PKG = ROOT / "culturesim_ray"
@@ -56,7 +57,7 @@ def _embed_validation(tree: Path, rows: list[dict], uri_roots=()):
     corpus file's folder), then validate with the corpus's roots and the file check."""
     corpus = tree / "corpus" / "c.jsonl"
     corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    read = io.read_corpus_rows(str(corpus))
+    read = tables.read_corpus_rows(str(corpus))
     return validate_rows(read, uri_exists=io.existing_uris,
                          uri_roots=UriRoots.of(str(corpus), uri_roots))
 
