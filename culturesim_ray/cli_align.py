@@ -39,7 +39,8 @@ def read_pairs(path: str) -> list[tuple[str, str]]:
     reader reads tables (Parquet, JSONL, or CSV/TSV with any of its delimiters); a
     relative local uri is taken from the file's folder. Rows with an empty uri or
     caption are a ValueError naming the first."""
-    rows = tables.read_corpus_rows(path)
+    rows = [tables.contract_keys(r, frozenset({"uri", "caption"}))
+            for r in tables.read_corpus_rows(path)]
     columns = {c for r in rows for c in r}
     missing = {"uri", "caption"} - columns
     if missing:

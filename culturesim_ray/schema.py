@@ -17,6 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from culturesim_ray.tables import contract_keys
 from culturesim_ray.uris import UriRoots, missing_file
 
 MODALITIES = ("text", "image", "sequence")
@@ -199,6 +200,9 @@ def _python_list(s: str) -> list[str] | None:
     return v if isinstance(v, list) and all(isinstance(t, str) for t in v) else None
 
 
+_FIELD_SET = frozenset(CORPUS_FIELDS)
+
+
 def check_row(row: dict[str, Any], idx: int,
               uri_roots: UriRoots | None = None) -> dict[str, Any] | BadRow:
     """One row against the per-row rules of the corpus contract: the clean row
@@ -206,9 +210,12 @@ def check_row(row: dict[str, Any], idx: int,
     is at fault. Duplicates and file existence need other rows or storage and are
     checked by the callers (`validate_rows`, the embed job)."""
     clean: dict[str, Any] = {"_source_row": row.get("_source_row", f"row {idx}"), "_idx": idx}
+    as_given = row
+    row = contract_keys(row, _FIELD_SET)
 
     def reject(fld: str, reason: str) -> BadRow:
-        given = row if "_source_row" in row else {**row, "_source_row": clean["_source_row"]}
+        given = (as_given if "_source_row" in as_given
+                 else {**as_given, "_source_row": clean["_source_row"]})
         return BadRow(given, fld, reason)
 
     for name in ("item_id", "culture", "modality"):

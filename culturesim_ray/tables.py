@@ -267,3 +267,21 @@ def read_corpus_rows(path: str, s3: S3Config | None = None) -> list[dict[str, An
         for chunk in iter_corpus_file(file, s3):
             rows.extend(chunk)
     return rows
+
+
+def contract_keys(row: dict[str, Any], fields: frozenset[str]) -> dict[str, Any]:
+    """The row with its keys as a contract's `fields` name them: a spreadsheet's
+    `Culture` or ` item_id ` is `culture`, `item_id` (a key the row also has exactly
+    wins); other keys as they are. The row itself when no key needs it (one pass)."""
+    if all(k in fields or not isinstance(k, str) or k.strip().lower() not in fields
+           for k in row):
+        return row
+    out: dict[str, Any] = {}
+    for k, v in row.items():
+        key = k.strip().lower() if isinstance(k, str) else k
+        if key in fields and key != k:
+            if key not in row:  # the exact name is there too: it wins
+                out[key] = v
+        else:
+            out[k] = v
+    return out

@@ -102,11 +102,14 @@ def _check_row(row: dict[str, Any], items: dict[str, tuple[str, int]]) -> str | 
     return None
 
 
+RELATION_FIELDS = frozenset({"src_item", "dst_item", "relation"})
+
+
 def read_relations(path: str, items: dict[str, tuple[str, int]],
                    into: Relations | None = None, s3: Any = None) -> Relations:
     """The relations file at `path` over the items of `item_index(tables)`."""
     try:
-        rows = tables.read_corpus_rows(path, s3)
+        rows = [tables.contract_keys(r, RELATION_FIELDS) for r in tables.read_corpus_rows(path, s3)]
     except (tables.CorpusFormatError, FileNotFoundError) as exc:
         raise RelationsError(f"relations file {path}: {exc}") from exc
     if rows:

@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from culturesim_ray.layout import AllPairsLayout, RunLayout
+from culturesim_ray.names import name_key
 from culturesim_ray.report import interactive, plots
 
 SECTIONS = ["maps", "dendrogram", "network", "topk", "combined"]
@@ -48,11 +49,30 @@ def read_attributes(path: str | Path | None) -> dict[str, dict[str, Any]]:
         return {}
     from culturesim_ray import tables
 
-    rows = [{k: v for k, v in r.items() if k != "_source_row"}  # as the corpus reader reads
-            for r in tables.read_corpus_rows(str(path))]            # tables: ; or tab, UTF-16
+    rows = [{k: v for k, v in tables.contract_keys(r, frozenset({"culture"})).items()
+             if k != "_source_row"} for r in tables.read_corpus_rows(str(path))]
     if rows and "culture" not in rows[0]:
         raise ValueError(f"{path}: needs a 'culture' column (has {list(rows[0])})")
     return {str(r["culture"]): r for r in rows if r["culture"] is not None}
+
+
+def as_run_attributes(attrs: dict[str, dict[str, Any]], cultures: list[str], color_by: str
+                      ) -> tuple[dict[str, dict[str, Any]], str]:
+    """The attribute rows keyed by the run's culture names (a file's `greek` is the
+    run's `Greek` when no other culture folds to it), and the column `color_by` names
+    (`Region` for `region`: the exact name first, else one differing in case or
+    spacing)."""
+    by_key: dict[str, list[str]] = {}
+    for c in cultures:
+        by_key.setdefault(name_key(c), []).append(c)
+    out = dict(attrs)
+    for name, row in attrs.items():
+        hits = by_key.get(name_key(name), [])
+        if name not in cultures and len(hits) == 1 and hits[0] not in attrs:
+            out[hits[0]] = row
+    columns = list(dict.fromkeys(k for row in attrs.values() for k in row))
+    same = [c for c in columns if c.strip().lower() == color_by.strip().lower()]
+    return out, color_by if color_by in columns or not same else same[0]
 
 
 def alpha_line(manifest: Path) -> str:
@@ -96,9 +116,11 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, color_by: s
     src = find_allpairs(run_dir)
     out = Path(out) if out else Path(run_dir) / "report"
     out.mkdir(parents=True, exist_ok=True)
-    attrs = read_attributes(attributes or Path(run_dir) / "culture_attributes.csv")
     layout = AllPairsLayout(str(src))
     emb = pq.read_table(layout.culture_embeddings).to_pylist()
+    attrs, color_col = as_run_attributes(
+        read_attributes(attributes or Path(run_dir) / "culture_attributes.csv"),
+        sorted({r["culture"] for r in emb}), color_by)
     pairs = pq.read_table(layout.pairs).to_pylist()
     heads = sorted({r["head"] for r in emb}, key=lambda h: (h != "general", h))
     themes = sorted({r["theme"] for r in pairs}, key=lambda h: (h not in ("general",), h))
@@ -110,7 +132,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, color_by: s
         log(f"report [{done[0]}/{steps}] {what}")
 
     def label(c: str) -> str:
-        return attrs.get(c, {}).get(color_by) or "unknown"
+        return attrs.get(c, {}).get(color_col) or "unknown"
 
     result: dict[str, Any] = {"source": str(src), "figures": {}, "maps": {}, "dendrograms": {}}
     sections: dict[str, str] = {}
@@ -208,7 +230,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, color_by: s
               "topk": f"Top-{k} neighbours", "combined": "Combined score S_total",
               "evaluation": "Agreement with the gold pairs"}
     step("interactive views")
-    views = _views(layout, emb, pairs, heads, attrs, color_by, k, result, run_dir)
+    views = _views(layout, emb, pairs, heads, attrs, color_by, color_col, k, result, run_dir)
     png = {"maps": "PNG maps (for papers)", "dendrogram": "PNG dendrograms",
            "network": "PNG network"}
     page_sections = {sid: (titles[sid], (f"<details><summary>{png[sid]}</summary>{content}"
@@ -226,8 +248,8 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, color_by: s
 
 
 def _views(layout: AllPairsLayout, emb: list[dict[str, Any]], pairs: list[dict[str, Any]],
-           heads: list[str], attrs: dict[str, dict[str, str]], color_by: str, k: int,
-           result: dict[str, Any], run_dir: str | Path) -> dict[str, dict[str, Any]]:
+           heads: list[str], attrs: dict[str, dict[str, Any]], color_by: str, color_col: str,
+           k: int, result: dict[str, Any], run_dir: str | Path) -> dict[str, dict[str, Any]]:
     """Per head: the map, matrix, network and evaluation figures and the top-k table."""
     names = sorted({r["culture"] for r in emb})
     themes = {r["theme"] for r in pairs}
@@ -243,7 +265,7 @@ def _views(layout: AllPairsLayout, emb: list[dict[str, Any]], pairs: list[dict[s
             if (method, head) in result["maps"]:
                 mnames, coords = result["maps"][(method, head)]
                 view["map"] = interactive.map_figure(
-                    mnames, coords, [attrs.get(c, {}).get(color_by) or "unknown"
+                    mnames, coords, [attrs.get(c, {}).get(color_col) or "unknown"
                                      for c in mnames],
                     interactive.hover_texts(mnames, attrs, topk, head),
                     f"{method.upper()} of cultures, head {head}", color_by)

@@ -77,6 +77,7 @@ def _did_you_mean(name: str, known: set[str]) -> str:
 
 
 SCORE_NAMES = {"score": None, "distance": "distance", "similarity": "similarity"}
+GOLD_FIELDS = frozenset({"culture_a", "culture_b", "theme", *SCORE_NAMES})
 
 
 def _score_column(columns: Sequence[str]) -> str | None:
@@ -156,8 +157,12 @@ def validate_gold(rows: Sequence[dict[str, Any]], cultures: Sequence[str],
     scores are kept as read."""
     if gold_kind is not None and gold_kind not in GOLD_KINDS:
         raise GoldError(f"{source}: gold kind must be one of {GOLD_KINDS}, got {gold_kind!r}")
+    from culturesim_ray.tables import contract_keys
+
+    in_file = list(dict.fromkeys(k for r in rows for k in r if k != "_source_row"))
+    rows = [contract_keys(r, GOLD_FIELDS) for r in rows]  # `Culture_A`, ` Score`
     columns = list(dict.fromkeys(k for r in rows for k in r if k != "_source_row"))
-    in_file, said, kind_from = columns, None, ""
+    said, kind_from = None, ""
     matrix = (_matrix_pairs(rows, columns, source)
               if "culture_a" not in columns and "culture_b" not in columns else None)
     if matrix is not None:

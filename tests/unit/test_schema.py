@@ -128,3 +128,18 @@ def test_themes_as_pandas_writes_a_list_column_to_csv():
     out = validate_rows([row(item_id="a", themes="['Food', \"Kings' crowns\"]"),
                          row(item_id="b", themes="[]")])
     assert [r["themes"] for r in out.good] == [["food", "kings' crowns"], []]
+
+
+def test_column_names_as_a_spreadsheet_writes_them():
+    """`Culture`, ` Item_ID ` are the contract's culture, item_id; the exact name wins
+    when both are there; the quarantine keeps the row as given."""
+    given = {"Item_ID ": "a", "Culture": "Greek", "MODALITY": "Text", "Text": "Athens",
+             "Themes": "Art; Food", "_source_row": "c.csv:2"}
+    out = validate_rows([given, {"item_id": "b", "Culture": "Irish", "culture": "Irish",
+                                 "modality": "text", "text": "Dublin"},
+                         {"Item_ID": "c", "Culture": "", "Modality": "text", "Text": "x"}])
+    assert [(r["item_id"], r["culture"], r["modality"], r["text"]) for r in out.good] == [
+        ("a", "Greek", "text", "Athens"), ("b", "Irish", "text", "Dublin")]
+    assert out.good[0]["themes"] == ["art", "food"]
+    rec = out.bad[0].record()
+    assert rec["field"] == "culture" and '"Culture": ""' in rec["row_json"]

@@ -147,3 +147,12 @@ def test_gold_names_differing_only_in_case_or_spacing_are_the_run_cultures(tmp_p
     assert list(gold.skipped) == ["unknown culture 'ee' (did you mean 'EE' or 'Ee'?)"]
     assert validate_gold(read_gold_rows(path), ["aa", "BB", "Cc  x", "dd"]).renamed == {
         "AA": "aa", "bb": "BB", "cc x": "Cc  x", "Dd": "dd", "Bb": "BB", "Cc x": "Cc  x"}
+
+
+def test_gold_column_names_as_a_spreadsheet_writes_them():
+    rows = [{"Culture_A": a, " culture_b ": b, "Distance": s} for a, b, s, _ in PAIRS]
+    gold = validate_gold(rows, NAMES)
+    assert sorted(gold.pairs) == PAIRS
+    assert gold.kind == "distance"
+    with pytest.raises(GoldError, match=r"no culture_b, score columns \(the file has Culture_A, Other;"):
+        validate_gold([{"Culture_A": "Aa", "Other": "Bb"}], NAMES)

@@ -163,3 +163,18 @@ def test_the_combined_score_names_the_weights_the_run_used(tmp_path):
                              "config": {"alpha": {"food": 3, "arts": 1}}}))
     assert alpha_line(m).endswith("alpha (given with --alpha): arts 0.25, food 0.75")
     assert alpha_line(tmp_path / "none.json").endswith("not recorded")
+
+
+def test_attributes_as_a_spreadsheet_writes_them(tmp_path):
+    """A `;` export with `Culture`, `Region` headers and names in other case colours
+    the run's cultures; an exact name wins over a folded one."""
+    from culturesim_ray.report.build import as_run_attributes, read_attributes
+
+    path = tmp_path / "attrs.csv"
+    path.write_text("Culture;Region\ngreek;Europe\nIRISH;Isles\nIrish;Europe\nTurkish;Asia\n")
+    attrs, column = as_run_attributes(read_attributes(path), ["Greek", "Irish", "Thai"], "region")
+    assert column == "Region"
+    assert {c: attrs.get(c, {}).get(column) for c in ("Greek", "Irish", "Thai")} == {
+        "Greek": "Europe", "Irish": "Europe", "Thai": None}
+    exact, column = as_run_attributes({"A": {"region": "x", "Region": "y"}}, ["A"], "region")
+    assert column == "region"
