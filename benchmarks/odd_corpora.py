@@ -10,7 +10,15 @@ Variants (built from RUN/corpus of `make demo`):
 - nothemes: texts without the `themes` and `lang` columns;
 - many: the demo texts dealt into 100 cultures (more than a batch's 64);
 - squaregold: the demo texts with a gold file written as a square matrix (every
-  pair in both orders, the diagonal) plus a culture the corpus lacks.
+  pair in both orders, the diagonal) plus a culture the corpus lacks;
+- xlsx: the whole demo corpus as an Excel workbook, headers and modalities in title
+  case (`Item_ID`, `Text`), uris with Windows separators (`images\\greece.png`), themes
+  as `a; b` cells;
+- excelcsv: the whole demo corpus as pandas' `to_csv` writes it, then saved with `;`
+  separators and a byte-order mark (a spreadsheet where the comma is the decimal
+  mark): themes as Python lists (`['food']`), years with gaps as `1505.0`.
+Both spreadsheet variants come with the gold as a `;` CSV with `Culture_A`-style
+headers and lower-case culture names.
 
 Each runs `culturesim embed`, `train`, `evaluate --gold` and `allpairs` on the
 train run, and the table says each step's exit status and seconds; with
@@ -42,8 +50,10 @@ NAMES = {"Chinese": "Zhōngguó, 中国", "Egyptian": "Égypte/Misr", "French": 
          "Spanish": "España", "Turkish": "Türkiye"}
 SIZES = {"Chinese": 60, "Spanish": 60, "German": 40, "Russian": 30, "Indian": 20, "Egyptian": 12,
          "Persian": 8, "Turkish": 5, "Greek": 4, "French": 3, "Italian": 2, "Japanese": 1}
-VARIANTS = ("imbalanced", "notext", "names", "nothemes", "many", "squaregold")
-DEMO_CULTURES = ("imbalanced", "notext", "nothemes", "squaregold")
+VARIANTS = ("imbalanced", "notext", "names", "nothemes", "many", "squaregold", "xlsx",
+            "excelcsv")
+DEMO_CULTURES = ("imbalanced", "notext", "nothemes", "squaregold", "xlsx", "excelcsv")
+SPREADSHEET = {"xlsx": "corpus.xlsx", "excelcsv": "corpus.csv"}  # variant -> corpus file
 
 
 def variant(name: str, corpus: pd.DataFrame, gold: pd.DataFrame
@@ -76,6 +86,22 @@ def variant(name: str, corpus: pd.DataFrame, gold: pd.DataFrame
         square = [(a, b, 1.0 if a == b else score[frozenset((a, b))]) for a in names for b in names]
         square.append(("Atlantis", "Greek", 0.5))
         return text, pd.DataFrame(square, columns=list(gold.columns)), False
+    if name in SPREADSHEET:
+        rows = corpus.copy()
+        themes = [list(t) if t is not None else [] for t in rows.themes]
+        if name == "xlsx":
+            rows["themes"] = ["; ".join(t) for t in themes]
+            rows["modality"] = rows.modality.str.title()
+            rows["uri"] = rows.uri.str.replace("/", "\\", regex=False)
+            rows = rows.rename(columns={c: c.title() for c in rows.columns})
+        else:
+            rows["themes"] = themes  # to_csv writes a list as Python's repr
+            rows["era_start"] = [1500 + i if i % 5 == 0 else None for i in range(len(rows))]
+            rows["era_start"] = rows.era_start.astype(float)  # gaps: pandas writes 1505.0
+        g = gold.copy()
+        g["culture_a"], g["culture_b"] = g.culture_a.str.lower(), g.culture_b.str.lower()
+        return rows, g.rename(columns={"culture_a": "Culture_A", "culture_b": "Culture_B",
+                                       "score": "Score"}), True
     raise ValueError(f"unknown variant {name!r} (known: {', '.join(VARIANTS)})")
 
 
@@ -89,8 +115,14 @@ def build(out: Path, demo_corpus: Path, name: str) -> Path:
         for sub in ("images", "music"):
             if (demo_corpus / sub).exists() and not (d / "corpus" / sub).exists():
                 shutil.copytree(demo_corpus / sub, d / "corpus" / sub)
-    rows.reset_index(drop=True).to_parquet(d / "corpus" / "corpus.parquet")
-    g.to_csv(d / "gold.csv", index=False)
+    if name == "xlsx":
+        rows.reset_index(drop=True).to_excel(d / "corpus" / SPREADSHEET[name], index=False)
+    elif name == "excelcsv":
+        text = rows.reset_index(drop=True).to_csv(index=False, sep=";")
+        (d / "corpus" / SPREADSHEET[name]).write_text(text, encoding="utf-8-sig")
+    else:
+        rows.reset_index(drop=True).to_parquet(d / "corpus" / "corpus.parquet")
+    g.to_csv(d / "gold.csv", index=False, sep=";" if name in SPREADSHEET else ",")
     return d
 
 

@@ -248,9 +248,10 @@ def iter_corpus_file(file: str, s3: S3Config | None = None,
             rows = _iter_jsonl(fh, file)
         chunk: list[dict[str, Any]] = []
         for row in rows:
-            uri = row.get("uri")
+            key = "uri" if "uri" in row else _key_like(row, "uri")  # `URI` in a spreadsheet
+            uri = row.get(key) if key is not None else None
             if isinstance(uri, str) and uri.strip():
-                row["uri"] = resolve_uri(uri.strip(), base)
+                row[key] = resolve_uri(uri.strip(), base)
             chunk.append(row)
             if len(chunk) >= chunk_rows:
                 yield chunk
@@ -285,3 +286,8 @@ def contract_keys(row: dict[str, Any], fields: frozenset[str]) -> dict[str, Any]
         else:
             out[k] = v
     return out
+
+
+def _key_like(row: dict[str, Any], field: str) -> str | None:
+    """The row's key that names `field` but for case and spacing (`contract_keys`)."""
+    return next((k for k in row if isinstance(k, str) and k.strip().lower() == field), None)

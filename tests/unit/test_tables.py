@@ -193,3 +193,9 @@ def test_an_excel_workbook_reads_its_first_sheet_with_excel_s_row_numbers(tmp_pa
     (tmp_path / "fake.xlsx").write_text("item_id,culture\n")
     with pytest.raises(CorpusFormatError, match=r"fake.xlsx: not a readable .xlsx workbook"):
         tables.read_corpus_rows(str(tmp_path / "fake.xlsx"))
+
+
+def test_a_uri_column_named_as_a_spreadsheet_writes_it_is_resolved_too(tmp_path):
+    (tmp_path / "c.csv").write_text("Item_ID,Culture,Modality,URI\na,Greek,Image,img\\a.png\n")
+    (row,) = tables.read_corpus_rows(str(tmp_path / "c.csv"))
+    assert row["URI"] == str(tmp_path / "img" / "a.png")
