@@ -12,6 +12,7 @@ resolved against the file's folder. A file that cannot be read at all is a
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import json
 import posixpath
@@ -42,7 +43,7 @@ def list_corpus_files(path: str, s3: S3Config | None = None) -> list[str]:
     if fs.isdir(p):
         files = sorted(
             f for f in fs.find(p) if f.lower().endswith(CORPUS_SUFFIXES)
-            and not posixpath.basename(f).startswith(("_", "."))
+            and not posixpath.basename(f).startswith(("_", ".", "~$"))  # ~$: Excel's lock file
         )
         if not files:
             raise CorpusFormatError(
@@ -60,12 +61,11 @@ def _decoded_lines(fh: Any, name: str) -> Iterator[str]:
     head = fh.read(2)
     fh.seek(0)
     if head in (b"\xff\xfe", b"\xfe\xff"):
-        import io as _io
-
-        lines: Iterable[Any] = _io.TextIOWrapper(fh, encoding="utf-16", newline="")
+        lines: Iterable[Any] = io.TextIOWrapper(fh, encoding="utf-16", newline="")
         lineno = 0
         try:
-            for lineno, line in enumerate(lines, start=1):  # noqa: B007 (named on error)
+            for line in lines:
+                lineno += 1
                 yield line
         except UnicodeDecodeError as exc:
             raise CorpusFormatError(f"{name}:{lineno + 1}: not UTF-16 text after its "

@@ -96,6 +96,7 @@ def test_directory_reads_every_corpus_file_in_order(tmp_path):
     (tmp_path / "b.jsonl").write_text('{"item_id": "b"}\n')
     (tmp_path / "a.jsonl").write_text('{"item_id": "a"}\n')
     (tmp_path / "notes.txt").write_text("ignored")
+    (tmp_path / "~$c.xlsx").write_bytes(b"\x00owner")  # Excel's lock file beside an open workbook
     assert [r["item_id"] for r in tables.read_corpus_rows(str(tmp_path))] == ["a", "b"]
 
 
