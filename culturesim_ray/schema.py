@@ -203,6 +203,12 @@ def _python_list(s: str) -> list[str] | None:
 _FIELD_SET = frozenset(CORPUS_FIELDS)
 
 
+def corpus_keys(row: dict[str, Any]) -> dict[str, Any]:
+    """A corpus row with its keys as the contract names them (`Text` is `text`:
+    `tables.contract_keys`); what every reader of raw corpus rows looks up fields in."""
+    return contract_keys(row, _FIELD_SET)
+
+
 def check_row(row: dict[str, Any], idx: int,
               uri_roots: UriRoots | None = None) -> dict[str, Any] | BadRow:
     """One row against the per-row rules of the corpus contract: the clean row
@@ -211,7 +217,7 @@ def check_row(row: dict[str, Any], idx: int,
     checked by the callers (`validate_rows`, the embed job)."""
     clean: dict[str, Any] = {"_source_row": row.get("_source_row", f"row {idx}"), "_idx": idx}
     as_given = row
-    row = contract_keys(row, _FIELD_SET)
+    row = corpus_keys(row)
 
     def reject(fld: str, reason: str) -> BadRow:
         given = (as_given if "_source_row" in as_given

@@ -31,6 +31,7 @@ import torch
 
 from culturesim_ray import io, tables
 from culturesim_ray.config import S3Config
+from culturesim_ray.schema import check_row
 from culturesim_ray.training.adapt import (
     AdaptConfig,
     collate,
@@ -45,12 +46,13 @@ CHECKPOINTS = "checkpoints"
 
 
 def _texts_of_file(row: dict[str, Any], s3: S3Config | None) -> Iterator[dict[str, str]]:
-    """Ray Data flat_map: the usable texts of one corpus file."""
+    """Ray Data flat_map: the texts of one corpus file's text rows that the embed job
+    would embed (the contract's own check, `schema.check_row`)."""
     for chunk in tables.iter_corpus_file(row["file"], s3):
-        for r in chunk:
-            text = r.get("text")
-            if r.get("modality") == "text" and isinstance(text, str) and text.strip():
-                yield {"text": text}
+        for i, r in enumerate(chunk):
+            clean = check_row(r, i)
+            if isinstance(clean, dict) and clean["modality"] == "text":
+                yield {"text": clean["text"]}
 
 
 def _windows(shard: Any, tokenizer: Any, cfg: AdaptConfig, seed: int) -> Iterator[list[int]]:

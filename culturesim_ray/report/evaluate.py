@@ -61,6 +61,7 @@ from culturesim_ray.report.stats import (  # noqa: F401  (re-exported)
     recall_at_k,
     score_matrix,
 )
+from culturesim_ray.schema import corpus_keys
 
 # ---------------------------------------------------------------- methods
 
@@ -174,7 +175,7 @@ def embedded_texts(rows: Sequence[dict[str, Any]], source_rows: Sequence[str]
         j = where.get(r.get("_source_row"))
         if j is not None:
             keep.append(j)
-            texts.append(r["text"])
+            texts.append(corpus_keys(r)["text"])  # a spreadsheet's `Text` column too
     return keep, texts
 
 

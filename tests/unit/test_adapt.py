@@ -126,3 +126,17 @@ def test_mlm_steps_lower_the_loss_and_the_saved_encoder_embeds(tokenizer, tmp_pa
     assert settings["model_files"] != packaged
     with pytest.raises(ValueError, match="text_model"):
         EmbedConfig(text_model=str(out), text_encoder="e5")
+
+
+def test_adapt_reads_the_texts_the_embed_job_would_embed(tmp_path):
+    """The contract's own check on each row: a spreadsheet's `Text` columns and
+    modality read, rows the embed job quarantines (no culture) and images left out."""
+    from culturesim_ray.pipeline.adapt import _texts_of_file
+
+    (tmp_path / "c.csv").write_text("Item_ID;Culture;Modality;Text;URI\n"
+                                    "a;Greek;Text;Olive groves;\n"
+                                    "b;;text;no culture;\n"
+                                    "c;Greek;image;;g.png\n"
+                                    "d;Irish;text;Fiddle reels;\n")
+    got = [r["text"] for r in _texts_of_file({"file": str(tmp_path / "c.csv")}, None)]
+    assert got == ["Olive groves", "Fiddle reels"]

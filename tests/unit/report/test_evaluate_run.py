@@ -91,8 +91,8 @@ def test_the_tfidf_baseline_reads_the_embedded_items_only():
         {"item_id": "a", "culture": "X", "text": "alpha", "_source_row": "c.jsonl:2"},
         {"item_id": "a", "culture": "Y", "text": "a duplicate", "_source_row": "c.jsonl:3"},
         {"item_id": 7, "culture": "Y", "text": "seven", "_source_row": "c.jsonl:4"},
-        {"item_id": "d", "culture": "Z", "text": "delta", "_source_row": "c.jsonl:5"},
-    ]
+        {"Item_ID": "d", "Culture": "Z", " Text": "delta", "_source_row": "c.jsonl:5"},
+    ]  # the last as a spreadsheet names its columns (the embed job reads it so)
     keep, texts = embedded_texts(rows, ["c.jsonl:4", "c.jsonl:2", "c.jsonl:5", "other:1"])
     assert keep == [1, 0, 2] and texts == ["alpha", "seven", "delta"]
 
