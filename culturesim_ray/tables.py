@@ -196,16 +196,17 @@ def _iter_xlsx(fh: Any, name: str) -> Iterator[dict[str, Any]]:
         if header is None or all(h is None for h in header):
             raise CorpusFormatError(f"{name}:1: the first sheet has no header row")
         columns = [str(h).strip() if h is not None else "" for h in header]
+        while columns and not columns[-1]:
+            columns.pop()  # a sheet's header row often runs on in blank cells
         for number, values in enumerate(lines, start=2):
             if all(v is None or (isinstance(v, str) and not v.strip()) for v in values):
                 continue  # a blank row
-            extra = [v for c, v in zip(columns, values, strict=False) if not c and v is not None]
-            if extra or len(values) > len(columns) and any(v is not None
-                                                            for v in values[len(columns):]):
-                raise CorpusFormatError(f"{name}:{number}: a value under no header "
-                                        f"(the first sheet's row 1 names the columns)")
+            if any(v is not None for v in values[len(columns):]):
+                raise CorpusFormatError(f"{name}:{number}: more fields than the header has")
+            # as the CSV reader keys them: a blank header (a blank corner, pandas'
+            # index column) is the key ""
             row: dict[str, Any] = {c: (v if v != "" else None)
-                                   for c, v in zip(columns, values, strict=False) if c}
+                                   for c, v in zip(columns, values, strict=False)}
             row["_source_row"] = f"{name}:{number}"
             yield row
     finally:

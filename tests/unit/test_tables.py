@@ -189,7 +189,7 @@ def test_an_excel_workbook_reads_its_first_sheet_with_excel_s_row_numbers(tmp_pa
     assert len(tables.read_corpus_rows(str(tmp_path))) == 2
     sheet.append(["c", "Greek", "text", "x", None, None, "stray"])
     book.save(tmp_path / "stray.xlsx")
-    with pytest.raises(CorpusFormatError, match=r"stray.xlsx:5: a value under no header"):
+    with pytest.raises(CorpusFormatError, match=r"stray.xlsx:5: more fields than the header"):
         tables.read_corpus_rows(str(tmp_path / "stray.xlsx"))
     (tmp_path / "fake.xlsx").write_text("item_id,culture\n")
     with pytest.raises(CorpusFormatError, match=r"fake.xlsx: not a readable .xlsx workbook"):
@@ -200,3 +200,29 @@ def test_a_uri_column_named_as_a_spreadsheet_writes_it_is_resolved_too(tmp_path)
     (tmp_path / "c.csv").write_text("Item_ID,Culture,Modality,URI\na,Greek,Image,img\\a.png\n")
     (row,) = tables.read_corpus_rows(str(tmp_path / "c.csv"))
     assert row["URI"] == str(tmp_path / "img" / "a.png")
+
+
+def test_workbooks_as_pandas_and_published_tables_write_them(tmp_path):
+    """pandas' `to_excel` (an index column under a blank header) reads as its CSV
+    does; a gold matrix with a blank corner reads as the same pairs as its CSV."""
+    import pandas as pd
+
+    from culturesim_ray.report.gold_file import read_gold_rows, validate_gold
+
+    frame = pd.DataFrame({"item_id": ["a", "b"], "culture": ["Greek", "Irish"],
+                          "modality": ["text", "text"], "text": ["x", "y"]})
+    frame.to_excel(tmp_path / "c.xlsx")
+    frame.to_csv(tmp_path / "c.csv")
+    strip = [{k: v for k, v in r.items() if k != "_source_row"}
+             for r in tables.read_corpus_rows(str(tmp_path / "c.csv"))]
+    assert [{k: v for k, v in r.items() if k != "_source_row"}
+            for r in tables.read_corpus_rows(str(tmp_path / "c.xlsx"))] == [
+        {**r, "": int(r[""])} for r in strip]
+    names = ["Aa", "Bb", "Cc"]
+    matrix = pd.DataFrame([[0, 1.5, 4.0], [1.5, 0, 2.0], [4.0, 2.0, 0]], index=names,
+                          columns=names)
+    matrix.to_excel(tmp_path / "g.xlsx")
+    matrix.to_csv(tmp_path / "g.csv")
+    pairs = [sorted(validate_gold(read_gold_rows(tmp_path / f), names).pairs)
+             for f in ("g.xlsx", "g.csv")]
+    assert pairs[0] == pairs[1] and len(pairs[0]) == 3
