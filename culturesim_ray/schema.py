@@ -141,9 +141,13 @@ def _check_id(row: dict[str, Any]) -> tuple[str | None, str | None]:
     return _check_str({"item_id": id_text(row.get("item_id"))}, "item_id", required=True)
 
 
+# a missing value as R's write.csv ("NA"), spreadsheets and databases write one
+_NO_YEAR = frozenset({"", "na", "n/a", "nan", "null", "none"})
+
+
 def _check_int(row: dict[str, Any], name: str) -> tuple[int | None, str | None]:
     v = row.get(name)
-    if _is_missing(v) or v == "":
+    if _is_missing(v) or (isinstance(v, str) and v.strip().lower() in _NO_YEAR):
         return None, None
     if isinstance(v, bool):
         return None, f"wrong type: expected an integer year, got bool {v!r}"

@@ -143,3 +143,9 @@ def test_column_names_as_a_spreadsheet_writes_them():
     assert out.good[0]["themes"] == ["art", "food"]
     rec = out.bad[0].record()
     assert rec["field"] == "culture" and '"Culture": ""' in rec["row_json"]
+
+
+def test_a_missing_year_as_r_and_spreadsheets_write_it():
+    out = validate_rows([row(item_id=f"r{i}", era_start=v, era_end=1900)
+                         for i, v in enumerate(["NA", " n/a ", "NaN", "NULL", "None", ""])])
+    assert [r["era_start"] for r in out.good] == [None] * 6 and not out.bad
