@@ -34,13 +34,15 @@ def add_align_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_align)
 
 
+PAIR_FIELDS = frozenset({"uri", "caption"})
+
+
 def read_pairs(path: str) -> list[tuple[str, str]]:
     """(uri, caption) rows of a table with columns uri, caption, read as the corpus
     reader reads tables (Parquet, JSONL, or CSV/TSV with any of its delimiters); a
     relative local uri is taken from the file's folder. Rows with an empty uri or
     caption are a ValueError naming the first."""
-    rows = [tables.contract_keys(r, frozenset({"uri", "caption"}))
-            for r in tables.read_corpus_rows(path)]
+    rows = tables.read_corpus_rows(path, fields=PAIR_FIELDS)
     columns = {c for r in rows for c in r}
     missing = {"uri", "caption"} - columns
     if missing:

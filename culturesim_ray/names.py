@@ -5,12 +5,29 @@ from __future__ import annotations
 
 import unicodedata
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 
 def name_key(name: str) -> str:
     """A culture name compared without case, Unicode form or spacing."""
     return " ".join(unicodedata.normalize("NFC", name).casefold().split())
+
+
+def resolver(known: Iterable[str]) -> Callable[[str], str | None]:
+    """name -> the known name it means: itself, else the one known name that differs
+    from it only in case, Unicode form or spacing; None when none or several do."""
+    names = set(known)
+    keyed: dict[str, list[str]] = defaultdict(list)
+    for n in sorted(names):
+        keyed[name_key(n)].append(n)
+
+    def resolve(name: str) -> str | None:
+        if name in names:
+            return name
+        hits = keyed.get(name_key(name), [])
+        return hits[0] if len(hits) == 1 else None
+
+    return resolve
 
 
 def alike(names: Iterable[str]) -> list[list[str]]:

@@ -261,26 +261,32 @@ def iter_corpus_file(file: str, s3: S3Config | None = None,
             yield chunk
 
 
-def read_corpus_rows(path: str, s3: S3Config | None = None) -> list[dict[str, Any]]:
+def read_corpus_rows(path: str, s3: S3Config | None = None,
+                     fields: frozenset[str] | None = None) -> list[dict[str, Any]]:
     """Every row of the corpus at `path` as a dict, in file order (in memory: for
-    small corpora, relations and gold; the embed job streams `iter_corpus_file`)."""
+    small corpora, relations and gold; the embed job streams `iter_corpus_file`);
+    with `fields`, each row's keys as that contract names them (`contract_keys`)."""
     rows: list[dict[str, Any]] = []
     for file in list_corpus_files(path, s3):
         for chunk in iter_corpus_file(file, s3):
-            rows.extend(chunk)
+            rows.extend(chunk if fields is None else (contract_keys(r, fields) for r in chunk))
     return rows
+
+
+def field_name(key: str) -> str:
+    """A column name as contracts compare them: without case or surrounding spaces."""
+    return key.strip().lower()
 
 
 def contract_keys(row: dict[str, Any], fields: frozenset[str]) -> dict[str, Any]:
     """The row with its keys as a contract's `fields` name them: a spreadsheet's
     `Culture` or ` item_id ` is `culture`, `item_id` (a key the row also has exactly
     wins); other keys as they are. The row itself when no key needs it (one pass)."""
-    if all(k in fields or not isinstance(k, str) or k.strip().lower() not in fields
-           for k in row):
+    if all(k in fields or not isinstance(k, str) or field_name(k) not in fields for k in row):
         return row
     out: dict[str, Any] = {}
     for k, v in row.items():
-        key = k.strip().lower() if isinstance(k, str) else k
+        key = field_name(k) if isinstance(k, str) else k
         if key in fields and key != k:
             if key not in row:  # the exact name is there too: it wins
                 out[key] = v
@@ -291,4 +297,4 @@ def contract_keys(row: dict[str, Any], fields: frozenset[str]) -> dict[str, Any]
 
 def _key_like(row: dict[str, Any], field: str) -> str | None:
     """The row's key that names `field` but for case and spacing (`contract_keys`)."""
-    return next((k for k in row if isinstance(k, str) and k.strip().lower() == field), None)
+    return next((k for k in row if isinstance(k, str) and field_name(k) == field), None)

@@ -109,7 +109,7 @@ def read_relations(path: str, items: dict[str, tuple[str, int]],
                    into: Relations | None = None, s3: Any = None) -> Relations:
     """The relations file at `path` over the items of `item_index(tables)`."""
     try:
-        rows = [tables.contract_keys(r, RELATION_FIELDS) for r in tables.read_corpus_rows(path, s3)]
+        rows = tables.read_corpus_rows(path, s3, RELATION_FIELDS)
     except (tables.CorpusFormatError, FileNotFoundError) as exc:
         raise RelationsError(f"relations file {path}: {exc}") from exc
     if rows:

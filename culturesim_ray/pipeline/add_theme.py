@@ -31,8 +31,7 @@ def read_item_ids(path: str) -> list[str]:
     column of a table the corpus reader takes (CSV or TSV with any of its
     delimiters, JSONL, Parquet)."""
     if path.lower().endswith(io.CORPUS_SUFFIXES):
-        rows = [tables.contract_keys(r, frozenset({"item_id"}))
-                for r in tables.read_corpus_rows(path)]
+        rows = tables.read_corpus_rows(path, fields=frozenset({"item_id"}))
         if rows and all("item_id" not in r for r in rows):
             columns = [c for c in rows[0] if c != "_source_row"]
             raise ValueError(f"{path}: no item_id column (columns: {columns})")

@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from culturesim_ray.layout import AllPairsLayout, RunLayout
-from culturesim_ray.names import name_key
+from culturesim_ray.names import resolver
 from culturesim_ray.report import interactive, plots
 
 SECTIONS = ["maps", "dendrogram", "network", "topk", "combined"]
@@ -49,8 +49,8 @@ def read_attributes(path: str | Path | None) -> dict[str, dict[str, Any]]:
         return {}
     from culturesim_ray import tables
 
-    rows = [{k: v for k, v in tables.contract_keys(r, frozenset({"culture"})).items()
-             if k != "_source_row"} for r in tables.read_corpus_rows(str(path))]
+    rows = [{k: v for k, v in r.items() if k != "_source_row"}
+            for r in tables.read_corpus_rows(str(path), fields=frozenset({"culture"}))]
     if rows and "culture" not in rows[0]:
         raise ValueError(f"{path}: needs a 'culture' column (has {list(rows[0])})")
     return {str(r["culture"]): r for r in rows if r["culture"] is not None}
@@ -62,16 +62,16 @@ def as_run_attributes(attrs: dict[str, dict[str, Any]], cultures: list[str], col
     run's `Greek` when no other culture folds to it), and the column `color_by` names
     (`Region` for `region`: the exact name first, else one differing in case or
     spacing)."""
-    by_key: dict[str, list[str]] = {}
-    for c in cultures:
-        by_key.setdefault(name_key(c), []).append(c)
+    from culturesim_ray.tables import field_name
+
+    meaning = resolver(cultures)
     out = dict(attrs)
     for name, row in attrs.items():
-        hits = by_key.get(name_key(name), [])
-        if name not in cultures and len(hits) == 1 and hits[0] not in attrs:
-            out[hits[0]] = row
+        run_name = meaning(name)
+        if run_name is not None and run_name not in attrs:
+            out[run_name] = row
     columns = list(dict.fromkeys(k for row in attrs.values() for k in row))
-    same = [c for c in columns if c.strip().lower() == color_by.strip().lower()]
+    same = [c for c in columns if field_name(c) == field_name(color_by)]
     return out, color_by if color_by in columns or not same else same[0]
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from culturesim_ray.names import listed, name_key
+from culturesim_ray.names import listed, name_key, resolver
 from culturesim_ray.report.stats import GOLD_KINDS
 
 GENERAL = "general"  # the theme of a pair that names none
@@ -191,18 +191,15 @@ def validate_gold(rows: Sequence[dict[str, Any]], cultures: Sequence[str],
     if gold_kind is not None:
         kind_from = ""  # given, not read from the file
     known = set(cultures)
-    keyed: dict[str, list[str]] = defaultdict(list)
-    for c in sorted(known):
-        keyed[name_key(c)].append(c)
+    meaning = resolver(known)
     renamed: dict[str, str] = {}
 
     def resolve(name: str) -> str:
-        """The run's culture a gold name means: itself, else the one culture whose
-        name differs from it only in case, Unicode form or spacing."""
-        hits = keyed.get(name_key(name), []) if name not in known else [name]
-        if len(hits) == 1 and hits[0] != name:
-            renamed[name] = hits[0]
-        return hits[0] if len(hits) == 1 else name
+        """The run's culture a gold name means (`names.resolver`), else the name."""
+        run_name = meaning(name)
+        if run_name is not None and run_name != name:
+            renamed[name] = run_name
+        return run_name if run_name is not None else name
 
     seen: dict[tuple[str, str, str], tuple[str, float]] = {}
     pairs, skipped = [], defaultdict(int)
