@@ -324,7 +324,8 @@ def run_evaluation(run_dir: str | Path, gold_path: str | Path, k: int = 3,
 
         methods += [metric_method(path, run_dir) for path in metrics]
     cultures = sorted({c for m in methods for c in m.cultures()})
-    gold = validate_gold(gold_rows, cultures, strict, str(gold_path), gold_kind)
+    gold = validate_gold(gold_rows, cultures, strict, str(gold_path), gold_kind,
+                         themes=sorted({h for m in methods for h in m.heads()}))
     covered = sorted({c for a, b, _, _ in gold.pairs for c in (a, b)})
     if len(covered) < MIN_CULTURES:
         raise GoldError(f"{gold_path}: the usable gold pairs name {len(covered)} of the run's "
@@ -333,6 +334,7 @@ def run_evaluation(run_dir: str | Path, gold_path: str | Path, k: int = 3,
     gold_kind = gold.kind
     notes = [f"evaluate: gold kind {gold_kind} ({gold.kind_from})"] if gold.kind_from else []
     notes += [f"evaluate: {gold.renamed_note()}"] if gold.renamed else []
+    notes += [f"evaluate: {gold.asymmetric_note()}"] if gold.asymmetric else []
     for reason, n in gold.skipped.items():
         log(f"evaluate: skipped {n} gold pair(s): {reason}")
     log(f"evaluate: {len(gold.pairs)} gold pairs ({gold_kind}), {len(methods)} methods, k={k}")
@@ -351,7 +353,9 @@ def run_evaluation(run_dir: str | Path, gold_path: str | Path, k: int = 3,
     write_csv(rows, out / "evaluation.csv")
     (out / "evaluation.json").write_text(json.dumps(
         {"gold": str(gold_path), "gold_kind": gold_kind, "k": k, "pairs": len(gold.pairs),
-         "skipped": gold.skipped, "renamed": gold.renamed, "n_boot": n_boot, "n_perm": n_perm, "folds": folds,
+         "skipped": gold.skipped, "renamed": gold.renamed,
+         "asymmetric_pairs": len(gold.asymmetric), "n_boot": n_boot, "n_perm": n_perm,
+         "folds": folds,
          "seed": seed, "rows": rows}, indent=2, default=float, allow_nan=False))
     plot_evaluation(rows, out / "evaluation.png", k)
     table = format_table(rows, k)

@@ -7,7 +7,9 @@ Two layouts are read: pairs (one row per pair: culture_a, culture_b, score
 which then says the gold's kind) and a square culture x culture matrix (a
 first column of culture names and one column per culture, as published
 cultural-distance tables come; blank cells, e.g. of a triangular matrix, are
-skipped; a zero diagonal says the matrix holds distances)."""
+skipped; a zero diagonal says the matrix holds distances). Gold that scores
+a pair differently in its two directions is read as the mean of the two, as
+the culture map is symmetric."""
 
 from __future__ import annotations
 
@@ -32,14 +34,28 @@ class GoldSet:
     kind: str = "similarity"  # or "distance": bigger = less similar
     kind_from: str = ""  # why the kind is what it is, when the file said it
     renamed: dict[str, str] = field(default_factory=dict)  # gold name -> the run's
+    # (a, b, theme) -> (score of a -> b, score of b -> a) where the two differ; the pair's
+    # score in `pairs` is their mean
+    asymmetric: dict[tuple[str, str, str], tuple[float, float]] = field(default_factory=dict)
 
     def renamed_note(self, shown: int = 4) -> str:
         """'' or one line naming the gold's culture names read as the run's."""
         if not self.renamed:
             return ""
         some = listed([f"{a!r} -> {b!r}" for a, b in self.renamed.items()], shown)
-        return (f"{len(self.renamed)} gold culture name(s) read as the run's, ignoring case "
-                f"and spacing: {some}")
+        return (f"{len(self.renamed)} gold culture name(s) read as the run's, ignoring case, "
+                f"accents, spacing and punctuation: {some}")
+
+    def asymmetric_note(self, shown: int = 3) -> str:
+        """'' or one line saying which pairs the gold scores differently in their two
+        directions, each scored by the mean of the two."""
+        if not self.asymmetric:
+            return ""
+        some = listed([f"({a}, {b}) {ab:g} / ({b}, {a}) {ba:g}"
+                       for (a, b, _), (ab, ba) in self.asymmetric.items()], shown)
+        return (f"{len(self.asymmetric)} gold pair(s) are scored differently in their two "
+                f"directions (asymmetric gold; the culture map is symmetric, so each is "
+                f"scored by the mean of its two): {some}")
 
     def by_theme(self) -> dict[str, list[tuple[str, str, float]]]:
         out: dict[str, list[tuple[str, str, float]]] = defaultdict(list)
@@ -67,8 +83,8 @@ def read_gold_rows(path: str | Path) -> list[dict[str, Any]]:
 
 def _did_you_mean(name: str, known: set[str]) -> str:
     """' (did you mean 'X'?)' for the run's culture closest to a gold name it lacks
-    (the same name in other case or spacing, every one when several, or a close
-    spelling), else ''."""
+    (the same name but for case, accents, spacing or punctuation, every one when
+    several, or a close spelling), else ''."""
     import difflib
 
     close = sorted(k for k in known if name_key(k) == name_key(name))
@@ -125,10 +141,10 @@ def _matrix_pairs(rows: Sequence[dict[str, Any]], columns: list[str],
         twin = cells.get((b, a))
         x, y = _number(value), _number(twin)
         if twin is not None and x is not None and y is not None and not math.isclose(
-                x, y, rel_tol=1e-9, abs_tol=1e-12):
-            raise GoldError(f"{source}: the matrix is not symmetric: row {a!r}, column {b!r} "
-                            f"is {value!r} but row {b!r}, column {a!r} is {twin!r}")
-        if twin is not None and y is None:  # the unreadable one, for validate_gold to name
+                x, y, rel_tol=1e-9, abs_tol=1e-12):  # asymmetric: validate_gold takes the mean
+            out.append({"culture_a": b, "culture_b": a, "score": twin,
+                        "_where": f"row {b!r}, column {a!r}"})
+        elif twin is not None and y is None:  # the unreadable one, for validate_gold to name
             a, b, value = b, a, twin
         out.append({"culture_a": a, "culture_b": b, "score": value,
                     "_where": f"row {a!r}, column {b!r}"})
@@ -137,24 +153,57 @@ def _matrix_pairs(rows: Sequence[dict[str, Any]], columns: list[str],
     return out, zero
 
 
-def _number(value: Any) -> float | None:
+def gold_score(value: Any) -> float:
+    """A gold score as a spreadsheet may write it: a number, or a percentage (`45%`
+    is 0.45). Anything else raises ValueError whose text is a hint for the user
+    ('' when there is none): a comma read as a decimal comma or thousands
+    separator is not guessed, the user is asked which."""
     try:
         return float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
+        pass
+    text = str(value).strip()
+    if text.endswith("%"):
+        try:
+            return float(text[:-1]) / 100
+        except ValueError:
+            pass
+    if re.fullmatch(r"[+-]?\d{1,3}(,\d{3}){2,}", text):
+        hint = f" (a thousands separator? write {text.replace(',', '')})"
+    elif re.fullmatch(r"[+-]?\d{1,3},\d{3}", text):
+        hint = (f" (a thousands separator or a decimal comma? write {text.replace(',', '')}"
+                f" or {text.replace(',', '.')})")
+    elif re.fullmatch(r"[+-]?\d*,\d+", text):
+        hint = f" (a decimal comma? write {text.replace(',', '.')})"
+    else:
+        hint = ""
+    raise ValueError(hint)
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return gold_score(value)
+    except ValueError:
         return None
 
 
 def validate_gold(rows: Sequence[dict[str, Any]], cultures: Sequence[str],
                   strict: bool = False, source: str = "gold",
-                  gold_kind: str | None = None) -> GoldSet:
+                  gold_kind: str | None = None,
+                  themes: Sequence[str] | None = None) -> GoldSet:
     """Check every row; rows naming a culture the run does not have are skipped
     and counted (an error with `strict`), as are self-pairs and a pair given again
     with the same score (in either order: a square gold matrix written out row by
-    row). Missing fields, non-numeric or non-finite scores and a pair given again
-    with another score are errors naming the row (or the matrix cell).
+    row). A pair scored in both directions with different scores (asymmetric
+    gold: a -> b and b -> a) is scored by their mean and listed in `asymmetric`.
+    Missing fields, non-numeric or non-finite scores and a pair given again in
+    the same direction with another score are errors naming the row (or cell).
     gold_kind ("similarity" or "distance"; None: what the file says, a `distance`
     column or a matrix with a zero diagonal, else similarity) is recorded; the
-    scores are kept as read."""
+    scores are kept as read. themes: the run's heads (general and its themes);
+    a gold theme is read as the one it names but for case, accents or spacing
+    (`Food` for `food`), and pairs of a theme the run lacks are skipped like
+    unknown cultures (None: themes are not checked)."""
     if gold_kind is not None and gold_kind not in GOLD_KINDS:
         raise GoldError(f"{source}: gold kind must be one of {GOLD_KINDS}, got {gold_kind!r}")
     from culturesim_ray.tables import contract_keys
@@ -201,7 +250,9 @@ def validate_gold(rows: Sequence[dict[str, Any]], cultures: Sequence[str],
             renamed[name] = run_name
         return run_name if run_name is not None else name
 
-    seen: dict[tuple[str, str, str], tuple[str, float]] = {}
+    theme_of = resolver([GENERAL, *(themes or [])]) if themes is not None else None
+    seen: dict[tuple[str, str, str], tuple[str, float, bool, int]] = {}
+    asymmetric: dict[tuple[str, str, str], tuple[float, float]] = {}
     pairs, skipped = [], defaultdict(int)
     for i, row in enumerate(rows):
         where = f"{source}: {row.get('_where') or f'row {i + 1}'}"
@@ -210,16 +261,23 @@ def validate_gold(rows: Sequence[dict[str, Any]], cultures: Sequence[str],
                 raise GoldError(f"{where}: field {f!r} is missing or empty")
         a, b = resolve(str(row["culture_a"]).strip()), resolve(str(row["culture_b"]).strip())
         try:
-            score = float(row["score"])
-        except (TypeError, ValueError, OverflowError):
-            comma = re.fullmatch(r"[+-]?\d*,\d+", str(row["score"]).strip())
-            hint = (f" (a decimal comma? write {str(row['score']).strip().replace(',', '.')})"
-                    if comma else "")
+            score = gold_score(row["score"])
+        except ValueError as exc:
             raise GoldError(f"{where}: field 'score' is not a number: {row['score']!r}"
-                            f"{hint}") from None
+                            f"{exc}") from None
         if not math.isfinite(score):
             raise GoldError(f"{where}: field 'score' is not finite: {row['score']!r}")
         theme = str(row.get("theme") or GENERAL).strip() or GENERAL
+        if theme_of is not None:
+            run_theme = theme_of(theme)
+            if run_theme is None:
+                why = (f"theme {theme!r}, which the run does not have (its heads: "
+                       f"{', '.join(sorted({GENERAL, *themes}))})")
+                if strict:
+                    raise GoldError(f"{where}: {why}")
+                skipped[why] += 1
+                continue
+            theme = run_theme
         if a == b:  # the diagonal of a square gold matrix written out row by row
             if a not in known and strict:
                 raise GoldError(f"{where}: unknown culture {a!r}{_did_you_mean(a, known)}")
@@ -233,17 +291,24 @@ def validate_gold(rows: Sequence[dict[str, Any]], cultures: Sequence[str],
                                 f"{len(known)} cultures){hint}")
             skipped[f"unknown culture {unknown[0]!r}{hint}"] += 1
             continue
+        forward = a < b
         a, b = sorted((a, b))
         key = (a, b, theme)
         if key in seen:
-            first, first_score = seen[key]
-            if math.isclose(score, first_score, rel_tol=1e-9, abs_tol=1e-12):
+            first, first_score, first_forward, at = seen[key]
+            given = [first_score, *asymmetric.get(key, (first_score,) * 2)]
+            if any(math.isclose(score, s, rel_tol=1e-9, abs_tol=1e-12) for s in given):
                 skipped["the same pair again, with the same score"] += 1
                 continue  # a square matrix names every pair twice: (A, B) and (B, A)
+            if forward != first_forward and key not in asymmetric:
+                # the other direction, scored otherwise: the map is symmetric, take the mean
+                asymmetric[key] = (first_score, score) if first_forward else (score, first_score)
+                pairs[at] = (a, b, (first_score + score) / 2, theme)
+                continue
             raise GoldError(f"{where}: duplicate pair ({a}, {b}, theme {theme}) with score "
                             f"{score!r} (first at {first}, score {first_score!r})")
-        seen[key] = (where.removeprefix(f"{source}: "), score)
+        seen[key] = (where.removeprefix(f"{source}: "), score, forward, len(pairs))
         pairs.append((a, b, score, theme))
     if not pairs:
         raise GoldError(f"{source}: no usable gold pairs (skipped: {dict(skipped) or 'none'})")
-    return GoldSet(pairs, dict(skipped), kind, kind_from, renamed)
+    return GoldSet(pairs, dict(skipped), kind, kind_from, renamed, asymmetric)

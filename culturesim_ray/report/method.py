@@ -25,6 +25,10 @@ class Method:
     similarity: str = "cosine"
     matrices: dict[str, Matrix] | None = None  # head -> (cultures, (C, C))
 
+    def heads(self) -> set[str]:
+        """The heads (general, themes) this method scores."""
+        return {*self.vectors, *(self.matrices or {})}
+
     def cultures(self) -> set[str]:
         return {c for v in (*self.vectors.values(), *(self.matrices or {}).values())
                 for c in v[0]}

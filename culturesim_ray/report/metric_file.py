@@ -69,6 +69,8 @@ def fit_metric(run_dir: str | Path, gold_path: str | Path, out: str | Path,
         log(f"fit-metric: gold kind {gold_kind} ({gold.kind_from})")
     if gold.renamed:
         log(f"fit-metric: {gold.renamed_note()}")
+    if gold.asymmetric:
+        log(f"fit-metric: {gold.asymmetric_note()}")
     pairs = orient([(a, c, s) for a, c, s, theme in gold.pairs if theme == GENERAL],
                    gold_kind)
     covered = sorted({c for p in pairs for c in p[:2]})

@@ -83,7 +83,21 @@ def test_validate_gold_errors_and_skips():
         validate_gold([rows[0], {**rows[0], "culture_a": "C", "score": "high"}], ["A", "B", "C"])
     with pytest.raises(GoldError, match=r"row 2: duplicate pair \(A, B, theme general\) with "
                                         r"score 1.0 \(first at row 1, score 0.5\)"):
-        validate_gold([rows[0], {"culture_a": "B", "culture_b": "A", "score": 1}], ["A", "B"])
+        validate_gold([rows[0], {"culture_a": "A", "culture_b": "B", "score": 1}], ["A", "B"])
+    # asymmetric gold (B -> A scored otherwise than A -> B): the mean, listed
+    both = validate_gold([rows[0], {"culture_a": "B", "culture_b": "A", "score": 1},
+                          {"culture_a": "B", "culture_b": "A", "score": "1.0"},
+                          {"culture_a": "C", "culture_b": "A", "score": 0.1}], ["A", "B", "C"])
+    assert both.pairs == [("A", "B", 0.75, "general"), ("A", "C", 0.1, "general")]
+    assert both.asymmetric == {("A", "B", "general"): (0.5, 1.0)}
+    assert both.skipped == {"the same pair again, with the same score": 1}
+    assert both.asymmetric_note() == (
+        "1 gold pair(s) are scored differently in their two directions (asymmetric gold; "
+        "the culture map is symmetric, so each is scored by the mean of its two): "
+        "(A, B) 0.5 / (B, A) 1")
+    with pytest.raises(GoldError, match=r"row 3: duplicate pair \(A, B, theme general\)"):
+        validate_gold([rows[0], {"culture_a": "B", "culture_b": "A", "score": 1},
+                       {"culture_a": "B", "culture_b": "A", "score": 2}], ["A", "B"])
     near = [{"culture_a": "Chinesse", "culture_b": "Greek", "score": 1},
             {"culture_a": "Greek", "culture_b": "Persain", "score": 1},
             {"culture_a": "Greek", "culture_b": "Atlantis", "score": 1}]

@@ -57,15 +57,27 @@ def test_a_square_matrix_reads_as_its_pairs_with_the_kind_from_its_diagonal(tmp_
     assert len(gold.pairs) == 3 and gold.skipped == {"unknown culture 'Dd'": 3}
 
 
+def test_an_asymmetric_matrix_reads_each_pair_as_the_mean_of_its_two_cells(tmp_path):
+    # a directed measure (e.g. intelligibility of b's language to a's speakers)
+    asym = _matrix(tmp_path / "a.csv", lambda i, j: 9 if (i, j) == (0, 3) else DIST[i, j])
+    gold = validate_gold(read_gold_rows(asym), NAMES, source=str(asym))
+    want = [(a, b, (9 + 7.25) / 2 if (a, b) == ("Aa", "Dd") else s, t) for a, b, s, t in PAIRS]
+    assert sorted(gold.pairs) == want and gold.kind == "distance"
+    assert gold.asymmetric == {("Aa", "Dd", "general"): (9.0, 7.25)}
+    assert "(Aa, Dd) 9 / (Dd, Aa) 7.25" in gold.asymmetric_note()
+    # a matrix written out row by row, both halves: the same pairs and means
+    long = _write(tmp_path / "l.csv", ["culture_a", "culture_b", "distance"],
+                  [[NAMES[i], NAMES[j], 9 if (i, j) == (0, 3) else DIST[i, j]]
+                   for i in range(4) for j in range(4) if i != j])
+    again = validate_gold(read_gold_rows(long), NAMES)
+    assert sorted(again.pairs) == want and again.asymmetric == gold.asymmetric
+
+
 def test_matrix_errors_name_the_cell_or_the_names(tmp_path):
     bad = _matrix(tmp_path / "b.csv", lambda i, j: "far" if (i, j) == (2, 1) else DIST[i, j])
     with pytest.raises(GoldError, match=r"b.csv: row 'Cc', column 'Bb': field 'score' is not "
                                         r"a number: 'far'"):
         validate_gold(read_gold_rows(bad), NAMES, source=str(bad))
-    asym = _matrix(tmp_path / "a.csv", lambda i, j: 9 if (i, j) == (0, 3) else DIST[i, j])
-    with pytest.raises(GoldError, match=r"not symmetric: row 'Aa', column 'Dd' is '9' but row "
-                                        r"'Dd', column 'Aa' is '7.25'"):
-        validate_gold(read_gold_rows(asym), NAMES, source=str(asym))
     other = _write(tmp_path / "o.csv", ["culture", *NAMES],
                    [[n if n != "Bb" else "Bee", *DIST[i]] for i, n in enumerate(NAMES)])
     with pytest.raises(GoldError, match=r"rows and columns name different cultures: rows only "
@@ -89,6 +101,28 @@ def test_a_matrix_from_a_spreadsheet_in_a_decimal_comma_locale(tmp_path):
     with pytest.raises(GoldError, match=r"row 'Bb', column 'Aa': field 'score' is not a "
                                         r"number: '1,5' \(a decimal comma\? write 1.5\)"):
         validate_gold(read_gold_rows(comma), NAMES, source=str(comma))
+
+
+def test_gold_scores_as_a_spreadsheet_formats_them():
+    from culturesim_ray.report.gold_file import gold_score
+
+    assert gold_score("45%") == pytest.approx(0.45) and gold_score(" 7.5 % ") == 0.075
+    assert gold_score("1e3") == 1000.0 and gold_score(2) == 2.0
+    for text, hint in [("1,5", "(a decimal comma? write 1.5)"),
+                       ("7,542", "(a thousands separator or a decimal comma? write 7542 "
+                                 "or 7.542)"),
+                       ("12,345,678", "(a thousands separator? write 12345678)"),
+                       ("far", "")]:
+        with pytest.raises(ValueError) as err:
+            gold_score(text)
+        assert str(err.value) == (f" {hint}" if hint else "")
+    rows = [{"culture_a": a, "culture_b": b, "score": f"{100 / (1 + s):.1f}%"}
+            for a, b, s, _ in PAIRS]
+    assert [p[2] for p in validate_gold(rows, NAMES).pairs] == pytest.approx(
+        [round(100 / (1 + s), 1) / 100 for _, _, s, _ in PAIRS])
+    with pytest.raises(GoldError, match=r"row 1: field 'score' is not a number: '7,542' "
+                                        r"\(a thousands separator or a decimal comma\?"):
+        validate_gold([{**rows[0], "score": "7,542"}], NAMES)
 
 
 def test_a_score_column_named_distance_or_similarity_says_the_kind(tmp_path):
@@ -156,3 +190,18 @@ def test_gold_column_names_as_a_spreadsheet_writes_them():
     assert gold.kind == "distance"
     with pytest.raises(GoldError, match=r"no culture_b, score columns \(the file has Culture_A, Other;"):
         validate_gold([{"Culture_A": "Aa", "Other": "Bb"}], NAMES)
+
+
+def test_gold_themes_are_read_as_the_run_heads_they_name(tmp_path):
+    rows = [{"culture_a": a, "culture_b": b, "score": s, "theme": t}
+            for a, b, s, _ in PAIRS for t in ("Food", "", "Cuisine")]
+    gold = validate_gold(rows, NAMES, themes=["food", "music"])
+    assert sorted(gold.by_theme()) == ["food", "general"]  # `Food` is the run's `food`
+    assert gold.skipped == {"theme 'Cuisine', which the run does not have (its heads: food, "
+                            "general, music)": 6}
+    with pytest.raises(GoldError, match=r"row 3: theme 'Cuisine', which the run does not"):
+        validate_gold(rows, NAMES, strict=True, themes=["food", "music"])
+    with pytest.raises(GoldError, match=r"no usable gold pairs \(skipped: \{\"theme 'Food'"):
+        validate_gold(rows[:1], NAMES, themes=[])
+    # without the run's heads (fit-metric reads the general pairs alone) nothing is checked
+    assert sorted(validate_gold(rows, NAMES).by_theme()) == ["Cuisine", "Food", "general"]
