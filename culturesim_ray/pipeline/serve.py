@@ -182,10 +182,11 @@ class Ingress:
         if self.neighbor_table is None:
             return error(404, "culture_id", "this service was started without all-pairs output")
         try:
-            rows = self.neighbor_table.neighbors(culture_id, theme, k)
+            culture, theme = self.neighbor_table.resolve(culture_id, theme)
+            rows = self.neighbor_table.neighbors(culture, theme, k)
         except QueryError as exc:
             return error(exc.status, exc.field, exc.message)
-        return {"culture": culture_id, "theme": theme, "neighbors": rows}
+        return {"culture": culture, "theme": theme, "neighbors": rows}
 
     @INGRESS_APP.post(
         "/v1/similar", response_model=SimilarResponse,

@@ -304,13 +304,30 @@ class ThemeReranker:
 class NeighborTable(ArrowNeighbors):
     """A culture's precomputed top-k neighbours per theme (the all-pairs output)."""
 
-    def neighbors(self, culture: str, theme: str = "general", k: int = 10) -> list[dict[str, Any]]:
-        if theme not in self.themes:
+    def resolve(self, culture: str, theme: str = "general") -> tuple[str, str]:
+        """The table's culture and theme a request names, as written or but for case,
+        accents, spacing or punctuation (`names.resolver`: `greek` is `Greek`)."""
+        from culturesim_ray.names import resolver
+
+        if not hasattr(self, "_resolve"):  # built on first use: one pass over the names
+            self._resolve = resolver(self.cultures), resolver(self.themes)
+        of_culture, of_theme = self._resolve
+        run_theme = of_theme(theme)
+        if run_theme is None:
             raise QueryError("theme", f"unknown theme {theme!r} "
                              f"(the all-pairs output has: {', '.join(self.themes)})", 422)
+        run_culture = of_culture(culture)
+        if run_culture is None:
+            raise QueryError("culture_id", f"unknown culture {culture!r} (GET /v1/cultures "
+                             f"lists the {len(self.cultures)} cultures)", 404)
+        return run_culture, run_theme
+
+    def neighbors(self, culture: str, theme: str = "general", k: int = 10) -> list[dict[str, Any]]:
+        culture, theme = self.resolve(culture, theme)
         rows = self.rows(theme, culture, k)
         if rows is None:
-            raise QueryError("culture_id", f"unknown culture {culture!r}", 404)
+            raise QueryError("culture_id", f"no {theme} neighbours of {culture!r} in the "
+                             "all-pairs output", 404)
         return rows
 
 

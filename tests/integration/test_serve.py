@@ -130,6 +130,11 @@ def test_neighbors_come_from_the_allpairs_output(service, run_dir):
     assert [n["culture"] for n in res.json()["neighbors"]] == [r["culture_b"] for r in rows]
     assert [n["score"] for n in res.json()["neighbors"]] == pytest.approx(
         [r["score"] for r in rows])
+    typed = requests.get(f"{service}/v1/cultures/%20greek/neighbors",  # as a user types it
+                         params={"theme": "General", "k": 2}, timeout=30)
+    assert typed.status_code == 200, typed.text
+    assert (typed.json()["culture"], typed.json()["theme"]) == ("Greek", "general")
+    assert typed.json()["neighbors"] == res.json()["neighbors"]
 
 
 BAD = [  # (request kwargs, status, field)

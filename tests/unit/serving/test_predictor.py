@@ -188,3 +188,9 @@ def test_neighbor_table(tmp_path):
     assert err.value.status == 404
     with pytest.raises(QueryError, match="unknown theme 'food'"):
         t.neighbors("A", "food")
+    # a name as a user types it: the table's own, but for case, accents or spacing
+    assert t.resolve(" a ", "General") == ("A", "general")
+    assert [r["culture"] for r in t.neighbors("a", "GENERAL")] == ["B", "C"]
+    with pytest.raises(QueryError, match=r"unknown culture 'Z' \(GET /v1/cultures lists the "
+                                         r"1 cultures\)"):
+        t.resolve("Z")
