@@ -12,6 +12,7 @@ also live elsewhere and be named on its own):
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,12 @@ from culturesim_ray.schema import MODALITIES
 
 def read_embeddings(out: str, modality: str | None = None,
                     cfg: EmbedConfig | None = None,
-                    columns: list[str] | None = None) -> dict[str, pa.Table]:
+                    columns: list[str] | None = None,
+                    cultures: Collection[str] | None = None) -> dict[str, pa.Table]:
     """The embedded rows of an embed run, per modality (rows with an error left out);
     columns: only these (and item_id, the sort key), e.g. ["culture"] without the vectors
-    (source_row, the corpus row an item came from, only when named here)."""
+    (source_row, the corpus row an item came from, only when named here); cultures:
+    only the items of these (the others are not read)."""
     cfg = cfg or EmbedConfig()
     result = {}
     from culturesim_ray.layout import EmbedLayout
@@ -41,7 +44,9 @@ def read_embeddings(out: str, modality: str | None = None,
         if not fs.exists(p) or not any(f.endswith(".parquet") for f in fs.find(p)):
             continue
         table = pq.read_table(p, filesystem=io.arrow_filesystem(fs), columns=(
-            list(dict.fromkeys(["item_id", *columns, "error"])) if columns else None))
+            list(dict.fromkeys(["item_id", *columns, "error"])) if columns else None),
+            filters=(pc.field("culture").isin(sorted(cultures)) if cultures is not None
+                     else None))
         table = table.filter(pc.is_null(table.column("error")))
         table = table.drop_columns([c for c in ("error", "source_row", "row_json")
                                     if c in table.column_names and c not in (columns or ())])

@@ -261,16 +261,21 @@ def iter_corpus_file(file: str, s3: S3Config | None = None,
             yield chunk
 
 
-def read_corpus_rows(path: str, s3: S3Config | None = None,
-                     fields: frozenset[str] | None = None) -> list[dict[str, Any]]:
-    """Every row of the corpus at `path` as a dict, in file order (in memory: for
-    small corpora, relations and gold; the embed job streams `iter_corpus_file`);
-    with `fields`, each row's keys as that contract names them (`contract_keys`)."""
-    rows: list[dict[str, Any]] = []
+def iter_corpus_rows(path: str, s3: S3Config | None = None,
+                     fields: frozenset[str] | None = None) -> Iterator[dict[str, Any]]:
+    """Every row of the corpus at `path` as a dict, in file order, streamed (memory
+    bounded by one chunk of `iter_corpus_file`); with `fields`, each row's keys as
+    that contract names them (`contract_keys`)."""
     for file in list_corpus_files(path, s3):
         for chunk in iter_corpus_file(file, s3):
-            rows.extend(chunk if fields is None else (contract_keys(r, fields) for r in chunk))
-    return rows
+            yield from (chunk if fields is None else (contract_keys(r, fields) for r in chunk))
+
+
+def read_corpus_rows(path: str, s3: S3Config | None = None,
+                     fields: frozenset[str] | None = None) -> list[dict[str, Any]]:
+    """`iter_corpus_rows` as a list (in memory: for small corpora, relations and
+    gold; the embed job streams `iter_corpus_file`)."""
+    return list(iter_corpus_rows(path, s3, fields))
 
 
 def field_name(key: str) -> str:

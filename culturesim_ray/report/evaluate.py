@@ -26,7 +26,7 @@ pair touching a scored culture is in its model's training set) and pair-level
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -161,10 +161,18 @@ def _pooled(vectors: np.ndarray, cultures: Sequence[str],
     return pool(vectors, cultures, themes, "mean")
 
 
-def embedded_texts(rows: Sequence[dict[str, Any]], source_rows: Sequence[str]
+def _only(vectors: Vectors, cultures: Collection[str]) -> Vectors:
+    """The rows of `vectors` whose culture is one of `cultures`, in order."""
+    names, v = vectors
+    keep = [i for i, c in enumerate(names) if c in cultures]
+    return [names[i] for i in keep], v[keep]
+
+
+def embedded_texts(rows: Iterable[dict[str, Any]], source_rows: Sequence[str]
                    ) -> tuple[list[int], list[str]]:
     """The corpus texts of the embedded text items, whose corpus rows are
-    `source_rows` (the embeddings' `source_row`), in corpus order: (each text's
+    `source_rows` (the embeddings' `source_row`), in corpus order (rows may be
+    streamed: only the texts kept are held): (each text's
     position in source_rows, the texts). Rows the embed job quarantined have no
     embedded item, so the TF-IDF baseline scores the raw baseline's items. Corpus
     order, because the LSA fit depends on the order of its rows."""
@@ -179,15 +187,17 @@ def embedded_texts(rows: Sequence[dict[str, Any]], source_rows: Sequence[str]
     return keep, texts
 
 
-def _source_rows(embed: str, modality: str) -> list[str] | None:
-    """Each embedded item's corpus row (the embeddings' order), or None for an older
-    embed run whose files do not record it."""
+def _source_rows(embed: str, modality: str, cultures: Collection[str] | None = None
+                 ) -> list[str] | None:
+    """Each embedded item's corpus row (the embeddings' order; of `cultures` only when
+    given), or None for an older embed run whose files do not record it."""
     import pyarrow as pa
 
     from culturesim_ray import runs
 
     try:
-        table = runs.read_embeddings(embed, modality, columns=["source_row"])[modality]
+        table = runs.read_embeddings(embed, modality, columns=["source_row"],
+                                     cultures=cultures)[modality]
     except (pa.ArrowInvalid, KeyError):
         return None
     return table.column("source_row").to_pylist()
@@ -211,10 +221,32 @@ def default_modality(embed: str) -> str:
     return max(sorted(cover), key=cover.__getitem__)
 
 
+def run_cultures(run_dir: str | Path, modality: str) -> set[str]:
+    """The cultures a run's methods can score: the trained model's (RUN/train) and
+    those of the embedded `modality` items, read without any vector."""
+    import pyarrow.compute as pc
+
+    from culturesim_ray import io, runs
+    from culturesim_ray.layout import RunLayout
+
+    layout = RunLayout(str(run_dir))
+    names: set[str] = set()
+    if Path(layout.train.culture_embeddings).exists():
+        table = io.read_table(layout.train.culture_embeddings, columns=["culture"])
+        names |= set(pc.unique(table.column("culture")).to_pylist())
+    for t in runs.read_embeddings(layout.embed.root, modality, columns=["culture"]).values():
+        names |= set(pc.unique(t.column("culture")).to_pylist())
+    return names
+
+
 def run_methods(run_dir: str | Path, modality: str | None = None, tfidf_dim: int = 256,
-                log: Callable[[str], None] = print) -> list[Method]:
+                log: Callable[[str], None] = print,
+                cultures: Collection[str] | None = None) -> list[Method]:
     """The trained model (RUN/train), the TF-IDF baseline and the raw-embedding
-    methods (RUN/embed, `modality`; None: `default_modality`) of a run directory."""
+    methods (RUN/embed, `modality`; None: `default_modality`) of a run directory.
+    cultures: score these alone (the gold's): the other cultures' items and texts
+    are not read, so memory grows with the gold, not the corpus (the model's culture
+    map is still fitted on every culture, as `culturesim allpairs` fits it)."""
     from culturesim_ray import io, runs, tables
     from culturesim_ray.layout import RunLayout
     from culturesim_ray.ops import similarity as S
@@ -227,6 +259,8 @@ def run_methods(run_dir: str | Path, modality: str | None = None, tfidf_dim: int
         heads = runs.read_culture_embeddings(model_emb)
         model_config = io.read_json(layout.train.model_config)
         sims = {h: runs.head_similarity(model_config, h, v) for h, (_, v) in heads.items()}
+        if cultures is not None:
+            heads = {h: _only(v, cultures) for h, v in heads.items()}
         sim = sims.get("general", "cosine")
         if sim == "cosine":
             methods.append(Method("trained model (heads, cosine)", "model", heads))
@@ -243,7 +277,7 @@ def run_methods(run_dir: str | Path, modality: str | None = None, tfidf_dim: int
     if modality is None:
         modality = default_modality(embed)
         log(f"evaluate: raw baselines over the {modality} items (--modality to choose)")
-    embedded = runs.read_embeddings(embed, modality)
+    embedded = runs.read_embeddings(embed, modality, cultures=cultures)
     if modality not in embedded:
         raise FileNotFoundError(f"{embed}: no {modality} embeddings to evaluate")
     t = embedded[modality]
@@ -260,14 +294,14 @@ def run_methods(run_dir: str | Path, modality: str | None = None, tfidf_dim: int
     if modality == "text":
         corpus = runs.embed_manifest(embed).get("corpus")
         found = bool(corpus) and io.exists(corpus)
-        source = _source_rows(embed, modality) if found else None
+        source = _source_rows(embed, modality, cultures) if found else None
         if found and source is None:
             log(f"evaluate: {embed} records no source rows (an older embed run); "
                 "TF-IDF baseline left out")
         elif source is not None:
             from culturesim_ray.encoders.tfidf import TfidfEncoder
 
-            keep, texts = embedded_texts(tables.read_corpus_rows(corpus), source)
+            keep, texts = embedded_texts(tables.iter_corpus_rows(corpus), source)
             enc = TfidfEncoder.fit(texts, dim=tfidf_dim)
             vec = enc.encode(texts).vectors
             methods.append(Method("TF-IDF (LSA) mean, cosine", "baseline", _pooled(
@@ -297,6 +331,18 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
         w.writerows(rows)
 
 
+def gold_cultures(gold: GoldSet, gold_path: str | Path, run: int) -> set[str]:
+    """The run's cultures the usable gold pairs name (of the `run` cultures it has);
+    fewer than MIN_CULTURES is an error (a rank correlation over culture pairs needs
+    them)."""
+    covered = {c for a, b, _, _ in gold.pairs for c in (a, b)}
+    if len(covered) < MIN_CULTURES:
+        raise GoldError(f"{gold_path}: the usable gold pairs name {len(covered)} of the run's "
+                        f"{run} cultures {sorted(covered)}; a rank correlation over culture "
+                        f"pairs needs pairs over at least {MIN_CULTURES}")
+    return covered
+
+
 def run_evaluation(run_dir: str | Path, gold_path: str | Path, k: int = 3,
                    out: str | Path | None = None, modality: str | None = None,
                    strict: bool = False, log: Callable[[str], None] = print,
@@ -313,24 +359,27 @@ def run_evaluation(run_dir: str | Path, gold_path: str | Path, k: int = 3,
     import json
 
     from culturesim_ray import io
+    from culturesim_ray.layout import RunLayout
 
     io.require_local(run_dir, "evaluate: run directory", "it reads the run's train/ files")
     if out is not None:
         io.require_local(out, "evaluate --out", "it writes the CSV, JSON and chart there")
     gold_rows = read_gold_rows(gold_path)  # a missing or broken gold file fails first
-    methods = run_methods(run_dir, modality, log=log)
+    if modality is None:
+        modality = default_modality(RunLayout(str(run_dir)).embed.root)
+        log(f"evaluate: raw baselines over the {modality} items (--modality to choose)")
+    # the cultures the gold names: the methods read their items alone
+    known = sorted(run_cultures(run_dir, modality))
+    named = validate_gold(gold_rows, known, strict, str(gold_path), gold_kind)
+    methods = run_methods(run_dir, modality, log=log,
+                          cultures=gold_cultures(named, gold_path, len(known)))
     if metrics:
         from culturesim_ray.report.metric_file import metric_method
 
         methods += [metric_method(path, run_dir) for path in metrics]
-    cultures = sorted({c for m in methods for c in m.cultures()})
-    gold = validate_gold(gold_rows, cultures, strict, str(gold_path), gold_kind,
+    gold = validate_gold(gold_rows, known, strict, str(gold_path), gold_kind,
                          themes=sorted({h for m in methods for h in m.heads()}))
-    covered = sorted({c for a, b, _, _ in gold.pairs for c in (a, b)})
-    if len(covered) < MIN_CULTURES:
-        raise GoldError(f"{gold_path}: the usable gold pairs name {len(covered)} of the run's "
-                        f"cultures {covered}; a rank correlation over culture pairs needs pairs "
-                        f"over at least {MIN_CULTURES}")
+    gold_cultures(gold, gold_path, len(known))
     gold_kind = gold.kind
     notes = [f"evaluate: gold kind {gold_kind} ({gold.kind_from})"] if gold.kind_from else []
     notes += [f"evaluate: {gold.renamed_note()}"] if gold.renamed else []

@@ -58,14 +58,15 @@ def test_evaluate_needs_three_cultures_in_the_run_and_in_the_gold(tmp_path, fast
     _write_items(two / "embed", "text", 8, 2, 0)
     gold = tmp_path / "gold.csv"
     gold.write_text("culture_a,culture_b,score\nc0,c1,0.5\n")
-    with pytest.raises(ValueError, match=r"text items are of 2 culture\(s\) \['c0', 'c1'\]; "
-                                         r"agreement with gold over culture pairs needs at least 3"):
+    with pytest.raises(GoldError, match=r"name 2 of the run's 2 cultures \['c0', 'c1'\]; a "
+                                        r"rank correlation over culture pairs needs pairs over "
+                                        r"at least 3"):
         run_evaluation(str(two), tmp_path / "gold.csv")
     _write_items(three / "embed", "text", 12, 3, 1)
     Path(EmbedLayout(str(three / "embed")).manifest).write_text(
         json.dumps({"encoders": {"text": {"name": "test"}}}))
     gold.write_text("culture_a,culture_b,score\nc0,c1,0.5\nc0,c9,0.1\n")
-    with pytest.raises(GoldError, match=r"name 2 of the run's cultures \['c0', 'c1'\]"):
+    with pytest.raises(GoldError, match=r"name 2 of the run's 3 cultures \['c0', 'c1'\]"):
         run_evaluation(str(three), gold, n_boot=20, n_perm=9)
     gold.write_text("culture_a,culture_b,score\nc0,c1,0.5\nc0,c2,0.1\nc1,c2,0.3\n")
     res = run_evaluation(str(three), gold, n_boot=20, n_perm=9, log=lambda _m: None)
@@ -135,3 +136,39 @@ def test_an_embed_run_without_source_rows_leaves_the_tfidf_row_out(tmp_path, fas
                for m in logs)
     assert res["rows"] and not any("TF-IDF" in r["method"] for r in res["rows"])
 
+
+
+def test_evaluate_reads_the_items_of_the_gold_cultures_alone(tmp_path, fast_learned):
+    """A gold over 3 of a run's 6 cultures scores every method as on a run of those 3
+    cultures' items alone: the other cultures' items are not read (memory grows with
+    the gold, not the corpus), so item-level read-outs (confusion: retrieved among
+    the gold's cultures) compare the gold's cultures with each other."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from culturesim_ray.layout import EmbedLayout
+    from culturesim_ray.report.evaluate import run_evaluation
+
+    big, small = tmp_path / "big", tmp_path / "small"
+    _write_items(big / "embed", "text", 60, 6, 3)
+    part = Path(EmbedLayout(str(big / "embed")).embeddings("text")) / "part-0.parquet"
+    table = pq.read_table(part)
+    keep = [c in ("c0", "c1", "c2", "c-failed") for c in table.column("culture").to_pylist()]
+    d = Path(EmbedLayout(str(small / "embed")).embeddings("text"))
+    d.mkdir(parents=True)
+    pq.write_table(table.filter(keep), d / "part-0.parquet")
+    for run in (big, small):
+        Path(EmbedLayout(str(run / "embed")).manifest).write_text(
+            json.dumps({"encoders": {"text": {"name": "test"}}}))
+    gold = tmp_path / "gold.csv"
+    gold.write_text("culture_a,culture_b,score\nc0,c1,0.5\nc0,c2,0.1\nc1,c2,0.3\n")
+    got = {run: run_evaluation(str(run), gold, n_boot=20, n_perm=9, log=lambda _m: None)
+           for run in (big, small)}
+    rows = {run: {r["method"]: r["spearman"] for r in got[run]["rows"]} for run in got}
+    assert any("confusion" in m for m in rows[big])
+    assert rows[big] == rows[small]
+    # a name the run lacks is still matched against every culture of the run
+    gold.write_text(gold.read_text() + "c0,c55,0.2\n")
+    res = run_evaluation(str(big), gold, n_boot=20, n_perm=9, log=lambda _m: None)
+    assert res["skipped"] == {"unknown culture 'c55' (did you mean 'c5'?)": 1}
