@@ -52,7 +52,8 @@ ITEMS_PER_CULTURE = 100
 def write_run(corpus: Path, run: Path, cultures: int, seed: int) -> dict[str, Any]:
     """The embed run for `corpus`: per corpus shard one embeddings file (item_id,
     culture, modality, vector, themes, error, source_row, as the embed job writes
-    them) and the manifest."""
+    them, in files of the embed job's `rows_per_file`) and the manifest."""
+    from culturesim_ray.config import EmbedConfig
     from culturesim_ray.layout import EmbedLayout
     from culturesim_ray.tables import list_corpus_files
 
@@ -62,8 +63,8 @@ def write_run(corpus: Path, run: Path, cultures: int, seed: int) -> dict[str, An
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(cultures, D)).astype(np.float32)
     ids = {f"culture_{c:04d}": c for c in range(cultures)}
-    rows = 0
-    for i, file in enumerate(list_corpus_files(str(corpus))):
+    rows, part, per_file = 0, 0, EmbedConfig().rows_per_file  # the embed job's file size
+    for file in list_corpus_files(str(corpus)):
         t = pq.read_table(file, columns=["item_id", "culture", "themes"])
         c = np.fromiter((ids[n] for n in t.column("culture").to_pylist()), np.int64)
         x = centres[c] + 1.5 * rng.normal(size=(len(c), D)).astype(np.float32)
@@ -74,7 +75,9 @@ def write_run(corpus: Path, run: Path, cultures: int, seed: int) -> dict[str, An
             "vector": vec,  # fixed_size_list<float32>, as the embed job writes it
             "themes": t.column("themes"), "error": pa.nulls(len(c), pa.string()),
             "source_row": pa.array([f"{file}#{j}" for j in range(len(c))])})
-        pq.write_table(table, out / f"part-{i:05d}.parquet")
+        for start in range(0, table.num_rows, per_file):
+            pq.write_table(table.slice(start, per_file), out / f"part-{part:05d}.parquet")
+            part += 1
         rows += len(c)
     Path(layout.manifest).write_text(json.dumps(
         {"encoders": {"text": {"name": "synthetic", "dim": D}}, "corpus": str(corpus)}))
