@@ -43,7 +43,7 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from benchmarks.scale import measure, ratio  # noqa: E402
+from benchmarks.scale import add_measure_args, measure, ratio, save_json  # noqa: E402
 from benchmarks.scale_data import D, write_corpus  # noqa: E402
 
 ITEMS_PER_CULTURE = 100
@@ -115,11 +115,7 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="10,000 / 100 and 100,000 / 1,000")
     ap.add_argument("--gold-cultures", type=int, default=30, help="cultures the gold names")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--interval", type=float, default=0.05, help="RSS sampling period, s")
-    ap.add_argument("--timeout", type=float, default=3600, help="per evaluate run, s")
-    ap.add_argument("--workdir", help="make the temporary directory under this one")
-    ap.add_argument("--json", help="write the figures here")
+    add_measure_args(ap, 3600, "evaluate run")
     ns = ap.parse_args()
     small, large = (10_000, 100_000) if ns.quick else (20_000, 400_000)
     if ns.gold_cultures < 3 or ns.gold_cultures > small // ITEMS_PER_CULTURE:
@@ -151,9 +147,8 @@ def main() -> None:
            "evaluate_rss_mb_large": lg["evaluate"]["peak_rss_mb"],
            "evaluate_rss_ratio": rss, "evaluate_wall_ratio": wall,
            "runs": {"small": s, "large": lg}}
-    if ns.json:
-        Path(ns.json).write_text(json.dumps(res, indent=2))
-        print(f"wrote {ns.json}")
+    save_json(ns.json, res)
+
 
 if __name__ == "__main__":
     main()

@@ -165,6 +165,23 @@ def measure(job: str, size: int, args: list[str], logs: Path, interval: float,
     return m
 
 
+def add_measure_args(ap: argparse.ArgumentParser, timeout: float, per: str) -> None:
+    """The options every CLI-measuring benchmark takes: --seed, --interval,
+    --timeout (`per` says of what), --workdir, --json."""
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--interval", type=float, default=0.05, help="RSS sampling period, s")
+    ap.add_argument("--timeout", type=float, default=timeout, help=f"per {per}, s")
+    ap.add_argument("--workdir", help="make the temporary directory under this one")
+    ap.add_argument("--json", help="write the figures here")
+
+
+def save_json(path: str | None, result: dict[str, Any]) -> None:
+    """--json: the figures to `path` (nothing without one)."""
+    if path:
+        Path(path).write_text(json.dumps(result, indent=2))
+        print(f"wrote {path}")
+
+
 def manifest_counts(out: Path) -> dict[str, Any]:
     path = out / "manifest.json"
     if not path.exists():
@@ -247,12 +264,8 @@ def main() -> None:
     ap.add_argument("--cultures-alone", type=int,
                     help="cultures in the all-pairs-alone run (100,000; --quick 20,000)")
     ap.add_argument("--shard-rows", type=int, default=50_000, help="rows per corpus shard")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--interval", type=float, default=0.05, help="RSS sampling period, s")
-    ap.add_argument("--timeout", type=float, default=7200, help="per job, s")
-    ap.add_argument("--workdir", help="make the temporary directory under this one")
+    add_measure_args(ap, 7200, "job")
     ap.add_argument("--keep", action="store_true", help="keep the data and run outputs")
-    ap.add_argument("--json", help="write the figures here")
     ns = ap.parse_args()
     if ns.sizes:
         try:
@@ -331,9 +344,7 @@ def main() -> None:
     print(f"  max block + candidates    {fmt(res['allpairs_block_plus_candidates_mb'], '.2f')} MB"
           f"{'' if counters['max_block_plus_candidates_bytes'] is not None else missing}")
     print(f"this benchmark's own peak RSS: {res['bench_process_peak_rss_mb']:.0f} MB")
-    if ns.json:
-        Path(ns.json).write_text(json.dumps(res, indent=2))
-        print(f"figures -> {ns.json}")
+    save_json(ns.json, res)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,12 @@ def add_report_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--attributes", help="table (CSV/TSV/XLSX/JSONL/Parquet): culture + attribute columns "
                                         "(default RUN_DIR/culture_attributes.csv)")
     p.add_argument("-k", type=int, default=3, help="neighbours per culture in network/tables")
+    p.add_argument("--max-cultures", type=int, default=1000,
+                   help="above this many cultures the report shows a selection: cultures that "
+                        "stand for the map's regions and their k nearest neighbours")
+    p.add_argument("--cultures", help="show these cultures and their k nearest neighbours: "
+                                      "names separated by commas, or a text file of one "
+                                      "name per line")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("evaluate", help="agreement of the model, baselines and every "
@@ -54,13 +60,31 @@ def add_report_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_fit_metric)
 
 
+def culture_list(value: str) -> list[str]:
+    """`--cultures`: a text file of one name per line (blank lines skipped), else names
+    separated by commas."""
+    from pathlib import Path
+
+    path = Path(value)
+    lines = (path.read_text(encoding="utf-8-sig").splitlines() if path.is_file()
+             else value.split(","))
+    names = [n.strip() for n in lines if n.strip()]
+    if not names:
+        raise ValueError(f"--cultures {value!r} names no culture")
+    return names
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from culturesim_ray.progress import Stage, summary
     from culturesim_ray.report.build import build_report
 
     with Stage("report", unit="figures") as st:
         res = build_report(args.run_dir, args.out, color_by=args.color_by,
-                           attributes=args.attributes, k=args.k, log=st.log)
+                           attributes=args.attributes, k=args.k, log=st.log,
+                           max_cultures=args.max_cultures,
+                           cultures=culture_list(args.cultures) if args.cultures else None)
+    for line in res["notes"]:  # which cultures the page shows: always said
+        print(line)
     summary(f"report {res['html']}", st)
     return 0
 

@@ -19,16 +19,19 @@ import base64
 import csv
 import html
 import json
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from culturesim_ray.layout import AllPairsLayout, RunLayout
 from culturesim_ray.names import resolver
-from culturesim_ray.report import interactive, plots
+from culturesim_ray.report import interactive, plots, selection
 
 SECTIONS = ["maps", "dendrogram", "network", "topk", "combined"]
 
@@ -103,11 +106,53 @@ def _fmt(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
+def select_cultures(layout: AllPairsLayout, k: int, max_cultures: int,
+                    cultures: Sequence[str] | None) -> selection.Selection:
+    """`selection.choose` over the all-pairs output: the general head's vectors (else
+    the first head's) and each culture's general neighbours, read column-wise (no
+    row objects for a run of 100,000 cultures)."""
+    table = pq.read_table(layout.culture_embeddings, columns=["culture", "head"])
+    names = sorted(set(table.column("culture").to_pylist()))
+    if not cultures and len(names) <= max_cultures:
+        return selection.choose(names, np.zeros((len(names), 1)), {}, max_cultures, None, k)
+    heads = set(table.column("head").to_pylist())
+    head = "general" if "general" in heads else sorted(heads)[0]
+    emb = pq.read_table(layout.culture_embeddings, filters=pc.field("head") == head)
+    emb = emb.sort_by("culture")
+    col = emb.column("vector").combine_chunks()
+    x = np.asarray(col.flatten().to_numpy(zero_copy_only=False), np.float32).reshape(
+        emb.num_rows, -1)
+    near = pq.read_table(layout.pairs, columns=["culture_a", "culture_b", "rank"],
+                         filters=(pc.field("theme") == "general") & (pc.field("rank") <= k))
+    near = near.sort_by([("culture_a", "ascending"), ("rank", "ascending")])
+    neighbours: dict[str, list[str]] = defaultdict(list)
+    for a, b in zip(near.column("culture_a").to_pylist(), near.column("culture_b").to_pylist(),
+                    strict=True):
+        neighbours[a].append(b)
+    return selection.choose(emb.column("culture").to_pylist(), x, neighbours, max_cultures,
+                            cultures, k)
+
+
+def _rows(path: str | Path, sel: selection.Selection, keys: list[str]) -> list[dict[str, Any]]:
+    """The rows of a Parquet file whose `keys` columns name shown cultures (every row
+    when every culture is shown), as dicts."""
+    if not sel.how:
+        return pq.read_table(path).to_pylist()
+    shown = pa.array(sel.cultures, pa.string())
+    where = pc.field(keys[0]).isin(shown)
+    for key in keys[1:]:
+        where = where & pc.field(key).isin(shown)
+    return pq.read_table(path, filters=where).to_pylist()
+
+
 def build_report(run_dir: str | Path, out: str | Path | None = None, color_by: str = "region",
                  attributes: str | Path | None = None, k: int = 3,
                  map_methods: tuple[str, ...] = ("umap", "tsne"),
-                 log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Write the figures and report.html; returns paths and the figures' data."""
+                 log: Callable[[str], None] = print, max_cultures: int = 1000,
+                 cultures: Sequence[str] | None = None) -> dict[str, Any]:
+    """Write the figures and report.html; returns paths and the figures' data.
+    Above `max_cultures` cultures, or with `cultures` named, the report shows a
+    selection (`report.selection`), said in its introduction."""
     from culturesim_ray import io
 
     io.require_local(run_dir, "report: run directory", "it reads the all-pairs files there")
@@ -117,11 +162,12 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, color_by: s
     out = Path(out) if out else Path(run_dir) / "report"
     out.mkdir(parents=True, exist_ok=True)
     layout = AllPairsLayout(str(src))
-    emb = pq.read_table(layout.culture_embeddings).to_pylist()
+    sel = select_cultures(layout, k, max_cultures, cultures)
+    emb = _rows(layout.culture_embeddings, sel, ["culture"])
     attrs, color_col = as_run_attributes(
         read_attributes(attributes or Path(run_dir) / "culture_attributes.csv"),
         sorted({r["culture"] for r in emb}), color_by)
-    pairs = pq.read_table(layout.pairs).to_pylist()
+    pairs = _rows(layout.pairs, sel, ["culture_a"])
     heads = sorted({r["head"] for r in emb}, key=lambda h: (h != "general", h))
     themes = sorted({r["theme"] for r in pairs}, key=lambda h: (h not in ("general",), h))
     steps = len(heads) * len(map_methods) + 5
@@ -170,7 +216,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, color_by: s
         mpath = Path(layout.matrices) / f"{head}.parquet"
         if not mpath.exists():
             continue
-        names, m = plots.dense_matrix(pq.read_table(mpath).to_pylist())
+        names, m = plots.dense_matrix(_rows(mpath, sel, ["culture_a", "culture_b"]))
         link = plots.similarity_linkage(m)
         path, leaves = plots.draw_dendrogram(link, names, f"Hierarchical clustering ({head})",
                                              out / f"dendrogram_{head}.png")
@@ -184,8 +230,8 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, color_by: s
     # network of the strongest general similarities
     step("network")
     general = [r for r in pairs if r["theme"] == "general"]
-    edges = plots.strongest_edges(general, k=k)
     names = sorted({r["culture"] for r in emb})
+    edges = plots.strongest_edges(general, k=k, among=set(names))
     path = plots.draw_network(edges, names, [label(c) for c in names],
                               f"Each culture's {k} strongest similarities (general)",
                               out / "network.png")
@@ -230,7 +276,8 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, color_by: s
               "topk": f"Top-{k} neighbours", "combined": "Combined score S_total",
               "evaluation": "Agreement with the gold pairs"}
     step("interactive views")
-    views = _views(layout, emb, pairs, heads, attrs, color_by, color_col, k, result, run_dir)
+    views = _views(layout, emb, pairs, heads, attrs, color_by, color_col, k, result, run_dir,
+                   sel)
     png = {"maps": "PNG maps (for papers)", "dendrogram": "PNG dendrograms",
            "network": "PNG network"}
     page_sections = {sid: (titles[sid], (f"<details><summary>{png[sid]}</summary>{content}"
@@ -238,23 +285,28 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, color_by: s
                      for sid, content in sections.items()}
     page_sections["topk"] = (titles["topk"], "")  # the selected head's table, drawn by the page
     intro = (f"Source: {html.escape(str(src))}; {len(names)} cultures; heads "
-             f"{html.escape(', '.join(heads))}; maps coloured by {html.escape(color_by)}.")
+             f"{html.escape(', '.join(heads))}; maps coloured by {html.escape(color_by)}."
+             + (f" {html.escape(sel.how)}" if sel.how else ""))
     report = interactive.write_page(out / "report.html", views, intro, page_sections,
                                     default=heads[0])
     result["html"] = str(report)
     result["sections"] = list(sections)
+    result["notes"] = [f"report: {sel.how}"] if sel.how else []
+    result["shown"] = sel.cultures
     log(f"report: {report}")
     return result
 
 
 def _views(layout: AllPairsLayout, emb: list[dict[str, Any]], pairs: list[dict[str, Any]],
            heads: list[str], attrs: dict[str, dict[str, Any]], color_by: str, color_col: str,
-           k: int, result: dict[str, Any], run_dir: str | Path) -> dict[str, dict[str, Any]]:
+           k: int, result: dict[str, Any], run_dir: str | Path, sel: selection.Selection
+           ) -> dict[str, dict[str, Any]]:
     """Per head: the map, matrix, network and evaluation figures and the top-k table."""
     names = sorted({r["culture"] for r in emb})
     themes = {r["theme"] for r in pairs}
     eval_rows = _evaluation_rows(Path(run_dir) / "evaluation" / "evaluation.csv")
-    general_edges = plots.strongest_edges([r for r in pairs if r["theme"] == "general"], k=k)
+    general_edges = plots.strongest_edges([r for r in pairs if r["theme"] == "general"], k=k,
+                                          among=set(names))
     pos = plots.network_layout(names, general_edges)  # one layout: nodes stay put across heads
     views: dict[str, dict[str, Any]] = {}
     for head in [*heads, *sorted(themes - set(heads))]:
@@ -272,12 +324,13 @@ def _views(layout: AllPairsLayout, emb: list[dict[str, Any]], pairs: list[dict[s
                 break
         mpath = Path(layout.matrices) / f"{head}.parquet"
         if mpath.exists():
-            mnames, m = plots.dense_matrix(pq.read_table(mpath).to_pylist())
+            mnames, m = plots.dense_matrix(_rows(mpath, sel, ["culture_a", "culture_b"]))
             if len(mnames) >= 2:
                 leaves = plots.leaf_order(plots.similarity_linkage(m), mnames)
                 view["matrix"] = interactive.matrix_figure(mnames, m, leaves,
                                                            f"Similarity, head {head}")
-        edges = plots.strongest_edges([r for r in pairs if r["theme"] == theme], k=k)
+        edges = plots.strongest_edges([r for r in pairs if r["theme"] == theme], k=k,
+                                      among=set(names))
         view["network"] = interactive.network_figure(
             names, pos, edges, interactive.hover_texts(names, attrs, topk, theme),
             f"Each culture's {k} strongest similarities ({theme})")

@@ -5,7 +5,9 @@ it, neither the other."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -32,3 +34,12 @@ class Method:
     def cultures(self) -> set[str]:
         return {c for v in (*self.vectors.values(), *(self.matrices or {}).values())
                 for c in v[0]}
+
+
+def vector_matrix(vectors: Vectors, sim: Callable[[Any, Any], Any]) -> Matrix:
+    """(cultures, (C, C) float64) similarity matrix of the vectors under `sim`."""
+    import torch
+
+    cultures, x = vectors
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    return list(cultures), sim(t, t).double().numpy()

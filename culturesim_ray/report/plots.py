@@ -69,12 +69,15 @@ def similarity_linkage(sim: np.ndarray, method: str = "average") -> np.ndarray:
 
 
 def strongest_edges(pairs: Sequence[dict[str, Any]], k: int | None = 3,
-                    threshold: float | None = None) -> list[tuple[str, str, float]]:
+                    threshold: float | None = None, among: set[str] | None = None
+                    ) -> list[tuple[str, str, float]]:
     """Undirected edges (a < b, score) from pairs rows (culture_a, culture_b, score, rank):
-    rank <= k, and/or score >= threshold."""
+    rank <= k, and/or score >= threshold; with `among`, only edges between those."""
     best: dict[tuple[str, str], float] = {}
     for r in pairs:
         if k is not None and r["rank"] > k:
+            continue
+        if among is not None and not (r["culture_a"] in among and r["culture_b"] in among):
             continue
         if threshold is not None and r["score"] < threshold:
             continue

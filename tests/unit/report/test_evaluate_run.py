@@ -30,7 +30,7 @@ def _write_items(embed: Path, modality: str, n: int, cultures: int, seed: int) -
 
 
 def test_the_default_modality_covers_the_most_cultures(tmp_path):
-    from culturesim_ray.report.evaluate import default_modality
+    from culturesim_ray.report.run_methods import default_modality
 
     embed = tmp_path / "embed"
     with pytest.raises(FileNotFoundError, match="no embedded items"):
@@ -85,7 +85,7 @@ def test_the_tfidf_baseline_reads_the_embedded_items_only():
     """The corpus rows of the embedded items, found by their source row: quarantined
     rows (no culture, a duplicate id) have no embedded item. Texts in corpus order,
     with their positions in the embeddings."""
-    from culturesim_ray.report.evaluate import embedded_texts
+    from culturesim_ray.report.run_methods import embedded_texts
 
     rows = [
         {"item_id": "a", "culture": None, "text": "no culture", "_source_row": "c.jsonl:1"},
