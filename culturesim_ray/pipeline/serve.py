@@ -67,11 +67,9 @@ from culturesim_ray.serving.api import (
     parse_similar,
     token_from_env,
 )
-from culturesim_ray.serving.predictor import (
-    NeighborTable,
-    QueryError,
-    RunPaths,
-)
+from culturesim_ray.serving.errors import QueryError
+from culturesim_ray.serving.neighbors import NeighborTable
+from culturesim_ray.serving.predictor import RunPaths
 from culturesim_ray.serving.replica import apply_batch_config
 
 INGRESS_APP = FastAPI(
@@ -182,11 +180,9 @@ class Ingress:
         if self.neighbor_table is None:
             return error(404, "culture_id", "this service was started without all-pairs output")
         try:
-            culture, theme = self.neighbor_table.resolve(culture_id, theme)
-            rows = self.neighbor_table.neighbors(culture, theme, k)
+            return self.neighbor_table.answer(culture_id, theme, k)
         except QueryError as exc:
             return error(exc.status, exc.field, exc.message)
-        return {"culture": culture, "theme": theme, "neighbors": rows}
 
     @INGRESS_APP.post(
         "/v1/similar", response_model=SimilarResponse,

@@ -136,7 +136,7 @@ def select_cultures(layout: AllPairsLayout, k: int, max_cultures: int,
 def _rows(path: str | Path, sel: selection.Selection, keys: list[str]) -> list[dict[str, Any]]:
     """The rows of a Parquet file whose `keys` columns name shown cultures (every row
     when every culture is shown), as dicts."""
-    if not sel.how:
+    if not sel.partial:
         return pq.read_table(path).to_pylist()
     shown = pa.array(sel.cultures, pa.string())
     where = pc.field(keys[0]).isin(shown)
@@ -286,12 +286,12 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, color_by: s
     page_sections["topk"] = (titles["topk"], "")  # the selected head's table, drawn by the page
     intro = (f"Source: {html.escape(str(src))}; {len(names)} cultures; heads "
              f"{html.escape(', '.join(heads))}; maps coloured by {html.escape(color_by)}."
-             + (f" {html.escape(sel.how)}" if sel.how else ""))
+             + (f" {html.escape(sel.how)}" if sel.partial else ""))
     report = interactive.write_page(out / "report.html", views, intro, page_sections,
                                     default=heads[0])
     result["html"] = str(report)
     result["sections"] = list(sections)
-    result["notes"] = [f"report: {sel.how}"] if sel.how else []
+    result["notes"] = [f"report: {sel.how}"] if sel.partial else []
     result["shown"] = sel.cultures
     log(f"report: {report}")
     return result

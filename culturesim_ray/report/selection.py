@@ -26,6 +26,11 @@ class Selection:
     total: int  # cultures in the run
     how: str  # one sentence for the report's introduction ('' when every culture is shown)
 
+    @property
+    def partial(self) -> bool:
+        """A selection (not every culture of the run, or cultures named)."""
+        return bool(self.how)
+
 
 def representatives(names: Sequence[str], vectors: np.ndarray, m: int, seed: int = 0
                     ) -> list[str]:

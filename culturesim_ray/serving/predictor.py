@@ -19,7 +19,7 @@ them in-process (tests, benchmarks' floor, scripts).
    embedding, with the gate's weight of each theme: how likely the query is
    about it (a classifier of the items' theme tags fitted after training on
    items fused as queries, `serving.gate`).
-5. `NeighborTable`: a culture's precomputed neighbours from the all-pairs job.
+5. `NeighborTable` (`serving.neighbors`): a culture's precomputed neighbours from the all-pairs job.
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ from culturesim_ray.ops.abtt import fit_items
 from culturesim_ray.ops.query_score import QueryMix
 from culturesim_ray.serving.artifacts import (
     MANIFEST,
-    ArrowNeighbors,
     ServingState,
     has_serving_state,
     item_index,
@@ -52,6 +51,7 @@ from culturesim_ray.serving.artifacts import (
     rows_of,
 )
 from culturesim_ray.serving.errors import QueryError
+from culturesim_ray.serving.neighbors import NeighborTable
 from culturesim_ray.serving.query_encoders import MODALITY_FIELDS, QueryEncoders
 from culturesim_ray.serving.retrieval import QueryRanker, Retriever, modality_view
 
@@ -299,36 +299,6 @@ class ThemeReranker:
                                 if math.isfinite(scores[o])]}
             out.append(answer)
         return out
-
-
-class NeighborTable(ArrowNeighbors):
-    """A culture's precomputed top-k neighbours per theme (the all-pairs output)."""
-
-    def resolve(self, culture: str, theme: str = "general") -> tuple[str, str]:
-        """The table's culture and theme a request names, as written or but for case,
-        accents, spacing or punctuation (`names.resolver`: `greek` is `Greek`)."""
-        from culturesim_ray.names import resolver
-
-        if not hasattr(self, "_resolve"):  # built on first use: one pass over the names
-            self._resolve = resolver(self.cultures), resolver(self.themes)
-        of_culture, of_theme = self._resolve
-        run_theme = of_theme(theme)
-        if run_theme is None:
-            raise QueryError("theme", f"unknown theme {theme!r} "
-                             f"(the all-pairs output has: {', '.join(self.themes)})", 422)
-        run_culture = of_culture(culture)
-        if run_culture is None:
-            raise QueryError("culture_id", f"unknown culture {culture!r} (GET /v1/cultures "
-                             f"lists the {len(self.cultures)} cultures)", 404)
-        return run_culture, run_theme
-
-    def neighbors(self, culture: str, theme: str = "general", k: int = 10) -> list[dict[str, Any]]:
-        culture, theme = self.resolve(culture, theme)
-        rows = self.rows(theme, culture, k)
-        if rows is None:
-            raise QueryError("culture_id", f"no {theme} neighbours of {culture!r} in the "
-                             "all-pairs output", 404)
-        return rows
 
 
 @dataclass

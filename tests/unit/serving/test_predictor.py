@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig
+from culturesim_ray.serving.neighbors import NeighborTable
 from culturesim_ray.serving.predictor import (
     FusionPredictor,
-    NeighborTable,
     QueryError,
     Retriever,
     ThemeReranker,
@@ -182,15 +182,17 @@ def test_neighbor_table(tmp_path):
              "similarity": "cosine"} for r, (b, s) in enumerate([("B", 0.9), ("C", 0.4)], 1)]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "pairs.parquet")
     t = NeighborTable(str(tmp_path / "pairs.parquet"))
-    assert [r["culture"] for r in t.neighbors("A", "general", 1)] == ["B"]
+    assert [r["culture"] for r in t.answer("A", "general", 1)["neighbors"]] == ["B"]
     with pytest.raises(QueryError, match="unknown culture 'Z'") as err:
-        t.neighbors("Z")
+        t.answer("Z")
     assert err.value.status == 404
     with pytest.raises(QueryError, match="unknown theme 'food'"):
-        t.neighbors("A", "food")
+        t.answer("A", "food")
     # a name as a user types it: the table's own, but for case, accents or spacing
     assert t.resolve(" a ", "General") == ("A", "general")
-    assert [r["culture"] for r in t.neighbors("a", "GENERAL")] == ["B", "C"]
+    got = t.answer("a", "GENERAL")
+    assert (got["culture"], got["theme"]) == ("A", "general")
+    assert [r["culture"] for r in got["neighbors"]] == ["B", "C"]
     with pytest.raises(QueryError, match=r"unknown culture 'Z' \(GET /v1/cultures lists the "
                                          r"1 cultures\)"):
         t.resolve("Z")
