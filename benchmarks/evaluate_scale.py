@@ -19,7 +19,10 @@ scored by the negated distance of their centres.
 Sizes (rows, cultures): full 20,000 / 200 and 400,000 / 4,000; --quick 10,000 /
 100 and 100,000 / 1,000. Ratios are large/small: an evaluate that reads the
 gold's cultures alone keeps its RSS ratio near 1 while N and C grow; one that
-reads the whole run grows with N.
+reads the whole run grows with N. Then, per size, `culturesim fit-metric` on the
+same gold and `culturesim evaluate --metric` with its file: a metric is
+standardised over every culture's pairs, so both read every culture's raw mean,
+file by file: their memory may follow C x d, never N x d.
 
     python benchmarks/evaluate_scale.py [--quick] [--gold-cultures 30] [--json PATH]
 """
@@ -47,6 +50,8 @@ from benchmarks.scale import add_measure_args, measure, ratio, save_json  # noqa
 from benchmarks.scale_data import D, write_corpus  # noqa: E402
 
 ITEMS_PER_CULTURE = 100
+JOBS = [("evaluate", "evaluate"), ("fit_metric", "fit-metric"),
+        ("evaluate_metric", "evaluate --metric")]
 
 
 def write_run(corpus: Path, run: Path, cultures: int, seed: int) -> dict[str, Any]:
@@ -105,8 +110,18 @@ def run_size(n: int, c: int, work: Path, ns: argparse.Namespace) -> dict[str, An
                                      str(run / "evaluation")], work / "logs", ns.interval,
                 ns.timeout)
     result = json.loads((run / "evaluation" / "evaluation.json").read_text())
+    # a metric fitted on the gold, then scored as evaluate's extra row: both read
+    # every culture's raw mean (the metric is standardised over the run's pairs)
+    metric = work / f"metric_{n}.json"
+    fit = measure(f"fit_metric_{n}", n, ["fit-metric", str(run), "--gold", str(gold),
+                                         "--out", str(metric)], work / "logs", ns.interval,
+                  ns.timeout)
+    with_metric = measure(f"evaluate_metric_{n}", n, [
+        "evaluate", str(run), "--gold", str(gold), "--metric", str(metric), "--out",
+        str(run / "evaluation-metric")], work / "logs", ns.interval, ns.timeout)
     return {"n": n, "cultures": c, "corpus_shards": written["shards"], "gold_pairs": pairs,
-            "evaluate": asdict(m), "rows": len(result["rows"]),
+            "evaluate": asdict(m), "fit_metric": asdict(fit),
+            "evaluate_metric": asdict(with_metric), "rows": len(result["rows"]),
             "methods": sorted({r["method"] for r in result["rows"]})}
 
 
@@ -129,24 +144,27 @@ def main() -> None:
         lg = run_size(large, large // ITEMS_PER_CULTURE, work, ns)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    rss = ratio(s["evaluate"]["peak_rss_mb"], lg["evaluate"]["peak_rss_mb"])
-    wall = ratio(s["evaluate"]["wall_s"], lg["evaluate"]["wall_s"])
-    print("\nevaluate = the culturesim CLI process (peak RSS sampled); no trained model")
-    print(f"{'run':<8}{'items':>10}{'cultures':>10}{'gold pairs':>12}{'peak RSS MB':>13}"
-          f"{'wall s':>9}{'rows':>6}")
-    for label, r in (("small", s), ("large", lg)):
-        print(f"{label:<8}{r['n']:>10,}{r['cultures']:>10,}{r['gold_pairs']:>12}"
-              f"{r['evaluate']['peak_rss_mb']:>13.0f}{r['evaluate']['wall_s']:>9.1f}"
-              f"{r['rows']:>6}")
-    print(f"\nlarge/small (N and C x{large / small:.0f}, gold the same): peak RSS x{rss}, "
-          f"wall x{wall}")
+    print("\nthe culturesim CLI process (peak RSS sampled); no trained model")
+    print(f"{'command':<18}{'run':<7}{'items':>10}{'cultures':>10}{'gold pairs':>12}"
+          f"{'peak RSS MB':>13}{'wall s':>9}")
+    figures: dict[str, Any] = {}
+    for job, label in JOBS:
+        for size, r in (("small", s), ("large", lg)):
+            print(f"{label:<18}{size:<7}{r['n']:>10,}{r['cultures']:>10,}"
+                  f"{r['gold_pairs']:>12}{r[job]['peak_rss_mb']:>13.0f}"
+                  f"{r[job]['wall_s']:>9.1f}")
+        figures[f"{job}_rss_ratio"] = ratio(s[job]["peak_rss_mb"], lg[job]["peak_rss_mb"])
+        figures[f"{job}_wall_ratio"] = ratio(s[job]["wall_s"], lg[job]["wall_s"])
+    print(f"\nlarge/small (N and C x{large / small:.0f}, gold the same):")
+    for job, label in JOBS:
+        print(f"  {label}: peak RSS x{figures[f'{job}_rss_ratio']}, "
+              f"wall x{figures[f'{job}_wall_ratio']}")
     res = {"command": shlex.join([sys.executable, *sys.argv]), "quick": ns.quick,
            "sizes": [small, large], "gold_cultures": ns.gold_cultures,
            "items_per_culture": ITEMS_PER_CULTURE, "cpus": os.cpu_count(),
            "evaluate_rss_mb_small": s["evaluate"]["peak_rss_mb"],
            "evaluate_rss_mb_large": lg["evaluate"]["peak_rss_mb"],
-           "evaluate_rss_ratio": rss, "evaluate_wall_ratio": wall,
-           "runs": {"small": s, "large": lg}}
+           **figures, "runs": {"small": s, "large": lg}}
     save_json(ns.json, res)
 
 

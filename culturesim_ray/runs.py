@@ -12,12 +12,14 @@ also live elsewhere and be named on its own):
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from culturesim_ray import io
@@ -52,6 +54,42 @@ def read_embeddings(out: str, modality: str | None = None,
                                     if c in table.column_names and c not in (columns or ())])
         result[m] = table.sort_by("item_id")
     return result
+
+
+def iter_embeddings(out: str, modality: str, columns: list[str],
+                    cultures: Collection[str] | None = None, cfg: EmbedConfig | None = None,
+                    batch_rows: int = 16_384) -> Iterator[pa.RecordBatch]:
+    """`read_embeddings`'s rows of one modality as record batches of `columns`, file
+    by file (in no particular order), so a caller holds one batch at a time; nothing
+    when the run has no such embeddings."""
+    cfg = cfg or EmbedConfig()
+    fs, p = io.filesystem_for(EmbedLayout(out).embeddings(modality), cfg.s3)
+    if not fs.exists(p) or not any(f.endswith(".parquet") for f in fs.find(p)):
+        return
+    keep = pc.is_null(pc.field("error"))
+    if cultures is not None:
+        keep = keep & pc.field("culture").isin(sorted(cultures))
+    data = ds.dataset(p, filesystem=io.arrow_filesystem(fs), format="parquet")
+    # decoded in this thread, a batch at a time: pyarrow's threaded scan runs ahead of a
+    # slower consumer and holds many decoded batches (+0.5 GB over 400,000 rows, d=384)
+    yield from data.to_batches(columns=columns, filter=keep, batch_size=batch_rows,
+                               batch_readahead=1, fragment_readahead=1, use_threads=False)
+
+
+def culture_means(out: str, modality: str, cultures: Collection[str] | None = None,
+                  cfg: EmbedConfig | None = None) -> tuple[list[str], np.ndarray]:
+    """The raw culture means of one modality (items L2-normalised, then averaged:
+    `ops.pooling.pool`'s general head), streamed: memory grows with the cultures,
+    not the items. cultures: these alone (the others are not read)."""
+    from culturesim_ray.ops.pooling import RunningMeans
+
+    acc = RunningMeans()
+    for batch in iter_embeddings(out, modality, ["culture", "vector"], cultures, cfg):
+        col = batch.column("vector")
+        flat = col.flatten().to_numpy(zero_copy_only=False)
+        acc.add(np.asarray(flat, np.float32).reshape(len(col), -1),
+                batch.column("culture").to_pylist())
+    return acc.result()
 
 
 def read_quarantine(out: str, cfg: EmbedConfig | None = None) -> pa.Table:

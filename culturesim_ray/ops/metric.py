@@ -168,11 +168,14 @@ class DimensionMetric:
         return (xu * e) @ yu.T - self.c
 
 
-def blended_matrix(means: np.ndarray, w: np.ndarray, b: float) -> np.ndarray:
+def blended_matrix(means: np.ndarray, w: np.ndarray, b: float,
+                   fit_on: np.ndarray | None = None) -> np.ndarray:
     """(C, C) culture x culture scores of the blend, standardised over the C (C - 1) / 2
-    pairs of these cultures (`DimensionMetric` in float64); the diagonal is the largest
-    score + 1 (a culture is closest to itself). Memory O(C^2): for an evaluation's
-    cultures; `culturesim allpairs --metric` computes the same scores blockwise."""
+    pairs of these cultures (`DimensionMetric` in float64), or over the pairs of
+    `fit_on`'s (every culture of a map, of which `means` are some: the scores its
+    all-pairs gives them); the diagonal is the largest score + 1 (a culture is
+    closest to itself). Memory O(C^2): for an evaluation's cultures; `culturesim
+    allpairs --metric` computes the same scores blockwise."""
     means = np.asarray(means, np.float64)
     if np.asarray(w).shape != (means.shape[1],):
         raise ValueError(f"the metric has {np.asarray(w).shape[0]} weights; the culture "
@@ -181,7 +184,8 @@ def blended_matrix(means: np.ndarray, w: np.ndarray, b: float) -> np.ndarray:
     if c < 2:
         return np.ones((c, c))
     x = torch.from_numpy(means)
-    out = DimensionMetric(w, b).fit(means)(x, x).numpy()
+    metric = DimensionMetric(w, b).fit(means if fit_on is None else fit_on)
+    out = metric(x, x).numpy()
     ia, ib = np.triu_indices(c, 1)
     np.fill_diagonal(out, out[ia, ib].max() + 1.0)
     return out

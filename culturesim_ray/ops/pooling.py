@@ -113,3 +113,51 @@ def finish_pool(heads: Sequence[str], cultures: Sequence[str], n: np.ndarray, ve
         out_v.append(vec.astype(np.float32))
     return {"head": out_h, "culture": out_c, "n": out_n,
             "vector": np.stack(out_v) if out_v else np.zeros((0, v.shape[1]), np.float32)}
+
+
+class RunningMeans:
+    """`pool`'s general-head means (items L2-normalised, then averaged per culture),
+    accumulated batch by batch: per culture a float64 sum and a count, so memory
+    grows with the cultures, not with the items read. `add` each batch, then
+    `result()`: (cultures sorted, (n_cultures, d) float32), as `pool` gives."""
+
+    def __init__(self) -> None:
+        self._index: dict[str, int] = {}
+        self._sums = np.zeros((0, 0))
+        self._counts = np.zeros(0, np.int64)
+
+    def add(self, vectors: np.ndarray, cultures: Sequence[str]) -> None:
+        v = np.asarray(vectors, dtype=np.float64)
+        if v.ndim != 2 or len(v) != len(cultures):
+            raise ValueError(f"RunningMeans: vectors {v.shape} do not match "
+                             f"{len(cultures)} cultures")
+        if not len(v):
+            return
+        if not self._index:
+            self._sums = np.zeros((0, v.shape[1]))
+        elif v.shape[1] != self._sums.shape[1]:
+            raise ValueError(f"RunningMeans: vectors of {v.shape[1]} dimensions after "
+                             f"{self._sums.shape[1]}")
+        v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)  # a copy
+        codes = np.fromiter((self._index.setdefault(c, len(self._index)) for c in cultures),
+                            np.int64, len(cultures))
+        if len(self._index) > len(self._counts):
+            grow = max(len(self._index), 2 * len(self._counts))
+            sums = np.zeros((grow, v.shape[1]))
+            sums[:len(self._sums)] = self._sums
+            self._sums = sums
+            self._counts = np.concatenate([self._counts,
+                                           np.zeros(grow - len(self._counts), np.int64)])
+        order = np.argsort(codes, kind="stable")
+        sorted_codes = codes[order]
+        starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+        self._sums[sorted_codes[starts]] += np.add.reduceat(v[order], starts, axis=0)
+        self._counts += np.bincount(codes, minlength=len(self._counts))
+
+    def result(self) -> tuple[list[str], np.ndarray]:
+        names = sorted(self._index)
+        rows = np.fromiter((self._index[c] for c in names), np.int64, len(names))
+        if not len(rows):
+            return [], np.zeros((0, self._sums.shape[1]), np.float32)
+        means = self._sums[rows] / self._counts[rows, None]
+        return names, means.astype(np.float32)

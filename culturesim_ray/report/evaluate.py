@@ -188,12 +188,12 @@ def run_evaluation(run_dir: str | Path, gold_path: str | Path, k: int = 3,
     # the cultures the gold names: the methods read their items alone
     known = sorted(run_cultures(run_dir, modality))
     named = validate_gold(gold_rows, known, strict, str(gold_path), gold_kind)
-    methods = run_methods(run_dir, modality, log=log,
-                          cultures=gold_cultures(named, gold_path, len(known)))
+    covered = gold_cultures(named, gold_path, len(known))
+    methods = run_methods(run_dir, modality, log=log, cultures=covered)
     if metrics:
         from culturesim_ray.report.metric_file import metric_method
 
-        methods += [metric_method(path, run_dir) for path in metrics]
+        methods += [metric_method(path, run_dir, cultures=covered) for path in metrics]
     gold = validate_gold(gold_rows, known, strict, str(gold_path), gold_kind,
                          themes=sorted({h for m in methods for h in m.heads()}))
     gold_cultures(gold, gold_path, len(known))

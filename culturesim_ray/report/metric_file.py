@@ -10,7 +10,7 @@ cultures, pairs), so an evaluation can say how many cultures the two runs share
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -30,20 +30,17 @@ FORMAT = "culturesim dimension metric v1"
 
 def raw_means(run_dir: str | Path, modality: str) -> tuple[str, Vectors]:
     """(encoder name, (cultures, means)) of the run's `modality` items: the raw
-    baseline's culture means (items L2-normalised, then averaged)."""
+    baseline's culture means (items L2-normalised, then averaged), every culture's,
+    read file by file (`runs.culture_means`: memory grows with the cultures)."""
     from culturesim_ray import runs
     from culturesim_ray.layout import RunLayout
-    from culturesim_ray.ops.pooling import pool
 
     embed = RunLayout(str(run_dir)).embed.root
-    tables = runs.read_embeddings(embed, modality)
-    if modality not in tables or not tables[modality].num_rows:
+    names, means = runs.culture_means(embed, modality)
+    if not names:
         raise FileNotFoundError(f"{embed}: no {modality} embeddings")
-    t = tables[modality]
-    col = t.column("vector").combine_chunks()
-    x = np.asarray(col.flatten().to_numpy(zero_copy_only=False), np.float32).reshape(len(col), -1)
     encoder = runs.embed_manifest(embed)["encoders"][modality]["name"]
-    return encoder, pool(x, t.column("culture").to_pylist())["general"]
+    return encoder, (names, means)
 
 
 def fit_metric(run_dir: str | Path, gold_path: str | Path, out: str | Path,
@@ -142,9 +139,12 @@ def check_fits(metric: dict[str, Any], encoder: str | None, dim: int | None, wha
                          f"{encoder or 'not embedded'}" + (f" ({dim})" if dim is not None else ""))
 
 
-def metric_method(path: str | Path, run_dir: str | Path) -> Method:
+def metric_method(path: str | Path, run_dir: str | Path,
+                  cultures: Collection[str] | None = None) -> Method:
     """The evaluation row of the metric in `path` on the run's raw means of the
-    metric's modality; refuses another encoder or dimension."""
+    metric's modality; refuses another encoder or dimension. Its z-scores are over
+    the pairs of every culture of the run (as `culturesim allpairs --metric`
+    standardises them); cultures: the matrix over these alone (an evaluation's)."""
     metric = read_metric(path)
     encoder, (names, means) = raw_means(run_dir, metric["modality"])
     check_fits(metric, encoder, means.shape[1], f"metric file {path}")
@@ -154,6 +154,10 @@ def metric_method(path: str | Path, run_dir: str | Path) -> Method:
             else f"{shared} culture(s) in common: not a transfer for those")
     name = (f"metric fitted on {Path(fit['run']).name}'s gold ({fit['pairs']} pairs; "
             f"{note}), b={metric['b']:g}")
-    matrix = blended_matrix(means, np.asarray(metric["weights"]), float(metric["b"]))
-    return Method(name, "readout", {"general": (names, means)},
-                  matrices={"general": (names, matrix)})
+    rows = (np.arange(len(names)) if cultures is None
+            else np.flatnonzero(np.isin(names, sorted(cultures))))
+    chosen = [names[i] for i in rows]
+    matrix = blended_matrix(means[rows], np.asarray(metric["weights"]), float(metric["b"]),
+                            fit_on=means)
+    return Method(name, "readout", {"general": (chosen, means[rows])},
+                  matrices={"general": (chosen, matrix)})

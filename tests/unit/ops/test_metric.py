@@ -105,3 +105,17 @@ def test_dimension_metric_scores_blocks_as_the_blend_of_all_pairs():
     with pytest.raises(ValueError, match="finite"):
         DimensionMetric(np.array([1.0, np.nan]), 0.5)
     assert sim.key != DimensionMetric(w, 0.5).key
+
+
+def test_blended_matrix_of_some_cultures_standardised_over_all_of_them():
+    rng = np.random.default_rng(8)
+    m = rng.normal(size=(15, 5)) + 0.2
+    w = rng.normal(size=5)
+    full = blended_matrix(m, w, 0.5)
+    rows = np.array([1, 4, 5, 9, 13])
+    part = blended_matrix(m[rows], w, 0.5, fit_on=m)
+    ia, ib = np.triu_indices(len(rows), 1)
+    np.testing.assert_allclose(part[ia, ib], full[rows][:, rows][ia, ib], rtol=1e-12,
+                               atol=1e-12)
+    alone = blended_matrix(m[rows], w, 0.5)  # standardised over its own pairs: other scores
+    assert not np.allclose(alone[ia, ib], part[ia, ib])
