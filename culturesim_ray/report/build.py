@@ -201,9 +201,12 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, color_by: s
                                   out / f"maps_{method}_{head}.png")
             result["maps"][(method, head)] = (names, coords)
             result["figures"][f"maps_{method}_{head}"] = str(path)
+            unnamed = ("" if plots.labelled(len(names)) else
+                       f"; {len(names)} cultures, too many to name here: the interactive "
+                       "view names each on hover")
             parts.append(f"<figure>{_img(path)}<figcaption>{method.upper()}, head "
                          f"{html.escape(head)}, coloured by {html.escape(color_by)}"
-                         f"</figcaption></figure>")
+                         f"{unnamed}</figcaption></figure>")
     all_names = sorted({r["culture"] for r in emb})
     parts.append(f"<h3>{html.escape(color_by)} of each culture</h3>" + _table(
         ["culture", color_by], [[c, label(c)] for c in all_names]))

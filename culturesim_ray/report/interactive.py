@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from culturesim_ray.report.plots import labelled
+
 VIEW_IDS = ("map", "matrix", "network", "evaluation")
 
 
@@ -55,15 +57,17 @@ def topk_by_culture(pairs: Sequence[dict[str, Any]], theme: str,
 def map_figure(names: Sequence[str], coords: np.ndarray, groups: Sequence[str],
                hover: Sequence[str], title: str, color_by: str) -> dict[str, Any]:
     """Scatter of the 2-D map, one trace per attribute value (the legend)."""
+    named = labelled(len(names))  # above: each point named on hover alone
     traces = []
     for g in sorted(set(groups)):
         idx = [i for i, x in enumerate(groups) if x == g]
         traces.append({
-            "type": "scatter", "mode": "markers+text", "name": g,
+            "type": "scatter", "mode": "markers+text" if named else "markers", "name": g,
             "x": [float(coords[i, 0]) for i in idx], "y": [float(coords[i, 1]) for i in idx],
             "text": [names[i] for i in idx], "textposition": "top center",
             "customdata": [names[i] for i in idx], "hovertext": [hover[i] for i in idx],
-            "hovertemplate": "%{hovertext}<extra></extra>", "marker": {"size": 11}})
+            "hovertemplate": "%{hovertext}<extra></extra>",
+            "marker": {"size": 11 if named else 6}})
     return {"data": traces, "layout": {
         "title": {"text": title}, "dragmode": "zoom", "hovermode": "closest",
         "legend": {"title": {"text": color_by}}, "height": 520,
@@ -95,10 +99,12 @@ def network_figure(names: Sequence[str], pos: dict[str, tuple[float, float]],
     return {"data": [
         {"type": "scatter", "mode": "lines", "x": ex, "y": ey, "hoverinfo": "skip",
          "line": {"width": 1, "color": "#999"}, "showlegend": False},
-        {"type": "scatter", "mode": "markers+text", "x": [pos[c][0] for c in names],
+        {"type": "scatter", "mode": "markers+text" if labelled(len(names)) else "markers",
+         "x": [pos[c][0] for c in names],
          "y": [pos[c][1] for c in names], "text": list(names), "textposition": "top center",
          "hovertext": list(hover), "hovertemplate": "%{hovertext}<extra></extra>",
-         "marker": {"size": 12, "color": "#2980b9"}, "showlegend": False}],
+         "marker": {"size": 12 if labelled(len(names)) else 6, "color": "#2980b9"},
+         "showlegend": False}],
         "layout": {"title": {"text": title}, "height": 520, "hovermode": "closest",
                    "xaxis": {"visible": False}, "yaxis": {"visible": False}}}
 

@@ -100,6 +100,17 @@ def dense_matrix(rows: Sequence[dict[str, Any]]) -> tuple[list[str], np.ndarray]
 
 
 # ---------------------------------------------------------------- drawing
+# Each point of a map or network is named beside it up to this many cultures; above,
+# names would cover each other and the points: the interactive page names a point
+# on hover, the dendrogram drops its leaf names and keeps a readable height.
+LABELS_UP_TO = 150
+
+
+def labelled(n: int) -> bool:
+    """Whether a figure of n cultures names each one beside its point."""
+    return n <= LABELS_UP_TO
+
+
 def _colours(labels: Sequence[str]) -> tuple[list[Any], dict[str, Any]]:
     plt = _plt()
     cats = sorted(set(labels))
@@ -113,8 +124,10 @@ def draw_map(coords: np.ndarray, names: Sequence[str], labels: Sequence[str], ti
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 5))
     colours, table = _colours(labels)
-    ax.scatter(coords[:, 0], coords[:, 1], c=colours, s=60, edgecolors="black", linewidths=0.5)
-    for (x, y), name in zip(coords, names, strict=True):
+    named = labelled(len(names))
+    ax.scatter(coords[:, 0], coords[:, 1], c=colours, s=60 if named else 12,
+               edgecolors="black", linewidths=0.5 if named else 0.2)
+    for (x, y), name in zip(coords, names, strict=True) if named else ():
         ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     for lab, col in table.items():
         ax.scatter([], [], c=[col], label=lab, s=40)
@@ -130,13 +143,17 @@ def draw_map(coords: np.ndarray, names: Sequence[str], labels: Sequence[str], ti
 
 def draw_dendrogram(link: np.ndarray, names: Sequence[str], title: str,
                     path: str | Path) -> tuple[Path, list[str]]:
-    """The dendrogram; also returns the leaf order (left to right)."""
+    """The dendrogram; also returns the leaf order (left to right). Above
+    LABELS_UP_TO cultures its leaves are not named (the interactive matrix names them)."""
     from scipy.cluster.hierarchy import dendrogram
 
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 0.3 * len(names) + 1.5))
-    d = dendrogram(link, labels=list(names), orientation="left", ax=ax, leaf_font_size=8)
-    ax.set_title(title, fontsize=10)
+    named = labelled(len(names))
+    fig, ax = plt.subplots(figsize=(7, 0.3 * min(len(names), LABELS_UP_TO) + 1.5))
+    d = dendrogram(link, labels=list(names), orientation="left", ax=ax, leaf_font_size=8,
+                   no_labels=not named)
+    ax.set_title(title + ("" if named else f" ({len(names)} cultures, unnamed)"),
+                 fontsize=10)
     ax.set_xlabel("distance (max similarity - similarity)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -160,9 +177,11 @@ def draw_network(edges: Sequence[tuple[str, str, float]], names: Sequence[str],
     widths = 0.5 + 3.5 * (ws - lo) / ((hi - lo) or 1.0)
     nx.draw_networkx_edges(g, pos, ax=ax, width=list(widths), alpha=0.6)
     colours, table = _colours(labels)
-    nx.draw_networkx_nodes(g, pos, ax=ax, node_color=colours, node_size=250,
-                           edgecolors="black", linewidths=0.5)
-    nx.draw_networkx_labels(g, pos, ax=ax, font_size=8)
+    named = labelled(len(names))
+    nx.draw_networkx_nodes(g, pos, ax=ax, node_color=colours, node_size=250 if named else 20,
+                           edgecolors="black", linewidths=0.5 if named else 0.2)
+    if named:
+        nx.draw_networkx_labels(g, pos, ax=ax, font_size=8)
     for lab, col in table.items():
         ax.scatter([], [], c=[col], label=lab, s=40)
     ax.legend(fontsize=7, loc="best")

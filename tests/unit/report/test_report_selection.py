@@ -93,3 +93,31 @@ def test_cultures_option_reads_names_or_a_file_of_names(tmp_path):
     assert culture_list(str(f)) == ["Greek", "Côte d'Ivoire"]
     with pytest.raises(ValueError, match="names no culture"):
         culture_list(" , ")
+
+
+def test_figures_of_many_cultures_name_them_on_hover_not_beside_each_point(tmp_path):
+    """Up to LABELS_UP_TO cultures each point is named beside it; above, the names would
+    cover the points: the interactive map and network name a point on hover, and the
+    dendrogram keeps its leaf order at a readable height."""
+    from PIL import Image
+
+    from culturesim_ray.report import interactive, plots
+
+    for n, named in ((plots.LABELS_UP_TO, True), (plots.LABELS_UP_TO + 1, False)):
+        names = [f"c{i:03d}" for i in range(n)]
+        coords = np.random.default_rng(n).normal(size=(n, 2))
+        fig = interactive.map_figure(names, coords, ["a"] * n, names, "map", "region")
+        assert fig["data"][0]["mode"] == ("markers+text" if named else "markers")
+        assert fig["data"][0]["hovertext"] == names  # every point still named on hover
+        pos = {c: tuple(p) for c, p in zip(names, coords.tolist(), strict=True)}
+        net = interactive.network_figure(names, pos, [], names, "net")
+        assert net["data"][1]["mode"] == ("markers+text" if named else "markers")
+    many = [f"c{i:03d}" for i in range(400)]
+    x = np.random.default_rng(1).normal(size=(400, 3))
+    link = plots.similarity_linkage(x @ x.T)
+    path, leaves = plots.draw_dendrogram(link, many, "400", tmp_path / "d.png")
+    assert sorted(leaves) == many
+    few, _ = plots.draw_dendrogram(plots.similarity_linkage((x @ x.T)[:150, :150]),
+                                   many[:150], "150", tmp_path / "d150.png")
+    assert Image.open(path).size == Image.open(few).size  # not 2.6x as tall
+    plots.draw_map(x[:, :2], many, ["a"] * 400, "map", "region", tmp_path / "m.png")
