@@ -114,6 +114,11 @@ class GraphLayout(_StageLayout):
         relation, src_modality)."""
         return io.join(self.root, m, "edges")
 
+    def index(self, m: str) -> str:
+        """ROOT/<m>/index.faiss: the kNN index over x(m)'s normalised rows (the
+        graph's search tasks memory-map it)."""
+        return io.join(self.root, m, "index.faiss")
+
     @property
     def relations_quarantine(self) -> str:
         return io.join(self.root, "relations_quarantine.jsonl")

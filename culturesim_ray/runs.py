@@ -59,9 +59,10 @@ def read_embeddings(out: str, modality: str | None = None,
 def iter_embeddings(out: str, modality: str, columns: list[str],
                     cultures: Collection[str] | None = None, cfg: EmbedConfig | None = None,
                     batch_rows: int = 16_384) -> Iterator[pa.RecordBatch]:
-    """`read_embeddings`'s rows of one modality as record batches of `columns`, file
-    by file (in no particular order), so a caller holds one batch at a time; nothing
-    when the run has no such embeddings."""
+    """`read_embeddings`'s rows of one modality as record batches of `columns` (those
+    the files have), file by file in the files' sorted order (the same order on
+    every call), so a caller holds one batch at a time; nothing when the run has no
+    such embeddings."""
     cfg = cfg or EmbedConfig()
     fs, p = io.filesystem_for(EmbedLayout(out).embeddings(modality), cfg.s3)
     if not fs.exists(p) or not any(f.endswith(".parquet") for f in fs.find(p)):
@@ -70,6 +71,7 @@ def iter_embeddings(out: str, modality: str, columns: list[str],
     if cultures is not None:
         keep = keep & pc.field("culture").isin(sorted(cultures))
     data = ds.dataset(p, filesystem=io.arrow_filesystem(fs), format="parquet")
+    columns = [c for c in columns if c in data.schema.names]
     # decoded in this thread, a batch at a time: pyarrow's threaded scan runs ahead of a
     # slower consumer and holds many decoded batches (+0.5 GB over 400,000 rows, d=384)
     yield from data.to_batches(columns=columns, filter=keep, batch_size=batch_rows,

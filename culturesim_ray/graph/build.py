@@ -157,15 +157,19 @@ def choose_index(n: int, ivf_min: int = 50_000, nlist: int | None = None
 
 def build_index(v_normalised: np.ndarray, kind: str, nlist: int | None = None,
                 nprobe: int = 16, train_sample: int = 100_000, seed: int = 0,
-                add_rows: int = 1 << 20) -> Any:
+                add_rows: int = 1 << 20, normalise: bool = False) -> Any:
     """An inner-product FAISS index over the rows of v_normalised (n, d) float32:
     IndexFlatIP, or IndexIVFFlat over an IndexFlatIP quantizer trained on a random
     sample of train_sample rows (at least 50 per list, at most n), probing
     max(nprobe, nlist / 64) lists. Moved to the GPU when faiss
-    sees one (faiss-gpu only). Rows are added `add_rows` at a time."""
+    sees one (faiss-gpu only). Rows are added `add_rows` at a time. normalise: the
+    rows are raw (e.g. a memory-mapped x.npy): each sample and chunk is normalised
+    as it is read, so no normalised copy of the whole matrix is made."""
     import faiss
 
     v = v_normalised
+    rows = normalize_rows if normalise else (
+        lambda a: np.ascontiguousarray(a, dtype=np.float32))
     n, d = v.shape
     if kind == "flat":
         index = faiss.IndexFlatIP(d)
@@ -180,14 +184,14 @@ def build_index(v_normalised: np.ndarray, kind: str, nlist: int | None = None,
         # (recall@10 0.85 at 1M items, 4,000 lists and 100,000 points; 0.99 with more)
         size = min(n, max(int(train_sample), 50 * int(nlist)))
         sample = np.sort(rng.choice(n, size=size, replace=False))
-        index.train(np.ascontiguousarray(v[sample], dtype=np.float32))
+        index.train(rows(v[sample]))
         # at least nlist / 64 lists probed: a fixed nprobe loses recall as nlist grows
         # (recall@10 0.89 at 1M items, 4,000 lists, nprobe 16)
         index.nprobe = max(1, min(max(int(nprobe), int(nlist) // 64), int(nlist)))
     else:
         raise ValueError(f"index kind {kind!r}: expected 'flat' or 'ivf'")
     for r0 in range(0, n, add_rows):
-        index.add(np.ascontiguousarray(v[r0:r0 + add_rows], dtype=np.float32))
+        index.add(rows(v[r0:r0 + add_rows]))
     return to_gpu(index)
 
 
@@ -210,6 +214,27 @@ def serialize(index: Any) -> np.ndarray:
     if on_gpu(index):
         index = faiss.index_gpu_to_cpu(index)
     return faiss.serialize_index(index)
+
+
+def save_index(index: Any, path: str) -> None:
+    """The index to a file (a GPU index copied to the CPU first), written whole
+    or not at all (a temporary file renamed)."""
+    import faiss
+
+    if on_gpu(index):
+        index = faiss.index_gpu_to_cpu(index)
+    tmp = path + ".tmp"
+    faiss.write_index(index, tmp)
+    os.replace(tmp, path)
+
+
+def load_index(path: str) -> Any:
+    """The index `save_index` wrote, its vectors memory-mapped (a flat index's and
+    an IVF index's lists alike: the tasks of one node share the file's pages instead
+    of each holding a copy); on the GPU when faiss-gpu sees one (a copy there)."""
+    import faiss
+
+    return to_gpu(faiss.read_index(path, faiss.IO_FLAG_MMAP_IFC))
 
 
 def deserialize(arr: np.ndarray) -> Any:

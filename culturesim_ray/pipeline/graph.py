@@ -2,23 +2,26 @@
 
 Per modality m (the kernels and the on-disk contract are in `graph.build`):
 
-1. one task reads m's embeddings, writes ROOT/<m>/items.parquet and x.npy (raw
-   vectors), builds the index (flat, or IVF from `ivf_min` items; on the GPU when
-   the cluster has one and faiss-gpu is installed) and returns it serialised
-   (a uint8 array, shared zero-copy through the object store);
-2. one task per `block_rows` rows memory-maps x.npy, normalises its rows,
-   deserialises the index, searches k+1 and writes edges/knn-<row0>.parquet;
+1. one task streams m's embeddings into ROOT/<m>/items.parquet and x.npy (raw
+   vectors, rows by item_id, written a batch at a time into the memory-mapped
+   file), builds the index from x.npy (flat, or IVF from `ivf_min` items; on the
+   GPU when the cluster has one and faiss-gpu is installed) and writes it to
+   ROOT/<m>/index.faiss: its memory is the index, not the embeddings as well;
+2. one task per `block_rows` rows memory-maps x.npy and the index file (the tasks
+   of a node share their pages), normalises its rows, searches k+1 and writes
+   edges/knn-<row0>.parquet;
 3. one task measures recall@k on `recall_sample` random rows against an exact
    search over every row (1.0 for a flat index, measured all the same).
 
 Once every modality's items are written, one task links items sharing an
 artifact_id (edges/artifact.parquet) and reads the optional relations file
 (edges/relations.parquet; bad rows -> ROOT/relations_quarantine.jsonl), each
-written into its destination modality. The driver passes paths, ObjectRefs and
-counts only; it never holds a vector.
+written into its destination modality. The driver passes paths and counts only;
+it never holds a vector.
 
 ROOT/manifest.json records per modality the index, its recall and its counts
-(`seconds`: wall time from the job's start until the modality's last task ended);
+(`seconds`: wall time from the job's start until the modality's last task ended;
+`worker_peak_rss_mb`: the largest peak memory of a worker that ran its tasks);
 ROOT/fingerprint.json the settings that shape the graph. A rerun with the same
 settings after a finished run is skipped; other settings are refused
 (SettingsMismatchError) unless overwrite=True, which rebuilds from scratch.
@@ -45,61 +48,104 @@ from culturesim_ray.schema import MODALITIES
 # --- task bodies (run on Ray workers) ---------------------------------------------------
 
 
-def _save_npy(x: np.ndarray, path: str) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as fh:
-        np.save(fh, x)
-    os.replace(tmp, path)
+def _peak_rss_mb() -> float:
+    """This worker process's peak resident memory so far, MB (the manifest's
+    `worker_peak_rss_mb`: how large a worker the stage needs)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def _prepare(embed_dir: str, root: str, m: str, cfg: GraphConfig
-             ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Items, x.npy and the serialised index of modality m; (index bytes, facts)."""
-    from culturesim_ray.runs import read_embeddings
+def _write_vectors(embed_dir: str, m: str, layout: GraphLayout) -> tuple[int, int]:
+    """ROOT/<m>/items.parquet and x.npy from the embed run, rows by item_id, streamed:
+    a first pass reads the item ids alone (their order), a second writes each batch's
+    vectors into their rows of a memory-mapped x.npy, so this task holds one batch of
+    vectors, never the modality's. Returns (n, d)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
+    from culturesim_ray.runs import iter_embeddings
+
+    ids = pa.concat_arrays([b.column("item_id") for b in iter_embeddings(
+        embed_dir, m, ["item_id"])] or [pa.array([], pa.string())])
+    order = pc.sort_indices(ids).to_numpy()
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    x_path, tmp = layout.x(m), layout.x(m) + ".tmp"
+    Path(x_path).parent.mkdir(parents=True, exist_ok=True)
+    x = None
+    meta, at = [], 0
+    for batch in iter_embeddings(embed_dir, m, ["item_id", "culture", "themes",
+                                                "artifact_id", "vector"]):
+        n_b = batch.num_rows
+        if not pc.all(pc.equal(batch.column("item_id"), ids[at:at + n_b])).as_py():
+            raise RuntimeError(f"{embed_dir}: the {m} embeddings changed while the graph "
+                               f"stage read them")
+        v = build.vectors(pa.Table.from_batches([batch]))
+        if x is None:
+            d = v.shape[1] if n_b else 0
+            x = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                          shape=(len(ids), d))
+        x[rank[at:at + n_b]] = v
+        meta.append(pa.Table.from_batches([batch]).drop_columns(["vector"]))
+        at += n_b
+    if x is None:  # no rows
+        x = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(0, 0))
+    shape = x.shape
+    x.flush()
+    del x
+    os.replace(tmp, x_path)
+    items = pa.concat_tables(meta).take(pa.array(order)) if meta else None
+    if items is None:
+        items = pa.table({"item_id": pa.array([], pa.string()),
+                          "culture": pa.array([], pa.string())})
+    io.write_table(build.items_table(items), layout.items(m))
+    return shape
+
+
+def _prepare(embed_dir: str, root: str, m: str, cfg: GraphConfig) -> dict[str, Any]:
+    """Items, x.npy and the index file of modality m (`_write_vectors`; the index
+    built from the memory-mapped rows, normalised a chunk at a time); its facts."""
     t0 = time.time()
     layout = GraphLayout(root)
-    table = read_embeddings(embed_dir, m)[m]
-    io.write_table(build.items_table(table), layout.items(m))
-    x = build.vectors(table)  # (n, d) raw
-    del table
-    _save_npy(x, layout.x(m))
-    n, d = x.shape
+    n, d = _write_vectors(embed_dir, m, layout)
     kind, nlist = build.choose_index(n, cfg.ivf_min, cfg.nlist)
     facts: dict[str, Any] = {"items": int(n), "dim": int(d), "index": kind, "nlist": nlist,
                              "nprobe": None, "gpu": False}
-    if n == 0:
-        return np.zeros(0, np.uint8), {**facts, "build_seconds": round(time.time() - t0, 3)}
-    index = build.build_index(build.normalize_rows(x), kind, nlist, cfg.nprobe,
-                              cfg.train_sample, cfg.seed)
-    if kind == "ivf":
-        facts["nprobe"] = int(index.nprobe)
-    facts["gpu"] = build.on_gpu(index)
-    arr = build.serialize(index)
-    return arr, {**facts, "build_seconds": round(time.time() - t0, 3)}
+    if n > 0:
+        x = np.load(layout.x(m), mmap_mode="r")
+        index = build.build_index(x, kind, nlist, cfg.nprobe, cfg.train_sample, cfg.seed,
+                                  normalise=True)
+        if kind == "ivf":
+            facts["nprobe"] = int(index.nprobe)
+        facts["gpu"] = build.on_gpu(index)
+        build.save_index(index, layout.index(m))
+        del index, x
+    return {**facts, "build_seconds": round(time.time() - t0, 3),
+            "peak_rss_mb": _peak_rss_mb()}
 
 
-def _search(root: str, m: str, index_bytes: np.ndarray, row0: int, row1: int, k: int) -> int:
-    """kNN edges of rows row0:row1 -> edges/knn-<row0>.parquet; returns the edge count."""
+def _search(root: str, m: str, row0: int, row1: int, k: int) -> dict[str, float]:
+    """kNN edges of rows row0:row1 -> edges/knn-<row0>.parquet; the edge count."""
     layout = GraphLayout(root)
     x = np.load(layout.x(m), mmap_mode="r")
     v = build.normalize_rows(x[row0:row1])
-    index = build.to_gpu(build.deserialize(index_bytes))
+    index = build.load_index(layout.index(m))
     src, dst, w = build.search_block(index, v, row0, k)
     table = build.edges_table(src, dst, w, build.KNN_RELATION, m)
     io.write_table(table, io.join(layout.edges(m), f"knn-{row0}.parquet"))  # tmp + rename
-    return int(len(src))
+    return {"edges": int(len(src)), "peak_rss_mb": _peak_rss_mb()}
 
 
-def _recall(root: str, m: str, index_bytes: np.ndarray, k: int, cfg: GraphConfig
-            ) -> dict[str, Any]:
+def _recall(root: str, m: str, k: int, cfg: GraphConfig) -> dict[str, Any]:
     """recall@k of the index on a random sample of rows against an exact search."""
-    x = np.load(GraphLayout(root).x(m), mmap_mode="r")
+    layout = GraphLayout(root)
+    x = np.load(layout.x(m), mmap_mode="r")
     rows = build.sample_rows(len(x), cfg.recall_sample, cfg.seed)
-    index = build.to_gpu(build.deserialize(index_bytes))
+    index = build.load_index(layout.index(m))
     recall = build.sample_recall(index, x, rows, k, cfg.block_rows)
-    return {"recall_at_k": round(recall, 6), "recall_sample": int(len(rows))}
+    return {"recall_at_k": round(recall, 6), "recall_sample": int(len(rows)),
+            "peak_rss_mb": _peak_rss_mb()}
 
 
 def _other_edges(root: str, modalities: list[str], relations: str | None,
@@ -207,7 +253,7 @@ def run_graph(embed_dir: str, out: str, cfg: GraphConfig | None = None,
     init_ray()
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 and _faiss_has_gpu() else 0
     opts = {"num_cpus": cfg.num_cpus_per_task, "num_gpus": gpus, "max_retries": 3}
-    prepare = ray.remote(**opts)(_prepare).options(num_returns=2)
+    prepare = ray.remote(**opts)(_prepare)
     search = ray.remote(**opts)(_search)
     recall = ray.remote(**opts)(_recall)
     other = ray.remote(num_cpus=cfg.num_cpus_per_task, max_retries=3)(_other_edges)
@@ -216,9 +262,9 @@ def run_graph(embed_dir: str, out: str, cfg: GraphConfig | None = None,
     pending: dict[Any, tuple[str, str]] = {}
     facts = {}
     for m in modalities:
-        index_ref, facts[m] = prepare.remote(embed_dir, out, m, cfg)
+        facts[m] = prepare.remote(embed_dir, out, m, cfg)
         pending[facts[m]] = (m, "built")
-        stats[m] = {"index_ref": index_ref}
+        stats[m] = {"worker_peak_rss_mb": 0.0}
     pending[other.remote(out, modalities, relations, *facts.values())] = ("", "other")
     log(f"graph: {len(modalities)} modalities {modalities} from {embed_dir} -> {out}")
     quarantined = 0
@@ -227,11 +273,14 @@ def run_graph(embed_dir: str, out: str, cfg: GraphConfig | None = None,
             ready, _ = ray.wait(list(pending), num_returns=1)
             m, kind = pending.pop(ready[0])
             value = ray.get(ready[0])
+            if m:
+                stats[m]["worker_peak_rss_mb"] = max(stats[m]["worker_peak_rss_mb"],
+                                                     value.pop("peak_rss_mb"))
             if kind == "built":
                 stats[m].update(value)
                 pending.update(_submit(stats[m], m, out, cfg, search, recall, log))
             elif kind == "block":
-                stats[m]["knn_edges"] += value
+                stats[m]["knn_edges"] += value["edges"]
             elif kind == "recall":
                 stats[m].update(value)
             else:
@@ -261,7 +310,7 @@ def run_graph(embed_dir: str, out: str, cfg: GraphConfig | None = None,
 
 
 _FIELDS = ("items", "dim", "index", "nlist", "nprobe", "k", "knn_edges", "other_edges",
-           "recall_at_k", "recall_sample", "gpu", "seconds")
+           "recall_at_k", "recall_sample", "gpu", "seconds", "worker_peak_rss_mb")
 
 
 def _faiss_has_gpu() -> bool:
@@ -272,18 +321,17 @@ def _faiss_has_gpu() -> bool:
 
 def _submit(s: dict[str, Any], m: str, out: str, cfg: GraphConfig, search: Any, recall: Any,
             log: Any) -> dict[Any, tuple[str, str]]:
-    """A built modality's block and recall tasks (they share its index's ObjectRef)."""
+    """A built modality's block and recall tasks (each memory-maps its index file)."""
     n = s["items"]
     k = max(0, min(cfg.k, n - 1))
     s.update(k=k, knn_edges=0, other_edges=s.get("other_edges", 0), recall_at_k=None,
              recall_sample=0)
-    index_ref = s.pop("index_ref")  # the driver lets go: the tasks keep it alive
     if k == 0:
         log(f"graph: {m}: {n} item(s), no kNN edges")
         return {}
-    tasks = {search.remote(out, m, index_ref, r0, min(r0 + cfg.block_rows, n), k): (m, "block")
+    tasks = {search.remote(out, m, r0, min(r0 + cfg.block_rows, n), k): (m, "block")
              for r0 in range(0, n, cfg.block_rows)}
-    tasks[recall.remote(out, m, index_ref, k, cfg)] = (m, "recall")
+    tasks[recall.remote(out, m, k, cfg)] = (m, "recall")
     nlist = f" (nlist {s['nlist']}, nprobe {s['nprobe']})" if s["nlist"] else ""
     log(f"graph: {m}: {n} items, {s['dim']}-d, {s['index']} index{nlist}, "
         f"{len(tasks) - 1} blocks")

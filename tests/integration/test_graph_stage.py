@@ -94,6 +94,8 @@ def test_graph_stage(ray_session, embed_run, tmp_path):
                 "gpu", "seconds"} <= set(s)
         assert s["items"] == N[m] and s["dim"] == D and s["k"] == 5 and s["gpu"] is False
         assert s["recall_sample"] == min(cfg.recall_sample, N[m])
+        assert s["worker_peak_rss_mb"] > 50  # a Python process with numpy and faiss
+        assert Path(layout.index(m)).is_file()  # the index the search tasks mapped
     assert mods["text"]["recall_at_k"] == 1.0
     assert mods["image"]["recall_at_k"] >= 0.9
     assert manifest["config"]["k"] == 5 and manifest["input"] == str(embed.absolute())

@@ -3,6 +3,8 @@ serialisation, zero rows, recall@k, relation edges and the readers."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -111,6 +113,32 @@ def test_serialize_round_trip(kind):
         assert np.array_equal(a, b)
     if kind == "ivf":
         assert again.nprobe == 4 and again.nlist == 32
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_an_index_of_raw_rows_saved_and_memory_mapped_answers_as_built(kind, tmp_path):
+    """The graph stage builds from x.npy's raw rows (normalised a chunk at a time) and
+    its search tasks memory-map the saved file: the same neighbours as an index of
+    the normalised matrix, and the vectors are not copied into the task's memory."""
+    x = clustered(3000, 16, clusters=10) * 3.0  # raw: rows far from unit length
+    v = normalize_rows(x)
+    np.save(tmp_path / "x.npy", x)
+    raw = np.load(tmp_path / "x.npy", mmap_mode="r")
+    index = build.build_index(raw, kind, nlist=32, nprobe=4, add_rows=700, normalise=True)
+    ref = build.build_index(v, kind, nlist=32, nprobe=4)
+    path = str(tmp_path / "index.faiss")
+    build.save_index(index, path)
+    assert not (tmp_path / "index.faiss.tmp").exists()
+    again = build.load_index(path)
+    for a, b, c in zip(search_block(ref, v[:500], 0, 7), search_block(index, v[:500], 0, 7),
+                       search_block(again, v[:500], 0, 7), strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+    if kind == "ivf":
+        assert again.nprobe == 4 and again.nlist == 32
+    maps = Path("/proc/self/maps").read_text() if Path("/proc/self/maps").exists() else None
+    if maps is not None:  # Linux: the file is mapped, not read into memory
+        assert path in maps
 
 
 def test_zero_rows_do_not_crash():
