@@ -78,14 +78,15 @@ def _write_vectors(embed_dir: str, m: str, layout: GraphLayout) -> tuple[int, in
     for batch in iter_embeddings(embed_dir, m, ["item_id", "culture", "themes",
                                                 "artifact_id", "vector"]):
         n_b = batch.num_rows
+        if not n_b:  # a file whose rows all failed
+            continue
         if not pc.all(pc.equal(batch.column("item_id"), ids[at:at + n_b])).as_py():
             raise RuntimeError(f"{embed_dir}: the {m} embeddings changed while the graph "
                                f"stage read them")
         v = build.vectors(pa.Table.from_batches([batch]))
         if x is None:
-            d = v.shape[1] if n_b else 0
             x = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
-                                          shape=(len(ids), d))
+                                          shape=(len(ids), v.shape[1]))
         x[rank[at:at + n_b]] = v
         meta.append(pa.Table.from_batches([batch]).drop_columns(["vector"]))
         at += n_b

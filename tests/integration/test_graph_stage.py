@@ -58,6 +58,9 @@ def write_embed_run(root: Path) -> None:
         order = rng.permutation(len(rows))
         d = Path(EmbedLayout(str(root)).embeddings(m))
         d.mkdir(parents=True)
+        # first in file order: a file whose rows all failed (an empty batch to the readers)
+        pq.write_table(pa.Table.from_pylist([{**rows[-1], "item_id": f"{m}-broken-2"}],
+                                            schema=schema), d / "a-failed.parquet")
         half = len(order) // 2
         for p, part in enumerate((order[:half], order[half:])):
             pq.write_table(pa.Table.from_pylist([rows[i] for i in part], schema=schema),
