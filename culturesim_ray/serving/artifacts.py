@@ -80,12 +80,13 @@ def layer_states(model: CultureSim, graphs: dict[str, ModalityGraph]) -> dict[st
 
 
 def item_index(x: np.ndarray, ivf_min: int = 50_000, nprobe: int = 32) -> Any:
-    """The replica's neighbour index over rows of x: exact below ivf_min, IVF above."""
+    """The replica's neighbour index over the normalised rows of x (normalised a chunk
+    at a time: no normalised copy of x): exact below ivf_min, IVF above."""
     from culturesim_ray.graph import build as gb
 
-    v = normalise(x)
-    kind, nlist = gb.choose_index(len(v), ivf_min)
-    return gb.build_index(v, kind, nlist, nprobe=nprobe, train_sample=100_000, seed=0)
+    kind, nlist = gb.choose_index(len(x), ivf_min)
+    return gb.build_index(x, kind, nlist, nprobe=nprobe, train_sample=100_000, seed=0,
+                          normalise=True)
 
 
 def write_serving_state(model: CultureSim, graphs: dict[str, ModalityGraph], root: str,
