@@ -73,7 +73,7 @@ def iter_embeddings(out: str, modality: str, columns: list[str],
     data = ds.dataset(p, filesystem=io.arrow_filesystem(fs), format="parquet")
     columns = [c for c in columns if c in data.schema.names]
     # decoded in this thread, a batch at a time: pyarrow's threaded scan runs ahead of a
-    # slower consumer and holds many decoded batches (+0.5 GB over 400,000 rows, d=384)
+    # slower consumer and holds many decoded batches (RESULTS.md, session 32)
     yield from data.to_batches(columns=columns, filter=keep, batch_size=batch_rows,
                                batch_readahead=1, fragment_readahead=1, use_threads=False)
 
