@@ -33,7 +33,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 
-from benchmarks.scale import child_env, ratio, save_json  # noqa: E402
+from benchmarks.scale import child_env, communicate_sampling, ratio, save_json  # noqa: E402
 from benchmarks.scale_data import D  # noqa: E402
 
 ITEMS_PER_CULTURE = 100
@@ -100,32 +99,24 @@ def measure_graph(embed: Path, out: Path, interval: float, timeout: float) -> di
                             env=child_env(), start_new_session=True)
     rss: dict[int, int] = {}
     anon: dict[int, int] = {}
-    done = threading.Event()
+    me = psutil.Process(proc.pid)
 
-    def sample() -> None:
-        me = psutil.Process(proc.pid)
-        while not done.is_set():
+    def sample() -> bool:
+        try:
+            kids = me.children(recursive=True)
+        except psutil.Error:
+            return False
+        for k in kids:
             try:
-                kids = me.children(recursive=True)
-            except psutil.Error:
-                return
-            for k in kids:
-                try:
-                    if not k.cmdline() or not k.cmdline()[0].startswith("ray::"):
-                        continue
-                    rss[k.pid] = max(rss.get(k.pid, 0), k.memory_info().rss)
-                    anon[k.pid] = max(anon.get(k.pid, 0), _anonymous_bytes(k.pid))
-                except psutil.Error:
+                if not k.cmdline() or not k.cmdline()[0].startswith("ray::"):
                     continue
-            done.wait(interval)
+                rss[k.pid] = max(rss.get(k.pid, 0), k.memory_info().rss)
+                anon[k.pid] = max(anon.get(k.pid, 0), _anonymous_bytes(k.pid))
+            except psutil.Error:
+                continue
+        return True
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    finally:
-        done.set()
-        sampler.join()
+    stdout, stderr = communicate_sampling(proc, sample, interval, timeout)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"run_graph failed ({proc.returncode}):\n{stderr[-3000:]}")

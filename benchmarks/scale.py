@@ -89,6 +89,25 @@ def cli() -> list[str]:
     sys.exit("culturesim CLI not found next to this python or on PATH (pip install -e .)")
 
 
+def communicate_sampling(proc: subprocess.Popen, sample: Any, interval: float,
+                         timeout: float) -> tuple[str, str]:
+    """proc.communicate(timeout) while a thread calls sample() every `interval` s
+    (until it returns False or the process ends); the process's stdout and stderr."""
+    done = threading.Event()
+
+    def loop() -> None:
+        while not done.is_set() and sample() is not False:
+            done.wait(interval)
+
+    sampler = threading.Thread(target=loop, daemon=True)
+    sampler.start()
+    try:
+        return proc.communicate(timeout=timeout)
+    finally:
+        done.set()
+        sampler.join()
+
+
 def child_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)  # each job starts its own local Ray

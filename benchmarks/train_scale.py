@@ -22,7 +22,10 @@ workers (slowest worker): the second is the epoch time (steady state, as in a
 run of many epochs: the first also carries the start-up of Ray Train's own
 actors and the allocator's warm-up; its ratio is reported beside); --repeats
 pairs (default 5), 1 and 2 workers alternated, each run in a fresh Ray session;
-the ratio is the median of the pairs' ratios, every pair reported. The full
+the ratio is the median of the pairs' ratios, every pair reported. Right
+before and after, `cpu_pair.py` measures this machine's floor for that ratio
+(the same work in two busy processes against one: a lockstep step waits for
+the slower core). The full
 run does the epoch comparison first: run right after the 1,000,000-item size
 (GBs allocated and freed), both sides ran slower on this 2-core machine, the
 2-worker side more (RESULTS: train scale).
@@ -249,14 +252,22 @@ def epoch_line(ep: dict) -> str:
             f"({ep['2w']['steps']} steps each), medians of {len(ep['ratios'])}: ratio "
             f"{ep['epoch_time_2w_over_1w']:.2f} (pairs: "
             f"{', '.join(f'{r:.2f}' for r in ep['ratios'])}; first epochs: "
-            f"{', '.join(f'{r:.2f}' for r in ep['first_epoch_ratios'])})")
+            f"{', '.join(f'{r:.2f}' for r in ep['first_epoch_ratios'])}); this machine's "
+            f"floor for the ratio (benchmarks/cpu_pair.py), before / after: "
+            f"{' / '.join(format(f['floor_2w_over_1w'], '.2f') for f in ep['machine_floor'])}")
 
 
 def run_epochs(env: dict, repeats: int) -> dict:
+    """The epoch comparison, with this machine's floor for its ratio (`cpu_pair.py`:
+    two processes' throughput against one's) measured right before and after."""
+    from benchmarks.cpu_pair import pair_bound
+
     n, c = SIZES[1]  # the epoch comparison at 100,000 items in both modes
+    before = pair_bound()
     res = subprocess.run([sys.executable, __file__, "--_epoch", str(n), str(c), str(repeats)],
                          capture_output=True, text=True, env=env, check=True)
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    return {**json.loads(res.stdout.strip().splitlines()[-1]),
+            "machine_floor": [before, pair_bound()]}
 
 
 def partial(args: argparse.Namespace, sizes: list[tuple[int, int]], env: dict) -> None:

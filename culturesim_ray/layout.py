@@ -159,6 +159,12 @@ class TrainLayout(_StageLayout):
         return io.join(self.root, "serving")
 
     @property
+    def export_states(self) -> str:
+        """The export's scratch: every item's state at every layer (`training.export`),
+        removed once the culture vectors and the serving state are written."""
+        return io.join(self.root, "export_states")
+
+    @property
     def graph(self) -> GraphLayout:
         """TRAIN/graph/: the item graph the graph stage writes for this run."""
         return GraphLayout(io.join(self.root, "graph"))

@@ -250,23 +250,32 @@ class CultureSim(nn.Module):
                        n_cultures: int, keep: dict[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """(C, M, hidden) tokens and (C, M) mask from the kept items of each culture."""
         ref = next(iter(states.values()))
-        cols, masks = [], []
-        for m in self.modalities:
-            if m not in states:
-                cols.append(ref.new_zeros(n_cultures, self.cfg.hidden))
-                masks.append(torch.zeros(n_cultures, dtype=torch.bool, device=ref.device))
-                continue
+        totals, counts = {}, {}
+        for m, s in states.items():
             # a trimmed mini-batch's states are its seeds' (its first rows, the rows
             # `pool` marks): it pools seeds only, whatever else a view keeps
-            s, c = states[m], graphs[m].culture[:len(states[m])]
+            c = graphs[m].culture[:len(s)]
             if keep is not None and m in keep:
                 k = keep[m][:len(s)]
                 s, c = s[k], c[k]
-            total = ref.new_zeros(n_cultures, self.cfg.hidden).index_add_(0, c, s)
-            count = ref.new_zeros(n_cultures).index_add_(0, c, torch.ones_like(c, dtype=ref.dtype))
-            present = count > 0
+            totals[m] = ref.new_zeros(n_cultures, self.cfg.hidden).index_add_(0, c, s)
+            counts[m] = ref.new_zeros(n_cultures).index_add_(0, c, torch.ones_like(c, dtype=ref.dtype))
+        return self.tokens_from_sums(totals, counts, n_cultures)
+
+    def tokens_from_sums(self, totals: dict[str, Tensor], counts: dict[str, Tensor],
+                         n_cultures: int) -> tuple[Tensor, Tensor]:
+        """`culture_tokens` from each modality's per-culture sums of item states
+        (C, hidden) and item counts (C,) (a modality without any: absent)."""
+        ref = next(iter(totals.values()))
+        cols, masks = [], []
+        for m in self.modalities:
+            if m not in totals:
+                cols.append(ref.new_zeros(n_cultures, self.cfg.hidden))
+                masks.append(torch.zeros(n_cultures, dtype=torch.bool, device=ref.device))
+                continue
+            present = counts[m] > 0
             idx = present.nonzero().squeeze(1)
-            pooled = total / count.clamp_min(1.0).unsqueeze(-1)
+            pooled = totals[m] / counts[m].clamp_min(1.0).unsqueeze(-1)
             cols.append(pooled.index_put((idx,), self.normalize_tokens(m, pooled[idx])))
             masks.append(present)
         tokens = torch.stack(cols, dim=1)
@@ -277,21 +286,32 @@ class CultureSim(nn.Module):
                     keep: dict[str, Tensor] | None = None) -> Tensor:
         """(C, raw_dim) raw slots of every culture (see the module docstring)."""
         ref = next(iter(graphs.values())).x
-        parts, counts = [], []
-        for m in self.modalities:
-            d = self.cfg.in_dims[m]
-            if m not in graphs:
-                parts.append(ref.new_zeros(n_cultures, d))
-                counts.append(ref.new_zeros(n_cultures))
+        sums, counts = {}, {}
+        for m, g in graphs.items():
+            if m not in self.modalities:
                 continue
-            x, c = nn.functional.normalize(graphs[m].x, dim=1), graphs[m].culture
+            x, c = nn.functional.normalize(g.x, dim=1), g.culture
             if keep is not None and m in keep:
                 x, c = x[keep[m]], c[keep[m]]
-            sums = ref.new_zeros(n_cultures, d).index_add_(0, c, x)
-            parts.append(nn.functional.normalize(sums, dim=1))  # zero where absent
-            counts.append(ref.new_zeros(n_cultures).index_add_(0, c, torch.ones_like(c, dtype=ref.dtype)))
-        n = torch.stack(counts, dim=1)  # (C, M) items per modality
-        share = (n / n.sum(dim=1, keepdim=True).clamp_min(1.0)).sqrt()  # (C, M), rows of norm 1
+            sums[m] = ref.new_zeros(n_cultures, x.shape[1]).index_add_(0, c, x)
+            counts[m] = ref.new_zeros(n_cultures).index_add_(0, c, torch.ones_like(c, dtype=ref.dtype))
+        return self.raw_from_sums(sums, counts, n_cultures)
+
+    def raw_from_sums(self, sums: dict[str, Tensor], counts: dict[str, Tensor],
+                      n_cultures: int) -> Tensor:
+        """`raw_vectors` from each modality's per-culture sums of L2-normalised item
+        vectors (C, d) and item counts (C,) (a modality without any: absent)."""
+        ref = next(iter(sums.values()))
+        parts, n = [], []
+        for m in self.modalities:
+            if m not in sums:
+                parts.append(ref.new_zeros(n_cultures, self.cfg.in_dims[m]))
+                n.append(ref.new_zeros(n_cultures))
+                continue
+            parts.append(nn.functional.normalize(sums[m], dim=1))  # zero where absent
+            n.append(counts[m].to(ref.dtype))
+        items = torch.stack(n, dim=1)  # (C, M) items per modality
+        share = (items / items.sum(dim=1, keepdim=True).clamp_min(1.0)).sqrt()  # rows of norm 1
         return torch.cat([p * share[:, j:j + 1] for j, p in enumerate(parts)], dim=1)
 
     def general_embedding(self, projected: Tensor, raw: Tensor | None) -> Tensor:
@@ -346,12 +366,18 @@ class CultureSim(nn.Module):
         block: see `layer_inputs` (inference over a whole corpus)."""
         states = self.item_states(graphs, block)
         tokens, mask = self.culture_tokens(states, graphs, n_cultures, keep)
+        raw = self.raw_vectors(graphs, n_cultures, keep) if self.cfg.raw_weight > 0 else None
+        return self.heads(tokens, mask, raw, cultures)
+
+    def heads(self, tokens: Tensor, mask: Tensor, raw: Tensor | None,
+              cultures: Tensor | None = None) -> dict[str, Tensor]:
+        """`forward` from every culture's tokens and mask (`tokens_from_sums`) and raw
+        slots (C, raw_dim) (None when the model has no raw residual)."""
         if cultures is None:
             cultures = mask.any(dim=1).nonzero().squeeze(1)
         fused = self.fusion(tokens[cultures], mask[cultures])
-        raw = self.raw_vectors(graphs, n_cultures, keep)[cultures] if self.cfg.raw_weight > 0 \
-            else None
-        out = {"general": self.general_embedding(self.projection(fused), raw),
+        out = {"general": self.general_embedding(self.projection(fused),
+                                                 None if raw is None else raw[cultures]),
                "cultures": cultures}
         if self.theme_heads is not None:
             per_theme, gate = self.theme_heads(fused)

@@ -35,6 +35,7 @@ from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig
 from culturesim_ray.names import alike_note
 from culturesim_ray.ops.query_score import imbalance_note
 from culturesim_ray.runs import embed_notes
+from culturesim_ray.training.batch import ItemStore
 from culturesim_ray.training.config import TrainConfig, merge_train_config
 from culturesim_ray.training.data import TrainingData
 from culturesim_ray.training.loop import Position, init_training, queue_sum, train
@@ -111,16 +112,22 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
 def export_culture_embeddings(model: CultureSim, data: TrainingData) -> pa.Table:
     """culture, head, vector for the general head and every theme head (eval mode, all
-    items; `CultureSim.export_heads`: a theme's vector carries the raw slots of the
-    culture's items of that theme when the model's `theme_raw`), assembled from Arrow
-    arrays."""
+    items held in memory; `CultureSim.export_heads`: a theme's vector carries the raw
+    slots of the culture's items of that theme when the model's `theme_raw`). The
+    train job streams the same from its store (`training.export`)."""
     model.eval()
     with torch.no_grad():
         out = model.export_heads(data.graphs, len(data.cultures), block=65_536)
+    return culture_table(out, data.cultures, model.cfg.themes)
+
+
+def culture_table(out: dict[str, torch.Tensor], cultures: list[str], themes: list[str]
+                  ) -> pa.Table:
+    """The culture, head, vector table of `export_heads`' output, from Arrow arrays."""
     idx = out["cultures"].cpu().numpy()
-    names = pa.array(data.cultures, pa.string()).take(pa.array(idx))
+    names = pa.array(cultures, pa.string()).take(pa.array(idx))
     parts = []
-    for head in ["general", *model.cfg.themes]:
+    for head in ["general", *themes]:
         v = out[head].detach().cpu().numpy().astype(np.float32)
         offsets = pa.array(np.arange(len(v) + 1, dtype=np.int32) * v.shape[1])
         vec = pa.ListArray.from_arrays(offsets, pa.array(v.reshape(-1), pa.float32()))
@@ -161,37 +168,58 @@ def _item_ids(store_root: str) -> dict[str, Any]:
             for m in meta["modalities"]}
 
 
+def export_corpus(model: CultureSim, store: ItemStore, layout: TrainLayout,
+                  query_mix: dict[str, Any] | None = None,
+                  item_ids: dict[str, Any] | None = None,
+                  indexes: dict[str, str] | None = None) -> pa.Table:
+    """The trained model over every item of `store` (its `full` graph), streamed from
+    its memory maps (`training.export`: every layer's states to files, a block of
+    items at a time; removed at the end): writes culture_embeddings.parquet and the
+    serving state with `query_mix`, `item_ids` and the graph stage's `indexes`
+    (`serving.artifacts.write_states`); returns the culture table."""
+    import shutil
+
+    from culturesim_ray.serving.artifacts import write_states
+    from culturesim_ray.training.export import culture_heads, write_layer_states
+
+    states = write_layer_states(model, store, layout.export_states)
+    table = culture_table(culture_heads(model, store, states), store.cultures, model.cfg.themes)
+    io.write_table(table, layout.culture_embeddings)
+    write_states({m: s[:-1] for m, s in states.items()}, store.x, store.culture,
+                 layout.serving, layout.model, cultures=store.cultures, query_mix=query_mix,
+                 item_ids=item_ids, indexes=indexes)
+    del states
+    shutil.rmtree(layout.export_states)
+    return table
+
+
+def _graph_indexes(store_root: str) -> dict[str, str]:
+    """Per modality, the graph stage's index file over the store's rows (where the
+    graph stage wrote one: runs from before it did have none)."""
+    meta = io.read_json(os.path.join(store_root, "store.json"))
+    layout = GraphLayout(meta["graph_root"])
+    return {m: layout.index(m) for m in meta["modalities"] if os.path.exists(layout.index(m))}
+
+
 def _export_task(store_root: str, train_root: str,
                  query_mix: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Ray task body: the trained model over the whole corpus (every item, blocked
-    full-graph forward): culture_embeddings.parquet and the serving state with the
-    query mix (`TrainConfig.query`; None: the one the run's serving state has); then
-    the theme gate fitted on the store's training items as queries (`serving.gate`),
-    written into the model's weights. Returns the row count and the gate's report."""
+    """Ray task body: `export_corpus` over the run's store with the query mix
+    (`TrainConfig.query`; None: the one the run's serving state has); then the theme
+    gate fitted on the store's training items as queries (`serving.gate`), written
+    into the model's weights. Returns the row count and the gate's report."""
     from culturesim_ray.runs import load_fusion_model
-    from culturesim_ray.serving.artifacts import (
-        load_serving_state,
-        record_gate,
-        write_serving_state,
-    )
+    from culturesim_ray.serving.artifacts import load_serving_state, record_gate
     from culturesim_ray.serving.gate import fit_run_gate, set_gate
     from culturesim_ray.serving.predictor import FusionPredictor
-    from culturesim_ray.training.batch import graphs_of
     from culturesim_ray.training.store import open_store
 
     layout = TrainLayout(train_root)
-    store = open_store(store_root, "full")
-    graphs = graphs_of(store)
     model = load_fusion_model(train_root)
-    corpus = TrainingData(graphs, store.cultures, store.theme_names)
-    table = export_culture_embeddings(model, corpus)
-    io.write_table(table, layout.culture_embeddings)
     if query_mix is None:  # a re-export (add-theme) keeps the run's mix
         old = os.path.join(layout.serving, "manifest.json")
         query_mix = io.read_json(old).get("query_mix") if os.path.exists(old) else None
-    write_serving_state(model, graphs, layout.serving, layout.model, cultures=store.cultures,
-                        query_mix=query_mix, item_ids=_item_ids(store_root))
-    del graphs
+    table = export_corpus(model, open_store(store_root, "full"), layout, query_mix,
+                          _item_ids(store_root), _graph_indexes(store_root))
     predictor = FusionPredictor(model, None, state=load_serving_state(layout.serving,
                                                                       layout.model))
     fitted = fit_run_gate(predictor, open_store(store_root, "train"),

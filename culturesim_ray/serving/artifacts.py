@@ -89,36 +89,79 @@ def item_index(x: np.ndarray, ivf_min: int = 50_000, nprobe: int = 32) -> Any:
                           normalise=True)
 
 
+def graph_index(path: str, n: int, dim: int, nprobe: int = 32) -> Any:
+    """The graph stage's index over the same rows (`graph.build.save_index`: the
+    L2-normalised item vectors, built as `item_index` builds one), its vectors
+    memory-mapped, searching `nprobe` lists as `item_index`'s; a ValueError when it
+    holds other rows than the n x dim the serving state is for."""
+    import faiss
+
+    from culturesim_ray.graph import build as gb
+
+    index = faiss.read_index(path, faiss.IO_FLAG_MMAP_IFC)
+    if index.ntotal != n or index.d != dim:
+        raise ValueError(f"{path}: the graph's index holds {index.ntotal} vectors of "
+                         f"dimension {index.d}, the serving state is for {n} x {dim}")
+    if hasattr(index, "nprobe"):
+        index.nprobe = gb.probes(nprobe, index.nlist)
+    return index
+
+
 def write_serving_state(model: CultureSim, graphs: dict[str, ModalityGraph], root: str,
                         model_path: str, ivf_min: int = 50_000,
                         cultures: list[str] | None = None,
                         query_mix: dict[str, Any] | None = None,
                         item_ids: dict[str, pa.Array | pa.ChunkedArray] | None = None,
                         ) -> dict[str, Any]:
-    """Compute and write the replica's state (module docstring); returns the manifest.
-    cultures: the names the graphs' culture indices point into; query_mix: the run's
-    `QueryMix` (`TrainConfig.query`) as a dict (None: the plain general cosine);
-    item_ids: per modality, the items' ids in the graphs' row order (None: none written)."""
+    """Compute and write the replica's state (module docstring) from graphs held in
+    memory (`write_states` writes it from states already computed); returns the
+    manifest. cultures: the names the graphs' culture indices point into; query_mix:
+    the run's `QueryMix` (`TrainConfig.query`) as a dict (None: the plain general
+    cosine); item_ids: per modality, the items' ids in the graphs' row order (None:
+    none written)."""
+    states = layer_states(model, graphs)
+    return write_states({m: [t.float().cpu().numpy() for t in s] for m, s in states.items()},
+                        {m: graphs[m].x.cpu().numpy() for m in states},
+                        {m: graphs[m].culture.cpu().numpy() for m in states}, root, model_path,
+                        ivf_min, cultures, query_mix, item_ids)
+
+
+def write_states(states: dict[str, list[np.ndarray]], x: dict[str, np.ndarray],
+                 culture: dict[str, np.ndarray], root: str, model_path: str,
+                 ivf_min: int = 50_000, cultures: list[str] | None = None,
+                 query_mix: dict[str, Any] | None = None,
+                 item_ids: dict[str, pa.Array | pa.ChunkedArray] | None = None,
+                 indexes: dict[str, str] | None = None, block: int = BLOCK) -> dict[str, Any]:
+    """`write_serving_state` from per modality the input states of each conv layer
+    (float32 arrays or memory maps, N_m x hidden), the item vectors x and culture
+    indices (arrays or memory maps: every file is written `block` rows at a time).
+    indexes: per modality, the graph stage's index file over the same rows
+    (`graph_index`: copied, not rebuilt; a modality without one gets `item_index`)."""
     import faiss
 
-    states = layer_states(model, graphs)
     manifest: dict[str, Any] = {"modalities": {}, "model_sha256": weights_digest(model_path),
                                 "cultures": list(cultures) if cultures is not None else None,
                                 "query_mix": query_mix}
     for m, layers in states.items():
         d = os.path.join(root, m)
         os.makedirs(d, exist_ok=True)
+        n = len(x[m])
         for i, s in enumerate(layers):
-            np.save(os.path.join(d, f"layer-{i}.npy"), s.float().cpu().numpy().astype(np.float16))
+            out = np.lib.format.open_memmap(os.path.join(d, f"layer-{i}.npy"), "w+", np.float16,
+                                            s.shape)
+            for a in range(0, n, block):
+                out[a:a + block] = s[a:a + block]
+            out.flush()
+            del out
         if cultures is not None:
-            np.save(os.path.join(d, "culture.npy"), graphs[m].culture.cpu().numpy().astype(np.int32))
+            np.save(os.path.join(d, "culture.npy"), np.asarray(culture[m], np.int32))
         if item_ids is not None and m in item_ids:
-            write_item_ids(item_ids[m], int(graphs[m].x.shape[0]), os.path.join(d, ITEM_IDS))
-        directions = write_abtt(graphs[m].x.cpu().numpy(), d,
-                                m in (query_mix or {}).get("abtt", ()))
-        index = item_index(graphs[m].x.cpu().numpy(), ivf_min)
+            write_item_ids(item_ids[m], n, os.path.join(d, ITEM_IDS))
+        directions = write_abtt(x[m], d, m in (query_mix or {}).get("abtt", ()))
+        index = (graph_index(indexes[m], n, int(x[m].shape[1])) if m in (indexes or {})
+                 else item_index(x[m], ivf_min))
         faiss.write_index(index, os.path.join(d, "index.faiss"))
-        manifest["modalities"][m] = {"items": int(graphs[m].x.shape[0]), "layers": len(layers),
+        manifest["modalities"][m] = {"items": n, "layers": len(layers),
                                      "hidden": int(layers[0].shape[1]),
                                      "index": "ivf" if hasattr(index, "nprobe") else "flat",
                                      "abtt_directions": directions}

@@ -349,7 +349,8 @@ def store_from_graphs(graphs: dict[str, ModalityGraph], cultures: list[str],
 
 def graphs_of(store: ItemStore) -> dict[str, ModalityGraph]:
     """Every node of the store as per-modality graphs (global culture ids, all its
-    edges): the whole corpus, for the export of culture vectors and serving state."""
+    edges): the whole corpus in memory, the reference the streamed export
+    (`training.export`) is tested against."""
     offsets = store.offsets
     bounds = np.array([offsets[m] for m in store.modalities] + [store.num_items])
     csr = store.csr

@@ -224,3 +224,39 @@ def test_the_dominant_directions_travel_with_the_state(model_graphs_state, tmp_p
                         query_mix=QueryMix(abtt=()).to_dict())
     assert not (tmp_path / "serving" / "text" / "abtt_basis.npy").exists()
     assert load_serving_state(out, str(root / "model.pt")).abtt == {}
+
+
+def test_the_graph_stages_index_is_copied_with_the_replicas_nprobe(tmp_path):
+    """write_states given the graph stage's index file: the serving index holds the same
+    lists (the same answers as the index item_index builds over those rows), probed as
+    item_index probes; an index over other rows is refused, naming the file."""
+    from culturesim_ray.graph import build as gb
+    from culturesim_ray.serving.artifacts import item_index, write_states
+
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(20, 16))[rng.integers(0, 20, 800)]
+         + 0.3 * rng.normal(size=(800, 16))).astype(np.float32)
+    kind, nlist = gb.choose_index(len(x), 100)
+    graph_index = gb.build_index(x, kind, nlist, 16, 100_000, 0, normalise=True)
+    assert graph_index.nprobe == 16
+    path = str(tmp_path / "graph.faiss")
+    gb.save_index(graph_index, path)
+    states = {"text": [rng.normal(size=(800, 8)).astype(np.float32)]}
+    torch.save({"w": torch.ones(1)}, tmp_path / "model.pt")
+    manifest = write_states(states, {"text": x}, {"text": np.zeros(800, np.int64)},
+                            str(tmp_path / "serving"), str(tmp_path / "model.pt"),
+                            ivf_min=100, indexes={"text": path})
+    assert manifest["modalities"]["text"]["index"] == "ivf"
+    served = load_serving_state(str(tmp_path / "serving"), str(tmp_path / "model.pt"))
+    index = served.indexes["text"]
+    built = item_index(x, ivf_min=100)
+    assert index.nprobe == built.nprobe == min(32, nlist) and index.ntotal == 800
+    q = gb.normalize_rows(x[:50] + 0.1 * rng.normal(size=(50, 16)).astype(np.float32))
+    d_served, i_served = index.search(q, 10)
+    d_built, i_built = built.search(q, 10)
+    np.testing.assert_array_equal(i_served, i_built)
+    np.testing.assert_allclose(d_served, d_built, rtol=1e-6)
+    with pytest.raises(ValueError, match="graph.faiss.*799 x 16"):
+        write_states({"text": [states["text"][0][:799]]}, {"text": x[:799]},
+                     {"text": np.zeros(799, np.int64)}, str(tmp_path / "serving2"),
+                     str(tmp_path / "model.pt"), ivf_min=100, indexes={"text": path})
