@@ -79,7 +79,10 @@ def layer_states(model: CultureSim, graphs: dict[str, ModalityGraph]) -> dict[st
     return {m: s[:-1] for m, s in model.layer_inputs(graphs, block=BLOCK).items()}
 
 
-def item_index(x: np.ndarray, ivf_min: int = 50_000, nprobe: int = 32) -> Any:
+NPROBE = 32  # IVF lists a replica's neighbour search probes (at least nlist / 64)
+
+
+def item_index(x: np.ndarray, ivf_min: int = 50_000, nprobe: int = NPROBE) -> Any:
     """The replica's neighbour index over the normalised rows of x (normalised a chunk
     at a time: no normalised copy of x): exact below ivf_min, IVF above."""
     from culturesim_ray.graph import build as gb
@@ -89,7 +92,7 @@ def item_index(x: np.ndarray, ivf_min: int = 50_000, nprobe: int = 32) -> Any:
                           normalise=True)
 
 
-def graph_index(path: str, n: int, dim: int, nprobe: int = 32) -> Any:
+def graph_index(path: str, n: int, dim: int, nprobe: int = NPROBE) -> Any:
     """The graph stage's index over the same rows (`graph.build.save_index`: the
     L2-normalised item vectors, built as `item_index` builds one), its vectors
     memory-mapped, searching `nprobe` lists as `item_index`'s; a ValueError when it

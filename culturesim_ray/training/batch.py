@@ -345,34 +345,3 @@ def store_from_graphs(graphs: dict[str, ModalityGraph], cultures: list[str],
                       csr, names, list(cultures), list(themes))
     fill_means(store)
     return store
-
-
-def graphs_of(store: ItemStore) -> dict[str, ModalityGraph]:
-    """Every node of the store as per-modality graphs (global culture ids, all its
-    edges): the whole corpus in memory, the reference the streamed export
-    (`training.export`) is tested against."""
-    offsets = store.offsets
-    bounds = np.array([offsets[m] for m in store.modalities] + [store.num_items])
-    csr = store.csr
-    dst = np.repeat(np.arange(csr.num_nodes, dtype=np.int64), np.diff(np.asarray(csr.indptr)))
-    src = np.asarray(csr.indices, np.int64)
-    rel = np.asarray(csr.relations)
-    s_mod = np.searchsorted(bounds, src, side="right") - 1
-    d_mod = np.searchsorted(bounds, dst, side="right") - 1
-    graphs = {}
-    for j, m in enumerate(store.modalities):
-        same = (s_mod == j) & (d_mod == j)
-        ei = np.stack([src[same], dst[same]]) - offsets[m]
-        incoming = {}
-        for s_j, s_m in enumerate(store.modalities):
-            cross = (s_mod == s_j) & (d_mod == j) & (s_j != j)
-            for code in np.unique(rel[cross]):
-                e = cross & (rel == code)
-                incoming[(s_m, store.relation_names[int(code)])] = torch.from_numpy(
-                    np.stack([src[e] - offsets[s_m], dst[e] - offsets[m]]))
-        graphs[m] = ModalityGraph(torch.from_numpy(np.ascontiguousarray(store.x[m],
-                                                                        dtype=np.float32)),
-                                  torch.from_numpy(ei), torch.from_numpy(
-                                      np.asarray(store.culture[m], np.int64)),
-                                  torch.from_numpy(np.asarray(store.themes[m], bool)), incoming)
-    return graphs

@@ -56,7 +56,7 @@ def _block_edges(store: ItemStore, m: str, start: int, stop: int
                  ) -> dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]]:
     """The edges into rows [start, stop) of modality m by edge type: (source rows in
     the source modality, destination rows in m). Same-modality edges of any relation
-    form (m, SELF_RELATION, m), as `training.batch.graphs_of` has them."""
+    form (m, SELF_RELATION, m), as `CultureSim`'s homo branches read them."""
     csr, offsets = store.csr, store.offsets
     g0, g1 = offsets[m] + start, offsets[m] + stop
     ptr = np.asarray(csr.indptr[g0:g1 + 1], np.int64)

@@ -1,6 +1,6 @@
 """The export streamed from the store (`training.export`) equals the whole-graph
-forward held in memory (`CultureSim.layer_inputs`, `export_heads` over
-`training.batch.graphs_of`), for both branch kinds and both convs, with blocks
+forward held in memory (`CultureSim.layer_inputs`, `export_heads` over the graphs
+the store was made from), for both branch kinds and both convs, with blocks
 smaller than a modality so a block's sources lie in other blocks."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 
 from culturesim_ray.graph.knn import knn_edges
 from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig, ModalityGraph
-from culturesim_ray.training.batch import graphs_of, store_from_graphs
+from culturesim_ray.training.batch import store_from_graphs
 from culturesim_ray.training.export import culture_heads, state_path, write_layer_states
 
 RELATIONS = [["image", "depicts", "text"], ["text", "depicts", "image"]]
@@ -33,7 +33,7 @@ def _store(n_cultures: int = 7, seed: int = 5):
     pairs = torch.stack([torch.arange(0, 16, 2), torch.arange(1, 61, 3)[:8]])
     graphs["text"].incoming = {("image", "depicts"): pairs}
     graphs["image"].incoming = {("text", "depicts"): pairs.flip(0)}
-    return store_from_graphs(graphs, [f"c{i}" for i in range(n_cultures)], ["a", "b"])
+    return store_from_graphs(graphs, [f"c{i}" for i in range(n_cultures)], ["a", "b"]), graphs
 
 
 def _model(store, graph: str, conv: str, layers: int, raw_weight: float) -> CultureSim:
@@ -55,9 +55,8 @@ def _model(store, graph: str, conv: str, layers: int, raw_weight: float) -> Cult
 @pytest.mark.parametrize("block", [9, 1000])
 def test_streamed_states_and_heads_equal_the_whole_graph_forward(tmp_path, graph, conv,
                                                                  layers, block):
-    store = _store()
+    store, graphs = _store()
     model = _model(store, graph, conv, layers, raw_weight=0.6)
-    graphs = graphs_of(store)
     with torch.no_grad():
         want_states = model.layer_inputs(graphs)
         want = model.export_heads(graphs, len(store.cultures))
@@ -79,10 +78,10 @@ def test_streamed_states_and_heads_equal_the_whole_graph_forward(tmp_path, graph
 
 
 def test_streamed_heads_without_the_raw_residual(tmp_path):
-    store = _store(seed=9)
+    store, graphs = _store(seed=9)
     model = _model(store, "homo", "sage", 2, raw_weight=0.0)
     with torch.no_grad():
-        want = model.export_heads(graphs_of(store), len(store.cultures))
+        want = model.export_heads(graphs, len(store.cultures))
     got = culture_heads(model, store, write_layer_states(model, store, str(tmp_path), 16), 16)
     for head in want:
         torch.testing.assert_close(got[head], want[head], atol=2e-5, rtol=1e-4)
