@@ -38,20 +38,16 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-import psutil  # noqa: E402
 
-from benchmarks.graph_scale import _anonymous_bytes  # noqa: E402
-from benchmarks.scale import child_env, communicate_sampling, ratio, save_json  # noqa: E402
+from benchmarks.scale import ratio, sampled_child, save_json  # noqa: E402
 from benchmarks.scale_data import D  # noqa: E402
 
 ITEMS_PER_CULTURE = 100
@@ -141,30 +137,11 @@ print(json.dumps({"code": code, "export_s": time.perf_counter() - t, "rows": tab
 def measure(data: Path, out: Path, interval: float, timeout: float) -> dict[str, Any]:
     """The export in a child process, its peak RSS and anonymous memory sampled."""
     out.mkdir(parents=True, exist_ok=True)
-    env = {**child_env(), "OMP_NUM_THREADS": "1"}
-    start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(data), str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            cwd=str(out))  # not the checkout: PYTHONPATH picks the code
-    peak = {"rss": 0, "anon": 0}
-    me = psutil.Process(proc.pid)
-
-    def sample() -> bool:
-        try:
-            peak["rss"] = max(peak["rss"], me.memory_info().rss)
-        except psutil.Error:
-            return False
-        peak["anon"] = max(peak["anon"], _anonymous_bytes(proc.pid))
-        return True
-
-    stdout, stderr = communicate_sampling(proc, sample, interval, timeout)
-    if proc.returncode != 0:
-        sys.exit(f"the export failed ({proc.returncode}):\n{stderr[-3000:]}")
-    res = json.loads(stdout.strip().splitlines()[-1])
-    return {"code": res["code"], "wall_s": round(time.perf_counter() - start, 1),
+    res = sampled_child(CHILD, [str(data), str(out)], str(out), interval, timeout,
+                        what="the export")
+    return {"code": res["code"], "wall_s": res["wall_s"],
             "export_s": round(res["export_s"], 1), "culture_rows": res["rows"],
-            "peak_rss_mb": round(peak["rss"] / 2**20),
-            "peak_anonymous_mb": round(peak["anon"] / 2**20),
+            "peak_rss_mb": res["peak_rss_mb"], "peak_anonymous_mb": res["peak_anonymous_mb"],
             "ru_maxrss_mb": round(res["ru_maxrss_mb"])}
 
 

@@ -42,7 +42,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 
-from benchmarks.scale import child_env, communicate_sampling, ratio, save_json  # noqa: E402
+from benchmarks.scale import (  # noqa: E402
+    anonymous_bytes,
+    child_env,
+    communicate_sampling,
+    ratio,
+    save_json,
+)
 from benchmarks.scale_data import D  # noqa: E402
 
 ITEMS_PER_CULTURE = 100
@@ -78,16 +84,6 @@ def write_embed_run(root: Path, n: int, seed: int = 0) -> None:
                                                                        "dim": D}}}))
 
 
-def _anonymous_bytes(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Anonymous:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
 def measure_graph(embed: Path, out: Path, interval: float, timeout: float) -> dict[str, Any]:
     """run_graph in a child process (its own Ray); the Ray workers' peaks, sampled."""
     code = ("import json, sys; from culturesim_ray.pipeline.graph import run_graph; "
@@ -111,7 +107,7 @@ def measure_graph(embed: Path, out: Path, interval: float, timeout: float) -> di
                 if not k.cmdline() or not k.cmdline()[0].startswith("ray::"):
                     continue
                 rss[k.pid] = max(rss.get(k.pid, 0), k.memory_info().rss)
-                anon[k.pid] = max(anon.get(k.pid, 0), _anonymous_bytes(k.pid))
+                anon[k.pid] = max(anon.get(k.pid, 0), anonymous_bytes(k.pid))
             except psutil.Error:
                 continue
         return True

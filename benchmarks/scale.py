@@ -108,6 +108,47 @@ def communicate_sampling(proc: subprocess.Popen, sample: Any, interval: float,
         sampler.join()
 
 
+def anonymous_bytes(pid: int) -> int:
+    """A process's anonymous memory (RSS less the pages of files it maps), bytes."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Anonymous:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def sampled_child(code: str, argv: list[str], cwd: str, interval: float, timeout: float,
+                  env: dict[str, str] | None = None, what: str = "the child"
+                  ) -> dict[str, Any]:
+    """`python -c code *argv` in a fresh process, sampled every `interval` s: its last
+    stdout line (JSON) with its peak RSS and peak anonymous memory (MB) and wall time.
+    cwd: not the checkout, so that PYTHONPATH picks the code under test."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", code, *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=cwd,
+                            env=env or {**child_env(), "OMP_NUM_THREADS": "1"})
+    peak = {"rss": 0, "anon": 0}
+    me = psutil.Process(proc.pid)
+
+    def sample() -> bool:
+        try:
+            peak["rss"] = max(peak["rss"], me.memory_info().rss)
+        except psutil.Error:
+            return False
+        peak["anon"] = max(peak["anon"], anonymous_bytes(proc.pid))
+        return True
+
+    stdout, stderr = communicate_sampling(proc, sample, interval, timeout)
+    if proc.returncode != 0:
+        sys.exit(f"{what} failed ({proc.returncode}):\n{stderr[-3000:]}")
+    return {**json.loads(stdout.strip().splitlines()[-1]),
+            "wall_s": round(time.perf_counter() - start, 1),
+            "peak_rss_mb": round(peak["rss"] / 2**20),
+            "peak_anonymous_mb": round(peak["anon"] / 2**20)}
+
+
 def child_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)  # each job starts its own local Ray

@@ -100,7 +100,7 @@ class CSRGraph:
         if src.shape[0] == 0:
             return cls(np.zeros(n + 1, np.int64), np.zeros(0, np.int64),
                        np.zeros(0, np.float32), np.zeros(0, np.int16))
-        order, new_run = _edge_order(dst, src, rel, n)
+        order, new_run = edge_order(dst, src, rel, n)
         starts = np.flatnonzero(new_run)
         dst_u = dst[order[starts]]
         indptr = np.zeros(n + 1, np.int64)
@@ -132,14 +132,16 @@ def _edge_array(values: np.ndarray | None, e: int, dtype: type, name: str,
     return arr.astype(dtype, copy=False)
 
 
-def _edge_order(dst: np.ndarray, src: np.ndarray, rel: np.ndarray,
-                n: int) -> tuple[np.ndarray, np.ndarray]:
+def edge_order(dst: np.ndarray, src: np.ndarray, rel: np.ndarray, n_dst: int,
+               n_src: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Permutation sorting edges by (dst, src, relation) and a mask, in sorted order, of the
-    first edge of each run of equal triples."""
+    first edge of each run of equal triples; dst in [0, n_dst), src in [0, n_src) (default
+    n_dst)."""
+    n_src = n_dst if n_src is None else n_src
     r_min = int(rel.min())
     r_span = int(rel.max()) - r_min + 1
-    if n * n * r_span < _PACK_LIMIT:
-        key = (dst * n + src) * r_span + (rel.astype(np.int64) - r_min)
+    if n_dst * n_src * r_span < _PACK_LIMIT:
+        key = (dst * n_src + src) * r_span + (rel.astype(np.int64) - r_min)
         order = np.argsort(key)
         sk = key[order]
         new_run = np.empty(sk.shape[0], bool)

@@ -113,7 +113,7 @@ def _chunked_mean(x: np.ndarray, chunk: int = 65_536) -> np.ndarray:
 
 
 def culture_means(x: np.ndarray, culture: np.ndarray, n_cultures: int,
-                  rows: np.ndarray | None = None, chunk: int = 65_536
+                  rows: np.ndarray | None = None, chunk: int = 16_384
                   ) -> tuple[np.ndarray, np.ndarray]:
     """((C, d) float32 normalised mean of the L2-normalised rows per culture, (C,) bool
     has-items), read in chunks (x may be a memory map); rows: only these rows."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,28 +83,56 @@ def build_training_data(tables: dict[str, pa.Table], k: int = 10,
     return TrainingData(graphs, cultures, themes, cross_modal_types(rel), rel.quarantined)
 
 
-def holdout_mask(item_ids: list[str], cultures: list[str], fraction: float,
+Strings = Sequence[str] | pa.Array | pa.ChunkedArray
+
+
+def as_strings(values: Strings) -> pa.Array:
+    """Strings as one Arrow array (a list converted, chunks combined)."""
+    if isinstance(values, pa.ChunkedArray):
+        return values.combine_chunks()
+    return values if isinstance(values, pa.Array) else pa.array(list(values), pa.string())
+
+
+def id_keys(item_ids: Strings, seed: int, chunk: int = 1 << 18) -> np.ndarray:
+    """(n,) uint64 keyed hashes (blake2b of `seed:item_id`), a chunk of ids at a time."""
+    ids = as_strings(item_ids)
+    keys = np.empty(len(ids), np.uint64)
+    for a in range(0, len(ids), chunk):
+        part = ids.slice(a, chunk).to_pylist()
+        keys[a:a + len(part)] = np.fromiter(
+            (int.from_bytes(hashlib.blake2b(f"{seed}:{i}".encode(), digest_size=8).digest(),
+                            "big") for i in part), np.uint64, count=len(part))
+    return keys
+
+
+def holdout_mask(item_ids: Strings, cultures: Strings, fraction: float,
                  seed: int = 0) -> np.ndarray:
     """(n,) bool: the items held out of training, `fraction` of each culture's items
     (rounded down, so a culture keeps at least one training item, and a culture with
-    one item keeps it). Which items: the lowest keyed hashes of `seed:item_id`, so the
-    split depends only on the ids, the seed and the fraction, not on row order."""
+    one item keeps it). Which items: the lowest keyed hashes of `seed:item_id` (ties:
+    the smaller id), so the split depends only on the ids, the seed and the fraction,
+    not on row order. Lists or Arrow string arrays; no Python loop but the hashing."""
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"holdout fraction must be in [0, 1), got {fraction}")
-    n = len(item_ids)
+    ids = as_strings(item_ids)
+    n = len(ids)
     held = np.zeros(n, dtype=bool)
     if fraction == 0.0 or n == 0:
         return held
-    keys = np.array([int.from_bytes(hashlib.blake2b(f"{seed}:{i}".encode(), digest_size=8)
-                                    .digest(), "big") for i in item_ids], dtype=np.uint64)
-    groups: dict[str, list[int]] = {}
-    for row, c in enumerate(cultures):
-        groups.setdefault(c, []).append(row)
-    for rows in groups.values():
-        take = int(fraction * len(rows))
-        if take:
-            order = sorted(rows, key=lambda r: (int(keys[r]), item_ids[r]))
-            held[order[:take]] = True
+    keys = id_keys(ids, seed)
+    codes = pc.dictionary_encode(as_strings(cultures)).indices.to_numpy(zero_copy_only=False)
+    order = np.lexsort((keys, codes))
+    k, c = keys[order], codes[order]
+    if ((k[1:] == k[:-1]) & (c[1:] == c[:-1])).any():  # equal hashes: the smaller id first
+        rank = np.empty(n, np.int64)
+        rank[pc.sort_indices(ids).to_numpy()] = np.arange(n)
+        order = np.lexsort((rank, keys, codes))
+        c = codes[order]
+    starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
+    size = np.diff(np.r_[starts, n])
+    within = np.arange(n) - np.repeat(starts, size)
+    take = (fraction * size).astype(np.int64)  # rounded down
+    held[order[within < np.repeat(take, size)]] = True
     return held
 
 
@@ -112,8 +141,7 @@ def split_holdout(tables: dict[str, pa.Table], fraction: float, seed: int = 0
     """(training tables, held-out tables) per modality by `holdout_mask`."""
     train, held = {}, {}
     for m, t in tables.items():
-        mask = holdout_mask(t.column("item_id").to_pylist(), t.column("culture").to_pylist(),
-                            fraction, seed)
+        mask = holdout_mask(t.column("item_id"), t.column("culture"), fraction, seed)
         train[m] = t.filter(pa.array(~mask))
         held[m] = t.filter(pa.array(mask))
     return train, held

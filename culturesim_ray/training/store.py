@@ -14,7 +14,9 @@ never on the driver) over the item graph of every item of the embed run:
   held out: validation seeds are validation items, their neighbours anything
   but held-out items, as a new item meets the corpus), `full` (every edge: the
   export of the culture vectors and the serving state apply the model to the
-  whole corpus);
+  whole corpus). The edge files are read a batch at a time, twice
+  (`graph.csr_write`: count, then fill), so the task holds O(N) per-node arrays
+  and one batch, never every edge;
 - and the per-culture means of the training items' normalised vectors per
   head (the relational term's reference).
 
@@ -29,19 +31,24 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from culturesim_ray.graph import build as gb
+from culturesim_ray.graph.csr_write import CSRWriter
 from culturesim_ray.graph.sample import CSRGraph
+from culturesim_ray.layout import GraphLayout
 from culturesim_ray.training.batch import GENERAL, ItemStore, culture_means
-from culturesim_ray.training.data import holdout_mask
+from culturesim_ray.training.data import Strings, as_strings, holdout_mask
 
 TRAIN, VAL, HELD = 0, 1, 2
 SAME = "similar"
+EDGE_BATCH = 1 << 20  # edge rows read at a time
 
 
 def _modalities(graph_root: str) -> list[str]:
@@ -49,18 +56,19 @@ def _modalities(graph_root: str) -> list[str]:
         return sorted(json.load(fh)["modalities"])
 
 
-def item_splits(ids: list[list[str]], cultures: list[list[str]], holdout: float,
+def item_splits(ids: list[Strings], cultures: list[Strings], holdout: float,
                 holdout_seed: int, val_fraction: float, val_max: int) -> list[np.ndarray]:
     """Per modality (N_m,) int8 split codes (TRAIN, VAL, HELD); validation is at most
-    val_max items in all (the first rows of each modality, proportionally)."""
+    val_max items in all (the first rows of each modality, proportionally). ids and
+    cultures: per modality, lists or Arrow string arrays."""
     out = []
     for i, c in zip(ids, cultures, strict=True):
+        i, c = as_strings(i), as_strings(c)
         held = holdout_mask(i, c, holdout, holdout_seed)
         split = np.where(held, HELD, TRAIN).astype(np.int8)
         rest = np.flatnonzero(~held)
         if val_fraction > 0 and len(rest):
-            val = holdout_mask([i[r] for r in rest], [c[r] for r in rest], val_fraction,
-                               holdout_seed + 1)
+            val = holdout_mask(i.take(rest), c.take(rest), val_fraction, holdout_seed + 1)
             split[rest[val]] = VAL
         out.append(split)
     total = sum(int((s == VAL).sum()) for s in out)
@@ -69,6 +77,46 @@ def item_splits(ids: list[list[str]], cultures: list[list[str]], holdout: float,
             rows = np.flatnonzero(s == VAL)
             s[rows[int(len(rows) * val_max / total):]] = TRAIN
     return out
+
+
+def edge_batches(graph_root: str, mods: list[str], offsets: dict[str, int],
+                 names: list[str], cross: set[tuple[str, str, str]],
+                 batch_rows: int = EDGE_BATCH) -> Iterator[tuple[np.ndarray, ...]]:
+    """Every edge file of the graph, a Parquet batch at a time: (src, dst) over the
+    global node space and the relation code (0: within a modality; else the index of
+    its name in `names`, which grows as cross-modal relations are met, in the same
+    order on every pass; `cross` collects their (src_modality, relation, modality))."""
+    mod_set = pa.array(mods, pa.string())
+    off = np.array([offsets[m] for m in mods], np.int64)
+    for j, m in enumerate(mods):
+        d = GraphLayout(graph_root).edges(m)
+        files = sorted(f for f in os.listdir(d) if f.endswith(".parquet")) if os.path.isdir(d) else []
+        for f in files:
+            for b in pq.ParquetFile(os.path.join(d, f)).iter_batches(
+                    batch_rows, columns=["src", "dst", "relation", "src_modality"]):
+                which = pc.index_in(b.column("src_modality"), value_set=mod_set)
+                if which.null_count:
+                    bad = pc.filter(b.column("src_modality"), pc.is_null(which))[0]
+                    raise ValueError(f"{os.path.join(d, f)}: src_modality {bad.as_py()!r} is "
+                                     f"not a modality of the graph ({', '.join(mods)})")
+                src_mod = which.to_numpy(zero_copy_only=False)
+                code = np.zeros(len(src_mod), np.int16)
+                is_cross = src_mod != j
+                if is_cross.any():
+                    rel = pc.filter(b.column("relation"), pa.array(is_cross))
+                    sm = pc.filter(b.column("src_modality"), pa.array(is_cross))
+                    for r in pc.unique(rel).to_pylist():
+                        if r not in names:
+                            names.append(r)
+                    code[is_cross] = pc.index_in(rel, value_set=pa.array(names, pa.string())
+                                                 ).to_numpy(zero_copy_only=False)
+                    pairs = pa.table({"s": sm, "r": rel}).group_by(["s", "r"]).aggregate([])
+                    cross.update((a, r, m) for a, r in zip(pairs.column("s").to_pylist(),
+                                                           pairs.column("r").to_pylist(),
+                                                           strict=True))
+                src = b.column("src").to_numpy(zero_copy_only=False).astype(np.int64)
+                dst = b.column("dst").to_numpy(zero_copy_only=False).astype(np.int64)
+                yield src + off[src_mod], dst + offsets[m], code
 
 
 def _theme_matrix(themes: pa.ChunkedArray, names: list[str]) -> np.ndarray:
@@ -88,7 +136,7 @@ def _theme_matrix(themes: pa.ChunkedArray, names: list[str]) -> np.ndarray:
 
 def write_store(graph_root: str, root: str, holdout: float, holdout_seed: int,
                 val_fraction: float, val_max: int, hetero: bool,
-                min_theme_items: int = 2) -> dict[str, Any]:
+                min_theme_items: int = 2, edge_batch: int = EDGE_BATCH) -> dict[str, Any]:
     """Write the store (module docstring) under `root`; returns its description
     (cultures, themes, dims, cross-modal relation types, counts) and the held-out
     items as a table (item_id, culture, modality) under the key "held"."""
@@ -104,8 +152,8 @@ def write_store(graph_root: str, root: str, holdout: float, holdout_seed: int,
             counts[row["values"]] = counts.get(row["values"], 0) + row["counts"]
     themes = sorted(th for th, c in counts.items() if c >= min_theme_items)
     cpos = pa.array(cultures, pa.string())
-    splits = item_splits([items[m].column("item_id").to_pylist() for m in mods],
-                         [items[m].column("culture").to_pylist() for m in mods],
+    splits = item_splits([items[m].column("item_id") for m in mods],
+                         [items[m].column("culture") for m in mods],
                          holdout, holdout_seed, val_fraction, val_max)
     offsets, at = {}, 0
     for m in mods:
@@ -119,39 +167,21 @@ def write_store(graph_root: str, root: str, holdout: float, holdout_seed: int,
     np.save(os.path.join(root, "culture.npy"), culture)
     np.save(os.path.join(root, "themes.npy"), theme_m)
     np.save(os.path.join(root, "split.npy"), split)
-    # edges over the global node space
+    # the three graphs over the global node space, streamed from the edge files twice
     names, cross = [SAME], set()
-    src, dst, rel = [], [], []
-    for m in mods:
-        e = gb.read_edges(graph_root, m)
-        if not e.num_rows:
-            continue
-        s_mod = e.column("src_modality").to_pylist()
-        relation = e.column("relation").to_pylist()
-        off = np.array([offsets[x] for x in s_mod], np.int64)
-        code = np.zeros(e.num_rows, np.int16)
-        for j, (sm, r) in enumerate(zip(s_mod, relation, strict=True)):
-            if sm != m:
-                if r not in names:
-                    names.append(r)
-                code[j] = names.index(r)
-                cross.add((sm, r, m))
-        src.append(e.column("src").to_numpy() + off)
-        dst.append(e.column("dst").to_numpy() + offsets[m])
-        rel.append(code)
-    src_a = np.concatenate(src) if src else np.zeros(0, np.int64)
-    dst_a = np.concatenate(dst) if dst else np.zeros(0, np.int64)
-    rel_a = np.concatenate(rel) if rel else np.zeros(0, np.int16)
-    is_cross = rel_a > 0
-    for which, keep in (("full", np.ones(len(src_a), bool)),
-                        ("train", (split[src_a] == TRAIN) & (split[dst_a] == TRAIN)),
-                        ("val", (split[src_a] != HELD) & (split[dst_a] != HELD))):
-        if which != "full" and not hetero:
-            keep = keep & ~is_cross
-        csr = CSRGraph.from_edges(src_a[keep], dst_a[keep], n, relations=rel_a[keep],
-                                  symmetric=True)
-        for part in ("indptr", "indices", "weights", "relations"):
-            np.save(os.path.join(root, f"{which}_{part}.npy"), getattr(csr, part))
+    writers = {which: CSRWriter(root, which, n) for which in ("full", "train", "val")}
+    for phase in ("count", "fill"):
+        for src, dst, code in edge_batches(graph_root, mods, offsets, names, cross,
+                                                edge_batch):
+            for which, w in writers.items():
+                keep = {"full": None, "train": (split[src] == TRAIN) & (split[dst] == TRAIN),
+                        "val": (split[src] != HELD) & (split[dst] != HELD)}[which]
+                if which != "full" and not hetero:
+                    keep = keep & (code == 0)
+                args = (src, dst, code) if keep is None else (src[keep], dst[keep], code[keep])
+                getattr(w, phase)(*args[:2], relations=args[2])
+    for w in writers.values():
+        w.finish()
     # the reference: culture means of the training items, per head and modality
     train_nodes = split == TRAIN
     for m in mods:

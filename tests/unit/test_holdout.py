@@ -52,3 +52,36 @@ def test_split_tables_partition_the_items() -> None:
     assert listing.column("modality").to_pylist() == ["text"] * 5
     rest = drop_items({"text": t}, set(listing.column("item_id").to_pylist()))
     assert rest["text"].column("item_id").to_pylist() == train["text"].column("item_id").to_pylist()
+
+
+def _reference_mask(item_ids: list[str], cultures: list[str], fraction: float,
+                    seed: int) -> np.ndarray:
+    """The rule spelled out in Python: per culture, the lowest (hash, id) first."""
+    import hashlib
+
+    def key(i: str) -> int:
+        return int.from_bytes(hashlib.blake2b(f"{seed}:{i}".encode(), digest_size=8).digest(),
+                              "big")
+
+    held = np.zeros(len(item_ids), bool)
+    groups: dict[str, list[int]] = {}
+    for row, c in enumerate(cultures):
+        groups.setdefault(c, []).append(row)
+    for rows in groups.values():
+        rows = sorted(rows, key=lambda r: (key(item_ids[r]), item_ids[r]))
+        held[rows[:int(fraction * len(rows))]] = True
+    return held
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.2, 0.5])
+def test_vectorised_mask_equals_the_rule(fraction: float) -> None:
+    rng = np.random.default_rng(3)
+    cultures = [f"c{k}" for k in rng.integers(0, 40, 3000)]
+    ids = [f"item-{i}" for i in rng.permutation(3000)]
+    ids[10:20] = ids[:10]  # repeated ids tie on their hash
+    cultures[10:20] = cultures[:10]
+    ref = _reference_mask(ids, cultures, fraction, 7)
+    assert ref.sum() > 0
+    np.testing.assert_array_equal(holdout_mask(ids, cultures, fraction, 7), ref)
+    chunked = pa.chunked_array([pa.array(ids[:1000]), pa.array(ids[1000:])])
+    np.testing.assert_array_equal(holdout_mask(chunked, pa.array(cultures), fraction, 7), ref)
