@@ -47,7 +47,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.scale import ratio, sampled_child, save_json  # noqa: E402
+from benchmarks.scale import (  # noqa: E402
+    growth_args,
+    memory_growth,
+    sampled_child,
+    save_json,
+)
 from benchmarks.scale_data import D  # noqa: E402
 
 ITEMS_PER_CULTURE = 100
@@ -148,11 +153,7 @@ def measure(data: Path, out: Path, interval: float, timeout: float) -> dict[str,
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--json")
-    ap.add_argument("--workdir", help="keep the data here (default: a temporary folder)")
-    ap.add_argument("--interval", type=float, default=0.1, help="sampling period, s")
-    ap.add_argument("--timeout", type=float, default=3600.0, help="per size, s")
+    growth_args(ap)
     args = ap.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="export_scale_"))
     rows = []
@@ -177,14 +178,7 @@ def main() -> None:
     for r in rows:
         print(f"{r['n']:>9}{r['cultures']:>10}{r['code']:>11}{r['export_s']:>10.1f}"
               f"{r['peak_rss_mb']:>13}{r['peak_anonymous_mb']:>14}")
-    result = {"sizes": rows, "d": D,
-              "peak_anonymous_ratio": ratio(rows[0]["peak_anonymous_mb"],
-                                            rows[-1]["peak_anonymous_mb"]),
-              "peak_rss_ratio": ratio(rows[0]["peak_rss_mb"], rows[-1]["peak_rss_mb"]),
-              "export_time_ratio": ratio(rows[0]["export_s"], rows[-1]["export_s"])}
-    print(f"\n{rows[-1]['n'] // rows[0]['n']}x the items: peak anonymous memory "
-          f"x{result['peak_anonymous_ratio']}, peak RSS x{result['peak_rss_ratio']}, "
-          f"export time x{result['export_time_ratio']}")
+    result = {"sizes": rows, "d": D, **memory_growth(rows, "export_s")}
     save_json(args.json, result)
 
 

@@ -149,6 +149,30 @@ def sampled_child(code: str, argv: list[str], cwd: str, interval: float, timeout
             "peak_anonymous_mb": round(peak["anon"] / 2**20)}
 
 
+def growth_args(ap: argparse.ArgumentParser) -> None:
+    """The options of the benchmarks that follow one process's memory over two sizes
+    (`export_scale`, `store_scale`)."""
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--json")
+    ap.add_argument("--workdir", help="keep the data here (default: a temporary folder)")
+    ap.add_argument("--interval", type=float, default=0.1, help="sampling period, s")
+    ap.add_argument("--timeout", type=float, default=3600.0, help="per size, s")
+
+
+def memory_growth(rows: list[dict[str, Any]], time_key: str) -> dict[str, Any]:
+    """Largest / smallest size's ratios of peak anonymous memory, peak RSS and the
+    time under `time_key` ("export_s" -> "export_time_ratio"), printed on one line."""
+    what = time_key.removesuffix("_s")
+    out = {"peak_anonymous_ratio": ratio(rows[0]["peak_anonymous_mb"],
+                                         rows[-1]["peak_anonymous_mb"]),
+           "peak_rss_ratio": ratio(rows[0]["peak_rss_mb"], rows[-1]["peak_rss_mb"]),
+           f"{what}_time_ratio": ratio(rows[0][time_key], rows[-1][time_key])}
+    print(f"\n{rows[-1]['n'] // rows[0]['n']}x the items: peak anonymous memory "
+          f"x{out['peak_anonymous_ratio']}, peak RSS x{out['peak_rss_ratio']}, {what} time "
+          f"x{out[f'{what}_time_ratio']}")
+    return out
+
+
 def child_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)  # each job starts its own local Ray

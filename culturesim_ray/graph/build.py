@@ -118,8 +118,8 @@ def relation_edges(rel: Relations) -> dict[str, dict[str, pa.Table]]:
     from culturesim_ray.graph.hetero import ARTIFACT_RELATION
 
     parts: dict[str, dict[str, list[pa.Table]]] = {}
-    for (src_m, relation, dst_m), pairs in sorted(rel.pairs.items()):
-        p = np.unique(np.asarray(pairs, dtype=np.int64).reshape(-1, 2), axis=0)
+    for (src_m, relation, dst_m), pairs in rel.pair_arrays().items():
+        p = np.unique(pairs, axis=0)
         kind = "artifact" if relation == ARTIFACT_RELATION else "relations"
         t = edges_table(p[:, 0], p[:, 1], np.ones(len(p), np.float32), relation, src_m)
         parts.setdefault(dst_m, {}).setdefault(kind, []).append(t)

@@ -17,12 +17,13 @@ bad relation name is quarantined with its reason, never dropped silently.
 from __future__ import annotations
 
 import re
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from torch import Tensor
 
@@ -43,45 +44,108 @@ class RelationsError(ValueError):
 
 @dataclass
 class Relations:
-    """Edges by type, (source row, destination row) pairs, and the rows set aside."""
+    """Edges by type, (source row, destination row) pairs, and the rows set aside.
+    pairs: added one by one (a relations file's rows); arrays: (E, 2) int64 blocks
+    added at once (the artifact links)."""
 
     pairs: dict[EdgeType, list[tuple[int, int]]] = field(default_factory=dict)
     quarantined: list[dict[str, Any]] = field(default_factory=list)
+    arrays: dict[EdgeType, list[np.ndarray]] = field(default_factory=dict)
 
     def add(self, src: tuple[str, int], dst: tuple[str, int], relation: str) -> None:
         """A symmetric relation: the edge both ways."""
         self.pairs.setdefault((src[0], relation, dst[0]), []).append((src[1], dst[1]))
         self.pairs.setdefault((dst[0], relation, src[0]), []).append((dst[1], src[1]))
 
+    def add_array(self, edge_type: EdgeType, pairs: np.ndarray) -> None:
+        """(E, 2) (source row, destination row) pairs of one edge type, as given
+        (the caller adds the reverse edges)."""
+        self.arrays.setdefault(edge_type, []).append(np.asarray(pairs, np.int64).reshape(-1, 2))
+
+    def pair_arrays(self) -> dict[EdgeType, np.ndarray]:
+        """Edge type -> (E, 2) int64 of every pair added (duplicates kept), sorted by type."""
+        out = {}
+        for et in sorted(set(self.pairs) | set(self.arrays)):
+            parts = [np.asarray(self.pairs.get(et, []), np.int64).reshape(-1, 2),
+                     *self.arrays.get(et, [])]
+            out[et] = np.concatenate(parts)
+        return out
+
     def edges(self) -> dict[EdgeType, Tensor]:
         """Edge type -> (2, E) long, duplicates removed, sorted."""
-        return {et: torch.unique(torch.tensor(p, dtype=torch.long).T, dim=1)
-                for et, p in sorted(self.pairs.items())}
+        return {et: torch.unique(torch.from_numpy(p).T, dim=1)
+                for et, p in self.pair_arrays().items()}
 
 
-def item_index(tables: dict[str, pa.Table]) -> dict[str, tuple[str, int]]:
-    """item_id -> (modality, row in that modality's table)."""
-    index: dict[str, tuple[str, int]] = {}
-    for m, t in sorted(tables.items()):
-        for i, item in enumerate(t.column("item_id").to_pylist()):
-            index[item] = (m, i)
-    return index
+def item_index(tables: dict[str, pa.Table], ids: Sequence[str] | None = None
+               ) -> dict[str, tuple[str, int]]:
+    """item_id -> (modality, row in that modality's table); ids: only these (the ids a
+    relations file names: a lookup as large as the file, not the corpus, found by
+    Arrow's hash lookup). An id in several rows maps to the last (modalities sorted)."""
+    mods = sorted(tables)
+    if ids is None:
+        index: dict[str, tuple[str, int]] = {}
+        for m in mods:
+            for i, item in enumerate(tables[m].column("item_id").to_pylist()):
+                index[item] = (m, i)
+        return index
+    wanted = sorted({i for i in ids if isinstance(i, str)})
+    if not wanted:
+        return {}
+    found: dict[str, tuple[str, int]] = {}
+    for m in mods:  # later modalities overwrite, as above
+        col = tables[m].column("item_id")
+        at = pc.index_in(pa.array(wanted, pa.string()),
+                         value_set=pc.cast(col, pa.string()).combine_chunks()[::-1])
+        rows = pc.fill_null(at, -1).to_numpy(zero_copy_only=False)  # -1: not found
+        for w, r in zip(wanted, rows.tolist(), strict=True):
+            if r >= 0:
+                found[w] = (m, len(col) - 1 - r)
+    return found
+
+
+def artifact_pairs(tables: dict[str, pa.Table]) -> dict[EdgeType, np.ndarray]:
+    """(m_a, "artifact", m_b) -> (E, 2) int64 rows: every ordered pair of two items
+    that share a non-empty artifact_id (both directions), by one sort of the
+    dictionary-encoded ids; no Python loop over items."""
+    mods = sorted(m for m, t in tables.items() if "artifact_id" in t.column_names)
+    arts, mod_of, row_of = [], [], []
+    for j, m in enumerate(mods):
+        col = pc.cast(tables[m].column("artifact_id"), pa.string()).combine_chunks()
+        ok = pc.fill_null(pc.not_equal(col, ""), False)
+        rows = np.flatnonzero(ok.to_numpy(zero_copy_only=False))
+        arts.append(col.filter(ok))
+        mod_of.append(np.full(len(rows), j, np.int64))
+        row_of.append(rows.astype(np.int64))
+    if not mods or not sum(len(r) for r in row_of):
+        return {}
+    codes = pc.dictionary_encode(pa.concat_arrays(arts)).indices.to_numpy(zero_copy_only=False)
+    mod, row = np.concatenate(mod_of), np.concatenate(row_of)
+    order = np.argsort(codes, kind="stable")
+    c = codes[order]
+    starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
+    size = np.diff(np.r_[starts, len(c)])
+    z = np.repeat(size, size)  # group size of each (sorted) member
+    first = np.repeat(starts, size)  # its group's first position
+    src = np.repeat(np.arange(len(c)), z)
+    dst = np.repeat(first, z) + (np.arange(int(z.sum())) - np.repeat(np.cumsum(z) - z, z))
+    keep = src != dst
+    s, d = order[src[keep]], order[dst[keep]]
+    out = {}
+    for a, ma in enumerate(mods):
+        for b, mb in enumerate(mods):
+            sel = (mod[s] == a) & (mod[d] == b)
+            if sel.any():
+                out[(ma, ARTIFACT_RELATION, mb)] = np.stack([row[s[sel]], row[d[sel]]], axis=1)
+    return out
 
 
 def artifact_links(tables: dict[str, pa.Table], into: Relations | None = None) -> Relations:
     """Items that share an artifact_id, as "artifact" edges (within a modality they
     join that modality's own graph, see `split_edges`)."""
     rel = into if into is not None else Relations()
-    groups: dict[str, list[tuple[str, int]]] = defaultdict(list)
-    for m, t in sorted(tables.items()):
-        if "artifact_id" in t.column_names:
-            for i, a in enumerate(t.column("artifact_id").to_pylist()):
-                if a:
-                    groups[a].append((m, i))
-    for members in groups.values():
-        for x, a in enumerate(members):
-            for b in members[x + 1:]:
-                rel.add(a, b, ARTIFACT_RELATION)
+    for et, pairs in artifact_pairs(tables).items():
+        rel.add_array(et, pairs)
     return rel
 
 
@@ -105,9 +169,9 @@ def _check_row(row: dict[str, Any], items: dict[str, tuple[str, int]]) -> str | 
 RELATION_FIELDS = frozenset({"src_item", "dst_item", "relation"})
 
 
-def read_relations(path: str, items: dict[str, tuple[str, int]],
-                   into: Relations | None = None, s3: Any = None) -> Relations:
-    """The relations file at `path` over the items of `item_index(tables)`."""
+def relation_rows(path: str, s3: Any = None) -> list[dict[str, Any]]:
+    """The rows of the relations file at `path` (RelationsError: unreadable, or no
+    src_item / dst_item column)."""
     try:
         rows = tables.read_corpus_rows(path, s3, RELATION_FIELDS)
     except (tables.CorpusFormatError, FileNotFoundError) as exc:
@@ -117,6 +181,19 @@ def read_relations(path: str, items: dict[str, tuple[str, int]],
         if missing:
             raise RelationsError(f"relations file {path}: no {' / '.join(missing)} column "
                                  f"(columns: src_item, dst_item, optional relation)")
+    return rows
+
+
+def named_items(rows: list[dict[str, Any]]) -> list[str]:
+    """Every item id the rows name (integer ids as the corpus reads them)."""
+    return [v for r in rows for v in (id_text(r.get("src_item")), id_text(r.get("dst_item")))
+            if isinstance(v, str)]
+
+
+def add_relations(rows: list[dict[str, Any]], items: dict[str, tuple[str, int]],
+                  into: Relations | None = None) -> Relations:
+    """The rows of a relations file as edges over `items` (`item_index`); a bad row is
+    quarantined with its reason."""
     rel = into if into is not None else Relations()
     for given in rows:
         row = {**given, "src_item": id_text(given.get("src_item")),
@@ -131,9 +208,21 @@ def read_relations(path: str, items: dict[str, tuple[str, int]],
     return rel
 
 
+def read_relations(path: str, items: dict[str, tuple[str, int]] | dict[str, pa.Table],
+                   into: Relations | None = None, s3: Any = None) -> Relations:
+    """The relations file at `path` as edges. items: `item_index(tables)`, or the
+    tables themselves (modality -> item_id column), looked up for the ids the file
+    names only."""
+    rows = relation_rows(path, s3)
+    if items and all(isinstance(v, pa.Table) for v in items.values()):
+        items = item_index(items, named_items(rows))
+    return add_relations(rows, items, into)
+
+
 def cross_modal_types(relations: Relations) -> list[list[str]]:
     """The edge types between different modalities, as a model config lists them."""
-    return [list(et) for et in sorted(relations.pairs) if et[0] != et[2]]
+    return [list(et) for et in sorted(set(relations.pairs) | set(relations.arrays))
+            if et[0] != et[2]]
 
 
 def split_edges(edges: dict[EdgeType, Tensor], modalities: Sequence[str]

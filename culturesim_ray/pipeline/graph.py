@@ -153,19 +153,14 @@ def _other_edges(root: str, modalities: list[str], relations: str | None,
                  *_built: Any) -> dict[str, Any]:
     """Artifact and relations-file edges into each modality; the quarantine file.
     `_built`: the modalities' facts, only so that this task waits for their items."""
-    from culturesim_ray.graph.hetero import (
-        Relations,
-        artifact_links,
-        item_index,
-        read_relations,
-    )
+    from culturesim_ray.graph.hetero import Relations, artifact_links, read_relations
 
     layout = GraphLayout(root)
     tables = {m: io.read_table(layout.items(m), columns=["item_id", "artifact_id"])
               for m in modalities}
     rel = artifact_links(tables, Relations())
     if relations:
-        read_relations(relations, item_index(tables), rel)
+        read_relations(relations, tables, rel)  # looks up the ids the file names
     counts = {m: 0 for m in modalities}
     for m, kinds in build.relation_edges(rel).items():
         for kind, table in kinds.items():

@@ -16,7 +16,6 @@ from culturesim_ray.graph.hetero import (
     Relations,
     artifact_links,
     cross_modal_types,
-    item_index,
     read_relations,
     split_edges,
 )
@@ -62,7 +61,7 @@ def build_training_data(tables: dict[str, pa.Table], k: int = 10,
     tpos = {th: i for i, th in enumerate(themes)}
     rel = artifact_links(tables, Relations())
     if relations_path:
-        read_relations(relations_path, item_index(tables), rel, s3)
+        read_relations(relations_path, tables, rel, s3)
     same, incoming = split_edges(rel.edges(), sorted(tables))
     graphs = {}
     for m, t in sorted(tables.items()):

@@ -165,3 +165,45 @@ def test_unknown_graph_or_relation_modality_is_rejected():
     with pytest.raises(ValueError, match=r"relation \['audio', 'x', 'text'\]"):
         CultureSim(CultureSimConfig({"text": 4}, graph="hetero",
                                     relations=[["audio", "x", "text"]]))
+
+
+def test_artifact_pairs_and_lookups_equal_the_rules_spelled_out():
+    """The vectorised artifact links and id lookups against plain Python versions of
+    their rules: every ordered pair of items sharing a non-empty artifact_id; an id
+    names its last row (modalities sorted)."""
+    import numpy as np
+
+    from culturesim_ray.graph.hetero import artifact_pairs
+
+    rng = np.random.default_rng(1)
+
+    def arts(n):
+        v = [f"a{x}" for x in rng.integers(0, 60, n)]
+        for i in rng.choice(n, n // 4, replace=False):
+            v[i] = None if i % 2 else ""
+        return v
+
+    tables = {"text": pa.table({"item_id": [f"t{i}" for i in range(150)],
+                                "artifact_id": arts(150)}),
+              "image": pa.table({"item_id": [f"i{i}" for i in range(50)] + ["t3"] * 2,
+                                 "artifact_id": arts(52)}),
+              "audio": pa.table({"item_id": ["t7"]})}
+    members: dict[str, list[tuple[str, int]]] = {}
+    for m in sorted(tables):
+        if "artifact_id" in tables[m].column_names:
+            for i, a in enumerate(tables[m].column("artifact_id").to_pylist()):
+                if a:
+                    members.setdefault(a, []).append((m, i))
+    want: dict[tuple, set] = {}
+    for group in members.values():
+        for x in group:
+            for y in group:
+                if x != y:
+                    want.setdefault((x[0], "artifact", y[0]), set()).add((x[1], y[1]))
+    got = artifact_pairs(tables)
+    assert {k: set(map(tuple, v.tolist())) for k, v in got.items()} == want
+    assert sum(len(v) for v in got.values()) == sum(len(v) for v in want.values())
+    full = item_index(tables)
+    assert full["t3"] == ("text", 3) and full["t7"] == ("text", 7)  # text: the last
+    ids = ["t3", "t7", "i9", "nope", "t149", "i49"]
+    assert item_index(tables, ids) == {i: full[i] for i in ids if i in full}
