@@ -173,13 +173,15 @@ def write_store(graph_root: str, root: str, holdout: float, holdout_seed: int,
     for phase in ("count", "fill"):
         for src, dst, code in edge_batches(graph_root, mods, offsets, names, cross,
                                                 edge_batch):
-            for which, w in writers.items():
-                keep = {"full": None, "train": (split[src] == TRAIN) & (split[dst] == TRAIN),
-                        "val": (split[src] != HELD) & (split[dst] != HELD)}[which]
-                if which != "full" and not hetero:
-                    keep = keep & (code == 0)
+            s_split, d_split = split[src], split[dst]
+            same = None if hetero else code == 0  # homo: train / val drop cross-modal edges
+            for which, keep in (("full", None),
+                                ("train", (s_split == TRAIN) & (d_split == TRAIN)),
+                                ("val", (s_split != HELD) & (d_split != HELD))):
+                if keep is not None and same is not None:
+                    keep &= same
                 args = (src, dst, code) if keep is None else (src[keep], dst[keep], code[keep])
-                getattr(w, phase)(*args[:2], relations=args[2])
+                getattr(writers[which], phase)(*args[:2], relations=args[2])
     for w in writers.values():
         w.finish()
     # the reference: culture means of the training items, per head and modality
