@@ -53,7 +53,7 @@ from benchmarks.scale import (  # noqa: E402
     sampled_child,
     save_json,
 )
-from benchmarks.scale_data import D  # noqa: E402
+from benchmarks.scale_data import D, clustered_npy, same_culture_dst  # noqa: E402
 
 ITEMS_PER_CULTURE = 100
 DEGREE = 10
@@ -68,18 +68,9 @@ def write_store(root: Path, n: int, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     c = max(1, n // ITEMS_PER_CULTURE)
     culture = np.sort(rng.integers(0, c, n))
-    centres = rng.normal(size=(c, D)).astype(np.float32)
-    x = np.lib.format.open_memmap(root / "x.npy", "w+", np.float32, (n, D))
-    for a in range(0, n, 50_000):
-        b = min(a + 50_000, n)
-        x[a:b] = centres[culture[a:b]] + rng.normal(size=(b - a, D)).astype(np.float32)
-    x.flush()
-    del x
-    first = np.searchsorted(culture, np.arange(c))
-    size = np.bincount(culture, minlength=c)
+    clustered_npy(root / "x.npy", culture, c, D, rng)
     src = np.repeat(np.arange(n), DEGREE)
-    cul = culture[src]
-    dst = first[cul] + (rng.random(len(src)) * size[cul]).astype(np.int64)
+    dst = same_culture_dst(culture, c, src, rng)
     csr = CSRGraph.from_edges(src, dst, n, symmetric=True)
     for part in ("indptr", "indices", "weights", "relations"):
         np.save(root / f"{part}.npy", getattr(csr, part))

@@ -84,8 +84,9 @@ def query_retrieval(model: Any, data: Any, q: np.ndarray, truth: np.ndarray,
 
 def table_queries(table: Any, cultures: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """(vectors (n, d) float32, culture indices (n,)) of an embeddings table."""
-    col = table.column("vector").combine_chunks()
-    q = np.asarray(col.flatten().to_numpy(zero_copy_only=False), np.float32).reshape(len(col), -1)
+    from culturesim_ray.vectors import as_matrix
+
+    q = as_matrix(table.column("vector"))
     return q, np.array([cultures.index(c) for c in table.column("culture").to_pylist()])
 
 

@@ -49,20 +49,15 @@ class RawMeans:
 
     def __init__(self, embed_dir: str) -> None:
         import numpy as np
-        import pyarrow as pa
 
         from culturesim_ray.ops.pooling import GENERAL, pool
         from culturesim_ray.runs import read_embeddings
+        from culturesim_ray.vectors import as_matrix
 
         table = read_embeddings(embed_dir, "text").get("text")
         if table is None or table.num_rows == 0:
             raise ValueError(f"{embed_dir}: no embedded text items")
-        col = table.column("vector").combine_chunks()
-        if pa.types.is_fixed_size_list(col.type):
-            flat = col.flatten().to_numpy(zero_copy_only=False)
-            items = flat.reshape(len(col), col.type.list_size).astype(np.float32)
-        else:
-            items = np.asarray(col.to_pylist(), dtype=np.float32)  # (n_items, d)
+        items = as_matrix(table.column("vector"), f"{embed_dir} (text embeddings)")
         self.cultures, means = pool(items, table.column("culture").to_pylist())[GENERAL]
         self.means = means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
 

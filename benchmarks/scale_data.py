@@ -93,3 +93,25 @@ def write_culture_vectors(path: Path, n: int, seed: int, centres: int = 500) -> 
                 [pa.array([f"c{i:07d}" for i in range(lo, lo + m)], pa.string()),
                  pa.array(["general"] * m, pa.string()), vec], schema=schema))
     return {"cultures": n, "dim": D, "seconds": round(time.perf_counter() - start, 2)}
+
+
+def clustered_npy(path: Path | str, culture: np.ndarray, cultures: int, d: int,
+                  rng: np.random.Generator, block: int = 50_000) -> None:
+    """An (n, d) float32 `.npy` at path, row i its culture's centre (drawn here, one
+    per culture) plus unit noise, written a block at a time through a memory map."""
+    centres = rng.normal(size=(cultures, d)).astype(np.float32)
+    x = np.lib.format.open_memmap(path, "w+", np.float32, (len(culture), d))
+    for a in range(0, len(culture), block):
+        b = min(a + block, len(culture))
+        x[a:b] = centres[culture[a:b]] + rng.normal(size=(b - a, d)).astype(np.float32)
+    x.flush()
+    del x
+
+
+def same_culture_dst(culture: np.ndarray, cultures: int, src: np.ndarray,
+                     rng: np.random.Generator) -> np.ndarray:
+    """For each src row, a random row of its culture (culture: sorted codes)."""
+    first = np.searchsorted(culture, np.arange(cultures))
+    size = np.bincount(culture, minlength=cultures)
+    cul = culture[src]
+    return first[cul] + (rng.random(len(src)) * size[cul]).astype(np.int64)

@@ -45,7 +45,7 @@ from benchmarks.scale import (  # noqa: E402
     sampled_child,
     save_json,
 )
-from benchmarks.scale_data import D  # noqa: E402
+from benchmarks.scale_data import D, clustered_npy, same_culture_dst  # noqa: E402
 
 ITEMS_PER_CULTURE = 100
 DEGREE = 10
@@ -69,25 +69,16 @@ def write_graph(root: Path, n: int, seed: int = 0) -> dict[str, Any]:
     for m, count, d in (("text", n, D), ("image", n_img, 64)):
         Path(layout.edges(m)).mkdir(parents=True)
         culture = np.sort(rng.integers(0, c, count))
-        centres = rng.normal(size=(c, d)).astype(np.float32)
-        x = np.lib.format.open_memmap(layout.x(m), "w+", np.float32, (count, d))
-        for a in range(0, count, BLOCK):
-            b = min(a + BLOCK, count)
-            x[a:b] = centres[culture[a:b]] + rng.normal(size=(b - a, d)).astype(np.float32)
-        x.flush()
-        del x
+        clustered_npy(layout.x(m), culture, c, d, rng, BLOCK)
         pq.write_table(pa.table({
             "item_id": [f"{m}-{i:09d}" for i in range(count)],
             "culture": [f"culture_{k:06d}" for k in culture],
             "themes": [["a"] if i % 2 else [] for i in range(count)],
             "artifact_id": pa.nulls(count, pa.string())}, schema=gb.ITEMS_SCHEMA),
             layout.items(m))
-        first = np.searchsorted(culture, np.arange(c))
-        size = np.bincount(culture, minlength=c)
         for a in range(0, count, BLOCK):  # kNN edges within the modality, one file a block
             src = np.repeat(np.arange(a, min(a + BLOCK, count)), DEGREE)
-            cul = culture[src]
-            dst = first[cul] + (rng.random(len(src)) * size[cul]).astype(np.int64)
+            dst = same_culture_dst(culture, c, src, rng)
             pq.write_table(gb.edges_table(src, dst, rng.random(len(src)).astype(np.float32),
                                           gb.KNN_RELATION, m),
                            f"{layout.edges(m)}/knn-{a // BLOCK:05d}.parquet")

@@ -26,6 +26,7 @@ from culturesim_ray import io
 from culturesim_ray.config import AllPairsConfig, S3Config
 from culturesim_ray.ops.pooling import GENERAL, pool
 from culturesim_ray.ops.set_pairs import item_groups
+from culturesim_ray.vectors import as_matrix
 
 CULTURE_FILE = "culture_embeddings.parquet"
 COMBINED = "combined"
@@ -106,20 +107,7 @@ def item_vectors(table: pa.Table, what: str, row_offset: int = 0) -> np.ndarray:
     """(n, d) float32 from the table's `vector` column; mixed dimensions, NaN or inf
     are errors naming the row (counted from `row_offset`: the table is a chunk of a
     file) and its item_id or culture."""
-    col = table.column("vector").combine_chunks()
-    if pa.types.is_fixed_size_list(col.type):
-        flat = col.flatten().to_numpy(zero_copy_only=False)
-        vecs = flat.reshape(len(col), col.type.list_size).astype(np.float32)
-    else:
-        rows = col.to_pylist()
-        dims = {len(r) if r is not None else -1 for r in rows}
-        if len(dims) > 1:
-            first = len(rows[0]) if rows[0] is not None else None
-            bad = next(i for i, r in enumerate(rows) if r is None or len(r) != first)
-            raise ValueError(f"{what}: mixed vector dimensions {sorted(dims)}; row {bad + row_offset} has "
-                             f"{'no vector' if rows[bad] is None else len(rows[bad])} vs "
-                             f"{first} in row 0")
-        vecs = np.asarray(rows, dtype=np.float32)
+    vecs = as_matrix(table.column("vector"), what, row_offset)
     bad_rows = ~np.isfinite(vecs).all(axis=1)
     if bad_rows.any():
         row = int(np.flatnonzero(bad_rows)[0])

@@ -27,6 +27,7 @@ from culturesim_ray.config import EmbedConfig
 from culturesim_ray.encoders import registry
 from culturesim_ray.layout import EmbedLayout
 from culturesim_ray.schema import MODALITIES
+from culturesim_ray.vectors import as_matrix
 
 
 def read_embeddings(out: str, modality: str | None = None,
@@ -87,9 +88,7 @@ def culture_means(out: str, modality: str, cultures: Collection[str] | None = No
 
     acc = RunningMeans()
     for batch in iter_embeddings(out, modality, ["culture", "vector"], cultures, cfg):
-        col = batch.column("vector")
-        flat = col.flatten().to_numpy(zero_copy_only=False)
-        acc.add(np.asarray(flat, np.float32).reshape(len(col), -1),
+        acc.add(as_matrix(batch.column("vector"), f"{out} ({modality} embeddings)"),
                 batch.column("culture").to_pylist())
     return acc.result()
 
@@ -251,13 +250,10 @@ def head_similarity(model_config: dict[str, Any], head: str, vectors: Any) -> An
 
 def read_culture_embeddings(path: str | Path) -> dict[str, tuple[list[str], Any]]:
     """culture_embeddings.parquet -> head -> (cultures, (C, d) float32 array), cultures sorted."""
-    import numpy as np
 
     table = io.read_table(str(path))
     out: dict[str, tuple[list[str], Any]] = {}
     for head in sorted(set(table.column("head").to_pylist())):
         t = table.filter(pc.equal(table.column("head"), head)).sort_by("culture")
-        col = t.column("vector").combine_chunks()
-        vec = np.asarray(col.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)
-        out[head] = (t.column("culture").to_pylist(), vec.reshape(t.num_rows, -1))
+        out[head] = (t.column("culture").to_pylist(), as_matrix(t.column("vector"), str(path)))
     return out

@@ -78,18 +78,6 @@ def normalize_rows(v: np.ndarray, copy: bool = True) -> np.ndarray:
     return v
 
 
-def vectors(table: pa.Table) -> np.ndarray:
-    """The `vector` column (fixed_size_list or list of float) as (n, d) float32."""
-    col = table.column("vector").combine_chunks()
-    n = len(col)
-    flat = np.asarray(col.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)
-    if n == 0:
-        return flat.reshape(0, 0)
-    if flat.size % n:
-        raise ValueError(f"vectors of unequal length ({flat.size} values over {n} rows)")
-    return flat.reshape(n, flat.size // n)
-
-
 def items_table(table: pa.Table) -> pa.Table:
     """item_id, culture, themes (empty list where missing), artifact_id (null where missing)."""
     n = table.num_rows

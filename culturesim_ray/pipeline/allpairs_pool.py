@@ -23,6 +23,7 @@ from culturesim_ray.allpairs_input import Heads, Source, culture_heads, item_vec
 from culturesim_ray.config import AllPairsConfig
 from culturesim_ray.layout import EmbedLayout
 from culturesim_ray.ops.pooling import GENERAL, finish_pool, partial_pool
+from culturesim_ray.vectors import as_matrix
 
 PARTITION_BYTES = 64 << 20
 
@@ -98,11 +99,8 @@ def pooled_heads(src: Source, cfg: AllPairsConfig, what: str) -> Heads:
                     offset += rb.num_rows
 
     def finish(t: pa.Table) -> pa.Table:
-        col = t.column("vector").combine_chunks()
-        d = col.type.list_size
-        flat = col.flatten().to_numpy(zero_copy_only=False)
         out = finish_pool(t.column("head").to_pylist(), t.column("culture").to_pylist(),
-                          t.column("n").to_numpy(), flat.reshape(t.num_rows, d), how,
+                          t.column("n").to_numpy(), as_matrix(t.column("vector")), how,
                           cfg.min_items)
         return _partial_table(out, pa.float32())
 

@@ -44,6 +44,7 @@ from culturesim_ray.graph import build
 from culturesim_ray.graph.build import GraphConfig
 from culturesim_ray.layout import EmbedLayout, GraphLayout
 from culturesim_ray.schema import MODALITIES
+from culturesim_ray.vectors import as_matrix
 
 # --- task bodies (run on Ray workers) ---------------------------------------------------
 
@@ -83,7 +84,7 @@ def _write_vectors(embed_dir: str, m: str, layout: GraphLayout) -> tuple[int, in
         if not pc.all(pc.equal(batch.column("item_id"), ids[at:at + n_b])).as_py():
             raise RuntimeError(f"{embed_dir}: the {m} embeddings changed while the graph "
                                f"stage read them")
-        v = build.vectors(pa.Table.from_batches([batch]))
+        v = as_matrix(batch.column("vector"), f"{embed_dir} ({m} embeddings)", at)
         if x is None:
             x = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
                                           shape=(len(ids), v.shape[1]))

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from culturesim_ray.layout import AllPairsLayout, RunLayout
 from culturesim_ray.names import resolver
 from culturesim_ray.report import interactive, plots, selection
+from culturesim_ray.vectors import as_matrix
 
 SECTIONS = ["maps", "dendrogram", "network", "topk", "combined"]
 
@@ -119,9 +120,7 @@ def select_cultures(layout: AllPairsLayout, k: int, max_cultures: int,
     head = "general" if "general" in heads else sorted(heads)[0]
     emb = pq.read_table(layout.culture_embeddings, filters=pc.field("head") == head)
     emb = emb.sort_by("culture")
-    col = emb.column("vector").combine_chunks()
-    x = np.asarray(col.flatten().to_numpy(zero_copy_only=False), np.float32).reshape(
-        emb.num_rows, -1)
+    x = as_matrix(emb.column("vector"), layout.culture_embeddings)
     near = pq.read_table(layout.pairs, columns=["culture_a", "culture_b", "rank"],
                          filters=(pc.field("theme") == "general") & (pc.field("rank") <= k))
     near = near.sort_by([("culture_a", "ascending"), ("rank", "ascending")])

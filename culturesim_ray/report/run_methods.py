@@ -14,6 +14,7 @@ import numpy as np
 
 from culturesim_ray.report.method import Method, Vectors, vector_matrix
 from culturesim_ray.schema import corpus_keys
+from culturesim_ray.vectors import as_matrix
 
 MIN_CULTURES = 3  # 3 cultures, 3 pairs: the fewest a rank correlation over pairs can use
 
@@ -152,8 +153,7 @@ def run_methods(run_dir: str | Path, modality: str | None = None, tfidf_dim: int
     if modality not in embedded:
         raise FileNotFoundError(f"{embed}: no {modality} embeddings to evaluate")
     t = embedded[modality]
-    col = t.column("vector").combine_chunks()
-    x = np.asarray(col.flatten().to_numpy(zero_copy_only=False), np.float32).reshape(len(col), -1)
+    x = as_matrix(t.column("vector"), f"{embed} ({modality} embeddings)")
     themes = t.column("themes").to_pylist() if "themes" in t.column_names else None
     item_cultures = t.column("culture").to_pylist()
     names = sorted(set(item_cultures))

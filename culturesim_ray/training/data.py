@@ -21,6 +21,7 @@ from culturesim_ray.graph.hetero import (
 )
 from culturesim_ray.graph.knn import knn_edges
 from culturesim_ray.models.culturesim import ModalityGraph
+from culturesim_ray.vectors import as_matrix
 
 
 @dataclass
@@ -65,11 +66,9 @@ def build_training_data(tables: dict[str, pa.Table], k: int = 10,
     same, incoming = split_edges(rel.edges(), sorted(tables))
     graphs = {}
     for m, t in sorted(tables.items()):
-        col = t.column("vector").combine_chunks()
-        x = torch.from_numpy(col.flatten().to_numpy(zero_copy_only=False)
-                             .reshape(len(col), -1).astype(np.float32))
+        x = torch.from_numpy(as_matrix(t.column("vector"), f"{m} embeddings"))
         culture = torch.tensor([pos[c] for c in t.column("culture").to_pylist()], dtype=torch.long)
-        member = torch.zeros(len(col), len(themes), dtype=torch.bool)
+        member = torch.zeros(len(x), len(themes), dtype=torch.bool)
         if "themes" in t.column_names:
             for i, ths in enumerate(t.column("themes").to_pylist()):
                 for th in ths or []:

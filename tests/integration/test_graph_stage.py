@@ -19,6 +19,7 @@ from culturesim_ray.graph.knn import coalesce_max, knn_edges
 from culturesim_ray.layout import EmbedLayout, GraphLayout
 from culturesim_ray.pipeline.graph import run_graph
 from culturesim_ray.runs import read_embeddings
+from culturesim_ray.vectors import as_matrix
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 
@@ -109,7 +110,7 @@ def test_graph_stage(ray_session, embed_run, tmp_path):
         assert items["item_id"].to_pylist() == t["item_id"].to_pylist() == sorted(_ids(m, N[m]))
         assert items["themes"].to_pylist() == t["themes"].to_pylist()
         x = build.open_x(out, m)
-        assert x.dtype == np.float32 and np.array_equal(x, build.vectors(t))  # raw, not normalised
+        assert x.dtype == np.float32 and np.array_equal(x, as_matrix(t.column("vector")))  # raw, not normalised
         files = sorted(p.name for p in Path(layout.edges(m)).iterdir())
         blocks = [f for f in files if f.startswith("knn-")]
         assert len(blocks) == -(-N[m] // 256) and not any(f.endswith(".tmp") for f in files)

@@ -20,6 +20,7 @@ from culturesim_ray.graph.build import (
 from culturesim_ray.graph.hetero import Relations
 from culturesim_ray.graph.knn import coalesce_max, knn_edges
 from culturesim_ray.layout import GraphLayout
+from culturesim_ray.vectors import as_matrix
 
 
 def gaussian(n=600, d=16, seed=0):
@@ -198,7 +199,7 @@ def test_items_table_and_readers(tmp_path):
     assert build.items_table(t2)["themes"].to_pylist() == [["music"], []]
     layout = GraphLayout(str(tmp_path))
     (tmp_path / "text" / "edges").mkdir(parents=True)
-    np.save(layout.x("text"), build.vectors(t))
+    np.save(layout.x("text"), as_matrix(t.column("vector")))
     assert np.array_equal(build.open_x(str(tmp_path), "text"), [[1, 2], [3, 4]])
     for name, r in (("knn-0", "knn"), ("artifact", "artifact")):
         pq.write_table(build.edges_table(np.array([1]), np.array([0]), np.array([0.5]), r, "text"),
