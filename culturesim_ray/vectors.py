@@ -15,8 +15,8 @@ import pyarrow.compute as pc
 
 def as_matrix(col: pa.Array | pa.ChunkedArray, what: str = "vector",
               row_offset: int = 0) -> np.ndarray:
-    """(n, d) float32 from a list column. what: named in errors, with the row
-    (counted from row_offset: the column is a chunk of a file)."""
+    """(n, d) float32 from a list column, writable and the caller's own. what: named
+    in errors, with the row (counted from row_offset: the column is a chunk of a file)."""
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks() if col.num_chunks else pa.array([], col.type)
     if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)
@@ -37,5 +37,7 @@ def as_matrix(col: pa.Array | pa.ChunkedArray, what: str = "vector",
             raise ValueError(f"{what}: mixed vector dimensions {sorted(set(lengths.tolist()))}; "
                              f"row {bad + row_offset} has {int(lengths[bad])} vs {d} in row "
                              f"{row_offset}")
-    flat = col.flatten().to_numpy(zero_copy_only=False)
-    return np.asarray(flat, np.float32).reshape(n, d)
+    out = np.asarray(col.flatten().to_numpy(zero_copy_only=False), np.float32)
+    if not out.flags.writeable:  # a view of Arrow's buffer: torch and in-place work need a copy
+        out = out.copy()
+    return out.reshape(n, d)

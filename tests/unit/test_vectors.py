@@ -21,7 +21,7 @@ def test_every_list_type_gives_the_rows(kind):
     else:
         col = pa.chunked_array([pa.array(x[:2].tolist()), pa.array(x[2:].tolist())])
     out = as_matrix(col)
-    assert out.dtype == np.float32 and out.shape == (5, 3)
+    assert out.dtype == np.float32 and out.shape == (5, 3) and out.flags.writeable
     np.testing.assert_allclose(out, x, rtol=1e-6)
 
 
