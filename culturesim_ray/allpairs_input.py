@@ -107,7 +107,7 @@ def item_vectors(table: pa.Table, what: str, row_offset: int = 0) -> np.ndarray:
     """(n, d) float32 from the table's `vector` column; mixed dimensions, NaN or inf
     are errors naming the row (counted from `row_offset`: the table is a chunk of a
     file) and its item_id or culture."""
-    vecs = as_matrix(table.column("vector"), what, row_offset)
+    vecs = as_matrix(table.column("vector"), what, row_offset, writable=True)
     bad_rows = ~np.isfinite(vecs).all(axis=1)
     if bad_rows.any():
         row = int(np.flatnonzero(bad_rows)[0])

@@ -14,9 +14,11 @@ import pyarrow.compute as pc
 
 
 def as_matrix(col: pa.Array | pa.ChunkedArray, what: str = "vector",
-              row_offset: int = 0) -> np.ndarray:
-    """(n, d) float32 from a list column, writable and the caller's own. what: named
-    in errors, with the row (counted from row_offset: the column is a chunk of a file)."""
+              row_offset: int = 0, writable: bool = False) -> np.ndarray:
+    """(n, d) float32 from a list column. what: named in errors, with the row (counted
+    from row_offset: the column is a chunk of a file). A fixed_size_list<float32>
+    column comes back as a read-only view of Arrow's buffer (no copy); writable=True
+    for callers that hand it to torch.from_numpy or change it in place."""
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks() if col.num_chunks else pa.array([], col.type)
     if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)
@@ -38,6 +40,6 @@ def as_matrix(col: pa.Array | pa.ChunkedArray, what: str = "vector",
                              f"row {bad + row_offset} has {int(lengths[bad])} vs {d} in row "
                              f"{row_offset}")
     out = np.asarray(col.flatten().to_numpy(zero_copy_only=False), np.float32)
-    if not out.flags.writeable:  # a view of Arrow's buffer: torch and in-place work need a copy
+    if writable and not out.flags.writeable:
         out = out.copy()
     return out.reshape(n, d)

@@ -66,7 +66,7 @@ def build_training_data(tables: dict[str, pa.Table], k: int = 10,
     same, incoming = split_edges(rel.edges(), sorted(tables))
     graphs = {}
     for m, t in sorted(tables.items()):
-        x = torch.from_numpy(as_matrix(t.column("vector"), f"{m} embeddings"))
+        x = torch.from_numpy(as_matrix(t.column("vector"), f"{m} embeddings", writable=True))
         culture = torch.tensor([pos[c] for c in t.column("culture").to_pylist()], dtype=torch.long)
         member = torch.zeros(len(x), len(themes), dtype=torch.bool)
         if "themes" in t.column_names:

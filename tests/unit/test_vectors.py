@@ -20,7 +20,7 @@ def test_every_list_type_gives_the_rows(kind):
         col = pa.array(x.tolist(), pa.large_list(pa.float64()))
     else:
         col = pa.chunked_array([pa.array(x[:2].tolist()), pa.array(x[2:].tolist())])
-    out = as_matrix(col)
+    out = as_matrix(col, writable=True)
     assert out.dtype == np.float32 and out.shape == (5, 3) and out.flags.writeable
     np.testing.assert_allclose(out, x, rtol=1e-6)
 
@@ -48,3 +48,13 @@ def test_bad_rows_are_named():
         as_matrix(with_null)
     with pytest.raises(ValueError, match="vectors must be a list column, got double"):
         as_matrix(pa.array([1.0, 2.0]))
+
+
+def test_fixed_float32_is_a_view_unless_asked_to_be_writable():
+    buf = pa.array(np.arange(6, dtype=np.float32))
+    col = pa.FixedSizeListArray.from_arrays(buf, 3)
+    view = as_matrix(col)
+    assert not view.flags.writeable  # no copy in the streaming readers
+    own = as_matrix(col, writable=True)
+    own[0, 0] = 9.0
+    assert as_matrix(col)[0, 0] == 0.0 and own.flags.writeable
