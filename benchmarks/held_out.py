@@ -40,8 +40,8 @@ def model_query_path(model: Any, data: Any) -> tuple[Any, Any]:
     model's culture vectors of `data`: what the service ranks a query with."""
     import pyarrow.compute as pc
 
-    from culturesim_ray.pipeline.train import export_culture_embeddings
     from culturesim_ray.serving.predictor import FusionPredictor, Retriever
+    from culturesim_ray.training.export import export_culture_embeddings
 
     model.eval()
     emb = export_culture_embeddings(model, data)

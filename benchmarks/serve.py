@@ -137,11 +137,11 @@ def make_run(root: Path, n_cultures: int, per: int = 3, steps: int = 20) -> Path
     from culturesim_ray import io
     from culturesim_ray.config import EmbedConfig
     from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig
-    from culturesim_ray.pipeline.train import export_culture_embeddings
     from culturesim_ray.runs import read_embeddings
     from culturesim_ray.training.batch import store_from_graphs
     from culturesim_ray.training.config import merge_train_config
     from culturesim_ray.training.data import build_training_data
+    from culturesim_ray.training.export import export_culture_embeddings
     from culturesim_ray.training.loop import make_queues, train
     from culturesim_ray.training.stages import StageConfig, param_groups
 

@@ -8,6 +8,8 @@ without a vector, or of another length than the rest, is an error naming it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -43,3 +45,29 @@ def as_matrix(col: pa.Array | pa.ChunkedArray, what: str = "vector",
     if writable and not out.flags.writeable:
         out = out.copy()
     return out.reshape(n, d)
+
+
+def culture_table(heads: dict[str, tuple[Sequence[str] | pa.Array, np.ndarray]]) -> pa.Table:
+    """The culture-embeddings contract: culture, head, vector (list<float32>; heads may
+    differ in width) from head -> (cultures, (n, d) matrix), built from Arrow arrays
+    (large_list past 2**31 - 1 floats)."""
+    names, counts, flats, lengths = [], [], [], []
+    for h, (cs, v) in heads.items():
+        v = np.asarray(v)
+        if v.size == 0 and v.ndim == 1:  # no cultures: (0,) as (0, 0)
+            v = v.reshape(0, 0)
+        if v.ndim != 2 or len(cs) != len(v):
+            raise ValueError(f"head {h!r}: {len(cs)} cultures for vectors of shape {v.shape}")
+        names.append(cs.cast(pa.string()) if isinstance(cs, pa.Array)
+                     else pa.array(list(cs), pa.string()))
+        counts.append(len(cs))
+        flats.append(np.ascontiguousarray(v, dtype=np.float32).reshape(-1))
+        lengths.append(np.full(len(cs), v.shape[1], np.int64))
+    offsets = np.concatenate([[0], np.cumsum(np.concatenate(lengths) if lengths else [])])
+    flat = pa.array(np.concatenate(flats) if flats else np.zeros(0, np.float32), pa.float32())
+    big = offsets[-1] > np.iinfo(np.int32).max
+    kind = pa.LargeListArray if big else pa.ListArray
+    vectors = kind.from_arrays(pa.array(offsets.astype(np.int64 if big else np.int32)), flat)
+    head = np.repeat(np.array(list(heads), dtype=object), counts)
+    return pa.table({"culture": pa.concat_arrays(names) if names else pa.array([], pa.string()),
+                     "head": pa.array(head, pa.string()), "vector": vectors})

@@ -178,18 +178,3 @@ def combined_block_topk(xs: Sequence[Tensor], masks: Sequence[Tensor], weights: 
         top = torch.topk(v, min(k, v.shape[1]), dim=1)
         best_v, best_i = top.values, torch.gather(i, 1, top.indices)
     return best_v, best_i
-
-
-def culture_table(heads: dict[str, tuple[list[str], np.ndarray]]) -> pa.Table:
-    """culture, head, vector (list<float32>) built from Arrow arrays, never Python lists."""
-    cultures, names, flats, lengths = [], [], [], []
-    for h, (cs, v) in heads.items():
-        cultures += list(cs)
-        names += [h] * len(cs)
-        flats.append(np.ascontiguousarray(v, dtype=np.float32).reshape(-1))
-        lengths += [v.shape[1]] * len(cs)
-    offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int32)
-    flat = np.concatenate(flats) if flats else np.zeros(0, np.float32)
-    vectors = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.float32()))
-    return pa.table({"culture": pa.array(cultures, pa.string()),
-                     "head": pa.array(names, pa.string()), "vector": vectors})

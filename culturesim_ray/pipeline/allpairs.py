@@ -62,7 +62,6 @@ from culturesim_ray.ops.set_pairs import (
     aligned_heads,
     combine_matrices,
     combined_vectors,
-    culture_table,
     item_groups,
     matrix_table,
     pairs_table,
@@ -86,6 +85,7 @@ from culturesim_ray.pipeline.allpairs_tasks import (
     _write_pairs,
     unfinished_blocks,
 )
+from culturesim_ray.vectors import culture_table
 
 # --- input ----------------------------------------------------------------------
 

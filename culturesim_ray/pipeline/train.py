@@ -25,7 +25,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import torch
 
@@ -37,7 +36,6 @@ from culturesim_ray.ops.query_score import imbalance_note
 from culturesim_ray.runs import embed_notes
 from culturesim_ray.training.batch import ItemStore
 from culturesim_ray.training.config import TrainConfig, merge_train_config
-from culturesim_ray.training.data import TrainingData
 from culturesim_ray.training.loop import Position, init_training, queue_sum, train
 
 DEFAULT_STAGES = TrainConfig().stages
@@ -110,33 +108,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     train(model, key_model, queues, opt, store, cfg, pos, val, rank, world, device, on_epoch)
 
 
-def export_culture_embeddings(model: CultureSim, data: TrainingData) -> pa.Table:
-    """culture, head, vector for the general head and every theme head (eval mode, all
-    items held in memory; `CultureSim.export_heads`: a theme's vector carries the raw
-    slots of the culture's items of that theme when the model's `theme_raw`). The
-    train job streams the same from its store (`training.export`)."""
-    model.eval()
-    with torch.no_grad():
-        out = model.export_heads(data.graphs, len(data.cultures), block=65_536)
-    return culture_table(out, data.cultures, model.cfg.themes)
-
-
-def culture_table(out: dict[str, torch.Tensor], cultures: list[str], themes: list[str]
-                  ) -> pa.Table:
-    """The culture, head, vector table of `export_heads`' output, from Arrow arrays."""
-    idx = out["cultures"].cpu().numpy()
-    names = pa.array(cultures, pa.string()).take(pa.array(idx))
-    parts = []
-    for head in ["general", *themes]:
-        v = out[head].detach().cpu().numpy().astype(np.float32)
-        offsets = pa.array(np.arange(len(v) + 1, dtype=np.int32) * v.shape[1])
-        vec = pa.ListArray.from_arrays(offsets, pa.array(v.reshape(-1), pa.float32()))
-        parts.append(pa.table({"culture": names,
-                               "head": pa.array([head] * len(idx), pa.string()),
-                               "vector": vec}))
-    return pa.concat_tables(parts)
-
-
 def _check_gpus(cfg: TrainConfig) -> None:
     """--gpu on a cluster without enough GPUs fails at once, not after a placement wait."""
     import ray
@@ -180,7 +151,7 @@ def export_corpus(model: CultureSim, store: ItemStore, layout: TrainLayout,
     import shutil
 
     from culturesim_ray.serving.artifacts import write_states
-    from culturesim_ray.training.export import culture_heads, write_layer_states
+    from culturesim_ray.training.export import culture_heads, culture_table, write_layer_states
 
     states = write_layer_states(model, store, layout.export_states)
     table = culture_table(culture_heads(model, store, states), store.cultures, model.cfg.themes)

@@ -24,12 +24,15 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pyarrow as pa
 import torch
 from torch import Tensor, nn
 
+from culturesim_ray import vectors
 from culturesim_ray.models.branch import SELF_RELATION
 from culturesim_ray.models.culturesim import CultureSim
 from culturesim_ray.training.batch import ItemStore
+from culturesim_ray.training.data import TrainingData
 
 BLOCK = 16_384  # destination items per block (a block's messages: its edges x hidden)
 
@@ -182,3 +185,21 @@ def culture_heads(model: CultureSim, store: ItemStore, states: dict[str, list[np
     for t in themes:
         out[t] = model.general_embedding(out[t], raw_of(t)[out["cultures"]])
     return out
+
+
+def culture_table(out: dict[str, Tensor], cultures: list[str], themes: list[str]) -> pa.Table:
+    """The culture-embeddings table (`vectors.culture_table`) of `export_heads`' output."""
+    names = pa.array(cultures, pa.string()).take(pa.array(out["cultures"].cpu().numpy()))
+    return vectors.culture_table({h: (names, out[h].detach().cpu().numpy())
+                                  for h in ["general", *themes]})
+
+
+def export_culture_embeddings(model: CultureSim, data: TrainingData) -> pa.Table:
+    """culture, head, vector for the general head and every theme head (eval mode, all
+    items held in memory; `CultureSim.export_heads`: a theme's vector carries the raw
+    slots of the culture's items of that theme when the model's `theme_raw`). The
+    train job streams the same from its store (`write_layer_states`, `culture_heads`)."""
+    model.eval()
+    with torch.no_grad():
+        out = model.export_heads(data.graphs, len(data.cultures), block=65_536)
+    return culture_table(out, data.cultures, model.cfg.themes)

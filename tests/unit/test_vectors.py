@@ -1,8 +1,9 @@
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
-from culturesim_ray.vectors import as_matrix
+from culturesim_ray.vectors import as_matrix, culture_table
 
 
 def rows(n=5, d=3, seed=0):
@@ -58,3 +59,20 @@ def test_fixed_float32_is_a_view_unless_asked_to_be_writable():
     own = as_matrix(col, writable=True)
     own[0, 0] = 9.0
     assert as_matrix(col)[0, 0] == 0.0 and own.flags.writeable
+
+
+def test_culture_table_round_trips_heads_of_different_widths():
+    general, theme = rows(3, 4, seed=1), rows(2, 2, seed=2)
+    table = culture_table({"general": (["a", "b", "c"], general), "food": (["b", "c"], theme)})
+    assert table.column_names == ["culture", "head", "vector"]
+    assert table.column("culture").to_pylist() == ["a", "b", "c", "b", "c"]
+    assert table.column("head").to_pylist() == ["general"] * 3 + ["food"] * 2
+    assert table.schema.field("vector").type == pa.list_(pa.float32())
+    for head, want in (("general", general), ("food", theme)):
+        got = as_matrix(table.filter(pc.equal(table.column("head"), head))["vector"])
+        np.testing.assert_allclose(got, want, rtol=1e-6)  # float32 of the float64 input
+    assert culture_table({}).num_rows == 0
+    with pytest.raises(ValueError, match=r"head 'food': 3 cultures for vectors of shape \(2, 2\)"):
+        culture_table({"food": (["a", "b", "c"], theme)})
+    empty = culture_table({"general": ([], np.zeros(0)), "food": (["b"], theme[:1])})
+    assert empty.column("culture").to_pylist() == ["b"] and empty.num_rows == 1
