@@ -6,9 +6,9 @@ the item graph as one CSR over a global node space, the cultures and themes
 of the items, and per culture and head the normalised mean of its items' raw
 vectors for the relational term's reference). A `PassSampler` turns a
 worker's shard of the items into a stream of steps: within a pass every
-shard item is a seed exactly once (shuffled per culture, cut into chunks of
-`items_per_culture`, the chunks shuffled and taken `batch_cultures` at a
-time), and the pass index and position follow from the global step alone, so
+shard item is a seed exactly once (shuffled per culture, cut into even chunks
+of at most `items_per_culture`, the chunks shuffled and dealt evenly over the
+pass's steps, at most `batch_cultures` a step), and the pass index and position follow from the global step alone, so
 a resumed run draws the same batches. `sample_batch` expands a step's seeds
 by their sampled k-hop neighbourhood (`graph.sample`) and cuts out one
 `ModalityGraph` per modality whose `pool` mask marks the seeds: only seeds are
@@ -60,13 +60,15 @@ class ItemStore:
     def shards(self, world: int, chunk: int = 1) -> list[np.ndarray]:
         """The seedable nodes of each of `world` workers, sorted.
 
-        chunk = 1: every world-th node. chunk = m (a step's items per culture):
-        each culture's nodes are cut into runs of m, dealt to the workers in turn
-        (culture c's j-th run to worker (c + j) % world), so a worker's share of a
-        culture is whole runs of m: W workers together cut the pass into the same
-        number of per-culture chunks as one worker does, and each takes 1/W of the
-        steps (dealing single nodes left every worker a partial chunk per culture:
-        0.56 of one worker's steps with two, not 0.5)."""
+        chunk = m (a step's items per culture): each culture's n nodes are cut into
+        ceil(n / m) even chunks (sizes differ by one at most, as `PassSampler` cuts
+        them), dealt to the workers in turn (culture c's j-th chunk to worker
+        (c + j) % world), so a worker's share of a culture is whole chunks: W workers
+        together cut the pass into the same number of chunks as one worker does, each
+        takes 1/W of the steps (dealing single nodes left every worker a partial chunk
+        per culture), and their steps carry as many seeds as each other's (runs of m
+        and a remainder did not: a lockstep step waits for the worker that drew more
+        remainders). chunk = 1: every world-th node."""
         nodes = (np.arange(self.num_items, dtype=np.int64) if self.seedable is None
                  else np.asarray(self.seedable, np.int64))
         if chunk <= 1 or world == 1:
@@ -75,9 +77,9 @@ class ItemStore:
         order = np.argsort(culture, kind="stable")
         nodes, culture = nodes[order], culture[order]
         first = np.r_[0, np.flatnonzero(culture[1:] != culture[:-1]) + 1]
-        rank_in_culture = np.arange(len(nodes)) - np.repeat(first, np.diff(np.r_[first,
-                                                                                 len(nodes)]))
-        owner = (culture + rank_in_culture // chunk) % world
+        size = np.diff(np.r_[first, len(nodes)])
+        rank_in_culture = np.arange(len(nodes)) - np.repeat(first, size)
+        owner = (culture + even_chunk(rank_in_culture, np.repeat(size, size), chunk)) % world
         return [np.sort(nodes[owner == r]) for r in range(world)]
 
     @property
@@ -174,11 +176,25 @@ def shard_rows(num_nodes: int, rank: int, world: int) -> np.ndarray:
     return np.arange(rank, num_nodes, world, dtype=np.int64)
 
 
-class PassSampler:
-    """Seeds per step from a shard; a pass shows every shard node once as a seed.
+def even_chunk(rank: np.ndarray, size: np.ndarray, m: int) -> np.ndarray:
+    """The chunk of the rank-th of `size` nodes when they are cut into ceil(size / m)
+    chunks as `np.array_split` cuts them (the first size % k one node larger)."""
+    k = -(-size // m)
+    small, extra = size // k, size % k
+    big = extra * (small + 1)  # the nodes of the larger chunks
+    return np.where(rank < big, rank // (small + 1), extra + (rank - big) // small)
 
-    steps_per_pass is the same on every worker (from the largest shard), so
-    collective calls line up; a shorter shard wraps around within the pass."""
+
+class PassSampler:
+    """Seeds per step from a shard; a pass shows every shard node once as a seed,
+    each culture's nodes in ceil(n / m) even chunks.
+
+    steps_per_pass is the same on every worker (from the largest shard: its chunks
+    over b), so collective calls line up. A pass's chunks are dealt to its steps
+    evenly (L chunks over S steps: floor or ceil of L / S, at most b each), so every
+    step of every worker holds about as many seeds: a lockstep step waits for the
+    slowest worker, and a pass of W workers does the work of one worker's pass, not
+    W full last steps. Only a shard with fewer chunks than steps wraps around."""
 
     def __init__(self, node_culture: np.ndarray, shard: np.ndarray, batch_cultures: int,
                  items_per_culture: int, seed: int, rank: int, steps_per_pass: int) -> None:
@@ -187,6 +203,7 @@ class PassSampler:
         self.seed, self.rank, self.steps_per_pass = seed, rank, max(1, steps_per_pass)
         self._pass: int | None = None
         self._chunks: list[np.ndarray] = []
+        self._bounds = np.zeros(1, np.int64)
 
     @staticmethod
     def chunks_of(node_culture: np.ndarray, shard: np.ndarray, items_per_culture: int) -> int:
@@ -209,20 +226,20 @@ class PassSampler:
         rows, c = rows[order], c[order]
         starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]]) if len(c) else np.zeros(0, int)
         ends = np.r_[starts[1:], len(c)]
-        chunks = [rows[s:e][i:i + self.m] for s, e in zip(starts, ends, strict=True)
-                  for i in range(0, e - s, self.m)]
+        chunks = [part for s, e in zip(starts, ends, strict=True)
+                  for part in np.array_split(rows[s:e], -(-(e - s) // self.m))]
         chunks = [chunks[i] for i in rng.permutation(len(chunks))]
-        need = self.steps_per_pass * self.b
-        while chunks and len(chunks) < need:  # a smaller shard wraps around
-            chunks = chunks + chunks[:need - len(chunks)]
+        while chunks and len(chunks) < self.steps_per_pass:  # a chunk for every step
+            chunks = chunks + chunks[:self.steps_per_pass - len(chunks)]
         self._pass, self._chunks = p, chunks
+        self._bounds = np.arange(self.steps_per_pass + 1) * len(chunks) // self.steps_per_pass
 
     def seeds(self, step: int) -> np.ndarray:
         """Seed node ids of global step `step` (deterministic in seed, rank, step)."""
         p, j = divmod(step, self.steps_per_pass)
         if self._pass != p:
             self._build(p)
-        part = self._chunks[j * self.b:(j + 1) * self.b]
+        part = self._chunks[self._bounds[j]:self._bounds[j + 1]]
         return np.concatenate(part) if part else np.zeros(0, np.int64)
 
 

@@ -72,15 +72,47 @@ def test_chunk_shards_partition_the_items_and_split_the_steps_evenly():
         shards = store.shards(world, m)
         every = np.concatenate(shards)
         assert np.array_equal(np.sort(every), store.seedable)  # nothing lost, nothing twice
-        for c in range(40):  # a worker's share of a culture: whole runs of m but one
+        for c in range(40):  # a worker's share of a culture: whole even chunks of it
+            n_c = int((nc[store.seedable] == c).sum())
+            k = -(-n_c // m)
             sizes = [int((nc[s] == c).sum()) for s in shards]
-            assert sum(sz % m != 0 for sz in sizes) <= 1, (c, sizes)
+            taken = [len(range(r, k, world)) for r in range(world)]  # chunks dealt to r
+            assert sorted(sizes) == sorted(
+                sum(len(p) for p in np.array_split(np.arange(n_c), k)[(r - c) % world::world])
+                for r in range(world)), (c, sizes)
+            assert all(-(-sz // m) == t for sz, t in zip(sorted(sizes), sorted(taken), strict=True))
         chunks = sum(PassSampler.chunks_of(nc, s, m) for s in shards)
         assert chunks == PassSampler.chunks_of(nc, one[0], m)  # as many chunks as one worker
         per_item = [store.seedable[r::world] for r in range(world)]
         assert chunks < sum(PassSampler.chunks_of(nc, s, m) for s in per_item)
         assert PassSampler.steps_for(nc, shards, b, m) <= -(-PassSampler.steps_for(
             nc, one, b, m) // world) + 1
+
+
+def test_steps_carry_even_chunks_so_lockstep_workers_wait_little():
+    _, store = _store(41, 50)  # cultures of 100 nodes: 32, 32, 32 and 4 in runs of m
+    nc = store.node_culture()
+    m, b = 32, 8
+    work = {}
+    for world in (1, 2):
+        shards = store.shards(world, m)
+        steps = PassSampler.steps_for(nc, shards, b, m)
+        samplers = [PassSampler(nc, s, b, m, 0, r, steps) for r, s in enumerate(shards)]
+        for s in samplers:
+            s.seeds(0)
+            sizes = np.array([len(c) for c in s._chunks])
+            chunk_culture = np.array([nc[c[0]] for c in s._chunks])
+            for c in np.unique(chunk_culture):  # a culture's chunks: even, at most m
+                mine = sizes[chunk_culture == c]
+                assert mine.max() <= m and mine.max() - mine.min() <= 1
+        per_step = np.array([[len(s.seeds(j)) for j in range(steps)] for s in samplers])
+        # the workers' steps hold the same number of chunks, give or take one
+        assert np.abs(per_step - per_step[0]).max() <= m, per_step
+        for s in samplers:  # a pass's chunks dealt evenly over its steps, b at most
+            n = np.diff(s._bounds)
+            assert n.max() <= b and n.max() - n.min() <= 1 and n.sum() == len(s._chunks)
+        work[world] = per_step.max(axis=0).sum()  # a lockstep step lasts its largest
+    assert work[2] <= 0.51 * work[1]  # full last steps (wrapped chunks) made it 0.52
 
 
 def test_batch_reference_matches_the_full_reference_in_float64():
