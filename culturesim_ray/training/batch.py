@@ -8,11 +8,12 @@ vectors for the relational term's reference). A `PassSampler` turns a
 worker's shard of the items into a stream of steps: within a pass every
 shard item is a seed exactly once (shuffled per culture, cut into even chunks
 of at most `items_per_culture`, the chunks shuffled and dealt evenly over the
-pass's steps, at most `batch_cultures` a step), and the pass index and position follow from the global step alone, so
-a resumed run draws the same batches. `sample_batch` expands a step's seeds
-by their sampled k-hop neighbourhood (`graph.sample`) and cuts out one
-`ModalityGraph` per modality whose `pool` mask marks the seeds: only seeds are
-pooled into culture tokens, neighbours only pass messages.
+pass's steps, at most `batch_cultures` a step), and the pass index and
+position follow from the global step alone, so a resumed run draws the same
+batches. `sample_batch` expands a step's seeds by their sampled k-hop
+neighbourhood (`graph.sample`) and cuts out one `ModalityGraph` per modality
+whose `pool` mask marks the seeds: only seeds are pooled into culture tokens,
+neighbours only pass messages.
 
 Shapes are bounded by the batch (batch_cultures x items_per_culture seeds,
 times the fan-outs), never by N; the reference is (B, B) from (C, d) means,
@@ -193,8 +194,9 @@ class PassSampler:
     over b), so collective calls line up. A pass's chunks are dealt to its steps
     evenly (L chunks over S steps: floor or ceil of L / S, at most b each), so every
     step of every worker holds about as many seeds: a lockstep step waits for the
-    slowest worker, and a pass of W workers does the work of one worker's pass, not
-    W full last steps. Only a shard with fewer chunks than steps wraps around."""
+    slowest worker, and W workers' pass does the work of one worker's pass (full
+    steps padded by wrapping around did more). Only a shard with fewer chunks than
+    steps wraps around, so that no step is empty."""
 
     def __init__(self, node_culture: np.ndarray, shard: np.ndarray, batch_cultures: int,
                  items_per_culture: int, seed: int, rank: int, steps_per_pass: int) -> None:
