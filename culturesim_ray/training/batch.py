@@ -227,9 +227,11 @@ class PassSampler:
         order = np.argsort(c, kind="stable")
         rows, c = rows[order], c[order]
         starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]]) if len(c) else np.zeros(0, int)
-        ends = np.r_[starts[1:], len(c)]
-        chunks = [part for s, e in zip(starts, ends, strict=True)
-                  for part in np.array_split(rows[s:e], -(-(e - s) // self.m))]
+        size = np.diff(np.r_[starts, len(c)])
+        rank = np.arange(len(c)) - np.repeat(starts, size)
+        chunk = even_chunk(rank, np.repeat(size, size), self.m)  # as the shards are dealt
+        cut = np.flatnonzero(np.r_[True, (c[1:] != c[:-1]) | (chunk[1:] != chunk[:-1])])
+        chunks = np.split(rows, cut[1:]) if len(rows) else []
         chunks = [chunks[i] for i in rng.permutation(len(chunks))]
         while chunks and len(chunks) < self.steps_per_pass:  # a chunk for every step
             chunks = chunks + chunks[:self.steps_per_pass - len(chunks)]
