@@ -46,7 +46,7 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from benchmarks.scale import add_measure_args, measure, ratio, save_json  # noqa: E402
+from benchmarks.measure import add_measure_args, measure, ratio, save_json  # noqa: E402
 from benchmarks.scale_data import D, write_corpus  # noqa: E402
 
 ITEMS_PER_CULTURE = 100

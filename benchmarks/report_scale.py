@@ -30,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.scale import add_measure_args, child_env, cli, measure, ratio, save_json  # noqa: E402
+from benchmarks.measure import add_measure_args, child_env, cli, measure, ratio, save_json  # noqa: E402
 from benchmarks.scale_data import write_culture_vectors  # noqa: E402
 
 

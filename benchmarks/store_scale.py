@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.scale import (  # noqa: E402
+from benchmarks.measure import (  # noqa: E402
     growth_args,
     memory_growth,
     sampled_child,
