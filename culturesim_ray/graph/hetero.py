@@ -44,32 +44,30 @@ class RelationsError(ValueError):
 
 @dataclass
 class Relations:
-    """Edges by type, (source row, destination row) pairs, and the rows set aside.
-    pairs: added one by one (a relations file's rows); arrays: (E, 2) int64 blocks
-    added at once (the artifact links)."""
+    """Edges by type as (E, 2) int64 blocks of (source row, destination row) pairs,
+    and the relations-file rows set aside."""
 
-    pairs: dict[EdgeType, list[tuple[int, int]]] = field(default_factory=dict)
-    quarantined: list[dict[str, Any]] = field(default_factory=list)
     arrays: dict[EdgeType, list[np.ndarray]] = field(default_factory=dict)
-
-    def add(self, src: tuple[str, int], dst: tuple[str, int], relation: str) -> None:
-        """A symmetric relation: the edge both ways."""
-        self.pairs.setdefault((src[0], relation, dst[0]), []).append((src[1], dst[1]))
-        self.pairs.setdefault((dst[0], relation, src[0]), []).append((dst[1], src[1]))
+    quarantined: list[dict[str, Any]] = field(default_factory=list)
 
     def add_array(self, edge_type: EdgeType, pairs: np.ndarray) -> None:
         """(E, 2) (source row, destination row) pairs of one edge type, as given
         (the caller adds the reverse edges)."""
         self.arrays.setdefault(edge_type, []).append(np.asarray(pairs, np.int64).reshape(-1, 2))
 
+    def add_both_ways(self, edge_type: EdgeType, pairs: np.ndarray) -> None:
+        """A symmetric relation's pairs: each edge and its reverse."""
+        pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+        src, relation, dst = edge_type
+        self.add_array(edge_type, pairs)
+        self.add_array((dst, relation, src), pairs[:, ::-1])
+
+    def edge_types(self) -> list[EdgeType]:
+        return sorted(self.arrays)
+
     def pair_arrays(self) -> dict[EdgeType, np.ndarray]:
         """Edge type -> (E, 2) int64 of every pair added (duplicates kept), sorted by type."""
-        out = {}
-        for et in sorted(set(self.pairs) | set(self.arrays)):
-            parts = [np.asarray(self.pairs.get(et, []), np.int64).reshape(-1, 2),
-                     *self.arrays.get(et, [])]
-            out[et] = np.concatenate(parts)
-        return out
+        return {et: np.concatenate(self.arrays[et]) for et in self.edge_types()}
 
     def edges(self) -> dict[EdgeType, Tensor]:
         """Edge type -> (2, E) long, duplicates removed, sorted."""
@@ -195,6 +193,7 @@ def add_relations(rows: list[dict[str, Any]], items: dict[str, tuple[str, int]],
     """The rows of a relations file as edges over `items` (`item_index`); a bad row is
     quarantined with its reason."""
     rel = into if into is not None else Relations()
+    found: dict[EdgeType, list[tuple[int, int]]] = {}
     for given in rows:
         row = {**given, "src_item": id_text(given.get("src_item")),
                "dst_item": id_text(given.get("dst_item"))}  # integer ids as the corpus reads them
@@ -203,8 +202,11 @@ def add_relations(rows: list[dict[str, Any]], items: dict[str, tuple[str, int]],
             rel.quarantined.append({"source_row": given.get("_source_row"), "reason": reason,
                                     "row": {k: v for k, v in given.items() if k != "_source_row"}})
             continue
-        rel.add(items[row["src_item"]], items[row["dst_item"]],
-                row.get("relation") or DEFAULT_RELATION)
+        (src_m, src_row), (dst_m, dst_row) = items[row["src_item"]], items[row["dst_item"]]
+        found.setdefault((src_m, row.get("relation") or DEFAULT_RELATION, dst_m),
+                         []).append((src_row, dst_row))
+    for et, pairs in found.items():
+        rel.add_both_ways(et, np.array(pairs, np.int64))
     return rel
 
 
@@ -221,7 +223,7 @@ def read_relations(path: str, items: dict[str, tuple[str, int]] | dict[str, pa.T
 
 def cross_modal_types(relations: Relations) -> list[list[str]]:
     """The edge types between different modalities, as a model config lists them."""
-    return [list(et) for et in sorted(set(relations.pairs) | set(relations.arrays))
+    return [list(et) for et in relations.edge_types()
             if et[0] != et[2]]
 
 

@@ -173,10 +173,9 @@ def test_recall_at_k_by_hand():
 
 def test_relation_edges_both_ways_by_destination():
     rel = Relations()
-    rel.add(("text", 0), ("image", 2), "artifact")
-    rel.add(("text", 0), ("image", 2), "artifact")  # a duplicate is written once
-    rel.add(("text", 1), ("text", 4), "artifact")
-    rel.add(("image", 0), ("text", 3), "depicts")
+    rel.add_both_ways(("text", "artifact", "image"), np.array([[0, 2], [0, 2]]))  # a duplicate
+    rel.add_both_ways(("text", "artifact", "text"), np.array([[1, 4]]))  # is written once
+    rel.add_both_ways(("image", "depicts", "text"), np.array([[0, 3]]))
     out = build.relation_edges(rel)
     img = out["image"]["artifact"].to_pylist()
     assert img == [{"src": 0, "dst": 2, "weight": 1.0, "relation": "artifact",
