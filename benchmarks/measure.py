@@ -113,15 +113,17 @@ def growth_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--timeout", type=float, default=3600.0, help="per size, s")
 
 
-def memory_growth(rows: list[dict[str, Any]], time_key: str) -> dict[str, Any]:
+def memory_growth(rows: list[dict[str, Any]], time_key: str, unit: str = "items"
+                  ) -> dict[str, Any]:
     """Largest / smallest size's ratios of peak anonymous memory, peak RSS and the
-    time under `time_key` ("export_s" -> "export_time_ratio"), printed on one line."""
+    time under `time_key` ("export_s" -> "export_time_ratio"), printed on one line
+    (the sizes, `n`, counted in `unit`)."""
     what = time_key.removesuffix("_s")
     out = {"peak_anonymous_ratio": ratio(rows[0]["peak_anonymous_mb"],
                                          rows[-1]["peak_anonymous_mb"]),
            "peak_rss_ratio": ratio(rows[0]["peak_rss_mb"], rows[-1]["peak_rss_mb"]),
            f"{what}_time_ratio": ratio(rows[0][time_key], rows[-1][time_key])}
-    print(f"\n{rows[-1]['n'] // rows[0]['n']}x the items: peak anonymous memory "
+    print(f"\n{rows[-1]['n'] // rows[0]['n']}x the {unit}: peak anonymous memory "
           f"x{out['peak_anonymous_ratio']}, peak RSS x{out['peak_rss_ratio']}, {what} time "
           f"x{out[f'{what}_time_ratio']}")
     return out

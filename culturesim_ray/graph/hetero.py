@@ -17,7 +17,8 @@ bad relation name is quarantined with its reason, never dropped silently.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,7 +76,7 @@ class Relations:
                 for et, p in self.pair_arrays().items()}
 
 
-def item_index(tables: dict[str, pa.Table], ids: Sequence[str] | None = None
+def item_index(tables: dict[str, pa.Table], ids: Iterable[str] | None = None
                ) -> dict[str, tuple[str, int]]:
     """item_id -> (modality, row in that modality's table); ids: only these (the ids a
     relations file names: a lookup as large as the file, not the corpus, found by
@@ -167,33 +168,43 @@ def _check_row(row: dict[str, Any], items: dict[str, tuple[str, int]]) -> str | 
 RELATION_FIELDS = frozenset({"src_item", "dst_item", "relation"})
 
 
-def relation_rows(path: str, s3: Any = None) -> list[dict[str, Any]]:
-    """The rows of the relations file at `path` (RelationsError: unreadable, or no
-    src_item / dst_item column)."""
+def relation_rows(path: str, s3: Any = None) -> Iterator[dict[str, Any]]:
+    """The rows of the relations file at `path`, streamed (one chunk of the file in
+    memory); RelationsError when it cannot be read."""
     try:
-        rows = tables.read_corpus_rows(path, s3, RELATION_FIELDS)
+        yield from tables.iter_corpus_rows(path, s3, RELATION_FIELDS)
     except (tables.CorpusFormatError, FileNotFoundError) as exc:
         raise RelationsError(f"relations file {path}: {exc}") from exc
-    if rows:
-        missing = [c for c in ("src_item", "dst_item") if all(c not in r for r in rows)]
-        if missing:
-            raise RelationsError(f"relations file {path}: no {' / '.join(missing)} column "
-                                 f"(columns: src_item, dst_item, optional relation)")
-    return rows
 
 
-def named_items(rows: list[dict[str, Any]]) -> list[str]:
-    """Every item id the rows name (integer ids as the corpus reads them)."""
-    return [v for r in rows for v in (id_text(r.get("src_item")), id_text(r.get("dst_item")))
-            if isinstance(v, str)]
+def named_items(path: str, s3: Any = None) -> set[str]:
+    """Every item id the relations file names (integer ids as the corpus reads them),
+    in one streamed pass; RelationsError when no row has a src_item or a dst_item."""
+    named: set[str] = set()
+    seen: set[str] = set()
+    empty = True
+    for row in relation_rows(path, s3):
+        empty = False
+        for name in ("src_item", "dst_item"):
+            if name in row:
+                seen.add(name)
+                value = id_text(row[name])
+                if isinstance(value, str):
+                    named.add(value)
+    missing = [c for c in ("src_item", "dst_item") if c not in seen]
+    if missing and not empty:
+        raise RelationsError(f"relations file {path}: no {' / '.join(missing)} column "
+                             f"(columns: src_item, dst_item, optional relation)")
+    return named
 
 
-def add_relations(rows: list[dict[str, Any]], items: dict[str, tuple[str, int]],
+def add_relations(rows: Iterable[dict[str, Any]], items: dict[str, tuple[str, int]],
                   into: Relations | None = None) -> Relations:
-    """The rows of a relations file as edges over `items` (`item_index`); a bad row is
-    quarantined with its reason."""
+    """The rows of a relations file as edges over `items` (`item_index`), consumed as
+    they come (each edge kept as two int64 rows); a bad row is quarantined with its
+    reason."""
     rel = into if into is not None else Relations()
-    found: dict[EdgeType, list[tuple[int, int]]] = {}
+    found: dict[EdgeType, tuple[array, array]] = {}
     for given in rows:
         row = {**given, "src_item": id_text(given.get("src_item")),
                "dst_item": id_text(given.get("dst_item"))}  # integer ids as the corpus reads them
@@ -203,22 +214,27 @@ def add_relations(rows: list[dict[str, Any]], items: dict[str, tuple[str, int]],
                                     "row": {k: v for k, v in given.items() if k != "_source_row"}})
             continue
         (src_m, src_row), (dst_m, dst_row) = items[row["src_item"]], items[row["dst_item"]]
-        found.setdefault((src_m, row.get("relation") or DEFAULT_RELATION, dst_m),
-                         []).append((src_row, dst_row))
-    for et, pairs in found.items():
-        rel.add_both_ways(et, np.array(pairs, np.int64))
+        et = (src_m, row.get("relation") or DEFAULT_RELATION, dst_m)
+        src, dst = found.setdefault(et, (array("q"), array("q")))
+        src.append(src_row)
+        dst.append(dst_row)
+    for et, (src, dst) in found.items():
+        rel.add_both_ways(et, np.stack([np.frombuffer(src, np.int64),
+                                        np.frombuffer(dst, np.int64)], axis=1))
     return rel
 
 
 def read_relations(path: str, items: dict[str, tuple[str, int]] | dict[str, pa.Table],
                    into: Relations | None = None, s3: Any = None) -> Relations:
-    """The relations file at `path` as edges. items: `item_index(tables)`, or the
+    """The relations file at `path` as edges, read twice, streamed: once for the ids
+    it names and its columns, once for its edges. Memory follows the edges and the
+    distinct ids named, not the file's rows. items: `item_index(tables)`, or the
     tables themselves (modality -> item_id column), looked up for the ids the file
     names only."""
-    rows = relation_rows(path, s3)
+    named = named_items(path, s3)
     if items and all(isinstance(v, pa.Table) for v in items.values()):
-        items = item_index(items, named_items(rows))
-    return add_relations(rows, items, into)
+        items = item_index(items, named)
+    return add_relations(relation_rows(path, s3), items, into)
 
 
 def cross_modal_types(relations: Relations) -> list[list[str]]:
