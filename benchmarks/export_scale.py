@@ -50,6 +50,7 @@ import numpy as np  # noqa: E402
 from benchmarks.measure import (  # noqa: E402
     growth_args,
     memory_growth,
+    print_table,
     sampled_child,
     save_json,
 )
@@ -164,11 +165,9 @@ def main() -> None:
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"\n{'items':>9}{'cultures':>10}{'code':>11}{'export s':>10}{'peak RSS MB':>13}"
-          f"{'peak anon MB':>14}")
-    for r in rows:
-        print(f"{r['n']:>9}{r['cultures']:>10}{r['code']:>11}{r['export_s']:>10.1f}"
-              f"{r['peak_rss_mb']:>13}{r['peak_anonymous_mb']:>14}")
+    print_table(rows, [("items", "n", ","), ("cultures", "cultures", ","), ("code", "code", ""),
+                       ("export s", "export_s", ".1f"), ("peak RSS MB", "peak_rss_mb", ""),
+                       ("peak anon MB", "peak_anonymous_mb", "")])
     result = {"sizes": rows, "d": D, **memory_growth(rows, "export_s")}
     save_json(args.json, result)
 

@@ -46,6 +46,7 @@ from benchmarks.measure import (  # noqa: E402
     anonymous_bytes,
     child_env,
     communicate_sampling,
+    print_table,
     ratio,
     save_json,
 )
@@ -152,11 +153,10 @@ def main() -> None:
             shutil.rmtree(work / f"graph_{n}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\n{'N items':>10}{'index':>8}{'index MB':>10}{'worker RSS MB':>15}"
-          f"{'anonymous MB':>14}{'wall s':>8}{'recall@10':>11}")
-    for r in rows:
-        print(f"{r['n']:>10,}{r['index']:>8}{r['index_mb']:>10}{r['worker_peak_rss_mb']:>15}"
-              f"{r['worker_peak_anonymous_mb']:>14}{r['wall_s']:>8}{r['recall_at_10']:>11}")
+    print_table(rows, [("N items", "n", ","), ("index", "index", ""), ("index MB", "index_mb", ""),
+                       ("worker RSS MB", "worker_peak_rss_mb", ""),
+                       ("anonymous MB", "worker_peak_anonymous_mb", ""), ("wall s", "wall_s", ""),
+                       ("recall@10", "recall_at_10", "")])
     s, lg = rows
     figures = {"worker_rss_ratio": ratio(s["worker_peak_rss_mb"], lg["worker_peak_rss_mb"]),
                "worker_anonymous_ratio": ratio(s["worker_peak_anonymous_mb"],

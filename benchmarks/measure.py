@@ -129,6 +129,17 @@ def memory_growth(rows: list[dict[str, Any]], time_key: str, unit: str = "items"
     return out
 
 
+def print_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> None:
+    """`rows` as a right-aligned table; a column per (header, key, format spec), as
+    wide as its widest cell plus two."""
+    cells = [[format(r[key], spec) for _, key, spec in columns] for r in rows]
+    widths = [max([len(h), *(len(c[i]) for c in cells)]) + 2
+              for i, (h, _, _) in enumerate(columns)]
+    print("\n" + "".join(f"{h:>{w}}" for (h, _, _), w in zip(columns, widths, strict=True)))
+    for c in cells:
+        print("".join(f"{v:>{w}}" for v, w in zip(c, widths, strict=True)))
+
+
 def child_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)  # each job starts its own local Ray

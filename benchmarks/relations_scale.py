@@ -39,7 +39,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.measure import growth_args, memory_growth, sampled_child, save_json  # noqa: E402
+from benchmarks.measure import (  # noqa: E402
+    growth_args,
+    memory_growth,
+    print_table,
+    sampled_child,
+    save_json,
+)
 
 ITEMS = {"text": 100_000, "image": 10_000}
 SIZES = {"full": [200_000, 2_000_000], "quick": [50_000, 500_000]}
@@ -124,11 +130,10 @@ def main() -> None:
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"\n{'rows':>10}{'edges':>11}{'quarantined':>13}{'task s':>8}{'peak RSS MB':>13}"
-          f"{'peak anon MB':>14}")
-    for r in rows:
-        print(f"{r['n']:>10}{r['edges']:>11}{r['quarantined']:>13}{r['relations_s']:>8.1f}"
-              f"{r['peak_rss_mb']:>13}{r['peak_anonymous_mb']:>14}")
+    print_table(rows, [("rows", "n", ","), ("edges", "edges", ","),
+                       ("quarantined", "quarantined", ","), ("task s", "relations_s", ".1f"),
+                       ("peak RSS MB", "peak_rss_mb", ""),
+                       ("peak anon MB", "peak_anonymous_mb", "")])
     result = {"sizes": rows, "items": ITEMS, **memory_growth(rows, "relations_s", "rows")}
     save_json(args.json, result)
 

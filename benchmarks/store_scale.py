@@ -42,6 +42,7 @@ import numpy as np  # noqa: E402
 from benchmarks.measure import (  # noqa: E402
     growth_args,
     memory_growth,
+    print_table,
     sampled_child,
     save_json,
 )
@@ -132,11 +133,9 @@ def main() -> None:
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"\n{'text items':>11}{'edges':>12}{'store s':>9}{'peak RSS MB':>13}"
-          f"{'peak anon MB':>14}")
-    for r in rows:
-        print(f"{r['n']:>11}{r['edges']:>12}{r['store_s']:>9.1f}{r['peak_rss_mb']:>13}"
-              f"{r['peak_anonymous_mb']:>14}")
+    print_table(rows, [("text items", "n", ","), ("edges", "edges", ","),
+                       ("store s", "store_s", ".1f"), ("peak RSS MB", "peak_rss_mb", ""),
+                       ("peak anon MB", "peak_anonymous_mb", "")])
     result = {"sizes": rows, "d": D, **memory_growth(rows, "store_s")}
     save_json(args.json, result)
 
