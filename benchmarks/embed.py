@@ -52,6 +52,8 @@ def plain(table: pa.Table, encoder: str, batch_size: int) -> float:
 
     torch.set_num_threads(os.cpu_count() or 1)
     enc = build_encoder(encoder)
+    # the column staging adds (where a bad row came from): encode_table carries it on
+    table = table.append_column("_source_row", pa.array([str(i) for i in range(table.num_rows)]))
     start = time.perf_counter()
     for i in range(0, table.num_rows, batch_size):
         encode_table(enc, table.slice(i, batch_size))

@@ -108,7 +108,7 @@ def check_encoders(device: torch.device, quick: bool, assets: Path | None,
     t = timed(lambda: enc.encode(texts * 8), device)
     perf["minilm_texts_per_s"] = 8 * len(texts) / t
     rows.append(Row("enc.minilm_throughput", None, None, None, True,
-                    f"{perf['minilm_texts_per_s']:.0f} texts/s (chunks of {enc.chunk})"))
+                    f"{perf['minilm_texts_per_s']:.0f} texts/s (passes of <= {enc.tokens_per_pass} tokens)"))
 
     img = EfficientNetEncoder(str(device), weights_path=image_path)
     ref_model = copy.deepcopy(img.model).to(CPU, F64)

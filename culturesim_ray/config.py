@@ -73,8 +73,8 @@ class EmbedConfig(_Strict):
       below the machine's CPUs / num_actors so the read task can still run).
     num_gpus_per_actor: GPUs per actor (default unset: 1 when the cluster has
       GPUs, else 0).
-    min_actors: the pool autoscales between min_actors (default 1) and
-      num_actors.
+    min_actors: the pool starts with an actor per batch of the rows to embed, up to
+      num_actors, and may shrink to min_actors (default 1) when it idles.
     read_chunk_rows: rows per chunk a corpus file is read and validated in
       (default 10,000): what one read task holds at a time.
     tfidf_sample: texts the TF-IDF LSA projection is fitted on (default

@@ -20,6 +20,8 @@ import torch
 from culturesim_ray.encoders.base import EncodeResult, l2_normalize, resolve_precision
 
 MAX_WINDOWS = 16  # windows of max_length tokens read per text (EmbedConfig.max_windows)
+TOKENS_PER_PASS_CPU = 2048  # tokens, padding included, per forward pass (MiniLMEncoder)
+TOKENS_PER_PASS_CUDA = 8192
 CHARS_PER_TOKEN_BOUND = 16  # a text is tokenized up to this many characters per token read
 
 
@@ -91,7 +93,11 @@ class MiniLMEncoder:
     pass would pool a text that fits (the token-weighted mean of the windows'
     means); up to max_windows windows (default 16: 4,064 tokens of text), the rest
     unread. 1 reads the first window only (plain truncation).
-    chunk: windows per forward pass; windows are sorted by length so a pass pads little.
+    tokens_per_pass: the windows, sorted by length, go through the model in passes of
+    at most this many tokens, padding included (default: 2,048 on CPU, 8,192 on CUDA,
+    the most the former passes of 32 full windows held). A pass of fixed count pads
+    its shorter windows to its longest; at 32 windows that was half the work of a
+    batch of wiki summaries on CPU (`benchmarks/RESULTS.md`, Embed).
     text_model: a directory of adapted weights (`culturesim adapt`) used instead
     of the packaged ones; model_path is the same, for callers outside a config.
     precision: the transformer's weights and activations: "float32" (the default:
@@ -106,7 +112,8 @@ class MiniLMEncoder:
     dim = 384
     normalized = True
 
-    def __init__(self, device: str = "cpu", max_length: int = 256, chunk: int = 32,
+    def __init__(self, device: str = "cpu", max_length: int = 256,
+                 tokens_per_pass: int | None = None,
                  model_path: str | None = None, precision: str = "float32",
                  text_model: str | None = None, max_windows: int = MAX_WINDOWS) -> None:
         from transformers import AutoModel, AutoTokenizer
@@ -118,7 +125,8 @@ class MiniLMEncoder:
         self.device = torch.device(device)
         self.max_length = max_length
         self.max_windows = max_windows
-        self.chunk = chunk
+        self.tokens_per_pass = max(max_length, tokens_per_pass or (
+            TOKENS_PER_PASS_CUDA if self.device.type == "cuda" else TOKENS_PER_PASS_CPU))
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self.precision = resolve_precision(precision, device)
         self.model = AutoModel.from_pretrained(path, local_files_only=True).to(
@@ -147,9 +155,7 @@ class MiniLMEncoder:
         acc = torch.promote_types(next(self.model.parameters()).dtype, torch.float32)
         sums = torch.zeros((len(texts), self.dim), dtype=acc, device=self.device)
         counts = torch.zeros((len(texts), 1), dtype=acc, device=self.device)
-        order = np.argsort([len(p) for p in pieces], kind="stable")
-        for start in range(0, len(pieces), self.chunk):
-            idx = order[start:start + self.chunk]
+        for idx in passes([len(p) + 2 for p in pieces], self.tokens_per_pass):
             batch = collate_windows([pieces[i] for i in idx], self.tokenizer, self.device)
             ids, mask = batch["input_ids"], batch["attention_mask"]
             hidden = self.model(input_ids=ids, attention_mask=mask,
@@ -162,6 +168,21 @@ class MiniLMEncoder:
         pooled = torch.nn.functional.normalize(sums / counts.clamp_min(1e-9), dim=-1)
         return EncodeResult(pooled.cpu().numpy().astype(np.float32, copy=False),
                             [None] * len(texts))
+
+
+def passes(lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """Positions of `lengths` in ascending length, cut into consecutive runs whose
+    count times their longest length stays within `budget` (a run holds at least one)."""
+    runs: list[list[int]] = []
+    run: list[int] = []
+    for i in np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable").tolist():
+        if run and lengths[i] * (len(run) + 1) > budget:  # ascending: lengths[i] is the longest
+            runs.append(run)
+            run = []
+        run.append(i)
+    if run:
+        runs.append(run)
+    return runs
 
 
 def collate_windows(windows: Sequence[Sequence[int]], tokenizer: Any,

@@ -148,6 +148,18 @@ def _encoder_for(modality: str, cfg: EmbedConfig) -> str:
     return cfg.encoder(modality)
 
 
+def pool_sizes(todo_n: int, cfg: EmbedConfig) -> dict[str, int]:
+    """The encoder pool's min, max and initial size. It starts with as many actors as
+    the rows have batches, up to `num_actors`: Ray Data grows a pool from its initial
+    size only while the pool fits the share of the cluster it reserves for the
+    operator, which on a small machine is one actor, so starting at `min_actors`
+    left the other actors' CPUs idle for the whole job."""
+    low = min(cfg.min_actors, cfg.num_actors)
+    batches = max(1, math.ceil(todo_n / cfg.batch_size))
+    return {"min_size": low, "max_size": cfg.num_actors,
+            "initial_size": max(low, min(cfg.num_actors, batches))}
+
+
 def _auto_cpus_per_actor(cfg: EmbedConfig) -> float:
     """Leave one CPU for read/write tasks: a pool holding every CPU hangs Ray Data."""
     import ray
@@ -321,8 +333,7 @@ def _embed_modality(todo: Any, todo_n: int, modality: str, staged: Any, layout: 
                                "s3": cfg.s3.model_dump(mode="json")},
         batch_size=cfg.batch_size,
         batch_format="pyarrow",
-        compute=ActorPoolStrategy(min_size=min(cfg.min_actors, cfg.num_actors),
-                                  max_size=cfg.num_actors),
+        compute=ActorPoolStrategy(**pool_sizes(todo_n, cfg)),
         num_cpus=cpus,
         num_gpus=gpus or None,
     )

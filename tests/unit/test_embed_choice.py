@@ -1,5 +1,6 @@
 """The text encoder `auto` (`pipeline.embed_choice`): the rule on the vocabulary
-sample, and what needs no sample (adapted weights, a run's recorded encoder)."""
+sample, and what needs no sample (adapted weights, a run's recorded encoder); the
+encoder pool's sizes (`pipeline.embed.pool_sizes`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from culturesim_ray.config import EmbedConfig
 from culturesim_ray.encoders import registry
 from culturesim_ray.encoders.coverage import NOTE_SHARE, CoverageCount
 from culturesim_ray.layout import EmbedLayout
+from culturesim_ray.pipeline.embed import pool_sizes
 from culturesim_ray.pipeline.embed_choice import choose, resolve_text_encoder
 
 
@@ -80,3 +82,14 @@ def test_the_notes_come_from_the_chosen_encoders_sample():
     assert coverage is sample and len(notes) == 1 and "CYRILLIC".lower() in notes[0].lower()
     assert coverage_notes(sample, [], EmbedConfig(text_encoder="e5")) == (None, [])
     assert choice_line({"chosen": "e5", "why": "60 of 100"}) == "e5 (auto: 60 of 100)"
+
+
+def test_the_encoder_pool_starts_with_an_actor_per_batch_up_to_num_actors():
+    cfg = EmbedConfig(num_actors=4, min_actors=1, batch_size=64)
+    assert pool_sizes(720, cfg) == {"min_size": 1, "max_size": 4, "initial_size": 4}
+    assert pool_sizes(130, cfg)["initial_size"] == 3  # three batches
+    assert pool_sizes(12, cfg)["initial_size"] == 1  # one batch: one model loaded
+    fixed = EmbedConfig(num_actors=2, min_actors=2)
+    assert pool_sizes(1, fixed) == {"min_size": 2, "max_size": 2, "initial_size": 2}
+    # min_actors above num_actors is capped, as the pool always was
+    assert pool_sizes(10_000, EmbedConfig(num_actors=2, min_actors=5))["min_size"] == 2

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from culturesim_ray.encoders import build_encoder
+from culturesim_ray.encoders.text import passes
 from culturesim_ray.encoders.tfidf import TfidfEncoder, tokenize
 
 FLAGS = Path(__file__).resolve().parents[2] / "culturesim_ray" / "data" / "flags"
@@ -43,6 +44,30 @@ def test_minilm_deterministic_and_batch_independent(minilm):
     np.testing.assert_array_equal(a, b)
     alone = minilm.encode([TEXTS[2]]).vectors[0]  # no padding at all
     np.testing.assert_allclose(alone, a[2], atol=1e-5)
+
+
+def test_passes_cover_every_window_once_in_length_order_within_the_budget():
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(3, 258, size=500).tolist()
+    runs = passes(lengths, 2048)
+    flat = [i for run in runs for i in run]
+    assert sorted(flat) == list(range(500))
+    assert [lengths[i] for i in flat] == sorted(lengths)
+    assert all(len(run) * max(lengths[i] for i in run) <= 2048 for run in runs)
+    # each run is as long as the budget allows: one more window would overflow it
+    for run, nxt in zip(runs, runs[1:], strict=False):
+        assert (len(run) + 1) * lengths[nxt[0]] > 2048
+    assert passes([300, 5], 100) == [[1], [0]]  # a window over the budget goes alone
+    assert passes([], 100) == []
+
+
+def test_minilm_vectors_do_not_depend_on_the_tokens_per_pass():
+    texts = TEXTS + ["A short one.", "word " * 900, ""]
+    small = build_encoder("minilm", tokens_per_pass=256)  # one full window a pass
+    large = build_encoder("minilm", tokens_per_pass=1 << 16)  # everything in one pass
+    assert small.tokens_per_pass == 256 and large.tokens_per_pass == 1 << 16
+    np.testing.assert_allclose(small.encode(texts).vectors, large.encode(texts).vectors,
+                               atol=1e-5)
 
 
 def test_minilm_matches_float64_reference(minilm):
