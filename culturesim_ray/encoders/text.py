@@ -96,8 +96,8 @@ class MiniLMEncoder:
     tokens_per_pass: the windows, sorted by length, go through the model in passes of
     at most this many tokens, padding included (default: 2,048 on CPU, 8,192 on CUDA,
     the most the former passes of 32 full windows held). A pass of fixed count pads
-    its shorter windows to its longest; at 32 windows that was half the work of a
-    batch of wiki summaries on CPU (`benchmarks/RESULTS.md`, Embed).
+    its shorter windows to its longest; the throughput at each budget is in
+    `benchmarks/RESULTS.md`, session 38.
     text_model: a directory of adapted weights (`culturesim adapt`) used instead
     of the packaged ones; model_path is the same, for callers outside a config.
     precision: the transformer's weights and activations: "float32" (the default:
