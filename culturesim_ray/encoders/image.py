@@ -88,7 +88,8 @@ class EfficientNetEncoder:
     device: "cpu" or "cuda". reader: callable uri -> bytes (default: fsspec open,
     so local paths and s3:// both work). storage_options: passed to fsspec for s3.
     chunk: images per forward pass (default 32): memory is bounded by the chunk,
-    not by the length of one `encode` call (a 2,000-image call took 18 GB at once).
+    not by the length of one `encode` call, whose activations at once would grow
+    with it.
     decode_threads: threads that decode a chunk's files (PIL releases the GIL while it
     decodes and resizes); default torch's thread count, which Ray sets to an actor's
     CPUs: a GPU actor decodes faster with more `--cpus-per-actor`. One thread left an

@@ -6,8 +6,8 @@ weights ship in the wheel (uint8-quantised embedding table), run in numpy.
 
 16 languages (ar, de, en, es, fr, it, ja, ko, nl, pl, pt, ru, th, tr, zh,
 zh-tw); 512-d, L2-normalised; the whole text is read (no token limit). CPU only.
-25-57x e5's texts/s on one thread here, at a gold agreement 0.05-0.08 Spearman
-below e5's on the countries-wiki dev set (benchmarks/encoders.py, RESULTS.md).
+Much faster than e5 on one thread, at a lower gold agreement on the countries-wiki
+dev set (benchmarks/encoders.py; the figures in benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations

@@ -102,9 +102,9 @@ class MiniLMEncoder:
     of the packaged ones; model_path is the same, for callers outside a config.
     precision: the transformer's weights and activations: "float32" (the default:
     corpus embedding), "bfloat16" or "auto" (see encoders.base.resolve_precision).
-    Pooling and normalisation stay in float32. On an AVX512-BF16 CPU bfloat16 halves
-    a short query's forward pass (12.2 -> 6.7 ms, one thread) and keeps cosine
-    >= 0.996 with the float32 vector on the demo corpus's texts.
+    Pooling and normalisation stay in float32. On an AVX512-BF16 CPU bfloat16 about
+    halves a short query's forward pass and keeps the vectors close to float32's
+    (benchmarks/RESULTS.md, "Serve: ... bfloat16 queries").
     """
 
     name = "minilm"

@@ -170,7 +170,7 @@ def build_index(v_normalised: np.ndarray, kind: str, nlist: int | None = None,
         index.cp.seed = int(seed)
         rng = np.random.default_rng(seed)
         # at least 50 training points per list: k-means with fewer gives poor lists
-        # (recall@10 0.85 at 1M items, 4,000 lists and 100,000 points; 0.99 with more)
+        # and loses recall (benchmarks/RESULTS.md, "Train scale")
         size = min(n, max(int(train_sample), 50 * int(nlist)))
         sample = np.sort(rng.choice(n, size=size, replace=False))
         points = np.asarray(v[sample], np.float32)  # a copy (fancy indexing)
@@ -178,7 +178,7 @@ def build_index(v_normalised: np.ndarray, kind: str, nlist: int | None = None,
         index.train(normalize_rows(points, copy=False) if normalise else points)
         del points  # not held while the rows are added
         # at least nlist / 64 lists probed: a fixed nprobe loses recall as nlist grows
-        # (recall@10 0.89 at 1M items, 4,000 lists, nprobe 16)
+        # (benchmarks/RESULTS.md, "Train scale")
         index.nprobe = probes(nprobe, nlist)
     else:
         raise ValueError(f"index kind {kind!r}: expected 'flat' or 'ivf'")

@@ -50,7 +50,7 @@ class GNNBranch(nn.Module):
         self.input = nn.Linear(in_dim, hidden)
         # the corpus mean of the raw embeddings, subtracted before the projection:
         # sentence/image embeddings share a large common direction, and without
-        # centring every culture's vector sits in one narrow cone (cos ~0.99)
+        # centring every culture's vector sits in one narrow cone (nearly parallel)
         self.register_buffer("center", torch.zeros(in_dim))
         self.convs = self._make_convs(conv, hidden, layers, heads)
         self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(layers))

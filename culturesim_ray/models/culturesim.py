@@ -161,7 +161,7 @@ class CultureSim(nn.Module):
         # culture tokens are standardised per modality across cultures (batch
         # statistics in training, running ones in eval): pooled item states share
         # a large common part (biases, LayerNorm patterns) that otherwise puts
-        # every culture in one narrow cone (cos ~0.99) and starves InfoNCE
+        # every culture in one narrow cone (nearly parallel) and starves InfoNCE
         self.token_norms = nn.ModuleDict({
             m: nn.BatchNorm1d(cfg.hidden, affine=False) for m in cfg.in_dims})
         self.projection = ProjectionHead(cfg.hidden, cfg.out)

@@ -4,8 +4,8 @@ fusion's dropout).
 The semantics of `nn.Dropout`: in training each element is zeroed with
 probability p and the others are scaled by 1 / (1 - p); in eval it is the
 identity; the draws come from torch's global generator, so a seeded run
-repeats. Only the draw differs: on CPU, torch's `bernoulli_` costs about three
-times a uniform draw of the same size, and dropout was a tenth of a training
+repeats. Only the draw differs: on CPU, torch's `bernoulli_` costs several times
+a uniform draw of the same size, and dropout was a visible share of a training
 step's time (benchmarks/RESULTS.md, "Session 13"). No parameters or buffers:
 checkpoints written with `nn.Dropout` load unchanged.
 """

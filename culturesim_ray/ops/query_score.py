@@ -34,25 +34,21 @@ import numpy as np
 class QueryMix:
     """nearest: a, the share of the raw part given to the nearest-items score; m: items
     per culture it averages; shortlist: K, the query's nearest corpus items it reads;
-    learned: l (see the module). Chosen on the held-out items of the three dev sets
-    of benchmarks/truth.py (benchmarks/RESULTS.md): every a in 0.25-0.75 beat the
-    culture mean alone on all three; the learned part costs top-5 from l = 0.25 up
-    (l = 1, its trained weight, ranked worst on all three), while l = 0.1 lost no
-    top-1/3/5 against 0.25 on any set or modality measured (text on all three, the
-    demo's held-out tunes; MRR at most 0.0005, on one set) and keeps the learned part
-    in the answer. m = 1 (the culture's single nearest item) over m = 3: on the
-    held-out page titles of the demo and the two article sets (561 short queries,
-    "Nowruz", "Afonso I of Portugal") top-1 +0.036 [+0.014, +0.057] paired, top-3
-    and the held-out items (texts, tunes) tied within their intervals.
+    learned: l (see the module). Chosen on the held-out items and page titles of the
+    dev sets of benchmarks/truth.py (`benchmarks/query_mix.py`; figures with paired
+    intervals in benchmarks/RESULTS.md, sessions 12-13 and 19-21): every a in
+    0.25-0.75 beat the culture mean alone on all three text sets; the learned part
+    costs top-5 from l = 0.25 up (l = 1, its trained weight, ranked worst), while
+    l = 0.1 lost nothing measurable against 0.25 and keeps the learned part in the
+    answer; m = 1 (the culture's single nearest item) beat m = 3 on short queries
+    (held-out page titles such as "Nowruz") and tied on the held-out items.
 
     modalities: per query modality, its own "nearest" and/or "m" (the rest as above).
     Tunes (`sequence`): a = 1, m = 3, the mean of a culture's 3 nearest tunes with no
-    culture-mean term: the melody LSTM's culture means are nearly parallel (cosines
-    0.97 +- 0.03 on folk-music), so the mean term mostly adds noise. On the held-out
-    tunes of the folk-music and mixed-modal truth runs (269) top-1 +0.048 [+0.011,
-    +0.082] and top-3 +0.082 [+0.033, +0.134] paired against a = 0.5, m = 1; on 76
-    held-out tunes of a second, disjoint Essen set +0.039 [-0.053, +0.145] and +0.013
-    [-0.079, +0.092] (benchmarks/query_mix.py; RESULTS.md).
+    culture-mean term: the melody LSTM's culture means are nearly parallel, so the
+    mean term mostly adds noise; on held-out tunes of the folk-music and mixed-modal
+    truth runs it beat a = 0.5, m = 1 in top-1 and top-3 with intervals clear of
+    zero, and pointed the same way on a second, disjoint Essen set (session 21).
 
     abtt: the modalities whose queries meet single items (the nearest-items score and
     the answer's evidence) with the corpus's dominant directions removed
@@ -60,11 +56,10 @@ class QueryMix:
     culture-mean term keeps the plain vectors). Texts: among the top directions are
     those that separate a multilingual corpus's languages in an English encoder, so
     a query met items in its own language whatever their subject. On the held-out
-    texts and page titles of the four text truth runs (1,039 of each; the default
-    against the same mix without it, paired) top-1 +0.023 [+0.008, +0.040] and +0.030
-    [+0.015, +0.044], top-3 +0.015 and +0.024, both clear of zero; projecting out the
-    directions between the corpus's language means did as well, two random directions
-    nothing. Not tunes: on 269 held-out tunes no number of directions gained."""
+    texts and page titles of the four text truth runs it raised top-1 and top-3 with
+    paired intervals clear of zero; projecting out the directions between the
+    corpus's language means did as well, two random directions nothing (session 24).
+    Not tunes: no number of directions gained on the held-out tunes."""
 
     nearest: float = 0.5
     m: int = 1
