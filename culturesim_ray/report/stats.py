@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from scipy.stats import rankdata
@@ -33,6 +33,7 @@ from scipy.stats import rankdata
 Pair = tuple[str, str, float]
 Matrix = tuple[list[str], np.ndarray]  # cultures, (C, C) predicted similarity
 GOLD_KINDS = ("similarity", "distance")
+CHUNK_CELLS = 1 << 22  # resamples / permutations scored at once: about this many (row, pair) cells
 
 
 def orient(pairs: Sequence[Pair], gold_kind: str = "similarity") -> list[Pair]:
@@ -48,8 +49,26 @@ def _tie_groups(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(order, group start positions in sorted order, group id per sorted position)."""
     order = np.argsort(v, kind="stable")
     vs = v[order]
-    new = np.r_[True, vs[1:] != vs[:-1]]
+    new = np.r_[True, vs[1:] != vs[:-1]] if len(v) else np.zeros(0, dtype=bool)
     return order, np.flatnonzero(new), np.cumsum(new) - 1
+
+
+def _segment_sums(x: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """(B, len(starts)) sums of the runs of columns of x (B, m) that begin at `starts`
+    (increasing, from 0). x holds counts, so differences of cumulative sums are exact;
+    with one column a run, x itself (not a copy)."""
+    if len(starts) == x.shape[1]:
+        return x
+    cs = np.cumsum(x, axis=1)
+    out = cs[:, np.r_[starts[1:], x.shape[1]] - 1]
+    out[:, 1:] -= cs[:, starts[1:] - 1]
+    return out
+
+
+def _tie_totals(v: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """(B, G) total count of each of v's G tie groups (v ascending) per row of counts w (B, m)."""
+    order, starts, _ = _tie_groups(v)
+    return _segment_sums(w[:, order], starts)
 
 
 def weighted_ranks(v: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -57,10 +76,9 @@ def weighted_ranks(v: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
     w: (B, m) non-negative counts. Returns (ranks (B, m), tie-group totals (B, G))."""
     order, starts, gid = _tie_groups(v)
-    ws = w[:, order]
-    totals = np.add.reduceat(ws, starts, axis=1)  # (B, G)
+    totals = _segment_sums(w[:, order], starts)  # (B, G)
     before = np.cumsum(totals, axis=1) - totals
-    ranks = np.empty_like(ws, dtype=np.float64)
+    ranks = np.empty(w.shape, dtype=np.float64)
     ranks[:, order] = (before + (totals + 1) / 2)[:, gid]
     return ranks, totals
 
@@ -83,21 +101,56 @@ def weighted_spearman(g: np.ndarray, p: np.ndarray, w: np.ndarray) -> tuple[np.n
     return np.clip(rho, -1.0, 1.0), ok
 
 
-def weighted_kendall(g: np.ndarray, p: np.ndarray, w: np.ndarray,
-                     chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def _discordant(seq: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """(B,) weighted strict inversions sum_{i<j, seq_i > seq_j} w[:, i] w[:, j] of the
+    integer sequence seq (m,) >= 0, per row of counts w (B, m), both in sequence order.
+
+    Bit by bit from the top: two elements first differ at bit l when they share the
+    bits above l; among those, an earlier element with bit l set before a later one
+    without is an inversion. Each level is a stable sort of the fixed sequence by its
+    higher bits (shared by every row) and a cumulative sum along each row:
+    O(m log m + B m log max(seq)) time, O(B m) memory."""
+    total = np.zeros(len(w))
+    levels = int(seq.max()).bit_length() if len(seq) else 0
+    for level in range(levels):
+        high = seq >> (level + 1)
+        order = np.argsort(high, kind="stable")  # groups by the higher bits, in sequence order
+        high = high[order]
+        starts = np.flatnonzero(np.r_[True, high[1:] != high[:-1]])
+        zeros = ws = w[:, order]  # (B, m); becomes the bit-0 elements' weights below
+        ones = ws * ((seq >> level) & 1)[order]
+        zeros -= ones
+        np.cumsum(ones, axis=1, out=ones)  # bit-1 weight up to each element
+        base = np.zeros((len(w), len(starts)))  # ... before each group
+        base[:, 1:] = ones[:, starts[1:] - 1]
+        total += (np.einsum("bm,bm->b", zeros, ones)
+                  - np.einsum("bg,bg->b", base, _segment_sums(zeros, starts)))
+    return total
+
+
+def weighted_kendall(g: np.ndarray, p: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Kendall tau-b per row of counts w (B, m) on the expanded multiset; (tau (B,), defined (B,)).
 
-    tau-b = S / sqrt((n0 - n1)(n0 - n2)) with S = sum_{i<j} w_i w_j sign(dg) sign(dp),
-    n0 = N(N-1)/2 and n1, n2 the tied pairs (copies of one pair are tied on both
-    sides). Memory O(m^2) for the sign matrix; resamples in chunks of `chunk`."""
-    sign = np.sign(g[:, None] - g[None, :]) * np.sign(p[:, None] - p[None, :])  # (m, m)
-    _, tg = weighted_ranks(g, w)
-    _, tp = weighted_ranks(p, w)
-    s = np.concatenate([((w[i:i + chunk] @ sign) * w[i:i + chunk]).sum(1) / 2
-                        for i in range(0, len(w), chunk)]) if len(w) else np.zeros(0)
+    tau-b = S / sqrt((n0 - n1)(n0 - n2)) with S = concordant - discordant pairs, n0 =
+    N(N-1)/2 and n1, n2 the pairs tied on g, on p (copies of one pair are tied on
+    both sides). With the pairs sorted by (g, p), a discordant pair is an inversion
+    of p's ranks (`_discordant`), and S = n0 - n1 - n2 + n3 - 2 D, n3 the pairs tied
+    on both (Knight's method, weighted). O(B m log m) time, O(B m) memory: callers
+    pass the resamples in chunks (`_pair_weights`)."""
+    if w.shape[1] == 0:
+        return np.zeros(len(w)), np.zeros(len(w), dtype=bool)
+    order = np.lexsort((p, g))
+    _, p_rank = np.unique(p, return_inverse=True)  # dense ranks: ties share one
+    ws = w[:, order]
+    gs, ps = g[order], p[order]
+    joint = np.r_[True, (gs[1:] != gs[:-1]) | (ps[1:] != ps[:-1])]  # (g, p) tie groups
+    t3 = _segment_sums(ws, np.flatnonzero(joint))
+    tg, tp = _tie_totals(g, w), _tie_totals(p, w)  # (B, groups)
     n = w.sum(1)
     n0 = n * (n - 1) / 2
     n1, n2 = (tg * (tg - 1) / 2).sum(1), (tp * (tp - 1) / 2).sum(1)
+    n3 = (t3 * (t3 - 1) / 2).sum(1)
+    s = n0 - n1 - n2 + n3 - 2 * _discordant(p_rank[order].astype(np.int64), ws)
     ok = _defined(tg, tp)
     tau = np.where(ok, s / np.sqrt(np.where(ok, (n0 - n1) * (n0 - n2), 1.0)), 0.0)
     return np.clip(tau, -1.0, 1.0), ok
@@ -126,12 +179,24 @@ def _index(pairs: Sequence[Pair]) -> tuple[list[str], np.ndarray, np.ndarray]:
 
 
 def _resample_counts(pairs: Sequence[Pair], n_boot: int, seed: int) -> np.ndarray:
-    """(n_boot, m) multiplicity of each gold pair in each resample of the cultures
-    (drawn with replacement; pair (a, b) enters count(a) * count(b) times)."""
-    names, ia, ib = _index(pairs)
-    counts = np.random.default_rng([seed, 0]).multinomial(
+    """(n_boot, G) how often each gold culture (sorted) is drawn in each resample of
+    the cultures (with replacement)."""
+    names = _index(pairs)[0]
+    return np.random.default_rng([seed, 0]).multinomial(
         len(names), np.full(len(names), 1 / len(names)), size=n_boot).astype(np.float64)
-    return counts[:, ia] * counts[:, ib]
+
+
+def _pair_weights(pairs: Sequence[Pair], n_boot: int, seed: int,
+                  cells: int | None = None) -> Iterator[np.ndarray]:
+    """The resamples' (rows, m) multiplicities of the gold pairs (pair (a, b) enters
+    count(a) * count(b) times), in chunks of about `cells` entries (default
+    CHUNK_CELLS), so memory is bounded whatever the number of gold pairs m."""
+    _, ia, ib = _index(pairs)
+    counts = _resample_counts(pairs, n_boot, seed)
+    rows = max(1, (cells or CHUNK_CELLS) // max(len(ia), 1))
+    for i in range(0, n_boot, rows):
+        c = counts[i:i + rows]
+        yield c[:, ia] * c[:, ib]
 
 
 def bootstrap_correlations(pairs: Sequence[Pair], pred: Sequence[float], n_boot: int = 1000,
@@ -140,14 +205,17 @@ def bootstrap_correlations(pairs: Sequence[Pair], pred: Sequence[float], n_boot:
     replacement (multiplicity count(a) * count(b)); keys spearman_lo/hi, kendall_lo/hi."""
     g = np.array([s for *_, s in pairs], dtype=np.float64)
     p = np.asarray(pred, dtype=np.float64)
-    w = _resample_counts(pairs, n_boot, seed)  # (n_boot, m)
     point = rank_correlations(g, p)
+    found: dict[str, list[np.ndarray]] = {"spearman": [], "kendall": []}
+    for w in _pair_weights(pairs, n_boot, seed):  # (rows, m) each
+        for name, fn in (("spearman", weighted_spearman), ("kendall", weighted_kendall)):
+            stat, ok = fn(g, p, w)
+            found[name].append(stat[ok])
     out = {}
     q = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
-    for name, fn, est in (("spearman", weighted_spearman, point[0]),
-                          ("kendall", weighted_kendall, point[1])):
-        stat, ok = fn(g, p, w)
-        lo, hi = np.percentile(stat[ok], q) if ok.any() else (est, est)
+    for (name, parts), est in zip(found.items(), point, strict=True):
+        stat = np.concatenate(parts) if parts else np.zeros(0)
+        lo, hi = np.percentile(stat, q) if len(stat) else (est, est)
         out[f"{name}_lo"], out[f"{name}_hi"] = float(lo), float(hi)
     return out
 
@@ -168,12 +236,14 @@ def bootstrap_difference(pairs: Sequence[Pair], pred: Sequence[float], ref: Sequ
         raise ValueError(f"bootstrap_difference: {len(g)} gold pairs, {len(p)} and {len(r)} "
                          "predicted scores")
     delta = rank_correlations(g, p)[0] - rank_correlations(g, r)[0]
-    w = _resample_counts(pairs, n_boot, seed)
-    sp, okp = weighted_spearman(g, p, w)
-    sr, okr = weighted_spearman(g, r, w)
-    ok = okp & okr
+    diffs = []
+    for w in _pair_weights(pairs, n_boot, seed):
+        sp, okp = weighted_spearman(g, p, w)
+        sr, okr = weighted_spearman(g, r, w)
+        diffs.append((sp - sr)[okp & okr])
+    d = np.concatenate(diffs) if diffs else np.zeros(0)
     q = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
-    lo, hi = np.percentile((sp - sr)[ok], q) if ok.any() else (delta, delta)
+    lo, hi = np.percentile(d, q) if len(d) else (delta, delta)
     return {"delta": float(delta), "delta_lo": float(lo), "delta_hi": float(hi)}
 
 
@@ -220,8 +290,10 @@ def mantel_p(pairs: Sequence[Pair], pred: Matrix, n_perm: int = 999, seed: int =
     obs = _rowwise_spearman(rg, sub[ia, ib][None])[0]
     rng = np.random.default_rng([seed, 1])
     perms = rng.permuted(np.tile(np.arange(len(names)), (n_perm, 1)), axis=1)  # (n_perm, n)
-    stats = _rowwise_spearman(rg, sub[perms[:, ia], perms[:, ib]])
-    return float((1 + np.sum(stats >= obs - 1e-12)) / (1 + n_perm))
+    rows = max(1, CHUNK_CELLS // max(len(ia), 1))
+    above = sum(int(np.sum(_rowwise_spearman(rg, sub[q[:, ia], q[:, ib]]) >= obs - 1e-12))
+                for q in (perms[i:i + rows] for i in range(0, n_perm, rows)))
+    return float((1 + above) / (1 + n_perm))
 
 
 # ---------------------------------------------------------------- retrieval

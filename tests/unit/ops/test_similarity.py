@@ -243,3 +243,24 @@ def test_per_dim_cpu_kernel_on_embedding_like_vectors(q):
     big = S.trimmed_per_dim(t(x * 250), t(y * 250), q).numpy()
     np.testing.assert_allclose(big, ref_pairs(lambda a, b: per_dim_ref(a, b, q), x * 250,
                                               y * 250), atol=2e-6)
+
+
+def test_learned_similarity_in_batches_of_pairs():
+    # more pairs than a step takes: each step draws `batch` of them (seeded); the
+    # fit still learns the rule, repeats with its seed, and a batch of at least the
+    # pairs is the full-batch fit itself
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(1000, 8, generator=g), torch.randn(1000, 8, generator=g)
+    y = ((a[:, 0] > 0) == (b[:, 0] > 0)).float()
+    fit = LearnedSimilarity(epochs=400, batch=128, seed=3).fit(a[:800], b[:800], y[:800])
+    acc = ((fit.pairwise(a[800:], b[800:]) > 0.5).float() == y[800:]).float().mean().item()
+    assert acc > 0.85
+    again = LearnedSimilarity(epochs=400, batch=128, seed=3).fit(a[:800], b[:800], y[:800])
+    assert again.losses == fit.losses
+    full = LearnedSimilarity(epochs=20, seed=3).fit(a[:800], b[:800], y[:800])
+    assert LearnedSimilarity(epochs=20, batch=800, seed=3).fit(
+        a[:800], b[:800], y[:800]).losses == full.losses
+    assert LearnedSimilarity(epochs=20, batch=799, seed=3).fit(
+        a[:800], b[:800], y[:800]).losses != full.losses
+    with pytest.raises(ValueError, match="batch"):
+        LearnedSimilarity(batch=0)
