@@ -37,6 +37,7 @@ from culturesim_ray.report.stats import (  # noqa: E402
     _pair_weights,
     bootstrap_correlations,
     mantel_p,
+    pair_scores,
     rank_correlations,
     weighted_kendall,
     weighted_ranks,
@@ -58,6 +59,11 @@ def gold_case(n: int, seed: int = 0) -> tuple[list[tuple[str, str, float]], np.n
     ij = list(itertools.combinations(range(n), 2))
     pairs = [(f"c{i:03d}", f"c{j:03d}", float(gold[i, j])) for i, j in ij]
     return pairs, pred
+
+
+def names_of(pred: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """The (cultures, matrix) form report.stats takes, with gold_case's names."""
+    return [f"c{i:03d}" for i in range(len(pred))], pred
 
 
 def quadratic_kendall(g: np.ndarray, p: np.ndarray, w: np.ndarray,
@@ -87,14 +93,9 @@ def traced(fn) -> tuple[float, float, object]:
     return wall, peak, out
 
 
-def pair_scores(pairs: list, pred: np.ndarray) -> np.ndarray:
-    pos = {f"c{i:03d}": i for i in range(len(pred))}
-    return np.array([pred[pos[a], pos[b]] for a, b, _ in pairs])
-
-
 def kendall_row(n: int) -> dict:
     pairs, pred = gold_case(n)
-    g, p = np.array([s for *_, s in pairs]), pair_scores(pairs, pred)
+    g, p = np.array([s for *_, s in pairs]), pair_scores(pairs, names_of(pred))
     ws = list(_pair_weights(pairs, RESAMPLES, seed=0))
     t_new, mb_new, new = traced(lambda: np.concatenate([weighted_kendall(g, p, w)[0] for w in ws]))
     t_old, mb_old, old = traced(lambda: np.concatenate([quadratic_kendall(g, p, w) for w in ws]))
@@ -106,13 +107,12 @@ def kendall_row(n: int) -> dict:
 
 def statistics_row(n: int) -> dict:
     pairs, pred = gold_case(n)
-    names = [f"c{i:03d}" for i in range(n)]
-    p = pair_scores(pairs, pred)
+    p = pair_scores(pairs, names_of(pred))
 
     def row() -> dict:
         rho, tau = rank_correlations([s for *_, s in pairs], p)
         return {"spearman": rho, "kendall": tau, **bootstrap_correlations(pairs, p, RESAMPLES),
-                "mantel_p": mantel_p(pairs, (names, pred), PERMUTATIONS)}
+                "mantel_p": mantel_p(pairs, names_of(pred), PERMUTATIONS)}
 
     wall, peak, out = traced(row)
     return {"cultures": n, "pairs": len(pairs), "row_s": round(wall, 2),

@@ -117,9 +117,9 @@ def _discordant(seq: np.ndarray, w: np.ndarray) -> np.ndarray:
         order = np.argsort(high, kind="stable")  # groups by the higher bits, in sequence order
         high = high[order]
         starts = np.flatnonzero(np.r_[True, high[1:] != high[:-1]])
-        zeros = ws = w[:, order]  # (B, m); becomes the bit-0 elements' weights below
-        ones = ws * ((seq >> level) & 1)[order]
-        zeros -= ones
+        zeros = w[:, order]  # (B, m), in this level's order
+        ones = zeros * ((seq >> level) & 1)[order]  # the bit-1 elements' weights
+        zeros -= ones  # the bit-0 elements' weights
         np.cumsum(ones, axis=1, out=ones)  # bit-1 weight up to each element
         base = np.zeros((len(w), len(starts)))  # ... before each group
         base[:, 1:] = ones[:, starts[1:] - 1]
@@ -178,22 +178,20 @@ def _index(pairs: Sequence[Pair]) -> tuple[list[str], np.ndarray, np.ndarray]:
             np.array([pos[b] for _, b, _ in pairs]))
 
 
-def _resample_counts(pairs: Sequence[Pair], n_boot: int, seed: int) -> np.ndarray:
-    """(n_boot, G) how often each gold culture (sorted) is drawn in each resample of
-    the cultures (with replacement)."""
-    names = _index(pairs)[0]
-    return np.random.default_rng([seed, 0]).multinomial(
+def _chunk_rows(m: int) -> int:
+    """Rows (resamples, permutations) of m gold pairs scored at once: about CHUNK_CELLS cells."""
+    return max(1, CHUNK_CELLS // max(m, 1))
+
+
+def _pair_weights(pairs: Sequence[Pair], n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """The resamples' (rows, m) multiplicities of the gold pairs: each resample draws
+    the gold cultures with replacement and pair (a, b) enters count(a) * count(b)
+    times; in chunks of `_chunk_rows(m)` resamples, so memory is bounded whatever
+    the number of gold pairs m."""
+    names, ia, ib = _index(pairs)
+    counts = np.random.default_rng([seed, 0]).multinomial(
         len(names), np.full(len(names), 1 / len(names)), size=n_boot).astype(np.float64)
-
-
-def _pair_weights(pairs: Sequence[Pair], n_boot: int, seed: int,
-                  cells: int | None = None) -> Iterator[np.ndarray]:
-    """The resamples' (rows, m) multiplicities of the gold pairs (pair (a, b) enters
-    count(a) * count(b) times), in chunks of about `cells` entries (default
-    CHUNK_CELLS), so memory is bounded whatever the number of gold pairs m."""
-    _, ia, ib = _index(pairs)
-    counts = _resample_counts(pairs, n_boot, seed)
-    rows = max(1, (cells or CHUNK_CELLS) // max(len(ia), 1))
+    rows = _chunk_rows(len(ia))
     for i in range(0, n_boot, rows):
         c = counts[i:i + rows]
         yield c[:, ia] * c[:, ib]
@@ -290,7 +288,7 @@ def mantel_p(pairs: Sequence[Pair], pred: Matrix, n_perm: int = 999, seed: int =
     obs = _rowwise_spearman(rg, sub[ia, ib][None])[0]
     rng = np.random.default_rng([seed, 1])
     perms = rng.permuted(np.tile(np.arange(len(names)), (n_perm, 1)), axis=1)  # (n_perm, n)
-    rows = max(1, CHUNK_CELLS // max(len(ia), 1))
+    rows = _chunk_rows(len(ia))
     above = sum(int(np.sum(_rowwise_spearman(rg, sub[q[:, ia], q[:, ib]]) >= obs - 1e-12))
                 for q in (perms[i:i + rows] for i in range(0, n_perm, rows)))
     return float((1 + above) / (1 + n_perm))
