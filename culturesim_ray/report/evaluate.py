@@ -30,6 +30,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from culturesim_ray.report.evaluate_view import format_table, plot_evaluation
 from culturesim_ray.report.fitted_cv import (  # noqa: F401  (re-exported)
     CV_LABELS,
@@ -58,6 +60,7 @@ from culturesim_ray.report.stats import (  # noqa: F401  (re-exported)
     Matrix,
     Pair,
     bootstrap_difference,
+    bootstrap_spearman,
     ndcg_at_k,
     orient,
     pair_scores,
@@ -108,6 +111,7 @@ def evaluate(gold: GoldSet, methods: Sequence[Method], k: int = 3,
             if src is not None:
                 ref[theme] = (set(src[0]),
                               next(iter(_predictions(r, src, pairs, folds, seed).values()))[1])
+    ref_resampled: dict[tuple[Pair, ...], tuple[np.ndarray, np.ndarray]] = {}
     rows = []
     for m in methods:
         if progress:
@@ -127,8 +131,11 @@ def evaluate(gold: GoldSet, methods: Sequence[Method], k: int = 3,
                 if theme in ref:
                     both = [p for p in scored if p[0] in ref[theme][0] and p[1] in ref[theme][0]]
                     if len(both) >= 2:
-                        d = bootstrap_difference(both, pair_scores(both, pred),
-                                                 pair_scores(both, ref[theme][1]), n_boot, seed)
+                        r = pair_scores(both, ref[theme][1])
+                        if tuple(both) not in ref_resampled:  # the reference's, once a theme
+                            ref_resampled[tuple(both)] = bootstrap_spearman(both, r, n_boot, seed)
+                        d = bootstrap_difference(both, pair_scores(both, pred), r, n_boot, seed,
+                                                 ref_resampled=ref_resampled[tuple(both)])
                         row.update(vs=reference, delta_pairs=len(both),
                                    delta_spearman=d["delta"], delta_lo=d["delta_lo"],
                                    delta_hi=d["delta_hi"])

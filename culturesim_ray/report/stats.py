@@ -17,20 +17,18 @@ ever NaN:
   rows and columns of the predicted matrix; the pair (a, b) is then scored
   pred[perm(a), perm(b)]; p = (1 + #{perm stat >= observed}) / (1 + n_perm),
   one-sided (agreement larger than chance).
-- nDCG@k: gains = gold rescaled to [0, 1] (min-max over the pairs given); a
-  culture whose partners all have the same gain has nDCG 1.0 (any order is ideal).
+- recall@k and nDCG@k: `report.ranking`.
 """
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 from scipy.stats import rankdata
 
-Pair = tuple[str, str, float]
+from culturesim_ray.report.ranking import Pair, ndcg_at_k, recall_at_k
+
 Matrix = tuple[list[str], np.ndarray]  # cultures, (C, C) predicted similarity
 GOLD_KINDS = ("similarity", "distance")
 CHUNK_CELLS = 1 << 22  # resamples / permutations scored at once: about this many (row, pair) cells
@@ -55,14 +53,11 @@ def _tie_groups(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _segment_sums(x: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """(B, len(starts)) sums of the runs of columns of x (B, m) that begin at `starts`
-    (increasing, from 0). x holds counts, so differences of cumulative sums are exact;
-    with one column a run, x itself (not a copy)."""
+    (increasing, from 0). x holds counts, so the sums are exact; with one column a run,
+    x itself (not a copy)."""
     if len(starts) == x.shape[1]:
         return x
-    cs = np.cumsum(x, axis=1)
-    out = cs[:, np.r_[starts[1:], x.shape[1]] - 1]
-    out[:, 1:] -= cs[:, starts[1:] - 1]
-    return out
+    return np.add.reduceat(x, starts, axis=1)
 
 
 def _tie_totals(v: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -218,15 +213,30 @@ def bootstrap_correlations(pairs: Sequence[Pair], pred: Sequence[float], n_boot:
     return out
 
 
+def bootstrap_spearman(pairs: Sequence[Pair], pred: Sequence[float], n_boot: int = 1000,
+                       seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Spearman of pred with the gold on each resample of the cultures (those of
+    `bootstrap_correlations`, same seed): (rho (n_boot,), defined (n_boot,))."""
+    g = np.array([s for *_, s in pairs], dtype=np.float64)
+    p = np.asarray(pred, dtype=np.float64)
+    if len(g) != len(p):
+        raise ValueError(f"bootstrap_spearman: {len(g)} gold pairs, {len(p)} predicted scores")
+    parts = [weighted_spearman(g, p, w) for w in _pair_weights(pairs, n_boot, seed)]
+    return (np.concatenate([r for r, _ in parts]) if parts else np.zeros(0),
+            np.concatenate([ok for _, ok in parts]) if parts else np.zeros(0, dtype=bool))
+
+
 def bootstrap_difference(pairs: Sequence[Pair], pred: Sequence[float], ref: Sequence[float],
-                         n_boot: int = 1000, seed: int = 0,
-                         level: float = 0.95) -> dict[str, float]:
+                         n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                         ref_resampled: tuple[np.ndarray, np.ndarray] | None = None
+                         ) -> dict[str, float]:
     """Spearman(pred) - Spearman(ref) on the same gold pairs, and its paired
     percentile interval: each resample of the cultures (the resamples of
     `bootstrap_correlations`, same seed) scores both predictions, so the interval
     is that of the difference, not two intervals side by side. Keys delta,
     delta_lo, delta_hi; resamples where either correlation is undefined are
-    skipped ([delta, delta] when none is left)."""
+    skipped ([delta, delta] when none is left). ref_resampled: `bootstrap_spearman`
+    of ref on these pairs, when the caller has it (one reference, many rows)."""
     g = np.array([s for *_, s in pairs], dtype=np.float64)
     p = np.asarray(pred, dtype=np.float64)
     r = np.asarray(ref, dtype=np.float64)
@@ -234,12 +244,10 @@ def bootstrap_difference(pairs: Sequence[Pair], pred: Sequence[float], ref: Sequ
         raise ValueError(f"bootstrap_difference: {len(g)} gold pairs, {len(p)} and {len(r)} "
                          "predicted scores")
     delta = rank_correlations(g, p)[0] - rank_correlations(g, r)[0]
-    diffs = []
-    for w in _pair_weights(pairs, n_boot, seed):
-        sp, okp = weighted_spearman(g, p, w)
-        sr, okr = weighted_spearman(g, r, w)
-        diffs.append((sp - sr)[okp & okr])
-    d = np.concatenate(diffs) if diffs else np.zeros(0)
+    sp, okp = bootstrap_spearman(pairs, p, n_boot, seed)
+    sr, okr = ref_resampled if ref_resampled is not None else bootstrap_spearman(
+        pairs, r, n_boot, seed)
+    d = (sp - sr)[okp & okr]
     q = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
     lo, hi = np.percentile(d, q) if len(d) else (delta, delta)
     return {"delta": float(delta), "delta_lo": float(lo), "delta_hi": float(hi)}
@@ -264,13 +272,31 @@ def paired_rate_difference(hits: Sequence[bool], ref_hits: Sequence[bool], n_boo
     return {"delta": float((a - b).mean()), "delta_lo": float(lo), "delta_hi": float(hi)}
 
 
-def _rowwise_spearman(rg: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Spearman of fixed ranks rg (m,) with each row of p (R, m); 0.0 for a constant row."""
-    rp = rankdata(p, axis=1)
+def _rowwise_spearman(rg: np.ndarray, rp: np.ndarray) -> np.ndarray:
+    """Spearman of fixed ranks rg (m,) with each row of ranks rp (R, m); 0.0 for a
+    constant row."""
     dg = rg - rg.mean()
     dp = rp - rp.mean(1, keepdims=True)
     den = np.sqrt((dg * dg).sum() * (dp * dp).sum(1))
     return np.where(den > 0, (dp @ dg) / np.where(den > 0, den, 1.0), 0.0)
+
+
+def _permuted_ranks(sub: np.ndarray, ia: np.ndarray,
+                    ib: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """q (R, n) relabellings of the cultures -> (R, m) ranks of sub[q[ia], q[ib]].
+
+    When the pairs are every pair of the n cultures once and sub is symmetric, a
+    relabelling only reorders the same m scores, so their ranks are gathered from
+    the ranks of the observed ones; otherwise each row is ranked anew."""
+    n = len(sub)
+    key = np.unique(np.minimum(ia, ib) * n + np.maximum(ia, ib))
+    if (len(key) == len(ia) == n * (n - 1) // 2 and not (ia == ib).any()
+            and np.array_equal(sub, sub.T)):
+        ranks = np.zeros_like(sub)
+        ranks[ia, ib] = rankdata(sub[ia, ib])
+        ranks[ib, ia] = ranks[ia, ib]
+        return lambda q: ranks[q[:, ia], q[:, ib]]
+    return lambda q: rankdata(sub[q[:, ia], q[:, ib]], axis=1)
 
 
 def mantel_p(pairs: Sequence[Pair], pred: Matrix, n_perm: int = 999, seed: int = 0) -> float:
@@ -285,56 +311,14 @@ def mantel_p(pairs: Sequence[Pair], pred: Matrix, n_perm: int = 999, seed: int =
     if np.ptp(g) == 0:
         return 1.0
     rg = rankdata(g)
-    obs = _rowwise_spearman(rg, sub[ia, ib][None])[0]
+    ranks = _permuted_ranks(sub, ia, ib)
+    obs = _rowwise_spearman(rg, ranks(np.arange(len(names))[None]))[0]
     rng = np.random.default_rng([seed, 1])
     perms = rng.permuted(np.tile(np.arange(len(names)), (n_perm, 1)), axis=1)  # (n_perm, n)
     rows = _chunk_rows(len(ia))
-    above = sum(int(np.sum(_rowwise_spearman(rg, sub[q[:, ia], q[:, ib]]) >= obs - 1e-12))
+    above = sum(int(np.sum(_rowwise_spearman(rg, ranks(q)) >= obs - 1e-12))
                 for q in (perms[i:i + rows] for i in range(0, n_perm, rows)))
     return float((1 + above) / (1 + n_perm))
-
-
-# ---------------------------------------------------------------- retrieval
-def _partners(pairs: Sequence[Pair],
-              pred: dict[tuple[str, str], float]) -> dict[str, list[tuple[str, float, float]]]:
-    out: dict[str, list[tuple[str, float, float]]] = defaultdict(list)
-    for a, b, g in pairs:
-        p = pred[(a, b)]
-        out[a].append((b, g, p))
-        out[b].append((a, g, p))
-    return out
-
-
-def recall_at_k(pairs: Sequence[Pair], pred: dict[tuple[str, str], float], k: int) -> float:
-    """Mean over cultures of |gold top-k partners & predicted top-k| / k (k capped
-    at the culture's number of gold partners; ties broken by name)."""
-    vals = []
-    for items in _partners(pairs, pred).values():
-        kk = min(k, len(items))
-        rel = {c for c, _, _ in sorted(items, key=lambda t: (-t[1], t[0]))[:kk]}
-        got = {c for c, _, _ in sorted(items, key=lambda t: (-t[2], t[0]))[:kk]}
-        vals.append(len(rel & got) / kk)
-    return float(np.mean(vals)) if vals else 0.0
-
-
-def ndcg_at_k(pairs: Sequence[Pair], pred: dict[tuple[str, str], float], k: int) -> float:
-    """Mean over cultures of DCG@k / ideal DCG@k, gain = gold min-max rescaled to
-    [0, 1] over `pairs`, DCG = sum_i gain_i / log2(i + 2); 1.0 for a culture whose
-    partners all have the same gain (and for all cultures when the gold is constant)."""
-    lo = min((g for *_, g in pairs), default=0.0)
-    span = max((g for *_, g in pairs), default=0.0) - lo
-    if span == 0:
-        return 1.0
-    vals = []
-    for items in _partners([(a, b, (g - lo) / span) for a, b, g in pairs], pred).values():
-        gains = [g for _, g, _ in sorted(items, key=lambda t: (-t[2], t[0]))][:k]
-        ideal = sorted((g for _, g, _ in items), reverse=True)[:k]
-        idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
-        if len({g for _, g, _ in items}) == 1 or idcg == 0:
-            vals.append(1.0)
-        else:
-            vals.append(sum(g / math.log2(i + 2) for i, g in enumerate(gains)) / idcg)
-    return float(np.mean(vals))
 
 
 # ---------------------------------------------------------------- one method

@@ -13,8 +13,10 @@ from scipy import stats
 from culturesim_ray.report.stats import (
     _discordant,
     _pair_weights,
+    _permuted_ranks,
     bootstrap_correlations,
     bootstrap_difference,
+    bootstrap_spearman,
     mantel_p,
     ndcg_at_k,
     paired_rate_difference,
@@ -186,6 +188,17 @@ def test_bootstrap_and_mantel_do_not_depend_on_the_chunk_size(monkeypatch):
             bootstrap_difference(pairs, p, r, 50, seed=1), mantel_p(pairs, m, 99, seed=1)) == whole
 
 
+def test_bootstrap_difference_with_the_reference_resampled_once():
+    # evaluate resamples the reference once a theme and passes it to every row
+    pairs, m = _case(12, noise=0.8)
+    p = _pred(pairs, m)
+    r = p + np.random.default_rng(4).normal(size=len(p))
+    once = bootstrap_spearman(pairs, r, 50, seed=1)
+    assert len(once[0]) == 50 and once[1].all()
+    assert (bootstrap_difference(pairs, p, r, 50, seed=1, ref_resampled=once)
+            == bootstrap_difference(pairs, p, r, 50, seed=1))
+
+
 @pytest.mark.parametrize("keep", [1.0, 0.6])
 def test_mantel_small_for_signal_large_for_noise(keep):
     pairs, m = _case(15, noise=0.1, keep=keep)
@@ -195,11 +208,14 @@ def test_mantel_small_for_signal_large_for_noise(keep):
     assert mantel_p(pairs, (m[0], r + r.T), 999, seed=0) > 0.1
 
 
-def test_mantel_matches_enumeration_of_all_permutations_with_partial_gold():
-    # 5 cultures, 6 of the 10 pairs in gold; the permuted score of (a, b) is
-    # pred[perm(a), perm(b)], also where that pair has no gold score
+@pytest.mark.parametrize("full", [False, True])
+def test_mantel_matches_enumeration_of_all_permutations(full):
+    # 5 cultures, every pair or 6 of the 10 in gold; the permuted score of (a, b) is
+    # pred[perm(a), perm(b)], also where that pair has no gold score; predictions
+    # rounded so that some tie
     pairs, (names, pred) = _case(5, noise=0.8, seed=2, keep=1.0)
-    pairs = pairs[:6]
+    pred = np.round(pred, 1)
+    pairs = pairs if full else pairs[:6]
     g = [s for *_, s in pairs]
     pos = {c: i for i, c in enumerate(names)}
     obs = stats.spearmanr(g, _pred(pairs, (names, pred))).statistic
@@ -210,6 +226,33 @@ def test_mantel_matches_enumeration_of_all_permutations_with_partial_gold():
     exact = np.mean(ge)
     p = mantel_p(pairs, (names, pred), n_perm=20000, seed=0)
     assert p == pytest.approx(exact, abs=0.015)
+
+
+@pytest.mark.parametrize("case", ["every pair", "asymmetric", "some pairs", "a pair twice"])
+def test_permuted_ranks_equal_ranking_each_relabelling(case, monkeypatch):
+    # the ranks gathered from the observed scores' (every pair once, symmetric
+    # prediction) equal scipy's ranks of each relabelled score vector, ties included;
+    # any other case ranks each relabelling itself
+    import culturesim_ray.report.stats as st
+
+    rng = np.random.default_rng(3)
+    n = 9
+    sub = np.round(rng.normal(size=(n, n)), 1)
+    sub = sub + sub.T
+    ia, ib = (np.array(x) for x in zip(*itertools.combinations(range(n), 2), strict=True))
+    if case == "asymmetric":
+        sub[0, 1] += 1e-15
+    elif case == "some pairs":
+        ia, ib = ia[:20], ib[:20]
+    elif case == "a pair twice":
+        ia, ib = np.r_[ia[:-1], ia[0]], np.r_[ib[:-1], ib[0]]
+    calls = []
+    monkeypatch.setattr(st, "rankdata", lambda *a, **k: calls.append(1) or stats.rankdata(*a, **k))
+    ranks = _permuted_ranks(sub, ia, ib)
+    q = rng.permuted(np.tile(np.arange(n), (40, 1)), axis=1)
+    for part in (q[:25], q[25:]):
+        assert np.array_equal(ranks(part), stats.rankdata(sub[part[:, ia], part[:, ib]], axis=1))
+    assert len(calls) == (1 if case == "every pair" else 2)
 
 
 def test_ndcg_conventions():
