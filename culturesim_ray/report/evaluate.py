@@ -124,21 +124,27 @@ def evaluate(gold: GoldSet, methods: Sequence[Method], k: int = 3,
             scored = [p for p in pairs if p[0] in have and p[1] in have]
             if len(scored) < 2:
                 continue
+            both = ([p for p in scored if p[0] in ref[theme][0] and p[1] in ref[theme][0]]
+                    if theme in ref else [])
+            key = tuple(both)
             for cv, (name, pred) in _predictions(m, src, scored, folds, seed).items():
+                p_both = pair_scores(both, pred) if len(both) >= 2 else None
+                # both == scored: the row's own Spearman resamples serve its interval too
+                own = (bootstrap_spearman(both, p_both, n_boot, seed)
+                       if p_both is not None and len(both) == len(scored) else None)
                 row = {"method": name, "kind": m.kind, "similarity": m.similarity,
                        "cv": cv, "theme": theme,
-                       **score_matrix(scored, pred, k, n_boot, n_perm, seed)}
-                if theme in ref:
-                    both = [p for p in scored if p[0] in ref[theme][0] and p[1] in ref[theme][0]]
-                    if len(both) >= 2:
-                        r = pair_scores(both, ref[theme][1])
-                        if tuple(both) not in ref_resampled:  # the reference's, once a theme
-                            ref_resampled[tuple(both)] = bootstrap_spearman(both, r, n_boot, seed)
-                        d = bootstrap_difference(both, pair_scores(both, pred), r, n_boot, seed,
-                                                 ref_resampled=ref_resampled[tuple(both)])
-                        row.update(vs=reference, delta_pairs=len(both),
-                                   delta_spearman=d["delta"], delta_lo=d["delta_lo"],
-                                   delta_hi=d["delta_hi"])
+                       **score_matrix(scored, pred, k, n_boot, n_perm, seed,
+                                      spearman_resampled=own)}
+                if p_both is not None:
+                    r = pair_scores(both, ref[theme][1])
+                    if key not in ref_resampled:  # the reference's, once a theme
+                        ref_resampled[key] = bootstrap_spearman(both, r, n_boot, seed)
+                    d = bootstrap_difference(both, p_both, r, n_boot, seed,
+                                             ref_resampled=ref_resampled[key],
+                                             pred_resampled=own)
+                    row.update(vs=reference, delta_pairs=len(both), delta_spearman=d["delta"],
+                               delta_lo=d["delta_lo"], delta_hi=d["delta_hi"])
                 rows.append(row)
     return rows
 

@@ -193,15 +193,24 @@ def _pair_weights(pairs: Sequence[Pair], n_boot: int, seed: int) -> Iterator[np.
 
 
 def bootstrap_correlations(pairs: Sequence[Pair], pred: Sequence[float], n_boot: int = 1000,
-                           seed: int = 0, level: float = 0.95) -> dict[str, float]:
+                           seed: int = 0, level: float = 0.95,
+                           spearman_resampled: tuple[np.ndarray, np.ndarray] | None = None
+                           ) -> dict[str, float]:
     """Percentile intervals of Spearman and Kendall over cultures resampled with
-    replacement (multiplicity count(a) * count(b)); keys spearman_lo/hi, kendall_lo/hi."""
+    replacement (multiplicity count(a) * count(b)); keys spearman_lo/hi, kendall_lo/hi.
+    spearman_resampled: `bootstrap_spearman` of pred on these pairs, when the caller
+    has it (it also needs them for a paired difference)."""
     g = np.array([s for *_, s in pairs], dtype=np.float64)
     p = np.asarray(pred, dtype=np.float64)
     point = rank_correlations(g, p)
     found: dict[str, list[np.ndarray]] = {"spearman": [], "kendall": []}
+    fns = {"spearman": weighted_spearman, "kendall": weighted_kendall}
+    if spearman_resampled is not None:
+        rho, ok = spearman_resampled
+        found["spearman"].append(rho[ok])
+        del fns["spearman"]
     for w in _pair_weights(pairs, n_boot, seed):  # (rows, m) each
-        for name, fn in (("spearman", weighted_spearman), ("kendall", weighted_kendall)):
+        for name, fn in fns.items():
             stat, ok = fn(g, p, w)
             found[name].append(stat[ok])
     out = {}
@@ -228,15 +237,17 @@ def bootstrap_spearman(pairs: Sequence[Pair], pred: Sequence[float], n_boot: int
 
 def bootstrap_difference(pairs: Sequence[Pair], pred: Sequence[float], ref: Sequence[float],
                          n_boot: int = 1000, seed: int = 0, level: float = 0.95,
-                         ref_resampled: tuple[np.ndarray, np.ndarray] | None = None
+                         ref_resampled: tuple[np.ndarray, np.ndarray] | None = None,
+                         pred_resampled: tuple[np.ndarray, np.ndarray] | None = None
                          ) -> dict[str, float]:
     """Spearman(pred) - Spearman(ref) on the same gold pairs, and its paired
     percentile interval: each resample of the cultures (the resamples of
     `bootstrap_correlations`, same seed) scores both predictions, so the interval
     is that of the difference, not two intervals side by side. Keys delta,
     delta_lo, delta_hi; resamples where either correlation is undefined are
-    skipped ([delta, delta] when none is left). ref_resampled: `bootstrap_spearman`
-    of ref on these pairs, when the caller has it (one reference, many rows)."""
+    skipped ([delta, delta] when none is left). ref_resampled / pred_resampled:
+    `bootstrap_spearman` of ref / pred on these pairs, when the caller has it (one
+    reference, many rows; a row's own resamples also give its interval)."""
     g = np.array([s for *_, s in pairs], dtype=np.float64)
     p = np.asarray(pred, dtype=np.float64)
     r = np.asarray(ref, dtype=np.float64)
@@ -244,7 +255,8 @@ def bootstrap_difference(pairs: Sequence[Pair], pred: Sequence[float], ref: Sequ
         raise ValueError(f"bootstrap_difference: {len(g)} gold pairs, {len(p)} and {len(r)} "
                          "predicted scores")
     delta = rank_correlations(g, p)[0] - rank_correlations(g, r)[0]
-    sp, okp = bootstrap_spearman(pairs, p, n_boot, seed)
+    sp, okp = pred_resampled if pred_resampled is not None else bootstrap_spearman(
+        pairs, p, n_boot, seed)
     sr, okr = ref_resampled if ref_resampled is not None else bootstrap_spearman(
         pairs, r, n_boot, seed)
     d = (sp - sr)[okp & okr]
@@ -358,12 +370,15 @@ def pair_scores(pairs: Sequence[Pair], pred: Matrix | dict[tuple[str, str], floa
 
 def score_matrix(pairs: Sequence[Pair], pred: Matrix | dict[tuple[str, str], float], k: int,
                  n_boot: int = 1000, n_perm: int = 999, seed: int = 0,
-                 gold_kind: str = "similarity") -> dict[str, float | int | bool]:
+                 gold_kind: str = "similarity",
+                 spearman_resampled: tuple[np.ndarray, np.ndarray] | None = None
+                 ) -> dict[str, float | int | bool]:
     """Every statistic of one method on gold `pairs` (a, b, score): spearman, kendall
     (+ _lo/_hi bootstrap intervals), mantel_p, recall@k, ndcg@k, pairs, degenerate.
 
     pred: (cultures, (C, C) matrix) covering the gold cultures, or a dict
-    (a, b) -> score over every pair of them. gold_kind "distance" negates the gold."""
+    (a, b) -> score over every pair of them. gold_kind "distance" negates the gold.
+    spearman_resampled: as in `bootstrap_correlations` (pairs as oriented here)."""
     if not pairs:
         raise ValueError("score_matrix: no gold pairs")
     pairs = orient(pairs, gold_kind)
@@ -372,7 +387,7 @@ def score_matrix(pairs: Sequence[Pair], pred: Matrix | dict[tuple[str, str], flo
     g = [s for *_, s in pairs]
     rho, tau = rank_correlations(g, p)
     d = {(a, b): float(v) for (a, b, _), v in zip(pairs, p, strict=True)}
-    ci = bootstrap_correlations(pairs, p, n_boot, seed)
+    ci = bootstrap_correlations(pairs, p, n_boot, seed, spearman_resampled=spearman_resampled)
     return {"spearman": rho, "spearman_lo": ci["spearman_lo"], "spearman_hi": ci["spearman_hi"],
             "kendall": tau, "kendall_lo": ci["kendall_lo"], "kendall_hi": ci["kendall_hi"],
             "mantel_p": mantel_p(pairs, (cultures, m), n_perm, seed),

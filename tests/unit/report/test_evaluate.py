@@ -222,6 +222,32 @@ def test_rows_compared_with_a_reference_carry_the_paired_difference():
         evaluate(gold, methods, k=2, n_boot=10, n_perm=9, reference="absent")
 
 
+def test_each_spearman_is_resampled_once_per_row_and_once_for_the_reference(monkeypatch):
+    import culturesim_ray.report.stats as st
+
+    names, rows, vec = _planar(10, seed=2)
+    gold = validate_gold(rows, names)
+    noisy = vec + np.random.default_rng(3).normal(scale=0.8, size=vec.shape).astype(np.float32)
+    methods = [Method("raw", "baseline", {"general": (names, noisy)}, "euclidean"),
+               Method("good", "model", {"general": (names, vec)}, "euclidean"),
+               Method("cos", "model", {"general": (names, vec)}, "cosine")]
+    resampled: list[int] = []
+    spearman = st.weighted_spearman
+
+    def counted(g, p, w):
+        if len(w) > 1:  # a resample chunk, not a point estimate
+            resampled.append(len(w))
+        return spearman(g, p, w)
+
+    monkeypatch.setattr(st, "weighted_spearman", counted)
+    plain = evaluate(gold, methods, k=2, n_boot=40, n_perm=9)
+    assert sum(resampled) == 40 * len(plain) == 120
+    resampled.clear()
+    out = evaluate(gold, methods, k=2, n_boot=40, n_perm=9, reference="raw")
+    assert sum(resampled) == 40 * (len(out) + 1)  # each row's own, the reference's once
+    assert [{k: v for k, v in r.items() if not k.startswith(("vs", "delta"))} for r in out] == plain
+
+
 def test_leave_cultures_out_cv_never_trains_on_a_test_culture(monkeypatch, fast_learned):
     from culturesim_ray.ops.learned import LearnedSimilarity
 

@@ -199,6 +199,22 @@ def test_bootstrap_difference_with_the_reference_resampled_once():
             == bootstrap_difference(pairs, p, r, 50, seed=1))
 
 
+def test_a_rows_own_resamples_give_its_interval_and_its_difference():
+    # evaluate resamples a row's Spearman once, for its interval and its difference
+    pairs, m = _case(12, noise=0.8)
+    p = _pred(pairs, m)
+    r = p + np.random.default_rng(4).normal(size=len(p))
+    own, ref = bootstrap_spearman(pairs, p, 50, seed=1), bootstrap_spearman(pairs, r, 50, seed=1)
+    assert len(set(own[0].round(12))) > 10  # resamples differ
+    assert (bootstrap_correlations(pairs, p, 50, seed=1, spearman_resampled=own)
+            == bootstrap_correlations(pairs, p, 50, seed=1))
+    assert (bootstrap_difference(pairs, p, r, 50, seed=1, ref_resampled=ref, pred_resampled=own)
+            == bootstrap_difference(pairs, p, r, 50, seed=1))
+    # the resamples are used, not recomputed: another prediction's change the interval
+    assert (bootstrap_correlations(pairs, p, 50, seed=1, spearman_resampled=ref)
+            != bootstrap_correlations(pairs, p, 50, seed=1))
+
+
 @pytest.mark.parametrize("keep", [1.0, 0.6])
 def test_mantel_small_for_signal_large_for_noise(keep):
     pairs, m = _case(15, noise=0.1, keep=keep)
