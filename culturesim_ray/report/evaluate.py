@@ -190,6 +190,7 @@ def run_evaluation(run_dir: str | Path, gold_path: str | Path, k: int = 3,
 
     from culturesim_ray import io
     from culturesim_ray.layout import RunLayout
+    from culturesim_ray.progress import advance
 
     io.require_local(run_dir, "evaluate: run directory", "it reads the run's train/ files")
     if out is not None:
@@ -219,13 +220,16 @@ def run_evaluation(run_dir: str | Path, gold_path: str | Path, k: int = 3,
     log(f"evaluate: {len(gold.pairs)} gold pairs ({gold_kind}), {len(methods)} methods, k={k}")
     done = [0]
 
-    def progress(name: str) -> None:
+    def progress(name: str) -> None:  # called as each method starts: the one before is done
+        if done[0]:
+            advance(1, len(methods))
         done[0] += 1
         log(f"evaluate [{done[0]}/{len(methods)}] {name}")
 
     raw = [m.name for m in methods if m.kind == "baseline" and "(raw baseline)" in m.name]
     rows = evaluate(gold, methods, k, progress, gold_kind, n_boot, n_perm, folds, seed,
                     reference=raw[0] if raw else None)
+    advance(done[0] and 1, len(methods))
     notes += kind_warning(rows, raw[0] if raw else None, gold_kind)
     out = Path(out) if out else Path(run_dir) / "evaluation"
     out.mkdir(parents=True, exist_ok=True)

@@ -137,6 +137,31 @@ def test_an_embed_run_without_source_rows_leaves_the_tfidf_row_out(tmp_path, fas
     assert res["rows"] and not any("TF-IDF" in r["method"] for r in res["rows"])
 
 
+def test_the_evaluate_bar_counts_each_method_when_it_is_done(tmp_path, fast_learned):
+    import json
+
+    from culturesim_ray.layout import EmbedLayout
+    from culturesim_ray.progress import Stage
+    from culturesim_ray.report.evaluate import run_evaluation
+
+    run = tmp_path / "run"
+    _write_items(run / "embed", "text", 12, 3, 1)
+    Path(EmbedLayout(str(run / "embed")).manifest).write_text(
+        json.dumps({"encoders": {"text": {"name": "test"}}}))
+    gold = tmp_path / "gold.csv"
+    gold.write_text("culture_a,culture_b,score\nc0,c1,0.5\nc0,c2,0.1\nc1,c2,0.3\n")
+    seen: list[tuple[str, int]] = []
+    with Stage("evaluate", unit="methods") as st:
+        def log(msg: str) -> None:
+            if msg.startswith("evaluate ["):
+                seen.append((msg, st.done))
+
+        run_evaluation(str(run), gold, n_boot=20, n_perm=9, log=log)
+    assert len(seen) >= 3 and st.total == len(seen)
+    assert [d for _, d in seen] == list(range(len(seen)))  # method i starts with i done
+    assert st.done == st.total
+
+
 
 def test_evaluate_reads_the_items_of_the_gold_cultures_alone(tmp_path, fast_learned):
     """A gold over 3 of a run's 6 cultures scores every method as on a run of those 3
