@@ -171,7 +171,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.relations is not None:
         flags["relations"] = args.relations
     cfg = merge_train_config(load_yaml(args.config) if args.config else None, flags)
-    with Stage("train", unit="fit") as st:
+    with Stage("train", unit="steps") as st:
         m = run_train(args.embed_dir, args.out, cfg, log=st.log)
     _summary(f"{m['counts']['steps']} steps over {m['counts']['cultures']} cultures "
              f"-> {args.out}", st)

@@ -43,7 +43,7 @@ def run_demo(out: Path, cfg: EmbedConfig, per_culture: int, address: str | None 
         report = run_embed(str(corpus), run.embed.root, cfg, address=address, log=st.log)
     with Stage("all-pairs", unit="blocks") as st:
         run_allpairs(run.embed.root, run.allpairs.root, AllPairsConfig(k=5), log=st.log)
-    with Stage("train", unit="fit") as st:
+    with Stage("train", unit="steps") as st:
         run_train(run.embed.root, run.train.root, num_workers=2, log=st.log,
                   **(QUICK_TRAIN if quick else FULL_TRAIN))
     with Stage("all-pairs model", unit="blocks") as st:

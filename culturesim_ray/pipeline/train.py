@@ -104,8 +104,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                            Path(tmp) / "state.pt")
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint)
+        if rank == 0 and counter is not None:  # delivered before the epoch's next step
+            ray.get(counter.set.remote(position.step))
 
-    train(model, key_model, queues, opt, store, cfg, pos, val, rank, world, device, on_epoch)
+    def on_step(step: int, *_: Any) -> None:  # the driver's progress bar
+        counter.set.remote(step + 1)
+
+    counter = config.get("progress")
+    train(model, key_model, queues, opt, store, cfg, pos, val, rank, world, device, on_epoch,
+          on_step if rank == 0 and counter is not None else None)
 
 
 def _check_gpus(cfg: TrainConfig) -> None:
@@ -225,7 +232,7 @@ def run_train(embed_dir: str, out: str, cfg: TrainConfig | None = None, log: Any
     from culturesim_ray.graph.build import GraphConfig
     from culturesim_ray.pipeline.graph import run_graph
     from culturesim_ray.pipeline.ray_env import init_ray
-    from culturesim_ray.pipeline.trainer import fit_torch
+    from culturesim_ray.pipeline.trainer import fit_torch, step_progress
 
     io.require_local(out, "train --out", "the graph and serving state are memory-mapped, "
                      "the checkpoints resume from it")
@@ -267,9 +274,12 @@ def run_train(embed_dir: str, out: str, cfg: TrainConfig | None = None, log: Any
         log(f"train: note: {note}")
     if cfg.model.graph == "hetero":
         log(f"train: cross-modal edge types {[tuple(r) for r in meta['relations']] or 'none'}")
-    config = {"train": cfg.to_dict(), "model": asdict(mcfg), "store": store_root}
-    checkpoint = fit_torch(train_loop_per_worker, config, "culturesim", outp, cfg.num_workers,
-                           cfg.use_gpu, cfg.max_failures, cpus_per_worker=cfg.cpus_per_worker)
+    with step_progress(sum(e for _, e in cfg.stages) * cfg.steps_per_epoch) as counter:
+        config = {"train": cfg.to_dict(), "model": asdict(mcfg), "store": store_root,
+                  "progress": counter}
+        checkpoint = fit_torch(train_loop_per_worker, config, "culturesim", outp,
+                               cfg.num_workers, cfg.use_gpu, cfg.max_failures,
+                               cpus_per_worker=cfg.cpus_per_worker)
     with checkpoint.as_directory() as d:
         st = torch.load(Path(d) / "state.pt", weights_only=True, map_location="cpu")
     torch.save(st["model"], layout.model)

@@ -1,9 +1,12 @@
 """One way to run a Ray Train fit: TorchTrainer with N workers, checkpoints under
-`out/ray_train/<name>`, FailureConfig retries; returns the final checkpoint."""
+`out/ray_train/<name>`, FailureConfig retries; returns the final checkpoint. And
+the fit's step count on the driver's progress bar (`step_progress`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,3 +51,57 @@ def fit_torch(loop: Callable[[dict[str, Any]], None], config: dict[str, Any], na
     if result.checkpoint is None:
         raise RuntimeError(f"Ray Train run {name!r} finished without a checkpoint: {result.error}")
     return result.checkpoint
+
+
+class StepCounter:
+    """A Ray actor: the last step a training worker told it (the driver reads it)."""
+
+    def __init__(self) -> None:
+        self.step = 0
+
+    def set(self, step: int) -> None:
+        self.step = int(step)
+
+    def get(self) -> int:
+        return self.step
+
+
+@contextmanager
+def step_progress(total: int, interval: float = 0.5) -> Iterator[Any]:
+    """Yield a `StepCounter` actor for the rank-0 worker to tell its steps to;
+    meanwhile a driver thread moves the running stage's bar (`progress.advance`,
+    total steps `total`) to the counter every `interval` s, and once more at the
+    end. The bar goes back when a resumed worker restarts from an earlier step."""
+    import ray
+
+    from culturesim_ray import progress
+
+    counter = ray.remote(num_cpus=0)(StepCounter).remote()
+    shown, stop = [0], threading.Event()
+
+    def show() -> bool:  # False once the counter cannot be read: the bar stops there
+        try:
+            step = ray.get(counter.get.remote())
+        except Exception as e:  # noqa: BLE001 - a bar that stops never fails the fit
+            progress.write_log(f"train: progress bar stopped: {e!r}")
+            return False
+        progress.advance(step - shown[0], total)
+        shown[0] = step
+        return True
+
+    def poll() -> None:
+        while not stop.wait(interval) and show():
+            pass
+
+    progress.advance(0, total)
+    thread = threading.Thread(target=poll, name="train-progress", daemon=True)
+    thread.start()
+    try:
+        yield counter
+        stop.set()
+        thread.join()
+        show()
+    finally:
+        stop.set()
+        thread.join()
+        ray.kill(counter)

@@ -26,9 +26,12 @@ def test_two_workers_train_through_the_stages_and_export(ray_session, tmp_path):
     corpus = write_jsonl(tmp_path / "c.jsonl", rows)
     run_embed(str(corpus), str(tmp_path / "emb"), EmbedConfig(batch_size=8, uri_roots=[str(FLAGS)]),
               log=lambda *_: None)
-    manifest = run_train(str(tmp_path / "emb"), str(tmp_path / "train"), num_workers=2,
-                         stages=((1, 2), (2, 2), (3, 2)), steps_per_epoch=4, hidden=32,
-                         out_dim=16, queue_size=32, log=lambda *_: None)
+    from culturesim_ray.progress import Stage
+    with Stage("train", unit="steps") as st:  # the CLI's bar: the workers' steps
+        manifest = run_train(str(tmp_path / "emb"), str(tmp_path / "train"), num_workers=2,
+                             stages=((1, 2), (2, 2), (3, 2)), steps_per_epoch=4, hidden=32,
+                             out_dim=16, queue_size=32, log=lambda *_: None)
+    assert (st.done, st.total) == (manifest["counts"]["steps"], 24)
     hist = manifest["history"]
     assert manifest["input"] == str((tmp_path / "emb").absolute())  # serve TRAIN finds it
     assert [h["stage"] for h in hist][:4] == [1, 1, 2, 2]
@@ -122,10 +125,13 @@ def test_killed_worker_resumes_at_the_same_step_with_the_same_queue(ray_session,
         except (OSError, ValueError, KeyError):
             return 0
 
-    with KillWhen("RayTrainWorker", lambda: registered() >= 2, poll=0.1) as killer:
+    from culturesim_ray.progress import Stage
+    with (Stage("train", unit="steps") as st,
+          KillWhen("RayTrainWorker", lambda: registered() >= 2, poll=0.1) as killer):
         manifest = run_train(str(tmp_path / "emb"), str(out), num_workers=2,
                              stages=((1, 3), (2, 2), (3, 2)), steps_per_epoch=3, hidden=32,
                              out_dim=16, queue_size=32, log=lambda *_: None)
+    assert st.done == manifest["counts"]["steps"]  # the bar follows the resumed worker
     assert killer.killed, "no training worker was found to kill"
     assert manifest["resumes"], "the run did not resume from a checkpoint"
     resume = manifest["resumes"][0]
@@ -135,6 +141,37 @@ def test_killed_worker_resumes_at_the_same_step_with_the_same_queue(ray_session,
     steps = [h["step"] for h in hist]
     assert steps == sorted(set(steps)) and steps == [3 * (i + 1) for i in range(len(steps))]
     assert manifest["counts"]["steps"] == steps[-1]
+
+
+def test_step_progress_moves_the_bar_to_the_workers_step(ray_session):
+    import time
+
+    import ray
+
+    from culturesim_ray.pipeline.trainer import step_progress
+    from culturesim_ray.progress import Stage
+
+    def shown(st: Stage, want: int) -> bool:
+        deadline = time.time() + 10
+        while st.done != want and time.time() < deadline:
+            time.sleep(0.02)
+        return st.done == want
+
+    with Stage("train", unit="steps") as st:
+        with step_progress(10, interval=0.02) as counter:
+            assert st.total == 10 and st.done == 0
+            ray.get(counter.set.remote(4))
+            assert shown(st, 4)
+            ray.get(counter.set.remote(2))  # a resumed worker restarts from a checkpoint
+            assert shown(st, 2)
+            counter.set.remote(7)  # not waited for: read once more at the end
+        assert st.done == 7
+        with pytest.raises(ray.exceptions.RayActorError):  # the counter is gone
+            ray.get(counter.get.remote(), timeout=10)
+        with pytest.raises(ValueError, match="fit failed"), step_progress(5) as counter:
+            raise ValueError("fit failed")
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(counter.get.remote(), timeout=10)
 
 
 def test_hetero_training_with_a_relations_file_and_serving_its_model(ray_session, trained_run,
