@@ -30,7 +30,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
     cfg = AdaptConfig(max_steps=args.max_steps, mask_rate=args.mask_rate, lr=args.lr,
                       batch_size=args.batch_size, max_length=args.max_length)
-    with Stage("adapt", unit="fit") as st:
+    with Stage("adapt", unit="steps") as st:
         meta = run_adapt(args.corpus, args.out, cfg, num_workers=args.workers,
                          use_gpu=args.gpu, address=args.address, log=st.log)
     summary(f"{meta['steps']} MLM steps, loss {meta['loss_first']:.3f} -> "

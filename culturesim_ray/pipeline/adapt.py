@@ -105,9 +105,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         loss = mlm_step(model, opt, collate(batch, tokenizer, device), step, cfg,
                         tokenizer.mask_token_id, g)
         history.append(round(loss, 4))
+        counter = config.get("progress") if rank == 0 else None  # the driver's bar
+        told = counter.set.remote(step + 1) if counter is not None else None
         last = step == cfg.max_steps - 1
         if (step + 1) % cfg.checkpoint_every and not last:
             continue
+        if told is not None:  # delivered by each checkpoint, the last one included
+            ray.get(told)
         metrics = {"step": step, "loss": sum(history[-cfg.checkpoint_every:])
                    / len(history[-cfg.checkpoint_every:])}
         with tempfile.TemporaryDirectory() as tmp:
@@ -134,7 +138,7 @@ def run_adapt(corpus: str, out: str, cfg: AdaptConfig | None = None,
 
     from culturesim_ray.encoders.text import minilm_path
     from culturesim_ray.pipeline.ray_env import init_ray, user_error
-    from culturesim_ray.pipeline.trainer import fit_torch
+    from culturesim_ray.pipeline.trainer import fit_torch, step_progress
 
     io.require_local(out, "adapt --out", "the encoder is loaded from there and resumes there")
     cfg = cfg or AdaptConfig()
@@ -161,9 +165,11 @@ def run_adapt(corpus: str, out: str, cfg: AdaptConfig | None = None,
         log(f"adapt: {len(files)} corpus file(s), {cfg.max_steps} MLM steps x "
             f"{cfg.batch_size} windows x {num_workers} worker(s), mask rate {cfg.mask_rate}, "
             f"lr {cfg.lr}")
-        checkpoint = fit_torch(train_loop_per_worker, {"adapt": cfg.to_dict(), "base": base},
-                               "adapt", outp / CHECKPOINTS, num_workers, use_gpu,
-                               max_failures=2, datasets={"train": texts}, keep=1)
+        with step_progress(cfg.max_steps) as counter:
+            checkpoint = fit_torch(train_loop_per_worker,
+                                   {"adapt": cfg.to_dict(), "base": base, "progress": counter},
+                                   "adapt", outp / CHECKPOINTS, num_workers, use_gpu,
+                                   max_failures=2, datasets={"train": texts}, keep=1)
     with checkpoint.as_directory() as d:
         st = torch.load(Path(d) / "state.pt", weights_only=True, map_location="cpu")
     model = mlm_model(base, seed=cfg.seed)

@@ -16,7 +16,10 @@ pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 def test_adapt_then_embed_with_the_adapted_encoder(ray_session, tmp_path):
     from culturesim_ray.cli import main
     from culturesim_ray.encoders.text import MiniLMEncoder
+    from culturesim_ray.pipeline.adapt import run_adapt
+    from culturesim_ray.progress import Stage
     from culturesim_ray.runs import run_encoder_kwargs
+    from culturesim_ray.training.adapt import AdaptConfig
 
     rows = [{"item_id": f"{c}-{i}", "culture": c, "modality": "text", "text": t}
             for c, texts in TEXTS.items() for i, t in enumerate(texts)]
@@ -25,7 +28,10 @@ def test_adapt_then_embed_with_the_adapted_encoder(ray_session, tmp_path):
     model = tmp_path / "adapted"
     args = ["adapt", str(corpus), "--out", str(model), "--max-steps", "6", "--batch-size",
             "4", "--max-length", "32", "--lr", "1e-4"]
-    assert main(args) == 0
+    with Stage("adapt", unit="steps") as st:  # as `main(args)` runs it
+        run_adapt(str(corpus), str(model), AdaptConfig(max_steps=6, batch_size=4,
+                                                       max_length=32, lr=1e-4), log=st.log)
+    assert (st.done, st.total) == (6, 6)  # the bar: the worker's steps of the total
     meta = json.loads((model / "adapt.json").read_text())
     assert meta["steps"] == 6 and len(meta["history"]) == 6
     assert (model / "model.safetensors").exists() and (model / "tokenizer.json").exists()
