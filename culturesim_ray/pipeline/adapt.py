@@ -31,6 +31,7 @@ import torch
 
 from culturesim_ray import io, tables
 from culturesim_ray.config import S3Config
+from culturesim_ray.pipeline.trainer import StepTeller
 from culturesim_ray.schema import check_row
 from culturesim_ray.training.adapt import (
     AdaptConfig,
@@ -96,6 +97,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     rng = random.Random(cfg.seed * 1009 + rank)
     windows = _windows(ray.train.get_dataset_shard("train"), tokenizer, cfg, cfg.seed + rank)
     buffer: list[list[int]] = []
+    teller = StepTeller(config.get("progress"), rank)  # the driver's progress bar
     for step in range(start, cfg.max_steps):
         while len(buffer) < 8 * cfg.batch_size:  # a small pool to sample batches from
             buffer.append(next(windows))
@@ -105,13 +107,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         loss = mlm_step(model, opt, collate(batch, tokenizer, device), step, cfg,
                         tokenizer.mask_token_id, g)
         history.append(round(loss, 4))
-        counter = config.get("progress") if rank == 0 else None  # the driver's bar
-        told = counter.set.remote(step + 1) if counter is not None else None
         last = step == cfg.max_steps - 1
-        if (step + 1) % cfg.checkpoint_every and not last:
+        checkpointed = not (step + 1) % cfg.checkpoint_every or last
+        teller.tell(step + 1, wait=checkpointed)  # delivered by each checkpoint
+        if not checkpointed:
             continue
-        if told is not None:  # delivered by each checkpoint, the last one included
-            ray.get(told)
         metrics = {"step": step, "loss": sum(history[-cfg.checkpoint_every:])
                    / len(history[-cfg.checkpoint_every:])}
         with tempfile.TemporaryDirectory() as tmp:

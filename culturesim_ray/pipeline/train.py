@@ -33,6 +33,7 @@ from culturesim_ray.layout import GraphLayout, TrainLayout
 from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig
 from culturesim_ray.names import alike_note
 from culturesim_ray.ops.query_score import imbalance_note
+from culturesim_ray.pipeline.trainer import StepTeller
 from culturesim_ray.runs import embed_notes
 from culturesim_ray.training.batch import ItemStore
 from culturesim_ray.training.config import TrainConfig, merge_train_config
@@ -104,15 +105,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                            Path(tmp) / "state.pt")
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint)
-        if rank == 0 and counter is not None:  # delivered before the epoch's next step
-            ray.get(counter.set.remote(position.step))
+        teller.tell(position.step, wait=True)
 
-    def on_step(step: int, *_: Any) -> None:  # the driver's progress bar
-        counter.set.remote(step + 1)
-
-    counter = config.get("progress")
+    teller = StepTeller(config.get("progress"), rank)  # the driver's progress bar
     train(model, key_model, queues, opt, store, cfg, pos, val, rank, world, device, on_epoch,
-          on_step if rank == 0 and counter is not None else None)
+          lambda step, *_: teller.tell(step + 1))
 
 
 def _check_gpus(cfg: TrainConfig) -> None:

@@ -66,6 +66,28 @@ class StepCounter:
         return self.step
 
 
+class StepTeller:
+    """A training worker's side of `step_progress`: tells the counter its steps
+    (rank 0 only; counter None: tells nothing). A counter that cannot be reached
+    is dropped: the driver's bar stops, the training goes on."""
+
+    def __init__(self, counter: Any, rank: int) -> None:
+        self.counter = counter if rank == 0 else None
+
+    def tell(self, step: int, wait: bool = False) -> None:
+        """Tell `step` (steps done); wait: until the counter has it (at a checkpoint)."""
+        if self.counter is None:
+            return
+        import ray
+
+        try:
+            ref = self.counter.set.remote(step)
+            if wait:
+                ray.get(ref, timeout=30)
+        except Exception:  # noqa: BLE001 - the bar is not worth a failed step
+            self.counter = None
+
+
 @contextmanager
 def step_progress(total: int, interval: float = 0.5) -> Iterator[Any]:
     """Yield a `StepCounter` actor for the rank-0 worker to tell its steps to;

@@ -148,7 +148,7 @@ def test_step_progress_moves_the_bar_to_the_workers_step(ray_session):
 
     import ray
 
-    from culturesim_ray.pipeline.trainer import step_progress
+    from culturesim_ray.pipeline.trainer import StepTeller, step_progress
     from culturesim_ray.progress import Stage
 
     def shown(st: Stage, want: int) -> bool:
@@ -168,6 +168,9 @@ def test_step_progress_moves_the_bar_to_the_workers_step(ray_session):
         assert st.done == 7
         with pytest.raises(ray.exceptions.RayActorError):  # the counter is gone
             ray.get(counter.get.remote(), timeout=10)
+        teller = StepTeller(counter, rank=0)  # a worker that cannot reach it trains on
+        teller.tell(8, wait=True)
+        assert teller.counter is None and StepTeller(object(), rank=1).counter is None
         with pytest.raises(ValueError, match="fit failed"), step_progress(5) as counter:
             raise ValueError("fit failed")
         with pytest.raises(ray.exceptions.RayActorError):
