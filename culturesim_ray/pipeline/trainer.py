@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +105,7 @@ def step_progress(total: int, interval: float = 0.5) -> Iterator[Any]:
         try:
             step = ray.get(counter.get.remote())
         except Exception as e:  # noqa: BLE001 - a bar that stops never fails the fit
-            progress.write_log(f"train: progress bar stopped: {e!r}")
+            progress.write_log(f"progress bar stopped: the step counter: {e!r}")
             return False
         progress.advance(step - shown[0], total)
         shown[0] = step
@@ -126,4 +126,5 @@ def step_progress(total: int, interval: float = 0.5) -> Iterator[Any]:
     finally:
         stop.set()
         thread.join()
-        ray.kill(counter)
+        with suppress(Exception):  # Ray gone with the fit: the fit's error is the one to see
+            ray.kill(counter)
