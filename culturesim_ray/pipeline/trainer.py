@@ -4,7 +4,9 @@ the fit's step count on the driver's progress bar (`step_progress`)."""
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -68,16 +70,25 @@ class StepCounter:
 
 class StepTeller:
     """A training worker's side of `step_progress`: tells the counter its steps
-    (rank 0 only; counter None: tells nothing). A counter that cannot be reached
-    is dropped: the driver's bar stops, the training goes on."""
+    (rank 0 only; counter None: tells nothing), at most once every `every` seconds
+    between checkpoints, so a fast step (a GPU's) does not pay an actor call each
+    time. A counter that cannot be reached is dropped: the driver's bar stops, the
+    training goes on."""
 
-    def __init__(self, counter: Any, rank: int) -> None:
+    def __init__(self, counter: Any, rank: int, every: float = 0.25) -> None:
         self.counter = counter if rank == 0 else None
+        self.every = every
+        self.last = -math.inf  # time.monotonic() of the last call sent
 
     def tell(self, step: int, wait: bool = False) -> None:
-        """Tell `step` (steps done); wait: until the counter has it (at a checkpoint)."""
+        """Tell `step` (steps done); wait: until the counter has it (at a checkpoint,
+        never skipped)."""
         if self.counter is None:
             return
+        now = time.monotonic()
+        if not wait and now - self.last < self.every:
+            return
+        self.last = now
         import ray
 
         try:

@@ -174,6 +174,12 @@ def test_step_progress_moves_the_bar_to_the_workers_step(ray_session):
             assert shown(st, 4)
             ray.get(counter.set.remote(2))  # a resumed worker restarts from a checkpoint
             assert shown(st, 2)
+            teller = StepTeller(counter, rank=0, every=3600)  # one call an hour at most...
+            teller.tell(8)
+            teller.tell(9)  # too soon: not sent (one caller's calls run in order)
+            assert ray.get(counter.get.remote()) == 8
+            teller.tell(10, wait=True)  # ... but a checkpoint's is always sent
+            assert ray.get(counter.get.remote()) == 10
             counter.set.remote(7)  # not waited for: read once more at the end
         assert st.done == 7
         assert gone(counter)
