@@ -206,7 +206,7 @@ def bootstrap_correlations(pairs: Sequence[Pair], pred: Sequence[float], n_boot:
     found: dict[str, list[np.ndarray]] = {"spearman": [], "kendall": []}
     fns = {"spearman": weighted_spearman, "kendall": weighted_kendall}
     if spearman_resampled is not None:
-        rho, ok = spearman_resampled
+        rho, ok = _resampled(spearman_resampled, n_boot, "spearman_resampled")
         found["spearman"].append(rho[ok])
         del fns["spearman"]
     for w in _pair_weights(pairs, n_boot, seed):  # (rows, m) each
@@ -235,6 +235,16 @@ def bootstrap_spearman(pairs: Sequence[Pair], pred: Sequence[float], n_boot: int
             np.concatenate([ok for _, ok in parts]) if parts else np.zeros(0, dtype=bool))
 
 
+def _resampled(given: tuple[np.ndarray, np.ndarray], n_boot: int,
+               name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A caller's `bootstrap_spearman` result, checked against the n_boot it is used with."""
+    rho, ok = given
+    if len(rho) != n_boot or len(ok) != n_boot:
+        raise ValueError(f"{name}: {len(rho)} resampled values for n_boot={n_boot} "
+                         "(from another bootstrap_spearman call?)")
+    return rho, ok
+
+
 def bootstrap_difference(pairs: Sequence[Pair], pred: Sequence[float], ref: Sequence[float],
                          n_boot: int = 1000, seed: int = 0, level: float = 0.95,
                          ref_resampled: tuple[np.ndarray, np.ndarray] | None = None,
@@ -255,10 +265,10 @@ def bootstrap_difference(pairs: Sequence[Pair], pred: Sequence[float], ref: Sequ
         raise ValueError(f"bootstrap_difference: {len(g)} gold pairs, {len(p)} and {len(r)} "
                          "predicted scores")
     delta = rank_correlations(g, p)[0] - rank_correlations(g, r)[0]
-    sp, okp = pred_resampled if pred_resampled is not None else bootstrap_spearman(
-        pairs, p, n_boot, seed)
-    sr, okr = ref_resampled if ref_resampled is not None else bootstrap_spearman(
-        pairs, r, n_boot, seed)
+    sp, okp = (_resampled(pred_resampled, n_boot, "pred_resampled")
+               if pred_resampled is not None else bootstrap_spearman(pairs, p, n_boot, seed))
+    sr, okr = (_resampled(ref_resampled, n_boot, "ref_resampled")
+               if ref_resampled is not None else bootstrap_spearman(pairs, r, n_boot, seed))
     d = (sp - sr)[okp & okr]
     q = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
     lo, hi = np.percentile(d, q) if len(d) else (delta, delta)

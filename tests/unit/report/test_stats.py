@@ -213,6 +213,12 @@ def test_a_rows_own_resamples_give_its_interval_and_its_difference():
     # the resamples are used, not recomputed: another prediction's change the interval
     assert (bootstrap_correlations(pairs, p, 50, seed=1, spearman_resampled=ref)
             != bootstrap_correlations(pairs, p, 50, seed=1))
+    # resamples of another n_boot are refused, not silently mixed in
+    for call in (lambda: bootstrap_correlations(pairs, p, 60, seed=1, spearman_resampled=own),
+                 lambda: bootstrap_difference(pairs, p, r, 60, seed=1, pred_resampled=own),
+                 lambda: bootstrap_difference(pairs, p, r, 60, seed=1, ref_resampled=ref)):
+        with pytest.raises(ValueError, match="50 resampled values for n_boot=60"):
+            call()
 
 
 @pytest.mark.parametrize("keep", [1.0, 0.6])
