@@ -63,7 +63,7 @@ def query_retrieval(model: Any, data: Any, q: np.ndarray, truth: np.ndarray,
     and top-3 with a paired 95% bootstrap interval over the queries."""
     import torch
 
-    from culturesim_ray.report.stats import paired_rate_difference
+    from culturesim_ray.report.ranking import paired_rate_difference
     from culturesim_ray.serving.predictor import QueryRanker
 
     raw_pos = np.argsort(-raw_scores(data, modality, q), axis=1)[:, :5]

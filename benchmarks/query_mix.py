@@ -140,7 +140,7 @@ def summarise(ranks: dict[str, dict[str, dict[str, np.ndarray]]], default: str
     """Per set and kind: each method's metrics; pooled per kind over the sets: each
     method's metrics and its top-1 / top-3 minus the default mix's, paired over
     the queries (95% bootstrap)."""
-    from culturesim_ray.report.stats import paired_rate_difference
+    from culturesim_ray.report.ranking import paired_rate_difference
 
     per_set = {s: {k: {m: rank_metrics(r) for m, r in by.items()} for k, by in kinds.items()}
                for s, kinds in ranks.items()}

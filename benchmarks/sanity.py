@@ -194,9 +194,9 @@ def score(answers: Sequence[Sequence[tuple[str, float]]],
 
 def served_minus_raw(queries: Sequence[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
     """Served top-1 / top-3 hit rate minus the raw means', with a paired 95% bootstrap
-    interval over the queries (`report.stats.paired_rate_difference`): whether a gap of
+    interval over the queries (`report.ranking.paired_rate_difference`): whether a gap of
     a query or two on this suite can be read at all."""
-    from culturesim_ray.report.stats import paired_rate_difference
+    from culturesim_ray.report.ranking import paired_rate_difference
 
     def hits(method: str, k: int) -> list[bool]:
         return [q["expected"] in [c for c, _ in q[method][:k]] for q in queries]

@@ -9,6 +9,10 @@ Gold pairs are (culture_a, culture_b, score), "higher = more similar"
   culture whose partners all have the same gain has nDCG 1.0 (any order is ideal),
   so the value is never NaN, whatever the sign of the gold.
 Both are means over the cultures.
+
+And for queries answered with a culture (held-out items, the sanity suite):
+`paired_rate_difference`, two methods' hit rates on the same queries, with a
+paired bootstrap interval over the queries.
 """
 
 from __future__ import annotations
@@ -62,3 +66,22 @@ def ndcg_at_k(pairs: Sequence[Pair], pred: dict[tuple[str, str], float], k: int)
         else:
             vals.append(sum(g / math.log2(i + 2) for i, g in enumerate(gains)) / idcg)
     return float(np.mean(vals))
+
+
+def paired_rate_difference(hits: Sequence[bool], ref_hits: Sequence[bool], n_boot: int = 1000,
+                           seed: int = 0, level: float = 0.95) -> dict[str, float]:
+    """mean(hits) - mean(ref_hits) over the same queries (two methods' per-query
+    hit/miss), and its paired percentile interval: each resample draws the queries
+    with replacement and scores both methods on it. Keys delta, delta_lo, delta_hi;
+    [0, 0, 0] for no queries."""
+    a = np.asarray(hits, dtype=np.float64)
+    b = np.asarray(ref_hits, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired_rate_difference: {a.shape} hits against {b.shape}")
+    if not len(a):
+        return {"delta": 0.0, "delta_lo": 0.0, "delta_hi": 0.0}
+    counts = np.random.default_rng([seed, 1]).multinomial(
+        len(a), np.full(len(a), 1 / len(a)), size=n_boot).astype(np.float64)
+    stat = counts @ (a - b) / len(a)
+    lo, hi = np.percentile(stat, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+    return {"delta": float((a - b).mean()), "delta_lo": float(lo), "delta_hi": float(hi)}

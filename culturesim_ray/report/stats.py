@@ -275,25 +275,6 @@ def bootstrap_difference(pairs: Sequence[Pair], pred: Sequence[float], ref: Sequ
     return {"delta": float(delta), "delta_lo": float(lo), "delta_hi": float(hi)}
 
 
-def paired_rate_difference(hits: Sequence[bool], ref_hits: Sequence[bool], n_boot: int = 1000,
-                           seed: int = 0, level: float = 0.95) -> dict[str, float]:
-    """mean(hits) - mean(ref_hits) over the same queries (two methods' per-query
-    hit/miss), and its paired percentile interval: each resample draws the queries
-    with replacement and scores both methods on it. Keys delta, delta_lo, delta_hi;
-    [0, 0, 0] for no queries."""
-    a = np.asarray(hits, dtype=np.float64)
-    b = np.asarray(ref_hits, dtype=np.float64)
-    if a.shape != b.shape or a.ndim != 1:
-        raise ValueError(f"paired_rate_difference: {a.shape} hits against {b.shape}")
-    if not len(a):
-        return {"delta": 0.0, "delta_lo": 0.0, "delta_hi": 0.0}
-    counts = np.random.default_rng([seed, 1]).multinomial(
-        len(a), np.full(len(a), 1 / len(a)), size=n_boot).astype(np.float64)
-    stat = counts @ (a - b) / len(a)
-    lo, hi = np.percentile(stat, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
-    return {"delta": float((a - b).mean()), "delta_lo": float(lo), "delta_hi": float(hi)}
-
-
 def _rowwise_spearman(rg: np.ndarray, rp: np.ndarray) -> np.ndarray:
     """Spearman of fixed ranks rg (m,) with each row of ranks rp (R, m); 0.0 for a
     constant row."""

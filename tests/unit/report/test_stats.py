@@ -19,7 +19,6 @@ from culturesim_ray.report.stats import (
     bootstrap_spearman,
     mantel_p,
     ndcg_at_k,
-    paired_rate_difference,
     rank_correlations,
     score_matrix,
     weighted_kendall,
@@ -118,34 +117,6 @@ def test_paired_difference_is_narrower_than_the_two_intervals():
     assert same == {"delta": 0.0, "delta_lo": 0.0, "delta_hi": 0.0}
     with pytest.raises(ValueError, match="3 and"):
         bootstrap_difference(pairs, p[:3], r)
-
-
-def test_paired_rate_difference_matches_a_loop_over_the_same_resamples():
-    rng = np.random.default_rng(3)
-    a, b = rng.random(60) < 0.8, rng.random(60) < 0.7
-    d = paired_rate_difference(a, b, n_boot=500, seed=4)
-    assert d["delta"] == pytest.approx(a.mean() - b.mean(), abs=1e-12)
-    # float64 reference: the same multinomial draws, each resample scored by a loop
-    counts = np.random.default_rng([4, 1]).multinomial(60, np.full(60, 1 / 60), size=500)
-    ref = [sum(int(c) * (float(x) - float(y)) for c, x, y in zip(row, a, b, strict=True))
-               / 60
-           for row in counts]
-    lo, hi = np.percentile(ref, [2.5, 97.5])
-    assert (d["delta_lo"], d["delta_hi"]) == pytest.approx((lo, hi), abs=1e-12)
-    assert d["delta_lo"] <= d["delta"] <= d["delta_hi"]
-
-
-def test_paired_rate_difference_width_follows_disagreement():
-    same = np.r_[np.ones(40, bool), np.zeros(20, bool)]
-    d = paired_rate_difference(same, same)  # identical hits: no spread at all
-    assert (d["delta"], d["delta_lo"], d["delta_hi"]) == (0.0, 0.0, 0.0)
-    better = same.copy()
-    better[40:50] = True  # the first method also answers ten more queries
-    d = paired_rate_difference(better, same)
-    assert d["delta"] == pytest.approx(10 / 60)
-    assert 0 < d["delta_lo"] < d["delta"] < d["delta_hi"] < 0.35
-    with pytest.raises(ValueError, match="hits against"):
-        paired_rate_difference(better, same[:5])
 
 
 def test_discordant_counts_weighted_inversions_by_brute_force():
