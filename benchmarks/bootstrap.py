@@ -4,7 +4,7 @@ Gold: every pair of G cultures (m = G (G - 1) / 2 pairs; a geometric gold and a
 noisy prediction of it), 1,000 bootstrap resamples of the cultures and 999
 Mantel permutations (evaluate's defaults).
 
-1. Kendall's tau-b over the resamples: `report.stats.weighted_kendall`
+1. Kendall's tau-b over the resamples: `report.weighted.Kendall`
    (O(m log m) per resample, resamples in chunks) against the quadratic form it
    replaced, kept here as the baseline: an (m, m) sign matrix, then one matrix
    product per chunk of resamples. Same resamples on both sides; max |diff|
@@ -33,13 +33,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.measure import print_table, save_json  # noqa: E402
 from culturesim_ray.report.stats import (  # noqa: E402
-    _defined,
     _pair_weights,
     bootstrap_correlations,
     mantel_p,
     pair_scores,
     rank_correlations,
-    weighted_kendall,
+)
+from culturesim_ray.report.weighted import (  # noqa: E402
+    Kendall,
+    defined,
     weighted_ranks,
 )
 
@@ -78,7 +80,7 @@ def quadratic_kendall(g: np.ndarray, p: np.ndarray, w: np.ndarray,
     n = w.sum(1)
     n0 = n * (n - 1) / 2
     n1, n2 = (tg * (tg - 1) / 2).sum(1), (tp * (tp - 1) / 2).sum(1)
-    ok = _defined(tg, tp)
+    ok = defined(tg, tp)
     return np.where(ok, s / np.sqrt(np.where(ok, (n0 - n1) * (n0 - n2), 1.0)), 0.0)
 
 
@@ -97,7 +99,8 @@ def kendall_row(n: int) -> dict:
     pairs, pred = gold_case(n)
     g, p = np.array([s for *_, s in pairs]), pair_scores(pairs, names_of(pred))
     ws = list(_pair_weights(pairs, RESAMPLES, seed=0))
-    t_new, mb_new, new = traced(lambda: np.concatenate([weighted_kendall(g, p, w)[0] for w in ws]))
+    t_new, mb_new, new = traced(lambda: np.concatenate([k(w)[0] for k in [Kendall(g, p)]
+                                                        for w in ws]))  # one plan, as evaluate
     t_old, mb_old, old = traced(lambda: np.concatenate([quadratic_kendall(g, p, w) for w in ws]))
     return {"cultures": n, "pairs": len(pairs), "quadratic_s": round(t_old, 3),
             "new_s": round(t_new, 3), "quadratic_over_new": round(t_old / t_new, 2),

@@ -28,6 +28,11 @@ import numpy as np
 from scipy.stats import rankdata
 
 from culturesim_ray.report.ranking import Pair, ndcg_at_k, recall_at_k
+from culturesim_ray.report.weighted import (
+    Kendall,
+    weighted_kendall,
+    weighted_spearman,
+)
 
 Matrix = tuple[list[str], np.ndarray]  # cultures, (C, C) predicted similarity
 GOLD_KINDS = ("similarity", "distance")
@@ -40,115 +45,6 @@ def orient(pairs: Sequence[Pair], gold_kind: str = "similarity") -> list[Pair]:
         raise ValueError(f"gold kind must be one of {GOLD_KINDS}, got {gold_kind!r}")
     sign = -1.0 if gold_kind == "distance" else 1.0
     return [(a, b, sign * float(s)) for a, b, s in pairs]
-
-
-# ---------------------------------------------------------------- correlations
-def _tie_groups(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(order, group start positions in sorted order, group id per sorted position)."""
-    order = np.argsort(v, kind="stable")
-    vs = v[order]
-    new = np.r_[True, vs[1:] != vs[:-1]] if len(v) else np.zeros(0, dtype=bool)
-    return order, np.flatnonzero(new), np.cumsum(new) - 1
-
-
-def _segment_sums(x: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """(B, len(starts)) sums of the runs of columns of x (B, m) that begin at `starts`
-    (increasing, from 0). x holds counts, so the sums are exact; with one column a run,
-    x itself (not a copy)."""
-    if len(starts) == x.shape[1]:
-        return x
-    return np.add.reduceat(x, starts, axis=1)
-
-
-def _tie_totals(v: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """(B, G) total count of each of v's G tie groups (v ascending) per row of counts w (B, m)."""
-    order, starts, _ = _tie_groups(v)
-    return _segment_sums(w[:, order], starts)
-
-
-def weighted_ranks(v: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Average ranks of v (m,) in the multiset where item i appears w[b, i] times.
-
-    w: (B, m) non-negative counts. Returns (ranks (B, m), tie-group totals (B, G))."""
-    order, starts, gid = _tie_groups(v)
-    totals = _segment_sums(w[:, order], starts)  # (B, G)
-    before = np.cumsum(totals, axis=1) - totals
-    ranks = np.empty(w.shape, dtype=np.float64)
-    ranks[:, order] = (before + (totals + 1) / 2)[:, gid]
-    return ranks, totals
-
-
-def _defined(tg: np.ndarray, tp: np.ndarray) -> np.ndarray:
-    """Both sides take at least two distinct values among the drawn pairs."""
-    return ((tg > 0).sum(1) >= 2) & ((tp > 0).sum(1) >= 2)
-
-
-def weighted_spearman(g: np.ndarray, p: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Spearman rho per row of counts w (B, m) on the expanded multiset; (rho (B,), defined (B,))."""
-    rg, tg = weighted_ranks(g, w)
-    rp, tp = weighted_ranks(p, w)
-    n = w.sum(1, keepdims=True).clip(min=1)
-    dg = rg - (w * rg).sum(1, keepdims=True) / n
-    dp = rp - (w * rp).sum(1, keepdims=True) / n
-    cov, vg, vp = (w * dg * dp).sum(1), (w * dg * dg).sum(1), (w * dp * dp).sum(1)
-    ok = _defined(tg, tp)
-    rho = np.where(ok, cov / np.sqrt(np.where(ok, vg * vp, 1.0)), 0.0)
-    return np.clip(rho, -1.0, 1.0), ok
-
-
-def _discordant(seq: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """(B,) weighted strict inversions sum_{i<j, seq_i > seq_j} w[:, i] w[:, j] of the
-    integer sequence seq (m,) >= 0, per row of counts w (B, m), both in sequence order.
-
-    Bit by bit from the top: two elements first differ at bit l when they share the
-    bits above l; among those, an earlier element with bit l set before a later one
-    without is an inversion. Each level is a stable sort of the fixed sequence by its
-    higher bits (shared by every row) and a cumulative sum along each row:
-    O(m log m + B m log max(seq)) time, O(B m) memory."""
-    total = np.zeros(len(w))
-    levels = int(seq.max()).bit_length() if len(seq) else 0
-    for level in range(levels):
-        high = seq >> (level + 1)
-        order = np.argsort(high, kind="stable")  # groups by the higher bits, in sequence order
-        high = high[order]
-        starts = np.flatnonzero(np.r_[True, high[1:] != high[:-1]])
-        zeros = w[:, order]  # (B, m), in this level's order
-        ones = zeros * ((seq >> level) & 1)[order]  # the bit-1 elements' weights
-        zeros -= ones  # the bit-0 elements' weights
-        np.cumsum(ones, axis=1, out=ones)  # bit-1 weight up to each element
-        base = np.zeros((len(w), len(starts)))  # ... before each group
-        base[:, 1:] = ones[:, starts[1:] - 1]
-        total += (np.einsum("bm,bm->b", zeros, ones)
-                  - np.einsum("bg,bg->b", base, _segment_sums(zeros, starts)))
-    return total
-
-
-def weighted_kendall(g: np.ndarray, p: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Kendall tau-b per row of counts w (B, m) on the expanded multiset; (tau (B,), defined (B,)).
-
-    tau-b = S / sqrt((n0 - n1)(n0 - n2)) with S = concordant - discordant pairs, n0 =
-    N(N-1)/2 and n1, n2 the pairs tied on g, on p (copies of one pair are tied on
-    both sides). With the pairs sorted by (g, p), a discordant pair is an inversion
-    of p's ranks (`_discordant`), and S = n0 - n1 - n2 + n3 - 2 D, n3 the pairs tied
-    on both (Knight's method, weighted). O(B m log m) time, O(B m) memory: callers
-    pass the resamples in chunks (`_pair_weights`)."""
-    if w.shape[1] == 0:
-        return np.zeros(len(w)), np.zeros(len(w), dtype=bool)
-    order = np.lexsort((p, g))
-    _, p_rank = np.unique(p, return_inverse=True)  # dense ranks: ties share one
-    ws = w[:, order]
-    gs, ps = g[order], p[order]
-    joint = np.r_[True, (gs[1:] != gs[:-1]) | (ps[1:] != ps[:-1])]  # (g, p) tie groups
-    t3 = _segment_sums(ws, np.flatnonzero(joint))
-    tg, tp = _tie_totals(g, w), _tie_totals(p, w)  # (B, groups)
-    n = w.sum(1)
-    n0 = n * (n - 1) / 2
-    n1, n2 = (tg * (tg - 1) / 2).sum(1), (tp * (tp - 1) / 2).sum(1)
-    n3 = (t3 * (t3 - 1) / 2).sum(1)
-    s = n0 - n1 - n2 + n3 - 2 * _discordant(p_rank[order].astype(np.int64), ws)
-    ok = _defined(tg, tp)
-    tau = np.where(ok, s / np.sqrt(np.where(ok, (n0 - n1) * (n0 - n2), 1.0)), 0.0)
-    return np.clip(tau, -1.0, 1.0), ok
 
 
 def rank_correlations(gold: Sequence[float], pred: Sequence[float]) -> tuple[float, float]:
@@ -204,14 +100,15 @@ def bootstrap_correlations(pairs: Sequence[Pair], pred: Sequence[float], n_boot:
     p = np.asarray(pred, dtype=np.float64)
     point = rank_correlations(g, p)
     found: dict[str, list[np.ndarray]] = {"spearman": [], "kendall": []}
-    fns = {"spearman": weighted_spearman, "kendall": weighted_kendall}
+    fns: dict[str, Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]] = {
+        "spearman": lambda w: weighted_spearman(g, p, w), "kendall": Kendall(g, p)}
     if spearman_resampled is not None:
         rho, ok = _resampled(spearman_resampled, n_boot, "spearman_resampled")
         found["spearman"].append(rho[ok])
         del fns["spearman"]
     for w in _pair_weights(pairs, n_boot, seed):  # (rows, m) each
         for name, fn in fns.items():
-            stat, ok = fn(g, p, w)
+            stat, ok = fn(w)
             found[name].append(stat[ok])
     out = {}
     q = [100 * (1 - level) / 2, 100 * (1 + level) / 2]

@@ -11,7 +11,6 @@ import pytest
 from scipy import stats
 
 from culturesim_ray.report.stats import (
-    _discordant,
     _pair_weights,
     _permuted_ranks,
     bootstrap_correlations,
@@ -21,9 +20,8 @@ from culturesim_ray.report.stats import (
     ndcg_at_k,
     rank_correlations,
     score_matrix,
-    weighted_kendall,
-    weighted_spearman,
 )
+from culturesim_ray.report.weighted import _discordant, weighted_kendall, weighted_spearman
 
 
 def _case(n: int, noise: float, seed: int = 0, keep: float = 1.0):
@@ -128,6 +126,19 @@ def test_discordant_counts_weighted_inversions_by_brute_force():
         inv = seq[i] > seq[j]
         ref = (w[:, i[inv]] * w[:, j[inv]]).sum(1)
         assert np.array_equal(_discordant(seq, w), ref)
+
+
+def test_discordant_stays_exact_past_float32s_integers():
+    # counts summing past 2**24 leave float32's exact integers: that row runs in
+    # float64; a row just under runs in float32; both equal Python's integer sums
+    rng = np.random.default_rng(5)
+    seq = rng.integers(0, 50, 40)
+    w = np.stack([rng.integers(0, 2**21, 40), np.full(40, (2**24 - 1) // 40)]).astype(float)
+    assert w[0].sum() >= 2**24 > w[1].sum()
+    pairs = [(i, j) for i in range(40) for j in range(i + 1, 40) if seq[i] > seq[j]]
+    for row in w:
+        ref = sum(int(row[i]) * int(row[j]) for i, j in pairs)
+        assert int(_discordant(seq, row[None])[0]) == ref
 
 
 def test_kendall_on_every_pair_of_100_cultures_equals_scipy():
