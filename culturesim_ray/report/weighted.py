@@ -42,9 +42,9 @@ def weighted_ranks(v: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray
     order, starts, gid = _tie_groups(v)
     totals = _segment_sums(w[:, order], starts)  # (B, G)
     before = np.cumsum(totals, axis=1) - totals
-    ranks = np.empty(w.shape, dtype=np.float64)
-    ranks[:, order] = (before + (totals + 1) / 2)[:, gid]
-    return ranks, totals
+    group_of = np.empty_like(gid)
+    group_of[order] = gid  # each item's tie group: one gather, no scatter
+    return (before + (totals + 1) / 2)[:, group_of], totals
 
 
 def defined(tg: np.ndarray, tp: np.ndarray) -> np.ndarray:
