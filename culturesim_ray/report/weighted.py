@@ -29,12 +29,6 @@ def _segment_sums(x: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return np.add.reduceat(x, starts, axis=1)
 
 
-def _tie_totals(v: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """(B, G) total count of each of v's G tie groups (v ascending) per row of counts w (B, m)."""
-    order, starts, _ = _tie_groups(v)
-    return _segment_sums(w[:, order], starts)
-
-
 def weighted_ranks(v: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Average ranks of v (m,) in the multiset where item i appears w[b, i] times.
 
