@@ -60,6 +60,7 @@ from culturesim_ray.report.stats import (  # noqa: F401  (re-exported)
     Matrix,
     Pair,
     bootstrap_difference,
+    bootstrap_resamples,
     bootstrap_spearman,
     ndcg_at_k,
     orient,
@@ -128,14 +129,14 @@ def evaluate(gold: GoldSet, methods: Sequence[Method], k: int = 3,
                     if theme in ref else [])
             key = tuple(both)
             for cv, (name, pred) in _predictions(m, src, scored, folds, seed).items():
-                p_both = pair_scores(both, pred) if len(both) >= 2 else None
-                # both == scored: the row's own Spearman resamples serve its interval too
-                own = (bootstrap_spearman(both, p_both, n_boot, seed)
-                       if p_both is not None and len(both) == len(scored) else None)
+                # one pass over the resamples: the row's intervals and, when both ==
+                # scored, its side of the paired difference
+                res = bootstrap_resamples(scored, pair_scores(scored, pred), n_boot, seed)
                 row = {"method": name, "kind": m.kind, "similarity": m.similarity,
                        "cv": cv, "theme": theme,
-                       **score_matrix(scored, pred, k, n_boot, n_perm, seed,
-                                      spearman_resampled=own)}
+                       **score_matrix(scored, pred, k, n_boot, n_perm, seed, resampled=res)}
+                p_both = pair_scores(both, pred) if len(both) >= 2 else None
+                own = res["spearman"] if len(both) == len(scored) else None
                 if p_both is not None:
                     r = pair_scores(both, ref[theme][1])
                     if key not in ref_resampled:  # the reference's, once a theme

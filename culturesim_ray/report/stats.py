@@ -28,11 +28,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from culturesim_ray.report.ranking import Pair, ndcg_at_k, recall_at_k
-from culturesim_ray.report.weighted import (
-    Kendall,
-    weighted_kendall,
-    weighted_spearman,
-)
+from culturesim_ray.report.weighted import STATISTICS, RankPlan
 
 Matrix = tuple[list[str], np.ndarray]  # cultures, (C, C) predicted similarity
 GOLD_KINDS = ("similarity", "distance")
@@ -50,8 +46,8 @@ def orient(pairs: Sequence[Pair], gold_kind: str = "similarity") -> list[Pair]:
 def rank_correlations(gold: Sequence[float], pred: Sequence[float]) -> tuple[float, float]:
     """(Spearman rho, Kendall tau-b); both 0.0 when either side is constant."""
     g, p = np.asarray(gold, dtype=np.float64), np.asarray(pred, dtype=np.float64)
-    w = np.ones((1, len(g)))
-    return float(weighted_spearman(g, p, w)[0][0]), float(weighted_kendall(g, p, w)[0][0])
+    out = RankPlan(g, p)(np.ones((1, len(g))))  # one copy of each pair, in any order
+    return float(out["spearman"][0][0]), float(out["kendall"][0][0])
 
 
 def is_degenerate(gold: Sequence[float], pred: Sequence[float]) -> bool:
@@ -74,12 +70,16 @@ def _chunk_rows(m: int) -> int:
     return max(1, CHUNK_CELLS // max(m, 1))
 
 
-def _pair_weights(pairs: Sequence[Pair], n_boot: int, seed: int) -> Iterator[np.ndarray]:
+def _pair_weights(pairs: Sequence[Pair], n_boot: int, seed: int,
+                  order: np.ndarray | None = None) -> Iterator[np.ndarray]:
     """The resamples' (rows, m) multiplicities of the gold pairs: each resample draws
     the gold cultures with replacement and pair (a, b) enters count(a) * count(b)
     times; in chunks of `_chunk_rows(m)` resamples, so memory is bounded whatever
-    the number of gold pairs m."""
+    the number of gold pairs m. order: the pairs' columns in this order (a
+    `RankPlan`'s), drawn so without a gather."""
     names, ia, ib = _index(pairs)
+    if order is not None:
+        ia, ib = ia[order], ib[order]
     counts = np.random.default_rng([seed, 0]).multinomial(
         len(names), np.full(len(names), 1 / len(names)), size=n_boot).astype(np.float64)
     rows = _chunk_rows(len(ia))
@@ -88,33 +88,44 @@ def _pair_weights(pairs: Sequence[Pair], n_boot: int, seed: int) -> Iterator[np.
         yield c[:, ia] * c[:, ib]
 
 
-def bootstrap_correlations(pairs: Sequence[Pair], pred: Sequence[float], n_boot: int = 1000,
-                           seed: int = 0, level: float = 0.95,
-                           spearman_resampled: tuple[np.ndarray, np.ndarray] | None = None
-                           ) -> dict[str, float]:
-    """Percentile intervals of Spearman and Kendall over cultures resampled with
-    replacement (multiplicity count(a) * count(b)); keys spearman_lo/hi, kendall_lo/hi.
-    spearman_resampled: `bootstrap_spearman` of pred on these pairs, when the caller
-    has it (it also needs them for a paired difference)."""
+Resampled = dict[str, tuple[np.ndarray, np.ndarray]]  # statistic -> (values, defined), n_boot each
+
+
+def bootstrap_resamples(pairs: Sequence[Pair], pred: Sequence[float], n_boot: int = 1000,
+                        seed: int = 0, stats: tuple[str, ...] = STATISTICS) -> Resampled:
+    """Spearman ("spearman") and Kendall ("kendall") of pred with the gold on each
+    resample of the cultures (`_pair_weights`): (values (n_boot,), defined (n_boot,))
+    each, all from one pass; `stats` names the ones wanted."""
     g = np.array([s for *_, s in pairs], dtype=np.float64)
     p = np.asarray(pred, dtype=np.float64)
-    point = rank_correlations(g, p)
-    found: dict[str, list[np.ndarray]] = {"spearman": [], "kendall": []}
-    fns: dict[str, Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]] = {
-        "spearman": lambda w: weighted_spearman(g, p, w), "kendall": Kendall(g, p)}
-    if spearman_resampled is not None:
-        rho, ok = _resampled(spearman_resampled, n_boot, "spearman_resampled")
-        found["spearman"].append(rho[ok])
-        del fns["spearman"]
-    for w in _pair_weights(pairs, n_boot, seed):  # (rows, m) each
-        for name, fn in fns.items():
-            stat, ok = fn(w)
-            found[name].append(stat[ok])
+    if len(g) != len(p):
+        raise ValueError(f"bootstrap: {len(g)} gold pairs, {len(p)} predicted scores")
+    plan = RankPlan(g, p)
+    parts = [plan(w, stats) for w in _pair_weights(pairs, n_boot, seed, plan.order)]
+    return {k: (np.concatenate([d[k][0] for d in parts]) if parts else np.zeros(0),
+                np.concatenate([d[k][1] for d in parts]) if parts else np.zeros(0, dtype=bool))
+            for k in stats}
+
+
+def bootstrap_correlations(pairs: Sequence[Pair], pred: Sequence[float], n_boot: int = 1000,
+                           seed: int = 0, level: float = 0.95,
+                           resampled: Resampled | None = None) -> dict[str, float]:
+    """Percentile intervals of Spearman and Kendall over cultures resampled with
+    replacement (multiplicity count(a) * count(b)); keys spearman_lo/hi, kendall_lo/hi.
+    resampled: `bootstrap_resamples` of pred on these pairs, when the caller has it
+    (it also needs the Spearman ones for a paired difference)."""
+    g = np.array([s for *_, s in pairs], dtype=np.float64)
+    p = np.asarray(pred, dtype=np.float64)
+    point = dict(zip(STATISTICS, rank_correlations(g, p), strict=True))
+    if resampled is None:
+        resampled = bootstrap_resamples(pairs, p, n_boot, seed)
     out = {}
     q = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
-    for (name, parts), est in zip(found.items(), point, strict=True):
-        stat = np.concatenate(parts) if parts else np.zeros(0)
-        lo, hi = np.percentile(stat, q) if len(stat) else (est, est)
+    for name, est in point.items():
+        if name not in resampled:
+            raise ValueError(f"resampled: no {name!r} values (from bootstrap_spearman?)")
+        stat, ok = _resampled(resampled[name], n_boot, "resampled")
+        lo, hi = np.percentile(stat[ok], q) if ok.any() else (est, est)
         out[f"{name}_lo"], out[f"{name}_hi"] = float(lo), float(hi)
     return out
 
@@ -123,22 +134,16 @@ def bootstrap_spearman(pairs: Sequence[Pair], pred: Sequence[float], n_boot: int
                        seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Spearman of pred with the gold on each resample of the cultures (those of
     `bootstrap_correlations`, same seed): (rho (n_boot,), defined (n_boot,))."""
-    g = np.array([s for *_, s in pairs], dtype=np.float64)
-    p = np.asarray(pred, dtype=np.float64)
-    if len(g) != len(p):
-        raise ValueError(f"bootstrap_spearman: {len(g)} gold pairs, {len(p)} predicted scores")
-    parts = [weighted_spearman(g, p, w) for w in _pair_weights(pairs, n_boot, seed)]
-    return (np.concatenate([r for r, _ in parts]) if parts else np.zeros(0),
-            np.concatenate([ok for _, ok in parts]) if parts else np.zeros(0, dtype=bool))
+    return bootstrap_resamples(pairs, pred, n_boot, seed, ("spearman",))["spearman"]
 
 
 def _resampled(given: tuple[np.ndarray, np.ndarray], n_boot: int,
                name: str) -> tuple[np.ndarray, np.ndarray]:
-    """A caller's `bootstrap_spearman` result, checked against the n_boot it is used with."""
+    """A caller's resampled values, checked against the n_boot they are used with."""
     rho, ok = given
     if len(rho) != n_boot or len(ok) != n_boot:
         raise ValueError(f"{name}: {len(rho)} resampled values for n_boot={n_boot} "
-                         "(from another bootstrap_spearman call?)")
+                         "(from another bootstrap call?)")
     return rho, ok
 
 
@@ -258,15 +263,14 @@ def pair_scores(pairs: Sequence[Pair], pred: Matrix | dict[tuple[str, str], floa
 
 def score_matrix(pairs: Sequence[Pair], pred: Matrix | dict[tuple[str, str], float], k: int,
                  n_boot: int = 1000, n_perm: int = 999, seed: int = 0,
-                 gold_kind: str = "similarity",
-                 spearman_resampled: tuple[np.ndarray, np.ndarray] | None = None
+                 gold_kind: str = "similarity", resampled: Resampled | None = None
                  ) -> dict[str, float | int | bool]:
     """Every statistic of one method on gold `pairs` (a, b, score): spearman, kendall
     (+ _lo/_hi bootstrap intervals), mantel_p, recall@k, ndcg@k, pairs, degenerate.
 
     pred: (cultures, (C, C) matrix) covering the gold cultures, or a dict
     (a, b) -> score over every pair of them. gold_kind "distance" negates the gold.
-    spearman_resampled: as in `bootstrap_correlations` (pairs as oriented here)."""
+    resampled: as in `bootstrap_correlations` (pairs as oriented here)."""
     if not pairs:
         raise ValueError("score_matrix: no gold pairs")
     pairs = orient(pairs, gold_kind)
@@ -275,7 +279,7 @@ def score_matrix(pairs: Sequence[Pair], pred: Matrix | dict[tuple[str, str], flo
     g = [s for *_, s in pairs]
     rho, tau = rank_correlations(g, p)
     d = {(a, b): float(v) for (a, b, _), v in zip(pairs, p, strict=True)}
-    ci = bootstrap_correlations(pairs, p, n_boot, seed, spearman_resampled=spearman_resampled)
+    ci = bootstrap_correlations(pairs, p, n_boot, seed, resampled=resampled)
     return {"spearman": rho, "spearman_lo": ci["spearman_lo"], "spearman_hi": ci["spearman_hi"],
             "kendall": tau, "kendall_lo": ci["kendall_lo"], "kendall_hi": ci["kendall_hi"],
             "mantel_p": mantel_p(pairs, (cultures, m), n_perm, seed),

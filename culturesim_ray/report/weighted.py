@@ -1,23 +1,29 @@
-"""Rank correlations on weighted multisets (pure numpy): item i of the pairs counted
-w[b, i] times in row b of a (B, m) array of counts, the form the culture bootstrap
-of `report.stats` draws. Ties by average rank; Spearman and Kendall tau-b are 0.0
-on a row where either side is constant (`defined` False there).
+"""Rank correlations on weighted multisets (pure numpy/scipy): item i of the pairs
+counted w[b, i] times in row b of a (B, m) array of counts, the form the culture
+bootstrap of `report.stats` draws. Ties by average rank; Spearman and Kendall tau-b
+are 0.0 on a row where either side is constant (`defined` False there).
 
-The sorts and tie groups depend on the values only, so `Kendall` builds them once
-for (gold, pred) and scores every chunk of resamples with them.
+The sorts and tie groups depend on the values only, so `RankPlan` builds them once
+for (gold, pred) and scores every chunk of resamples with them, both statistics
+from one gather of the counts.
 """
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
+from scipy import sparse
 
 
-def _tie_groups(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(order, group start positions in sorted order, group id per sorted position)."""
-    order = np.argsort(v, kind="stable")
-    vs = v[order]
-    new = np.r_[True, vs[1:] != vs[:-1]] if len(v) else np.zeros(0, dtype=bool)
-    return order, np.flatnonzero(new), np.cumsum(new) - 1
+def _runs(v: np.ndarray) -> np.ndarray:
+    """Start positions of the runs of equal values in v (sorted)."""
+    return np.flatnonzero(np.r_[True, v[1:] != v[:-1]]) if len(v) else np.zeros(0, np.int64)
+
+
+def _run_index(starts: np.ndarray, m: int) -> np.ndarray:
+    """(m,) the run each position belongs to, for runs beginning at `starts`."""
+    return np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, m]))
 
 
 def _segment_sums(x: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -29,16 +35,21 @@ def _segment_sums(x: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return np.add.reduceat(x, starts, axis=1)
 
 
+def _group_ranks(totals: np.ndarray) -> np.ndarray:
+    """(B, G) the average rank of each tie group, from the groups' counts in order."""
+    return np.cumsum(totals, axis=1) - totals + (totals + 1) / 2
+
+
 def weighted_ranks(v: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Average ranks of v (m,) in the multiset where item i appears w[b, i] times.
 
     w: (B, m) non-negative counts. Returns (ranks (B, m), tie-group totals (B, G))."""
-    order, starts, gid = _tie_groups(v)
+    order = np.argsort(v, kind="stable")
+    starts = _runs(v[order])
     totals = _segment_sums(w[:, order], starts)  # (B, G)
-    before = np.cumsum(totals, axis=1) - totals
-    group_of = np.empty_like(gid)
-    group_of[order] = gid  # each item's tie group: one gather, no scatter
-    return (before + (totals + 1) / 2)[:, group_of], totals
+    group_of = np.empty(len(v), dtype=np.int64)
+    group_of[order] = _run_index(starts, len(v))  # each item's tie group: one gather
+    return _group_ranks(totals)[:, group_of], totals
 
 
 def defined(tg: np.ndarray, tp: np.ndarray) -> np.ndarray:
@@ -46,48 +57,82 @@ def defined(tg: np.ndarray, tp: np.ndarray) -> np.ndarray:
     return ((tg > 0).sum(1) >= 2) & ((tp > 0).sum(1) >= 2)
 
 
-def weighted_spearman(g: np.ndarray, p: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Spearman rho per row of counts w (B, m) on the expanded multiset; (rho (B,), defined (B,))."""
-    rg, tg = weighted_ranks(g, w)
-    rp, tp = weighted_ranks(p, w)
-    n = w.sum(1, keepdims=True).clip(min=1)
-    dg = rg - (w * rg).sum(1, keepdims=True) / n
-    dp = rp - (w * rp).sum(1, keepdims=True) / n
-    cov, vg, vp = (w * dg * dp).sum(1), (w * dg * dg).sum(1), (w * dp * dp).sum(1)
-    ok = defined(tg, tp)
-    rho = np.where(ok, cov / np.sqrt(np.where(ok, vg * vp, 1.0)), 0.0)
-    return np.clip(rho, -1.0, 1.0), ok
-
-
 EXACT_FLOAT32 = 1 << 24  # float32 holds every integer below this exactly
+STATISTICS = ("spearman", "kendall")
+LOW_PAIRS = 32  # candidate pairs per element `_Inversions` may list for its low levels
+
+
+def _shared_pairs(blocks: np.ndarray) -> int:
+    """Pairs of positions with equal values in blocks (integers >= 0)."""
+    c = np.bincount(blocks)
+    return int((c * (c - 1) // 2).sum())
+
+
+def _inverted_pairs(seq: np.ndarray, low: int) -> sparse.csr_matrix:
+    """(m, m) CSR with a 1 at (i, j) for every i < j with seq_i > seq_j and the same
+    seq >> low: listed a batch of blocks at a time (about m candidates a batch)."""
+    m = len(seq)
+    rows: list[np.ndarray] = []
+    cols: list[np.ndarray] = []
+    if low:
+        blocks = seq >> low
+        pos = np.argsort(blocks, kind="stable")  # block by block, in sequence order
+        starts = _runs(blocks[pos])
+        sizes = np.diff(np.r_[starts, m])
+        batch = np.cumsum(sizes * (sizes - 1) // 2) // max(m, 1)
+        cut = np.r_[starts[_runs(batch)], m]
+        for a, b in zip(cut[:-1], cut[1:], strict=True):
+            at = np.searchsorted(starts, np.arange(a, b), side="right") - 1
+            later = starts[at] + sizes[at] - np.arange(a, b) - 1  # partners after each
+            i = np.repeat(np.arange(a, b), later)
+            j = i + 1 + np.arange(len(i)) - np.repeat(np.cumsum(later) - later, later)
+            i, j = pos[i], pos[j]
+            keep = seq[i] > seq[j]
+            rows.append(i[keep].astype(np.int32))
+            cols.append(j[keep].astype(np.int32))
+    r = np.concatenate(rows) if rows else np.zeros(0, np.int32)
+    c = np.concatenate(cols) if cols else np.zeros(0, np.int32)
+    return sparse.csr_matrix((np.ones(len(r)), (r, c)), shape=(m, m))
 
 
 class _Inversions:
-    """`_discordant` for one integer sequence seq (m,) >= 0: its per-level sorts,
-    built once and applied to every chunk of rows of counts.
+    """Weighted strict inversions sum_{i<j, seq_i > seq_j} w[:, i] w[:, j] of one
+    integer sequence seq (m,) >= 0, per row of counts w (B, m) in sequence order;
+    built once for seq, applied to every chunk of rows.
 
-    Bit by bit from the top: two elements first differ at bit l when they share the
-    bits above l; among those, an earlier element with bit l set before a later one
-    without is an inversion. Each level is a stable sort of the fixed sequence by its
-    higher bits (shared by every row) and a cumulative sum along each row:
-    O(m log m) to build, O(B m log max(seq)) a call, O(B m) memory."""
+    Two elements first differ at one bit l of seq. Low levels (l < low): the
+    inverted pairs sharing seq >> low are listed once as a sparse matrix S (about
+    m 2**low / 4 of them) and weigh w S w^T, O(B nnz). Higher levels, bit by bit:
+    among the elements that share the bits above l, an earlier one with bit l set
+    before a later one without is an inversion; each level is a stable sort of the
+    fixed sequence by its higher bits (shared by every row) and a cumulative sum
+    along each row, O(B m). low is the largest level with at most LOW_PAIRS m
+    candidate pairs (ties in seq add candidates, not inversions)."""
 
     def __init__(self, seq: np.ndarray) -> None:
+        m = len(seq)
+        bits = int(seq.max()).bit_length() if m else 0
+        self.low = 0
+        while self.low < bits and _shared_pairs(seq >> (self.low + 1)) <= LOW_PAIRS * m:
+            self.low += 1
+        self.pairs = _inverted_pairs(seq, self.low)
         self.levels: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        for level in range(int(seq.max()).bit_length() if len(seq) else 0):
+        for level in range(self.low, bits):
             high = seq >> (level + 1)
             order = np.argsort(high, kind="stable")  # groups by the higher bits, in seq order
-            high = high[order]
-            starts = np.flatnonzero(np.r_[True, high[1:] != high[:-1]])
-            self.levels.append((order, starts, ((seq >> level) & 1)[order].astype(np.uint8)))
+            self.levels.append((order, _runs(high[order]),
+                                ((seq >> level) & 1)[order].astype(np.uint8)))
 
     def __call__(self, w: np.ndarray) -> np.ndarray:
-        """(B,) weighted strict inversions of the sequence per row of counts w (B, m).
-        Rows whose counts sum below 2**24 run in float32, where every running sum of
-        counts is still an exact integer; the products are summed in float64."""
+        """(B,) weighted inversions per row of counts w (B, m). Products are summed in
+        float64; the levels' running sums of counts run in float32 when a row's counts
+        sum below 2**24, where every one of them is still an exact integer."""
+        total = np.zeros(len(w))
+        if self.pairs.nnz:
+            wt = np.ascontiguousarray(w.T, dtype=np.float64)  # (m, B): S @ wt runs along B
+            total += np.einsum("mb,mb->b", wt, self.pairs @ wt)
         dt = np.float32 if len(w) and w.sum(1).max() < EXACT_FLOAT32 else np.float64
         w = w.astype(dt, copy=False)
-        total = np.zeros(len(w))
         for order, starts, bit in self.levels:
             zeros = w[:, order]  # (B, m), in this level's order
             ones = zeros * bit  # the bit-1 elements' weights (uint8 keeps dt)
@@ -101,49 +146,75 @@ class _Inversions:
         return total
 
 
-def _discordant(seq: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """(B,) weighted strict inversions sum_{i<j, seq_i > seq_j} w[:, i] w[:, j] of the
-    integer sequence seq (m,) >= 0, per row of counts w (B, m), both in sequence order
-    (`_Inversions`)."""
-    return _Inversions(seq)(w)
+class RankPlan:
+    """Spearman rho and Kendall tau-b of fixed (g, p) on chunks of resample counts.
 
-
-class Kendall:
-    """`weighted_kendall` for fixed (g, p): the sorts, tie groups and inversion levels
-    built once, applied to every chunk of resamples."""
+    Everything runs in one order of the pairs, sorted by (g, p) (`order`; callers
+    pass w[:, plan.order]): g's tie groups and the (g, p) tie groups are runs of it
+    and p's are runs of one more fixed permutation, so a chunk costs two gathers of
+    its counts for both statistics. Kendall: S = n0 - n1 - n2 + n3 - 2 D with n0 =
+    N(N-1)/2, n1, n2, n3 the pairs tied on g, on p, on both (copies of one pair are
+    tied on both) and D the discordant pairs, the inversions of p's ranks in this
+    order (Knight's method, weighted); tau-b = S / sqrt((n0 - n1)(n0 - n2)).
+    O(m log m) to build, O(B m log m) time and O(B m) memory a chunk."""
 
     def __init__(self, g: np.ndarray, p: np.ndarray) -> None:
+        m = len(g)
         self.order = np.lexsort((p, g))
-        _, p_rank = np.unique(p, return_inverse=True)  # dense ranks: ties share one
-        gs, ps = g[self.order], p[self.order]
-        self.joint = np.flatnonzero(  # (g, p) tie groups
-            np.r_[True, (gs[1:] != gs[:-1]) | (ps[1:] != ps[:-1])] if len(g) else [])
-        self.ties = [_tie_groups(v)[:2] for v in (g, p)]  # (order, group starts) of g, p
-        self.inversions = _Inversions(p_rank[self.order].astype(np.int64))
+        self.gs, self.ps = g[self.order], p[self.order]
+        self.g_starts = _runs(self.gs)
+        self.g_of = None if len(self.g_starts) == m else _run_index(self.g_starts, m)
+        self.p_order = np.argsort(self.ps, kind="stable")
+        self.p_starts = _runs(self.ps[self.p_order])
+        self.p_of = np.empty(m, dtype=np.int64)  # each position's p tie group
+        self.p_of[self.p_order] = _run_index(self.p_starts, m)
+        self.joint = np.flatnonzero(np.r_[True, (self.gs[1:] != self.gs[:-1])
+                                          | (self.ps[1:] != self.ps[:-1])] if m else [])
 
-    def __call__(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if w.shape[1] == 0:
-            return np.zeros(len(w)), np.zeros(len(w), dtype=bool)
-        ws = w[:, self.order]
-        t3 = _segment_sums(ws, self.joint)
-        tg, tp = (_segment_sums(w[:, o], starts) for o, starts in self.ties)  # (B, groups)
-        n = w.sum(1)
-        n0 = n * (n - 1) / 2
-        n1, n2 = (tg * (tg - 1) / 2).sum(1), (tp * (tp - 1) / 2).sum(1)
-        n3 = (t3 * (t3 - 1) / 2).sum(1)
-        s = n0 - n1 - n2 + n3 - 2 * self.inversions(ws)
+    @cached_property
+    def inversions(self) -> _Inversions:
+        """Kendall's discordant pairs: inversions of p's dense ranks in plan order."""
+        return _Inversions(np.unique(self.ps, return_inverse=True)[1].astype(np.int64))
+
+    def __call__(self, ws: np.ndarray, stats: tuple[str, ...] = STATISTICS
+                 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """{"spearman": (rho (B,), defined (B,)), "kendall": (tau, defined)} for counts
+        ws (B, m) in plan order; `stats` names the ones wanted."""
+        b = len(ws)
+        if ws.shape[1] == 0:
+            return {k: (np.zeros(b), np.zeros(b, dtype=bool)) for k in stats}
+        tg = _segment_sums(ws, self.g_starts)
+        tp = _segment_sums(ws[:, self.p_order], self.p_starts)
         ok = defined(tg, tp)
-        tau = np.where(ok, s / np.sqrt(np.where(ok, (n0 - n1) * (n0 - n2), 1.0)), 0.0)
-        return np.clip(tau, -1.0, 1.0), ok
+        out = {}
+        if "spearman" in stats:
+            rg = _group_ranks(tg) if self.g_of is None else _group_ranks(tg)[:, self.g_of]
+            rp = _group_ranks(tp)[:, self.p_of]
+            n = ws.sum(1, keepdims=True).clip(min=1)
+            dg = rg - (ws * rg).sum(1, keepdims=True) / n
+            dp = rp - (ws * rp).sum(1, keepdims=True) / n
+            cov, vg, vp = (ws * dg * dp).sum(1), (ws * dg * dg).sum(1), (ws * dp * dp).sum(1)
+            rho = np.where(ok, cov / np.sqrt(np.where(ok, vg * vp, 1.0)), 0.0)
+            out["spearman"] = (np.clip(rho, -1.0, 1.0), ok)
+        if "kendall" in stats:
+            n = ws.sum(1)
+            n0 = n * (n - 1) / 2
+            n1, n2 = (tg * (tg - 1) / 2).sum(1), (tp * (tp - 1) / 2).sum(1)
+            t3 = _segment_sums(ws, self.joint)
+            s = n0 - n1 - n2 + (t3 * (t3 - 1) / 2).sum(1) - 2 * self.inversions(ws)
+            tau = np.where(ok, s / np.sqrt(np.where(ok, (n0 - n1) * (n0 - n2), 1.0)), 0.0)
+            out["kendall"] = (np.clip(tau, -1.0, 1.0), ok)
+        return out
+
+
+def weighted_spearman(g: np.ndarray, p: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Spearman rho per row of counts w (B, m) on the expanded multiset; (rho (B,), defined (B,))."""
+    plan = RankPlan(g, p)
+    return plan(w[:, plan.order], ("spearman",))["spearman"]
 
 
 def weighted_kendall(g: np.ndarray, p: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Kendall tau-b per row of counts w (B, m) on the expanded multiset; (tau (B,), defined (B,)).
-
-    tau-b = S / sqrt((n0 - n1)(n0 - n2)) with S = concordant - discordant pairs, n0 =
-    N(N-1)/2 and n1, n2 the pairs tied on g, on p (copies of one pair are tied on
-    both sides). With the pairs sorted by (g, p), a discordant pair is an inversion
-    of p's ranks (`_discordant`), and S = n0 - n1 - n2 + n3 - 2 D, n3 the pairs tied
-    on both (Knight's method, weighted). O(B m log m) time, O(B m) memory: callers
-    pass the resamples in chunks (`_pair_weights`), through one `Kendall`."""
-    return Kendall(g, p)(w)
+    Many chunks of one (g, p): one `RankPlan`."""
+    plan = RankPlan(g, p)
+    return plan(w[:, plan.order], ("kendall",))["kendall"]

@@ -222,7 +222,7 @@ def test_rows_compared_with_a_reference_carry_the_paired_difference():
         evaluate(gold, methods, k=2, n_boot=10, n_perm=9, reference="absent")
 
 
-def test_each_spearman_is_resampled_once_per_row_and_once_for_the_reference(monkeypatch):
+def test_each_row_is_resampled_in_one_pass_and_the_reference_once(monkeypatch):
     import culturesim_ray.report.stats as st
 
     names, rows, vec = _planar(10, seed=2)
@@ -231,20 +231,23 @@ def test_each_spearman_is_resampled_once_per_row_and_once_for_the_reference(monk
     methods = [Method("raw", "baseline", {"general": (names, noisy)}, "euclidean"),
                Method("good", "model", {"general": (names, vec)}, "euclidean"),
                Method("cos", "model", {"general": (names, vec)}, "cosine")]
-    resampled: list[int] = []
-    spearman = st.weighted_spearman
+    resampled: dict[str, int] = {"spearman": 0, "kendall": 0}
 
-    def counted(g, p, w):
-        if len(w) > 1:  # a resample chunk, not a point estimate
-            resampled.append(len(w))
-        return spearman(g, p, w)
+    class Counted(st.RankPlan):
+        def __call__(self, ws, stats=st.STATISTICS):
+            if len(ws) > 1:  # a resample chunk, not a point estimate
+                for name in stats:
+                    resampled[name] += len(ws)
+            return super().__call__(ws, stats)
 
-    monkeypatch.setattr(st, "weighted_spearman", counted)
+    monkeypatch.setattr(st, "RankPlan", Counted)
     plain = evaluate(gold, methods, k=2, n_boot=40, n_perm=9)
-    assert sum(resampled) == 40 * len(plain) == 120
-    resampled.clear()
+    assert resampled == {"spearman": 40 * len(plain), "kendall": 40 * len(plain)}
+    assert len(plain) == 3
+    resampled.update(spearman=0, kendall=0)
     out = evaluate(gold, methods, k=2, n_boot=40, n_perm=9, reference="raw")
-    assert sum(resampled) == 40 * (len(out) + 1)  # each row's own, the reference's once
+    # each row's own Spearman and Kendall in one pass, the reference's Spearman once
+    assert resampled == {"spearman": 40 * (len(out) + 1), "kendall": 40 * len(out)}
     assert [{k: v for k, v in r.items() if not k.startswith(("vs", "delta"))} for r in out] == plain
 
 

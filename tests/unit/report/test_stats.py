@@ -15,13 +15,14 @@ from culturesim_ray.report.stats import (
     _permuted_ranks,
     bootstrap_correlations,
     bootstrap_difference,
+    bootstrap_resamples,
     bootstrap_spearman,
     mantel_p,
     ndcg_at_k,
     rank_correlations,
     score_matrix,
 )
-from culturesim_ray.report.weighted import _discordant, weighted_kendall, weighted_spearman
+from culturesim_ray.report.weighted import weighted_kendall
 
 
 def _case(n: int, noise: float, seed: int = 0, keep: float = 1.0):
@@ -42,20 +43,6 @@ def _pred(pairs, m):
     names, mat = m
     pos = {c: i for i, c in enumerate(names)}
     return np.array([mat[pos[a], pos[b]] for a, b, _ in pairs])
-
-
-def test_weighted_correlations_equal_scipy_on_the_expanded_multiset():
-    rng = np.random.default_rng(1)
-    g = rng.integers(0, 4, 12).astype(float)  # ties on both sides
-    p = rng.integers(0, 5, 12).astype(float)
-    w = rng.integers(0, 3, (20, 12)).astype(float)
-    rho, ok = weighted_spearman(g, p, w)
-    tau, ok2 = weighted_kendall(g, p, w)
-    assert (ok == ok2).all() and ok.any()
-    for b in np.flatnonzero(ok):
-        gg, pp = np.repeat(g, w[b].astype(int)), np.repeat(p, w[b].astype(int))
-        assert rho[b] == pytest.approx(stats.spearmanr(gg, pp).statistic)
-        assert tau[b] == pytest.approx(stats.kendalltau(gg, pp).statistic)
 
 
 def test_constant_side_is_zero_not_nan():
@@ -117,30 +104,6 @@ def test_paired_difference_is_narrower_than_the_two_intervals():
         bootstrap_difference(pairs, p[:3], r)
 
 
-def test_discordant_counts_weighted_inversions_by_brute_force():
-    rng = np.random.default_rng(3)
-    for m, top in ((1, 1), (9, 1), (30, 5), (50, 1000)):
-        seq = rng.integers(0, top, m)  # ties, a one-bit sequence and wide values
-        w = rng.integers(0, 4, (6, m)).astype(float)
-        i, j = np.triu_indices(m, 1)
-        inv = seq[i] > seq[j]
-        ref = (w[:, i[inv]] * w[:, j[inv]]).sum(1)
-        assert np.array_equal(_discordant(seq, w), ref)
-
-
-def test_discordant_stays_exact_past_float32s_integers():
-    # counts summing past 2**24 leave float32's exact integers: that row runs in
-    # float64; a row just under runs in float32; both equal Python's integer sums
-    rng = np.random.default_rng(5)
-    seq = rng.integers(0, 50, 40)
-    w = np.stack([rng.integers(0, 2**21, 40), np.full(40, (2**24 - 1) // 40)]).astype(float)
-    assert w[0].sum() >= 2**24 > w[1].sum()
-    pairs = [(i, j) for i in range(40) for j in range(i + 1, 40) if seq[i] > seq[j]]
-    for row in w:
-        ref = sum(int(row[i]) * int(row[j]) for i, j in pairs)
-        assert int(_discordant(seq, row[None])[0]) == ref
-
-
 def test_kendall_on_every_pair_of_100_cultures_equals_scipy():
     # 4,950 gold pairs, resampled: the O(m log m) form against scipy's tau-b on
     # each expanded multiset, with ties on the gold side
@@ -186,21 +149,30 @@ def test_a_rows_own_resamples_give_its_interval_and_its_difference():
     pairs, m = _case(12, noise=0.8)
     p = _pred(pairs, m)
     r = p + np.random.default_rng(4).normal(size=len(p))
-    own, ref = bootstrap_spearman(pairs, p, 50, seed=1), bootstrap_spearman(pairs, r, 50, seed=1)
+    both, ref = bootstrap_resamples(pairs, p, 50, seed=1), bootstrap_resamples(pairs, r, 50, seed=1)
+    own = both["spearman"]
     assert len(set(own[0].round(12))) > 10  # resamples differ
-    assert (bootstrap_correlations(pairs, p, 50, seed=1, spearman_resampled=own)
+    spearman_only = bootstrap_spearman(pairs, p, 50, seed=1)
+    assert np.allclose(spearman_only[0], own[0], rtol=0, atol=1e-12)
+    assert (spearman_only[1] == own[1]).all()
+    assert (bootstrap_correlations(pairs, p, 50, seed=1, resampled=both)
             == bootstrap_correlations(pairs, p, 50, seed=1))
-    assert (bootstrap_difference(pairs, p, r, 50, seed=1, ref_resampled=ref, pred_resampled=own)
+    assert (bootstrap_difference(pairs, p, r, 50, seed=1, ref_resampled=ref["spearman"],
+                                 pred_resampled=own)
             == bootstrap_difference(pairs, p, r, 50, seed=1))
     # the resamples are used, not recomputed: another prediction's change the interval
-    assert (bootstrap_correlations(pairs, p, 50, seed=1, spearman_resampled=ref)
+    assert (bootstrap_correlations(pairs, p, 50, seed=1, resampled=ref)
             != bootstrap_correlations(pairs, p, 50, seed=1))
-    # resamples of another n_boot are refused, not silently mixed in
-    for call in (lambda: bootstrap_correlations(pairs, p, 60, seed=1, spearman_resampled=own),
+    # resamples of another n_boot are refused, not silently mixed in; so are
+    # Spearman-only ones where Kendall's interval needs its own
+    for call in (lambda: bootstrap_correlations(pairs, p, 60, seed=1, resampled=both),
                  lambda: bootstrap_difference(pairs, p, r, 60, seed=1, pred_resampled=own),
-                 lambda: bootstrap_difference(pairs, p, r, 60, seed=1, ref_resampled=ref)):
+                 lambda: bootstrap_difference(pairs, p, r, 60, seed=1,
+                                              ref_resampled=ref["spearman"])):
         with pytest.raises(ValueError, match="50 resampled values for n_boot=60"):
             call()
+    with pytest.raises(ValueError, match="no 'kendall' values"):
+        bootstrap_correlations(pairs, p, 50, seed=1, resampled={"spearman": own})
 
 
 @pytest.mark.parametrize("keep", [1.0, 0.6])
