@@ -114,18 +114,18 @@ def bootstrap_correlations(pairs: Sequence[Pair], pred: Sequence[float], n_boot:
     replacement (multiplicity count(a) * count(b)); keys spearman_lo/hi, kendall_lo/hi.
     resampled: `bootstrap_resamples` of pred on these pairs, when the caller has it
     (it also needs the Spearman ones for a paired difference)."""
-    g = np.array([s for *_, s in pairs], dtype=np.float64)
-    p = np.asarray(pred, dtype=np.float64)
-    point = dict(zip(STATISTICS, rank_correlations(g, p), strict=True))
     if resampled is None:
-        resampled = bootstrap_resamples(pairs, p, n_boot, seed)
+        resampled = bootstrap_resamples(pairs, pred, n_boot, seed)
     out = {}
     q = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
-    for name, est in point.items():
+    for i, name in enumerate(STATISTICS):
         if name not in resampled:
             raise ValueError(f"resampled: no {name!r} values (from bootstrap_spearman?)")
         stat, ok = _resampled(resampled[name], n_boot, "resampled")
-        lo, hi = np.percentile(stat[ok], q) if ok.any() else (est, est)
+        if ok.any():
+            lo, hi = np.percentile(stat[ok], q)
+        else:  # no resample defines it: the point estimate
+            lo = hi = rank_correlations([s for *_, s in pairs], pred)[i]
         out[f"{name}_lo"], out[f"{name}_hi"] = float(lo), float(hi)
     return out
 

@@ -175,6 +175,16 @@ def test_a_rows_own_resamples_give_its_interval_and_its_difference():
         bootstrap_correlations(pairs, p, 50, seed=1, resampled={"spearman": own})
 
 
+def test_an_interval_no_resample_defines_is_the_estimate():
+    pairs, m = _case(6, noise=0.5, seed=2)
+    p = _pred(pairs, m)
+    rho, tau = rank_correlations([s for *_, s in pairs], p)
+    assert rho != 0 and tau != 0
+    none = (np.full(7, 0.5), np.zeros(7, dtype=bool))  # values, none of them defined
+    ci = bootstrap_correlations(pairs, p, 7, resampled={"spearman": none, "kendall": none})
+    assert ci == {"spearman_lo": rho, "spearman_hi": rho, "kendall_lo": tau, "kendall_hi": tau}
+
+
 @pytest.mark.parametrize("keep", [1.0, 0.6])
 def test_mantel_small_for_signal_large_for_noise(keep):
     pairs, m = _case(15, noise=0.1, keep=keep)
