@@ -19,9 +19,18 @@ class PairMLP(nn.Module):
         self.net = nn.Sequential(nn.Linear(3 * dim, hidden), nn.ReLU(),
                                  nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
+    @staticmethod
+    def features(a: Tensor, b: Tensor) -> Tensor:
+        """The symmetric pair features (p, 3d) of row-aligned a (p, d), b (p, d)."""
+        return torch.cat([a + b, (a - b).abs(), a * b], dim=-1)
+
+    def head(self, features: Tensor) -> Tensor:
+        """Logits (p,) from pair features (p, 3d)."""
+        return self.net(features).squeeze(-1)
+
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         """Logits for row-aligned pairs a (p, d), b (p, d) -> (p,)."""
-        return self.net(torch.cat([a + b, (a - b).abs(), a * b], dim=-1)).squeeze(-1)
+        return self.head(self.features(a, b))
 
 
 class LearnedSimilarity:
@@ -62,13 +71,15 @@ class LearnedSimilarity:
         opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.wd)
         loss_fn = nn.BCEWithLogitsLoss()
         self.losses = []
+        # every pair each step: their features (no parameters in them) built once
+        every = PairMLP.features(a, b) if len(y) <= self.batch else None
         for _ in range(self.epochs):
             opt.zero_grad()
-            if len(y) > self.batch:
+            if every is None:
                 i = torch.randperm(len(y), generator=draw)[:self.batch].to(a.device)
                 loss = loss_fn(model(a[i], b[i]), y[i])
             else:
-                loss = loss_fn(model(a, b), y)
+                loss = loss_fn(model.head(every), y)
             loss.backward()
             opt.step()
             self.losses.append(float(loss.detach()))
