@@ -72,6 +72,7 @@ def _inverted_pairs(seq: np.ndarray, low: int) -> sparse.csr_matrix:
     """(m, m) CSR with a 1 at (i, j) for every i < j with seq_i > seq_j and the same
     seq >> low: listed a batch of blocks at a time (about m candidates a batch)."""
     m = len(seq)
+    index = np.int32 if m < 2**31 else np.int64
     rows: list[np.ndarray] = []
     cols: list[np.ndarray] = []
     if low:
@@ -88,10 +89,10 @@ def _inverted_pairs(seq: np.ndarray, low: int) -> sparse.csr_matrix:
             j = i + 1 + np.arange(len(i)) - np.repeat(np.cumsum(later) - later, later)
             i, j = pos[i], pos[j]
             keep = seq[i] > seq[j]
-            rows.append(i[keep].astype(np.int32))
-            cols.append(j[keep].astype(np.int32))
-    r = np.concatenate(rows) if rows else np.zeros(0, np.int32)
-    c = np.concatenate(cols) if cols else np.zeros(0, np.int32)
+            rows.append(i[keep].astype(index))
+            cols.append(j[keep].astype(index))
+    r = np.concatenate(rows) if rows else np.zeros(0, index)
+    c = np.concatenate(cols) if cols else np.zeros(0, index)
     return sparse.csr_matrix((np.ones(len(r)), (r, c)), shape=(m, m))
 
 
@@ -123,15 +124,17 @@ class _Inversions:
             self.levels.append((order, _runs(high[order]),
                                 ((seq >> level) & 1)[order].astype(np.uint8)))
 
-    def __call__(self, w: np.ndarray) -> np.ndarray:
-        """(B,) weighted inversions per row of counts w (B, m). Products are summed in
-        float64; the levels' running sums of counts run in float32 when a row's counts
-        sum below 2**24, where every one of them is still an exact integer."""
+    def __call__(self, w: np.ndarray, n: np.ndarray | None = None) -> np.ndarray:
+        """(B,) weighted inversions per row of counts w (B, m) (n: their row sums, when
+        the caller has them). Products are summed in float64; the levels' running sums
+        of counts run in float32 when a row's counts sum below 2**24, where every one
+        of them is still an exact integer."""
         total = np.zeros(len(w))
         if self.pairs.nnz:
             wt = np.ascontiguousarray(w.T, dtype=np.float64)  # (m, B): S @ wt runs along B
             total += np.einsum("mb,mb->b", wt, self.pairs @ wt)
-        dt = np.float32 if len(w) and w.sum(1).max() < EXACT_FLOAT32 else np.float64
+        n = w.sum(1) if n is None else n
+        dt = np.float32 if len(w) and n.max() < EXACT_FLOAT32 else np.float64
         w = w.astype(dt, copy=False)
         for order, starts, bit in self.levels:
             zeros = w[:, order]  # (B, m), in this level's order
@@ -161,14 +164,14 @@ class RankPlan:
     def __init__(self, g: np.ndarray, p: np.ndarray) -> None:
         m = len(g)
         self.order = np.lexsort((p, g))
-        self.gs, self.ps = g[self.order], p[self.order]
-        self.g_starts = _runs(self.gs)
+        gs, self.ps = g[self.order], p[self.order]
+        self.g_starts = _runs(gs)
         self.g_of = None if len(self.g_starts) == m else _run_index(self.g_starts, m)
         self.p_order = np.argsort(self.ps, kind="stable")
         self.p_starts = _runs(self.ps[self.p_order])
         self.p_of = np.empty(m, dtype=np.int64)  # each position's p tie group
         self.p_of[self.p_order] = _run_index(self.p_starts, m)
-        self.joint = np.flatnonzero(np.r_[True, (self.gs[1:] != self.gs[:-1])
+        self.joint = np.flatnonzero(np.r_[True, (gs[1:] != gs[:-1])
                                           | (self.ps[1:] != self.ps[:-1])] if m else [])
 
     @cached_property
@@ -186,22 +189,22 @@ class RankPlan:
         tg = _segment_sums(ws, self.g_starts)
         tp = _segment_sums(ws[:, self.p_order], self.p_starts)
         ok = defined(tg, tp)
+        n = ws.sum(1)
         out = {}
         if "spearman" in stats:
             rg = _group_ranks(tg) if self.g_of is None else _group_ranks(tg)[:, self.g_of]
             rp = _group_ranks(tp)[:, self.p_of]
-            n = ws.sum(1, keepdims=True).clip(min=1)
-            dg = rg - (ws * rg).sum(1, keepdims=True) / n
-            dp = rp - (ws * rp).sum(1, keepdims=True) / n
+            size = n[:, None].clip(min=1)
+            dg = rg - (ws * rg).sum(1, keepdims=True) / size
+            dp = rp - (ws * rp).sum(1, keepdims=True) / size
             cov, vg, vp = (ws * dg * dp).sum(1), (ws * dg * dg).sum(1), (ws * dp * dp).sum(1)
             rho = np.where(ok, cov / np.sqrt(np.where(ok, vg * vp, 1.0)), 0.0)
             out["spearman"] = (np.clip(rho, -1.0, 1.0), ok)
         if "kendall" in stats:
-            n = ws.sum(1)
             n0 = n * (n - 1) / 2
             n1, n2 = (tg * (tg - 1) / 2).sum(1), (tp * (tp - 1) / 2).sum(1)
             t3 = _segment_sums(ws, self.joint)
-            s = n0 - n1 - n2 + (t3 * (t3 - 1) / 2).sum(1) - 2 * self.inversions(ws)
+            s = n0 - n1 - n2 + (t3 * (t3 - 1) / 2).sum(1) - 2 * self.inversions(ws, n)
             tau = np.where(ok, s / np.sqrt(np.where(ok, (n0 - n1) * (n0 - n2), 1.0)), 0.0)
             out["kendall"] = (np.clip(tau, -1.0, 1.0), ok)
         return out
