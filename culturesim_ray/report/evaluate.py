@@ -112,7 +112,8 @@ def evaluate(gold: GoldSet, methods: Sequence[Method], k: int = 3,
             if src is not None:
                 ref[theme] = (set(src[0]),
                               next(iter(_predictions(r, src, pairs, folds, seed).values()))[1])
-    ref_resampled: dict[tuple[Pair, ...], tuple[np.ndarray, np.ndarray]] = {}
+    # the reference's pair scores and Spearman resamples, once per set of pairs
+    ref_resampled: dict[tuple[Pair, ...], tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]] = {}
     rows = []
     for m in methods:
         if progress:
@@ -138,12 +139,12 @@ def evaluate(gold: GoldSet, methods: Sequence[Method], k: int = 3,
                 p_both = pair_scores(both, pred) if len(both) >= 2 else None
                 own = res["spearman"] if len(both) == len(scored) else None
                 if p_both is not None:
-                    r = pair_scores(both, ref[theme][1])
                     if key not in ref_resampled:  # the reference's, once a theme
-                        ref_resampled[key] = bootstrap_spearman(both, r, n_boot, seed)
+                        r = pair_scores(both, ref[theme][1])
+                        ref_resampled[key] = (r, bootstrap_spearman(both, r, n_boot, seed))
+                    r, r_resampled = ref_resampled[key]
                     d = bootstrap_difference(both, p_both, r, n_boot, seed,
-                                             ref_resampled=ref_resampled[key],
-                                             pred_resampled=own)
+                                             ref_resampled=r_resampled, pred_resampled=own)
                     row.update(vs=reference, delta_pairs=len(both), delta_spearman=d["delta"],
                                delta_lo=d["delta_lo"], delta_hi=d["delta_hi"])
                 rows.append(row)

@@ -102,7 +102,7 @@ def leave_cultures_out(names: list[str], means: np.ndarray, pairs: list[tuple[st
     scores (`report.fitted_cv.metric_cv_matrix`) and the cosine of the same means,
     Spearman with the (oriented) gold over the gold pairs."""
     from culturesim_ray.report.fitted_cv import culture_folds, metric_cv_matrix
-    from culturesim_ray.report.stats import pair_scores, rank_correlations
+    from culturesim_ray.report.stats import pair_scores, spearman
 
     gold = [p[2] for p in pairs]
     cv = metric_cv_matrix((names, means), pairs, "cultures", folds, seed, b=b)
@@ -110,8 +110,8 @@ def leave_cultures_out(names: list[str], means: np.ndarray, pairs: list[tuple[st
     cos = (names, x @ x.T)
     n_folds = len(set(culture_folds(cv[0], folds, seed).values()))
     return {"folds": n_folds, "seed": seed,
-            "spearman": rank_correlations(gold, pair_scores(pairs, cv))[0],
-            "cosine_spearman": rank_correlations(gold, pair_scores(pairs, cos))[0]}
+            "spearman": spearman(gold, pair_scores(pairs, cv)),
+            "cosine_spearman": spearman(gold, pair_scores(pairs, cos))}
 
 
 def read_metric(path: str | Path) -> dict[str, Any]:

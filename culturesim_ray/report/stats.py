@@ -45,9 +45,20 @@ def orient(pairs: Sequence[Pair], gold_kind: str = "similarity") -> list[Pair]:
 
 def rank_correlations(gold: Sequence[float], pred: Sequence[float]) -> tuple[float, float]:
     """(Spearman rho, Kendall tau-b); both 0.0 when either side is constant."""
+    out = _point(gold, pred, STATISTICS)
+    return out["spearman"], out["kendall"]
+
+
+def spearman(gold: Sequence[float], pred: Sequence[float]) -> float:
+    """Spearman rho alone (`rank_correlations`' first value, without Kendall's plan)."""
+    return _point(gold, pred, ("spearman",))["spearman"]
+
+
+def _point(gold: Sequence[float], pred: Sequence[float], stats: tuple[str, ...]
+           ) -> dict[str, float]:
     g, p = np.asarray(gold, dtype=np.float64), np.asarray(pred, dtype=np.float64)
-    out = RankPlan(g, p)(np.ones((1, len(g))))  # one copy of each pair, in any order
-    return float(out["spearman"][0][0]), float(out["kendall"][0][0])
+    out = RankPlan(g, p)(np.ones((1, len(g))), stats)  # one copy of each pair, in any order
+    return {k: float(v[0][0]) for k, v in out.items()}
 
 
 def is_degenerate(gold: Sequence[float], pred: Sequence[float]) -> bool:
@@ -166,7 +177,7 @@ def bootstrap_difference(pairs: Sequence[Pair], pred: Sequence[float], ref: Sequ
     if not len(g) == len(p) == len(r):
         raise ValueError(f"bootstrap_difference: {len(g)} gold pairs, {len(p)} and {len(r)} "
                          "predicted scores")
-    delta = rank_correlations(g, p)[0] - rank_correlations(g, r)[0]
+    delta = spearman(g, p) - spearman(g, r)
     sp, okp = (_resampled(pred_resampled, n_boot, "pred_resampled")
                if pred_resampled is not None else bootstrap_spearman(pairs, p, n_boot, seed))
     sr, okr = (_resampled(ref_resampled, n_boot, "ref_resampled")

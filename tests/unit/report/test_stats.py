@@ -21,6 +21,7 @@ from culturesim_ray.report.stats import (
     ndcg_at_k,
     rank_correlations,
     score_matrix,
+    spearman,
 )
 from culturesim_ray.report.weighted import weighted_kendall
 
@@ -49,6 +50,20 @@ def test_constant_side_is_zero_not_nan():
     assert rank_correlations([1, 1, 1], [1, 2, 3]) == (0.0, 0.0)
     assert rank_correlations([1, 2, 3], [5, 5, 5]) == (0.0, 0.0)
     assert rank_correlations([1.0], [2.0]) == (0.0, 0.0)
+
+
+def test_spearman_alone_is_rank_correlations_first_value_without_kendalls_plan(monkeypatch):
+    import culturesim_ray.report.weighted as wt
+
+    pairs, m = _case(9, noise=0.7, seed=3)
+    g, p = [s for *_, s in pairs], _pred(pairs, m)
+    both = rank_correlations(g, p)
+    built, inversions = [], wt._Inversions
+    monkeypatch.setattr(wt, "_Inversions", lambda seq: built.append(seq) or inversions(seq))
+    assert rank_correlations(g, p) == both and len(built) == 1  # Kendall builds one
+    built.clear()
+    assert spearman(g, p) == both[0] and built == []
+    assert spearman([1, 1, 1], [1, 2, 3]) == 0.0
 
 
 def test_bootstrap_interval_contains_a_clear_signal_and_is_wide_on_noise():
