@@ -13,10 +13,9 @@ from pathlib import Path
 from culturesim_ray.config import AllPairsConfig, EmbedConfig
 from culturesim_ray.progress import Stage
 
-# (stage, epochs) of the demo's staged MoCo run and its steps per epoch: long
-# enough for the model's heads to separate the demo's regions, short enough for
-# the whole demo to stay a few minutes on 2 CPUs; --quick is a smoke test
-FULL_TRAIN = {"stages": ((1, 2), (2, 2), (3, 2)), "steps_per_epoch": 5}
+# The demo trains as `culturesim train` does by default (its stages and steps), so
+# the model it shows and serves is the one a user's own run gets; --quick is a
+# smoke test of every stage
 QUICK_TRAIN = {"stages": ((1, 1), (2, 1), (3, 1)), "steps_per_epoch": 2}
 QUICK_PER_CULTURE = 4
 
@@ -45,7 +44,7 @@ def run_demo(out: Path, cfg: EmbedConfig, per_culture: int, address: str | None 
         run_allpairs(run.embed.root, run.allpairs.root, AllPairsConfig(k=5), log=st.log)
     with Stage("train", unit="steps") as st:
         run_train(run.embed.root, run.train.root, num_workers=2, log=st.log,
-                  **(QUICK_TRAIN if quick else FULL_TRAIN))
+                  **(QUICK_TRAIN if quick else {}))
     with Stage("all-pairs model", unit="blocks") as st:
         run_allpairs(run.train.culture_embeddings, run.allpairs_model.root,  # a new model:
                      AllPairsConfig(k=5), log=st.log, overwrite=True)  # never its old blocks
