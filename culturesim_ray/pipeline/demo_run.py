@@ -43,7 +43,7 @@ def run_demo(out: Path, cfg: EmbedConfig, per_culture: int, address: str | None 
     with Stage("all-pairs", unit="blocks") as st:
         run_allpairs(run.embed.root, run.allpairs.root, AllPairsConfig(k=5), log=st.log)
     with Stage("train", unit="steps") as st:
-        run_train(run.embed.root, run.train.root, num_workers=2, log=st.log,
+        run_train(run.embed.root, run.train.root, log=st.log,
                   **(QUICK_TRAIN if quick else {}))
     with Stage("all-pairs model", unit="blocks") as st:
         run_allpairs(run.train.culture_embeddings, run.allpairs_model.root,  # a new model:

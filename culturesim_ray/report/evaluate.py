@@ -132,12 +132,14 @@ def evaluate(gold: GoldSet, methods: Sequence[Method], k: int = 3,
             for cv, (name, pred) in _predictions(m, src, scored, folds, seed).items():
                 # one pass over the resamples: the row's intervals and, when both ==
                 # scored, its side of the paired difference
-                res = bootstrap_resamples(scored, pair_scores(scored, pred), n_boot, seed)
+                scores = pair_scores(scored, pred)
+                res = bootstrap_resamples(scored, scores, n_boot, seed)
                 row = {"method": name, "kind": m.kind, "similarity": m.similarity,
                        "cv": cv, "theme": theme,
                        **score_matrix(scored, pred, k, n_boot, n_perm, seed, resampled=res)}
-                p_both = pair_scores(both, pred) if len(both) >= 2 else None
-                own = res["spearman"] if len(both) == len(scored) else None
+                same = len(both) == len(scored)  # both filters scored: then it is scored
+                p_both = (scores if same else pair_scores(both, pred)) if len(both) >= 2 else None
+                own = res["spearman"] if same else None
                 if p_both is not None:
                     if key not in ref_resampled:  # the reference's, once a theme
                         r = pair_scores(both, ref[theme][1])
