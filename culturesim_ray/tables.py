@@ -61,7 +61,7 @@ def _decoded_lines(fh: Any, name: str) -> Iterator[str]:
     head = fh.read(2)
     fh.seek(0)
     if head in (b"\xff\xfe", b"\xfe\xff"):
-        lines: Iterable[Any] = io.TextIOWrapper(fh, encoding="utf-16", newline="")
+        lines = io.TextIOWrapper(fh, encoding="utf-16", newline="")
         lineno = 0
         try:
             for line in lines:
@@ -70,6 +70,8 @@ def _decoded_lines(fh: Any, name: str) -> Iterator[str]:
         except UnicodeDecodeError as exc:
             raise CorpusFormatError(f"{name}:{lineno + 1}: not UTF-16 text after its "
                                     f"byte-order mark ({exc.reason})") from exc
+        finally:  # the caller owns fh and closes it; the wrapper lets go without closing
+            lines.detach()
         return
     for lineno, raw in enumerate(fh, start=1):
         try:

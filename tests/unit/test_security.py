@@ -214,7 +214,7 @@ def _evil_file(path: Path, marker: Path) -> None:
 
     class Evil:
         def __reduce__(self):
-            return exec, (f"open({str(marker)!r}, 'w').write('pwned')",)
+            return exec, (f"import pathlib; pathlib.Path({str(marker)!r}).write_text('pwned')",)
 
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"weight": Evil()}, path)
