@@ -159,7 +159,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         "num_workers": args.workers, "use_gpu": args.gpu or None,
         "steps_per_epoch": args.steps_per_epoch, "hidden": args.hidden, "out_dim": args.out_dim,
         "queue_size": args.queue_size, "graph": args.graph, "raw_weight": args.raw_weight,
-        "map_learned": args.map_learned, "holdout": args.holdout,
+        "map_learned": args.map_learned, "map_whiten": args.map_whiten,
+        "holdout": args.holdout,
         "batch_cultures": args.batch_cultures,
         "items_per_culture": args.items_per_culture, "fanouts": args.fanouts}
     if args.stage_epochs is not None:
@@ -307,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 0.9; 0: learned only)")
     p.add_argument("--map-learned", type=float, help="culture vs culture (evaluate, allpairs): "
                    "the learned part's share of its trained weight (default 0.1; 1: as trained)")
+    p.add_argument("--map-whiten", type=float, help="culture vs culture (evaluate, allpairs): "
+                   "raw means read in their within-culture-whitened geometry, shrunk towards "
+                   "the plain cosine by this factor (default 30; 0: the plain cosine)")
     p.add_argument("--holdout", type=float,
                    help="share of each culture's items never trained on (default 0.2; ids in "
                         "OUT/holdout.parquet)")

@@ -145,6 +145,11 @@ class TrainLayout(_StageLayout):
         return io.join(self.root, "holdout.parquet")
 
     @property
+    def map_whitening(self) -> str:
+        """Per modality, the culture map's within-culture whitening (`ops.whiten`)."""
+        return io.join(self.root, "map_whitening.npz")
+
+    @property
     def relations_quarantine(self) -> str:
         return io.join(self.root, "relations_quarantine.jsonl")
 

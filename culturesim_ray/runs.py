@@ -212,40 +212,84 @@ def raw_slots(train_dir: str | Path) -> dict[str, tuple[int, int]] | None:
     return cfg.slots()
 
 
-def general_similarity(model_config: dict[str, Any], vectors: Any) -> Any:
+def read_map_whitening(train_dir: str, s3: Any = None) -> dict[str, Any] | None:
+    """modality -> (d, d) float32 whitening of a train run's culture map
+    (`map_whitening.npz`, `ops.whiten`), or None when the run's model_config has no
+    `map_whiten` (runs trained before it). A run whose config has it but whose file
+    is missing is a FileNotFoundError naming the file."""
+    import io as _io
+
+    from culturesim_ray.layout import TrainLayout
+    from culturesim_ray.models.culturesim import CultureSimConfig
+
+    layout = TrainLayout(str(train_dir))
+    cfg = CultureSimConfig(**io.read_json(layout.model_config, s3))
+    if cfg.map_whiten <= 0 or cfg.raw_weight <= 0:
+        return None
+    path = layout.map_whitening
+    if not io.exists(path, s3):
+        raise FileNotFoundError(f"{path}: the culture map's whitening of this train run "
+                                f"(map_whiten={cfg.map_whiten:g}) is missing; train again, "
+                                "or copy the whole train directory")
+    fs, p = io.filesystem_for(path, s3)
+    with fs.open(p, "rb") as fh:
+        data = np.load(_io.BytesIO(fh.read()))
+        return {m: np.asarray(data[m], dtype=np.float32) for m in data.files}
+
+
+def write_map_whitening(mats: dict[str, Any], path: str, s3: Any = None) -> None:
+    """Write `read_map_whitening`'s file: one (d, d) float32 array per modality."""
+    import io as _io
+
+    buf = _io.BytesIO()
+    np.savez(buf, **{m: np.asarray(t, dtype=np.float32) for m, t in mats.items()})
+    with io.atomic_open(path, s3) as fh:
+        fh.write(buf.getvalue())
+
+
+def general_similarity(model_config: dict[str, Any], vectors: Any,
+                       whitening: dict[str, Any] | None = None) -> Any:
     """How a train run's general culture embeddings (C, d) are compared, given its
     model_config.json: the `ops.modality_cosine.ModalityCosine` of the model's raw slots
-    with its learned part at `map_learned` of its trained weight, fitted on
-    `vectors`, when the learned part is reweighted, or the raw residual spans two or
-    more modalities and the cultures' modality shares differ; else "cosine" (the same
-    similarity then)."""
-    import numpy as np
+    with its learned part at `map_learned` of its trained weight and each modality's
+    raw slot read through `whitening` (`read_map_whitening`; None: plainly), fitted
+    on `vectors`, when the learned part is reweighted, the raw slots are whitened, or
+    the raw residual spans two or more modalities and the cultures' modality shares
+    differ; else "cosine" (the same similarity then)."""
     import torch
 
     from culturesim_ray.models.culturesim import CultureSimConfig
     from culturesim_ray.ops.modality_cosine import ModalityCosine
 
     cfg = CultureSimConfig(**model_config)
-    plain = cfg.map_learned == 1.0
+    plain = cfg.map_learned == 1.0 and not whitening
     if cfg.raw_weight <= 0 or (len(cfg.in_dims) < 2 and plain):
         return "cosine"
     x = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
-    slots = list(cfg.slots().values())
-    sim = ModalityCosine(slots, learned=cfg.map_learned)
+    slots = cfg.slots()
+    mats = None
+    if whitening:
+        missing = sorted(set(slots) - set(whitening))
+        if missing:
+            raise ValueError(f"map whitening: no matrix for modality(ies) {missing}")
+        mats = [torch.from_numpy(np.ascontiguousarray(whitening[m], dtype=np.float32))
+                for m in slots]
+    sim = ModalityCosine(list(slots.values()), learned=cfg.map_learned, whitening=mats)
     norms = sim.slot_norms(x)
     if plain and bool(torch.allclose(norms, norms[:1].expand_as(norms), atol=1e-6)):
         return "cosine"  # every culture has the same modalities at the same shares
     return sim.fit(x)
 
 
-def head_similarity(model_config: dict[str, Any], head: str, vectors: Any) -> Any:
+def head_similarity(model_config: dict[str, Any], head: str, vectors: Any,
+                    whitening: dict[str, Any] | None = None) -> Any:
     """`general_similarity` for any head whose culture embeddings carry the raw slots
     (the general head; a theme head when the run's `theme_raw`); else "cosine"."""
     from culturesim_ray.models.culturesim import CultureSimConfig
 
     if not CultureSimConfig(**model_config).has_raw(head):
         return "cosine"
-    return general_similarity(model_config, vectors)
+    return general_similarity(model_config, vectors, whitening)
 
 
 def read_culture_embeddings(path: str | Path) -> dict[str, tuple[list[str], Any]]:

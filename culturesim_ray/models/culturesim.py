@@ -100,6 +100,10 @@ class CultureSimConfig:
     # part's weight as a share of its trained one, 1 - raw_weight (1: as trained;
     # `ops.modality_cosine.ModalityCosine`); training and one-item queries do not read it
     map_learned: float = 1.0
+    # the culture map reads each modality's raw slot through the within-culture
+    # whitening of the run's items (`ops.whiten`, map_whitening.npz), shrunk by this
+    # factor; 0: the plain cosine (runs trained before it)
+    map_whiten: float = 0.0
     # theme embeddings as exported (culture map, serving): [sqrt(w) r_t, sqrt(1 - w) p_t],
     # r_t the raw slots of the culture's items carrying theme t (zero without any), p_t
     # the theme head (False: p_t alone, runs trained before); training reads p_t only
@@ -138,6 +142,8 @@ class CultureSim(nn.Module):
             raise ValueError(f"raw_weight must be in [0, 1), got {cfg.raw_weight}")
         if not (0.0 <= cfg.map_learned and math.isfinite(cfg.map_learned)):
             raise ValueError(f"map_learned must be a finite weight >= 0, got {cfg.map_learned}")
+        if not (0.0 <= cfg.map_whiten and math.isfinite(cfg.map_whiten)):
+            raise ValueError(f"map_whiten must be a finite factor >= 0, got {cfg.map_whiten}")
         self.cfg = cfg
         self.modalities = sorted(cfg.in_dims)
         if cfg.graph == "homo":

@@ -5,11 +5,12 @@ run's weight (`CultureSimConfig.map_learned`). Used by `culturesim evaluate` and
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from culturesim_ray.ops.similarity import EPS, _check
 
@@ -44,12 +45,18 @@ class ModalityCosine:
     read-out, `CultureSimConfig.map_learned`). lam = 1: the formula above.
 
     slots: the (start, stop) columns of each modality's raw slot (`runs.raw_slots`).
+
+    whitening: per slot, a (d, d) matrix T (`ops.whiten`) or None: each culture's raw
+    slot direction is read as its image under T (renormalised, its norm kept), so the
+    raw term compares the means in the within-culture-whitened geometry
+    (`CultureSimConfig.map_whiten`); None throughout: as written above.
     """
 
     name = "modality_cosine"
 
     def __init__(self, slots: Sequence[tuple[int, int]], fill: float | None = None,
-                 learned: float = 1.0) -> None:
+                 learned: float = 1.0,
+                 whitening: Sequence[Tensor | None] | None = None) -> None:
         if not slots:
             raise ValueError("modality_cosine needs the raw slots of at least one modality")
         if not (learned >= 0 and math.isfinite(learned)):
@@ -59,23 +66,54 @@ class ModalityCosine:
         self.raw = (min(a for a, _ in self.slots), max(b for _, b in self.slots))
         self.fill = fill
         self.learned = float(learned)
+        self.whitening = list(whitening) if whitening is not None else [None] * len(self.slots)
+        if len(self.whitening) != len(self.slots):
+            raise ValueError(f"modality_cosine: {len(self.whitening)} whitening matrices for "
+                             f"{len(self.slots)} slots")
+        for (a, b), t in zip(self.slots, self.whitening, strict=True):
+            if t is not None and tuple(t.shape) != (b - a, b - a):
+                raise ValueError(f"modality_cosine: a whitening matrix of shape "
+                                 f"{tuple(t.shape)} for a slot of {b - a} columns")
 
     @property
     def key(self) -> str:
-        """What the all-pairs fingerprint records: the name, and the learned weight
-        where it is not 1 (outputs written before it existed still resume)."""
-        return self.name if self.learned == 1.0 else f"{self.name}(learned={self.learned:g})"
+        """What the all-pairs fingerprint records: the name, the learned weight where it
+        is not 1 and a digest of the whitening where there is one (outputs written
+        before either existed still resume)."""
+        opts = ([f"learned={self.learned:g}"] if self.learned != 1.0 else []) + (
+            [f"whitened={self._whitening_digest()}"] if self._whitened else [])
+        return f"{self.name}({','.join(opts)})" if opts else self.name
+
+    @property
+    def _whitened(self) -> bool:
+        return any(t is not None for t in self.whitening)
+
+    def _whitening_digest(self) -> str:
+        h = hashlib.sha256()
+        for t in self.whitening:
+            h.update(b"-" if t is None else t.detach().cpu().float().contiguous().numpy().tobytes())
+        return h.hexdigest()[:12]
 
     def manifest_record(self) -> dict:
         """What an all-pairs manifest records of it (`head_similarity`)."""
-        return {"name": self.name, "fill": self.fill, "learned": self.learned}
+        return {"name": self.name, "fill": self.fill, "learned": self.learned,
+                "whitened": self._whitening_digest() if self._whitened else None}
 
     def _split(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(raw part, learned part, slot norms (n, M)) of the L2-normalised rows."""
         xn = x / x.norm(dim=1, keepdim=True).clamp_min(EPS)
         a, b = self.raw
         norms = torch.stack([xn[:, s:e].norm(dim=1) for s, e in self.slots], dim=1)
-        return xn[:, a:b], torch.cat([xn[:, :a], xn[:, b:]], dim=1), norms
+        raw = xn[:, a:b]
+        if self._whitened:  # each slot's direction through its T, at the slot's norm
+            parts = []
+            for j, ((s, e), t) in enumerate(zip(self.slots, self.whitening, strict=True)):
+                r = xn[:, s:e]
+                if t is not None:
+                    r = nn.functional.normalize(r @ t.to(r), dim=1, eps=EPS) * norms[:, j:j + 1]
+                parts.append(r)
+            raw = torch.cat(parts, dim=1)
+        return raw, torch.cat([xn[:, :a], xn[:, b:]], dim=1), norms
 
     def slot_norms(self, x: Tensor) -> Tensor:
         """(n, M) norms of each modality's slot in the L2-normalised rows: sqrt(w *

@@ -32,7 +32,8 @@ def head_similarities(src: Source, heads: Heads, cfg: AllPairsConfig) -> dict[st
     if not io.exists(conf, cfg.s3):
         return {}
     model_config = io.read_json(conf, cfg.s3)
-    sims = {h: runs.head_similarity(model_config, h, v) for h, (_, v) in heads.items()}
+    whitening = runs.read_map_whitening(posixpath.dirname(src.path), cfg.s3)
+    sims = {h: runs.head_similarity(model_config, h, v, whitening) for h, (_, v) in heads.items()}
     return {h: s for h, s in sims.items() if not isinstance(s, str)}
 
 

@@ -34,7 +34,7 @@ from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig
 from culturesim_ray.names import alike_note
 from culturesim_ray.ops.query_score import imbalance_note
 from culturesim_ray.pipeline.trainer import StepTeller
-from culturesim_ray.runs import embed_notes
+from culturesim_ray.runs import embed_notes, write_map_whitening
 from culturesim_ray.training.batch import ItemStore
 from culturesim_ray.training.config import TrainConfig, merge_train_config
 from culturesim_ray.training.loop import Position, init_training, queue_sum, train
@@ -50,7 +50,7 @@ def model_config(cfg: TrainConfig, in_dims: dict[str, int], themes: list[str],
                             conv=ms.conv, fusion=ms.fusion, heads=ms.heads, dropout=ms.dropout,
                             graph=ms.graph, relations=relations if ms.graph == "hetero" else [],
                             raw_weight=ms.raw_weight, map_learned=ms.map_learned,
-                            theme_raw=ms.theme_raw)
+                            map_whiten=ms.map_whiten, theme_raw=ms.theme_raw)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -155,11 +155,18 @@ def export_corpus(model: CultureSim, store: ItemStore, layout: TrainLayout,
     import shutil
 
     from culturesim_ray.serving.artifacts import write_states
-    from culturesim_ray.training.export import culture_heads, culture_table, write_layer_states
+    from culturesim_ray.training.export import (
+        culture_heads,
+        culture_table,
+        map_whitening,
+        write_layer_states,
+    )
 
     states = write_layer_states(model, store, layout.export_states)
     table = culture_table(culture_heads(model, store, states), store.cultures, model.cfg.themes)
     io.write_table(table, layout.culture_embeddings)
+    if model.cfg.map_whiten > 0 and model.cfg.raw_weight > 0:
+        write_map_whitening(map_whitening(store, model.cfg.map_whiten), layout.map_whitening)
     write_states({m: s[:-1] for m, s in states.items()}, store.x, store.culture,
                  layout.serving, layout.model, cultures=store.cultures, query_mix=query_mix,
                  item_ids=item_ids, indexes=indexes)

@@ -130,19 +130,22 @@ def run_methods(run_dir: str | Path, modality: str | None = None, tfidf_dim: int
     if model_emb.exists():
         heads = runs.read_culture_embeddings(model_emb)
         model_config = io.read_json(layout.train.model_config)
-        sims = {h: runs.head_similarity(model_config, h, v) for h, (_, v) in heads.items()}
+        whitening = runs.read_map_whitening(layout.train.root)
+        sims = {h: runs.head_similarity(model_config, h, v, whitening)
+                for h, (_, v) in heads.items()}
         if cultures is not None:
             heads = {h: _only(v, cultures) for h, v in heads.items()}
         sim = sims.get("general", "cosine")
         if sim == "cosine":
             methods.append(Method("trained model (heads, cosine)", "model", heads))
         else:  # the run's culture map: a head's raw part over the modalities each pair
-            # shares, its learned part at the run's map_learned
+            # shares (through the run's whitening), its learned part at map_learned
             mats = {h: vector_matrix(v, S.cosine if sims[h] == "cosine" else sims[h])
                     for h, v in heads.items()}
             learned = "" if sim.learned == 1.0 else f", learned x{sim.learned:g}"
-            methods.append(Method(f"trained model (heads, modality cosine{learned})", "model",
-                                  heads, sim.name, mats))
+            white = ", whitened raw means" if whitening else ""
+            methods.append(Method(f"trained model (heads, modality cosine{learned}{white})",
+                                  "model", heads, sim.name, mats))
     else:
         log(f"evaluate: no trained model at {model_emb}; model row left out")
     embed = layout.embed.root

@@ -17,6 +17,9 @@ at a time:
 - `culture_heads`: `CultureSim.export_heads` from those files, summing item
   states and normalised item vectors per culture a block at a time (float64
   sums: memory C x width, the size of the output, not N).
+- `map_whitening`: per modality, the culture map's within-culture whitening
+  (`ops.whiten`) from the normalised item vectors, a block at a time (memory
+  d x d plus C x d).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from torch import Tensor, nn
 from culturesim_ray import vectors
 from culturesim_ray.models.branch import SELF_RELATION
 from culturesim_ray.models.culturesim import CultureSim
+from culturesim_ray.ops.whiten import culture_whitening
 from culturesim_ray.training.batch import ItemStore
 from culturesim_ray.training.data import TrainingData
 
@@ -184,6 +188,27 @@ def culture_heads(model: CultureSim, store: ItemStore, states: dict[str, list[np
     out = model.heads(tokens, mask, raw_of(None) if model.cfg.raw_weight > 0 else None)
     for t in themes:
         out[t] = model.general_embedding(out[t], raw_of(t)[out["cultures"]])
+    return out
+
+
+def map_whitening(store: ItemStore, shrink: float, block: int = BLOCK) -> dict[str, np.ndarray]:
+    """modality -> (d, d) float32 whitening of the culture map (`ops.whiten`) over
+    every item of the store: its L2-normalised vectors and their cultures, the items
+    the exported raw slots average."""
+    c = len(store.cultures)
+    out = {}
+    for m in sorted(store.x):
+        d = store.x[m].shape[1]
+        xx = torch.zeros(d, d, dtype=torch.float64)
+        sums = torch.zeros(c, d, dtype=torch.float64)
+        counts = torch.zeros(c, dtype=torch.float64)
+        for a in range(0, store.x[m].shape[0], block):
+            x = nn.functional.normalize(_rows(store.x[m], a, a + block), dim=1).double()
+            cul = torch.from_numpy(np.asarray(store.culture[m][a:a + block], np.int64))
+            xx += x.T @ x
+            sums.index_add_(0, cul, x)
+            counts.index_add_(0, cul, torch.ones(len(cul), dtype=torch.float64))
+        out[m] = culture_whitening(xx, sums, counts, shrink).float().numpy()
     return out
 
 

@@ -141,18 +141,22 @@ def test_a_culture_file_rewritten_in_place_is_not_resumed(ray_session, tmp_path)
     assert not pq.read_table(tmp_path / "out" / "pairs.parquet").equals(first)
 
 
-def test_a_train_runs_general_head_uses_the_modality_cosine(ray_session, tmp_path):
+@pytest.mark.parametrize("whiten", [False, True])
+def test_a_train_runs_general_head_uses_the_modality_cosine(ray_session, tmp_path, whiten):
     """A train run's culture embeddings whose cultures have different modality shares:
     the general head is compared by `ModalityCosine` (as `culturesim evaluate` scores
-    it), exactly and through the cluster pre-filter, and the manifest says so."""
+    it), with the run's whitening where it has one, exactly and through the cluster
+    pre-filter, and the manifest says so."""
     from dataclasses import asdict
 
     from culturesim_ray.models.culturesim import CultureSimConfig
     from culturesim_ray.ops.modality_cosine import ModalityCosine
+    from culturesim_ray.runs import write_map_whitening
 
     w, n = 0.9, 400
     mcfg = CultureSimConfig({"image": 4, "text": 8}, hidden=8, out=6, raw_weight=w,
-                            map_learned=0.1)  # the train job's default read-out
+                            map_learned=0.1,  # the train job's default read-out
+                            map_whiten=30.0 if whiten else 0.0)
     g = torch.Generator().manual_seed(2)
     centers = torch.randn(12, 18, generator=g)
     x = centers[torch.randint(0, 12, (n,), generator=g)] + 0.5 * torch.randn(n, 18, generator=g)
@@ -170,14 +174,22 @@ def test_a_train_runs_general_head_uses_the_modality_cosine(ray_session, tmp_pat
                              "vector": pa.array(x.numpy().tolist(), pa.list_(pa.float32(), 18))}),
                    run / "culture_embeddings.parquet")
     (run / "model_config.json").write_text(json.dumps(asdict(mcfg)))
-    sim = ModalityCosine([(0, 4), (4, 12)], learned=0.1).fit(x)
+    mats = None
+    if whiten:  # symmetric positive definite, far from the identity
+        a = {m: torch.randn(d, d, generator=g) for m, d in (("image", 4), ("text", 8))}
+        white = {m: (v @ v.T / len(v) + 0.2 * torch.eye(len(v))).numpy() for m, v in a.items()}
+        write_map_whitening(white, str(run / "map_whitening.npz"))
+        mats = [torch.from_numpy(white["image"]), torch.from_numpy(white["text"])]
+    sim = ModalityCosine([(0, 4), (4, 12)], learned=0.1, whitening=mats).fit(x)
     exact = sim(x, x).fill_diagonal_(float("-inf"))
     assert (exact - (x @ x.T).fill_diagonal_(float("-inf"))).abs()[exact.isfinite()].max() > 0.05
     for pf in ("off", "on"):
         cfg = AllPairsConfig(k=5, prefilter=pf, nlist=8, nprobe=4, recall_sample=200)
         manifest = run_allpairs(str(run), str(tmp_path / pf), cfg, log=quiet)
         assert manifest["head_similarity"]["general"] == {
-            "name": "modality_cosine", "fill": pytest.approx(sim.fill), "learned": 0.1}
+            "name": "modality_cosine", "fill": pytest.approx(sim.fill), "learned": 0.1,
+            "whitened": sim.manifest_record()["whitened"]}
+        assert (manifest["head_similarity"]["general"]["whitened"] is None) == (not whiten)
         pairs = pq.read_table(tmp_path / pf / "pairs.parquet").to_pylist()
         assert {r["similarity"] for r in pairs} == {"modality_cosine"}
         for r in pairs[::37]:  # every score is the similarity itself

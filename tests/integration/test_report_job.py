@@ -32,7 +32,8 @@ def gold(trained_run, tmp_path_factory):
 
 
 MODEL_ROWS = {"trained model (heads, cosine)", "trained model (heads, modality cosine)",
-              "trained model (heads, modality cosine, learned x0.1)"}
+              "trained model (heads, modality cosine, learned x0.1)",
+              "trained model (heads, modality cosine, learned x0.1, whitened raw means)"}
 
 
 def test_evaluate_scores_every_method(trained_run, gold, capsys):

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from conftest import FLAGS, KillWhen, corpus_rows, write_jsonl
 from culturesim_ray.config import AllPairsConfig, EmbedConfig
@@ -45,6 +48,13 @@ def test_two_workers_train_through_the_stages_and_export(ray_session, tmp_path):
     # the culture map reads the learned part at 0.1
     mcfg = CultureSimConfig(**json.loads((tmp_path / "train" / "model_config.json").read_text()))
     assert mcfg.raw_weight == 0.9 and mcfg.raw_dim > 0 and mcfg.map_learned == 0.1
+    # and each modality's raw means through the run's within-culture whitening
+    from culturesim_ray.runs import read_map_whitening
+    assert mcfg.map_whiten == 30.0
+    white = read_map_whitening(str(tmp_path / "train"))
+    assert {m: w.shape for m, w in white.items()} == {m: (d, d) for m, d in mcfg.in_dims.items()}
+    assert np.allclose(white["text"], white["text"].T, atol=1e-6)
+    assert not np.allclose(white["text"], white["text"][0, 0] * np.eye(384), atol=1e-4)
     assert mcfg.theme_raw and mcfg.has_raw("history")
     dims = {h: len(v) for h, v in zip(table.column("head").to_pylist(),
                                       table.column("vector").to_pylist(), strict=True)}
@@ -93,6 +103,17 @@ def test_two_workers_train_through_the_stages_and_export(ray_session, tmp_path):
     # modalities, learned part at map_learned
     assert {h: s["learned"] for h, s in ap["head_similarity"].items()} == {
         "general": 0.1, "history": 0.1, "symbols": 0.1}
+    assert len({s["whitened"] for s in ap["head_similarity"].values()} - {None}) == 1
+    # the general map is the in-process read-out with the run's whitening
+    from culturesim_ray.runs import general_similarity, read_culture_embeddings
+    names, vecs = read_culture_embeddings(tmp_path / "train" / "culture_embeddings.parquet")[
+        "general"]
+    x = torch.from_numpy(np.array(vecs))
+    want = general_similarity(asdict(mcfg), vecs, white)(x, x).numpy()
+    rows = pq.read_table(tmp_path / "ap" / "matrices" / "general.parquet").to_pylist()
+    for r in rows:
+        i, j = names.index(r["culture_a"]), names.index(r["culture_b"])
+        assert r["score"] == pytest.approx(float(want[i, j]), abs=1e-5)
     # and the combined head sums those theme maps: its pairs are the dense combined
     # matrix's entries, the alpha-weighted theme matrices (a culture without a theme
     # adds 0 for it), not a cosine of the concatenated theme vectors

@@ -1,0 +1,133 @@
+"""The culture map read in the within-culture-whitened geometry: `ModalityCosine` with
+whitening against a float64 reference by hand, the train job's streamed whitening
+against the in-memory one, and a train run's whitening file."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+import torch
+
+from culturesim_ray import runs
+from culturesim_ray.models.culturesim import CultureSimConfig
+from culturesim_ray.ops.modality_cosine import ModalityCosine
+from culturesim_ray.ops.whiten import culture_whitening
+from culturesim_ray.training.batch import store_from_graphs
+from culturesim_ray.training.export import map_whitening
+from raw_residual_data import N_CULTURES, learned, make_model, raw_means, slots_of, small_graphs
+
+
+def _whitening_of(graphs, shrink: float) -> dict[str, np.ndarray]:
+    """float64 by hand: per modality (S_w + shrink mean_eig I)^(-1/2) of the normalised items."""
+    out = {}
+    for m, gr in graphs.items():
+        x = gr.x.double().numpy()
+        x = x / np.linalg.norm(x, axis=1, keepdims=True)
+        c = gr.culture.numpy()
+        centred = x.copy()
+        for k in np.unique(c):
+            centred[c == k] -= x[c == k].mean(0)
+        s = centred.T @ centred / len(x)
+        ev, v = np.linalg.eigh(s)
+        out[m] = (v / np.sqrt(ev + shrink * ev.mean())) @ v.T
+    return out
+
+
+@pytest.mark.parametrize("lam", [0.1, 1.0])
+def test_modality_cosine_reads_each_raw_slot_through_its_whitening(lam):
+    w = 0.9
+    graphs = small_graphs()
+    model = make_model(w)
+    with torch.no_grad():
+        general = model(graphs, N_CULTURES)["general"]
+    white = _whitening_of(graphs, 2.0)
+    means = raw_means(graphs)
+    total_n = np.maximum(sum(n for _, n in means.values()), 1)
+    num = np.zeros((N_CULTURES, N_CULTURES))
+    den = np.zeros((N_CULTURES, N_CULTURES))
+    for m, (mu, n) in means.items():
+        mw = mu @ white[m]
+        mw /= np.maximum(np.linalg.norm(mw, axis=1, keepdims=True), 1e-300)
+        share = np.sqrt(n / total_n)
+        both = np.outer(n > 0, n > 0)
+        num += np.where(both, (mw @ mw.T) * np.outer(share, share), 0.0)
+        den += np.where(both, np.outer(share, share), 0.0)
+    shared = den > 0
+    term = np.where(shared, w * num / np.where(shared, den, 1), np.nan)
+    iu = np.triu_indices(N_CULTURES, 1)
+    fill = float(np.mean(term[iu][shared[iu]]))
+    p = learned(model, graphs)
+    p /= np.linalg.norm(p, axis=1, keepdims=True)
+    ref = (np.where(shared, term, fill) + lam * (1 - w) * (p @ p.T)) / (w + lam * (1 - w))
+    slots = slots_of(model.cfg)
+    mats = [torch.from_numpy(white[m]).float() for m in slots]
+    sim = ModalityCosine(list(slots.values()), learned=lam, whitening=mats).fit(general)
+    assert sim.fill == pytest.approx(fill, abs=1e-5)
+    got = sim(general.double(), general.double()).numpy()
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    plain = ModalityCosine(list(slots.values()), learned=lam).fit(general)
+    assert np.abs(got - plain(general.double(), general.double()).numpy()).max() > 1e-2
+    # identity matrices read the slots as written; the key tells the two apart
+    eye = [torch.eye(b - a) for a, b in slots.values()]
+    same = ModalityCosine(list(slots.values()), learned=lam, whitening=eye).fit(general)
+    np.testing.assert_allclose(same(general, general).numpy(),
+                               plain(general, general).numpy(), atol=1e-6)
+    assert sim.key.startswith("modality_cosine(") and "whitened=" in sim.key
+    assert sim.key != same.key and "whitened" not in plain.key
+    assert sim.manifest_record()["whitened"] and plain.manifest_record()["whitened"] is None
+    with pytest.raises(ValueError, match="shape"):
+        ModalityCosine(list(slots.values()), whitening=[torch.eye(2), torch.eye(5)])
+
+
+def test_the_streamed_whitening_equals_the_one_by_hand():
+    graphs = small_graphs(3)
+    store = store_from_graphs(graphs, [f"c{i}" for i in range(N_CULTURES)], [])
+    ref = _whitening_of(graphs, 30.0)
+    for block in (2, 1000):  # blocks smaller than a modality, and one block
+        got = map_whitening(store, 30.0, block=block)
+        assert sorted(got) == sorted(ref)
+        for m in ref:
+            assert got[m].dtype == np.float32
+            np.testing.assert_allclose(got[m], ref[m], rtol=1e-5, atol=1e-6)
+    x = graphs["text"].x.double()
+    x = x / x.norm(dim=1, keepdim=True)
+    c = graphs["text"].culture
+    sums = torch.zeros(N_CULTURES, x.shape[1], dtype=torch.float64).index_add_(0, c, x)
+    counts = torch.bincount(c, minlength=N_CULTURES).double()
+    np.testing.assert_allclose(culture_whitening(x.T @ x, sums, counts, 30.0).numpy(),
+                               ref["text"], atol=1e-10)
+
+
+def test_a_train_runs_whitening_file_reaches_its_culture_map(tmp_path):
+    cfg = CultureSimConfig({"image": 3, "text": 5}, hidden=8, out=4, raw_weight=0.9,
+                           map_learned=0.1, map_whiten=30.0)
+    (tmp_path / "model_config.json").write_text(json.dumps(asdict(cfg)))
+    with pytest.raises(FileNotFoundError, match="map_whitening.npz"):
+        runs.read_map_whitening(str(tmp_path))
+    rng = np.random.default_rng(0)
+    mats = {"image": np.diag([1.0, 2.0, 0.5]), "text": np.eye(5) + 0.1}
+    runs.write_map_whitening(mats, str(tmp_path / "map_whitening.npz"))
+    back = runs.read_map_whitening(str(tmp_path))
+    assert sorted(back) == ["image", "text"]
+    for m in mats:
+        np.testing.assert_allclose(back[m], mats[m], atol=1e-7)
+    x = rng.normal(size=(4, cfg.head_dim("general")))
+    sim = runs.general_similarity(asdict(cfg), x, back)
+    assert [None if t is None else t.shape[0] for t in sim.whitening] == [3, 5]
+    with pytest.raises(ValueError, match="no matrix for modality"):
+        runs.general_similarity(asdict(cfg), x, {"text": mats["text"]})
+    # one modality, the learned part as trained: whitened still means the read-out
+    one = CultureSimConfig({"text": 5}, hidden=8, out=4, raw_weight=0.9)
+    assert runs.general_similarity(asdict(one), x[:, :9]) == "cosine"
+    assert runs.general_similarity(asdict(one), x[:, :9], {"text": mats["text"]}).name \
+        == "modality_cosine"
+    # a run trained before the whitening (map_whiten 0) has none and needs no file
+    old = CultureSimConfig({"text": 5}, hidden=8, out=4, raw_weight=0.9, map_learned=0.1)
+    (tmp_path / "model_config.json").write_text(json.dumps(asdict(old)))
+    assert runs.read_map_whitening(str(tmp_path)) is None
+    with pytest.raises(ValueError, match="map_whiten must be a finite factor >= 0"):
+        from culturesim_ray.models.culturesim import CultureSim
+        CultureSim(CultureSimConfig({"text": 5}, hidden=8, out=4, map_whiten=-1.0))
