@@ -88,3 +88,34 @@ def learned(model, graphs) -> np.ndarray:
 
 def slots_of(cfg: CultureSimConfig) -> dict[str, tuple[int, int]]:
     return {m: (cfg.slot(m).start, cfg.slot(m).stop) for m in sorted(cfg.in_dims)}
+
+
+def general_of(w: float) -> tuple[dict[str, ModalityGraph], CultureSim, torch.Tensor]:
+    """(graphs, model with raw_weight w, its general culture embeddings (C, d))."""
+    graphs = small_graphs()
+    model = make_model(w)
+    with torch.no_grad():
+        return graphs, model, model(graphs, N_CULTURES)["general"]
+
+
+def modality_normalised_ref(graphs, w: float, white: dict[str, np.ndarray] | None = None
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """float64 by hand: (C, C) raw term w * sum_m sqrt(s_a s_b) cos_m / sum_m sqrt(s_a s_b)
+    over the modalities both cultures have (nan where they share none), and the
+    (C, C) bool of the pairs that share one. white: per modality a (d, d) matrix T,
+    each culture mean compared as mu T renormalised (the whitened culture map)."""
+    means = raw_means(graphs)
+    total_n = np.maximum(sum(n for _, n in means.values()), 1)
+    num = np.zeros((N_CULTURES, N_CULTURES))
+    den = np.zeros((N_CULTURES, N_CULTURES))
+    for m, (mu, n) in means.items():
+        if white is not None:
+            mu = mu @ white[m]
+            mu = mu / np.maximum(np.linalg.norm(mu, axis=1, keepdims=True), 1e-300)
+        share = np.sqrt(n / total_n)
+        both = np.outer(n > 0, n > 0)
+        num += np.where(both, (mu @ mu.T) * np.outer(share, share), 0.0)
+        den += np.where(both, np.outer(share, share), 0.0)
+    shared = den > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(shared, w * num / den, np.nan), shared

@@ -17,7 +17,14 @@ from culturesim_ray.ops.modality_cosine import ModalityCosine
 from culturesim_ray.ops.whiten import culture_whitening
 from culturesim_ray.training.batch import store_from_graphs
 from culturesim_ray.training.export import map_whitening
-from raw_residual_data import N_CULTURES, learned, make_model, raw_means, slots_of, small_graphs
+from raw_residual_data import (
+    N_CULTURES,
+    general_of,
+    learned,
+    modality_normalised_ref,
+    slots_of,
+    small_graphs,
+)
 
 
 def _whitening_of(graphs, shrink: float) -> dict[str, np.ndarray]:
@@ -39,24 +46,9 @@ def _whitening_of(graphs, shrink: float) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize("lam", [0.1, 1.0])
 def test_modality_cosine_reads_each_raw_slot_through_its_whitening(lam):
     w = 0.9
-    graphs = small_graphs()
-    model = make_model(w)
-    with torch.no_grad():
-        general = model(graphs, N_CULTURES)["general"]
+    graphs, model, general = general_of(w)
     white = _whitening_of(graphs, 2.0)
-    means = raw_means(graphs)
-    total_n = np.maximum(sum(n for _, n in means.values()), 1)
-    num = np.zeros((N_CULTURES, N_CULTURES))
-    den = np.zeros((N_CULTURES, N_CULTURES))
-    for m, (mu, n) in means.items():
-        mw = mu @ white[m]
-        mw /= np.maximum(np.linalg.norm(mw, axis=1, keepdims=True), 1e-300)
-        share = np.sqrt(n / total_n)
-        both = np.outer(n > 0, n > 0)
-        num += np.where(both, (mw @ mw.T) * np.outer(share, share), 0.0)
-        den += np.where(both, np.outer(share, share), 0.0)
-    shared = den > 0
-    term = np.where(shared, w * num / np.where(shared, den, 1), np.nan)
+    term, shared = modality_normalised_ref(graphs, w, white)
     iu = np.triu_indices(N_CULTURES, 1)
     fill = float(np.mean(term[iu][shared[iu]]))
     p = learned(model, graphs)

@@ -15,30 +15,11 @@ from culturesim_ray.models.culturesim import CultureSim, CultureSimConfig
 from raw_residual_data import (
     DIMS,
     N_CULTURES,
+    general_of,
     learned,
-    make_model,
-    raw_means,
+    modality_normalised_ref,
     slots_of,
-    small_graphs,
 )
-
-
-def modality_normalised_ref(graphs, w: float) -> tuple[np.ndarray, np.ndarray]:
-    """float64 by hand: (C, C) raw term w * sum_m sqrt(s_a s_b) cos_m / sum_m sqrt(s_a s_b)
-    over the modalities both cultures have (nan where they share none), and the
-    (C, C) bool of the pairs that share one."""
-    means = raw_means(graphs)
-    total_n = np.maximum(sum(n for _, n in means.values()), 1)
-    num = np.zeros((N_CULTURES, N_CULTURES))
-    den = np.zeros((N_CULTURES, N_CULTURES))
-    for mu, n in means.values():
-        share = np.sqrt(n / total_n)
-        both = np.outer(n > 0, n > 0)
-        num += np.where(both, (mu @ mu.T) * np.outer(share, share), 0.0)
-        den += np.where(both, np.outer(share, share), 0.0)
-    shared = den > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(shared, w * num / den, np.nan), shared
 
 
 @pytest.mark.parametrize("w", [0.3, 0.9])
@@ -46,10 +27,7 @@ def test_modality_cosine_compares_the_raw_part_over_shared_modalities(w):
     from culturesim_ray.ops.allpairs import blockwise_topk
     from culturesim_ray.ops.modality_cosine import ModalityCosine
 
-    graphs = small_graphs()
-    model = make_model(w)
-    with torch.no_grad():
-        general = model(graphs, N_CULTURES)["general"]
+    graphs, model, general = general_of(w)
     term, shared = modality_normalised_ref(graphs, w)
     assert not shared[0, 4] and shared.sum() > N_CULTURES  # 0: text only, 4: image only
     iu = np.triu_indices(N_CULTURES, 1)
@@ -80,10 +58,7 @@ def test_modality_cosine_weighs_the_learned_part_of_the_culture_map(lam):
     from culturesim_ray.ops.modality_cosine import ModalityCosine
 
     w = 0.9
-    graphs = small_graphs()
-    model = make_model(w)
-    with torch.no_grad():
-        general = model(graphs, N_CULTURES)["general"]
+    graphs, model, general = general_of(w)
     term, shared = modality_normalised_ref(graphs, w)
     iu = np.triu_indices(N_CULTURES, 1)
     fill = float(np.mean(term[iu][shared[iu]]))
