@@ -70,8 +70,9 @@ def _decoded_lines(fh: Any, name: str) -> Iterator[str]:
         except UnicodeDecodeError as exc:
             raise CorpusFormatError(f"{name}:{lineno + 1}: not UTF-16 text after its "
                                     f"byte-order mark ({exc.reason})") from exc
-        finally:  # the caller owns fh and closes it; the wrapper lets go without closing
-            lines.detach()
+        finally:  # the caller owns fh and closes it: the wrapper lets go of it open,
+            if not fh.closed:  # and has nothing to let go of once the caller closed it
+                lines.detach()
         return
     for lineno, raw in enumerate(fh, start=1):
         try:

@@ -149,10 +149,9 @@ def test_s3_corpus_and_output(ray_session, s3_server, tmp_path):
     local = write_jsonl(tmp_path / "c.jsonl", rows)
     fs.put(str(local), f"{bucket}/corpora/demo/c.jsonl")
     fs.put(str(FLAGS / "greece.png"), f"{bucket}/corpora/demo/images/greece.png")
-    cfg = CFG.model_copy(update={"s3": {"endpoint_url": s3_server["endpoint_url"],
-                                        "key": "testing", "secret": "testing"},
-                                 "lstm_epochs": 2})
-    cfg = type(CFG).model_validate(cfg.model_dump())
+    cfg = EmbedConfig.model_validate({**CFG.model_dump(), "s3": {
+        "endpoint_url": s3_server["endpoint_url"], "key": "testing", "secret": "testing"},
+        "lstm_epochs": 2})
     out = f"s3://{bucket}/runs/emb"
     temps = _lstm_temps()
     report = run_embed(f"s3://{bucket}/corpora/demo/c.jsonl", out, cfg, log=quiet)
@@ -185,10 +184,9 @@ def test_s3_melody_lstm_with_ray_train_workers(ray_session, s3_server, tmp_path)
         rows.append({"item_id": f"tune-{i}", "culture": ["Greek", "Irish", "Chinese"][i % 3],
                      "modality": "sequence", "uri": f"music/t{i}.abc"})
     fs.put(str(write_jsonl(tmp_path / "c.jsonl", rows)), f"{bucket}/tunes/c.jsonl")
-    cfg = CFG.model_copy(update={"s3": {"endpoint_url": s3_server["endpoint_url"],
-                                        "key": "testing", "secret": "testing"},
-                                 "lstm_epochs": 2, "lstm_workers": 2})
-    cfg = type(CFG).model_validate(cfg.model_dump())
+    cfg = EmbedConfig.model_validate({**CFG.model_dump(), "s3": {
+        "endpoint_url": s3_server["endpoint_url"], "key": "testing", "secret": "testing"},
+        "lstm_epochs": 2, "lstm_workers": 2})
     out = f"s3://{bucket}/runs/tunes"
     temps = _lstm_temps()
     report = run_embed(f"s3://{bucket}/tunes/c.jsonl", out, cfg, log=quiet)

@@ -247,3 +247,28 @@ def test_spreadsheets_and_utf16_read_from_s3(s3_server, tmp_path):
         rows = tables.read_corpus_rows(f"s3://{bucket}/sheets/{name}", s3)
         assert [r["Item_ID"] for r in rows] == ["a", "b"], name
         assert rows[1]["URI"] == f"s3://{bucket}/sheets/img/b.png"
+
+
+def test_a_utf16_stream_is_let_go_of_without_leaks_or_errors(tmp_path):
+    """The UTF-16 reader's text wrapper neither closes the caller's stream nor leaks:
+    read whole, the stream stays open; abandoned after the caller closed the stream
+    (a generator collected late), closing it raises nothing."""
+    import gc
+    import warnings
+
+    from culturesim_ray.tables import _decoded_lines
+
+    path = tmp_path / "u16.csv"
+    path.write_text("a,b\n1,2\n", encoding="utf-16")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a ResourceWarning or an unraisable error fails it
+        with path.open("rb") as fh:
+            assert list(_decoded_lines(fh, "u16.csv")) == ["a,b\n", "1,2\n"]
+            assert not fh.closed
+        fh = path.open("rb")
+        lines = _decoded_lines(fh, "u16.csv")
+        assert next(lines) == "a,b\n"
+        fh.close()
+        lines.close()
+        del lines
+        gc.collect()
