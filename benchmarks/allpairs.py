@@ -17,6 +17,11 @@ for every path. Sections:
     pair moments over every culture pair, closed form) at N_pf cultures.
 (d) peak RSS of an exact blockwise run at N_pf, in a fresh process, against
     what a dense N x N float32 matrix would take.
+(e) a train run's culture map (`ops.modality_cosine.ModalityCosine`, raw slots of
+    1,280 image and 384 text columns at uneven shares, then 128 learned columns):
+    exact blockwise top-k at N_map, plain; whitened as before (each block's slots
+    whitened in every call); whitened once (`prepare`, timed with the run) and
+    scored by `on_prepared()`, as the all-pairs job does. Same kernel on all three.
 
     python benchmarks/allpairs.py [--quick] [--json PATH]
 """
@@ -170,6 +175,35 @@ def section_d(n: int) -> dict:
             "dense_matrix_mb": n * n * 4 / 2**20}
 
 
+def section_e(n: int) -> dict:
+    from culturesim_ray.ops.modality_cosine import ModalityCosine
+
+    g = torch.Generator().manual_seed(5)
+    slots, learned = [(0, 1280), (1280, 1664)], 128
+    x = clustered(n, 1664 + learned, seed=5)
+    share = torch.rand(n, 1, generator=g)  # image share of each culture's items
+    x[:, :1280] *= (0.9 * share).sqrt() / x[:, :1280].norm(dim=1, keepdim=True)
+    x[:, 1280:1664] *= (0.9 * (1 - share)).sqrt() / x[:, 1280:1664].norm(dim=1, keepdim=True)
+    x[:, 1664:] *= 0.1 ** 0.5 / x[:, 1664:].norm(dim=1, keepdim=True)
+    mats = []
+    for a, b in slots:  # symmetric positive definite, as `ops.whiten` makes them
+        r = torch.randn(b - a, b - a, generator=g) / (b - a) ** 0.5
+        mats.append(r @ r.T + 0.5 * torch.eye(b - a))
+    plain = ModalityCosine(slots, learned=0.1).fit(x)
+    white = ModalityCosine(slots, learned=0.1, whitening=mats).fit(x)
+
+    def run(sim, rows):
+        return blockwise_topk(rows, k=K, sim=sim, exclude_self=True)
+
+    t_plain, _ = timed(lambda: run(plain, x))
+    t_white, (v_white, _) = timed(lambda: run(white, x))
+    t_once, (v_once, _) = timed(lambda: run(white.on_prepared(), white.prepare(x)))
+    return {"n": n, "dim": x.shape[1], "plain_s": t_plain, "whitened_every_block_s": t_white,
+            "whitened_once_s": t_once, "every_block_over_plain": t_white / t_plain,
+            "once_over_plain": t_once / t_plain, "once_over_every_block": t_once / t_white,
+            "max_score_difference": float((v_white - v_once).abs().max())}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -178,6 +212,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     n_a, n_pf = (10000, 30000) if args.quick else (50000, 100000)
+    n_map = 8192 if args.quick else 16384
     nprobes = [4, 8] if args.quick else [4, 8, 16]
     print(f"torch threads {torch.get_num_threads()}, d={D}, k={K}")
     a = section_a(n_a)
@@ -210,9 +245,19 @@ def main() -> None:
     d = section_d(n_pf)
     print(f"\n(d) exact blockwise run at N={n_pf}: peak RSS {d['peak_rss_mb']:.0f} MB "
           f"(a dense N x N float32 matrix: {d['dense_matrix_mb']:.0f} MB)")
+    e = section_e(n_map)
+    print(f"\n(e) culture map (d={e['dim']}), exact blockwise top-{K}, N={n_map}")
+    print(f"{'read-out':<36}{'seconds':>9}{'vs plain':>10}")
+    for name, t in (("modality cosine, plain", e["plain_s"]),
+                    ("whitened in every block", e["whitened_every_block_s"]),
+                    ("whitened once (prepare)", e["whitened_once_s"])):
+        print(f"{name:<36}{t:>9.1f}{t / e['plain_s']:>10.2f}")
+    print(f"  once / every block {e['once_over_every_block']:.2f}; top-{K} scores differ by at "
+          f"most {e['max_score_difference']:.1e}")
     best = max(b["runs"], key=lambda r: (r["recall_at_10"] >= 0.95, r["speedup"]))
     res = {
         "quick": args.quick, "section_a": a, "section_b": b, "section_c": c, "section_d": d,
+        "section_e": e, "map_whitened_once_over_every_block": e["once_over_every_block"],
         "blockwise_vs_gemm": a["blockwise_pairs_per_s"] / a["gemm_pairs_per_s"],
         "blockwise_one_sided_vs_gemm": a["blockwise_one_sided_pairs_per_s"] / a["gemm_pairs_per_s"],
         "blockwise_vs_faiss_flat": a["blockwise_pairs_per_s"] / a["faiss_flat_pairs_per_s"],

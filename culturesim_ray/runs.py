@@ -212,20 +212,22 @@ def raw_slots(train_dir: str | Path) -> dict[str, tuple[int, int]] | None:
     return cfg.slots()
 
 
-def read_map_whitening(train_dir: str, s3: Any = None) -> dict[str, Any] | None:
+def read_map_whitening(train_dir: str, model_config: dict[str, Any],
+                       s3: Any = None) -> dict[str, Any] | None:
     """modality -> (d, d) float32 whitening of a train run's culture map
-    (`map_whitening.npz`, `ops.whiten`), or None when the run's model_config has no
-    `map_whiten` (runs trained before it). A run whose config has it but whose file
-    is missing is a FileNotFoundError naming the file."""
+    (`map_whitening.npz`, `ops.whiten`), or None when the run's `model_config` (its
+    model_config.json, as the caller read it) has no `map_whiten` (runs trained
+    before it). A run whose config has it but whose file is missing is a
+    FileNotFoundError naming the file."""
     import io as _io
 
     from culturesim_ray.layout import TrainLayout
     from culturesim_ray.models.culturesim import CultureSimConfig
 
-    layout = TrainLayout(str(train_dir))
-    cfg = CultureSimConfig(**io.read_json(layout.model_config, s3))
+    cfg = CultureSimConfig(**model_config)
     if cfg.map_whiten <= 0 or cfg.raw_weight <= 0:
         return None
+    layout = TrainLayout(str(train_dir))
     path = layout.map_whitening
     if not io.exists(path, s3):
         raise FileNotFoundError(f"{path}: the culture map's whitening of this train run "

@@ -5,6 +5,7 @@ run's weight (`CultureSimConfig.map_learned`). Used by `culturesim evaluate` and
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 from collections.abc import Sequence
@@ -49,7 +50,9 @@ class ModalityCosine:
     whitening: per slot, a (d, d) matrix T (`ops.whiten`) or None: each culture's raw
     slot direction is read as its image under T (renormalised, its norm kept), so the
     raw term compares the means in the within-culture-whitened geometry
-    (`CultureSimConfig.map_whiten`); None throughout: as written above.
+    (`CultureSimConfig.map_whiten`); None throughout: as written above. Where the
+    same rows are scored in many blocks (all-pairs), `prepare` whitens them once and
+    `on_prepared()` scores them without whitening again.
     """
 
     name = "modality_cosine"
@@ -67,6 +70,7 @@ class ModalityCosine:
         self.fill = fill
         self.learned = float(learned)
         self.whitening = list(whitening) if whitening is not None else [None] * len(self.slots)
+        self._prepared = False  # rows arrive through `prepare` (their slots whitened)
         if len(self.whitening) != len(self.slots):
             raise ValueError(f"modality_cosine: {len(self.whitening)} whitening matrices for "
                              f"{len(self.slots)} slots")
@@ -105,7 +109,8 @@ class ModalityCosine:
         a, b = self.raw
         norms = torch.stack([xn[:, s:e].norm(dim=1) for s, e in self.slots], dim=1)
         raw = xn[:, a:b]
-        if self._whitened:  # each slot's direction through its T, at the slot's norm
+        if self._whitened and not self._prepared:
+            # each slot's direction through its T, at the slot's norm
             parts = []
             for j, ((s, e), t) in enumerate(zip(self.slots, self.whitening, strict=True)):
                 r = xn[:, s:e]
@@ -114,6 +119,21 @@ class ModalityCosine:
                 parts.append(r)
             raw = torch.cat(parts, dim=1)
         return raw, torch.cat([xn[:, :a], xn[:, b:]], dim=1), norms
+
+    def prepare(self, x: Tensor) -> Tensor:
+        """The rows as `on_prepared()` reads them: L2-normalised, each whitened raw
+        slot's direction through its T at the slot's norm (the norm of a row and of
+        each of its slots kept); rows already prepared come back normalised only."""
+        raw, learned, _ = self._split(x)
+        a = self.raw[0]
+        return torch.cat([learned[:, :a], raw, learned[:, a:]], dim=1)
+
+    def on_prepared(self) -> ModalityCosine:
+        """This similarity (its key, manifest record and fill) over rows from
+        `prepare`: the same scores, the slots not whitened again in every call."""
+        out = copy.copy(self)
+        out._prepared = True
+        return out
 
     def slot_norms(self, x: Tensor) -> Tensor:
         """(n, M) norms of each modality's slot in the L2-normalised rows: sqrt(w *

@@ -296,6 +296,11 @@ def _vector_blocks(out: str, jobs: dict[str, Any], k: int, cfg: AllPairsConfig,
         sim: Any = (sims or {}).get(h, sim_name)
         if sim_name == "mahalanobis":
             sim = S.Mahalanobis().fit(x)
+        if hasattr(sim, "prepare"):
+            # the rows as the similarity reads them (a culture map's whitened slots),
+            # made once here rather than in every block; the pre-filter clusters them
+            x = sim.prepare(x)
+            sim, v = sim.on_prepared(), x.numpy()
         servable = sim_name in PREFILTERED
         use_pf = cfg.prefilter == "on" or (cfg.prefilter == "auto" and n >= cfg.prefilter_min
                                             and servable)

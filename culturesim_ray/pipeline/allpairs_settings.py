@@ -25,14 +25,13 @@ def head_similarities(src: Source, heads: Heads, cfg: AllPairsConfig) -> dict[st
     same way."""
     from culturesim_ray import runs
 
-    if (cfg.similarity != "cosine" or cfg.set_level or src.kind not in ("culture_file", "file")
-            or GENERAL not in heads):
+    if cfg.similarity != "cosine" or cfg.set_level or src.kind not in ("culture_file", "file"):
         return {}
     conf = io.join(posixpath.dirname(src.path), "model_config.json")
     if not io.exists(conf, cfg.s3):
         return {}
     model_config = io.read_json(conf, cfg.s3)
-    whitening = runs.read_map_whitening(posixpath.dirname(src.path), cfg.s3)
+    whitening = runs.read_map_whitening(posixpath.dirname(src.path), model_config, cfg.s3)
     sims = {h: runs.head_similarity(model_config, h, v, whitening) for h, (_, v) in heads.items()}
     return {h: s for h, s in sims.items() if not isinstance(s, str)}
 

@@ -91,6 +91,11 @@ def _combined_blocks(out: str, combined: Any, alpha: dict[str, float], k: int,
                        torch.from_numpy(x[m])) if cfg.similarity == "mahalanobis"
                        else cfg.similarity
                        for t, x, m in zip(alpha, xs, masks, strict=True)]
+    xs = list(xs)
+    for j, s in enumerate(sims):  # the rows as each theme's similarity reads them, once
+        if hasattr(s, "prepare"):
+            xs[j] = s.prepare(torch.from_numpy(xs[j])).numpy()
+            sims[j] = s.on_prepared()
     names = {getattr(s, "name", s) for s in sims}
     sim_name = names.pop() if len(names) == 1 else "+".join(sorted(str(s) for s in names))
     counts["heads"][COMBINED] = {"cultures": n, "dim": int(sum(x.shape[1] for x in xs)), "k": kh,

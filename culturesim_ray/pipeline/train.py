@@ -156,17 +156,21 @@ def export_corpus(model: CultureSim, store: ItemStore, layout: TrainLayout,
 
     from culturesim_ray.serving.artifacts import write_states
     from culturesim_ray.training.export import (
-        culture_heads,
+        culture_sums,
         culture_table,
+        heads_from_sums,
         map_whitening,
         write_layer_states,
     )
 
     states = write_layer_states(model, store, layout.export_states)
-    table = culture_table(culture_heads(model, store, states), store.cultures, model.cfg.themes)
+    whiten = model.cfg.map_whiten > 0 and model.cfg.raw_weight > 0
+    sums = culture_sums(model, store, states, scatter=whiten)
+    table = culture_table(heads_from_sums(model, sums), store.cultures, model.cfg.themes)
     io.write_table(table, layout.culture_embeddings)
-    if model.cfg.map_whiten > 0 and model.cfg.raw_weight > 0:
-        write_map_whitening(map_whitening(store, model.cfg.map_whiten), layout.map_whitening)
+    if whiten:
+        write_map_whitening(map_whitening(sums, model.cfg.map_whiten), layout.map_whitening)
+    del sums
     write_states({m: s[:-1] for m, s in states.items()}, store.x, store.culture,
                  layout.serving, layout.model, cultures=store.cultures, query_mix=query_mix,
                  item_ids=item_ids, indexes=indexes)

@@ -130,7 +130,7 @@ def run_methods(run_dir: str | Path, modality: str | None = None, tfidf_dim: int
     if model_emb.exists():
         heads = runs.read_culture_embeddings(model_emb)
         model_config = io.read_json(layout.train.model_config)
-        whitening = runs.read_map_whitening(layout.train.root)
+        whitening = runs.read_map_whitening(layout.train.root, model_config)
         sims = {h: runs.head_similarity(model_config, h, v, whitening)
                 for h, (_, v) in heads.items()}
         if cultures is not None:

@@ -14,17 +14,18 @@ at a time:
   then the sources outside it (`GNNBranch.layer_rows`; the hetero branches get
   every modality's sources and keep the block's rows). Exact: a node's update
   reads its incoming edges and its own state only.
-- `culture_heads`: `CultureSim.export_heads` from those files, summing item
-  states and normalised item vectors per culture a block at a time (float64
-  sums: memory C x width, the size of the output, not N).
-- `map_whitening`: per modality, the culture map's within-culture whitening
-  (`ops.whiten`) from the normalised item vectors, a block at a time (memory
-  d x d plus C x d).
+- `culture_sums`: from those files, item states and normalised item vectors
+  summed per culture a block at a time (float64 sums: memory C x width, the size
+  of the output, not N), and where asked the normalised vectors' scatter (d x d);
+- `culture_heads` (`CultureSim.export_heads`) and `map_whitening` (the culture
+  map's within-culture whitening, `ops.whiten`) from those sums: one pass over
+  the store serves both.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -149,67 +150,101 @@ def write_layer_states(model: CultureSim, store: ItemStore, root: str,
                 for i in range(model.cfg.layers + 1)] for m in mods}
 
 
+@dataclass
+class CultureSums:
+    """Per modality, float64 sums by culture over every item of a store: what the
+    culture embeddings and the culture map's whitening are made of (memory C x
+    width and d x d, the size of the outputs, not N).
+
+    cultures: C, the store's culture count; totals (C, hidden): item states (branch
+    output + raw projection); counts (C,): items; raw[h] (C, d) / raw_n[h] (C,):
+    L2-normalised item vectors and their count, h None for every item, a theme for
+    its items (empty without the raw residual); scatter (d, d): the sum of x x^T of
+    the normalised items (where asked for)."""
+
+    cultures: int
+    totals: dict[str, Tensor] = field(default_factory=dict)
+    counts: dict[str, Tensor] = field(default_factory=dict)
+    raw: dict[str, dict[str | None, Tensor]] = field(default_factory=dict)
+    raw_n: dict[str, dict[str | None, Tensor]] = field(default_factory=dict)
+    scatter: dict[str, Tensor] = field(default_factory=dict)
+
+
 @torch.inference_mode()
-def culture_heads(model: CultureSim, store: ItemStore, states: dict[str, list[np.ndarray]],
-                  block: int = BLOCK) -> dict[str, Tensor]:
-    """`CultureSim.export_heads` over every item of the store, from `write_layer_states`'
-    files (item state = branch output + raw projection), a block at a time."""
-    model.eval()
+def culture_sums(model: CultureSim, store: ItemStore, states: dict[str, list[np.ndarray]],
+                 block: int = BLOCK, scatter: bool = False) -> CultureSums:
+    """`CultureSums` of every item of the store from `write_layer_states`' files, a
+    block at a time; `scatter`: also each modality's x^T x (needs the raw residual)."""
+    if scatter and model.cfg.raw_weight <= 0:
+        raise ValueError("culture_sums: the scatter of the raw vectors needs a model "
+                         "with a raw residual (raw_weight > 0)")
     c = len(store.cultures)
     themes = model.cfg.themes if (model.cfg.theme_raw and model.cfg.raw_weight > 0) else []
     theme_col = {t: store.theme_names.index(t) for t in themes}
-    totals, counts, raw, raw_n = {}, {}, {}, {}
+    sums = CultureSums(c)
     for m, files in states.items():
         d = store.x[m].shape[1]
-        totals[m] = torch.zeros(c, model.cfg.hidden, dtype=torch.float64)
-        counts[m] = torch.zeros(c, dtype=torch.float64)
-        raw[m] = {h: torch.zeros(c, d, dtype=torch.float64) for h in [None, *themes]}
-        raw_n[m] = {h: torch.zeros(c, dtype=torch.float64) for h in [None, *themes]}
+        totals = sums.totals[m] = torch.zeros(c, model.cfg.hidden, dtype=torch.float64)
+        counts = sums.counts[m] = torch.zeros(c, dtype=torch.float64)
+        if model.cfg.raw_weight > 0:
+            sums.raw[m] = {h: torch.zeros(c, d, dtype=torch.float64) for h in [None, *themes]}
+            sums.raw_n[m] = {h: torch.zeros(c, dtype=torch.float64) for h in [None, *themes]}
+        if scatter:
+            sums.scatter[m] = torch.zeros(d, d, dtype=torch.float64)
         for a in range(0, len(files[0]), block):
             cul = torch.from_numpy(np.asarray(store.culture[m][a:a + block], np.int64))
             s = _rows(files[-1], a, a + block) + _rows(files[0], a, a + block)
-            totals[m].index_add_(0, cul, s.double())
-            counts[m].index_add_(0, cul, torch.ones(len(cul), dtype=torch.float64))
+            totals.index_add_(0, cul, s.double())
+            counts.index_add_(0, cul, torch.ones(len(cul), dtype=torch.float64))
             if model.cfg.raw_weight <= 0:
                 continue
             x = nn.functional.normalize(_rows(store.x[m], a, a + block), dim=1).double()
+            if scatter:
+                sums.scatter[m] += x.T @ x
             tb = np.asarray(store.themes[m][a:a + block], bool)
             for h in [None, *themes]:
                 k = slice(None) if h is None else torch.from_numpy(tb[:, theme_col[h]])
-                raw[m][h].index_add_(0, cul[k], x[k])
-                raw_n[m][h].index_add_(0, cul[k], torch.ones(len(cul[k]), dtype=torch.float64))
-    tokens, mask = model.tokens_from_sums({m: t.float() for m, t in totals.items()},
-                                          {m: n.float() for m, n in counts.items()}, c)
+                sums.raw[m][h].index_add_(0, cul[k], x[k])
+                sums.raw_n[m][h].index_add_(0, cul[k],
+                                            torch.ones(len(cul[k]), dtype=torch.float64))
+    return sums
+
+
+@torch.inference_mode()
+def heads_from_sums(model: CultureSim, sums: CultureSums) -> dict[str, Tensor]:
+    """`CultureSim.export_heads` from a store's `CultureSums`."""
+    model.eval()
+    c = sums.cultures
+    tokens, mask = model.tokens_from_sums({m: t.float() for m, t in sums.totals.items()},
+                                          {m: n.float() for m, n in sums.counts.items()}, c)
 
     def raw_of(h: str | None) -> Tensor:
-        return model.raw_from_sums({m: r[h].float() for m, r in raw.items()},
-                                   {m: n[h].float() for m, n in raw_n.items()}, c)
+        return model.raw_from_sums({m: r[h].float() for m, r in sums.raw.items()},
+                                   {m: n[h].float() for m, n in sums.raw_n.items()}, c)
 
     out = model.heads(tokens, mask, raw_of(None) if model.cfg.raw_weight > 0 else None)
+    themes = model.cfg.themes if (model.cfg.theme_raw and model.cfg.raw_weight > 0) else []
     for t in themes:
         out[t] = model.general_embedding(out[t], raw_of(t)[out["cultures"]])
     return out
 
 
-def map_whitening(store: ItemStore, shrink: float, block: int = BLOCK) -> dict[str, np.ndarray]:
-    """modality -> (d, d) float32 whitening of the culture map (`ops.whiten`) over
-    every item of the store: its L2-normalised vectors and their cultures, the items
-    the exported raw slots average."""
-    c = len(store.cultures)
-    out = {}
-    for m in sorted(store.x):
-        d = store.x[m].shape[1]
-        xx = torch.zeros(d, d, dtype=torch.float64)
-        sums = torch.zeros(c, d, dtype=torch.float64)
-        counts = torch.zeros(c, dtype=torch.float64)
-        for a in range(0, store.x[m].shape[0], block):
-            x = nn.functional.normalize(_rows(store.x[m], a, a + block), dim=1).double()
-            cul = torch.from_numpy(np.asarray(store.culture[m][a:a + block], np.int64))
-            xx += x.T @ x
-            sums.index_add_(0, cul, x)
-            counts.index_add_(0, cul, torch.ones(len(cul), dtype=torch.float64))
-        out[m] = culture_whitening(xx, sums, counts, shrink).float().numpy()
-    return out
+def culture_heads(model: CultureSim, store: ItemStore, states: dict[str, list[np.ndarray]],
+                  block: int = BLOCK) -> dict[str, Tensor]:
+    """`CultureSim.export_heads` over every item of the store, from `write_layer_states`'
+    files (item state = branch output + raw projection), a block at a time."""
+    return heads_from_sums(model, culture_sums(model, store, states, block))
+
+
+def map_whitening(sums: CultureSums, shrink: float) -> dict[str, np.ndarray]:
+    """modality -> (d, d) float32 whitening of the culture map (`ops.whiten`) from a
+    store's `CultureSums` with their scatter: its L2-normalised item vectors and their
+    cultures, the items the exported raw slots average."""
+    if not sums.scatter:
+        raise ValueError("map_whitening: the sums hold no scatter (culture_sums(..., "
+                         "scatter=True))")
+    return {m: culture_whitening(xx, sums.raw[m][None], sums.raw_n[m][None], shrink)
+            .float().numpy() for m, xx in sorted(sums.scatter.items())}
 
 
 def culture_table(out: dict[str, Tensor], cultures: list[str], themes: list[str]) -> pa.Table:

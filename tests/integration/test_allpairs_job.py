@@ -141,6 +141,21 @@ def test_a_culture_file_rewritten_in_place_is_not_resumed(ray_session, tmp_path)
     assert not pq.read_table(tmp_path / "out" / "pairs.parquet").equals(first)
 
 
+def _general_vectors(n: int, w: float, g: torch.Generator) -> torch.Tensor:
+    """(n, 18) culture embeddings laid out as a run's general head with raw slots image
+    (4) and text (8) at uneven modality shares, then a learned part (6)."""
+    centers = torch.randn(12, 18, generator=g)
+    x = centers[torch.randint(0, 12, (n,), generator=g)] + 0.5 * torch.randn(n, 18, generator=g)
+    share_text = torch.tensor([1.0, 0.8, 0.5, 0.0])[torch.arange(n) % 4]  # 0: image only
+    parts = [(slice(0, 4), (1 - share_text).sqrt() * w ** 0.5),
+             (slice(4, 12), share_text.sqrt() * w ** 0.5), (slice(12, 18), (1 - w) ** 0.5)]
+    for cols, scale in parts:
+        blk = x[:, cols]
+        x[:, cols] = blk / blk.norm(dim=1, keepdim=True) * (scale[:, None]
+                                                         if torch.is_tensor(scale) else scale)
+    return x
+
+
 @pytest.mark.parametrize("whiten", [False, True])
 def test_a_train_runs_general_head_uses_the_modality_cosine(ray_session, tmp_path, whiten):
     """A train run's culture embeddings whose cultures have different modality shares:
@@ -158,15 +173,7 @@ def test_a_train_runs_general_head_uses_the_modality_cosine(ray_session, tmp_pat
                             map_learned=0.1,  # the train job's default read-out
                             map_whiten=30.0 if whiten else 0.0)
     g = torch.Generator().manual_seed(2)
-    centers = torch.randn(12, 18, generator=g)
-    x = centers[torch.randint(0, 12, (n,), generator=g)] + 0.5 * torch.randn(n, 18, generator=g)
-    share_text = torch.tensor([1.0, 0.8, 0.5, 0.0])[torch.arange(n) % 4]  # 0: image only
-    parts = [(slice(0, 4), (1 - share_text).sqrt() * w ** 0.5),
-             (slice(4, 12), share_text.sqrt() * w ** 0.5), (slice(12, 18), (1 - w) ** 0.5)]
-    for cols, scale in parts:
-        blk = x[:, cols]
-        x[:, cols] = blk / blk.norm(dim=1, keepdim=True) * (scale[:, None]
-                                                         if torch.is_tensor(scale) else scale)
+    x = _general_vectors(n, w, g)
     run = tmp_path / "train"
     run.mkdir()
     names = [f"c{i:04d}" for i in range(n)]
@@ -201,6 +208,60 @@ def test_a_train_runs_general_head_uses_the_modality_cosine(ray_session, tmp_pat
             np.testing.assert_allclose(got.numpy(), top.numpy(), atol=1e-5)
         else:  # candidates from the cosine's clusters; recall against the exact top-k
             assert manifest["prefilter_recall"]["general"]["recall_at_k"] > 0.8
+
+
+def test_theme_heads_with_raw_slots_sum_their_own_culture_maps(ray_session, tmp_path):
+    """A run whose theme heads carry the raw slots (theme_raw) and a whitened culture
+    map: S_total sums each theme's own `ModalityCosine` over the cultures that have
+    both themes (as `combine_matrices` does), blockwise."""
+    from dataclasses import asdict
+
+    from culturesim_ray.models.culturesim import CultureSimConfig
+    from culturesim_ray.ops.modality_cosine import ModalityCosine
+    from culturesim_ray.ops.set_pairs import combine_matrices
+    from culturesim_ray.runs import write_map_whitening
+
+    w, n = 0.9, 60
+    mcfg = CultureSimConfig({"image": 4, "text": 8}, ["a", "b"], hidden=8, out=6,
+                            raw_weight=w, map_learned=0.1, map_whiten=30.0, theme_raw=True)
+    g = torch.Generator().manual_seed(4)
+    names = [f"c{i:03d}" for i in range(n)]
+    heads = {"general": (names, _general_vectors(n, w, g)),
+             "a": (names, _general_vectors(n, w, g)),
+             "b": (names[::2], _general_vectors(n // 2, w, g))}  # half the cultures lack b
+    run = tmp_path / "train"
+    run.mkdir()
+    rows = [(c, h, v) for h, (cs, x) in heads.items() for c, v in zip(cs, x.tolist(), strict=True)]
+    pq.write_table(pa.table({"culture": [r[0] for r in rows], "head": [r[1] for r in rows],
+                             "vector": pa.array([r[2] for r in rows], pa.list_(pa.float32(), 18))}),
+                   run / "culture_embeddings.parquet")
+    (run / "model_config.json").write_text(json.dumps(asdict(mcfg)))
+    a = {m: torch.randn(d, d, generator=g) for m, d in (("image", 4), ("text", 8))}
+    white = {m: (v @ v.T / len(v) + 0.2 * torch.eye(len(v))).numpy() for m, v in a.items()}
+    write_map_whitening(white, str(run / "map_whitening.npz"))
+    mats = [torch.from_numpy(white["image"]), torch.from_numpy(white["text"])]
+    alpha = {"a": 0.7, "b": 0.3}
+    ref = {}
+    for t in alpha:
+        cs, x = heads[t]
+        x32 = x.float()
+        sim = ModalityCosine([(0, 4), (4, 12)], learned=0.1, whitening=mats).fit(x32)
+        ref[t] = (cs, sim(x32, x32).double().numpy())
+    cultures, total = combine_matrices(ref, alpha)
+    np.fill_diagonal(total, -np.inf)
+    cfg = AllPairsConfig(k=4, alpha=alpha, heads=["a", "b"], prefilter="off", block_rows=16)
+    manifest = run_allpairs(str(run), str(tmp_path / "out"), cfg, log=quiet)
+    assert manifest["head_similarity"]["a"]["whitened"]
+    pairs = pq.read_table(tmp_path / "out" / "pairs.parquet")
+    combined = pairs.filter(pc.equal(pairs.column("theme"), "combined")).to_pylist()
+    assert len(combined) == n * 4
+    want = np.sort(total, axis=1)[:, ::-1][:, :4]
+    got = np.zeros((n, 4))
+    for r in combined:
+        got[cultures.index(r["culture_a"]), r["rank"] - 1] = r["score"]
+        i, j = cultures.index(r["culture_a"]), cultures.index(r["culture_b"])
+        assert r["score"] == pytest.approx(total[i, j], abs=1e-5)
+    np.testing.assert_allclose(got, want, atol=1e-5)
 
 
 @pytest.mark.parametrize(("mutate", "cfg", "msg"), [

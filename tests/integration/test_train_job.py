@@ -51,7 +51,7 @@ def test_two_workers_train_through_the_stages_and_export(ray_session, tmp_path):
     # and each modality's raw means through the run's within-culture whitening
     from culturesim_ray.runs import read_map_whitening
     assert mcfg.map_whiten == 30.0
-    white = read_map_whitening(str(tmp_path / "train"))
+    white = read_map_whitening(str(tmp_path / "train"), asdict(mcfg))
     assert {m: w.shape for m, w in white.items()} == {m: (d, d) for m, d in mcfg.in_dims.items()}
     assert np.allclose(white["text"], white["text"].T, atol=1e-6)
     assert not np.allclose(white["text"], white["text"][0, 0] * np.eye(384), atol=1e-4)

@@ -4,7 +4,6 @@ against the in-memory one, and a train run's whitening file."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 
 import numpy as np
@@ -16,11 +15,18 @@ from culturesim_ray.models.culturesim import CultureSimConfig
 from culturesim_ray.ops.modality_cosine import ModalityCosine
 from culturesim_ray.ops.whiten import culture_whitening
 from culturesim_ray.training.batch import store_from_graphs
-from culturesim_ray.training.export import map_whitening
+from culturesim_ray.training.export import (
+    culture_heads,
+    culture_sums,
+    heads_from_sums,
+    map_whitening,
+    write_layer_states,
+)
 from raw_residual_data import (
     N_CULTURES,
     general_of,
     learned,
+    make_model,
     modality_normalised_ref,
     slots_of,
     small_graphs,
@@ -62,6 +68,14 @@ def test_modality_cosine_reads_each_raw_slot_through_its_whitening(lam):
     np.testing.assert_allclose(got, ref, atol=1e-5)
     plain = ModalityCosine(list(slots.values()), learned=lam).fit(general)
     assert np.abs(got - plain(general.double(), general.double()).numpy()).max() > 1e-2
+    # all-pairs whitens the rows once (`prepare`) and scores them without whitening
+    # them again: the same scores, key and record
+    prep, px = sim.on_prepared(), sim.prepare(general)
+    np.testing.assert_allclose(prep(px, px).numpy(), got, atol=1e-5)
+    assert prep.key == sim.key and prep.manifest_record() == sim.manifest_record()
+    torch.testing.assert_close(px.norm(dim=1), torch.ones(len(px)))
+    torch.testing.assert_close(prep.prepare(px), px)  # prepared rows are only normalised
+    assert np.abs(prep(general, general).numpy() - got).max() > 1e-2  # not the same rows
     # identity matrices read the slots as written; the key tells the two apart
     eye = [torch.eye(b - a) for a, b in slots.values()]
     same = ModalityCosine(list(slots.values()), learned=lam, whitening=eye).fit(general)
@@ -74,12 +88,23 @@ def test_modality_cosine_reads_each_raw_slot_through_its_whitening(lam):
         ModalityCosine(list(slots.values()), whitening=[torch.eye(2), torch.eye(5)])
 
 
-def test_the_streamed_whitening_equals_the_one_by_hand():
+def test_the_streamed_whitening_equals_the_one_by_hand(tmp_path):
     graphs = small_graphs(3)
     store = store_from_graphs(graphs, [f"c{i}" for i in range(N_CULTURES)], [])
+    model = make_model(0.9)
+    states = write_layer_states(model, store, str(tmp_path))
     ref = _whitening_of(graphs, 30.0)
+    with pytest.raises(ValueError, match="no scatter"):
+        map_whitening(culture_sums(model, store, states), 30.0)
+    with pytest.raises(ValueError, match="raw residual"):
+        culture_sums(make_model(0.0), store, states, scatter=True)
     for block in (2, 1000):  # blocks smaller than a modality, and one block
-        got = map_whitening(store, 30.0, block=block)
+        sums = culture_sums(model, store, states, block=block, scatter=True)
+        got = map_whitening(sums, 30.0)
+        # the same pass gives the culture embeddings
+        want = culture_heads(model, store, states, block=block)
+        for h, v in heads_from_sums(model, sums).items():
+            torch.testing.assert_close(v, want[h], atol=0, rtol=0)
         assert sorted(got) == sorted(ref)
         for m in ref:
             assert got[m].dtype == np.float32
@@ -96,13 +121,12 @@ def test_the_streamed_whitening_equals_the_one_by_hand():
 def test_a_train_runs_whitening_file_reaches_its_culture_map(tmp_path):
     cfg = CultureSimConfig({"image": 3, "text": 5}, hidden=8, out=4, raw_weight=0.9,
                            map_learned=0.1, map_whiten=30.0)
-    (tmp_path / "model_config.json").write_text(json.dumps(asdict(cfg)))
     with pytest.raises(FileNotFoundError, match="map_whitening.npz"):
-        runs.read_map_whitening(str(tmp_path))
+        runs.read_map_whitening(str(tmp_path), asdict(cfg))
     rng = np.random.default_rng(0)
     mats = {"image": np.diag([1.0, 2.0, 0.5]), "text": np.eye(5) + 0.1}
     runs.write_map_whitening(mats, str(tmp_path / "map_whitening.npz"))
-    back = runs.read_map_whitening(str(tmp_path))
+    back = runs.read_map_whitening(str(tmp_path), asdict(cfg))
     assert sorted(back) == ["image", "text"]
     for m in mats:
         np.testing.assert_allclose(back[m], mats[m], atol=1e-7)
@@ -118,8 +142,7 @@ def test_a_train_runs_whitening_file_reaches_its_culture_map(tmp_path):
         == "modality_cosine"
     # a run trained before the whitening (map_whiten 0) has none and needs no file
     old = CultureSimConfig({"text": 5}, hidden=8, out=4, raw_weight=0.9, map_learned=0.1)
-    (tmp_path / "model_config.json").write_text(json.dumps(asdict(old)))
-    assert runs.read_map_whitening(str(tmp_path)) is None
+    assert runs.read_map_whitening(str(tmp_path), asdict(old)) is None
     with pytest.raises(ValueError, match="map_whiten must be a finite factor >= 0"):
         from culturesim_ray.models.culturesim import CultureSim
         CultureSim(CultureSimConfig({"text": 5}, hidden=8, out=4, map_whiten=-1.0))
