@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -156,17 +157,38 @@ def _general_vectors(n: int, w: float, g: torch.Generator) -> torch.Tensor:
     return x
 
 
+def _write_train_run(run: Path, heads: dict[str, tuple[list[str], torch.Tensor]], mcfg: Any,
+                     g: torch.Generator) -> list[torch.Tensor] | None:
+    """A train run's culture embeddings (head -> (cultures, vectors)) and model config
+    in `run`, with a whitening file where `mcfg.map_whiten` (symmetric positive
+    definite, far from the identity); returns its matrices in slot order, or None."""
+    from dataclasses import asdict
+
+    from culturesim_ray.runs import write_map_whitening
+
+    run.mkdir()
+    rows = [(c, h, v) for h, (cs, x) in heads.items() for c, v in zip(cs, x.tolist(), strict=True)]
+    pq.write_table(pa.table({"culture": [r[0] for r in rows], "head": [r[1] for r in rows],
+                             "vector": pa.array([r[2] for r in rows], pa.list_(pa.float32(), 18))}),
+                   run / "culture_embeddings.parquet")
+    (run / "model_config.json").write_text(json.dumps(asdict(mcfg)))
+    if not mcfg.map_whiten:
+        return None
+    a = {m: torch.randn(d, d, generator=g) for m, d in (("image", 4), ("text", 8))}
+    white = {m: (v @ v.T / len(v) + 0.2 * torch.eye(len(v))).numpy() for m, v in a.items()}
+    write_map_whitening(white, str(run / "map_whitening.npz"))
+    return [torch.from_numpy(white["image"]), torch.from_numpy(white["text"])]
+
+
 @pytest.mark.parametrize("whiten", [False, True])
 def test_a_train_runs_general_head_uses_the_modality_cosine(ray_session, tmp_path, whiten):
     """A train run's culture embeddings whose cultures have different modality shares:
     the general head is compared by `ModalityCosine` (as `culturesim evaluate` scores
     it), with the run's whitening where it has one, exactly and through the cluster
     pre-filter, and the manifest says so."""
-    from dataclasses import asdict
 
     from culturesim_ray.models.culturesim import CultureSimConfig
     from culturesim_ray.ops.modality_cosine import ModalityCosine
-    from culturesim_ray.runs import write_map_whitening
 
     w, n = 0.9, 400
     mcfg = CultureSimConfig({"image": 4, "text": 8}, hidden=8, out=6, raw_weight=w,
@@ -175,18 +197,8 @@ def test_a_train_runs_general_head_uses_the_modality_cosine(ray_session, tmp_pat
     g = torch.Generator().manual_seed(2)
     x = _general_vectors(n, w, g)
     run = tmp_path / "train"
-    run.mkdir()
     names = [f"c{i:04d}" for i in range(n)]
-    pq.write_table(pa.table({"culture": names, "head": ["general"] * n,
-                             "vector": pa.array(x.numpy().tolist(), pa.list_(pa.float32(), 18))}),
-                   run / "culture_embeddings.parquet")
-    (run / "model_config.json").write_text(json.dumps(asdict(mcfg)))
-    mats = None
-    if whiten:  # symmetric positive definite, far from the identity
-        a = {m: torch.randn(d, d, generator=g) for m, d in (("image", 4), ("text", 8))}
-        white = {m: (v @ v.T / len(v) + 0.2 * torch.eye(len(v))).numpy() for m, v in a.items()}
-        write_map_whitening(white, str(run / "map_whitening.npz"))
-        mats = [torch.from_numpy(white["image"]), torch.from_numpy(white["text"])]
+    mats = _write_train_run(run, {"general": (names, x)}, mcfg, g)
     sim = ModalityCosine([(0, 4), (4, 12)], learned=0.1, whitening=mats).fit(x)
     exact = sim(x, x).fill_diagonal_(float("-inf"))
     assert (exact - (x @ x.T).fill_diagonal_(float("-inf"))).abs()[exact.isfinite()].max() > 0.05
@@ -214,12 +226,10 @@ def test_theme_heads_with_raw_slots_sum_their_own_culture_maps(ray_session, tmp_
     """A run whose theme heads carry the raw slots (theme_raw) and a whitened culture
     map: S_total sums each theme's own `ModalityCosine` over the cultures that have
     both themes (as `combine_matrices` does), blockwise."""
-    from dataclasses import asdict
 
     from culturesim_ray.models.culturesim import CultureSimConfig
     from culturesim_ray.ops.modality_cosine import ModalityCosine
     from culturesim_ray.ops.set_pairs import combine_matrices
-    from culturesim_ray.runs import write_map_whitening
 
     w, n = 0.9, 60
     mcfg = CultureSimConfig({"image": 4, "text": 8}, ["a", "b"], hidden=8, out=6,
@@ -230,16 +240,7 @@ def test_theme_heads_with_raw_slots_sum_their_own_culture_maps(ray_session, tmp_
              "a": (names, _general_vectors(n, w, g)),
              "b": (names[::2], _general_vectors(n // 2, w, g))}  # half the cultures lack b
     run = tmp_path / "train"
-    run.mkdir()
-    rows = [(c, h, v) for h, (cs, x) in heads.items() for c, v in zip(cs, x.tolist(), strict=True)]
-    pq.write_table(pa.table({"culture": [r[0] for r in rows], "head": [r[1] for r in rows],
-                             "vector": pa.array([r[2] for r in rows], pa.list_(pa.float32(), 18))}),
-                   run / "culture_embeddings.parquet")
-    (run / "model_config.json").write_text(json.dumps(asdict(mcfg)))
-    a = {m: torch.randn(d, d, generator=g) for m, d in (("image", 4), ("text", 8))}
-    white = {m: (v @ v.T / len(v) + 0.2 * torch.eye(len(v))).numpy() for m, v in a.items()}
-    write_map_whitening(white, str(run / "map_whitening.npz"))
-    mats = [torch.from_numpy(white["image"]), torch.from_numpy(white["text"])]
+    mats = _write_train_run(run, heads, mcfg, g)
     alpha = {"a": 0.7, "b": 0.3}
     ref = {}
     for t in alpha:
@@ -262,6 +263,38 @@ def test_theme_heads_with_raw_slots_sum_their_own_culture_maps(ray_session, tmp_
         i, j = cultures.index(r["culture_a"]), cultures.index(r["culture_b"])
         assert r["score"] == pytest.approx(total[i, j], abs=1e-5)
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_a_whitened_train_run_on_s3_maps_as_it_does_locally(ray_session, s3_server, tmp_path):
+    """A train run's culture embeddings, config and whitening read from S3 and the map
+    written there: the same pairs and manifest record as from local disk; without its
+    whitening file the job stops, naming it."""
+    from culturesim_ray.models.culturesim import CultureSimConfig
+
+    mcfg = CultureSimConfig({"image": 4, "text": 8}, hidden=8, out=6, raw_weight=0.9,
+                            map_learned=0.1, map_whiten=30.0)
+    g = torch.Generator().manual_seed(6)
+    names = [f"c{i:03d}" for i in range(80)]
+    run = tmp_path / "train"
+    _write_train_run(run, {"general": (names, _general_vectors(80, 0.9, g))}, mcfg, g)
+    fs, bucket = s3_server["fs"], s3_server["bucket"]
+    fs.put(str(run), f"{bucket}/runs/w/train", recursive=True)
+    s3 = {"endpoint_url": s3_server["endpoint_url"], "key": "testing", "secret": "testing"}
+    cfg = AllPairsConfig(k=4, prefilter="off", s3=s3)
+    local = run_allpairs(str(run), str(tmp_path / "local"), cfg, log=quiet)
+    remote = run_allpairs(f"s3://{bucket}/runs/w/train", f"s3://{bucket}/maps/w", cfg, log=quiet)
+    assert remote["head_similarity"] == local["head_similarity"]
+    assert remote["head_similarity"]["general"]["whitened"]
+    with fs.open(f"{bucket}/maps/w/pairs.parquet", "rb") as fh:
+        got = pq.read_table(fh)
+    want = pq.read_table(tmp_path / "local" / "pairs.parquet")
+    assert got.num_rows == want.num_rows == 80 * 4
+    assert got.column("culture_b").to_pylist() == want.column("culture_b").to_pylist()
+    np.testing.assert_allclose(got.column("score").to_numpy(), want.column("score").to_numpy(),
+                               atol=1e-6)
+    fs.rm(f"{bucket}/runs/w/train/map_whitening.npz")
+    with pytest.raises(FileNotFoundError, match="map_whitening.npz"):
+        run_allpairs(f"s3://{bucket}/runs/w/train", f"s3://{bucket}/maps/w2", cfg, log=quiet)
 
 
 @pytest.mark.parametrize(("mutate", "cfg", "msg"), [
