@@ -160,6 +160,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "steps_per_epoch": args.steps_per_epoch, "hidden": args.hidden, "out_dim": args.out_dim,
         "queue_size": args.queue_size, "graph": args.graph, "raw_weight": args.raw_weight,
         "map_learned": args.map_learned, "map_whiten": args.map_whiten,
+        "map_learned_share": args.map_learned_share,
         "holdout": args.holdout,
         "batch_cultures": args.batch_cultures,
         "items_per_culture": args.items_per_culture, "fanouts": args.fanouts}
@@ -308,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 0.9; 0: learned only)")
     p.add_argument("--map-learned", type=float, help="culture vs culture (evaluate, allpairs): "
                    "the learned part's share of its trained weight (default 0.1; 1: as trained)")
+    p.add_argument("--map-learned-share", type=float, help="culture vs culture (evaluate, "
+                   "allpairs): the learned part weighted so that its spread over culture "
+                   "pairs is this share of the raw means' (default 0.05; 0: --map-learned)")
     p.add_argument("--map-whiten", type=float, help="culture vs culture (evaluate, allpairs): "
                    "raw means read in their within-culture-whitened geometry, shrunk towards "
                    "the plain cosine by this factor (default 30; 0: the plain cosine)")

@@ -253,7 +253,8 @@ def general_similarity(model_config: dict[str, Any], vectors: Any,
                        whitening: dict[str, Any] | None = None) -> Any:
     """How a train run's general culture embeddings (C, d) are compared, given its
     model_config.json: the `ops.modality_cosine.ModalityCosine` of the model's raw slots
-    with its learned part at `map_learned` of its trained weight and each modality's
+    with its learned part at `map_learned` of its trained weight (or at the weight
+    that gives it `map_learned_share` of the raw term's spread) and each modality's
     raw slot read through `whitening` (`read_map_whitening`; None: plainly), fitted
     on `vectors`, when the learned part is reweighted, the raw slots are whitened, or
     the raw residual spans two or more modalities and the cultures' modality shares
@@ -264,7 +265,7 @@ def general_similarity(model_config: dict[str, Any], vectors: Any,
     from culturesim_ray.ops.modality_cosine import ModalityCosine
 
     cfg = CultureSimConfig(**model_config)
-    plain = cfg.map_learned == 1.0 and not whitening
+    plain = cfg.map_learned == 1.0 and not cfg.map_learned_share and not whitening
     if cfg.raw_weight <= 0 or (len(cfg.in_dims) < 2 and plain):
         return "cosine"
     x = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
@@ -276,7 +277,8 @@ def general_similarity(model_config: dict[str, Any], vectors: Any,
             raise ValueError(f"map whitening: no matrix for modality(ies) {missing}")
         mats = [torch.from_numpy(np.ascontiguousarray(whitening[m], dtype=np.float32))
                 for m in slots]
-    sim = ModalityCosine(list(slots.values()), learned=cfg.map_learned, whitening=mats)
+    sim = ModalityCosine(list(slots.values()), learned=cfg.map_learned, whitening=mats,
+                         learned_share=cfg.map_learned_share)
     norms = sim.slot_norms(x)
     if plain and bool(torch.allclose(norms, norms[:1].expand_as(norms), atol=1e-6)):
         return "cosine"  # every culture has the same modalities at the same shares

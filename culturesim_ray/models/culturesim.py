@@ -100,6 +100,10 @@ class CultureSimConfig:
     # part's weight as a share of its trained one, 1 - raw_weight (1: as trained;
     # `ops.modality_cosine.ModalityCosine`); training and one-item queries do not read it
     map_learned: float = 1.0
+    # where > 0, the learned part's weight is instead fitted on the culture vectors so
+    # that its spread over culture pairs is this share of the raw term's (`ModalityCosine`
+    # learned_share); 0: map_learned as given (runs trained before it)
+    map_learned_share: float = 0.0
     # the culture map reads each modality's raw slot through the within-culture
     # whitening of the run's items (`ops.whiten`, map_whitening.npz), shrunk by this
     # factor; 0: the plain cosine (runs trained before it)
@@ -142,6 +146,9 @@ class CultureSim(nn.Module):
             raise ValueError(f"raw_weight must be in [0, 1), got {cfg.raw_weight}")
         if not (0.0 <= cfg.map_learned and math.isfinite(cfg.map_learned)):
             raise ValueError(f"map_learned must be a finite weight >= 0, got {cfg.map_learned}")
+        if not (0.0 <= cfg.map_learned_share and math.isfinite(cfg.map_learned_share)):
+            raise ValueError(f"map_learned_share must be a finite share >= 0, got "
+                             f"{cfg.map_learned_share}")
         if not (0.0 <= cfg.map_whiten and math.isfinite(cfg.map_whiten)):
             raise ValueError(f"map_whiten must be a finite factor >= 0, got {cfg.map_whiten}")
         self.cfg = cfg

@@ -45,6 +45,12 @@ class ModalityCosine:
     so a culture with every modality still scores 1 with itself (the culture map's
     read-out, `CultureSimConfig.map_learned`). lam = 1: the formula above.
 
+    learned_share: kappa > 0: `fit` sets lam so that the learned term's standard
+    deviation over the culture pairs is kappa times the raw term's, lam = kappa
+    sd(raw term) / sd(p_a.p_b), so the learned part moves the ranking as much
+    whatever the spread of the encoder's cosines (`CultureSimConfig.
+    map_learned_share`); `learned` stays where either spread is nil. 0: lam as given.
+
     slots: the (start, stop) columns of each modality's raw slot (`runs.raw_slots`).
 
     whitening: per slot, a (d, d) matrix T (`ops.whiten`) or None: each culture's raw
@@ -59,7 +65,8 @@ class ModalityCosine:
 
     def __init__(self, slots: Sequence[tuple[int, int]], fill: float | None = None,
                  learned: float = 1.0,
-                 whitening: Sequence[Tensor | None] | None = None) -> None:
+                 whitening: Sequence[Tensor | None] | None = None,
+                 learned_share: float = 0.0) -> None:
         if not slots:
             raise ValueError("modality_cosine needs the raw slots of at least one modality")
         if not (learned >= 0 and math.isfinite(learned)):
@@ -67,8 +74,12 @@ class ModalityCosine:
                              f"got {learned}")
         self.slots = [(int(a), int(b)) for a, b in slots]
         self.raw = (min(a for a, _ in self.slots), max(b for _, b in self.slots))
+        if not (learned_share >= 0 and math.isfinite(learned_share)):
+            raise ValueError(f"modality_cosine: learned_share must be a finite share >= 0, "
+                             f"got {learned_share}")
         self.fill = fill
         self.learned = float(learned)
+        self.learned_share = float(learned_share)
         self.whitening = list(whitening) if whitening is not None else [None] * len(self.slots)
         self._prepared = False  # rows arrive through `prepare` (their slots whitened)
         if len(self.whitening) != len(self.slots):
@@ -82,9 +93,10 @@ class ModalityCosine:
     @property
     def key(self) -> str:
         """What the all-pairs fingerprint records: the name, the learned weight where it
-        is not 1 and a digest of the whitening where there is one (outputs written
-        before either existed still resume)."""
+        is not 1, its share of the raw spread where set and a digest of the whitening
+        where there is one (outputs written before any of them existed still resume)."""
         opts = ([f"learned={self.learned:g}"] if self.learned != 1.0 else []) + (
+            [f"learned_share={self.learned_share:g}"] if self.learned_share else []) + (
             [f"whitened={self._whitening_digest()}"] if self._whitened else [])
         return f"{self.name}({','.join(opts)})" if opts else self.name
 
@@ -101,6 +113,7 @@ class ModalityCosine:
     def manifest_record(self) -> dict:
         """What an all-pairs manifest records of it (`head_similarity`)."""
         return {"name": self.name, "fill": self.fill, "learned": self.learned,
+                "learned_share": self.learned_share,
                 "whitened": self._whitening_digest() if self._whitened else None}
 
     def _split(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -157,13 +170,21 @@ class ModalityCosine:
 
     def fit(self, x: Tensor, sample: int = 2000, seed: int = 0) -> ModalityCosine:
         """fill = the mean raw term over the pairs (a < b) of up to `sample` seeded rows
-        of x that share a modality (0 when none does)."""
+        of x that share a modality (0 when none does); with `learned_share`, the
+        learned weight from the same pairs' spreads (the raw term with that fill)."""
         if x.shape[0] > sample:
             g = torch.Generator().manual_seed(seed)
             x = x[torch.randperm(x.shape[0], generator=g)[:sample].to(x.device)]
-        term, ok = self.raw_term(x, x)
-        upper = torch.triu(torch.ones_like(ok), diagonal=1) & ok
-        self.fill = float(term[upper].double().mean()) if bool(upper.any()) else 0.0
+        sx = self._split(x)
+        term, ok, w = self._term(sx, sx)
+        upper = torch.triu(torch.ones_like(ok), diagonal=1)
+        shared = upper & ok
+        self.fill = float(term[shared].double().mean()) if bool(shared.any()) else 0.0
+        if self.learned_share > 0 and int(upper.sum()) > 1:
+            raw = torch.where(ok, term, torch.where(w > EPS, self.fill, 0.0))[upper].double()
+            learned = (sx[1] @ sx[1].T)[upper].double()
+            if float(raw.std()) > EPS and float(learned.std()) > EPS:
+                self.learned = self.learned_share * float(raw.std()) / float(learned.std())
         return self
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:

@@ -50,6 +50,7 @@ def model_config(cfg: TrainConfig, in_dims: dict[str, int], themes: list[str],
                             conv=ms.conv, fusion=ms.fusion, heads=ms.heads, dropout=ms.dropout,
                             graph=ms.graph, relations=relations if ms.graph == "hetero" else [],
                             raw_weight=ms.raw_weight, map_learned=ms.map_learned,
+                            map_learned_share=ms.map_learned_share,
                             map_whiten=ms.map_whiten, theme_raw=ms.theme_raw)
 
 

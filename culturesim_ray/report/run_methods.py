@@ -139,10 +139,13 @@ def run_methods(run_dir: str | Path, modality: str | None = None, tfidf_dim: int
         if sim == "cosine":
             methods.append(Method("trained model (heads, cosine)", "model", heads))
         else:  # the run's culture map: a head's raw part over the modalities each pair
-            # shares (through the run's whitening), its learned part at map_learned
+            # shares (through the run's whitening), its learned part at map_learned or at
+            # map_learned_share of the raw spread
             mats = {h: vector_matrix(v, S.cosine if sims[h] == "cosine" else sims[h])
                     for h, v in heads.items()}
-            learned = "" if sim.learned == 1.0 else f", learned x{sim.learned:g}"
+            learned = "" if sim.learned == 1.0 else f", learned x{sim.learned:.3g}"
+            if sim.learned_share:
+                learned += f" ({sim.learned_share:g} of the raw spread)"
             white = ", whitened raw means" if whitening else ""
             methods.append(Method(f"trained model (heads, modality cosine{learned}{white})",
                                   "model", heads, sim.name, mats))

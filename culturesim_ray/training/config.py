@@ -31,7 +31,12 @@ class ModelSettings:
     weight 1 - raw_weight: 0.1, as the query score's `QueryMix.learned`; over the
     five sets of benchmarks/truth.py and three training seeds the map agreed with the
     gold best with the learned part at 0.1 or less, and at 0.1 it barely moves with
-    the seed: benchmarks/RESULTS.md), map_whiten (the culture map reads each
+    the seed: benchmarks/RESULTS.md), map_learned_share (where > 0, the learned
+    part's weight in the culture map is fitted on the culture vectors so that its
+    spread over culture pairs is this share of the raw term's, whatever the spread of
+    the encoder's cosines: the learned part then moves the map as much on an encoder
+    whose culture means all point one way (the melody LSTM's) as on text, where a
+    fixed 0.1 let it outweigh the raw means; benchmarks/RESULTS.md), map_whiten (the culture map reads each
     modality's raw culture means in their within-culture-whitened geometry, shrunk
     towards the plain cosine by this factor, `ops.whiten`; 0: the plain cosine; it
     lifted the agreement with the gold on average over the gold columns of
@@ -51,6 +56,7 @@ class ModelSettings:
     graph: str = "homo"
     raw_weight: float = 0.9
     map_learned: float = 0.1
+    map_learned_share: float = 0.05
     map_whiten: float = 30.0
     theme_raw: bool = True
 
@@ -110,6 +116,7 @@ _SECTIONS = {"model": ModelSettings, "step": StepConfig, "stages_cfg": StageConf
 ALIASES = {"hidden": ("model", "hidden"), "out_dim": ("model", "out"),
            "graph": ("model", "graph"), "raw_weight": ("model", "raw_weight"),
            "map_learned": ("model", "map_learned"), "map_whiten": ("model", "map_whiten"),
+           "map_learned_share": ("model", "map_learned_share"),
            "conv": ("model", "conv"), "layers": ("model", "layers"),
            "fusion": ("model", "fusion"), "batch_cultures": ("batch", "batch_cultures"),
            "items_per_culture": ("batch", "items_per_culture"),

@@ -207,7 +207,7 @@ def test_a_train_runs_general_head_uses_the_modality_cosine(ray_session, tmp_pat
         manifest = run_allpairs(str(run), str(tmp_path / pf), cfg, log=quiet)
         assert manifest["head_similarity"]["general"] == {
             "name": "modality_cosine", "fill": pytest.approx(sim.fill), "learned": 0.1,
-            "whitened": sim.manifest_record()["whitened"]}
+            "learned_share": 0.0, "whitened": sim.manifest_record()["whitened"]}
         assert (manifest["head_similarity"]["general"]["whitened"] is None) == (not whiten)
         pairs = pq.read_table(tmp_path / pf / "pairs.parquet").to_pylist()
         assert {r["similarity"] for r in pairs} == {"modality_cosine"}

@@ -221,6 +221,8 @@ def test_merge_train_config_layers_yaml_then_flags_and_names_unknown_keys():
     assert merge_train_config(cfg.to_dict()) == cfg
     assert cfg.model.map_learned == 0.1  # the culture map's default read-out
     assert merge_train_config({"map_learned": 1.0}).model.map_learned == 1.0  # the flag's alias
+    assert cfg.model.map_learned_share == 0.05
+    assert merge_train_config({"map_learned_share": 0.0}).model.map_learned_share == 0.0
     with pytest.raises(ValueError, match="unknown key 'hiden'"):
         merge_train_config({"hiden": 3})
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['widht'\] in model"):

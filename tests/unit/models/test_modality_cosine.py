@@ -84,6 +84,40 @@ def test_modality_cosine_weighs_the_learned_part_of_the_culture_map(lam):
     np.testing.assert_allclose(v.numpy(), torch.topk(dense, 3, dim=1).values.numpy(), atol=1e-5)
 
 
+@pytest.mark.parametrize("share", [0.05, 0.5])
+def test_the_learned_weight_fitted_to_a_share_of_the_raw_spread(share):
+    """learned_share: lam = share * sd(raw term) / sd(p_a.p_b) over the pairs a < b,
+    the raw term with its fill, in float64 by hand; then the map of that lam."""
+    from culturesim_ray.ops.modality_cosine import ModalityCosine
+
+    w = 0.9
+    graphs, model, general = general_of(w)
+    term, shared = modality_normalised_ref(graphs, w)
+    iu = np.triu_indices(N_CULTURES, 1)
+    fill = float(np.mean(term[iu][shared[iu]]))
+    raw = np.where(shared, term, fill)
+    p = learned(model, graphs)
+    p /= np.linalg.norm(p, axis=1, keepdims=True)
+    pp = (1 - w) * (p @ p.T)
+    lam = share * raw[iu].std() / pp[iu].std()
+    slots = list(slots_of(model.cfg).values())
+    sim = ModalityCosine(slots, learned=0.7, learned_share=share).fit(general)
+    assert sim.learned == pytest.approx(lam, rel=1e-5)
+    ref = (raw + lam * pp) / (w + lam * (1 - w))
+    np.testing.assert_allclose(sim(general.double(), general.double()).numpy(), ref, atol=1e-6)
+    assert f"learned_share={share:g}" in sim.key
+    assert sim.manifest_record()["learned_share"] == share
+    # learned = the fixed weight, without a share or where a spread is nil
+    assert ModalityCosine(slots, learned=0.7).fit(general).learned == 0.7
+    assert ModalityCosine(slots, learned=0.7, learned_share=share).fit(general[:1]).learned \
+        == 0.7
+    with pytest.raises(ValueError, match="learned_share must be a finite share >= 0"):
+        ModalityCosine(slots, learned_share=-1.0)
+    with pytest.raises(ValueError, match="map_learned_share must be a finite share >= 0"):
+        CultureSim(CultureSimConfig(dict(DIMS), hidden=8, out=4, raw_weight=0.9,
+                                    map_learned_share=float("nan")))
+
+
 @pytest.mark.parametrize("lam", [-0.1, float("nan"), float("inf")])
 def test_modality_cosine_refuses_a_bad_learned_weight(lam):
     from culturesim_ray.ops.modality_cosine import ModalityCosine
