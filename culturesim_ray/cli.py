@@ -308,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of the raw culture means in the general embedding "
                         "(default 0.9; 0: learned only)")
     p.add_argument("--map-learned", type=float, help="culture vs culture (evaluate, allpairs): "
-                   "the learned part's share of its trained weight (default 0.1; 1: as trained)")
+                   "the learned part's share of its trained weight, with --map-learned-share 0 "
+                   "(default 0.1; 1: as trained)")
     p.add_argument("--map-learned-share", type=float, help="culture vs culture (evaluate, "
                    "allpairs): the learned part weighted so that its spread over culture "
                    "pairs is this share of the raw means' (default 0.05; 0: --map-learned)")
